@@ -1,0 +1,73 @@
+//! Datasets: IDX files (MNIST, Fashion-MNIST), where to find them, and batching.
+//!
+//! - [`read_images`] / [`read_labels`] read IDX files, gzip or raw (detected from the
+//!   content), and reject anything that is not exactly what the header announces.
+//! - [`Dataset`] holds labelled 8-bit images in memory; [`load_dir`] loads `(train, test)`
+//!   from a folder with the four standard file names.
+//! - [`resolve`] chooses the folder: `--data DIR`, else the system copy
+//!   (`/usr/share/datasets/fashion-mnist`, Debian package `dataset-fashion-mnist`), else the
+//!   bundled subset in `data/fashion-mnist-subset`; see [`DataSource`].
+//! - [`Batcher`] yields [`Batch`]es of candle tensors, sequential or in a seeded shuffle
+//!   that is a pure function of `(seed, epoch)`. Inputs are normalized as
+//!   `(pixel - 128) / 128`, which makes the device's int8 input quantization exact
+//!   ([`INPUT_SCALE`], [`INPUT_ZERO_POINT`], [`pixel_to_int8`]).
+//!
+//! ```no_run
+//! use sprig_compressor::data::{resolve, Batcher, Order};
+//! # fn main() -> anyhow::Result<()> {
+//! let source = resolve(None)?;
+//! println!("{}", source.describe());
+//! let (train, _test) = source.load()?;
+//! let device = candle_core::Device::Cpu;
+//! for batch in Batcher::new(&train, 64, Order::Shuffled { seed: 1, epoch: 0 }, &device) {
+//!     let batch = batch?;
+//!     assert_eq!(batch.images.dims()[1..], [1, train.rows, train.cols]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod batcher;
+mod dataset;
+mod error;
+mod idx;
+mod source;
+
+pub use batcher::{
+    normalize_pixel, permutation, pixel_to_int8, Batch, Batcher, Order, INPUT_SCALE,
+    INPUT_ZERO_POINT,
+};
+pub use dataset::{load_dir, Dataset, NUM_CLASSES, TEST_FILES, TRAIN_FILES};
+pub use error::DataError;
+pub use idx::{
+    read_images, read_labels, write_images, write_labels, Images, IMAGES_MAGIC, LABELS_MAGIC,
+};
+pub use source::{bundled_dir, resolve, DataSource, SYSTEM_DIR};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Examples per class in the bundled subset; must match `data/README.md` and
+    /// `examples/cut_bundled_subset.rs`.
+    const BUNDLED_TRAIN_PER_CLASS: usize = 0;
+    const BUNDLED_TEST_PER_CLASS: usize = 0;
+
+    #[test]
+    fn bundled_subset_is_class_balanced() {
+        let (train, test) = load_dir(&bundled_dir()).unwrap();
+        assert_eq!(train.class_counts(), [BUNDLED_TRAIN_PER_CLASS; NUM_CLASSES]);
+        assert_eq!(test.class_counts(), [BUNDLED_TEST_PER_CLASS; NUM_CLASSES]);
+        assert!(BUNDLED_TEST_PER_CLASS >= 100);
+        assert_eq!((train.rows, train.cols), (28, 28));
+    }
+
+    #[test]
+    fn bundled_subset_fits_the_size_budget() {
+        let total: u64 = std::fs::read_dir(bundled_dir())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(total <= 2_000_000, "bundled subset is {total} bytes");
+    }
+}

@@ -1,0 +1,39 @@
+//! Exports: weights and masks (safetensors), ONNX, calibration JSON.
+//!
+//! Every file is written atomically (temp file, fsync, rename), so a killed export never
+//! leaves a half-written file where a good one was.
+
+mod atomic;
+mod calibration;
+mod onnx;
+mod weights;
+
+pub use atomic::write_atomic;
+pub use calibration::{calibration_json, write_calibration};
+pub use onnx::write_onnx;
+pub use weights::{write_masks, write_weights};
+
+use std::path::Path;
+
+use crate::nn::Graph;
+use crate::Result;
+
+/// NNI's `export_model`: `model_path` gets the weights (pruned entries are exact zeros,
+/// batch norms as they stand), `mask_path` the masks, and `onnx_path` (if given) an ONNX
+/// graph for inputs of `input_shape` `[N, C, H, W]`, with QuantizeLinear/DequantizeLinear
+/// pairs where a quantizer is attached.
+pub fn export_model(
+    graph: &Graph,
+    model_path: &Path,
+    mask_path: &Path,
+    onnx_path: Option<&Path>,
+    input_shape: [usize; 4],
+) -> Result<()> {
+    crate::prune::apply_masks_to_weights(graph)?;
+    write_weights(graph, model_path)?;
+    write_masks(graph, mask_path)?;
+    if let Some(path) = onnx_path {
+        write_onnx(graph, path, input_shape)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Weights and masks as safetensors, keyed `<op_name>.weight` like PyTorch state dicts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use super::write_atomic;
+use crate::nn::{Graph, Layer};
+use crate::{Error, Result};
+
+fn serialize(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<Vec<u8>> {
+    let views: Vec<(String, Tensor)> =
+        tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_device(&candle_core::Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
+    safetensors::serialize(views.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| Error::Export { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Every parameter and running statistic of the graph's layers.
+pub fn graph_tensors(graph: &Graph) -> BTreeMap<String, Tensor> {
+    let mut out = BTreeMap::new();
+    for node in graph.nodes() {
+        let n = &node.name;
+        match &node.layer {
+            Layer::Conv2d(c) => {
+                out.insert(format!("{n}.weight"), c.weight().clone());
+                if let Some(b) = c.bias() {
+                    out.insert(format!("{n}.bias"), b.clone());
+                }
+            }
+            Layer::Linear(l) => {
+                out.insert(format!("{n}.weight"), l.weight().clone());
+                if let Some(b) = l.bias() {
+                    out.insert(format!("{n}.bias"), b.clone());
+                }
+            }
+            Layer::BatchNorm2d(b) => {
+                out.insert(format!("{n}.weight"), b.weight().clone());
+                out.insert(format!("{n}.bias"), b.bias().clone());
+                out.insert(format!("{n}.running_mean"), b.running_mean().clone());
+                out.insert(format!("{n}.running_var"), b.running_var().clone());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `model.safetensors`: the graph's tensors (pruned weights are exact zeros).
+pub fn write_weights(graph: &Graph, path: &Path) -> Result<()> {
+    write_atomic(path, &serialize(&graph_tensors(graph), path)?)
+}
+
+/// `masks.safetensors`: `<op_name>.weight` → 0/1 mask, for every pruned layer.
+pub fn write_masks(graph: &Graph, path: &Path) -> Result<()> {
+    let masks = graph.masks().iter().map(|(k, v)| (format!("{k}.weight"), v.clone())).collect();
+    write_atomic(path, &serialize(&masks, path)?)
+}

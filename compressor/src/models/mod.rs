@@ -1,0 +1,78 @@
+//! The model zoo: small networks for 28×28×1 images (MNIST, Fashion-MNIST).
+//!
+//! Layer names are stable dotted `op_name`s (`conv1`, `stack2.conv1`, ...) that
+//! `config_list`s, checkpoints and exports refer to.
+
+mod dscnn;
+mod lenet5;
+mod mlp;
+mod resnet8;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::nn::Graph;
+use crate::{Error, Result};
+
+/// Names accepted by [`build`].
+pub const MODEL_NAMES: [&str; 4] = ["mlp", "lenet5", "resnet8", "dscnn"];
+
+/// A graph together with the variables that hold its parameters.
+#[derive(Clone)]
+pub struct Model {
+    pub name: String,
+    pub graph: Graph,
+    pub varmap: VarMap,
+    pub device: Device,
+}
+
+impl Model {
+    /// A freshly initialized model (initialization draws from candle's RNG: seed the
+    /// device first for repeatable weights, see [`crate::train::seed_everything`]).
+    pub fn new(name: &str, num_classes: usize, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let graph = build(name, num_classes, vb)?;
+        Ok(Self { name: name.to_string(), graph, varmap, device: device.clone() })
+    }
+
+    /// Number of parameters in weighted layers and batch norms (not running stats).
+    pub fn num_parameters(&self) -> usize {
+        self.trainable_vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// `(name, var)` of every trainable parameter, sorted by name (running statistics of
+    /// batch norms are state, not parameters).
+    pub fn trainable_vars(&self) -> Vec<(String, candle_core::Var)> {
+        let data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+        let mut vars: Vec<_> = data
+            .iter()
+            .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Every variable, sorted by name.
+    pub fn all_vars(&self) -> Vec<(String, candle_core::Var)> {
+        let data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+        let mut vars: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+}
+
+/// Builds the named model's graph, creating its variables through `vb`.
+pub fn build(name: &str, num_classes: usize, vb: VarBuilder) -> Result<Graph> {
+    let graph = match name {
+        "mlp" => mlp::build(num_classes, vb)?,
+        "lenet5" => lenet5::build(num_classes, vb)?,
+        "resnet8" => resnet8::build(num_classes, vb)?,
+        "dscnn" => dscnn::build(num_classes, vb)?,
+        other => {
+            return Err(Error::UnknownModel { name: other.to_string(), valid: MODEL_NAMES.join(", ") });
+        }
+    };
+    Ok(graph)
+}

@@ -1,0 +1,234 @@
+//! A small dataflow graph of named layers in execution order.
+//!
+//! Each node reads the graph input or earlier nodes' outputs, so residual adds keep their
+//! structure (what channel pruning across a skip connection needs later). Compression
+//! attaches here: weight masks by layer name, and one quantizer binding whose hooks run in
+//! the forward pass.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::{Module, Result, Tensor};
+
+use super::{Layer, OpType};
+use crate::quant::QuantBinding;
+
+/// Where a node's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The graph input.
+    Input,
+    /// The output of node `i`.
+    Node(usize),
+}
+
+/// A named layer and its inputs.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub layer: Layer,
+    pub inputs: Vec<Source>,
+}
+
+/// The model's layers in topological (execution) order; the last node is the output.
+#[derive(Clone)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    /// `[C, H, W]` of one input sample.
+    input_shape: [usize; 3],
+    masks: BTreeMap<String, Tensor>,
+    quant: Option<Arc<QuantBinding>>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("nodes", &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>())
+            .field("input_shape", &self.input_shape)
+            .field("masks", &self.masks.keys().collect::<Vec<_>>())
+            .field("quantized", &self.quant.is_some())
+            .finish()
+    }
+}
+
+impl Graph {
+    pub fn new(input_shape: [usize; 3]) -> Self {
+        Self { nodes: Vec::new(), input_shape, masks: BTreeMap::new(), quant: None }
+    }
+
+    /// Appends a node and returns the source that reads its output.
+    ///
+    /// # Panics
+    /// When an input refers to a later node or the arity is wrong: graphs are built by
+    /// model code, so this is a programming error, not bad user input.
+    pub fn push(&mut self, name: impl Into<String>, layer: Layer, inputs: &[Source]) -> Source {
+        let name = name.into();
+        assert_eq!(inputs.len(), layer.arity(), "node {name}: wrong number of inputs");
+        for s in inputs {
+            if let Source::Node(i) = s {
+                assert!(*i < self.nodes.len(), "node {name}: input {i} is not an earlier node");
+            }
+        }
+        assert!(self.node(&name).is_none(), "duplicate node name {name}");
+        self.nodes.push(Node { name, layer, inputs: inputs.to_vec() });
+        Source::Node(self.nodes.len() - 1)
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input_shape
+    }
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// `(op_name, op_type)` of every node, the view a `config_list` is resolved against.
+    pub fn layer_infos(&self) -> Vec<crate::config::LayerInfo> {
+        self.nodes
+            .iter()
+            .map(|n| crate::config::LayerInfo { name: n.name.clone(), op_type: n.layer.op_type() })
+            .collect()
+    }
+
+    /// Indices of the nodes that read node `i`.
+    pub fn consumers(&self, i: usize) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.inputs.contains(&Source::Node(i)))
+            .map(|(j, _)| j)
+            .collect()
+    }
+
+    /// The activation fused after node `i` on export: its single consumer, if that is a
+    /// ReLU / ReLU6 (and `i` is not itself an activation).
+    pub fn fused_activation(&self, i: usize) -> Option<usize> {
+        if self.nodes.get(i)?.layer.is_activation() {
+            return None;
+        }
+        match self.consumers(i).as_slice() {
+            [j] if self.nodes[*j].layer.is_activation() => Some(*j),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn nodes_mut(&mut self) -> &mut Vec<Node> {
+        &mut self.nodes
+    }
+
+    // ----- compression attachments -------------------------------------------------
+
+    /// Weight masks by layer name (1 keeps a weight, 0 prunes it).
+    pub fn masks(&self) -> &BTreeMap<String, Tensor> {
+        &self.masks
+    }
+    pub fn set_mask(&mut self, name: &str, mask: Tensor) {
+        self.masks.insert(name.to_string(), mask);
+    }
+    pub fn clear_masks(&mut self) {
+        self.masks.clear();
+    }
+    pub fn quant(&self) -> Option<&Arc<QuantBinding>> {
+        self.quant.as_ref()
+    }
+    pub fn set_quant(&mut self, binding: Option<Arc<QuantBinding>>) {
+        self.quant = binding;
+    }
+
+    /// The weight a layer computes with: stored weight × mask. (Fake quantization is
+    /// applied on top in the forward pass.)
+    pub fn masked_weight(&self, name: &str, weight: &Tensor) -> Result<Tensor> {
+        match self.masks.get(name) {
+            Some(m) => weight * m,
+            None => Ok(weight.clone()),
+        }
+    }
+
+    // ----- forward ------------------------------------------------------------------
+
+    /// Eval-mode forward: batch norm uses running statistics, range trackers are frozen.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+
+    /// Forward pass; `train` selects batch statistics and lets quantizers update ranges.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let quant = self.quant.as_deref();
+        // Output fake-quant of a layer followed by an activation happens after the
+        // activation, as the int8 runtime fuses the two.
+        let mut deferred_output: Vec<Option<usize>> = vec![None; self.nodes.len()];
+        for i in 0..self.nodes.len() {
+            if let Some(j) = self.fused_activation(i) {
+                deferred_output[j] = Some(i);
+            }
+        }
+        let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let input = |k: usize| -> &Tensor {
+                match node.inputs[k] {
+                    Source::Input => x,
+                    Source::Node(j) => &values[j],
+                }
+            };
+            let quant_input = |t: &Tensor| -> Result<Tensor> {
+                match quant {
+                    Some(q) => q.quantize_input(&node.name, t, train),
+                    None => Ok(t.clone()),
+                }
+            };
+            let effective_weight = |w: &Tensor| -> Result<Tensor> {
+                let w = self.masked_weight(&node.name, w)?;
+                match quant {
+                    Some(q) => q.quantize_weight(&node.name, &w, train),
+                    None => Ok(w),
+                }
+            };
+            let y = match &node.layer {
+                Layer::Conv2d(c) => {
+                    let xin = quant_input(input(0))?;
+                    c.forward_with(&xin, &effective_weight(c.weight())?, c.bias())?
+                }
+                Layer::Linear(l) => {
+                    let xin = quant_input(input(0))?;
+                    l.forward_with(&xin, &effective_weight(l.weight())?, l.bias())?
+                }
+                Layer::BatchNorm2d(b) => b.forward_t(input(0), train)?,
+                Layer::ReLU(a) => a.forward(input(0))?,
+                Layer::ReLU6(a) => a.forward(input(0))?,
+                Layer::MaxPool2d(p) => p.forward(input(0))?,
+                Layer::AvgPool2d(p) => p.forward(input(0))?,
+                Layer::GlobalAvgPool(p) => p.forward(input(0))?,
+                Layer::Flatten(f) => f.forward(input(0))?,
+                Layer::Add(a) => a.forward(input(0), input(1))?,
+            };
+            let y = match quant {
+                Some(q) if self.fused_activation(i).is_none() => {
+                    let owner = deferred_output[i].map_or(i, |p| p);
+                    q.quantize_output(&self.nodes[owner].name, &y, train)?
+                }
+                _ => y,
+            };
+            values.push(y);
+        }
+        values.pop().ok_or_else(|| candle_core::Error::Msg("empty graph".into()))
+    }
+
+    /// The op types present, for summaries.
+    pub fn op_types(&self) -> Vec<OpType> {
+        let mut t: Vec<OpType> = self.nodes.iter().map(|n| n.layer.op_type()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+impl Module for Graph {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Graph::forward(self, x)
+    }
+}

@@ -1,0 +1,23 @@
+//! Layers in candle-nn style (one file each) and the graph that ties them together.
+
+mod activation;
+mod add;
+mod batch_norm;
+mod conv;
+mod flatten;
+mod graph;
+mod layer;
+mod linear;
+mod op_type;
+mod pool;
+
+pub use activation::{ReLU, ReLU6};
+pub use add::Add;
+pub use batch_norm::{BatchNorm2d, BATCH_NORM_EPS};
+pub use conv::{Conv2d, Conv2dConfig};
+pub use flatten::Flatten;
+pub use graph::{Graph, Node, Source};
+pub use layer::Layer;
+pub use linear::Linear;
+pub use op_type::{OpType, UnknownOpType};
+pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d, Pool2dConfig};

@@ -1,0 +1,100 @@
+//! Fake quantization: round to the integer grid, then back to float, in the forward pass.
+//!
+//! Integers use TFLite's conventions so the exported int8 model computes the same values:
+//! weights symmetric per output channel in `[-(2^(b-1)-1), 2^(b-1)-1]` with zero point 0;
+//! activations asymmetric per tensor in `[-2^(b-1), 2^(b-1)-1]`. Rounding is half away
+//! from zero (`f32::round`), as TFLite's converter rounds.
+
+use candle_core::{DType, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use super::{QuantGrad, QuantRange};
+
+/// Scale and zero point of a per-tensor affine quantization, with its integer range.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub qmin: i32,
+    pub qmax: i32,
+}
+
+impl QParams {
+    /// Asymmetric parameters covering `[min, max]` (widened to contain 0, so that zero is
+    /// exactly representable: padding and ReLU depend on it).
+    pub fn asymmetric(min: f32, max: f32, bits: u8) -> Self {
+        let qmin = -(1i32 << (bits - 1));
+        let qmax = (1i32 << (bits - 1)) - 1;
+        let min = min.min(0.0);
+        let max = max.max(0.0);
+        let span = max - min;
+        let scale = if span > 0.0 && span.is_finite() { span / (qmax - qmin) as f32 } else { 1.0 };
+        let zero_point = (qmin as f32 - min / scale).round().clamp(qmin as f32, qmax as f32) as i32;
+        Self { scale, zero_point, qmin, qmax }
+    }
+
+    /// The float interval the integer grid covers.
+    pub fn range(&self) -> QuantRange {
+        QuantRange {
+            low: f64::from(self.scale) * f64::from(self.qmin - self.zero_point),
+            high: f64::from(self.scale) * f64::from(self.qmax - self.zero_point),
+        }
+    }
+
+    /// The integer a float maps to.
+    pub fn quantize(&self, x: f32) -> i32 {
+        ((x / self.scale).round() as i32 + self.zero_point).clamp(self.qmin, self.qmax)
+    }
+}
+
+/// Largest magnitude of a symmetric `bits`-bit weight (127 for 8 bits).
+pub fn symmetric_qmax(bits: u8) -> i32 {
+    (1i32 << (bits - 1)) - 1
+}
+
+/// Per-tensor asymmetric fake quantization of an activation.
+pub fn fake_quantize_tensor(x: &Tensor, q: QParams, grad: &dyn QuantGrad) -> Result<Tensor> {
+    let xd = x.detach();
+    let zp = f64::from(q.zero_point);
+    let integer = ((xd / f64::from(q.scale))?.round()? + zp)?.clamp(q.qmin as f32, q.qmax as f32)?;
+    let dequant = ((integer - zp)? * f64::from(q.scale))?;
+    grad.apply(x, &dequant, q.range())
+}
+
+/// Per-output-channel symmetric scales of a weight `[out, ...]`: `max|w_c| / qmax`
+/// (1.0 for an all-zero channel, which quantizes to zeros either way).
+pub fn weight_scales(weight: &Tensor, bits: u8) -> Result<Vec<f32>> {
+    let qmax = symmetric_qmax(bits) as f32;
+    let max_abs = weight.detach().abs()?.flatten_from(1)?.max(D::Minus1)?.to_dtype(DType::F32)?;
+    Ok(max_abs
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|m| if m > 0.0 { m / qmax } else { 1.0 })
+        .collect())
+}
+
+/// The integer weights (as f32 tensor) for the given per-channel scales.
+pub fn quantize_weight_integers(weight: &Tensor, scales: &[f32], bits: u8) -> Result<Tensor> {
+    let qmax = symmetric_qmax(bits) as f32;
+    let scale = channel_tensor(weight, scales)?;
+    weight.detach().broadcast_div(&scale)?.round()?.clamp(-qmax, qmax)
+}
+
+/// Per-channel symmetric fake quantization of a weight `[out, ...]`; returns the
+/// fake-quantized weight and the scales used.
+pub fn fake_quantize_weight(weight: &Tensor, bits: u8, grad: &dyn QuantGrad) -> Result<(Tensor, Vec<f32>)> {
+    let scales = weight_scales(weight, bits)?;
+    let integers = quantize_weight_integers(weight, &scales, bits)?;
+    let dequant = integers.broadcast_mul(&channel_tensor(weight, &scales)?)?;
+    let widest = scales.iter().copied().fold(0f32, f32::max);
+    let qmax = f64::from(symmetric_qmax(bits));
+    let range = QuantRange { low: -qmax * f64::from(widest), high: qmax * f64::from(widest) };
+    Ok((grad.apply(weight, &dequant, range)?, scales))
+}
+
+/// `scales` shaped `[out, 1, 1, ...]` to broadcast against `weight`.
+fn channel_tensor(weight: &Tensor, scales: &[f32]) -> Result<Tensor> {
+    let mut shape = vec![1usize; weight.rank()];
+    shape[0] = scales.len();
+    Tensor::from_slice(scales, shape, weight.device())?.to_dtype(weight.dtype())
+}

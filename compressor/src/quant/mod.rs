@@ -1,0 +1,98 @@
+//! Quantizers in NNI's shape: `quantize_weight`, `quantize_input`, `quantize_output`
+//! hooks called from the forward pass, with a replaceable backward ([`QuantGrad`]).
+//!
+//! A quantizer is bound to a graph with [`Quantizer::compress`]: its `config_list` is
+//! resolved against the graph's layers, and every layer it selects gets a
+//! [`QuantState`] (tracked ranges, last scales) that export reads back.
+
+mod binding;
+mod fake_quant;
+mod grad;
+mod naive;
+mod qat;
+
+use candle_core::{Result, Tensor};
+
+pub use binding::{LayerQuant, QuantBinding};
+pub use fake_quant::{
+    fake_quantize_tensor, fake_quantize_weight, quantize_weight_integers, symmetric_qmax, weight_scales,
+    QParams,
+};
+pub use grad::{ClippedStraightThrough, QuantGrad, QuantRange, StraightThrough};
+pub use naive::NaiveQuantizer;
+pub use qat::QatQuantizer;
+
+use crate::config::{ConfigList, LayerConfig, Schema};
+use crate::nn::Graph;
+use serde::{Deserialize, Serialize};
+
+/// What a hook knows about the call: the layer's resolved config and the mode.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantContext<'a> {
+    pub config: &'a LayerConfig,
+    /// True in training forward passes (range trackers update only then).
+    pub training: bool,
+}
+
+impl QuantContext<'_> {
+    /// The bit width configured for a quant type (8 if the dict gave none for it).
+    pub fn bits(&self, t: crate::config::QuantType) -> u8 {
+        self.config.bits(t).unwrap_or(8)
+    }
+}
+
+/// A tracked float interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    pub min: f32,
+    pub max: f32,
+}
+
+/// Per-layer quantization state: what the hooks tracked and last computed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuantState {
+    pub input_range: Option<Range>,
+    pub output_range: Option<Range>,
+    /// Per-output-channel weight scales from the last forward.
+    pub weight_scales: Vec<f32>,
+    pub weight_bits: Option<u8>,
+    pub input_qparams: Option<QParams>,
+    pub output_qparams: Option<QParams>,
+    /// Training forward passes seen.
+    pub steps: u64,
+}
+
+/// A quantization algorithm. Every hook defaults to the identity, so a quantizer
+/// implements only the tensors it quantizes.
+pub trait Quantizer: Send + Sync {
+    /// The algorithm's name as in NNI (used in errors and `calibration.json`).
+    fn name(&self) -> &'static str;
+
+    /// Which op types, bit widths and extra keys its `config_list` accepts.
+    fn schema(&self) -> Schema;
+
+    /// Fake-quantizes a layer's (already masked) weight.
+    fn quantize_weight(&self, weight: &Tensor, _ctx: &QuantContext, _state: &mut QuantState) -> Result<Tensor> {
+        Ok(weight.clone())
+    }
+
+    /// Fake-quantizes a layer's input activation.
+    fn quantize_input(&self, x: &Tensor, _ctx: &QuantContext, _state: &mut QuantState) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+
+    /// Fake-quantizes a layer's output (after its fused activation, if any).
+    fn quantize_output(&self, x: &Tensor, _ctx: &QuantContext, _state: &mut QuantState) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+
+    /// Resolves `config` against `graph` and attaches this quantizer to it.
+    fn compress(self, graph: &mut Graph, config: &ConfigList) -> crate::Result<()>
+    where
+        Self: Sized + 'static,
+    {
+        let layers = config.resolve(&graph.layer_infos(), &self.schema())?;
+        graph.set_quant(Some(std::sync::Arc::new(QuantBinding::new(Box::new(self), layers))));
+        Ok(())
+    }
+}

@@ -1,0 +1,337 @@
+//! The runtime's one error type.
+//!
+//! Every class of malformed blob has its own variant, so a test (or a person reading a
+//! firmware log) can tell *why* a blob was refused, not only that it was.
+
+use core::fmt;
+
+/// Everything that can go wrong while loading or running a packed model.
+///
+/// Variants carry small integers (indices, sizes) and never borrowed data, so the type
+/// is `Copy` and costs a few words on a microcontroller.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    // ---- header -------------------------------------------------------------------
+    /// The blob is shorter than the fixed header.
+    TooShort {
+        /// Bytes needed.
+        needed: u32,
+        /// Bytes present.
+        got: u32,
+    },
+    /// The blob does not start with `b"SPRG"`.
+    BadMagic,
+    /// The format major version differs from [`crate::format::FORMAT_MAJOR`].
+    UnsupportedVersion {
+        /// Major version found in the header.
+        major: u16,
+        /// Minor version found in the header.
+        minor: u16,
+    },
+    /// A *required* header flag (low 16 bits) that this runtime does not know is set.
+    UnsupportedFlags {
+        /// The unknown required flag bits.
+        flags: u32,
+    },
+    /// The header's payload length does not match the bytes after the header.
+    LengthMismatch {
+        /// Payload length written in the header.
+        declared: u32,
+        /// Bytes actually following the header.
+        actual: u32,
+    },
+    /// The CRC32 of the payload does not match the header.
+    CrcMismatch {
+        /// CRC written in the header.
+        expected: u32,
+        /// CRC of the payload as present.
+        actual: u32,
+    },
+
+    // ---- graph decoding -----------------------------------------------------------
+    /// postcard could not decode the graph (truncated, bad varint, bad bool/option tag).
+    Decode {
+        /// Byte offset (from the blob start) of the item that failed to decode.
+        offset: u32,
+    },
+    /// Bytes after the graph that are neither zero alignment padding nor the data
+    /// section, or bytes after the data section.
+    TrailingBytes {
+        /// Byte offset (from the blob start) of the first unexpected byte.
+        offset: u32,
+    },
+    /// The graph has more ops than the model's `MAX_OPS` capacity.
+    TooManyOps {
+        /// Ops in the blob.
+        count: u32,
+        /// Capacity of this `Model` type.
+        capacity: u32,
+    },
+    /// The graph has more tensors than the model's `MAX_TENSORS` capacity.
+    TooManyTensors {
+        /// Tensors in the blob.
+        count: u32,
+        /// Capacity of this `Model` type.
+        capacity: u32,
+    },
+    /// An op tag this runtime does not implement.
+    UnknownOp {
+        /// The tag found.
+        tag: u32,
+    },
+    /// A tensor kind tag this runtime does not implement.
+    UnknownTensorKind {
+        /// The tag found.
+        tag: u32,
+    },
+    /// A tensor with more than four dimensions.
+    RankTooHigh {
+        /// Rank found.
+        rank: u32,
+    },
+    /// The data section is not where the header arithmetic says it must be
+    /// (not 16-byte aligned, or not right after the graph's padding).
+    BadDataSection,
+
+    // ---- graph validation ---------------------------------------------------------
+    /// A tensor index past the end of the tensor table.
+    TensorIndexOutOfRange {
+        /// The index found.
+        index: u32,
+        /// Number of tensors.
+        count: u32,
+    },
+    /// The product of a tensor's dimensions (or of an op's derived sizes) overflows.
+    ShapeOverflow,
+    /// A tensor with a zero dimension.
+    ZeroSizedTensor {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// A scale that is zero, negative, NaN or infinite.
+    BadScale {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// A zero point outside `-128..=127`.
+    BadZeroPoint {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// A requantization shift outside the accepted range.
+    ShiftOutOfRange {
+        /// Index of the op.
+        op: u32,
+        /// The shift found.
+        shift: i32,
+    },
+    /// A requantization multiplier that is neither 0 nor in `[2^30, 2^31)`.
+    MultiplierOutOfRange {
+        /// Index of the op.
+        op: u32,
+        /// The multiplier found.
+        multiplier: i32,
+    },
+    /// A stride of zero.
+    ZeroStride {
+        /// Index of the op.
+        op: u32,
+    },
+    /// A padding at least as large as the kernel along that axis.
+    BadPadding {
+        /// Index of the op.
+        op: u32,
+    },
+    /// A fused activation range outside int8 or with `min > max`.
+    BadActivationRange {
+        /// Index of the op.
+        op: u32,
+    },
+    /// Some other op parameter is out of its range (kernel size 0, depth multiplier 0,
+    /// softmax `diff_min > 0`, argmax over more than 128 classes).
+    BadParameter {
+        /// Index of the op.
+        op: u32,
+    },
+    /// An op's input and output shapes do not agree with its parameters.
+    ShapeMismatch {
+        /// Index of the op.
+        op: u32,
+    },
+    /// An op that requires equal quantization on input and output (max pool, reshape,
+    /// ...) or a fixed output quantization (softmax) got something else.
+    QuantMismatch {
+        /// Index of the op.
+        op: u32,
+    },
+    /// A weight/bias/requant reference that does not lie inside the data section.
+    DataOutOfBounds {
+        /// Index of the op.
+        op: u32,
+    },
+    /// A weight/bias/requant reference whose length is not the one the shapes imply.
+    DataLengthMismatch {
+        /// Index of the op.
+        op: u32,
+        /// Bytes expected.
+        expected: u32,
+        /// Bytes referenced.
+        got: u32,
+    },
+    /// A tensor that does not fit inside `arena_size`.
+    ArenaOffsetOutOfBounds {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// Two tensors that are live at the same time overlap in the arena.
+    ArenaOverlap {
+        /// One tensor.
+        a: u32,
+        /// The other.
+        b: u32,
+    },
+    /// A reshape whose output does not alias its input (same arena offset and size).
+    BadAlias {
+        /// Index of the op.
+        op: u32,
+    },
+    /// An op reads a tensor that no earlier op wrote (and that is not the input).
+    TensorNotProduced {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// A tensor written by two ops, or the graph input written by an op.
+    TensorWrittenTwice {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// The graph's input/output indices and the tensors' kinds disagree.
+    BadTensorKind {
+        /// The tensor.
+        tensor: u32,
+    },
+    /// The graph output is never produced.
+    OutputNotProduced,
+
+    // ---- run ----------------------------------------------------------------------
+    /// The caller's arena is smaller than [`crate::Model::arena_size`].
+    ArenaTooSmall {
+        /// Bytes needed.
+        needed: u32,
+        /// Bytes given.
+        got: u32,
+    },
+    /// The input slice length differs from the input tensor's element count.
+    InputSizeMismatch {
+        /// Elements expected.
+        expected: u32,
+        /// Elements given.
+        got: u32,
+    },
+    /// The output slice length differs from the output tensor's element count.
+    OutputSizeMismatch {
+        /// Elements expected.
+        expected: u32,
+        /// Elements given.
+        got: u32,
+    },
+    /// A kernel was called with slices or geometry that disagree. Cannot happen from
+    /// [`crate::Model::run`] on a validated model; reported instead of panicking.
+    KernelArgs,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Error::*;
+        match *self {
+            TooShort { needed, got } => {
+                write!(f, "blob too short: need {needed} bytes, got {got}")
+            }
+            BadMagic => f.write_str("not a sprig blob (bad magic)"),
+            UnsupportedVersion { major, minor } => write!(
+                f,
+                "unsupported format version {major}.{minor} (this runtime reads {}.x)",
+                crate::format::FORMAT_MAJOR
+            ),
+            UnsupportedFlags { flags } => {
+                write!(f, "unknown required header flags {flags:#x}")
+            }
+            LengthMismatch { declared, actual } => write!(
+                f,
+                "payload length mismatch: header says {declared}, blob has {actual}"
+            ),
+            CrcMismatch { expected, actual } => write!(
+                f,
+                "CRC mismatch: header {expected:#010x}, payload {actual:#010x}"
+            ),
+            Decode { offset } => write!(f, "cannot decode graph at byte {offset}"),
+            TrailingBytes { offset } => write!(f, "unexpected bytes at offset {offset}"),
+            TooManyOps { count, capacity } => {
+                write!(f, "{count} ops exceed the model capacity of {capacity}")
+            }
+            TooManyTensors { count, capacity } => {
+                write!(f, "{count} tensors exceed the model capacity of {capacity}")
+            }
+            UnknownOp { tag } => write!(f, "unknown op tag {tag}"),
+            UnknownTensorKind { tag } => write!(f, "unknown tensor kind tag {tag}"),
+            RankTooHigh { rank } => write!(f, "tensor rank {rank} exceeds 4"),
+            BadDataSection => f.write_str("data section misplaced or misaligned"),
+            TensorIndexOutOfRange { index, count } => {
+                write!(f, "tensor index {index} out of range ({count} tensors)")
+            }
+            ShapeOverflow => f.write_str("shape arithmetic overflows"),
+            ZeroSizedTensor { tensor } => write!(f, "tensor {tensor} has a zero dimension"),
+            BadScale { tensor } => {
+                write!(f, "tensor {tensor} scale is not finite and positive")
+            }
+            BadZeroPoint { tensor } => {
+                write!(f, "tensor {tensor} zero point outside int8 range")
+            }
+            ShiftOutOfRange { op, shift } => write!(f, "op {op}: shift {shift} out of range"),
+            MultiplierOutOfRange { op, multiplier } => {
+                write!(f, "op {op}: multiplier {multiplier} not 0 or in [2^30, 2^31)")
+            }
+            ZeroStride { op } => write!(f, "op {op}: stride is zero"),
+            BadPadding { op } => write!(f, "op {op}: padding not smaller than the kernel"),
+            BadActivationRange { op } => write!(f, "op {op}: bad activation clamp range"),
+            BadParameter { op } => write!(f, "op {op}: parameter out of range"),
+            ShapeMismatch { op } => write!(f, "op {op}: shapes inconsistent with parameters"),
+            QuantMismatch { op } => write!(f, "op {op}: quantization parameters disagree"),
+            DataOutOfBounds { op } => write!(f, "op {op}: data reference outside data section"),
+            DataLengthMismatch { op, expected, got } => write!(
+                f,
+                "op {op}: data reference has {got} bytes, shapes need {expected}"
+            ),
+            ArenaOffsetOutOfBounds { tensor } => {
+                write!(f, "tensor {tensor} lies outside the arena")
+            }
+            ArenaOverlap { a, b } => {
+                write!(f, "tensors {a} and {b} are live together and overlap in the arena")
+            }
+            BadAlias { op } => write!(f, "op {op}: reshape output does not alias its input"),
+            TensorNotProduced { tensor } => write!(f, "tensor {tensor} read before written"),
+            TensorWrittenTwice { tensor } => write!(f, "tensor {tensor} written twice"),
+            BadTensorKind { tensor } => write!(f, "tensor {tensor} kind disagrees with graph"),
+            OutputNotProduced => f.write_str("graph output is never produced"),
+            ArenaTooSmall { needed, got } => {
+                write!(f, "arena too small: need {needed} bytes, got {got}")
+            }
+            InputSizeMismatch { expected, got } => {
+                write!(f, "input has {got} elements, model expects {expected}")
+            }
+            OutputSizeMismatch { expected, got } => {
+                write!(f, "output has {got} elements, model produces {expected}")
+            }
+            KernelArgs => f.write_str("kernel called with inconsistent arguments"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Saturating `usize -> u32` for error payloads (sizes in errors are informative only).
+pub(crate) fn sat_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

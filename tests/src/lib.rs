@@ -1,0 +1,1 @@
+//! Host-side simulation tests live in `tests/`.
