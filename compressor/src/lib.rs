@@ -1,5 +1,6 @@
 //! sprig-compressor: NNI-style pruning and quantization on candle, exported for microcontrollers.
 
+pub mod compress;
 pub mod config;
 pub mod data;
 mod error;
@@ -8,5 +9,6 @@ pub mod models;
 pub mod nn;
 pub mod prune;
 pub mod quant;
+pub mod train;
 
 pub use error::{Error, Result};

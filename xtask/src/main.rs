@@ -1,1 +1,29 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's entry points. This file only dispatches; each
+//! command lives in its own module.
+
+mod bench;
+mod compress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "sprig's tasks: compress models, benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (cached), prune, quantize, fine-tune and export a model.
+    Compress(compress::Args),
+    /// Measure and record figures in BENCHMARKS.md.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Compress(args) => compress::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

@@ -120,7 +120,12 @@ impl At<'_> {
     }
 
     /// A non-empty list of strings.
-    fn strings(&self, key: &str, expected: &'static str, raw: &Raw) -> Result<Vec<String>, ConfigError> {
+    fn strings(
+        &self,
+        key: &str,
+        expected: &'static str,
+        raw: &Raw,
+    ) -> Result<Vec<String>, ConfigError> {
         match raw {
             Raw::List(items) if !items.is_empty() => items
                 .iter()
@@ -173,10 +178,12 @@ impl ConfigEntry {
             }
             match canonical {
                 "op_types" => {
-                    entry.op_types = Some(at.strings(key, "a non-empty list of op type names", value)?)
+                    entry.op_types =
+                        Some(at.strings(key, "a non-empty list of op type names", value)?)
                 }
                 "op_names" => {
-                    entry.op_names = Some(at.strings(key, "a non-empty list of layer names", value)?)
+                    entry.op_names =
+                        Some(at.strings(key, "a non-empty list of layer names", value)?)
                 }
                 "exclude" => match value {
                     Raw::Bool(b) => entry.exclude = *b,
@@ -188,7 +195,8 @@ impl ConfigEntry {
                     other => return Err(at.invalid(key, "a number in [0, 1)", other)),
                 },
                 "quant_types" => {
-                    const EXPECTED: &str = "a non-empty list of quant types (weight, input, output)";
+                    const EXPECTED: &str =
+                        "a non-empty list of quant types (weight, input, output)";
                     let names = at.strings(key, EXPECTED, value)?;
                     let mut types = Vec::with_capacity(names.len());
                     for name in &names {
@@ -221,7 +229,11 @@ impl ConfigEntry {
                 }
                 _ => {
                     let json = value.to_json().ok_or_else(|| {
-                        at.invalid(key, "representable as JSON (finite numbers, 64-bit integers)", value)
+                        at.invalid(
+                            key,
+                            "representable as JSON (finite numbers, 64-bit integers)",
+                            value,
+                        )
                     })?;
                     entry.extra.insert(key.clone(), json);
                 }

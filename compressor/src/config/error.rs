@@ -196,7 +196,9 @@ pub enum ConfigError {
         quant_types: Vec<QuantType>,
     },
 
-    #[error("{file}: config_list[{index}]: unknown quant type `{name}`; valid: weight, input, output")]
+    #[error(
+        "{file}: config_list[{index}]: unknown quant type `{name}`; valid: weight, input, output"
+    )]
     UnknownQuantType {
         file: String,
         index: usize,
@@ -216,9 +218,6 @@ fn available_names(available: &[String], total: usize) -> String {
     } else if available.len() == total {
         format!("available layers: {}", list(available))
     } else {
-        format!(
-            "closest of the {total} layers: {}",
-            list(available)
-        )
+        format!("closest of the {total} layers: {}", list(available))
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | key | meaning |
 //! |-----|---------|
-//! | `op_types` | op type names (`Conv2d`, `Linear`, `BatchNorm2d`, ... see [`OpType`]); `default` stands for the algorithm's default types |
+//! | `op_types` | op type names (`Conv2d`, `Linear`, `BatchNorm2d`, ... see [`OpType`](crate::nn::OpType)); `default` stands for the algorithm's default types |
 //! | `op_names` | exact dotted layer names, e.g. `features.conv1` |
 //! | `exclude` | `true`: the selected layers are not compressed |
 //! | `sparsity` | pruners: fraction of weights to prune, in [0, 1); `sparsity_per_layer` is an alias |
@@ -75,9 +75,6 @@ pub use self::entry::{ConfigEntry, QuantBits, QuantType};
 pub use self::error::ConfigError;
 pub use self::resolve::{LayerConfig, LayerInfo};
 pub use self::schema::{Schema, SchemaKind};
-
-#[cfg(doc)]
-use crate::nn::OpType;
 
 use self::raw::Raw;
 

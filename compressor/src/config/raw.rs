@@ -50,7 +50,9 @@ impl Raw {
             },
             Raw::Float(f) => Value::Number(serde_json::Number::from_f64(*f)?),
             Raw::Str(s) => Value::String(s.clone()),
-            Raw::List(items) => Value::Array(items.iter().map(Raw::to_json).collect::<Option<_>>()?),
+            Raw::List(items) => {
+                Value::Array(items.iter().map(Raw::to_json).collect::<Option<_>>()?)
+            }
             Raw::Map(pairs) => Value::Object(
                 pairs
                     .iter()

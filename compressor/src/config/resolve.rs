@@ -62,8 +62,13 @@ struct Compiled<'a> {
 
 impl Compiled<'_> {
     fn matches(&self, layer: &LayerInfo) -> bool {
-        self.op_types.as_ref().is_none_or(|t| t.contains(&layer.op_type))
-            && self.op_names.as_ref().is_none_or(|n| n.contains(layer.name.as_str()))
+        self.op_types
+            .as_ref()
+            .is_none_or(|t| t.contains(&layer.op_type))
+            && self
+                .op_names
+                .as_ref()
+                .is_none_or(|n| n.contains(layer.name.as_str()))
     }
 }
 
@@ -75,7 +80,11 @@ impl ConfigList {
     /// Validates every dict against `schema` and gives each layer to be compressed its
     /// settings, in the order of `layers`. Layers no dict selects, and layers whose
     /// last matching dict has `exclude: true`, are left out.
-    pub fn resolve(&self, layers: &[LayerInfo], schema: &Schema) -> Result<Vec<LayerConfig>, ConfigError> {
+    pub fn resolve(
+        &self,
+        layers: &[LayerInfo],
+        schema: &Schema,
+    ) -> Result<Vec<LayerConfig>, ConfigError> {
         if self.entries.is_empty() {
             return Err(ConfigError::Empty {
                 file: self.source.clone(),
@@ -91,7 +100,12 @@ impl ConfigList {
 
         let mut out = Vec::new();
         for layer in layers {
-            let Some((index, dict)) = compiled.iter().enumerate().rev().find(|(_, c)| c.matches(layer)) else {
+            let Some((index, dict)) = compiled
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, c)| c.matches(layer))
+            else {
                 continue;
             };
             if dict.entry.exclude {
@@ -154,7 +168,10 @@ impl ConfigList {
         }
 
         if entry.op_types.is_none() && entry.op_names.is_none() {
-            return Err(ConfigError::NoTarget { file: file(), index });
+            return Err(ConfigError::NoTarget {
+                file: file(),
+                index,
+            });
         }
 
         let op_types = match &entry.op_types {
@@ -290,7 +307,8 @@ impl ConfigList {
                 }
             }
         }
-        if let Some((&quant_type, &bits)) = resolved.iter().find(|(_, b)| !schema.bits.contains(b)) {
+        if let Some((&quant_type, &bits)) = resolved.iter().find(|(_, b)| !schema.bits.contains(b))
+        {
             return Err(ConfigError::BitsOutOfRange {
                 file: file(),
                 index,

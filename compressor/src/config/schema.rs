@@ -45,7 +45,10 @@ pub struct Schema {
 impl Schema {
     /// A pruning schema; supported op types are the defaults until
     /// [`with_supported`](Self::with_supported) adds more.
-    pub fn pruning(algorithm: &'static str, default_op_types: impl IntoIterator<Item = OpType>) -> Self {
+    pub fn pruning(
+        algorithm: &'static str,
+        default_op_types: impl IntoIterator<Item = OpType>,
+    ) -> Self {
         let defaults: Vec<OpType> = default_op_types.into_iter().collect();
         Schema {
             algorithm,

@@ -313,13 +313,16 @@ mod tests {
     }
 
     #[test]
-    fn permutation_is_stable_across_releases() {
-        // Golden value produced by this implementation (ChaCha8, stream = epoch, Lemire
-        // draws); a change here means resumed runs would see a different order.
+    fn permutation_is_pinned() {
+        // Golden values recorded from this implementation when it was written (ChaCha8
+        // keyed by seed_from_u64(0), stream = epoch, Lemire draws). If this fails, shuffled
+        // orders changed: checkpoints resumed across the change would see other batches.
         assert_eq!(permutation(10, 0, 0), GOLDEN_0_0);
+        assert_eq!(permutation(10, 0, 1), GOLDEN_0_1);
     }
 
-    const GOLDEN_0_0: [usize; 10] = [0; 10];
+    const GOLDEN_0_0: [usize; 10] = [6, 1, 8, 3, 2, 9, 0, 5, 4, 7];
+    const GOLDEN_0_1: [usize; 10] = [5, 1, 9, 0, 3, 2, 8, 4, 6, 7];
 
     #[test]
     fn bounded_draw_stays_in_range_and_covers_it() {

@@ -214,6 +214,11 @@ pub(crate) fn has_standard_files(dir: &Path) -> bool {
 /// `t10k-labels-idx1-ubyte`, each either gzip-compressed with a `.gz` suffix (preferred
 /// when both exist) or raw without it. Train and test images must have the same size.
 pub fn load_dir(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
+    if !dir.exists() {
+        return Err(DataError::NotFound {
+            path: dir.to_path_buf(),
+        });
+    }
     let split = |(images, labels): (&'static str, &'static str), which: &str| {
         let images_path = find_standard_file(dir, images)?;
         let labels_path = find_standard_file(dir, labels)?;
@@ -333,6 +338,13 @@ pub(crate) mod tests {
             "{err}"
         );
         assert!(!has_standard_files(dir.path()));
+
+        let gone = dir.path().join("no-such-folder");
+        let err = load_dir(&gone).unwrap_err();
+        assert!(
+            matches!(&err, DataError::NotFound { path } if path == &gone),
+            "{err}"
+        );
     }
 
     #[test]

@@ -50,16 +50,37 @@ mod tests {
 
     /// Examples per class in the bundled subset; must match `data/README.md` and
     /// `examples/cut_bundled_subset.rs`.
-    const BUNDLED_TRAIN_PER_CLASS: usize = 0;
-    const BUNDLED_TEST_PER_CLASS: usize = 0;
+    const BUNDLED_TRAIN_PER_CLASS: usize = 300;
+    const BUNDLED_TEST_PER_CLASS: usize = 100;
 
     #[test]
     fn bundled_subset_is_class_balanced() {
         let (train, test) = load_dir(&bundled_dir()).unwrap();
         assert_eq!(train.class_counts(), [BUNDLED_TRAIN_PER_CLASS; NUM_CLASSES]);
         assert_eq!(test.class_counts(), [BUNDLED_TEST_PER_CLASS; NUM_CLASSES]);
-        assert!(BUNDLED_TEST_PER_CLASS >= 100);
         assert_eq!((train.rows, train.cols), (28, 28));
+    }
+
+    // The design asks for at least 100 test images per class.
+    const _: () = assert!(BUNDLED_TEST_PER_CLASS >= 100);
+
+    /// Seed the bundled subset was cut with (see `data/README.md`).
+    const BUNDLED_SEED: u64 = 20240601;
+
+    #[test]
+    fn bundled_subset_is_reproducible_from_the_system_copy() {
+        let system = std::path::Path::new(SYSTEM_DIR);
+        if !system.join("train-images-idx3-ubyte.gz").exists() {
+            eprintln!("skipped: {SYSTEM_DIR} not installed (Debian package dataset-fashion-mnist)");
+            return;
+        }
+        let (full_train, full_test) = load_dir(system).unwrap();
+        assert_eq!((full_train.len(), full_test.len()), (60_000, 10_000));
+        let (train, test) = load_dir(&bundled_dir()).unwrap();
+        let recut = full_train.balanced_subset(BUNDLED_TRAIN_PER_CLASS, BUNDLED_SEED);
+        assert_eq!(recut.fingerprint(), train.fingerprint());
+        let recut = full_test.balanced_subset(BUNDLED_TEST_PER_CLASS, BUNDLED_SEED);
+        assert_eq!(recut.fingerprint(), test.fingerprint());
     }
 
     #[test]

@@ -7,11 +7,13 @@ mod dscnn;
 mod lenet5;
 mod mlp;
 mod resnet8;
+mod seeded_init;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::nn::Graph;
+pub use seeded_init::SeededVarMap;
 use crate::{Error, Result};
 
 /// Names accepted by [`build`].
@@ -27,11 +29,11 @@ pub struct Model {
 }
 
 impl Model {
-    /// A freshly initialized model (initialization draws from candle's RNG: seed the
-    /// device first for repeatable weights, see [`crate::train::seed_everything`]).
-    pub fn new(name: &str, num_classes: usize, device: &Device) -> Result<Self> {
+    /// A freshly initialized model; the same `seed` gives the same weights.
+    pub fn new(name: &str, num_classes: usize, device: &Device, seed: u64) -> Result<Self> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let backend = SeededVarMap { varmap: varmap.clone(), seed };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
         let graph = build(name, num_classes, vb)?;
         Ok(Self { name: name.to_string(), graph, varmap, device: device.clone() })
     }

@@ -31,7 +31,9 @@ fn quantization() -> Schema {
 
 fn resolve(json: &str, schema: &Schema) -> Vec<LayerConfig> {
     let config = ConfigList::from_json_str(json).unwrap_or_else(|e| panic!("{e}"));
-    config.resolve(&layers(), schema).unwrap_or_else(|e| panic!("{e}"))
+    config
+        .resolve(&layers(), schema)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn resolve_err(json: &str, schema: &Schema) -> ConfigError {
@@ -51,7 +53,9 @@ fn parse_err(json: &str) -> ConfigError {
 
 /// (name, dict index, sparsity) of each resolved layer.
 fn summary(out: &[LayerConfig]) -> Vec<(&str, usize, Option<f64>)> {
-    out.iter().map(|l| (l.name.as_str(), l.index, l.sparsity)).collect()
+    out.iter()
+        .map(|l| (l.name.as_str(), l.index, l.sparsity))
+        .collect()
 }
 
 // ---- matching ----
@@ -83,7 +87,10 @@ fn later_broad_dict_overrides_earlier_specific_one() {
     );
     assert_eq!(
         summary(&out),
-        [("classifier.fc1", 1, Some(0.3)), ("classifier.fc2", 1, Some(0.3))]
+        [
+            ("classifier.fc1", 1, Some(0.3)),
+            ("classifier.fc2", 1, Some(0.3))
+        ]
     );
 }
 
@@ -147,10 +154,16 @@ fn exclude_dict_may_name_unsupported_types_and_skip_settings() {
 #[test]
 fn default_expands_to_schema_defaults() {
     let conv_only = Schema::pruning("FPGMPruner", [OpType::Conv2d]);
-    let out = resolve(r#"[{"op_types": ["default"], "sparsity": 0.25}]"#, &conv_only);
+    let out = resolve(
+        r#"[{"op_types": ["default"], "sparsity": 0.25}]"#,
+        &conv_only,
+    );
     assert_eq!(
         summary(&out),
-        [("features.conv1", 0, Some(0.25)), ("features.conv2", 0, Some(0.25))]
+        [
+            ("features.conv1", 0, Some(0.25)),
+            ("features.conv2", 0, Some(0.25))
+        ]
     );
 
     let out = resolve(
@@ -160,7 +173,13 @@ fn default_expands_to_schema_defaults() {
     let names: Vec<&str> = out.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
         names,
-        ["features.conv1", "features.relu1", "features.conv2", "classifier.fc1", "classifier.fc2"]
+        [
+            "features.conv1",
+            "features.relu1",
+            "features.conv2",
+            "classifier.fc1",
+            "classifier.fc2"
+        ]
     );
 }
 
@@ -204,7 +223,8 @@ fn quant_bits_map_gives_per_type_widths() {
 
 #[test]
 fn sparsity_per_layer_is_an_alias() {
-    let a = ConfigList::from_json_str(r#"[{"op_types": ["Conv2d"], "sparsity_per_layer": 0.3}]"#).unwrap();
+    let a = ConfigList::from_json_str(r#"[{"op_types": ["Conv2d"], "sparsity_per_layer": 0.3}]"#)
+        .unwrap();
     let b = ConfigList::from_json_str(r#"[{"op_types": ["Conv2d"], "sparsity": 0.3}]"#).unwrap();
     assert_eq!(a, b);
     assert_eq!(a.entries[0].sparsity, Some(0.3));
@@ -217,8 +237,13 @@ fn from_entries_resolves_like_parsed() {
         sparsity: Some(0.5),
         ..Default::default()
     }];
-    let built = ConfigList::from_entries(entries).resolve(&layers(), &pruning()).unwrap();
-    let parsed = resolve(r#"[{"op_types": ["default"], "sparsity": 0.5}]"#, &pruning());
+    let built = ConfigList::from_entries(entries)
+        .resolve(&layers(), &pruning())
+        .unwrap();
+    let parsed = resolve(
+        r#"[{"op_types": ["default"], "sparsity": 0.5}]"#,
+        &pruning(),
+    );
     assert_eq!(built, parsed);
 }
 

@@ -1,0 +1,11 @@
+//! The compression job: plans, batch-norm folding, the pipeline and its summary.
+
+mod fold;
+mod pipeline;
+mod plan;
+mod summary;
+
+pub use fold::{fold_batch_norms, max_abs_diff};
+pub use pipeline::{load_train, run, CompressOptions};
+pub use plan::{make_pruner, Plan, QuantizerKind, Stage, DEFAULT_PLAN, PRUNERS, QUANTIZERS};
+pub use summary::{layer_rows, LayerRow, Summary};

@@ -1,0 +1,187 @@
+//! The whole job behind `cargo xtask compress`: data → cached baseline → prune and
+//! fine-tune → fold batch norms, quantize and fine-tune → export → summary.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use super::plan::{make_pruner, Plan, QuantizerKind};
+use super::summary::{layer_rows, Summary};
+use super::fold_batch_norms;
+use crate::data::{self, Dataset};
+use crate::export;
+use crate::models::Model;
+use crate::quant::Quantizer;
+use crate::train::{self, evaluate, TrainConfig};
+use crate::Result;
+
+/// Options of one compression run (the CLI flags).
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    pub model: String,
+    pub data: Option<PathBuf>,
+    pub plan: Option<PathBuf>,
+    pub epochs: usize,
+    pub ft_epochs: usize,
+    pub out: PathBuf,
+    /// Where trained baselines are kept, keyed by model, data and seed.
+    pub cache: PathBuf,
+    pub device: Device,
+    pub seed: u64,
+    pub resume: bool,
+    pub batch_size: usize,
+    /// Train on at most this many training images (quick runs and tests).
+    pub train_limit: Option<usize>,
+    pub progress: bool,
+}
+
+impl CompressOptions {
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self {
+            model: "lenet5".into(),
+            data: None,
+            plan: None,
+            epochs: 5,
+            ft_epochs: 1,
+            out: out.into(),
+            cache: PathBuf::from("runs/cache"),
+            device: Device::Cpu,
+            seed: 0,
+            resume: false,
+            batch_size: 64,
+            train_limit: None,
+            progress: true,
+        }
+    }
+}
+
+fn say(opts: &CompressOptions, line: impl AsRef<str>) {
+    if opts.progress {
+        eprintln!("{}", line.as_ref());
+    }
+}
+
+/// Runs the job and writes everything into `opts.out`.
+pub fn run(opts: &CompressOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let plan = match &opts.plan {
+        Some(p) => Plan::from_path(p)?,
+        None => Plan::default_plan()?,
+    };
+    let source = data::resolve(opts.data.as_deref())?;
+    say(opts, format!("data: {}", source.describe()));
+    let (train_full, test) = source.load()?;
+    let train_set = match opts.train_limit {
+        Some(n) => train_full.subset(n),
+        None => train_full,
+    };
+    std::fs::create_dir_all(&opts.out).map_err(crate::Error::io(&opts.out))?;
+
+    // 1. Baseline, trained once per (model, data, seed, epochs) and cached.
+    let mut model = Model::new(&opts.model, train_set.num_classes(), &opts.device, opts.seed)?;
+    let key = format!(
+        "{}-{}-n{}-seed{}-ep{}",
+        opts.model,
+        train_set.fingerprint(),
+        train_set.len(),
+        opts.seed,
+        opts.epochs
+    );
+    let baseline_dir = opts.cache.join(&key);
+    let mut cfg = stage_config(opts, opts.epochs, &baseline_dir, &key, "baseline");
+    cfg.resume = true; // the cache: a finished checkpoint is reused, a killed one continues
+    let baseline = train::train(&mut model, &train_set, &test, &cfg, None)?;
+    let float_accuracy = evaluate(&model, &test)?;
+    say(opts, format!("baseline {}: {:.2}% top-1 ({})", opts.model, 100.0 * float_accuracy, baseline_dir.display()));
+
+    // 2. Pruning + fine-tuning.
+    let mut pruned_accuracy = None;
+    if let Some(stage) = &plan.pruner {
+        let mut pruner = make_pruner(&stage.algorithm)?;
+        pruner.compress(&mut model.graph, &stage.config_list)?;
+        let ft_key = format!("{key}-{}", stage.algorithm);
+        let mut cfg = stage_config(opts, opts.ft_epochs, &opts.out.join("checkpoints/prune"), &ft_key, "prune fine-tune");
+        cfg.lr = stage.lr.unwrap_or(1e-3);
+        train::train(&mut model, &train_set, &test, &cfg, Some(pruner.as_mut()))?;
+        let acc = evaluate(&model, &test)?;
+        say(opts, format!("{} + fine-tune: {:.2}% top-1", stage.algorithm, 100.0 * acc));
+        pruned_accuracy = Some(acc);
+    }
+
+    // 3. Quantization (QAT fine-tunes; the naive quantizer only rounds weights).
+    let mut quantized_accuracy = None;
+    if let Some(stage) = &plan.quantizer {
+        let kind = QuantizerKind::parse(&stage.algorithm)?;
+        let folded = fold_batch_norms(&mut model)?;
+        if !folded.is_empty() {
+            say(opts, format!("folded {} batch norms into their convolutions", folded.len()));
+        }
+        match kind {
+            QuantizerKind::Naive => QuantizerKind::naive().compress(&mut model.graph, &stage.config_list)?,
+            QuantizerKind::Qat => QuantizerKind::qat().compress(&mut model.graph, &stage.config_list)?,
+        }
+        if kind == QuantizerKind::Qat {
+            let ft_key = format!("{key}-{}-{}", plan.pruner.as_ref().map_or("none", |p| p.algorithm.as_str()), stage.algorithm);
+            let mut cfg = stage_config(opts, opts.ft_epochs, &opts.out.join("checkpoints/quant"), &ft_key, "QAT fine-tune");
+            cfg.lr = stage.lr.unwrap_or(5e-4);
+            train::train(&mut model, &train_set, &test, &cfg, None)?;
+        } else {
+            // One eval pass records the weight scales for calibration.json.
+            evaluate(&model, &test.subset(1))?;
+        }
+        let acc = evaluate(&model, &test)?;
+        say(opts, format!("{}: {:.2}% top-1", stage.algorithm, 100.0 * acc));
+        quantized_accuracy = Some(acc);
+    }
+
+    // 4. Exports.
+    let [c, h, w] = model.graph.input_shape();
+    export::export_model(
+        &model.graph,
+        &opts.out.join("model.safetensors"),
+        &opts.out.join("masks.safetensors"),
+        Some(&opts.out.join("model.onnx")),
+        [1, c, h, w],
+    )?;
+    export::write_calibration(&model.graph, &opts.out.join("calibration.json"))?;
+
+    let summary = Summary {
+        model: opts.model.clone(),
+        data: source.describe(),
+        plan: plan.source.clone(),
+        train_images: train_set.len(),
+        test_images: test.len(),
+        baseline_history: baseline.history,
+        float_accuracy,
+        pruned_accuracy,
+        quantized_accuracy,
+        layers: layer_rows(&model.graph)?,
+        weight_bits: weight_bits(&model),
+        seconds: started.elapsed().as_secs_f32(),
+        out: opts.out.display().to_string(),
+    };
+    summary.write_json(&opts.out.join("summary.json"))?;
+    Ok(summary)
+}
+
+fn weight_bits(model: &Model) -> Option<u8> {
+    let binding = model.graph.quant()?;
+    binding.layers().values().filter_map(|l| l.config.bits(crate::config::QuantType::Weight)).max()
+}
+
+fn stage_config(opts: &CompressOptions, epochs: usize, dir: &Path, key: &str, label: &str) -> TrainConfig {
+    let mut cfg = TrainConfig::new(epochs, opts.seed);
+    cfg.batch_size = opts.batch_size;
+    cfg.checkpoint_dir = Some(dir.to_path_buf());
+    cfg.resume = opts.resume;
+    cfg.run_key = key.to_string();
+    cfg.progress = opts.progress;
+    cfg.label = label.to_string();
+    cfg
+}
+
+/// Loads the training split only (used by benchmarks).
+pub fn load_train(data: Option<&Path>) -> Result<Dataset> {
+    Ok(data::resolve(data)?.load()?.0)
+}

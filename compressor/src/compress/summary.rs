@@ -1,0 +1,159 @@
+//! The report printed at the end of `cargo xtask compress` and saved as `summary.json`.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::export::write_atomic;
+use crate::nn::{infer_shapes, node_macs, weight_reuse, Graph, Layer};
+use crate::prune::sparsity_of;
+use crate::train::EpochStats;
+use crate::Result;
+
+/// One weighted layer after compression.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    pub name: String,
+    pub op_type: String,
+    pub weights: usize,
+    pub nonzero_weights: usize,
+    pub biases: usize,
+    pub sparsity: f64,
+    pub macs: usize,
+    pub nonzero_macs: usize,
+}
+
+/// Everything a compression run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub data: String,
+    pub plan: String,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub baseline_history: Vec<EpochStats>,
+    pub float_accuracy: f32,
+    pub pruned_accuracy: Option<f32>,
+    pub quantized_accuracy: Option<f32>,
+    pub layers: Vec<LayerRow>,
+    pub weight_bits: Option<u8>,
+    pub seconds: f32,
+    pub out: String,
+}
+
+/// Rows for the weighted layers of `compressed` (weights as the masks leave them).
+pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
+    let shapes = infer_shapes(compressed);
+    let mut rows = Vec::new();
+    for (i, node) in compressed.nodes().iter().enumerate() {
+        let (weight, bias) = match &node.layer {
+            Layer::Conv2d(c) => (c.weight(), c.bias()),
+            Layer::Linear(l) => (l.weight(), l.bias()),
+            _ => continue,
+        };
+        let weight = compressed.masked_weight(&node.name, weight)?;
+        let n = weight.elem_count();
+        let sparsity = sparsity_of(&weight)?;
+        let nonzero = n - (sparsity * n as f64).round() as usize;
+        rows.push(LayerRow {
+            name: node.name.clone(),
+            op_type: node.layer.op_type().to_string(),
+            weights: n,
+            nonzero_weights: nonzero,
+            biases: bias.map_or(0, |b| b.elem_count()),
+            sparsity,
+            macs: node_macs(compressed, i, &shapes[i]),
+            nonzero_macs: nonzero * weight_reuse(compressed, i, &shapes[i]),
+        });
+    }
+    Ok(rows)
+}
+
+impl Summary {
+    pub fn total<F: Fn(&LayerRow) -> usize>(&self, f: F) -> usize {
+        self.layers.iter().map(f).sum()
+    }
+    /// float32 bytes of weights and biases.
+    pub fn float_bytes(&self) -> usize {
+        4 * self.total(|r| r.weights + r.biases)
+    }
+    /// Dense quantized bytes: weights at their bit width, int32 biases.
+    pub fn quantized_bytes(&self) -> usize {
+        let bits = usize::from(self.weight_bits.unwrap_or(8));
+        (self.total(|r| r.weights) * bits).div_ceil(8) + 4 * self.total(|r| r.biases)
+    }
+    /// Quantized bytes counting only nonzero weights (what sparse storage approaches).
+    pub fn quantized_nonzero_bytes(&self) -> usize {
+        let bits = usize::from(self.weight_bits.unwrap_or(8));
+        (self.total(|r| r.nonzero_weights) * bits).div_ceil(8) + 4 * self.total(|r| r.biases)
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| crate::Error::Export { path: path.to_path_buf(), message: e.to_string() })?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+fn pct(x: f32) -> String {
+    format!("{:.2} %", 100.0 * x)
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "model {}  |  data {} ({} train / {} test images)", self.model, self.data, self.train_images, self.test_images)?;
+        writeln!(f, "plan  {}", self.plan)?;
+        writeln!(f)?;
+        writeln!(f, "{:<22} {:>9}", "accuracy (top-1)", "")?;
+        writeln!(f, "  {:<20} {:>9}", "float", pct(self.float_accuracy))?;
+        if let Some(a) = self.pruned_accuracy {
+            writeln!(f, "  {:<20} {:>9}  ({:+.2} points)", "pruned + fine-tune", pct(a), 100.0 * (a - self.float_accuracy))?;
+        }
+        if let Some(a) = self.quantized_accuracy {
+            writeln!(f, "  {:<20} {:>9}  ({:+.2} points)", "quantized", pct(a), 100.0 * (a - self.float_accuracy))?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<16} {:<8} {:>9} {:>9} {:>9} {:>11} {:>11}",
+            "layer", "type", "weights", "nonzero", "sparsity", "MACs", "nonzero MACs"
+        )?;
+        for r in &self.layers {
+            writeln!(
+                f,
+                "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>11} {:>11}",
+                r.name,
+                r.op_type,
+                r.weights,
+                r.nonzero_weights,
+                100.0 * r.sparsity,
+                r.macs,
+                r.nonzero_macs
+            )?;
+        }
+        let (w, nz) = (self.total(|r| r.weights), self.total(|r| r.nonzero_weights));
+        writeln!(
+            f,
+            "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>11} {:>11}",
+            "total",
+            "",
+            w,
+            nz,
+            100.0 * (1.0 - nz as f64 / w.max(1) as f64),
+            self.total(|r| r.macs),
+            self.total(|r| r.nonzero_macs)
+        )?;
+        writeln!(f)?;
+        writeln!(f, "parameters: {} weights + {} biases; nonzero weights {}", w, self.total(|r| r.biases), nz)?;
+        let bits = self.weight_bits.map_or("int8".to_string(), |b| format!("int{b}"));
+        writeln!(
+            f,
+            "bytes: float32 {}  |  {bits} dense {}  |  {bits} nonzero-only {}",
+            self.float_bytes(),
+            self.quantized_bytes(),
+            self.quantized_nonzero_bytes()
+        )?;
+        write!(f, "time: {:.1} s  |  outputs in {}", self.seconds, self.out)
+    }
+}

@@ -1,0 +1,461 @@
+//! Lowering a [`Graph`] to ONNX nodes and initializers, with QuantizeLinear /
+//! DequantizeLinear pairs exactly where [`Graph::forward_t`] fake-quantizes.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::config::QuantType;
+use crate::nn::{AvgPool2d, Graph, Layer, MaxPool2d, Source, BATCH_NORM_EPS};
+use crate::quant::{quantize_weight_integers, weight_scales, LayerQuant, QParams};
+use crate::{Error, Result};
+
+/// Name of the graph input and output values.
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "output";
+
+/// The lowered graph: nodes in execution order, their constants, and the per-sample
+/// shape of the output (the batch dimension excluded).
+pub struct Lowered {
+    pub nodes: Vec<NodeProto>,
+    pub initializers: Vec<TensorProto>,
+    pub output_shape: Vec<usize>,
+}
+
+struct Lowering<'a> {
+    graph: &'a Graph,
+    path: &'a Path,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    /// Every value and initializer name handed out so far (one namespace in ONNX).
+    used: HashSet<String>,
+    /// `(min, max)` initializers of ReLU6's Clip, shared by every ReLU6.
+    relu6_bounds: Option<(String, String)>,
+}
+
+/// Lowers `graph` for samples of `sample_shape` (`[C, H, W]`).
+pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Lowered> {
+    let mut l = Lowering {
+        graph,
+        path,
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        used: [INPUT, OUTPUT].into_iter().map(String::from).collect(),
+        relu6_bounds: None,
+    };
+    if graph.nodes().is_empty() {
+        return Err(l.fail("the graph has no layers"));
+    }
+    let mut values: Vec<String> = Vec::with_capacity(graph.nodes().len());
+    let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes().len());
+    for i in 0..graph.nodes().len() {
+        let (inputs, in_shapes): (Vec<String>, Vec<Vec<usize>>) = graph.nodes()[i]
+            .inputs
+            .iter()
+            .map(|s| match s {
+                Source::Input => (INPUT.to_string(), sample_shape.to_vec()),
+                Source::Node(j) => (values[*j].clone(), shapes[*j].clone()),
+            })
+            .unzip();
+        let (y, shape) = l.lower_node(i, inputs, in_shapes)?;
+        let y = l.quantize_output(i, y)?;
+        values.push(y);
+        shapes.push(shape);
+    }
+    // The last node's value is the graph output: rename it where it is produced.
+    let last = values.pop().unwrap_or_default();
+    for node in l.nodes.iter_mut().rev() {
+        if let Some(o) = node.output.iter_mut().find(|o| **o == last) {
+            *o = OUTPUT.to_string();
+            node.name = OUTPUT.to_string();
+            break;
+        }
+    }
+    Ok(Lowered {
+        nodes: l.nodes,
+        initializers: l.initializers,
+        output_shape: shapes.pop().unwrap_or_default(),
+    })
+}
+
+/// A tensor's elements as f32, in row-major order, on the host.
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+fn ints(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&x| x as i64).collect()
+}
+
+impl<'a> Lowering<'a> {
+    fn fail(&self, message: impl Into<String>) -> Error {
+        Error::Export {
+            path: self.path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    fn layer_fail(&self, i: usize, message: impl std::fmt::Display) -> Error {
+        let node = &self.graph.nodes()[i];
+        self.fail(format!(
+            "layer `{}` ({}): {message}",
+            node.name,
+            node.layer.op_type()
+        ))
+    }
+
+    /// A name not used yet: `base`, else `base_1`, `base_2`, ...
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 0;
+        while self.used.contains(&name) {
+            k += 1;
+            name = format!("{base}_{k}");
+        }
+        self.used.insert(name.clone());
+        name
+    }
+
+    /// Appends a node with one output named after `base`; returns the output's name.
+    fn op(
+        &mut self,
+        op_type: &str,
+        base: &str,
+        inputs: Vec<String>,
+        attribute: Vec<AttributeProto>,
+    ) -> String {
+        let out = self.fresh(base);
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![out.clone()],
+            name: out.clone(),
+            op_type: op_type.into(),
+            attribute,
+        });
+        out
+    }
+
+    fn init_f32(&mut self, base: &str, dims: &[usize], values: &[f32]) -> String {
+        let name = self.fresh(base);
+        self.initializers
+            .push(TensorProto::float(&name, dims, values));
+        name
+    }
+
+    fn init_i8(&mut self, base: &str, dims: &[usize], values: &[i8]) -> String {
+        let name = self.fresh(base);
+        self.initializers
+            .push(TensorProto::int8(&name, dims, values));
+        name
+    }
+
+    fn init_tensor(&mut self, base: &str, t: &Tensor) -> Result<String> {
+        let values = host_f32(t)?;
+        Ok(self.init_f32(base, t.dims(), &values))
+    }
+
+    fn layer_quant(&self, i: usize) -> Option<&'a LayerQuant> {
+        self.graph.quant()?.layer(&self.graph.nodes()[i].name)
+    }
+
+    /// QuantizeLinear + DequantizeLinear of `x` with per-tensor `q` (int8 storage). For
+    /// fewer than 8 bits a Clip to the grid's float range follows, since QuantizeLinear
+    /// saturates to [-128, 127] only.
+    fn qdq(&mut self, x: String, q: QParams, base: &str) -> Result<String> {
+        if q.qmin < i32::from(i8::MIN) || q.qmax > i32::from(i8::MAX) || q.qmin > q.qmax {
+            return Err(self.fail(format!(
+                "{base}: integer range [{}, {}] does not fit int8",
+                q.qmin, q.qmax
+            )));
+        }
+        if !(q.scale.is_finite() && q.scale > 0.0) || !(q.qmin..=q.qmax).contains(&q.zero_point) {
+            return Err(self.fail(format!(
+                "{base}: invalid scale {} / zero point {}",
+                q.scale, q.zero_point
+            )));
+        }
+        let scale = self.init_f32(&format!("{base}_scale"), &[], &[q.scale]);
+        let zero_point = self.init_i8(&format!("{base}_zero_point"), &[], &[q.zero_point as i8]);
+        let quantized = self.op(
+            "QuantizeLinear",
+            &format!("{base}_quantized"),
+            vec![x, scale.clone(), zero_point.clone()],
+            vec![],
+        );
+        let dq = self.op(
+            "DequantizeLinear",
+            &format!("{base}_dequantized"),
+            vec![quantized, scale, zero_point],
+            vec![],
+        );
+        if q.qmin == i32::from(i8::MIN) && q.qmax == i32::from(i8::MAX) {
+            return Ok(dq);
+        }
+        // Same f32 arithmetic as DequantizeLinear, so the bounds are grid points exactly.
+        let lo = (q.qmin - q.zero_point) as f32 * q.scale;
+        let hi = (q.qmax - q.zero_point) as f32 * q.scale;
+        let lo = self.init_f32(&format!("{base}_clip_min"), &[], &[lo]);
+        let hi = self.init_f32(&format!("{base}_clip_max"), &[], &[hi]);
+        Ok(self.op("Clip", &format!("{base}_clipped"), vec![dq, lo, hi], vec![]))
+    }
+
+    /// The input fake-quant of a Conv2d / Linear, if its quantizer has calibrated one.
+    fn quantize_input(&mut self, i: usize, x: String) -> Result<String> {
+        let qp = self
+            .layer_quant(i)
+            .filter(|lq| lq.config.quantizes(QuantType::Input))
+            .and_then(|lq| lq.state().input_qparams);
+        match qp {
+            Some(q) => {
+                let base = format!("{}.input", self.graph.nodes()[i].name);
+                self.qdq(x, q, &base)
+            }
+            None => Ok(x),
+        }
+    }
+
+    /// The output fake-quant after node `i`: skipped when `i` feeds a fused activation
+    /// (the pair goes after that), and taken from the producer when `i` is one.
+    fn quantize_output(&mut self, i: usize, y: String) -> Result<String> {
+        if self.graph.fused_activation(i).is_some() {
+            return Ok(y);
+        }
+        let owner = (0..i)
+            .find(|&p| self.graph.fused_activation(p) == Some(i))
+            .unwrap_or(i);
+        let qp = self
+            .layer_quant(owner)
+            .filter(|lq| lq.config.quantizes(QuantType::Output))
+            .and_then(|lq| lq.state().output_qparams);
+        match qp {
+            Some(q) => {
+                let base = format!("{}.output", self.graph.nodes()[owner].name);
+                self.qdq(y, q, &base)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// The masked weight as a float initializer, or (weight quantization bound) as int8
+    /// integers with a per-output-channel DequantizeLinear (axis 0, zero points 0).
+    fn weight(&mut self, i: usize, weight: &Tensor) -> Result<String> {
+        let name = self.graph.nodes()[i].name.clone();
+        let masked = self.graph.masked_weight(&name, weight)?;
+        let Some(lq) = self
+            .layer_quant(i)
+            .filter(|lq| lq.config.quantizes(QuantType::Weight))
+        else {
+            return self.init_tensor(&format!("{name}.weight"), &masked);
+        };
+        let state = lq.state();
+        let bits = state
+            .weight_bits
+            .or(lq.config.bits(QuantType::Weight))
+            .unwrap_or(8);
+        if !(2..=8).contains(&bits) {
+            return Err(self.layer_fail(i, format!("{bits}-bit weights do not fit int8")));
+        }
+        let out_channels = masked.dim(0)?;
+        let scales = if state.weight_scales.is_empty() {
+            weight_scales(&masked, bits)?
+        } else {
+            state.weight_scales
+        };
+        if scales.len() != out_channels || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(self.layer_fail(
+                i,
+                format!(
+                    "{} weight scales for {out_channels} output channels, or a non-positive one",
+                    scales.len()
+                ),
+            ));
+        }
+        let integers: Vec<i8> = host_f32(&quantize_weight_integers(&masked, &scales, bits)?)?
+            .into_iter()
+            .map(|v| v as i8)
+            .collect();
+        let q = self.init_i8(
+            &format!("{name}.weight_quantized"),
+            masked.dims(),
+            &integers,
+        );
+        let scale = self.init_f32(&format!("{name}.weight_scale"), &[out_channels], &scales);
+        let zero_point = self.init_i8(
+            &format!("{name}.weight_zero_point"),
+            &[out_channels],
+            &vec![0; out_channels],
+        );
+        Ok(self.op(
+            "DequantizeLinear",
+            &format!("{name}.weight"),
+            vec![q, scale, zero_point],
+            vec![AttributeProto::int("axis", 0)],
+        ))
+    }
+
+    /// `[C, H, W]` of a 2-D layer's input, or an error naming the layer.
+    fn chw(&self, i: usize, shape: &[usize]) -> Result<[usize; 3]> {
+        match *shape {
+            [c, h, w] => Ok([c, h, w]),
+            _ => Err(self.layer_fail(
+                i,
+                format!("expects a [C, H, W] input per sample, got {shape:?}"),
+            )),
+        }
+    }
+
+    /// Emits node `i`; returns its output value and per-sample output shape.
+    fn lower_node(
+        &mut self,
+        i: usize,
+        inputs: Vec<String>,
+        in_shapes: Vec<Vec<usize>>,
+    ) -> Result<(String, Vec<usize>)> {
+        let graph = self.graph;
+        let node = &graph.nodes()[i];
+        let name = node.name.as_str();
+        let x = inputs[0].clone();
+        let shape = in_shapes[0].clone();
+        let out = match &node.layer {
+            Layer::Conv2d(conv) => {
+                let c = *conv.config();
+                let [ch, h, w] = self.chw(i, &shape)?;
+                if ch != c.in_channels {
+                    return Err(self.layer_fail(
+                        i,
+                        format!("expects {} input channels, gets {ch}", c.in_channels),
+                    ));
+                }
+                if h + 2 * c.padding < c.kernel_size
+                    || w + 2 * c.padding < c.kernel_size
+                    || c.stride == 0
+                {
+                    return Err(
+                        self.layer_fail(i, format!("a {h}×{w} input is too small for its kernel"))
+                    );
+                }
+                let x = self.quantize_input(i, x)?;
+                let mut args = vec![x, self.weight(i, conv.weight())?];
+                if let Some(b) = conv.bias() {
+                    args.push(self.init_tensor(&format!("{name}.bias"), b)?);
+                }
+                let (k, s, p) = (c.kernel_size, c.stride, c.padding);
+                let attrs = vec![
+                    AttributeProto::ints("kernel_shape", ints(&[k, k])),
+                    AttributeProto::ints("strides", ints(&[s, s])),
+                    AttributeProto::ints("pads", ints(&[p, p, p, p])),
+                    AttributeProto::ints("dilations", vec![1, 1]),
+                    AttributeProto::int("group", c.groups as i64),
+                ];
+                let y = self.op("Conv", name, args, attrs);
+                (y, vec![c.out_channels, c.output_size(h), c.output_size(w)])
+            }
+            Layer::Linear(lin) => {
+                if shape != [lin.in_features()] {
+                    return Err(self.layer_fail(
+                        i,
+                        format!(
+                            "expects [{}] features per sample, gets {shape:?}",
+                            lin.in_features()
+                        ),
+                    ));
+                }
+                let x = self.quantize_input(i, x)?;
+                let mut args = vec![x, self.weight(i, lin.weight())?];
+                if let Some(b) = lin.bias() {
+                    args.push(self.init_tensor(&format!("{name}.bias"), b)?);
+                }
+                let y = self.op("Gemm", name, args, vec![AttributeProto::int("transB", 1)]);
+                (y, vec![lin.out_features()])
+            }
+            Layer::BatchNorm2d(bn) => {
+                let [ch, ..] = self.chw(i, &shape)?;
+                if ch != bn.num_features() {
+                    return Err(self.layer_fail(
+                        i,
+                        format!("has {} features, gets {ch} channels", bn.num_features()),
+                    ));
+                }
+                let args = vec![
+                    x,
+                    self.init_tensor(&format!("{name}.weight"), bn.weight())?,
+                    self.init_tensor(&format!("{name}.bias"), bn.bias())?,
+                    self.init_tensor(&format!("{name}.running_mean"), bn.running_mean())?,
+                    self.init_tensor(&format!("{name}.running_var"), bn.running_var())?,
+                ];
+                let y = self.op(
+                    "BatchNormalization",
+                    name,
+                    args,
+                    vec![AttributeProto::float("epsilon", BATCH_NORM_EPS as f32)],
+                );
+                (y, shape)
+            }
+            Layer::ReLU(_) => (self.op("Relu", name, vec![x], vec![]), shape),
+            Layer::ReLU6(_) => {
+                let (lo, hi) = match self.relu6_bounds.clone() {
+                    Some(b) => b,
+                    None => {
+                        let b = (
+                            self.init_f32("relu6_min", &[], &[0.0]),
+                            self.init_f32("relu6_max", &[], &[6.0]),
+                        );
+                        self.relu6_bounds = Some(b.clone());
+                        b
+                    }
+                };
+                (self.op("Clip", name, vec![x, lo, hi], vec![]), shape)
+            }
+            Layer::MaxPool2d(MaxPool2d(cfg)) | Layer::AvgPool2d(AvgPool2d(cfg)) => {
+                let cfg = *cfg;
+                let [ch, h, w] = self.chw(i, &shape)?;
+                if h < cfg.kernel_size || w < cfg.kernel_size || cfg.stride == 0 {
+                    return Err(
+                        self.layer_fail(i, format!("a {h}×{w} input is too small for its window"))
+                    );
+                }
+                let op_type = if matches!(node.layer, Layer::MaxPool2d(_)) {
+                    "MaxPool"
+                } else {
+                    "AveragePool"
+                };
+                let attrs = vec![
+                    AttributeProto::ints("kernel_shape", ints(&[cfg.kernel_size, cfg.kernel_size])),
+                    AttributeProto::ints("strides", ints(&[cfg.stride, cfg.stride])),
+                ];
+                let y = self.op(op_type, name, vec![x], attrs);
+                (y, vec![ch, cfg.output_size(h), cfg.output_size(w)])
+            }
+            Layer::GlobalAvgPool(_) => {
+                let [ch, ..] = self.chw(i, &shape)?;
+                (
+                    self.op("GlobalAveragePool", name, vec![x], vec![]),
+                    vec![ch, 1, 1],
+                )
+            }
+            Layer::Flatten(_) => {
+                let y = self.op(
+                    "Flatten",
+                    name,
+                    vec![x],
+                    vec![AttributeProto::int("axis", 1)],
+                );
+                (y, vec![shape.iter().product()])
+            }
+            Layer::Add(_) => {
+                if in_shapes[1] != shape {
+                    return Err(
+                        self.layer_fail(i, format!("adds shapes {shape:?} and {:?}", in_shapes[1]))
+                    );
+                }
+                (self.op("Add", name, inputs, vec![]), shape)
+            }
+        };
+        Ok(out)
+    }
+}

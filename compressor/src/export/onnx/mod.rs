@@ -1,0 +1,127 @@
+//! ONNX export: the graph as an ONNX model (IR version 8, opset 13), with
+//! QuantizeLinear / DequantizeLinear where a quantizer fake-quantizes.
+//!
+//! Each layer becomes one ONNX operator: Conv (pads, strides, group, kernel_shape, bias),
+//! Gemm with `transB = 1` for Linear, BatchNormalization (eval, running statistics),
+//! Relu, Clip(0, 6) for ReLU6, MaxPool / AveragePool, GlobalAveragePool, Flatten
+//! (axis 1) and Add. Weights are the masked ones, so pruned weights are exact zeros.
+//!
+//! With a quantizer bound, the QDQ nodes sit exactly where [`Graph::forward_t`] applies
+//! fake quantization, so onnxruntime computes what candle's eval forward computes:
+//!
+//! - a quantized weight is stored as int8 integers and dequantized per output channel
+//!   (DequantizeLinear, axis 0, scale vector, zero points 0);
+//! - a quantized input is a QuantizeLinear + DequantizeLinear pair (scalar scale, int8
+//!   zero point) in front of the Conv / Gemm;
+//! - a quantized output gets the pair after the layer, or after its fused ReLU / ReLU6
+//!   (the layer's only consumer) when it has one;
+//! - activations of fewer than 8 bits are still stored as int8 (QuantizeLinear
+//!   saturates to [-128, 127]), so a Clip to the narrower grid follows the
+//!   DequantizeLinear.
+//!
+//! One known difference: QuantizeLinear rounds half to even, candle's fake quantization
+//! half away from zero, so a value exactly between two grid points can land one step
+//! apart. Activations whose quantizer has not been calibrated yet pass through, as in
+//! the forward pass.
+
+mod lower;
+mod proto;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use prost::Message;
+
+use super::write_atomic;
+use crate::nn::Graph;
+use crate::{Error, Result};
+use proto::{Dimension, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
+
+/// The ONNX IR version written (ONNX 1.10+).
+pub const IR_VERSION: i64 = 8;
+/// The default-domain operator set the nodes are written against.
+pub const OPSET_VERSION: i64 = 13;
+/// The symbolic batch dimension of the input and output.
+const BATCH: &str = "batch";
+
+/// Writes `graph` as an ONNX model for inputs of `input_shape` `[N, C, H, W]`.
+///
+/// The model's input is `input`, float `[batch, C, H, W]`, its output `output`, float
+/// `[batch, ...]` (`[batch, classes]` for the zoo's classifiers); the batch dimension is
+/// symbolic, so `N` only has to be positive. When a quantizer is bound, one eval forward
+/// pass on a zero sample runs first so the quantizer's weight scales describe the
+/// current weights (the ones an eval forward would quantize with); tracked activation
+/// ranges are not touched by an eval pass.
+pub fn write_onnx(graph: &Graph, path: &Path, input_shape: [usize; 4]) -> Result<()> {
+    let fail = |message: String| Error::Export {
+        path: path.to_path_buf(),
+        message,
+    };
+    let [n, c, h, w] = input_shape;
+    if n == 0 || c == 0 || h == 0 || w == 0 {
+        return Err(fail(format!(
+            "input shape {input_shape:?} has a zero dimension"
+        )));
+    }
+    if c != graph.input_shape()[0] {
+        return Err(fail(format!(
+            "input shape {input_shape:?} has {c} channels, the model takes {}",
+            graph.input_shape()[0]
+        )));
+    }
+    if graph.quant().is_some() {
+        if let Err(e) = refresh_quant_state(graph, [c, h, w]) {
+            // The lowering names the layer whose shapes do not fit, if that is the cause.
+            lower::lower(graph, path, [c, h, w])?;
+            return Err(e);
+        }
+    }
+    let lowered = lower::lower(graph, path, [c, h, w])?;
+    let batch = || Dimension::param(BATCH);
+    let input_dims = vec![
+        batch(),
+        Dimension::value(c),
+        Dimension::value(h),
+        Dimension::value(w),
+    ];
+    let output_dims = std::iter::once(batch())
+        .chain(lowered.output_shape.iter().map(|&d| Dimension::value(d)))
+        .collect();
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "sprig".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!(
+            "exported by sprig-compressor{}",
+            graph.quant().map_or(String::new(), |q| format!(
+                ", QDQ from {}",
+                q.quantizer().name()
+            ))
+        ),
+        graph: Some(GraphProto {
+            node: lowered.nodes,
+            name: "sprig".into(),
+            initializer: lowered.initializers,
+            input: vec![ValueInfoProto::float_tensor(lower::INPUT, input_dims)],
+            output: vec![ValueInfoProto::float_tensor(lower::OUTPUT, output_dims)],
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET_VERSION,
+        }],
+    };
+    write_atomic(path, &model.encode_to_vec())
+}
+
+/// One eval forward pass on a zero sample, so weight scales are those of the weights
+/// as they are now (an optimizer step after the last forward would leave them stale).
+fn refresh_quant_state(graph: &Graph, sample_shape: [usize; 3]) -> Result<()> {
+    let weight = graph.nodes().iter().find_map(|n| n.layer.weight());
+    let (device, dtype) = weight.map_or((Device::Cpu, DType::F32), |w| {
+        (w.device().clone(), w.dtype())
+    });
+    let [c, h, w] = sample_shape;
+    let x = Tensor::zeros((1, c, h, w), dtype, &device)?;
+    graph.forward(&x)?;
+    Ok(())
+}

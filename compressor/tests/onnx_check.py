@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Runs an exported ONNX model with onnxruntime and compares it with candle's output.
+
+Usage:
+    onnx_check.py MODEL INPUT_BIN EXPECTED_BIN --shape N C H W --mode float
+    onnx_check.py MODEL INPUT_BIN EXPECTED_BIN --shape N C H W --mode qdq --step S
+
+INPUT_BIN and EXPECTED_BIN hold raw little-endian float32 values (the input batch
+and candle's eval output for it). Exits 0 when they agree, 1 with a message when they
+do not, 2 when onnxruntime or numpy cannot be imported (so that a test calling this
+fails instead of skipping).
+
+float: every element within --atol (default 1e-4).
+qdq:   the model's output is fake-quantized with grid step S. An element may differ
+       by at most --max-steps steps (plus --atol), at most --max-frac of the elements
+       may differ at all, and the arg-max of every sample must agree.
+
+Each model is checked twice: with onnxruntime's graph optimizations off (the plain
+semantics of the ONNX operators) and with its default optimizations (what a user of
+the file gets, QDQ fusion included). A sub-batch is also run, to check that the batch
+dimension is symbolic.
+"""
+
+import argparse
+import sys
+
+try:
+    import numpy as np
+    import onnxruntime as ort
+except ImportError as e:  # pragma: no cover - the point is to fail loudly
+    print(
+        f"onnx_check: cannot import {e.name}: install it with `pip install onnxruntime numpy`",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+
+def fail(msg):
+    print(f"onnx_check: FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(model, x, optimize):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    sess = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    if [i.name for i in inputs] != ["input"] or [o.name for o in outputs] != ["output"]:
+        fail(f"expected one input `input` and one output `output`, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
+    if isinstance(inputs[0].shape[0], int):
+        fail(f"the batch dimension of `input` is fixed ({inputs[0].shape}), expected a symbolic one")
+    if list(inputs[0].shape[1:]) != list(x.shape[1:]):
+        fail(f"`input` has shape {inputs[0].shape}, the test batch {list(x.shape)}")
+    producer = sess.get_modelmeta().producer_name
+    if producer != "sprig":
+        fail(f"producer_name is {producer!r}, expected 'sprig'")
+    return sess.run(["output"], {"input": x})[0]
+
+
+def compare(label, got, want, args):
+    if got.shape != want.shape:
+        fail(f"{label}: output shape {got.shape}, candle's {want.shape}")
+    if not np.all(np.isfinite(got)):
+        fail(f"{label}: onnxruntime output has non-finite values")
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    max_diff = float(diff.max())
+    differing = diff > args.atol
+    frac = float(differing.mean())
+    agree = got.argmax(axis=1) == want.argmax(axis=1)
+    line = f"{label}: max |diff| = {max_diff:.3g}, {int(differing.sum())}/{diff.size} elements beyond {args.atol:g}"
+    if args.mode == "qdq":
+        line += f" ({max_diff / args.step:.3f} steps of {args.step:.4g}), argmax agrees on {int(agree.sum())}/{len(agree)}"
+    print(line)
+    if args.mode == "float":
+        if max_diff > args.atol:
+            worst = np.unravel_index(diff.argmax(), diff.shape)
+            fail(f"{label}: max |diff| {max_diff:.3g} > {args.atol:g} at {worst}: onnx {got[worst]}, candle {want[worst]}")
+        return
+    if max_diff > args.max_steps * args.step + args.atol:
+        fail(f"{label}: max |diff| {max_diff:.4g} exceeds {args.max_steps} quantization step(s) of {args.step:.4g}")
+    if frac > args.max_frac:
+        fail(f"{label}: {frac:.2%} of the elements differ, at most {args.max_frac:.2%} allowed")
+    if not agree.all():
+        fail(f"{label}: argmax differs on samples {np.nonzero(~agree)[0].tolist()}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("input")
+    p.add_argument("expected")
+    p.add_argument("--shape", type=int, nargs=4, required=True, metavar=("N", "C", "H", "W"))
+    p.add_argument("--mode", choices=["float", "qdq"], required=True)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--step", type=float, help="output quantization step (qdq)")
+    p.add_argument("--max-steps", type=float, default=1.0)
+    p.add_argument("--max-frac", type=float, default=0.05)
+    args = p.parse_args()
+    if args.mode == "qdq" and not (args.step and args.step > 0):
+        p.error("--mode qdq needs a positive --step")
+
+    x = np.fromfile(args.input, dtype="<f4")
+    if x.size != int(np.prod(args.shape)):
+        fail(f"{args.input} holds {x.size} floats, shape {args.shape} needs {int(np.prod(args.shape))}")
+    x = x.reshape(args.shape)
+    want = np.fromfile(args.expected, dtype="<f4")
+    n = args.shape[0]
+    if want.size % n:
+        fail(f"{args.expected} holds {want.size} floats, not a multiple of the batch {n}")
+    want = want.reshape(n, -1)
+
+    for optimize in (False, True):
+        label = "optimized" if optimize else "unoptimized"
+        got = run(args.model, x, optimize)
+        compare(label, got.reshape(n, -1), want, args)
+        # The same rows from a smaller batch: the batch dimension must be free.
+        k = max(1, n // 2)
+        part = run(args.model, np.ascontiguousarray(x[:k]), optimize)
+        compare(f"{label}, first {k} of the batch alone", part.reshape(k, -1), want[:k], args)
+    print("onnx_check: OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+//! Depthwise 2-D convolution, int8 (TFLite's
+//! `reference_integer_ops::DepthwiseConvPerChannel`).
+
+use super::{ConvGeometry, OutputStage, CHANNEL_BLOCK};
+use crate::error::Error;
+
+/// `output[b, oy, ox, c·dm + m] = stage(Σ (input[b, iy, ix, c] + input_offset) ·
+/// filter[ky, kx, c·dm + m])` over the in-bounds window, `dm = depth_multiplier`,
+/// `g.out_c = g.in_c · dm`.
+///
+/// Channels are accumulated in blocks of [`CHANNEL_BLOCK`] on the stack, walking the
+/// window once per block, so the inner loop runs over contiguous channels.
+pub fn depthwise_conv2d(
+    g: &ConvGeometry,
+    depth_multiplier: usize,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let (in_len, out_len) = g.lens()?;
+    stage.check()?;
+    let filter_len = (g.kernel_h * g.kernel_w)
+        .checked_mul(g.out_c)
+        .ok_or(Error::KernelArgs)?;
+    if depth_multiplier == 0
+        || g.in_c.checked_mul(depth_multiplier) != Some(g.out_c)
+        || input.len() != in_len
+        || output.len() != out_len
+        || filter.len() != filter_len
+        || stage.channels != g.out_c
+    {
+        return Err(Error::KernelArgs);
+    }
+    let dm = depth_multiplier;
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let mut pixels = output.chunks_exact_mut(g.out_c);
+    for image in input.chunks_exact(image_len) {
+        for oy in 0..g.out_h {
+            let y0 = oy * g.stride_h;
+            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let x0 = ox * g.stride_w;
+                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                for (block, out_block) in out_px.chunks_mut(CHANNEL_BLOCK).enumerate() {
+                    let c0 = block * CHANNEL_BLOCK;
+                    let n = out_block.len();
+                    let mut acc = [0i32; CHANNEL_BLOCK];
+                    for ky in ky0..ky1 {
+                        let iy = y0 + ky - g.pad_top;
+                        for kx in kx0..kx1 {
+                            let ix = x0 + kx - g.pad_left;
+                            let p = (iy * g.in_w + ix) * g.in_c;
+                            let x = image.get(p..p + g.in_c).ok_or(Error::KernelArgs)?;
+                            let f = (ky * g.kernel_w + kx) * g.out_c + c0;
+                            let w = filter.get(f..f + n).ok_or(Error::KernelArgs)?;
+                            if dm == 1 {
+                                let x = x.get(c0..c0 + n).ok_or(Error::KernelArgs)?;
+                                for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                                    let t = i32::from(xv).wrapping_add(input_offset);
+                                    *a = a.wrapping_add(t.wrapping_mul(i32::from(wv)));
+                                }
+                            } else {
+                                for (j, (a, &wv)) in acc.iter_mut().zip(w).enumerate() {
+                                    let xv = x.get((c0 + j) / dm).copied().unwrap_or(0);
+                                    let t = i32::from(xv).wrapping_add(input_offset);
+                                    *a = a.wrapping_add(t.wrapping_mul(i32::from(wv)));
+                                }
+                            }
+                        }
+                    }
+                    for (j, (out, &a)) in out_block.iter_mut().zip(&acc).enumerate() {
+                        *out = stage.apply(a, c0 + j);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Fully connected, int8 (TFLite's `reference_integer_ops::FullyConnected`, per
+//! output channel).
+
+use super::{dot, OutputStage};
+use crate::error::Error;
+
+/// Sizes of a fully connected op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FcShape {
+    /// Rows (product of the leading dimensions).
+    pub batch: usize,
+    /// Inputs per row (last input dimension).
+    pub in_features: usize,
+    /// Outputs per row (last output dimension).
+    pub out_features: usize,
+}
+
+/// `output[b, o] = stage(Σ_i (input[b, i] + input_offset) · weights[o, i])`.
+pub fn fully_connected(
+    shape: &FcShape,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    stage.check()?;
+    let FcShape {
+        batch,
+        in_features,
+        out_features,
+    } = *shape;
+    let ok = batch > 0
+        && in_features > 0
+        && out_features > 0
+        && batch.checked_mul(in_features) == Some(input.len())
+        && batch.checked_mul(out_features) == Some(output.len())
+        && out_features.checked_mul(in_features) == Some(weights.len())
+        && stage.channels == out_features;
+    if !ok {
+        return Err(Error::KernelArgs);
+    }
+    for (row, out_row) in input
+        .chunks_exact(in_features)
+        .zip(output.chunks_exact_mut(out_features))
+    {
+        for ((o, out), w) in out_row
+            .iter_mut()
+            .enumerate()
+            .zip(weights.chunks_exact(in_features))
+        {
+            *out = stage.apply(dot(row, w, input_offset), o);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Pooling, int8: max and average over windows (TFLite's
+//! `reference_integer_ops::MaxPool` / `AveragePool`) and the global mean over height
+//! and width (TFLite's `reference_integer_ops::Mean`).
+
+use super::{ConvGeometry, CHANNEL_BLOCK};
+use crate::error::Error;
+use crate::fixed_point::{clamp_to_i8, multiply_by_quantized_multiplier};
+
+/// Which reduction a window pool applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Largest in-bounds value.
+    Max,
+    /// Mean of the in-bounds values, rounded half away from zero.
+    Average,
+}
+
+/// `(count, sum_or_max) -> value`, before clamping.
+#[inline]
+fn finish(kind: PoolKind, acc: i32, count: i32) -> i32 {
+    match kind {
+        PoolKind::Max => acc,
+        PoolKind::Average => {
+            let half = count / 2;
+            let rounded = if acc > 0 {
+                acc.wrapping_add(half)
+            } else {
+                acc.wrapping_sub(half)
+            };
+            rounded.checked_div(count).unwrap_or(0)
+        }
+    }
+}
+
+/// Window pooling; input and output share quantization, so values are pooled raw.
+/// `g.out_c` must equal `g.in_c`; padded positions are skipped.
+pub fn pool2d(
+    kind: PoolKind,
+    g: &ConvGeometry,
+    act_min: i32,
+    act_max: i32,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let (in_len, out_len) = g.lens()?;
+    if g.in_c != g.out_c || input.len() != in_len || output.len() != out_len {
+        return Err(Error::KernelArgs);
+    }
+    let c = g.in_c;
+    let image_len = g.in_h * g.in_w * c;
+    let init = match kind {
+        PoolKind::Max => i32::from(i8::MIN),
+        PoolKind::Average => 0,
+    };
+    let mut pixels = output.chunks_exact_mut(c);
+    for image in input.chunks_exact(image_len) {
+        for oy in 0..g.out_h {
+            let y0 = oy * g.stride_h;
+            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let x0 = ox * g.stride_w;
+                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                // In-bounds positions of this window (≥ 1 for a consistent geometry).
+                let count = i32::try_from((ky1 - ky0) * (kx1 - kx0)).unwrap_or(i32::MAX);
+                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                for (block, out_block) in out_px.chunks_mut(CHANNEL_BLOCK).enumerate() {
+                    let c0 = block * CHANNEL_BLOCK;
+                    let n = out_block.len();
+                    let mut acc = [init; CHANNEL_BLOCK];
+                    for ky in ky0..ky1 {
+                        let iy = y0 + ky - g.pad_top;
+                        for kx in kx0..kx1 {
+                            let ix = x0 + kx - g.pad_left;
+                            let p = (iy * g.in_w + ix) * c + c0;
+                            let x = image.get(p..p + n).ok_or(Error::KernelArgs)?;
+                            match kind {
+                                PoolKind::Max => {
+                                    for (a, &v) in acc.iter_mut().zip(x) {
+                                        *a = (*a).max(i32::from(v));
+                                    }
+                                }
+                                PoolKind::Average => {
+                                    for (a, &v) in acc.iter_mut().zip(x) {
+                                        *a = a.wrapping_add(i32::from(v));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (out, &a) in out_block.iter_mut().zip(&acc) {
+                        *out = clamp_to_i8(finish(kind, a, count), act_min, act_max);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quantization of a global average pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeanParams {
+    /// Minus the input zero point.
+    pub input_offset: i32,
+    /// Multiplier of `input_scale / output_scale`.
+    pub multiplier: i32,
+    /// Its shift.
+    pub shift: i32,
+    /// Output zero point.
+    pub output_offset: i32,
+    /// Lower clamp.
+    pub act_min: i32,
+    /// Upper clamp.
+    pub act_max: i32,
+}
+
+/// Mean over H and W of `[batch, h, w, c]` into `[batch, 1, 1, c]`:
+/// `acc = Σ (x + input_offset)`, requantized, divided by `h·w` rounding half away from
+/// zero, plus the output offset, clamped.
+pub fn global_avg_pool(
+    dims: [usize; 4],
+    p: &MeanParams,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let [batch, h, w, c] = dims;
+    let hw = h.checked_mul(w).ok_or(Error::KernelArgs)?;
+    let in_len = hw.checked_mul(c).and_then(|v| v.checked_mul(batch));
+    let count = i32::try_from(hw).map_err(|_| Error::KernelArgs)?;
+    if dims.contains(&0) || in_len != Some(input.len()) || batch.checked_mul(c) != Some(output.len())
+    {
+        return Err(Error::KernelArgs);
+    }
+    let half = count / 2;
+    for (image, out_row) in input.chunks_exact(hw * c).zip(output.chunks_exact_mut(c)) {
+        for (block, out_block) in out_row.chunks_mut(CHANNEL_BLOCK).enumerate() {
+            let c0 = block * CHANNEL_BLOCK;
+            let n = out_block.len();
+            let mut acc = [0i32; CHANNEL_BLOCK];
+            for px in image.chunks_exact(c) {
+                let x = px.get(c0..c0 + n).ok_or(Error::KernelArgs)?;
+                for (a, &v) in acc.iter_mut().zip(x) {
+                    *a = a.wrapping_add(i32::from(v).wrapping_add(p.input_offset));
+                }
+            }
+            for (out, &a) in out_block.iter_mut().zip(&acc) {
+                let v = multiply_by_quantized_multiplier(a, p.multiplier, p.shift);
+                let v = if v > 0 {
+                    v.wrapping_add(half)
+                } else {
+                    v.wrapping_sub(half)
+                };
+                let v = v.checked_div(count).unwrap_or(0);
+                *out = clamp_to_i8(v.wrapping_add(p.output_offset), p.act_min, p.act_max);
+            }
+        }
+    }
+    Ok(())
+}

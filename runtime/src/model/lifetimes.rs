@@ -1,0 +1,103 @@
+//! Tensor lifetimes over the execution order, shared by load-time validation and the
+//! host-side arena planner.
+//!
+//! Time step 0 is "before the first op" (the graph input is written then); op `i` runs
+//! at step `i + 1`; the graph output stays live through step `ops.len() + 1`. A tensor
+//! is live from the step that writes it to the last step that reads it, both included,
+//! so an op's inputs and its output are live together (no op works in place).
+//!
+//! A reshape's output aliases its input: both share the *root* tensor's arena bytes,
+//! and the root's lifetime is extended over every use of any alias.
+
+use crate::error::{sat_u32, Error};
+use crate::format::Op;
+
+/// "No step" / "no tensor".
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Lifetime of one tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Live {
+    /// Step that writes it (`NONE`: never written, not part of the graph).
+    pub first: u32,
+    /// Last step that reads it (meaningful for roots only).
+    pub last: u32,
+    /// Tensor whose arena bytes this one uses (itself unless a reshape output).
+    pub root: u32,
+}
+
+impl Live {
+    pub(crate) const UNSET: Live = Live {
+        first: NONE,
+        last: NONE,
+        root: NONE,
+    };
+
+    /// Whether two roots' lifetimes intersect.
+    pub(crate) fn overlaps(&self, other: &Live) -> bool {
+        self.first != NONE
+            && other.first != NONE
+            && self.first <= other.last
+            && other.first <= self.last
+    }
+}
+
+fn entry(live: &mut [Live], t: u32) -> Result<&mut Live, Error> {
+    let count = sat_u32(live.len());
+    usize::try_from(t)
+        .ok()
+        .and_then(|i| live.get_mut(i))
+        .ok_or(Error::TensorIndexOutOfRange { index: t, count })
+}
+
+fn extend(live: &mut [Live], t: u32, step: u32) -> Result<(), Error> {
+    let root = entry(live, t)?.root;
+    let e = entry(live, root)?;
+    e.last = if e.last == NONE { step } else { e.last.max(step) };
+    Ok(())
+}
+
+/// Fill `live` (one entry per tensor) from the op list. Errors: an index out of range,
+/// a tensor read before it is written, a tensor written twice (or the input written),
+/// an output never written.
+pub(crate) fn compute(ops: &[Op], input: u32, output: u32, live: &mut [Live]) -> Result<(), Error> {
+    for (i, l) in live.iter_mut().enumerate() {
+        *l = Live::UNSET;
+        l.root = sat_u32(i);
+    }
+    let inp = entry(live, input)?;
+    inp.first = 0;
+    inp.last = 0;
+    entry(live, output)?;
+    for (i, op) in ops.iter().enumerate() {
+        let step = sat_u32(i).saturating_add(1);
+        for t in op.inputs() {
+            if entry(live, t)?.first == NONE {
+                return Err(Error::TensorNotProduced { tensor: t });
+            }
+            extend(live, t, step)?;
+        }
+        let out = op.output();
+        let alias_root = match op {
+            Op::Reshape(r) => Some(entry(live, r.input)?.root),
+            _ => None,
+        };
+        let e = entry(live, out)?;
+        if e.first != NONE {
+            return Err(Error::TensorWrittenTwice { tensor: out });
+        }
+        e.first = step;
+        match alias_root {
+            Some(root) => {
+                e.root = root;
+                extend(live, out, step)?;
+            }
+            None => e.last = step,
+        }
+    }
+    if entry(live, output)?.first == NONE {
+        return Err(Error::OutputNotProduced);
+    }
+    let end = sat_u32(ops.len()).saturating_add(1);
+    extend(live, output, end)
+}

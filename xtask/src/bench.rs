@@ -1,0 +1,128 @@
+//! `cargo xtask bench train`: training throughput (images/s) for lenet5 plain, with
+//! masks, and with QAT, appended to BENCHMARKS.md with machine, command and date.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Device;
+use sprig_compressor::compress::{load_train, QuantizerKind};
+use sprig_compressor::config::ConfigList;
+use sprig_compressor::data::{Batcher, Order};
+use sprig_compressor::models::Model;
+use sprig_compressor::prune::{LevelPruner, Pruner};
+use sprig_compressor::quant::Quantizer;
+use sprig_compressor::train::{Optimizer, OptimizerKind};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to measure: train.
+    what: String,
+    #[arg(long, default_value = "lenet5")]
+    model: String,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training images per measurement.
+    #[arg(long, default_value_t = 6400)]
+    images: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Where to append the results.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    output: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what.as_str() {
+        "train" => bench_train(&args),
+        other => anyhow::bail!("unknown benchmark `{other}`; valid: train"),
+    }
+}
+
+/// Images per second over `images` training images (after one warm-up batch).
+fn throughput(model: &Model, data: &sprig_compressor::data::Dataset, batch_size: usize) -> anyhow::Result<f64> {
+    let mut opt = Optimizer::new(OptimizerKind::adamw(), model.trainable_vars());
+    let mut step = |batch: sprig_compressor::data::Batch| -> anyhow::Result<()> {
+        let logits = model.graph.forward_t(&batch.images, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+        opt.step(&loss.backward()?, 1e-3)?;
+        if !model.graph.masks().is_empty() {
+            sprig_compressor::prune::apply_masks_to_weights(&model.graph)?;
+        }
+        Ok(())
+    };
+    let mut batches = Batcher::new(data, batch_size, Order::Shuffled { seed: 0, epoch: 0 }, &model.device);
+    step(batches.next().context("empty dataset")??)?;
+    let started = Instant::now();
+    let mut seen = 0;
+    for batch in batches {
+        let batch = batch?;
+        seen += batch.len;
+        step(batch)?;
+    }
+    Ok(seen as f64 / started.elapsed().as_secs_f64())
+}
+
+fn bench_train(args: &Args) -> anyhow::Result<()> {
+    let data = load_train(args.data.as_deref())?.subset(args.images);
+    let device = Device::Cpu;
+    let level = ConfigList::from_json_str(r#"[{"op_types": ["Conv2d", "Linear"], "sparsity": 0.8}]"#)?;
+    let qat = ConfigList::from_json_str(
+        r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#,
+    )?;
+    let plain = Model::new(&args.model, 10, &device, 0)?;
+    let mut masked = Model::new(&args.model, 10, &device, 0)?;
+    LevelPruner.compress(&mut masked.graph, &level)?;
+    let mut quantized = Model::new(&args.model, 10, &device, 0)?;
+    QuantizerKind::qat().compress(&mut quantized.graph, &qat)?;
+
+    let mut rows = Vec::new();
+    for (label, model) in [("plain", &plain), ("Level 80% masks", &masked), ("QAT int8", &quantized)] {
+        let ips = throughput(model, &data, args.batch_size)?;
+        println!("{:<18} {:>8.0} images/s", label, ips);
+        rows.push((label, ips));
+    }
+    let base = rows[0].1;
+    let mut md = String::new();
+    md.push_str(&format!(
+        "\n## Training throughput, {} (batch {}, {} images, CPU, {} threads)\n\n",
+        args.model,
+        args.batch_size,
+        data.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    ));
+    md.push_str(&format!("- command: `cargo xtask bench train --images {}`\n", args.images));
+    md.push_str(&format!("- machine: {}\n", machine()));
+    md.push_str(&format!("- date: {}\n\n", today()));
+    md.push_str("| variant | images/s | relative to plain |\n|---|---:|---:|\n");
+    for (label, ips) in &rows {
+        md.push_str(&format!("| {label} | {ips:.0} | {:.2} |\n", ips / base));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.output)
+        .with_context(|| format!("opening {}", args.output.display()))?;
+    f.write_all(md.as_bytes()).with_context(|| format!("writing {}", args.output.display()))?;
+    println!("appended to {}", args.output.display());
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpu}, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown date".into())
+}

@@ -1,0 +1,67 @@
+//! `cargo xtask compress`: the main job on the bundled default (lenet5, Fashion-MNIST,
+//! Level 80 % + QAT int8).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sprig_compressor::compress::{self, CompressOptions};
+use sprig_compressor::models::MODEL_NAMES;
+use sprig_compressor::train::device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model from the zoo: mlp, lenet5, resnet8, dscnn.
+    #[arg(long, default_value = "lenet5")]
+    model: String,
+    /// Folder with MNIST-format IDX files (default: the Debian dataset-fashion-mnist
+    /// package if installed, else the bundled subset in data/).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Compression plan (.json, .toml, .yaml): pruner and quantizer with their config_list.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Baseline training epochs.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Fine-tuning epochs per compression stage.
+    #[arg(long, default_value_t = 1)]
+    ft_epochs: usize,
+    /// Output folder (default: runs/<model>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue interrupted training stages from their checkpoints.
+    #[arg(long)]
+    resume: bool,
+    /// Use only the first N training images (quick runs).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Where trained baselines are cached.
+    #[arg(long, default_value = "runs/cache")]
+    cache: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !MODEL_NAMES.contains(&args.model.as_str()) {
+        anyhow::bail!("unknown model `{}`; valid models: {}", args.model, MODEL_NAMES.join(", "));
+    }
+    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&args.model));
+    let mut opts = CompressOptions::new(out);
+    opts.model = args.model;
+    opts.data = args.data;
+    opts.plan = args.config;
+    opts.epochs = args.epochs;
+    opts.ft_epochs = args.ft_epochs;
+    opts.cache = args.cache;
+    opts.device = device(&args.device)?;
+    opts.seed = args.seed;
+    opts.resume = args.resume;
+    opts.train_limit = args.train_limit;
+    let summary = compress::run(&opts).context("compress failed")?;
+    println!("\n{summary}");
+    Ok(())
+}
