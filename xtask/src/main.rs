@@ -2,6 +2,7 @@
 //! command lives in its own module.
 
 mod bench;
+mod ci;
 mod compress;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +20,14 @@ enum Command {
     Compress(compress::Args),
     /// Measure and record figures in BENCHMARKS.md.
     Bench(bench::Args),
+    /// Formatting, clippy, all tests, embedded builds: what CI runs.
+    Ci,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Compress(args) => compress::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Ci => ci::run(),
     }
 }
