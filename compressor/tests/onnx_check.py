@@ -16,9 +16,11 @@ qdq:   the model's output is fake-quantized with grid step S. An element may dif
        may differ at all, and the arg-max of every sample must agree.
 
 Each model is checked twice: with onnxruntime's graph optimizations off (the plain
-semantics of the ONNX operators) and with its default optimizations (what a user of
-the file gets, QDQ fusion included). A sub-batch is also run, to check that the batch
-dimension is symbolic.
+semantics of the ONNX operators, which the export must reproduce) and with its default
+optimizations (what a user of the file gets). The latter fuses QDQ patterns into
+integer kernels (QLinearConv, QGemm) that accumulate in int32 and requantize after
+every layer, so it gets its own bounds, --opt-max-steps and --opt-max-frac. A
+sub-batch is also run, to check that the batch dimension is symbolic.
 """
 
 import argparse
@@ -59,7 +61,7 @@ def run(model, x, optimize):
     return sess.run(["output"], {"input": x})[0]
 
 
-def compare(label, got, want, args):
+def compare(label, got, want, args, max_steps, max_frac):
     if got.shape != want.shape:
         fail(f"{label}: output shape {got.shape}, candle's {want.shape}")
     if not np.all(np.isfinite(got)):
@@ -78,10 +80,10 @@ def compare(label, got, want, args):
             worst = np.unravel_index(diff.argmax(), diff.shape)
             fail(f"{label}: max |diff| {max_diff:.3g} > {args.atol:g} at {worst}: onnx {got[worst]}, candle {want[worst]}")
         return
-    if max_diff > args.max_steps * args.step + args.atol:
-        fail(f"{label}: max |diff| {max_diff:.4g} exceeds {args.max_steps} quantization step(s) of {args.step:.4g}")
-    if frac > args.max_frac:
-        fail(f"{label}: {frac:.2%} of the elements differ, at most {args.max_frac:.2%} allowed")
+    if max_diff > max_steps * args.step + args.atol:
+        fail(f"{label}: max |diff| {max_diff:.4g} exceeds {max_steps:g} quantization step(s) of {args.step:.4g}")
+    if frac > max_frac:
+        fail(f"{label}: {frac:.2%} of the elements differ, at most {max_frac:.2%} allowed")
     if not agree.all():
         fail(f"{label}: argmax differs on samples {np.nonzero(~agree)[0].tolist()}")
 
@@ -97,6 +99,8 @@ def main():
     p.add_argument("--step", type=float, help="output quantization step (qdq)")
     p.add_argument("--max-steps", type=float, default=1.0)
     p.add_argument("--max-frac", type=float, default=0.05)
+    p.add_argument("--opt-max-steps", type=float, help="--max-steps of the optimized run (default: the same)")
+    p.add_argument("--opt-max-frac", type=float, help="--max-frac of the optimized run (default: the same)")
     args = p.parse_args()
     if args.mode == "qdq" and not (args.step and args.step > 0):
         p.error("--mode qdq needs a positive --step")
@@ -113,12 +117,16 @@ def main():
 
     for optimize in (False, True):
         label = "optimized" if optimize else "unoptimized"
+        max_steps, max_frac = args.max_steps, args.max_frac
+        if optimize:
+            max_steps = args.opt_max_steps if args.opt_max_steps is not None else max_steps
+            max_frac = args.opt_max_frac if args.opt_max_frac is not None else max_frac
         got = run(args.model, x, optimize)
-        compare(label, got.reshape(n, -1), want, args)
+        compare(label, got.reshape(n, -1), want, args, max_steps, max_frac)
         # The same rows from a smaller batch: the batch dimension must be free.
         k = max(1, n // 2)
         part = run(args.model, np.ascontiguousarray(x[:k]), optimize)
-        compare(f"{label}, first {k} of the batch alone", part.reshape(k, -1), want[:k], args)
+        compare(f"{label}, first {k} of the batch alone", part.reshape(k, -1), want[:k], args, max_steps, max_frac)
     print("onnx_check: OK")
 
 

@@ -10,12 +10,17 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sprig_compressor::config::ConfigList;
 use sprig_compressor::export::write_onnx;
 use sprig_compressor::models::Model;
+use sprig_compressor::nn::{
+    Add, AvgPool2d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, GlobalAvgPool, Graph, Layer,
+    Linear, Pool2dConfig, ReLU6, Source,
+};
 use sprig_compressor::prune::{LevelPruner, Pruner};
 use sprig_compressor::quant::{QatQuantizer, Quantizer};
 
@@ -25,10 +30,57 @@ fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
 
-/// A model with seeded parameters; batch norms get non-trivial statistics (the defaults,
-/// mean 0 and variance 1, would hide a swapped or missing input).
+/// A zoo model with seeded parameters, see [`seed_parameters`].
 fn seeded_model(name: &str, seed: u64) -> Result<Model> {
     let model = Model::new(name, 10, &Device::Cpu, seed)?;
+    seed_parameters(&model, seed)?;
+    Ok(model)
+}
+
+/// The layers the zoo does not use (ReLU6, AvgPool2d, a strided conv with bias, a
+/// depthwise conv) in one small residual graph: conv 8@3×3 /2 → ReLU6 → avg pool 2 →
+/// depthwise 3×3 → BN → ReLU6 → + pool output → global pool → flatten → fc 10.
+fn custom_model(seed: u64) -> Result<Model> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let mut g = Graph::new([1, 28, 28]);
+    let stem = Conv2dConfig::new(1, 8, 3).stride(2).padding(1);
+    let x = g.push(
+        "stem",
+        Layer::Conv2d(Conv2d::new(stem, vb.pp("stem"))?),
+        &[Source::Input],
+    );
+    let x = g.push("stem_relu", Layer::ReLU6(ReLU6), &[x]);
+    let pool = Pool2dConfig {
+        kernel_size: 2,
+        stride: 2,
+    };
+    let skip = g.push("pool", Layer::AvgPool2d(AvgPool2d(pool)), &[x]);
+    let dw = Conv2dConfig::new(8, 8, 3).padding(1).groups(8).no_bias();
+    let x = g.push("dw", Layer::Conv2d(Conv2d::new(dw, vb.pp("dw"))?), &[skip]);
+    let x = g.push(
+        "dw_bn",
+        Layer::BatchNorm2d(BatchNorm2d::new(8, vb.pp("dw_bn"))?),
+        &[x],
+    );
+    let x = g.push("dw_relu", Layer::ReLU6(ReLU6), &[x]);
+    let x = g.push("add", Layer::Add(Add), &[x, skip]);
+    let x = g.push("gap", Layer::GlobalAvgPool(GlobalAvgPool), &[x]);
+    let x = g.push("flatten", Layer::Flatten(Flatten), &[x]);
+    g.push("fc", Layer::Linear(Linear::new(8, 10, vb.pp("fc"))?), &[x]);
+    let model = Model {
+        name: "custom".into(),
+        graph: g,
+        varmap,
+        device: Device::Cpu,
+    };
+    seed_parameters(&model, seed)?;
+    Ok(model)
+}
+
+/// Overwrites every parameter from a seeded generator; batch norms get non-trivial
+/// statistics (the defaults, mean 0 and variance 1, would hide a swapped or missing input).
+fn seed_parameters(model: &Model, seed: u64) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (var_name, var) in model.all_vars() {
         let n = var.elem_count();
@@ -47,7 +99,7 @@ fn seeded_model(name: &str, seed: u64) -> Result<Model> {
         };
         var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
     }
-    Ok(model)
+    Ok(())
 }
 
 fn batch(rng: &mut ChaCha8Rng, n: usize) -> Result<Tensor> {
@@ -94,18 +146,22 @@ fn roundtrip(model: &Model, seed: u64, qdq_step: Option<f32>) -> Result<()> {
     cmd.args(shape.iter().map(|d| d.to_string()));
     match qdq_step {
         None => cmd.args(["--mode", "float", "--atol", "1e-4"]),
-        // At most 2% of the logits one step apart (rounding ties, float summation order).
+        // Plain ONNX semantics: measured bit-exact (0 of 80 logits differ over 12
+        // seeds); one logit one step off is allowed for a rounding tie. onnxruntime's
+        // optimized run executes QDQ as int8 kernels that requantize per layer:
+        // measured up to 2 steps on up to 35% of lenet5's logits.
         Some(step) => cmd
             .args([
                 "--mode",
                 "qdq",
-                "--max-steps",
-                "100",
-                "--max-frac",
-                "1.0",
                 "--atol",
                 "1e-5",
+                "--max-steps",
+                "1",
+                "--max-frac",
+                "0.02",
             ])
+            .args(["--opt-max-steps", "3", "--opt-max-frac", "0.5"])
             .arg("--step")
             .arg(step.to_string()),
     };
@@ -137,16 +193,17 @@ fn resnet8_float_matches_onnxruntime() -> Result<()> {
 }
 
 /// Prunes, binds QAT with `quant` as the config and calibrates ranges with a few
-/// training-mode passes; returns the model and the step of its quantized output.
-fn pruned_qat(name: &str, seed: u64, quant: &str) -> Result<(Model, f32)> {
-    let mut model = seeded_model(name, seed)?;
+/// training-mode passes on images scaled by `brightness` (below 1, the test batch
+/// overshoots the tracked ranges, so saturation at the grid's ends matters); returns the model and the step of its quantized output.
+fn pruned_qat(mut model: Model, seed: u64, quant: &str, brightness: f32) -> Result<(Model, f32)> {
     let prune =
         ConfigList::from_json_str(r#"[{"sparsity": 0.5, "op_types": ["Conv2d", "Linear"]}]"#)?;
     LevelPruner.compress(&mut model.graph, &prune)?;
     QatQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(quant)?)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
     for _ in 0..4 {
-        model.graph.forward_t(&batch(&mut rng, 16)?, true)?;
+        let x = (batch(&mut rng, 16)? * f64::from(brightness))?;
+        model.graph.forward_t(&x, true)?;
     }
     let last = model
         .graph
@@ -167,8 +224,7 @@ fn pruned_qat(name: &str, seed: u64, quant: &str) -> Result<(Model, f32)> {
 #[test]
 fn lenet5_pruned_qat_qdq_matches_onnxruntime() -> Result<()> {
     let config = r#"[{"quant_types": ["input", "weight", "output"], "quant_bits": 8, "op_types": ["Conv2d", "Linear"]}]"#;
-    let sweep: u64 = std::env::var("SWEEP").map(|v| v.parse().unwrap()).unwrap_or(0);
-    let (model, step) = pruned_qat("lenet5", 3 + sweep * 7, config)?;
+    let (model, step) = pruned_qat(seeded_model("lenet5", 3)?, 3, config, 1.0)?;
     let conv1 = model.graph.node("conv1").context("conv1")?;
     let w = model
         .graph
@@ -184,11 +240,12 @@ fn lenet5_pruned_qat_qdq_matches_onnxruntime() -> Result<()> {
         "pruning left {zeros} zeros of {}",
         w.elem_count()
     );
-    roundtrip(&model, 13 + sweep * 7, Some(step))
+    roundtrip(&model, 13, Some(step))
 }
 
-/// Sub-8-bit activations (stored as int8, clipped after DequantizeLinear), 4-bit
-/// weights, and the residual Add's output quantized after its fused ReLU.
+/// Sub-8-bit activations (stored as int8, clipped after DequantizeLinear) that overshoot
+/// their calibrated ranges, 4-bit weights, batch norms left unfolded, and the residual
+/// Add's output quantized after its fused ReLU.
 #[test]
 fn resnet8_pruned_qat_low_bits_qdq_matches_onnxruntime() -> Result<()> {
     let config = r#"[
@@ -197,9 +254,36 @@ fn resnet8_pruned_qat_low_bits_qdq_matches_onnxruntime() -> Result<()> {
         {"quant_types": ["output"], "quant_bits": 8, "op_types": ["Add"]},
         {"quant_types": ["input", "weight", "output"], "quant_bits": 8, "op_names": ["fc"]}
     ]"#;
-    let sweep: u64 = std::env::var("SWEEP").map(|v| v.parse().unwrap()).unwrap_or(0);
-    let (model, step) = pruned_qat("resnet8", 4 + sweep * 7, config)?;
-    roundtrip(&model, 14 + sweep * 7, Some(step))
+    let (model, step) = pruned_qat(seeded_model("resnet8", 4)?, 4, config, 0.5)?;
+    roundtrip(&model, 14, Some(step))
+}
+
+#[test]
+fn custom_graph_float_matches_onnxruntime() -> Result<()> {
+    roundtrip(&custom_model(6)?, 16, None)
+}
+
+/// Output quantization after fused ReLU6s, the Add's and the fc's; weight scales that
+/// must follow the current weights.
+#[test]
+fn custom_graph_pruned_qat_qdq_matches_onnxruntime() -> Result<()> {
+    let config = r#"[
+        {"quant_types": ["input", "weight", "output"], "quant_bits": 8, "op_types": ["Conv2d", "Linear"]},
+        {"quant_types": ["output"], "quant_bits": 8, "op_types": ["Add"]}
+    ]"#;
+    let (model, step) = pruned_qat(custom_model(7)?, 7, config, 1.0)?;
+    // Weights change after the last forward, as an optimizer step leaves them: the
+    // export must quantize the weights as they are, like the eval forward does.
+    for (_, var) in model.all_vars().into_iter().filter(|(_, v)| v.rank() >= 2) {
+        var.set(&(var.as_tensor() * 1.25)?)?;
+    }
+    roundtrip(&model, 17, Some(step))
+}
+
+#[test]
+fn dscnn_and_mlp_float_match_onnxruntime() -> Result<()> {
+    roundtrip(&seeded_model("dscnn", 8)?, 18, None)?;
+    roundtrip(&seeded_model("mlp", 9)?, 19, None)
 }
 
 #[test]

@@ -173,7 +173,9 @@ impl<'a> Lowering<'a> {
                 q.qmin, q.qmax
             )));
         }
-        if !(q.scale.is_finite() && q.scale > 0.0) || !(q.qmin..=q.qmax).contains(&q.zero_point) {
+        let valid =
+            q.scale.is_finite() && q.scale > 0.0 && (q.qmin..=q.qmax).contains(&q.zero_point);
+        if !valid {
             return Err(self.fail(format!(
                 "{base}: invalid scale {} / zero point {}",
                 q.scale, q.zero_point
