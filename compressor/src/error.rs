@@ -28,6 +28,10 @@ pub enum Error {
         "training diverged: loss is {loss} at epoch {epoch}, step {step}; the last good checkpoint was left untouched"
     )]
     NonFiniteLoss { loss: f32, epoch: usize, step: usize },
+    #[error(
+        "training diverged: weights became non-finite at epoch {epoch}, step {step}; the last good checkpoint was left untouched"
+    )]
+    NonFiniteWeights { epoch: usize, step: usize },
     #[error("layer `{layer}`: {message}")]
     Layer { layer: String, message: String },
     #[error("export failed for {path}: {message}")]

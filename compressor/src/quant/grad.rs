@@ -28,8 +28,9 @@ pub struct StraightThrough;
 
 impl QuantGrad for StraightThrough {
     fn apply(&self, x: &Tensor, quantized: &Tensor, _range: QuantRange) -> Result<Tensor> {
-        // value: x + (q - x) = q; gradient: d/dx x = 1.
-        x + (quantized - x)?.detach()
+        // value: (x - x) + q = q exactly (no float cancellation, even far outside the
+        // range); gradient: d/dx x = 1.
+        (x - x.detach())? + quantized.detach()
     }
 }
 
@@ -42,6 +43,6 @@ impl QuantGrad for ClippedStraightThrough {
     fn apply(&self, x: &Tensor, quantized: &Tensor, range: QuantRange) -> Result<Tensor> {
         let inside = x.ge(range.low)?.mul(&x.le(range.high)?)?.to_dtype(x.dtype())?;
         let passed = (x * inside)?;
-        &passed + (quantized - &passed)?.detach()
+        (&passed - passed.detach())? + quantized.detach()
     }
 }

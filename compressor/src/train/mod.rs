@@ -97,14 +97,31 @@ fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     Ok(predicted.eq(labels)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
 }
 
-fn restore(model: &mut Model, opt: &mut Optimizer, ckpt: Checkpoint) -> Result<TrainState> {
+fn restore(model: &mut Model, opt: &mut Optimizer, ckpt: Checkpoint, path: &std::path::Path) -> Result<TrainState> {
+    let bad = |message: String| Error::File { path: path.to_path_buf(), message };
+    // Check everything before changing anything, so a mismatched checkpoint leaves the
+    // model as it was.
     let vars: std::collections::BTreeMap<String, Var> = model.all_vars().into_iter().collect();
+    for (name, var) in &vars {
+        match ckpt.vars.get(name) {
+            None => return Err(bad(format!("checkpoint has no variable `{name}`"))),
+            Some(v) if v.dims() != var.dims() => {
+                return Err(bad(format!("variable `{name}` has shape {:?}, the model {:?}", v.dims(), var.dims())));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = ckpt.vars.keys().find(|k| !vars.contains_key(*k)) {
+        return Err(bad(format!("checkpoint holds variable `{extra}`, which the model does not have")));
+    }
+    for (key, state) in &ckpt.optimizer {
+        let name = key.split_once('.').map_or(key.as_str(), |(_, n)| n);
+        if vars.get(name).is_none_or(|v| v.dims() != state.dims()) {
+            return Err(bad(format!("optimizer state `{key}` does not match a model variable")));
+        }
+    }
     for (name, value) in &ckpt.vars {
-        let var = vars.get(name).ok_or_else(|| Error::Layer {
-            layer: name.clone(),
-            message: "checkpoint holds a variable the model does not have".into(),
-        })?;
-        var.set(value)?;
+        vars[name].set(value)?;
     }
     for (name, mask) in ckpt.masks {
         model.graph.set_mask(&name, mask);
@@ -118,6 +135,17 @@ fn restore(model: &mut Model, opt: &mut Optimizer, ckpt: Checkpoint) -> Result<T
     }
     opt.restore(ckpt.optimizer, ckpt.state.optimizer_steps);
     Ok(ckpt.state)
+}
+
+/// True when every trainable variable is finite.
+fn weights_finite(model: &Model) -> Result<bool> {
+    for (_, var) in model.trainable_vars() {
+        let sum = var.as_tensor().abs()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !sum.is_finite() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn snapshot(model: &Model, opt: &Optimizer, state: TrainState) -> Checkpoint {
@@ -167,7 +195,7 @@ pub fn train(
                     ),
                 });
             }
-            state = restore(model, &mut opt, ckpt)?;
+            state = restore(model, &mut opt, ckpt, &checkpoint_path(dir))?;
         }
     }
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
@@ -207,6 +235,9 @@ pub fn train(
             bar.set_message(format!("loss {:.4} acc {:.2}%", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64));
         }
         bar.finish_and_clear();
+        if !weights_finite(model)? {
+            return Err(Error::NonFiniteWeights { epoch, step: state.global_step });
+        }
         let train_seconds = started.elapsed().as_secs_f32();
         let test_accuracy = evaluate(model, test_set)?;
         let stats = EpochStats {
