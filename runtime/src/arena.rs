@@ -106,9 +106,18 @@ mod tests {
     #[test]
     fn splits_disjoint_regions() {
         let mut arena = [1u8, 2, 3, 4, 5, 6, 7, 8];
-        let a = Region { tensor: 0, range: 0..2 };
-        let b = Region { tensor: 1, range: 6..8 };
-        let out = Region { tensor: 2, range: 2..5 };
+        let a = Region {
+            tensor: 0,
+            range: 0..2,
+        };
+        let b = Region {
+            tensor: 1,
+            range: 6..8,
+        };
+        let out = Region {
+            tensor: 2,
+            range: 2..5,
+        };
         let ([x, y], o) = split_io(&mut arena, [&a, &b], &out).unwrap();
         assert_eq!(x, &[1, 2]);
         assert_eq!(y, &[7, 8]);
@@ -119,18 +128,30 @@ mod tests {
     #[test]
     fn rejects_overlap_and_out_of_bounds() {
         let mut arena = [0u8; 8];
-        let a = Region { tensor: 0, range: 1..4 };
-        let out = Region { tensor: 2, range: 3..5 };
+        let a = Region {
+            tensor: 0,
+            range: 1..4,
+        };
+        let out = Region {
+            tensor: 2,
+            range: 3..5,
+        };
         assert_eq!(
             split_io(&mut arena, [&a], &out).unwrap_err(),
             Error::ArenaOverlap { a: 0, b: 2 }
         );
-        let far = Region { tensor: 1, range: 6..12 };
+        let far = Region {
+            tensor: 1,
+            range: 6..12,
+        };
         assert!(matches!(
             split_io(&mut arena, [&far], &out),
             Err(Error::ArenaTooSmall { .. })
         ));
-        let out_far = Region { tensor: 1, range: 7..9 };
+        let out_far = Region {
+            tensor: 1,
+            range: 7..9,
+        };
         assert!(split_io(&mut arena, [&a], &out_far).is_err());
     }
 }

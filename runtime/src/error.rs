@@ -240,6 +240,9 @@ pub enum Error {
     /// A kernel was called with slices or geometry that disagree. Cannot happen from
     /// [`crate::Model::run`] on a validated model; reported instead of panicking.
     KernelArgs,
+    /// The writer could not encode a blob (a size beyond `u32`, or a shift that does
+    /// not fit the requantization entry's `i8`).
+    Encode,
 }
 
 impl fmt::Display for Error {
@@ -291,7 +294,10 @@ impl fmt::Display for Error {
             }
             ShiftOutOfRange { op, shift } => write!(f, "op {op}: shift {shift} out of range"),
             MultiplierOutOfRange { op, multiplier } => {
-                write!(f, "op {op}: multiplier {multiplier} not 0 or in [2^30, 2^31)")
+                write!(
+                    f,
+                    "op {op}: multiplier {multiplier} not 0 or in [2^30, 2^31)"
+                )
             }
             ZeroStride { op } => write!(f, "op {op}: stride is zero"),
             BadPadding { op } => write!(f, "op {op}: padding not smaller than the kernel"),
@@ -308,7 +314,10 @@ impl fmt::Display for Error {
                 write!(f, "tensor {tensor} lies outside the arena")
             }
             ArenaOverlap { a, b } => {
-                write!(f, "tensors {a} and {b} are live together and overlap in the arena")
+                write!(
+                    f,
+                    "tensors {a} and {b} are live together and overlap in the arena"
+                )
             }
             BadAlias { op } => write!(f, "op {op}: reshape output does not alias its input"),
             TensorNotProduced { tensor } => write!(f, "tensor {tensor} read before written"),
@@ -325,6 +334,7 @@ impl fmt::Display for Error {
                 write!(f, "output has {got} elements, model produces {expected}")
             }
             KernelArgs => f.write_str("kernel called with inconsistent arguments"),
+            Encode => f.write_str("cannot encode the blob (size or shift out of range)"),
         }
     }
 }

@@ -194,11 +194,12 @@ pub struct AddQuant {
 impl AddQuant {
     /// Parameters for `out = in1 + in2` with the given (positive) scales.
     pub fn from_scales(input1_scale: f64, input2_scale: f64, output_scale: f64) -> Self {
-        let twice_max = 2.0 * if input1_scale > input2_scale {
-            input1_scale
-        } else {
-            input2_scale
-        };
+        let twice_max = 2.0
+            * if input1_scale > input2_scale {
+                input1_scale
+            } else {
+                input2_scale
+            };
         let (m1, s1) = quantize_multiplier(input1_scale / twice_max);
         let (m2, s2) = quantize_multiplier(input2_scale / twice_max);
         let real_out = twice_max / (f64::from(1u32 << ADD_LEFT_SHIFT) * output_scale);
@@ -336,7 +337,7 @@ pub fn one_over_one_plus_x_for_x_in_0_1(a: i32) -> i32 {
     for _ in 0..3 {
         let half_denominator_times_x = mul(half_denominator, x); // Q2.29
         let one_minus = (1i32 << 29).wrapping_sub(half_denominator_times_x); // Q2.29
-        // Q2.29 · Q2.29 = Q4.27, rescaled to Q2.29.
+                                                                             // Q2.29 · Q2.29 = Q4.27, rescaled to Q2.29.
         x = x.wrapping_add(saturating_rounding_multiply_by_pot(mul(x, one_minus), 2));
     }
     // x / 2 as Q1.30 (same raw), rescaled to Q0.31.

@@ -1,4 +1,5 @@
-//! int8 kernels, one file per op family, plus the plain-loop oracle in [`reference`].
+//! int8 kernels, one file per op family, plus the plain-loop oracle `reference` (built for tests and
+//! with `std`).
 //!
 //! Every kernel checks that its slices agree with its geometry before it starts
 //! ([`Error::KernelArgs`] otherwise) and reads through iterators or `get`, so no input
@@ -48,8 +49,8 @@ impl OutputStage<'_> {
             .bias
             .is_none_or(|b| Some(b.len()) == self.channels.checked_mul(4));
         let per_channel = self.channels.checked_mul(REQUANT_ENTRY_LEN as usize);
-        let requant_ok =
-            self.requant.len() == REQUANT_ENTRY_LEN as usize || Some(self.requant.len()) == per_channel;
+        let requant_ok = self.requant.len() == REQUANT_ENTRY_LEN as usize
+            || Some(self.requant.len()) == per_channel;
         if bias_ok && requant_ok && self.channels > 0 {
             Ok(())
         } else {
@@ -79,7 +80,10 @@ impl OutputStage<'_> {
             .get(c * 4..c * 4 + 4)
             .and_then(|s| <[u8; 4]>::try_from(s).ok())
             .map_or(0, i32::from_le_bytes);
-        let s = self.requant.get(n * 4 + c).map_or(0, |&b| i32::from(b as i8));
+        let s = self
+            .requant
+            .get(n * 4 + c)
+            .map_or(0, |&b| i32::from(b as i8));
         (m, s)
     }
 
@@ -88,7 +92,11 @@ impl OutputStage<'_> {
     pub fn apply(&self, acc: i32, c: usize) -> i8 {
         let (m, s) = self.requant(c);
         let v = multiply_by_quantized_multiplier(acc.wrapping_add(self.bias(c)), m, s);
-        clamp_to_i8(v.wrapping_add(self.output_offset), self.act_min, self.act_max)
+        clamp_to_i8(
+            v.wrapping_add(self.output_offset),
+            self.act_min,
+            self.act_max,
+        )
     }
 }
 
@@ -131,8 +139,7 @@ impl ConvGeometry {
             self.stride_h,
             self.stride_w,
         ];
-        if dims.contains(&0) || self.pad_top >= self.kernel_h || self.pad_left >= self.kernel_w
-        {
+        if dims.contains(&0) || self.pad_top >= self.kernel_h || self.pad_left >= self.kernel_w {
             return Err(Error::KernelArgs);
         }
         let last_h = (self.out_h - 1).checked_mul(self.stride_h);
@@ -164,13 +171,19 @@ impl ConvGeometry {
 }
 
 /// `Σ (x + input_offset) · w` over two equal-length runs, wrapping.
+///
+/// Computed as `Σ x·w + input_offset · Σ w` (equal modulo 2^32, so bit-identical to
+/// the direct form): both sums run over plain `i8` pairs, which compilers vectorize
+/// well (each product fits an `i16`).
 #[inline]
 pub(crate) fn dot(input: &[i8], weights: &[i8], input_offset: i32) -> i32 {
-    input
-        .iter()
-        .zip(weights)
-        .map(|(&x, &w)| i32::from(x).wrapping_add(input_offset).wrapping_mul(i32::from(w)))
-        .fold(0i32, i32::wrapping_add)
+    let mut xw = 0i32;
+    let mut sw = 0i32;
+    for (&x, &w) in input.iter().zip(weights) {
+        xw = xw.wrapping_add(i32::from(x) * i32::from(w));
+        sw = sw.wrapping_add(i32::from(w));
+    }
+    xw.wrapping_add(input_offset.wrapping_mul(sw))
 }
 
 /// Largest number of channels a pooling kernel accumulates at once on the stack.

@@ -1,1 +1,62 @@
+//! # sprig-runtime
+//!
+//! A `#![no_std]`, allocation-free int8 inference engine for sprig's packed models
+//! (`.sprig`, specified in `runtime/FORMAT.md`).
+//!
+//! ```text
+//! let model = Model::from_bytes(BLOB)?;          // validates everything, borrows weights
+//! let mut arena = [0u8; 6 * 1024];               // at least model.arena_size() bytes
+//! model.run(&mut arena, &input, &mut output)?;   // int8 in, int8 out
+//! ```
+//!
+//! - [`Model::from_bytes`] checks the header (length, magic, version, flags, CRC) before
+//!   decoding anything, then validates every index, shape, stride, padding, scale, zero
+//!   point, multiplier, shift, data reference and arena offset, and that tensors live at
+//!   the same time do not share arena bytes. After it returns `Ok`, [`Model::run`]
+//!   cannot index out of bounds or panic, whatever the input.
+//! - Arithmetic follows the TFLite int8 spec and TFLite Micro's reference kernels
+//!   (rounding documented in [`fixed_point`]); integer-only, so it runs on cores
+//!   without an FPU.
+//! - Ops: Conv2d, DepthwiseConv2d, FullyConnected, MaxPool2d, AvgPool2d, global average
+//!   pool, Add, Reshape (no copy), Softmax, ArgMax; ReLU/ReLU6 are fused as clamps.
+//!
+//! Footprint: a [`Model`] holds its op and tensor tables in `heapless` vectors whose
+//! capacities are const generics (default 64 and 64, about 7.5 KiB on a 32-bit
+//! target); a small model on a small chip can use e.g. `Model::<8, 12>::parse(blob)`.
+//! Weights stay in the blob (flash). The conv kernel gathers each window on the stack
+//! (at most 1 KiB); there is no other scratch memory.
+//!
+//! Features: `std` (host: `std::error::Error`, the blob writer
+//! `format::write::BlobBuilder` and the arena planner), `defmt` (derives
+//! `defmt::Format` on public types and errors).
 #![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod arena;
+mod crc;
+pub mod error;
+pub mod fixed_point;
+pub mod format;
+pub mod kernels;
+pub mod model;
+
+pub use crc::{crc32, Crc32};
+pub use error::Error;
+pub use format::{
+    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, GlobalAvgPool, Graph,
+    GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
+};
+pub use model::{Model, Quant};

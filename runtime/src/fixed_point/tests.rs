@@ -67,7 +67,10 @@ fn multiply_by_quantized_multiplier_hand_cases() {
     assert_eq!(multiply_by_quantized_multiplier(100, HALF, 0), 50);
     // M = 0.75 · 2^-2 = 0.1875: SRDHM(100, 0.75) = 75, then 75 / 4 = 18.75 → 19.
     assert_eq!(multiply_by_quantized_multiplier(100, 1_610_612_736, -2), 19);
-    assert_eq!(multiply_by_quantized_multiplier(-100, 1_610_612_736, -2), -19);
+    assert_eq!(
+        multiply_by_quantized_multiplier(-100, 1_610_612_736, -2),
+        -19
+    );
     // M = 0.5 · 2^2 = 2: 3 · 4 = 12, SRDHM(12, 0.5) = 6.
     assert_eq!(multiply_by_quantized_multiplier(3, HALF, 2), 6);
     // The first rounding's negative tie: −3 · 0.5 = −1.5 → −1.

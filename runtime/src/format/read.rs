@@ -7,8 +7,8 @@
 use serde::Deserialize;
 
 use super::{
-    align_up, ArgMax, Conv2d, DepthwiseConv2d, FullyConnected, GlobalAvgPool, GraphHeader,
-    Header, Op, Pool2d, Reshape, Softmax, Tensor, TensorKind, HEADER_LEN,
+    align_up, ArgMax, Conv2d, DepthwiseConv2d, FullyConnected, GlobalAvgPool, GraphHeader, Header,
+    Op, Pool2d, Reshape, Softmax, Tensor, TensorKind, HEADER_LEN,
 };
 use crate::error::{sat_u32, Error};
 
@@ -99,7 +99,11 @@ pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
 
 /// The data section must start at the first 16-byte boundary after the graph, the gap
 /// must be zeros, and the section must end exactly at the end of the blob.
-fn data_section<'a>(blob: &'a [u8], graph_end: usize, graph: &GraphHeader) -> Result<&'a [u8], Error> {
+fn data_section<'a>(
+    blob: &'a [u8],
+    graph_end: usize,
+    graph: &GraphHeader,
+) -> Result<&'a [u8], Error> {
     let expected = align_up(graph_end).ok_or(Error::BadDataSection)?;
     let offset = usize::try_from(graph.data_offset).map_err(|_| Error::BadDataSection)?;
     let len = usize::try_from(graph.data_len).map_err(|_| Error::BadDataSection)?;

@@ -36,7 +36,8 @@ pub fn add_one(p: &AddParams, a: i8, b: i8) -> i8 {
     };
     let a = scale(a, p.input1_offset, p.input1_multiplier, p.input1_shift);
     let b = scale(b, p.input2_offset, p.input2_multiplier, p.input2_shift);
-    let raw = multiply_by_quantized_multiplier(a.wrapping_add(b), p.output_multiplier, p.output_shift);
+    let raw =
+        multiply_by_quantized_multiplier(a.wrapping_add(b), p.output_multiplier, p.output_shift);
     clamp_to_i8(raw.wrapping_add(p.output_offset), p.act_min, p.act_max)
 }
 

@@ -3,12 +3,18 @@
 use super::{dot, ConvGeometry, OutputStage};
 use crate::error::Error;
 
+/// Largest window (`kernel_h · kernel_w · C` bytes) gathered on the stack; larger
+/// windows take the row-by-row path.
+const WINDOW_CAP: usize = 1024;
+
 /// `output[b, oy, ox, oc] = stage(Σ (input[b, iy, ix, ic] + input_offset) ·
 /// filter[oc, ky, kx, ic])` over the in-bounds window (padding contributes nothing,
 /// i.e. it stands for the input zero point).
 ///
-/// NHWC rows are contiguous in `kx · C`, and so are filter rows, so each window row
-/// is one dot product over `(kx1 − kx0) · C` elements.
+/// Each output pixel's window is gathered once into a contiguous stack buffer, padded
+/// positions filled with the zero point (`−input_offset`, whose term is then zero),
+/// so every output channel is one dot product over `kernel_h · kernel_w · C`
+/// contiguous bytes, matching the filter's `[OC, KH, KW, C]` layout.
 pub fn conv2d(
     g: &ConvGeometry,
     input_offset: i32,
@@ -28,6 +34,79 @@ pub fn conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    match i8::try_from(input_offset.wrapping_neg()) {
+        Ok(zero_point) if filter_oc <= WINDOW_CAP => {
+            gathered(g, input_offset, zero_point, stage, filter, input, output)
+        }
+        _ => by_rows(g, input_offset, stage, filter, input, output),
+    }
+}
+
+fn gathered(
+    g: &ConvGeometry,
+    input_offset: i32,
+    zero_point: i8,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let filter_row = g.kernel_w * g.in_c;
+    let mut buf = [0i8; WINDOW_CAP];
+    let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
+    let mut pixels = output.chunks_exact_mut(g.out_c);
+    for image in input.chunks_exact(image_len) {
+        for oy in 0..g.out_h {
+            let y0 = oy * g.stride_h;
+            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let x0 = ox * g.stride_w;
+                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                let (left, run) = (kx0 * g.in_c, (kx1 - kx0) * g.in_c);
+                let ix0 = x0 + kx0 - g.pad_left;
+                for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
+                    if ky < ky0 || ky >= ky1 {
+                        row.fill(zero_point);
+                        continue;
+                    }
+                    let iy = y0 + ky - g.pad_top;
+                    let start = (iy * g.in_w + ix0) * g.in_c;
+                    let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
+                    let (pad_l, rest) = row.split_at_mut_checked(left).ok_or(Error::KernelArgs)?;
+                    let (mid, pad_r) = rest.split_at_mut_checked(run).ok_or(Error::KernelArgs)?;
+                    pad_l.fill(zero_point);
+                    for (d, &s) in mid.iter_mut().zip(src) {
+                        *d = s;
+                    }
+                    pad_r.fill(zero_point);
+                }
+                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                for ((oc, out), f_oc) in out_px
+                    .iter_mut()
+                    .enumerate()
+                    .zip(filter.chunks_exact(filter_oc))
+                {
+                    *out = stage.apply(dot(window, f_oc, input_offset), oc);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Any window size and offset: one dot product per in-bounds window row (NHWC rows
+/// are contiguous in `kx · C`, and so are filter rows).
+fn by_rows(
+    g: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
     let image_len = g.in_h * g.in_w * g.in_c;
     let filter_row = g.kernel_w * g.in_c;
     let mut pixels = output.chunks_exact_mut(g.out_c);

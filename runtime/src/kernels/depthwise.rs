@@ -8,7 +8,7 @@ use crate::error::Error;
 /// filter[ky, kx, c·dm + m])` over the in-bounds window, `dm = depth_multiplier`,
 /// `g.out_c = g.in_c · dm`.
 ///
-/// Channels are accumulated in blocks of [`CHANNEL_BLOCK`] on the stack, walking the
+/// Channels are accumulated in blocks of 32 on the stack, walking the
 /// window once per block, so the inner loop runs over contiguous channels.
 pub fn depthwise_conv2d(
     g: &ConvGeometry,

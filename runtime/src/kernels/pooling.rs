@@ -127,7 +127,9 @@ pub fn global_avg_pool(
     let hw = h.checked_mul(w).ok_or(Error::KernelArgs)?;
     let in_len = hw.checked_mul(c).and_then(|v| v.checked_mul(batch));
     let count = i32::try_from(hw).map_err(|_| Error::KernelArgs)?;
-    if dims.contains(&0) || in_len != Some(input.len()) || batch.checked_mul(c) != Some(output.len())
+    if dims.contains(&0)
+        || in_len != Some(input.len())
+        || batch.checked_mul(c) != Some(output.len())
     {
         return Err(Error::KernelArgs);
     }

@@ -6,7 +6,11 @@
 //!
 //! Only built for tests and with `std`. These functions index slices directly and
 //! panic on inconsistent arguments: they are oracles, never called by `Model::run`.
-#![allow(clippy::indexing_slicing, clippy::too_many_arguments)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::too_many_arguments
+)]
 
 use super::add::AddParams;
 use super::fully_connected::FcShape;
@@ -74,9 +78,11 @@ pub fn conv2d(
                                 continue;
                             };
                             for ic in 0..g.in_c {
-                                let x = i32::from(input[nhwc(g.in_h, g.in_w, g.in_c, b, iy, ix, ic)]);
+                                let x =
+                                    i32::from(input[nhwc(g.in_h, g.in_w, g.in_c, b, iy, ix, ic)]);
                                 let w = i32::from(
-                                    filter[((oc * g.kernel_h + ky) * g.kernel_w + kx) * g.in_c + ic],
+                                    filter
+                                        [((oc * g.kernel_h + ky) * g.kernel_w + kx) * g.in_c + ic],
                                 );
                                 acc = acc.wrapping_add((x + input_offset).wrapping_mul(w));
                             }
@@ -114,7 +120,8 @@ pub fn depthwise_conv2d(
                                 let Some(ix) = tap(ox, kx, g.stride_w, g.pad_left, g.in_w) else {
                                     continue;
                                 };
-                                let x = i32::from(input[nhwc(g.in_h, g.in_w, g.in_c, b, iy, ix, ic)]);
+                                let x =
+                                    i32::from(input[nhwc(g.in_h, g.in_w, g.in_c, b, iy, ix, ic)]);
                                 let w = i32::from(filter[(ky * g.kernel_w + kx) * g.out_c + oc]);
                                 acc = acc.wrapping_add((x + input_offset).wrapping_mul(w));
                             }

@@ -10,7 +10,7 @@
 //!    `GetReciprocal`, and each output is `exp · 1/sum` rescaled to 8 fractional bits,
 //!    minus 128, clamped to int8.
 //!
-//! It is bit-exact with [`crate::kernels::reference::softmax`]; bit-exactness with
+//! It is bit-exact with `kernels::reference::softmax`; bit-exactness with
 //! TFLite itself rests on the fixed-point transcriptions in [`crate::fixed_point`] and
 //! is not yet checked against TFLite's output.
 
@@ -42,8 +42,11 @@ pub(crate) fn exp_of_diff(p: &SoftmaxParams, diff: i32) -> Option<i32> {
     if diff < p.diff_min {
         return None;
     }
-    let scaled =
-        multiply_by_quantized_multiplier_greater_than_one(diff, p.input_multiplier, p.input_left_shift);
+    let scaled = multiply_by_quantized_multiplier_greater_than_one(
+        diff,
+        p.input_multiplier,
+        p.input_left_shift,
+    );
     Some(exp_on_negative_values::<SOFTMAX_DIFF_INTEGER_BITS>(scaled))
 }
 
@@ -63,11 +66,19 @@ pub(crate) fn output_of(exp: Option<i32>, scale: i32, bits_over_unit: i32) -> i8
 }
 
 /// Softmax of each row of `depth` values.
-pub fn softmax(depth: usize, p: &SoftmaxParams, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
-    if depth == 0 || input.len() != output.len() || input.len() % depth != 0 {
+pub fn softmax(
+    depth: usize,
+    p: &SoftmaxParams,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    if depth == 0 || input.len() != output.len() || !input.len().is_multiple_of(depth) {
         return Err(Error::KernelArgs);
     }
-    for (row, out_row) in input.chunks_exact(depth).zip(output.chunks_exact_mut(depth)) {
+    for (row, out_row) in input
+        .chunks_exact(depth)
+        .zip(output.chunks_exact_mut(depth))
+    {
         let max = i32::from(row.iter().copied().max().unwrap_or(0));
         let mut cache = [None; CACHED_DEPTH];
         let mut sum = 0i32;
@@ -78,7 +89,8 @@ pub fn softmax(depth: usize, p: &SoftmaxParams, input: &[i8], output: &mut [i8])
             }
             if let Some(e) = e {
                 // Q0.31 → Q12.19 (gemmlowp's Rescale<12>).
-                sum = sum.wrapping_add(rounding_divide_by_pot(e, SOFTMAX_ACCUM_INTEGER_BITS as i32));
+                sum =
+                    sum.wrapping_add(rounding_divide_by_pot(e, SOFTMAX_ACCUM_INTEGER_BITS as i32));
             }
         }
         let (scale, bits) = get_reciprocal(sum, SOFTMAX_ACCUM_INTEGER_BITS as i32);

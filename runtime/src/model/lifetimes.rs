@@ -53,7 +53,11 @@ fn entry(live: &mut [Live], t: u32) -> Result<&mut Live, Error> {
 fn extend(live: &mut [Live], t: u32, step: u32) -> Result<(), Error> {
     let root = entry(live, t)?.root;
     let e = entry(live, root)?;
-    e.last = if e.last == NONE { step } else { e.last.max(step) };
+    e.last = if e.last == NONE {
+        step
+    } else {
+        e.last.max(step)
+    };
     Ok(())
 }
 

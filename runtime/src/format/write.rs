@@ -1,0 +1,262 @@
+//! Writing blobs (feature `std`): the compressor's exporter fills a [`GraphDef`],
+//! pushes weights into a [`BlobBuilder`], plans the arena, and calls
+//! [`BlobBuilder::finish`].
+//!
+//! ```
+//! # use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+//! # use sprig_runtime::{Model, Op, Reshape, Tensor, TensorKind};
+//! let t = |shape: &[u32], kind| Tensor {
+//!     shape: heapless::Vec::from_slice(shape).unwrap(),
+//!     scale: 0.5,
+//!     zero_point: 0,
+//!     arena_offset: 0,
+//!     kind,
+//! };
+//! let mut graph = GraphDef {
+//!     tensors: vec![t(&[1, 2, 2, 1], TensorKind::Input), t(&[1, 4], TensorKind::Output)],
+//!     ops: vec![Op::Reshape(Reshape { input: 0, output: 1 })],
+//!     input: 0,
+//!     output: 1,
+//!     arena_size: 0,
+//! };
+//! graph.plan_arena().unwrap();
+//! let blob = BlobBuilder::new().finish(&graph).unwrap();
+//! let model = Model::from_bytes(&blob).unwrap();
+//! assert_eq!(model.arena_size(), 4);
+//! ```
+
+use std::vec::Vec;
+
+use super::{
+    align_up, DataRef, Graph, GraphHeader, Header, Op, Tensor, FORMAT_MAJOR, FORMAT_MINOR,
+    HEADER_LEN, REQUIRED_FLAGS_MASK,
+};
+use crate::error::Error;
+use crate::model::lifetimes::{self, Live, NONE};
+
+/// Alignment of every tensor offset the planner assigns (bytes).
+pub const ARENA_ALIGN: u32 = 4;
+/// Alignment of every item pushed into the data section (bytes, from its start).
+pub const DATA_ITEM_ALIGN: usize = 4;
+
+/// The graph to write: tensors, ops in execution order, input/output tensor indices and
+/// the arena size (set by [`GraphDef::plan_arena`] or by hand).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GraphDef {
+    /// Tensor table.
+    pub tensors: Vec<Tensor>,
+    /// Ops in execution order.
+    pub ops: Vec<Op>,
+    /// Graph input tensor.
+    pub input: u32,
+    /// Graph output tensor.
+    pub output: u32,
+    /// Arena bytes.
+    pub arena_size: u32,
+}
+
+impl GraphDef {
+    /// Assign every tensor's `arena_offset` and set `arena_size`, greedily by size as
+    /// TensorFlow Lite Micro's `GreedyMemoryPlanner` does: the largest buffer first,
+    /// each at the lowest offset (aligned to [`ARENA_ALIGN`]) that no buffer live at
+    /// the same time occupies. Reshape outputs get their input's offset. Tensors no op
+    /// touches are put at offset 0. Returns the arena size.
+    pub fn plan_arena(&mut self) -> Result<u32, Error> {
+        let n = self.tensors.len();
+        let mut live = std::vec![Live::UNSET; n];
+        lifetimes::compute(&self.ops, self.input, self.output, &mut live)?;
+        struct Buf {
+            size: u64,
+            live: Live,
+            offset: u64,
+        }
+        let mut bufs = Vec::with_capacity(n);
+        for (t, l) in self.tensors.iter().zip(&live) {
+            bufs.push(Buf {
+                size: u64::from(t.elements()?),
+                live: *l,
+                offset: 0,
+            });
+        }
+        // Buffers to place: live roots, largest first (ties: earliest first).
+        let mut order: Vec<usize> = bufs
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| b.live.first != NONE && b.live.root as usize == *i)
+            .map(|(i, _)| i)
+            .collect();
+        order.sort_by_key(|&i| {
+            bufs.get(i)
+                .map(|b| (std::cmp::Reverse(b.size), b.live.first, i))
+        });
+        let mut placed: Vec<(u64, u64, Live)> = Vec::new(); // (start, end, lifetime)
+        let mut arena: u64 = 0;
+        for &i in &order {
+            let Some(buf) = bufs.get_mut(i) else { continue };
+            let mut conflicts: Vec<(u64, u64)> = placed
+                .iter()
+                .filter(|(_, _, l)| buf.live.overlaps(l))
+                .map(|&(s, e, _)| (s, e))
+                .collect();
+            conflicts.sort_unstable();
+            let mut offset = 0u64;
+            for (s, e) in conflicts {
+                if offset + buf.size <= s {
+                    break;
+                }
+                offset = offset.max(e.next_multiple_of(u64::from(ARENA_ALIGN)));
+            }
+            buf.offset = offset;
+            placed.push((offset, offset + buf.size, buf.live));
+            arena = arena.max(offset + buf.size);
+        }
+        // Aliases take their root's offset; untouched tensors sit at 0.
+        let root_offsets: Vec<u64> = bufs
+            .iter()
+            .map(|b| bufs.get(b.live.root as usize).map_or(0, |r| r.offset))
+            .collect();
+        for ((t, b), root_offset) in self.tensors.iter_mut().zip(&bufs).zip(root_offsets) {
+            let offset = if b.live.first != NONE {
+                root_offset
+            } else {
+                arena = arena.max(b.size);
+                0
+            };
+            t.arena_offset = u32::try_from(offset).map_err(|_| Error::Encode)?;
+        }
+        self.arena_size = u32::try_from(arena).map_err(|_| Error::Encode)?;
+        Ok(self.arena_size)
+    }
+}
+
+/// Collects the data section and writes the blob.
+#[derive(Debug, Clone, Default)]
+pub struct BlobBuilder {
+    data: Vec<u8>,
+    flags: u32,
+}
+
+impl BlobBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set optional header flags (bits 16..32; required bits are refused by readers
+    /// that do not know them, and this runtime knows none).
+    pub fn with_optional_flags(mut self, flags: u32) -> Self {
+        self.flags = flags & !REQUIRED_FLAGS_MASK;
+        self
+    }
+
+    /// The data section so far.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Append raw bytes (at a 4-byte aligned offset) and return their reference.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<DataRef, Error> {
+        let start = self.data.len().next_multiple_of(DATA_ITEM_ALIGN);
+        self.data.resize(start, 0);
+        self.data.extend_from_slice(bytes);
+        Ok(DataRef {
+            offset: u32::try_from(start).map_err(|_| Error::Encode)?,
+            len: u32::try_from(bytes.len()).map_err(|_| Error::Encode)?,
+        })
+    }
+
+    /// Append int8 weights.
+    pub fn push_i8(&mut self, values: &[i8]) -> Result<DataRef, Error> {
+        let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+        self.push_bytes(&bytes)
+    }
+
+    /// Append little-endian `i32`s (biases).
+    pub fn push_i32(&mut self, values: &[i32]) -> Result<DataRef, Error> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_bytes(&bytes)
+    }
+
+    /// Append requantization parameters: one `(multiplier, shift)` per output channel,
+    /// or a single pair shared by all channels.
+    pub fn push_requant(&mut self, pairs: &[(i32, i32)]) -> Result<DataRef, Error> {
+        let bytes = encode_requant(pairs)?;
+        self.push_bytes(&bytes)
+    }
+
+    /// Encode the blob: header, graph (with `data_offset`/`data_len` filled in), zero
+    /// padding to a 16-byte boundary, data section. Does not validate the graph;
+    /// [`crate::Model::from_bytes`] on the result does.
+    pub fn finish(&self, graph: &GraphDef) -> Result<Vec<u8>, Error> {
+        let mut header = GraphHeader {
+            input: graph.input,
+            output: graph.output,
+            arena_size: graph.arena_size,
+            data_offset: 0,
+            data_len: u32::try_from(self.data.len()).map_err(|_| Error::Encode)?,
+        };
+        // `data_offset` is a varint inside the graph, so its own size can move the
+        // data section: iterate to the fixed point (two or three rounds).
+        let mut encoded = None;
+        for _ in 0..8 {
+            let bytes = postcard::to_allocvec(&Graph {
+                header,
+                tensors: &graph.tensors,
+                ops: &graph.ops,
+            })
+            .map_err(|_| Error::Encode)?;
+            let offset = align_up(HEADER_LEN + bytes.len()).ok_or(Error::Encode)?;
+            let offset = u32::try_from(offset).map_err(|_| Error::Encode)?;
+            if offset == header.data_offset {
+                encoded = Some(bytes);
+                break;
+            }
+            header.data_offset = offset;
+        }
+        let graph_bytes = encoded.ok_or(Error::Encode)?;
+        let mut blob = std::vec![0u8; HEADER_LEN];
+        blob.extend_from_slice(&graph_bytes);
+        blob.resize(header.data_offset as usize, 0);
+        blob.extend_from_slice(&self.data);
+        seal(&mut blob, FORMAT_MAJOR, FORMAT_MINOR, self.flags)?;
+        Ok(blob)
+    }
+}
+
+/// Write the header of `blob` (whose first [`HEADER_LEN`] bytes are reserved for it)
+/// with the given version and flags, the payload length and the CRC. Tests use it to
+/// re-seal deliberately corrupted blobs.
+pub fn seal(blob: &mut [u8], major: u16, minor: u16, flags: u32) -> Result<(), Error> {
+    let payload_len = blob
+        .len()
+        .checked_sub(HEADER_LEN)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(Error::Encode)?;
+    let mut header = Header {
+        major,
+        minor,
+        flags,
+        payload_len,
+        crc32: 0,
+    };
+    let (head, payload) = blob
+        .split_first_chunk_mut::<HEADER_LEN>()
+        .ok_or(Error::Encode)?;
+    *head = header.to_bytes();
+    header.crc32 = Header::crc_of(head, payload);
+    *head = header.to_bytes();
+    Ok(())
+}
+
+/// The requantization bytes for `pairs`: all multipliers (LE `i32`), then all shifts
+/// (`i8`). Errors if a shift does not fit an `i8`.
+pub fn encode_requant(pairs: &[(i32, i32)]) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::with_capacity(pairs.len() * 5);
+    for &(m, _) in pairs {
+        bytes.extend_from_slice(&m.to_le_bytes());
+    }
+    for &(_, s) in pairs {
+        bytes.push(i8::try_from(s).map_err(|_| Error::Encode)? as u8);
+    }
+    Ok(bytes)
+}

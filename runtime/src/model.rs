@@ -1,0 +1,257 @@
+//! A validated model, borrowed from its blob, and running it in a caller's arena.
+
+use crate::arena::{self, Region};
+use crate::error::{sat_u32, Error};
+use crate::format::{self, GraphHeader, Header, Op, Tensor};
+
+mod exec;
+pub(crate) mod lifetimes;
+mod validate;
+
+// The format's u32 sizes and offsets must fit usize.
+const _: () = assert!(usize::BITS >= 32);
+
+/// Default op capacity of [`Model`].
+pub const DEFAULT_MAX_OPS: usize = 64;
+/// Default tensor capacity of [`Model`].
+pub const DEFAULT_MAX_TENSORS: usize = 64;
+
+/// Scale and zero point of a tensor: `real = scale · (q − zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Quant {
+    /// Scale (finite, > 0).
+    pub scale: f32,
+    /// Zero point (`-128..=127`).
+    pub zero_point: i32,
+}
+
+/// A packed model, validated, with its weights borrowed from the blob (zero-copy).
+///
+/// The op and tensor tables live in `heapless` vectors of capacity `MAX_OPS` and
+/// `MAX_TENSORS`; a blob with more is refused with [`Error::TooManyOps`] or
+/// [`Error::TooManyTensors`]. Pick smaller capacities to save RAM on small chips:
+/// `Model::<8, 16>::parse(blob)`.
+#[derive(Debug, Clone)]
+pub struct Model<
+    'a,
+    const MAX_OPS: usize = DEFAULT_MAX_OPS,
+    const MAX_TENSORS: usize = DEFAULT_MAX_TENSORS,
+> {
+    header: Header,
+    graph: GraphHeader,
+    tensors: heapless::Vec<Tensor, MAX_TENSORS>,
+    ops: heapless::Vec<Op, MAX_OPS>,
+    data: &'a [u8],
+}
+
+impl<'a> Model<'a> {
+    /// Parse and validate `blob` with the default capacities.
+    ///
+    /// The header (length, magic, version, flags, payload length, CRC) is checked
+    /// before any of the graph is decoded; then the whole graph is validated. After
+    /// `Ok`, [`Model::run`] cannot read or write out of bounds or panic, whatever the
+    /// input.
+    pub fn from_bytes(blob: &'a [u8]) -> Result<Self, Error> {
+        Self::parse(blob)
+    }
+}
+
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_TENSORS> {
+    /// [`Model::from_bytes`] with explicit capacities.
+    pub fn parse(blob: &'a [u8]) -> Result<Self, Error> {
+        let parsed = format::read::parse::<MAX_OPS, MAX_TENSORS>(blob)?;
+        validate::validate(&parsed)?;
+        Ok(Model {
+            header: parsed.header,
+            graph: parsed.graph,
+            tensors: parsed.tensors,
+            ops: parsed.ops,
+            data: parsed.data,
+        })
+    }
+
+    /// Bytes of arena [`Model::run`] needs.
+    pub fn arena_size(&self) -> usize {
+        self.graph.arena_size as usize
+    }
+
+    /// The header (version, flags).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The graph's fixed fields.
+    pub fn graph(&self) -> &GraphHeader {
+        &self.graph
+    }
+
+    /// The tensor table.
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
+    /// The ops, in execution order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// The data section (weights, biases, requantization), borrowed from the blob.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    fn tensor(&self, index: u32) -> Result<&Tensor, Error> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.tensors.get(i))
+            .ok_or(Error::TensorIndexOutOfRange {
+                index,
+                count: sat_u32(self.tensors.len()),
+            })
+    }
+
+    fn input_tensor(&self) -> &Tensor {
+        // Validated: the index is in range and the table non-empty.
+        self.tensors
+            .get(self.graph.input as usize)
+            .unwrap_or(&EMPTY)
+    }
+
+    fn output_tensor(&self) -> &Tensor {
+        self.tensors
+            .get(self.graph.output as usize)
+            .unwrap_or(&EMPTY)
+    }
+
+    /// Shape of the input tensor (NHWC for images).
+    pub fn input_shape(&self) -> &[u32] {
+        &self.input_tensor().shape
+    }
+
+    /// Shape of the output tensor.
+    pub fn output_shape(&self) -> &[u32] {
+        &self.output_tensor().shape
+    }
+
+    /// Number of int8 input elements.
+    pub fn input_len(&self) -> usize {
+        self.input_tensor().elements().unwrap_or(0) as usize
+    }
+
+    /// Number of int8 output elements.
+    pub fn output_len(&self) -> usize {
+        self.output_tensor().elements().unwrap_or(0) as usize
+    }
+
+    /// Quantization of the input: quantize a real `x` as
+    /// `round(x / scale) + zero_point`, clamped to int8.
+    pub fn input_quant(&self) -> Quant {
+        let t = self.input_tensor();
+        Quant {
+            scale: t.scale,
+            zero_point: t.zero_point,
+        }
+    }
+
+    /// Quantization of the output.
+    pub fn output_quant(&self) -> Quant {
+        let t = self.output_tensor();
+        Quant {
+            scale: t.scale,
+            zero_point: t.zero_point,
+        }
+    }
+
+    /// The arena bytes of tensor `index`.
+    pub(crate) fn region(&self, index: u32) -> Result<Region, Error> {
+        let t = self.tensor(index)?;
+        let start = t.arena_offset as usize;
+        let len = t.elements()? as usize;
+        Ok(Region {
+            tensor: index,
+            range: start..start.checked_add(len).ok_or(Error::ShapeOverflow)?,
+        })
+    }
+
+    /// Run the model: copy `input` into the arena, run every op, copy the output
+    /// tensor into `output`.
+    ///
+    /// Errors (before anything is written): [`Error::ArenaTooSmall`] if
+    /// `arena.len() < arena_size()`, [`Error::InputSizeMismatch`] /
+    /// [`Error::OutputSizeMismatch`] if the slices have the wrong length.
+    pub fn run(&self, arena: &mut [u8], input: &[i8], output: &mut [i8]) -> Result<(), Error> {
+        let expected = self.output_len();
+        if output.len() != expected {
+            return Err(Error::OutputSizeMismatch {
+                expected: sat_u32(expected),
+                got: sat_u32(output.len()),
+            });
+        }
+        let result = self.run_in_arena(arena, input)?;
+        for (dst, src) in output.iter_mut().zip(result) {
+            *dst = *src;
+        }
+        Ok(())
+    }
+
+    /// Run the model and return the output tensor where it lies in the arena (no copy).
+    pub fn run_in_arena<'r>(&self, arena: &'r mut [u8], input: &[i8]) -> Result<&'r [i8], Error> {
+        let needed = self.arena_size();
+        if arena.len() < needed {
+            return Err(Error::ArenaTooSmall {
+                needed: self.graph.arena_size,
+                got: sat_u32(arena.len()),
+            });
+        }
+        let expected = self.input_len();
+        if input.len() != expected {
+            return Err(Error::InputSizeMismatch {
+                expected: sat_u32(expected),
+                got: sat_u32(input.len()),
+            });
+        }
+        let input_region = self.region(self.graph.input)?;
+        for (dst, src) in arena::view_mut(arena, &input_region)?.iter_mut().zip(input) {
+            *dst = *src;
+        }
+        for op in self.ops.iter() {
+            self.exec(op, arena)?;
+        }
+        let output_region = self.region(self.graph.output)?;
+        let arena: &'r [u8] = arena;
+        arena::view(arena, &output_region)
+    }
+
+    /// Run the model and return the predicted class: the value written by a final
+    /// `ArgMax` op, otherwise the index of the first largest output element.
+    pub fn predict(&self, arena: &mut [u8], input: &[i8]) -> Result<usize, Error> {
+        let out = self.run_in_arena(arena, input)?;
+        if let (Some(Op::ArgMax(_)), [index]) = (self.ops.last(), out) {
+            return Ok(usize::try_from(*index).unwrap_or(0));
+        }
+        Ok(first_argmax(out))
+    }
+}
+
+/// Index of the first largest element (0 for an empty slice).
+pub fn first_argmax(values: &[i8]) -> usize {
+    let mut best = 0;
+    let mut best_value = i8::MIN;
+    for (i, &v) in values.iter().enumerate() {
+        if i == 0 || v > best_value {
+            best = i;
+            best_value = v;
+        }
+    }
+    best
+}
+
+/// Stand-in returned by accessors if the (validated) graph input were missing.
+static EMPTY: Tensor = Tensor {
+    shape: heapless::Vec::new(),
+    scale: 1.0,
+    zero_point: 0,
+    arena_offset: 0,
+    kind: format::TensorKind::Activation,
+};

@@ -1,0 +1,391 @@
+//! Load-time validation: after `validate` accepts a parsed blob, every kernel call that
+//! `Model::run` makes has consistent shapes, in-bounds data and arena ranges, disjoint
+//! inputs and outputs, and parameters in range.
+
+use super::lifetimes::{self, Live};
+use crate::error::{sat_u32, Error};
+use crate::fixed_point::{multiplier_in_range, shift_in_range};
+use crate::format::read::Parsed;
+use crate::format::{DataRef, GraphHeader, Op, Padding, Tensor, TensorKind, REQUANT_ENTRY_LEN};
+
+/// Check everything about a structurally sound blob.
+pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize>(
+    p: &Parsed<'_, MAX_OPS, MAX_TENSORS>,
+) -> Result<(), Error> {
+    let tensors: &[Tensor] = &p.tensors;
+    let count = sat_u32(tensors.len());
+    for index in [p.graph.input, p.graph.output] {
+        if usize::try_from(index).map_or(true, |i| i >= tensors.len()) {
+            return Err(Error::TensorIndexOutOfRange { index, count });
+        }
+    }
+    for (i, t) in tensors.iter().enumerate() {
+        check_tensor(sat_u32(i), t, &p.graph)?;
+    }
+    for (i, op) in p.ops.iter().enumerate() {
+        let ctx = Ctx {
+            op: sat_u32(i),
+            tensors,
+            data: p.data,
+        };
+        ctx.check(op)?;
+    }
+    let mut live = [Live::UNSET; MAX_TENSORS];
+    let live = live.get_mut(..tensors.len()).ok_or(Error::TooManyTensors {
+        count,
+        capacity: sat_u32(MAX_TENSORS),
+    })?;
+    lifetimes::compute(&p.ops, p.graph.input, p.graph.output, live)?;
+    check_overlaps(tensors, live)
+}
+
+fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
+    let elements = t.elements()?;
+    if t.shape.contains(&0) {
+        return Err(Error::ZeroSizedTensor { tensor: i });
+    }
+    if !(t.scale.is_finite() && t.scale > 0.0) {
+        return Err(Error::BadScale { tensor: i });
+    }
+    if !(-128..=127).contains(&t.zero_point) {
+        return Err(Error::BadZeroPoint { tensor: i });
+    }
+    let end = t.arena_offset.checked_add(elements);
+    if end.is_none_or(|e| e > g.arena_size) {
+        return Err(Error::ArenaOffsetOutOfBounds { tensor: i });
+    }
+    let expected = if g.input == g.output {
+        None
+    } else if i == g.input {
+        Some(TensorKind::Input)
+    } else if i == g.output {
+        Some(TensorKind::Output)
+    } else {
+        Some(TensorKind::Activation)
+    };
+    if expected != Some(t.kind) {
+        return Err(Error::BadTensorKind { tensor: i });
+    }
+    Ok(())
+}
+
+/// No two roots that are live at the same time may share arena bytes.
+fn check_overlaps(tensors: &[Tensor], live: &[Live]) -> Result<(), Error> {
+    let range = |t: &Tensor| {
+        let start = u64::from(t.arena_offset);
+        (start, start + u64::from(t.elements().unwrap_or(0)))
+    };
+    let roots = tensors.iter().zip(live).enumerate().filter(|(i, (_, l))| {
+        usize::try_from(l.root).ok() == Some(*i) && l.first != lifetimes::NONE
+    });
+    for (a, (ta, la)) in roots.clone() {
+        let (a0, a1) = range(ta);
+        for (b, (tb, lb)) in roots.clone().filter(|(b, _)| *b > a) {
+            let (b0, b1) = range(tb);
+            if la.overlaps(lb) && a0 < b1 && b0 < a1 {
+                return Err(Error::ArenaOverlap {
+                    a: sat_u32(a),
+                    b: sat_u32(b),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks of one op, with the context errors need.
+struct Ctx<'t> {
+    op: u32,
+    tensors: &'t [Tensor],
+    data: &'t [u8],
+}
+
+impl<'t> Ctx<'t> {
+    fn t(&self, index: u32) -> Result<&'t Tensor, Error> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.tensors.get(i))
+            .ok_or(Error::TensorIndexOutOfRange {
+                index,
+                count: sat_u32(self.tensors.len()),
+            })
+    }
+
+    fn shape_err(&self) -> Error {
+        Error::ShapeMismatch { op: self.op }
+    }
+
+    fn dims4(&self, t: &Tensor) -> Result<[u32; 4], Error> {
+        <[u32; 4]>::try_from(t.shape.as_slice()).map_err(|_| self.shape_err())
+    }
+
+    /// `(leading dims, last dim)` of a tensor of rank ≥ 1.
+    fn split_last<'s>(&self, t: &'s Tensor) -> Result<(&'s [u32], u32), Error> {
+        match t.shape.split_last() {
+            Some((&last, lead)) => Ok((lead, last)),
+            None => Err(self.shape_err()),
+        }
+    }
+
+    fn act(&self, min: i32, max: i32) -> Result<(), Error> {
+        if -128 <= min && min <= max && max <= 127 {
+            Ok(())
+        } else {
+            Err(Error::BadActivationRange { op: self.op })
+        }
+    }
+
+    fn same_quant(&self, a: &Tensor, b: &Tensor) -> Result<(), Error> {
+        if a.scale.to_bits() == b.scale.to_bits() && a.zero_point == b.zero_point {
+            Ok(())
+        } else {
+            Err(Error::QuantMismatch { op: self.op })
+        }
+    }
+
+    fn mult_shift(&self, multiplier: i32, shift: i32) -> Result<(), Error> {
+        if !multiplier_in_range(multiplier) {
+            return Err(Error::MultiplierOutOfRange {
+                op: self.op,
+                multiplier,
+            });
+        }
+        if !shift_in_range(shift) {
+            return Err(Error::ShiftOutOfRange { op: self.op, shift });
+        }
+        Ok(())
+    }
+
+    /// The referenced bytes, which must lie inside the data section and be `expected`
+    /// bytes long (`expected` computed in `u64`, so it cannot overflow).
+    fn data_ref(&self, r: DataRef, expected: u64) -> Result<&'t [u8], Error> {
+        let start = usize::try_from(r.offset).ok();
+        let end = start
+            .zip(usize::try_from(r.len).ok())
+            .and_then(|(s, l)| s.checked_add(l));
+        let bytes = start
+            .zip(end)
+            .and_then(|(s, e)| self.data.get(s..e))
+            .ok_or(Error::DataOutOfBounds { op: self.op })?;
+        if u64::from(r.len) != expected {
+            return Err(Error::DataLengthMismatch {
+                op: self.op,
+                expected: u32::try_from(expected).unwrap_or(u32::MAX),
+                got: r.len,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Per-channel (or shared) requantization bytes: the lengths, then every pair.
+    fn requant(&self, r: DataRef, channels: u32) -> Result<(), Error> {
+        let entry = u64::from(REQUANT_ENTRY_LEN);
+        let per_channel = entry * u64::from(channels);
+        let (bytes, n) = if u64::from(r.len) == entry {
+            (self.data_ref(r, entry)?, 1usize)
+        } else {
+            (self.data_ref(r, per_channel)?, channels as usize)
+        };
+        let (mults, shifts) = bytes
+            .split_at_checked(n * 4)
+            .ok_or(Error::DataOutOfBounds { op: self.op })?;
+        for (m, &s) in mults.chunks_exact(4).zip(shifts) {
+            let m = <[u8; 4]>::try_from(m).map_or(0, i32::from_le_bytes);
+            self.mult_shift(m, i32::from(s as i8))?;
+        }
+        Ok(())
+    }
+
+    fn bias(&self, r: Option<DataRef>, channels: u32) -> Result<(), Error> {
+        match r {
+            Some(r) => self.data_ref(r, 4 * u64::from(channels)).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Expected output size along one axis.
+    fn out_dim(
+        &self,
+        size: u32,
+        kernel: u32,
+        stride: u32,
+        pad_a: u32,
+        pad_b: u32,
+    ) -> Result<u32, Error> {
+        if stride == 0 {
+            return Err(Error::ZeroStride { op: self.op });
+        }
+        if kernel == 0 {
+            return Err(Error::BadParameter { op: self.op });
+        }
+        if pad_a >= kernel || pad_b >= kernel {
+            return Err(Error::BadPadding { op: self.op });
+        }
+        let padded = size
+            .checked_add(pad_a)
+            .and_then(|v| v.checked_add(pad_b))
+            .ok_or(Error::ShapeOverflow)?;
+        let span = padded.checked_sub(kernel).ok_or(self.shape_err())?;
+        Ok(span / stride + 1)
+    }
+
+    /// Window geometry shared by convs and pools: checks batch and spatial sizes,
+    /// returns `(in_c, out_c)`.
+    #[allow(clippy::too_many_arguments)]
+    fn window_op(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        kernel: (u32, u32),
+        stride: (u32, u32),
+        pad: &Padding,
+    ) -> Result<(u32, u32), Error> {
+        let [n, h, w, c] = self.dims4(x)?;
+        let [n2, oh, ow, oc] = self.dims4(y)?;
+        let eh = self.out_dim(h, kernel.0, stride.0, pad.top, pad.bottom)?;
+        let ew = self.out_dim(w, kernel.1, stride.1, pad.left, pad.right)?;
+        if n != n2 || oh != eh || ow != ew {
+            return Err(self.shape_err());
+        }
+        Ok((c, oc))
+    }
+
+    fn check(&self, op: &Op) -> Result<(), Error> {
+        match op {
+            Op::Conv2d(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                let (c, oc) = self.window_op(
+                    x,
+                    y,
+                    (p.kernel_h, p.kernel_w),
+                    (p.stride_h, p.stride_w),
+                    &p.padding,
+                )?;
+                let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
+                self.data_ref(p.filter, u64::from(oc) * taps * u64::from(c))?;
+                self.bias(p.bias, oc)?;
+                self.requant(p.requant, oc)?;
+                self.act(p.act_min, p.act_max)
+            }
+            Op::DepthwiseConv2d(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                let (c, oc) = self.window_op(
+                    x,
+                    y,
+                    (p.kernel_h, p.kernel_w),
+                    (p.stride_h, p.stride_w),
+                    &p.padding,
+                )?;
+                if p.depth_multiplier == 0 {
+                    return Err(Error::BadParameter { op: self.op });
+                }
+                if u64::from(c) * u64::from(p.depth_multiplier) != u64::from(oc) {
+                    return Err(self.shape_err());
+                }
+                let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
+                self.data_ref(p.filter, taps * u64::from(oc))?;
+                self.bias(p.bias, oc)?;
+                self.requant(p.requant, oc)?;
+                self.act(p.act_min, p.act_max)
+            }
+            Op::FullyConnected(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                let (lead_x, k) = self.split_last(x)?;
+                let (lead_y, n) = self.split_last(y)?;
+                if lead_x != lead_y {
+                    return Err(self.shape_err());
+                }
+                self.data_ref(p.weights, u64::from(n) * u64::from(k))?;
+                self.bias(p.bias, n)?;
+                self.requant(p.requant, n)?;
+                self.act(p.act_min, p.act_max)
+            }
+            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                let (c, oc) = self.window_op(
+                    x,
+                    y,
+                    (p.filter_h, p.filter_w),
+                    (p.stride_h, p.stride_w),
+                    &p.padding,
+                )?;
+                if c != oc {
+                    return Err(self.shape_err());
+                }
+                self.same_quant(x, y)?;
+                self.act(p.act_min, p.act_max)
+            }
+            Op::GlobalAvgPool(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                let [n, _, _, c] = self.dims4(x)?;
+                if self.dims4(y)? != [n, 1, 1, c] {
+                    return Err(self.shape_err());
+                }
+                self.mult_shift(p.multiplier, p.shift)?;
+                self.act(p.act_min, p.act_max)
+            }
+            Op::Add(p) => {
+                let (a, b, y) = (self.t(p.input1)?, self.t(p.input2)?, self.t(p.output)?);
+                if a.shape != y.shape || b.shape != y.shape {
+                    return Err(self.shape_err());
+                }
+                self.mult_shift(p.input1_multiplier, p.input1_shift)?;
+                self.mult_shift(p.input2_multiplier, p.input2_shift)?;
+                self.mult_shift(p.output_multiplier, p.output_shift)?;
+                self.act(p.act_min, p.act_max)
+            }
+            Op::Reshape(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                if x.elements()? != y.elements()? {
+                    return Err(self.shape_err());
+                }
+                self.same_quant(x, y)?;
+                if x.arena_offset != y.arena_offset {
+                    return Err(Error::BadAlias { op: self.op });
+                }
+                Ok(())
+            }
+            Op::Softmax(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                self.split_last(x)?;
+                if x.shape != y.shape {
+                    return Err(self.shape_err());
+                }
+                if y.zero_point != -128 || y.scale != 1.0 / 256.0 {
+                    return Err(Error::QuantMismatch { op: self.op });
+                }
+                if !multiplier_in_range(p.input_multiplier) {
+                    return Err(Error::MultiplierOutOfRange {
+                        op: self.op,
+                        multiplier: p.input_multiplier,
+                    });
+                }
+                if !(0..=30).contains(&p.input_left_shift) {
+                    return Err(Error::ShiftOutOfRange {
+                        op: self.op,
+                        shift: p.input_left_shift,
+                    });
+                }
+                if p.diff_min > 0 {
+                    return Err(Error::BadParameter { op: self.op });
+                }
+                Ok(())
+            }
+            Op::ArgMax(p) => {
+                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+                let (lead_x, depth) = self.split_last(x)?;
+                let (lead_y, one) = self.split_last(y)?;
+                if lead_x != lead_y || one != 1 {
+                    return Err(self.shape_err());
+                }
+                if depth > 128 {
+                    return Err(Error::BadParameter { op: self.op });
+                }
+                if y.zero_point != 0 || y.scale != 1.0 {
+                    return Err(Error::QuantMismatch { op: self.op });
+                }
+                Ok(())
+            }
+        }
+    }
+}

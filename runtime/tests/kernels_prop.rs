@@ -1,0 +1,304 @@
+//! Property tests: every fast kernel is bit-exact with its plain-loop reference on
+//! random shapes, parameters and data; the fixed-point primitives agree with exact
+//! 128-bit arithmetic.
+
+mod common;
+
+use common::Lcg;
+use proptest::prelude::*;
+use sprig_runtime::fixed_point::{rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
+use sprig_runtime::format::write::encode_requant;
+use sprig_runtime::kernels::add::{add, AddParams};
+use sprig_runtime::kernels::argmax::argmax;
+use sprig_runtime::kernels::conv::conv2d;
+use sprig_runtime::kernels::depthwise::depthwise_conv2d;
+use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
+use sprig_runtime::kernels::pooling::{global_avg_pool, pool2d, MeanParams, PoolKind};
+use sprig_runtime::kernels::softmax::{softmax, SoftmaxParams};
+use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
+
+/// Quantization side of a weighted op, drawn from a seed.
+struct Stage {
+    bias: Option<Vec<u8>>,
+    requant: Vec<u8>,
+    channels: usize,
+    output_offset: i32,
+    act: (i32, i32),
+}
+
+impl Stage {
+    fn random(rng: &mut Lcg, channels: usize) -> Self {
+        let per_channel = !rng.one_in(4);
+        let n = if per_channel { channels } else { 1 };
+        let wide = rng.one_in(4);
+        let pairs: Vec<(i32, i32)> = (0..n)
+            .map(|_| {
+                let m = match rng.next() % 8 {
+                    0 => 0,
+                    1 => i32::MAX,
+                    2 => 1 << 30,
+                    _ => (1 << 30) + (rng.next() % (1 << 30)) as i32,
+                };
+                let s = if wide {
+                    rng.range(-31, 30)
+                } else {
+                    rng.range(-14, 2)
+                };
+                (m, s)
+            })
+            .collect();
+        let bias = (!rng.one_in(3)).then(|| {
+            (0..channels)
+                .flat_map(|_| rng.range(-100_000, 100_000).to_le_bytes())
+                .collect()
+        });
+        let a = rng.range(-128, 127);
+        let b = rng.range(-128, 127);
+        Stage {
+            bias,
+            requant: encode_requant(&pairs).unwrap(),
+            channels,
+            output_offset: rng.range(-128, 127),
+            act: if rng.one_in(2) {
+                (-128, 127)
+            } else {
+                (a.min(b), a.max(b))
+            },
+        }
+    }
+
+    fn view(&self) -> OutputStage<'_> {
+        OutputStage {
+            bias: self.bias.as_deref(),
+            requant: &self.requant,
+            channels: self.channels,
+            output_offset: self.output_offset,
+            act_min: self.act.0,
+            act_max: self.act.1,
+        }
+    }
+}
+
+/// A consistent window geometry: `(batch, in_h, in_w, in_c, kh, kw, sh, sw, pads)`.
+fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        1usize..=2,
+        1usize..=9,
+        1usize..=9,
+        1usize..=6,
+        1usize..=4,
+        1usize..=4,
+        1usize..=3,
+        1usize..=3,
+    )
+        .prop_flat_map(|(batch, in_h, in_w, in_c, kh, kw, sh, sw)| {
+            (
+                Just((batch, in_h, in_w, in_c, kh, kw, sh, sw)),
+                0..kh,
+                0..kh,
+                0..kw,
+                0..kw,
+            )
+        })
+        .prop_filter_map(
+            "kernel larger than padded input",
+            |((batch, in_h, in_w, in_c, kh, kw, sh, sw), pt, pb, pl, pr)| {
+                let (ph, pw) = (in_h + pt + pb, in_w + pl + pr);
+                (ph >= kh && pw >= kw).then(|| ConvGeometry {
+                    batch,
+                    in_h,
+                    in_w,
+                    in_c,
+                    out_h: (ph - kh) / sh + 1,
+                    out_w: (pw - kw) / sw + 1,
+                    out_c: in_c,
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride_h: sh,
+                    stride_w: sw,
+                    pad_top: pt,
+                    pad_left: pl,
+                })
+            },
+        )
+}
+
+fn lens(g: &ConvGeometry) -> (usize, usize) {
+    g.lens().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn conv2d_matches_reference(g in geometry(), out_c in 1usize..=6, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let g = ConvGeometry { out_c, ..g };
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len);
+        let filter = rng.vec_i8(out_c * g.kernel_h * g.kernel_w * g.in_c);
+        let st = Stage::random(&mut rng, out_c);
+        // Mostly a real zero point's offset; sometimes one no int8 zero point gives,
+        // which takes the row-by-row path.
+        let offset = if rng.one_in(4) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let (mut fast, mut slow) = (vec![0i8; out_len], vec![1i8; out_len]);
+        conv2d(&g, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+        reference::conv2d(&g, offset, &st.view(), &filter, &input, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn depthwise_matches_reference(g in geometry(), dm in 1usize..=3, wide in any::<bool>(), seed: u64) {
+        let mut rng = Lcg::new(seed);
+        // Sometimes more channels than one stack block holds.
+        let in_c = if wide { 20 + g.in_c } else { g.in_c };
+        let g = ConvGeometry { in_c, out_c: in_c * dm, ..g };
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len);
+        let filter = rng.vec_i8(g.kernel_h * g.kernel_w * g.out_c);
+        let st = Stage::random(&mut rng, g.out_c);
+        let offset = rng.range(-127, 128);
+        let (mut fast, mut slow) = (vec![0i8; out_len], vec![1i8; out_len]);
+        depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+        reference::depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn fully_connected_matches_reference(batch in 1usize..=3, k in 1usize..=300, n in 1usize..=40, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let shape = FcShape { batch, in_features: k, out_features: n };
+        let input = rng.vec_i8(batch * k);
+        let weights = rng.vec_i8(n * k);
+        let st = Stage::random(&mut rng, n);
+        let offset = rng.range(-127, 128);
+        let (mut fast, mut slow) = (vec![0i8; batch * n], vec![1i8; batch * n]);
+        fully_connected(&shape, offset, &st.view(), &weights, &input, &mut fast).unwrap();
+        reference::fully_connected(&shape, offset, &st.view(), &weights, &input, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn pooling_matches_reference(g in geometry(), wide in any::<bool>(), avg in any::<bool>(), seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let in_c = if wide { 33 + g.in_c } else { g.in_c };
+        let g = ConvGeometry { in_c, out_c: in_c, ..g };
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len);
+        let (a, b) = (rng.range(-128, 127), rng.range(-128, 127));
+        let kind = if avg { PoolKind::Average } else { PoolKind::Max };
+        let (mut fast, mut slow) = (vec![0i8; out_len], vec![1i8; out_len]);
+        pool2d(kind, &g, a.min(b), a.max(b), &input, &mut fast).unwrap();
+        reference::pool2d(kind, &g, a.min(b), a.max(b), &input, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn global_avg_pool_matches_reference(
+        dims in (1usize..=2, 1usize..=8, 1usize..=8, 1usize..=40),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let (b, h, w, c) = dims;
+        let input = rng.vec_i8(b * h * w * c);
+        let (lo, hi) = (rng.range(-128, 0), rng.range(0, 127));
+        let p = MeanParams {
+            input_offset: rng.range(-127, 128),
+            multiplier: (1 << 30) + (rng.next() % (1 << 30)) as i32,
+            shift: rng.range(-8, 3),
+            output_offset: rng.range(-128, 127),
+            act_min: lo,
+            act_max: hi,
+        };
+        let (mut fast, mut slow) = (vec![0i8; b * c], vec![1i8; b * c]);
+        global_avg_pool([b, h, w, c], &p, &input, &mut fast).unwrap();
+        reference::global_avg_pool([b, h, w, c], &p, &input, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn add_matches_reference(n in 1usize..=200, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let (x, y) = (rng.vec_i8(n), rng.vec_i8(n));
+        let mut m = || (1 << 30) + (rng.next() % (1 << 30)) as i32;
+        let (m1, m2, mo) = (m(), m(), m());
+        let p = AddParams {
+            input1_offset: rng.range(-127, 128),
+            input2_offset: rng.range(-127, 128),
+            output_offset: rng.range(-128, 127),
+            input1_multiplier: m1,
+            input1_shift: rng.range(-8, 0),
+            input2_multiplier: m2,
+            input2_shift: rng.range(-8, 0),
+            output_multiplier: mo,
+            output_shift: rng.range(-24, -10),
+            act_min: rng.range(-128, 0),
+            act_max: rng.range(0, 127),
+        };
+        let (mut fast, mut slow) = (vec![0i8; n], vec![1i8; n]);
+        add(&p, &x, &y, &mut fast).unwrap();
+        reference::add(&p, &x, &y, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn softmax_matches_reference(rows in 1usize..=3, depth in 1usize..=100, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let input = rng.vec_i8(rows * depth);
+        let scale = 0.002 + f64::from(rng.next() % 1000) / 2000.0;
+        let q = sprig_runtime::fixed_point::SoftmaxQuant::from_scale(1.0, scale).unwrap();
+        let p = SoftmaxParams {
+            input_multiplier: q.input_multiplier,
+            input_left_shift: q.input_left_shift,
+            diff_min: if rng.one_in(4) { -rng.range(0, 255) } else { q.diff_min },
+        };
+        let (mut fast, mut slow) = (vec![0i8; rows * depth], vec![1i8; rows * depth]);
+        softmax(depth, &p, &input, &mut fast).unwrap();
+        reference::softmax(depth, &p, &input, &mut slow);
+        prop_assert_eq!(&fast, &slow);
+        // Probabilities (scale 1/256, zp −128) sum to about one per row.
+        for row in fast.chunks(depth) {
+            let sum: i32 = row.iter().map(|&v| i32::from(v) + 128).sum();
+            prop_assert!((sum - 256).abs() <= depth as i32 + 2, "sum {}", sum);
+        }
+    }
+
+    #[test]
+    fn argmax_matches_reference(rows in 1usize..=4, depth in 1usize..=128, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        // Few distinct values, so ties are common.
+        let input: Vec<i8> = (0..rows * depth).map(|_| (rng.next() % 5) as i8).collect();
+        let (mut fast, mut slow) = (vec![0i8; rows], vec![1i8; rows]);
+        argmax(depth, &input, &mut fast).unwrap();
+        reference::argmax(depth, &input, &mut slow);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn srdhm_is_round_half_up_of_the_exact_product(a: i32, b: i32) {
+        prop_assume!(!(a == i32::MIN && b == i32::MIN));
+        let exact = (i128::from(a) * i128::from(b) + (1 << 30)).div_euclid(1 << 31);
+        prop_assert_eq!(i128::from(saturating_rounding_doubling_high_mul(a, b)), exact);
+    }
+
+    #[test]
+    fn rounding_divide_is_round_half_away_from_zero(x: i32, e in 0i32..=31) {
+        let d = 1i128 << e;
+        let (q, r) = (i128::from(x).div_euclid(d), i128::from(x).rem_euclid(d));
+        // Exact x / 2^e = q + r/d; round half away from zero.
+        let exact = if 2 * r > d || (2 * r == d && x >= 0) { q + 1 } else { q };
+        prop_assert_eq!(i128::from(rounding_divide_by_pot(x, e)), exact);
+    }
+
+    #[test]
+    fn kernels_reject_inconsistent_slices(g in geometry(), extra in 1usize..=3, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len + extra);
+        let filter = rng.vec_i8(g.out_c * g.kernel_h * g.kernel_w * g.in_c);
+        let st = Stage::random(&mut rng, g.out_c);
+        let mut out = vec![0i8; out_len];
+        prop_assert!(conv2d(&g, 0, &st.view(), &filter, &input, &mut out).is_err());
+        prop_assert!(pool2d(PoolKind::Max, &g, -128, 127, &input, &mut out).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Valid models: load, plan, run, and agree with the reference kernels.
+
+mod common;
+
+use common::{cnn, cnn_expected, tensor, zoo, zoo_expected, Lcg};
+use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
+use sprig_runtime::{ArgMax, Error, FullyConnected, Model, Op, TensorKind};
+
+#[test]
+fn cnn_runs_and_matches_reference() {
+    let built = cnn();
+    let blob = built.blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(model.input_shape(), &[1, 6, 6, 1]);
+    assert_eq!(model.output_shape(), &[1, 4]);
+    assert_eq!(model.input_quant().zero_point, -3);
+    assert_eq!(model.output_quant().scale, 0.2);
+    assert_eq!(model.header().major, FORMAT_MAJOR);
+    assert_eq!(model.header().minor, FORMAT_MINOR);
+    // Planned by hand: conv out (72 B, steps 1–2) at 0, input (36 B, steps 0–1) at 72,
+    // pool out/reshape (18 B, steps 2–4) at 72, fc out (4 B, steps 4–5) at 0.
+    assert_eq!(model.arena_size(), 108);
+    let mut arena = vec![0u8; model.arena_size()];
+    let mut rng = Lcg::new(1);
+    let mut distinct = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let input = rng.vec_i8(36);
+        let mut out = [0i8; 4];
+        model.run(&mut arena, &input, &mut out).unwrap();
+        let expected = cnn_expected(&built, &input);
+        assert_eq!(out.as_slice(), expected.as_slice());
+        distinct.insert(out);
+        let class = model.predict(&mut arena, &input).unwrap();
+        assert_eq!(class, sprig_runtime::model::first_argmax(&expected));
+    }
+    // The model is not degenerate: outputs vary with the input.
+    assert!(distinct.len() > 10, "{distinct:?}");
+}
+
+#[test]
+fn zoo_of_ops_matches_reference() {
+    let built = zoo();
+    let blob = built.blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    let mut arena = vec![0u8; model.arena_size()];
+    let mut rng = Lcg::new(2);
+    let mut classes = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        // Per-channel levels plus noise, so that the global average varies.
+        let (a, b) = (rng.range(-100, 100), rng.range(-100, 100));
+        let input: Vec<i8> = (0..32)
+            .map(|i| ((if i % 2 == 0 { a } else { b }) + rng.range(-20, 20)) as i8)
+            .collect();
+        let mut out = [0i8; 1];
+        model.run(&mut arena, &input, &mut out).unwrap();
+        let (probs, class) = zoo_expected(&built, &input);
+        assert_eq!(out[0], class, "probabilities {probs:?}");
+        assert_eq!(model.predict(&mut arena, &input).unwrap(), class as usize);
+        classes.insert(class);
+    }
+    assert!(classes.len() > 1, "{classes:?}");
+}
+
+#[test]
+fn tiny_fc_argmax_hand_case() {
+    // x = [3, 4] (scale 1, zp 0); W = [[1, 2], [2, 0], [−1, 1]] (scale 1); bias [1, 0, 9];
+    // M = 1·1/1 = 1.0 = (2^30, 1): y = [3 + 8 + 1, 6 + 0 + 0, −3 + 4 + 9] = [12, 6, 10];
+    // argmax → 0.
+    let mut b = BlobBuilder::new();
+    let weights = b.push_i8(&[1, 2, 2, 0, -1, 1]).unwrap();
+    let bias = b.push_i32(&[1, 0, 9]).unwrap();
+    let requant = b.push_requant(&[(1 << 30, 1)]).unwrap();
+    let mut graph = GraphDef {
+        tensors: vec![
+            tensor(&[1, 2], 1.0, 0, TensorKind::Input),
+            tensor(&[1, 3], 1.0, 0, TensorKind::Activation),
+            tensor(&[1, 1], 1.0, 0, TensorKind::Output),
+        ],
+        ops: vec![
+            Op::FullyConnected(FullyConnected {
+                input: 0,
+                output: 1,
+                weights,
+                bias: Some(bias),
+                requant,
+                act_min: -128,
+                act_max: 127,
+            }),
+            Op::ArgMax(ArgMax {
+                input: 1,
+                output: 2,
+            }),
+        ],
+        input: 0,
+        output: 2,
+        arena_size: 0,
+    };
+    graph.plan_arena().unwrap();
+    let blob = b.finish(&graph).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    let mut arena = vec![0u8; model.arena_size()];
+    let out = model.run_in_arena(&mut arena, &[3, 4]).unwrap();
+    assert_eq!(out, &[0]);
+    // The FC output is still in the arena at its planned offset.
+    let fc_out = model.tensors()[1].arena_offset as usize;
+    let raw: Vec<i8> = arena[fc_out..fc_out + 3].iter().map(|&b| b as i8).collect();
+    assert_eq!(raw, [12, 6, 10]);
+    assert_eq!(model.predict(&mut arena, &[3, 4]).unwrap(), 0);
+    assert_eq!(model.predict(&mut arena, &[-3, 4]).unwrap(), 2); // [6, −6, 16]
+}
+
+#[test]
+fn run_checks_arena_input_and_output_sizes() {
+    let blob = cnn().blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    let input = [0i8; 36];
+    let mut out = [0i8; 4];
+    let mut small = vec![0u8; 107];
+    assert_eq!(
+        model.run(&mut small, &input, &mut out),
+        Err(Error::ArenaTooSmall {
+            needed: 108,
+            got: 107
+        })
+    );
+    assert_eq!(
+        model.run(&mut [], &input, &mut out),
+        Err(Error::ArenaTooSmall {
+            needed: 108,
+            got: 0
+        })
+    );
+    let mut arena = vec![0u8; 200]; // larger than needed is fine
+    assert_eq!(
+        model.run(&mut arena, &input[..35], &mut out),
+        Err(Error::InputSizeMismatch {
+            expected: 36,
+            got: 35
+        })
+    );
+    assert_eq!(
+        model.run(&mut arena, &input, &mut out[..3]),
+        Err(Error::OutputSizeMismatch {
+            expected: 4,
+            got: 3
+        })
+    );
+    model.run(&mut arena, &input, &mut out).unwrap();
+}
+
+#[test]
+fn unaligned_blob_loads_and_runs_the_same() {
+    let blob = cnn().blob();
+    let mut shifted = vec![0u8; blob.len() + 3];
+    shifted[3..].copy_from_slice(&blob);
+    let a = Model::from_bytes(&blob).unwrap();
+    let b = Model::from_bytes(&shifted[3..]).unwrap();
+    let input: Vec<i8> = (0..36).map(|i| (i * 7 - 100) as i8).collect();
+    let (mut oa, mut ob) = ([0i8; 4], [0i8; 4]);
+    let mut arena = vec![0u8; 108];
+    a.run(&mut arena, &input, &mut oa).unwrap();
+    b.run(&mut arena, &input, &mut ob).unwrap();
+    assert_eq!(oa, ob);
+}
+
+#[test]
+fn capacity_limits_are_errors() {
+    let blob = cnn().blob();
+    assert_eq!(
+        Model::<1, 64>::parse(&blob).unwrap_err(),
+        Error::TooManyOps {
+            count: 4,
+            capacity: 1
+        }
+    );
+    assert_eq!(
+        Model::<64, 4>::parse(&blob).unwrap_err(),
+        Error::TooManyTensors {
+            count: 5,
+            capacity: 4
+        }
+    );
+    let small = Model::<4, 5>::parse(&blob).unwrap();
+    assert_eq!(small.ops().len(), 4);
+}
+
+#[test]
+fn graph_roundtrips_through_the_blob() {
+    let built = cnn();
+    let blob = built.blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(model.tensors(), built.graph.tensors.as_slice());
+    assert_eq!(model.ops(), built.graph.ops.as_slice());
+    assert_eq!(model.data(), built.builder.data());
+    assert_eq!(model.graph().data_offset % 16, 0);
+    // The graph bytes are exactly postcard's encoding of `Graph`.
+    let graph = sprig_runtime::Graph {
+        header: *model.graph(),
+        tensors: model.tensors(),
+        ops: model.ops(),
+    };
+    let bytes = postcard::to_allocvec(&graph).unwrap();
+    assert_eq!(&blob[20..20 + bytes.len()], bytes.as_slice());
+    // Weights borrowed in place: the data section is the blob's tail.
+    let data = model.data();
+    assert_eq!(data.as_ptr(), blob[blob.len() - data.len()..].as_ptr());
+}
+
+#[test]
+fn newer_minor_and_optional_flags_are_accepted() {
+    let mut blob = cnn().blob();
+    sprig_runtime::format::write::seal(&mut blob, FORMAT_MAJOR, FORMAT_MINOR + 3, 0x8000_0000)
+        .unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(model.header().minor, FORMAT_MINOR + 3);
+}
+
+#[test]
+fn error_messages_are_readable() {
+    let e = Error::ArenaTooSmall {
+        needed: 108,
+        got: 7,
+    };
+    assert_eq!(e.to_string(), "arena too small: need 108 bytes, got 7");
+    let boxed: Box<dyn std::error::Error> = Box::new(Error::BadMagic);
+    assert!(boxed.to_string().contains("magic"));
+}
+
+/// Writes the test models as fuzzing seeds into `$SPRIG_FUZZ_SEEDS` (a directory):
+/// `SPRIG_FUZZ_SEEDS=fuzz/corpus/from_bytes_run cargo test -p sprig-runtime
+/// --features std --test model_run -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files; run by hand to seed the fuzzer"]
+fn write_fuzz_seeds() {
+    let dir = std::path::PathBuf::from(std::env::var("SPRIG_FUZZ_SEEDS").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cnn.sprig"), cnn().blob()).unwrap();
+    std::fs::write(dir.join("zoo.sprig"), zoo().blob()).unwrap();
+}
+
+#[test]
+fn model_footprint() {
+    // Documented in the crate docs; keep an eye on it (host, 64-bit).
+    let op = std::mem::size_of::<Op>();
+    let model = std::mem::size_of::<Model<'static>>();
+    eprintln!("size_of::<Op>() = {op}, size_of::<Model>() = {model}");
+    assert!(op <= 96, "{op}");
+}
