@@ -15,7 +15,10 @@ pub enum Error {
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("unknown model `{name}`; valid models: {valid}")]
@@ -27,7 +30,11 @@ pub enum Error {
     #[error(
         "training diverged: loss is {loss} at epoch {epoch}, step {step}; the last good checkpoint was left untouched"
     )]
-    NonFiniteLoss { loss: f32, epoch: usize, step: usize },
+    NonFiniteLoss {
+        loss: f32,
+        epoch: usize,
+        step: usize,
+    },
     #[error(
         "training diverged: weights became non-finite at epoch {epoch}, step {step}; the last good checkpoint was left untouched"
     )]

@@ -234,15 +234,20 @@ fn qat_tracks_ranges_and_quantizes_lenet5() -> Result<()> {
     ];
     for (name, channels) in out_channels {
         let state = binding.layer(name).context(name)?.state();
-        let (i, o) = (
-            state.input_range.context("input range")?,
-            state.output_range.context("output range")?,
-        );
-        assert!(i.min < i.max && o.min < o.max, "{name}: ranges {i:?} {o:?}");
-        assert!(
-            state.input_qparams.is_some() && state.output_qparams.is_some(),
-            "{name}: qparams"
-        );
+        let o = state.output_range.context("output range")?;
+        assert!(o.min < o.max, "{name}: output range {o:?}");
+        assert!(state.output_qparams.is_some(), "{name}: output qparams");
+        // Only conv1 reads a tensor that is not on a grid yet (the graph input); every
+        // later layer reads its producer's grid, as the int8 runtime does, so its input
+        // hook never runs.
+        if name == "conv1" {
+            let i = state.input_range.context("input range")?;
+            assert!(i.min < i.max, "{name}: input range {i:?}");
+            assert!(state.input_qparams.is_some(), "{name}: input qparams");
+        } else {
+            assert_eq!(state.input_range, None, "{name}: input re-quantized");
+            assert_eq!(state.input_qparams, None, "{name}: input re-quantized");
+        }
         assert_eq!(state.weight_scales.len(), channels, "{name}: weight scales");
         assert_eq!(state.weight_bits, Some(8));
         assert_eq!(state.steps, 3, "{name}: training steps");

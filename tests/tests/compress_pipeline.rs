@@ -15,6 +15,7 @@ fn quick_options(root: &Path) -> CompressOptions {
     opts.cache = root.join("cache");
     opts.epochs = 1;
     opts.ft_epochs = 1;
+    opts.qat_epochs = 1;
     opts.progress = false;
     opts
 }
@@ -29,11 +30,21 @@ fn default_plan_prunes_quantizes_and_exports() -> Result<()> {
     let opts = quick_options(dir.path());
     let summary = compress::run(&opts)?;
 
-    for file in ["model.safetensors", "masks.safetensors", "model.onnx", "calibration.json", "summary.json"] {
+    for file in [
+        "model.safetensors",
+        "masks.safetensors",
+        "model.onnx",
+        "calibration.json",
+        "summary.json",
+    ] {
         assert!(opts.out.join(file).is_file(), "{file} missing");
     }
     // Well above chance (10 %) after one short epoch, and compression keeps it there.
-    assert!(summary.float_accuracy > 0.5, "float accuracy {}", summary.float_accuracy);
+    assert!(
+        summary.float_accuracy > 0.5,
+        "float accuracy {}",
+        summary.float_accuracy
+    );
     assert!(summary.pruned_accuracy.is_some_and(|a| a > 0.4));
     assert!(summary.quantized_accuracy.is_some_and(|a| a > 0.4));
 
@@ -48,11 +59,15 @@ fn default_plan_prunes_quantizes_and_exports() -> Result<()> {
         let key = format!("{}.weight", row.name);
         let w = weights[&key].flatten_all()?.to_vec1::<f32>()?;
         let m = masks[&key].flatten_all()?.to_vec1::<f32>()?;
-        assert!(w.iter().zip(&m).all(|(w, m)| *m != 0.0 || *w == 0.0), "{key}: pruned weight not zero");
+        assert!(
+            w.iter().zip(&m).all(|(w, m)| *m != 0.0 || *w == 0.0),
+            "{key}: pruned weight not zero"
+        );
     }
 
     // calibration.json holds per-layer int8 parameters.
-    let calib: serde_json::Value = serde_json::from_slice(&std::fs::read(opts.out.join("calibration.json"))?)?;
+    let calib: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(opts.out.join("calibration.json"))?)?;
     assert_eq!(calib["quantizer"], "QAT_Quantizer");
     let conv1 = &calib["layers"]["conv1"];
     assert_eq!(conv1["bits"]["weight"], 8);
@@ -80,13 +95,19 @@ fn broken_plan_names_the_file_and_the_problem() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut opts = quick_options(dir.path());
     let plan = dir.path().join("plan.json");
-    std::fs::write(&plan, r#"{"pruner": {"algorithm": "LevelPruner", "config_list": [{"op_types": ["Conv2d"], "sparsity": 1.5}]}}"#)?;
+    std::fs::write(
+        &plan,
+        r#"{"pruner": {"algorithm": "LevelPruner", "config_list": [{"op_types": ["Conv2d"], "sparsity": 1.5}]}}"#,
+    )?;
     opts.plan = Some(plan.clone());
     let err = compress::run(&opts).unwrap_err().to_string();
     assert!(err.contains("plan.json"), "{err}");
     assert!(err.contains("sparsity"), "{err}");
 
-    std::fs::write(&plan, r#"{"pruner": {"algorithm": "NoSuchPruner", "config_list": []}}"#)?;
+    std::fs::write(
+        &plan,
+        r#"{"pruner": {"algorithm": "NoSuchPruner", "config_list": []}}"#,
+    )?;
     let err = compress::run(&opts).unwrap_err().to_string();
     assert!(err.contains("LevelPruner"), "valid choices listed: {err}");
     Ok(())

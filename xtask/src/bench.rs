@@ -41,7 +41,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Images per second over `images` training images (after one warm-up batch).
-fn throughput(model: &Model, data: &sprig_compressor::data::Dataset, batch_size: usize) -> anyhow::Result<f64> {
+fn throughput(
+    model: &Model,
+    data: &sprig_compressor::data::Dataset,
+    batch_size: usize,
+) -> anyhow::Result<f64> {
     let mut opt = Optimizer::new(OptimizerKind::adamw(), model.trainable_vars());
     let mut step = |batch: sprig_compressor::data::Batch| -> anyhow::Result<()> {
         let logits = model.graph.forward_t(&batch.images, true)?;
@@ -52,7 +56,12 @@ fn throughput(model: &Model, data: &sprig_compressor::data::Dataset, batch_size:
         }
         Ok(())
     };
-    let mut batches = Batcher::new(data, batch_size, Order::Shuffled { seed: 0, epoch: 0 }, &model.device);
+    let mut batches = Batcher::new(
+        data,
+        batch_size,
+        Order::Shuffled { seed: 0, epoch: 0 },
+        &model.device,
+    );
     step(batches.next().context("empty dataset")??)?;
     let started = Instant::now();
     let mut seen = 0;
@@ -67,7 +76,8 @@ fn throughput(model: &Model, data: &sprig_compressor::data::Dataset, batch_size:
 fn bench_train(args: &Args) -> anyhow::Result<()> {
     let data = load_train(args.data.as_deref())?.subset(args.images);
     let device = Device::Cpu;
-    let level = ConfigList::from_json_str(r#"[{"op_types": ["Conv2d", "Linear"], "sparsity": 0.8}]"#)?;
+    let level =
+        ConfigList::from_json_str(r#"[{"op_types": ["Conv2d", "Linear"], "sparsity": 0.8}]"#)?;
     let qat = ConfigList::from_json_str(
         r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#,
     )?;
@@ -78,7 +88,11 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     QuantizerKind::qat().compress(&mut quantized.graph, &qat)?;
 
     let mut rows = Vec::new();
-    for (label, model) in [("plain", &plain), ("Level 80% masks", &masked), ("QAT int8", &quantized)] {
+    for (label, model) in [
+        ("plain", &plain),
+        ("Level 80% masks", &masked),
+        ("QAT int8", &quantized),
+    ] {
         let ips = throughput(model, &data, args.batch_size)?;
         println!("{:<18} {:>8.0} images/s", label, ips);
         rows.push((label, ips));
@@ -92,7 +106,10 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
         data.len(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     ));
-    md.push_str(&format!("- command: `cargo xtask bench train --images {}`\n", args.images));
+    md.push_str(&format!(
+        "- command: `cargo xtask bench train --images {}`\n",
+        args.images
+    ));
     md.push_str(&format!("- machine: {}\n", machine()));
     md.push_str(&format!("- date: {}\n\n", today()));
     md.push_str("| variant | images/s | relative to plain |\n|---|---:|---:|\n");
@@ -104,7 +121,8 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
         .append(true)
         .open(&args.output)
         .with_context(|| format!("opening {}", args.output.display()))?;
-    f.write_all(md.as_bytes()).with_context(|| format!("writing {}", args.output.display()))?;
+    f.write_all(md.as_bytes())
+        .with_context(|| format!("writing {}", args.output.display()))?;
     println!("appended to {}", args.output.display());
     Ok(())
 }
@@ -112,9 +130,16 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpu}, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()))
+    format!(
+        "{cpu}, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    )
 }
 
 fn today() -> String {

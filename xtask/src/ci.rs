@@ -7,7 +7,11 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// Embedded targets the `no_std` runtime must build for.
-const RUNTIME_TARGETS: [&str; 3] = ["thumbv6m-none-eabi", "thumbv7em-none-eabihf", "riscv32imac-unknown-none-elf"];
+const RUNTIME_TARGETS: [&str; 3] = [
+    "thumbv6m-none-eabi",
+    "thumbv7em-none-eabihf",
+    "riscv32imac-unknown-none-elf",
+];
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     println!("$ cargo {}", args.join(" "));
@@ -23,11 +27,36 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 
 pub fn run() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    cargo(&["clippy", "-p", "sprig-runtime", "--all-targets", "--features", "std", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "sprig-runtime",
+        "--all-targets",
+        "--features",
+        "std",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     for target in RUNTIME_TARGETS {
         cargo(&["build", "-p", "sprig-runtime", "--target", target])?;
-        cargo(&["build", "-p", "sprig-runtime", "--target", target, "--features", "defmt"])?;
+        cargo(&[
+            "build",
+            "-p",
+            "sprig-runtime",
+            "--target",
+            target,
+            "--features",
+            "defmt",
+        ])?;
     }
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;

@@ -23,9 +23,12 @@ pub struct Args {
     /// Baseline training epochs.
     #[arg(long, default_value_t = 5)]
     epochs: usize,
-    /// Fine-tuning epochs per compression stage.
-    #[arg(long, default_value_t = 1)]
+    /// Fine-tuning epochs after pruning.
+    #[arg(long, default_value_t = 3)]
     ft_epochs: usize,
+    /// Quantization-aware fine-tuning epochs.
+    #[arg(long, default_value_t = 1)]
+    qat_epochs: usize,
     /// Output folder (default: runs/<model>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -47,15 +50,22 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !MODEL_NAMES.contains(&args.model.as_str()) {
-        anyhow::bail!("unknown model `{}`; valid models: {}", args.model, MODEL_NAMES.join(", "));
+        anyhow::bail!(
+            "unknown model `{}`; valid models: {}",
+            args.model,
+            MODEL_NAMES.join(", ")
+        );
     }
-    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&args.model));
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("runs").join(&args.model));
     let mut opts = CompressOptions::new(out);
     opts.model = args.model;
     opts.data = args.data;
     opts.plan = args.config;
     opts.epochs = args.epochs;
     opts.ft_epochs = args.ft_epochs;
+    opts.qat_epochs = args.qat_epochs;
     opts.cache = args.cache;
     opts.device = device(&args.device)?;
     opts.seed = args.seed;

@@ -8,7 +8,10 @@ mod compress;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "sprig's tasks: compress models, benchmark")]
+#[command(
+    name = "cargo xtask",
+    about = "sprig's tasks: compress models, benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

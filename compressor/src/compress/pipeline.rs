@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+use super::fold_batch_norms;
 use super::plan::{make_pruner, Plan, QuantizerKind};
 use super::summary::{layer_rows, Summary};
-use super::fold_batch_norms;
 use crate::data::{self, Dataset};
 use crate::export;
 use crate::models::Model;
@@ -23,7 +23,10 @@ pub struct CompressOptions {
     pub data: Option<PathBuf>,
     pub plan: Option<PathBuf>,
     pub epochs: usize,
+    /// Fine-tuning epochs after pruning.
     pub ft_epochs: usize,
+    /// Quantization-aware fine-tuning epochs.
+    pub qat_epochs: usize,
     pub out: PathBuf,
     /// Where trained baselines are kept, keyed by model, data and seed.
     pub cache: PathBuf,
@@ -43,7 +46,8 @@ impl CompressOptions {
             data: None,
             plan: None,
             epochs: 5,
-            ft_epochs: 1,
+            ft_epochs: 3,
+            qat_epochs: 1,
             out: out.into(),
             cache: PathBuf::from("runs/cache"),
             device: Device::Cpu,
@@ -79,7 +83,12 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     std::fs::create_dir_all(&opts.out).map_err(crate::Error::io(&opts.out))?;
 
     // 1. Baseline, trained once per (model, data, seed, epochs) and cached.
-    let mut model = Model::new(&opts.model, train_set.num_classes(), &opts.device, opts.seed)?;
+    let mut model = Model::new(
+        &opts.model,
+        train_set.num_classes(),
+        &opts.device,
+        opts.seed,
+    )?;
     let key = format!(
         "{}-{}-n{}-seed{}-ep{}",
         opts.model,
@@ -93,7 +102,15 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     cfg.resume = true; // the cache: a finished checkpoint is reused, a killed one continues
     let baseline = train::train(&mut model, &train_set, &test, &cfg, None)?;
     let float_accuracy = evaluate(&model, &test)?;
-    say(opts, format!("baseline {}: {:.2}% top-1 ({})", opts.model, 100.0 * float_accuracy, baseline_dir.display()));
+    say(
+        opts,
+        format!(
+            "baseline {}: {:.2}% top-1 ({})",
+            opts.model,
+            100.0 * float_accuracy,
+            baseline_dir.display()
+        ),
+    );
 
     // 2. Pruning + fine-tuning.
     let mut pruned_accuracy = None;
@@ -101,11 +118,20 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         let mut pruner = make_pruner(&stage.algorithm)?;
         pruner.compress(&mut model.graph, &stage.config_list)?;
         let ft_key = format!("{key}-{}", stage.algorithm);
-        let mut cfg = stage_config(opts, opts.ft_epochs, &opts.out.join("checkpoints/prune"), &ft_key, "prune fine-tune");
-        cfg.lr = stage.lr.unwrap_or(1e-3);
+        let mut cfg = stage_config(
+            opts,
+            opts.ft_epochs,
+            &opts.out.join("checkpoints/prune"),
+            &ft_key,
+            "prune fine-tune",
+        );
+        cfg.lr = stage.lr.unwrap_or(3e-3);
         train::train(&mut model, &train_set, &test, &cfg, Some(pruner.as_mut()))?;
         let acc = evaluate(&model, &test)?;
-        say(opts, format!("{} + fine-tune: {:.2}% top-1", stage.algorithm, 100.0 * acc));
+        say(
+            opts,
+            format!("{} + fine-tune: {:.2}% top-1", stage.algorithm, 100.0 * acc),
+        );
         pruned_accuracy = Some(acc);
     }
 
@@ -115,15 +141,37 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         let kind = QuantizerKind::parse(&stage.algorithm)?;
         let folded = fold_batch_norms(&mut model)?;
         if !folded.is_empty() {
-            say(opts, format!("folded {} batch norms into their convolutions", folded.len()));
+            say(
+                opts,
+                format!(
+                    "folded {} batch norms into their convolutions",
+                    folded.len()
+                ),
+            );
         }
         match kind {
-            QuantizerKind::Naive => QuantizerKind::naive().compress(&mut model.graph, &stage.config_list)?,
-            QuantizerKind::Qat => QuantizerKind::qat().compress(&mut model.graph, &stage.config_list)?,
+            QuantizerKind::Naive => {
+                QuantizerKind::naive().compress(&mut model.graph, &stage.config_list)?
+            }
+            QuantizerKind::Qat => {
+                QuantizerKind::qat().compress(&mut model.graph, &stage.config_list)?
+            }
         }
         if kind == QuantizerKind::Qat {
-            let ft_key = format!("{key}-{}-{}", plan.pruner.as_ref().map_or("none", |p| p.algorithm.as_str()), stage.algorithm);
-            let mut cfg = stage_config(opts, opts.ft_epochs, &opts.out.join("checkpoints/quant"), &ft_key, "QAT fine-tune");
+            let ft_key = format!(
+                "{key}-{}-{}",
+                plan.pruner
+                    .as_ref()
+                    .map_or("none", |p| p.algorithm.as_str()),
+                stage.algorithm
+            );
+            let mut cfg = stage_config(
+                opts,
+                opts.qat_epochs,
+                &opts.out.join("checkpoints/quant"),
+                &ft_key,
+                "QAT fine-tune",
+            );
             cfg.lr = stage.lr.unwrap_or(5e-4);
             train::train(&mut model, &train_set, &test, &cfg, None)?;
         } else {
@@ -131,7 +179,10 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
             evaluate(&model, &test.subset(1))?;
         }
         let acc = evaluate(&model, &test)?;
-        say(opts, format!("{}: {:.2}% top-1", stage.algorithm, 100.0 * acc));
+        say(
+            opts,
+            format!("{}: {:.2}% top-1", stage.algorithm, 100.0 * acc),
+        );
         quantized_accuracy = Some(acc);
     }
 
@@ -167,10 +218,20 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
 
 fn weight_bits(model: &Model) -> Option<u8> {
     let binding = model.graph.quant()?;
-    binding.layers().values().filter_map(|l| l.config.bits(crate::config::QuantType::Weight)).max()
+    binding
+        .layers()
+        .values()
+        .filter_map(|l| l.config.bits(crate::config::QuantType::Weight))
+        .max()
 }
 
-fn stage_config(opts: &CompressOptions, epochs: usize, dir: &Path, key: &str, label: &str) -> TrainConfig {
+fn stage_config(
+    opts: &CompressOptions,
+    epochs: usize,
+    dir: &Path,
+    key: &str,
+    label: &str,
+) -> TrainConfig {
     let mut cfg = TrainConfig::new(epochs, opts.seed);
     cfg.batch_size = opts.batch_size;
     cfg.checkpoint_dir = Some(dir.to_path_buf());

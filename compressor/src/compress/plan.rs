@@ -43,7 +43,8 @@ pub struct Plan {
 
 impl Plan {
     pub fn default_plan() -> Result<Self> {
-        let value: Value = serde_json::from_str(DEFAULT_PLAN).map_err(|e| plan_err("<default plan>", e))?;
+        let value: Value =
+            serde_json::from_str(DEFAULT_PLAN).map_err(|e| plan_err("<default plan>", e))?;
         Self::from_value(value, "configs/level80-qat8.json (built in)")
     }
 
@@ -57,7 +58,10 @@ impl Plan {
             "toml" => toml::from_str(&text).map_err(|e| plan_err(&shown, e))?,
             "yaml" | "yml" => serde_yaml::from_str(&text).map_err(|e| plan_err(&shown, e))?,
             other => {
-                return Err(plan_err(&shown, format!("unsupported extension `{other}`; use .json, .toml, .yaml or .yml")));
+                return Err(plan_err(
+                    &shown,
+                    format!("unsupported extension `{other}`; use .json, .toml, .yaml or .yml"),
+                ));
             }
         };
         Self::from_value(value, &shown)
@@ -65,33 +69,58 @@ impl Plan {
 
     fn from_value(value: Value, source: &str) -> Result<Self> {
         let Value::Object(map) = value else {
-            return Err(plan_err(source, "a plan is a map with `pruner` and/or `quantizer`"));
+            return Err(plan_err(
+                source,
+                "a plan is a map with `pruner` and/or `quantizer`",
+            ));
         };
         for key in map.keys() {
             if key != "pruner" && key != "quantizer" {
-                return Err(plan_err(source, format!("unknown key `{key}`; valid keys: pruner, quantizer")));
+                return Err(plan_err(
+                    source,
+                    format!("unknown key `{key}`; valid keys: pruner, quantizer"),
+                ));
             }
         }
         let stage = |name: &str, valid: &[&str]| -> Result<Option<Stage>> {
-            let Some(v) = map.get(name) else { return Ok(None) };
+            let Some(v) = map.get(name) else {
+                return Ok(None);
+            };
             let algorithm = v.get("algorithm").and_then(Value::as_str).ok_or_else(|| {
-                plan_err(source, format!("`{name}.algorithm` is missing; valid: {}", valid.join(", ")))
+                plan_err(
+                    source,
+                    format!("`{name}.algorithm` is missing; valid: {}", valid.join(", ")),
+                )
             })?;
             if !valid.contains(&algorithm) {
-                return Err(plan_err(source, format!("unknown {name} `{algorithm}`; valid: {}", valid.join(", "))));
+                return Err(plan_err(
+                    source,
+                    format!("unknown {name} `{algorithm}`; valid: {}", valid.join(", ")),
+                ));
             }
             let list = v
                 .get("config_list")
                 .ok_or_else(|| plan_err(source, format!("`{name}.config_list` is missing")))?;
-            let mut config_list = ConfigList::from_json_str(&list.to_string()).map_err(|e| relabel(e, source, name))?;
+            let mut config_list = ConfigList::from_json_str(&list.to_string())
+                .map_err(|e| relabel(e, source, name))?;
             config_list.source = format!("{source} ({name}.config_list)");
             let lr = v.get("lr").and_then(Value::as_f64);
             if let Some(obj) = v.as_object() {
-                if let Some(k) = obj.keys().find(|k| !["algorithm", "config_list", "lr"].contains(&k.as_str())) {
-                    return Err(plan_err(source, format!("unknown key `{name}.{k}`; valid: algorithm, config_list, lr")));
+                if let Some(k) = obj
+                    .keys()
+                    .find(|k| !["algorithm", "config_list", "lr"].contains(&k.as_str()))
+                {
+                    return Err(plan_err(
+                        source,
+                        format!("unknown key `{name}.{k}`; valid: algorithm, config_list, lr"),
+                    ));
                 }
             }
-            Ok(Some(Stage { algorithm: algorithm.to_string(), config_list, lr }))
+            Ok(Some(Stage {
+                algorithm: algorithm.to_string(),
+                config_list,
+                lr,
+            }))
         };
         Ok(Self {
             source: source.to_string(),
@@ -102,7 +131,10 @@ impl Plan {
 }
 
 fn plan_err(source: &str, e: impl std::fmt::Display) -> Error {
-    Error::File { path: source.into(), message: e.to_string() }
+    Error::File {
+        path: source.into(),
+        message: e.to_string(),
+    }
 }
 
 fn relabel(e: ConfigError, source: &str, stage: &str) -> Error {
@@ -113,7 +145,10 @@ fn relabel(e: ConfigError, source: &str, stage: &str) -> Error {
 pub fn make_pruner(algorithm: &str) -> Result<Box<dyn Pruner>> {
     match algorithm {
         "LevelPruner" => Ok(Box::new(LevelPruner)),
-        other => Err(plan_err("plan", format!("unknown pruner `{other}`; valid: {}", PRUNERS.join(", ")))),
+        other => Err(plan_err(
+            "plan",
+            format!("unknown pruner `{other}`; valid: {}", PRUNERS.join(", ")),
+        )),
     }
 }
 
@@ -129,7 +164,13 @@ impl QuantizerKind {
         match algorithm {
             "NaiveQuantizer" => Ok(Self::Naive),
             "QAT_Quantizer" => Ok(Self::Qat),
-            other => Err(plan_err("plan", format!("unknown quantizer `{other}`; valid: {}", QUANTIZERS.join(", ")))),
+            other => Err(plan_err(
+                "plan",
+                format!(
+                    "unknown quantizer `{other}`; valid: {}",
+                    QUANTIZERS.join(", ")
+                ),
+            )),
         }
     }
 

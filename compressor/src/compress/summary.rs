@@ -90,8 +90,10 @@ impl Summary {
     }
 
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| crate::Error::Export { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| crate::Error::Export {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         write_atomic(path, text.as_bytes())
     }
 }
@@ -102,16 +104,32 @@ fn pct(x: f32) -> String {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "model {}  |  data {} ({} train / {} test images)", self.model, self.data, self.train_images, self.test_images)?;
+        writeln!(
+            f,
+            "model {}  |  data {} ({} train / {} test images)",
+            self.model, self.data, self.train_images, self.test_images
+        )?;
         writeln!(f, "plan  {}", self.plan)?;
         writeln!(f)?;
         writeln!(f, "{:<22} {:>9}", "accuracy (top-1)", "")?;
         writeln!(f, "  {:<20} {:>9}", "float", pct(self.float_accuracy))?;
         if let Some(a) = self.pruned_accuracy {
-            writeln!(f, "  {:<20} {:>9}  ({:+.2} points)", "pruned + fine-tune", pct(a), 100.0 * (a - self.float_accuracy))?;
+            writeln!(
+                f,
+                "  {:<20} {:>9}  ({:+.2} points)",
+                "pruned + fine-tune",
+                pct(a),
+                100.0 * (a - self.float_accuracy)
+            )?;
         }
         if let Some(a) = self.quantized_accuracy {
-            writeln!(f, "  {:<20} {:>9}  ({:+.2} points)", "quantized", pct(a), 100.0 * (a - self.float_accuracy))?;
+            writeln!(
+                f,
+                "  {:<20} {:>9}  ({:+.2} points)",
+                "quantized",
+                pct(a),
+                100.0 * (a - self.float_accuracy)
+            )?;
         }
         writeln!(f)?;
         writeln!(
@@ -145,8 +163,16 @@ impl fmt::Display for Summary {
             self.total(|r| r.nonzero_macs)
         )?;
         writeln!(f)?;
-        writeln!(f, "parameters: {} weights + {} biases; nonzero weights {}", w, self.total(|r| r.biases), nz)?;
-        let bits = self.weight_bits.map_or("int8".to_string(), |b| format!("int{b}"));
+        writeln!(
+            f,
+            "parameters: {} weights + {} biases; nonzero weights {}",
+            w,
+            self.total(|r| r.biases),
+            nz
+        )?;
+        let bits = self
+            .weight_bits
+            .map_or("int8".to_string(), |b| format!("int{b}"));
         writeln!(
             f,
             "bytes: float32 {}  |  {bits} dense {}  |  {bits} nonzero-only {}",

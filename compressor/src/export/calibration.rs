@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::write_atomic;
 use crate::config::QuantType;
-use crate::nn::Graph;
+use crate::nn::{resolve_grids, Graph};
 use crate::Result;
 
 /// The calibration document for `graph` (an empty layer map when no quantizer is bound).
@@ -15,13 +15,27 @@ pub fn calibration_json(graph: &Graph) -> Value {
     let Some(binding) = graph.quant() else {
         return json!({ "quantizer": null, "layers": {} });
     };
+    let grids = resolve_grids(graph);
     let mut layers = serde_json::Map::new();
     for (name, layer) in binding.layers() {
         let state = layer.state();
-        let bits: serde_json::Map<String, Value> = [QuantType::Weight, QuantType::Input, QuantType::Output]
-            .into_iter()
-            .filter_map(|t| layer.config.bits(t).filter(|_| layer.config.quantizes(t)).map(|b| (quant_type_name(t), json!(b))))
-            .collect();
+        // The grid the layer reads: its own input parameters for the graph input,
+        // otherwise its producer's (see `nn::quant_plan`).
+        let input_grid = graph
+            .node(name)
+            .map(|n| grids.of(n.inputs[0]))
+            .unwrap_or(state.input_qparams);
+        let bits: serde_json::Map<String, Value> =
+            [QuantType::Weight, QuantType::Input, QuantType::Output]
+                .into_iter()
+                .filter_map(|t| {
+                    layer
+                        .config
+                        .bits(t)
+                        .filter(|_| layer.config.quantizes(t))
+                        .map(|b| (quant_type_name(t), json!(b)))
+                })
+                .collect();
         let qparams = |q: Option<crate::quant::QParams>| {
             q.map(|q| json!({ "scale": q.scale, "zero_point": q.zero_point, "qmin": q.qmin, "qmax": q.qmax }))
         };
@@ -33,7 +47,7 @@ pub fn calibration_json(graph: &Graph) -> Value {
                 "weight": if state.weight_scales.is_empty() { Value::Null } else {
                     json!({ "scheme": "symmetric_per_channel", "scales": state.weight_scales, "zero_point": 0 })
                 },
-                "input": qparams(state.input_qparams),
+                "input": qparams(input_grid),
                 "output": qparams(state.output_qparams),
                 "input_range": state.input_range.map(|r| json!([r.min, r.max])),
                 "output_range": state.output_range.map(|r| json!([r.min, r.max])),
@@ -55,9 +69,11 @@ fn quant_type_name(t: QuantType) -> String {
 
 /// Writes [`calibration_json`] to `path`.
 pub fn write_calibration(graph: &Graph, path: &Path) -> Result<()> {
-    let text = serde_json::to_string_pretty(&calibration_json(graph)).map_err(|e| crate::Error::Export {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    let text = serde_json::to_string_pretty(&calibration_json(graph)).map_err(|e| {
+        crate::Error::Export {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
     })?;
     write_atomic(path, text.as_bytes())
 }

@@ -10,10 +10,21 @@ use crate::nn::{Graph, Layer};
 use crate::{Error, Result};
 
 fn serialize(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<Vec<u8>> {
-    let views: Vec<(String, Tensor)> =
-        tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_device(&candle_core::Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
-    safetensors::serialize(views.iter().map(|(k, v)| (k.as_str(), v)), None)
-        .map_err(|e| Error::Export { path: path.to_path_buf(), message: e.to_string() })
+    let views: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                v.to_device(&candle_core::Device::Cpu)?.contiguous()?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views.iter().map(|(k, v)| (k.as_str(), v)), None).map_err(|e| {
+        Error::Export {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })
 }
 
 /// Every parameter and running statistic of the graph's layers.
@@ -53,6 +64,10 @@ pub fn write_weights(graph: &Graph, path: &Path) -> Result<()> {
 
 /// `masks.safetensors`: `<op_name>.weight` → 0/1 mask, for every pruned layer.
 pub fn write_masks(graph: &Graph, path: &Path) -> Result<()> {
-    let masks = graph.masks().iter().map(|(k, v)| (format!("{k}.weight"), v.clone())).collect();
+    let masks = graph
+        .masks()
+        .iter()
+        .map(|(k, v)| (format!("{k}.weight"), v.clone()))
+        .collect();
     write_atomic(path, &serialize(&masks, path)?)
 }

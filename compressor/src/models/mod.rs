@@ -13,8 +13,8 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::nn::Graph;
-pub use seeded_init::SeededVarMap;
 use crate::{Error, Result};
+pub use seeded_init::SeededVarMap;
 
 /// Names accepted by [`build`].
 pub const MODEL_NAMES: [&str; 4] = ["mlp", "lenet5", "resnet8", "dscnn"];
@@ -32,15 +32,26 @@ impl Model {
     /// A freshly initialized model; the same `seed` gives the same weights.
     pub fn new(name: &str, num_classes: usize, device: &Device, seed: u64) -> Result<Self> {
         let varmap = VarMap::new();
-        let backend = SeededVarMap { varmap: varmap.clone(), seed };
+        let backend = SeededVarMap {
+            varmap: varmap.clone(),
+            seed,
+        };
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
         let graph = build(name, num_classes, vb)?;
-        Ok(Self { name: name.to_string(), graph, varmap, device: device.clone() })
+        Ok(Self {
+            name: name.to_string(),
+            graph,
+            varmap,
+            device: device.clone(),
+        })
     }
 
     /// Number of parameters in weighted layers and batch norms (not running stats).
     pub fn num_parameters(&self) -> usize {
-        self.trainable_vars().iter().map(|(_, v)| v.elem_count()).sum()
+        self.trainable_vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// `(name, var)` of every trainable parameter, sorted by name (running statistics of
@@ -73,7 +84,10 @@ pub fn build(name: &str, num_classes: usize, vb: VarBuilder) -> Result<Graph> {
         "resnet8" => resnet8::build(num_classes, vb)?,
         "dscnn" => dscnn::build(num_classes, vb)?,
         other => {
-            return Err(Error::UnknownModel { name: other.to_string(), valid: MODEL_NAMES.join(", ") });
+            return Err(Error::UnknownModel {
+                name: other.to_string(),
+                valid: MODEL_NAMES.join(", "),
+            });
         }
     };
     Ok(graph)

@@ -20,12 +20,16 @@ pub struct SeededVarMap {
 
 /// FNV-1a, to turn a variable name into a stream id.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn generate(init: Init, shape: &Shape, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let n = shape.elem_count();
-    let uniform = |rng: &mut ChaCha8Rng, lo: f64, up: f64| (0..n).map(|_| rng.random_range(lo..up) as f32).collect();
+    let uniform = |rng: &mut ChaCha8Rng, lo: f64, up: f64| {
+        (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
+    };
     let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| {
         (0..n)
             .map(|_| {
@@ -40,7 +44,11 @@ fn generate(init: Init, shape: &Shape, rng: &mut ChaCha8Rng) -> Vec<f32> {
         Init::Const(c) => vec![c as f32; n],
         Init::Uniform { lo, up } => uniform(rng, lo, up),
         Init::Randn { mean, stdev } => normal(rng, mean, stdev),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 NormalOrUniform::Uniform => {
@@ -58,7 +66,11 @@ impl SimpleBackend for SeededVarMap {
         let mut data = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(var) = data.get(name) {
             if var.shape() != &s {
-                candle_core::bail!("variable {name}: shape {:?} requested, {:?} stored", s, var.shape());
+                candle_core::bail!(
+                    "variable {name}: shape {:?} requested, {:?} stored",
+                    s,
+                    var.shape()
+                );
             }
             return Ok(var.as_tensor().clone());
         }
@@ -75,6 +87,10 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
     }
 }

@@ -22,7 +22,8 @@ impl BatchNorm2d {
     pub fn new(num_features: usize, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(num_features, "weight", init::Init::Const(1.0))?;
         let bias = vb.get_with_hints(num_features, "bias", init::Init::Const(0.0))?;
-        let running_mean = vb.get_with_hints(num_features, "running_mean", init::Init::Const(0.0))?;
+        let running_mean =
+            vb.get_with_hints(num_features, "running_mean", init::Init::Const(0.0))?;
         let running_var = vb.get_with_hints(num_features, "running_var", init::Init::Const(1.0))?;
         Ok(Self {
             weight,
@@ -51,7 +52,9 @@ impl BatchNorm2d {
 
     /// The per-channel affine map `y = x·scale + shift` this layer applies in eval mode.
     pub fn eval_scale_shift(&self) -> Result<(Tensor, Tensor)> {
-        let inv_std = (self.running_var.as_tensor() + BATCH_NORM_EPS)?.sqrt()?.recip()?;
+        let inv_std = (self.running_var.as_tensor() + BATCH_NORM_EPS)?
+            .sqrt()?
+            .recip()?;
         let scale = (&self.weight * inv_std)?;
         let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
         Ok((scale, shift))
@@ -69,10 +72,12 @@ impl BatchNorm2d {
             let var = centered.sqr()?.mean(D::Minus1)?;
             let unbiased = (&var * (n / (n - 1.0).max(1.0)))?;
             self.running_mean.set(
-                &((self.running_mean.as_tensor() * (1.0 - MOMENTUM))? + (mean.detach() * MOMENTUM)?)?,
+                &((self.running_mean.as_tensor() * (1.0 - MOMENTUM))?
+                    + (mean.detach() * MOMENTUM)?)?,
             )?;
             self.running_var.set(
-                &((self.running_var.as_tensor() * (1.0 - MOMENTUM))? + (unbiased.detach() * MOMENTUM)?)?,
+                &((self.running_var.as_tensor() * (1.0 - MOMENTUM))?
+                    + (unbiased.detach() * MOMENTUM)?)?,
             )?;
             let inv_std = (var + BATCH_NORM_EPS)?.sqrt()?.recip()?;
             let scale = (&self.weight * inv_std)?;

@@ -19,7 +19,15 @@ pub struct Conv2dConfig {
 impl Conv2dConfig {
     /// A plain convolution: stride 1, no padding, one group, with bias.
     pub fn new(in_channels: usize, out_channels: usize, kernel_size: usize) -> Self {
-        Self { in_channels, out_channels, kernel_size, stride: 1, padding: 0, groups: 1, bias: true }
+        Self {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: true,
+        }
     }
     pub fn stride(self, stride: usize) -> Self {
         Self { stride, ..self }
@@ -31,7 +39,10 @@ impl Conv2dConfig {
         Self { groups, ..self }
     }
     pub fn no_bias(self) -> Self {
-        Self { bias: false, ..self }
+        Self {
+            bias: false,
+            ..self
+        }
     }
     /// Depthwise: one filter per input channel.
     pub fn is_depthwise(&self) -> bool {
@@ -65,11 +76,22 @@ impl Conv2d {
         let weight = vb.get_with_hints(shape, "weight", init::DEFAULT_KAIMING_UNIFORM)?;
         let bias = if config.bias {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            Some(vb.get_with_hints(config.out_channels, "bias", init::Init::Uniform { lo: -bound, up: bound })?)
+            Some(vb.get_with_hints(
+                config.out_channels,
+                "bias",
+                init::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
         } else {
             None
         };
-        Ok(Self { weight, bias, config })
+        Ok(Self {
+            weight,
+            bias,
+            config,
+        })
     }
 
     pub fn config(&self) -> &Conv2dConfig {
@@ -90,7 +112,12 @@ impl Conv2d {
 
     /// The convolution with `weight` standing in for the stored one: masks and fake
     /// quantization hand in their transformed weight here.
-    pub fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let y = x.conv2d(weight, c.padding, c.stride, 1, c.groups)?;
         match bias {

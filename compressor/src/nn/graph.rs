@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor};
 
-use super::{Layer, OpType};
-use crate::quant::QuantBinding;
+use super::{quant_plan, Layer, OpType, OutputGrid};
+use crate::quant::{round_average_onto_grid, QParams, QuantBinding, StraightThrough};
 
 /// Where a node's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,10 @@ pub struct Graph {
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
-            .field("nodes", &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>())
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            )
             .field("input_shape", &self.input_shape)
             .field("masks", &self.masks.keys().collect::<Vec<_>>())
             .field("quantized", &self.quant.is_some())
@@ -53,7 +56,12 @@ impl std::fmt::Debug for Graph {
 
 impl Graph {
     pub fn new(input_shape: [usize; 3]) -> Self {
-        Self { nodes: Vec::new(), input_shape, masks: BTreeMap::new(), quant: None }
+        Self {
+            nodes: Vec::new(),
+            input_shape,
+            masks: BTreeMap::new(),
+            quant: None,
+        }
     }
 
     /// Appends a node and returns the source that reads its output.
@@ -63,14 +71,25 @@ impl Graph {
     /// model code, so this is a programming error, not bad user input.
     pub fn push(&mut self, name: impl Into<String>, layer: Layer, inputs: &[Source]) -> Source {
         let name = name.into();
-        assert_eq!(inputs.len(), layer.arity(), "node {name}: wrong number of inputs");
+        assert_eq!(
+            inputs.len(),
+            layer.arity(),
+            "node {name}: wrong number of inputs"
+        );
         for s in inputs {
             if let Source::Node(i) = s {
-                assert!(*i < self.nodes.len(), "node {name}: input {i} is not an earlier node");
+                assert!(
+                    *i < self.nodes.len(),
+                    "node {name}: input {i} is not an earlier node"
+                );
             }
         }
         assert!(self.node(&name).is_none(), "duplicate node name {name}");
-        self.nodes.push(Node { name, layer, inputs: inputs.to_vec() });
+        self.nodes.push(Node {
+            name,
+            layer,
+            inputs: inputs.to_vec(),
+        });
         Source::Node(self.nodes.len() - 1)
     }
 
@@ -91,7 +110,10 @@ impl Graph {
     pub fn layer_infos(&self) -> Vec<crate::config::LayerInfo> {
         self.nodes
             .iter()
-            .map(|n| crate::config::LayerInfo { name: n.name.clone(), op_type: n.layer.op_type() })
+            .map(|n| crate::config::LayerInfo {
+                name: n.name.clone(),
+                op_type: n.layer.op_type(),
+            })
             .collect()
     }
 
@@ -157,17 +179,14 @@ impl Graph {
     }
 
     /// Forward pass; `train` selects batch statistics and lets quantizers update ranges.
+    /// With a quantizer bound, fake quantization happens where [`quant_plan`] says.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let quant = self.quant.as_deref();
-        // Output fake-quant of a layer followed by an activation happens after the
-        // activation, as the int8 runtime fuses the two.
-        let mut deferred_output: Vec<Option<usize>> = vec![None; self.nodes.len()];
-        for i in 0..self.nodes.len() {
-            if let Some(j) = self.fused_activation(i) {
-                deferred_output[j] = Some(i);
-            }
-        }
+        let plan = quant_plan(self);
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
+        // The grid each value is on (known once its owner has calibrated).
+        let mut grids: Vec<Option<QParams>> = Vec::with_capacity(self.nodes.len());
+        let mut input_grid: Option<QParams> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             let input = |k: usize| -> &Tensor {
                 match node.inputs[k] {
@@ -175,10 +194,14 @@ impl Graph {
                     Source::Node(j) => &values[j],
                 }
             };
+            let in_grid = match node.inputs[0] {
+                Source::Input => input_grid,
+                Source::Node(j) => grids[j],
+            };
             let quant_input = |t: &Tensor| -> Result<Tensor> {
                 match quant {
-                    Some(q) => q.quantize_input(&node.name, t, train),
-                    None => Ok(t.clone()),
+                    Some(q) if plan[i].quantize_input => q.quantize_input(&node.name, t, train),
+                    _ => Ok(t.clone()),
                 }
             };
             let effective_weight = |w: &Tensor| -> Result<Tensor> {
@@ -206,16 +229,32 @@ impl Graph {
                 Layer::Flatten(f) => f.forward(input(0))?,
                 Layer::Add(a) => a.forward(input(0), input(1))?,
             };
-            let y = match quant {
-                Some(q) if self.fused_activation(i).is_none() => {
-                    let owner = deferred_output[i].map_or(i, |p| p);
-                    q.quantize_output(&self.nodes[owner].name, &y, train)?
+            let (y, grid) = match (quant, plan[i].output) {
+                (Some(q), OutputGrid::Owned(owner)) => {
+                    let owner = &self.nodes[owner].name;
+                    let y = q.quantize_output(owner, &y, train)?;
+                    (y, q.layer(owner).and_then(|l| l.state().output_qparams))
                 }
-                _ => y,
+                (_, OutputGrid::Inherited) => (y, in_grid),
+                (_, OutputGrid::Rounded) => match (in_grid, average_count(&node.layer, input(0))) {
+                    (Some(g), Some(count)) => (
+                        round_average_onto_grid(&y, g, count, &StraightThrough)?,
+                        Some(g),
+                    ),
+                    _ => (y, None),
+                },
+                _ => (y, None),
             };
+            if let (Some(q), true, Source::Input) = (quant, plan[i].quantize_input, node.inputs[0])
+            {
+                input_grid = q.layer(&node.name).and_then(|l| l.state().input_qparams);
+            }
             values.push(y);
+            grids.push(grid);
         }
-        values.pop().ok_or_else(|| candle_core::Error::Msg("empty graph".into()))
+        values
+            .pop()
+            .ok_or_else(|| candle_core::Error::Msg("empty graph".into()))
     }
 
     /// The op types present, for summaries.
@@ -224,6 +263,15 @@ impl Graph {
         t.sort();
         t.dedup();
         t
+    }
+}
+
+/// How many values an average pool averages (window area; all of H×W for the global one).
+pub fn average_count(layer: &Layer, input: &Tensor) -> Option<usize> {
+    match layer {
+        Layer::AvgPool2d(p) => Some(p.0.kernel_size * p.0.kernel_size),
+        Layer::GlobalAvgPool(_) => input.dims4().ok().map(|(_, _, h, w)| h * w),
+        _ => None,
     }
 }
 

@@ -15,10 +15,26 @@ pub struct Linear {
 impl Linear {
     /// Creates (or loads) `weight` and `bias` under `vb` with PyTorch's default init.
     pub fn new(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get_with_hints((out_features, in_features), "weight", init::DEFAULT_KAIMING_UNIFORM)?;
+        let weight = vb.get_with_hints(
+            (out_features, in_features),
+            "weight",
+            init::DEFAULT_KAIMING_UNIFORM,
+        )?;
         let bound = 1.0 / (in_features as f64).sqrt();
-        let bias = vb.get_with_hints(out_features, "bias", init::Init::Uniform { lo: -bound, up: bound })?;
-        Ok(Self { weight, bias: Some(bias), in_features, out_features })
+        let bias = vb.get_with_hints(
+            out_features,
+            "bias",
+            init::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        Ok(Self {
+            weight,
+            bias: Some(bias),
+            in_features,
+            out_features,
+        })
     }
 
     pub fn in_features(&self) -> usize {
@@ -35,7 +51,12 @@ impl Linear {
     }
 
     /// The product with `weight` standing in for the stored one (masks, fake quantization).
-    pub fn forward_with(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let y = x.matmul(&weight.t()?)?;
         match bias {
             Some(b) => y.broadcast_add(b),

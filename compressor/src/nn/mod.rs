@@ -10,6 +10,7 @@ mod layer;
 mod linear;
 mod op_type;
 mod pool;
+mod quant_plan;
 mod shapes;
 
 pub use activation::{ReLU, ReLU6};
@@ -21,5 +22,6 @@ pub use graph::{Graph, Node, Source};
 pub use layer::Layer;
 pub use linear::Linear;
 pub use op_type::{OpType, UnknownOpType};
-pub use shapes::{infer_shapes, node_macs, weight_reuse};
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d, Pool2dConfig};
+pub use quant_plan::{quant_plan, resolve_grids, Grids, NodeQuant, OutputGrid};
+pub use shapes::{infer_shapes, node_macs, weight_reuse};

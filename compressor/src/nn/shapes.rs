@@ -15,7 +15,11 @@ pub fn infer_shapes(graph: &Graph) -> Vec<Vec<usize>> {
         let out = match &node.layer {
             Layer::Conv2d(c) => {
                 let cfg = c.config();
-                vec![cfg.out_channels, cfg.output_size(x[1]), cfg.output_size(x[2])]
+                vec![
+                    cfg.out_channels,
+                    cfg.output_size(x[1]),
+                    cfg.output_size(x[2]),
+                ]
             }
             Layer::Linear(l) => vec![l.out_features()],
             Layer::MaxPool2d(p) => vec![x[0], p.0.output_size(x[1]), p.0.output_size(x[2])],
@@ -35,7 +39,10 @@ pub fn node_macs(graph: &Graph, i: usize, out_shape: &[usize]) -> usize {
     match &graph.nodes()[i].layer {
         Layer::Conv2d(c) => {
             let cfg = c.config();
-            out_shape.iter().product::<usize>() * (cfg.in_channels / cfg.groups) * cfg.kernel_size * cfg.kernel_size
+            out_shape.iter().product::<usize>()
+                * (cfg.in_channels / cfg.groups)
+                * cfg.kernel_size
+                * cfg.kernel_size
         }
         Layer::Linear(l) => l.in_features() * l.out_features(),
         _ => 0,

@@ -21,8 +21,17 @@ impl Pruner for LevelPruner {
             layer: layer.name.to_string(),
             message: "LevelPruner needs a sparsity".into(),
         })?;
-        let magnitudes = layer.weight.abs()?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        Ok(Mask::new(magnitude_mask(&magnitudes, sparsity, layer.weight)?))
+        let magnitudes = layer
+            .weight
+            .abs()?
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        Ok(Mask::new(magnitude_mask(
+            &magnitudes,
+            sparsity,
+            layer.weight,
+        )?))
     }
 }
 

@@ -28,7 +28,11 @@ impl Mask {
 
 /// Fraction of zeros in a tensor.
 pub fn sparsity_of(t: &Tensor) -> Result<f64> {
-    let zeros = t.eq(0f32)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as f64;
+    let zeros = t
+        .eq(0f32)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as f64;
     Ok(zeros / t.elem_count().max(1) as f64)
 }
 

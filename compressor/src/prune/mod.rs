@@ -50,7 +50,11 @@ pub trait Pruner {
                 layer: layer.name.clone(),
                 message: format!("{} has no weight to prune", node.layer.op_type()),
             })?;
-            let target = PruneTarget { name: &layer.name, op_type: node.layer.op_type(), weight };
+            let target = PruneTarget {
+                name: &layer.name,
+                op_type: node.layer.op_type(),
+                weight,
+            };
             let mask = self.calc_mask(&target, layer)?;
             if mask.tensor().dims() != weight.dims() {
                 return Err(Error::Layer {

@@ -18,7 +18,10 @@ pub struct LayerQuant {
 impl LayerQuant {
     /// A copy of the current state.
     pub fn state(&self) -> QuantState {
-        self.state.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
     /// Replaces the state (restoring a checkpoint).
     pub fn set_state(&self, state: QuantState) {
@@ -48,7 +51,15 @@ impl QuantBinding {
     pub fn new(quantizer: Box<dyn Quantizer>, configs: Vec<LayerConfig>) -> Self {
         let layers = configs
             .into_iter()
-            .map(|c| (c.name.clone(), LayerQuant { config: c, state: Mutex::new(QuantState::default()) }))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    LayerQuant {
+                        config: c,
+                        state: Mutex::new(QuantState::default()),
+                    },
+                )
+            })
             .collect();
         Self { quantizer, layers }
     }
@@ -73,7 +84,10 @@ impl QuantBinding {
     ) -> Result<Tensor> {
         match self.layers.get(name) {
             Some(layer) if layer.config.quantizes(kind) => {
-                let ctx = QuantContext { config: &layer.config, training };
+                let ctx = QuantContext {
+                    config: &layer.config,
+                    training,
+                };
                 let mut state = layer.state.lock().unwrap_or_else(|p| p.into_inner());
                 f(self.quantizer.as_ref(), x, &ctx, &mut state)
             }
@@ -82,12 +96,18 @@ impl QuantBinding {
     }
 
     pub fn quantize_weight(&self, name: &str, w: &Tensor, training: bool) -> Result<Tensor> {
-        self.hook(name, QuantType::Weight, w, training, |q, t, c, s| q.quantize_weight(t, c, s))
+        self.hook(name, QuantType::Weight, w, training, |q, t, c, s| {
+            q.quantize_weight(t, c, s)
+        })
     }
     pub fn quantize_input(&self, name: &str, x: &Tensor, training: bool) -> Result<Tensor> {
-        self.hook(name, QuantType::Input, x, training, |q, t, c, s| q.quantize_input(t, c, s))
+        self.hook(name, QuantType::Input, x, training, |q, t, c, s| {
+            q.quantize_input(t, c, s)
+        })
     }
     pub fn quantize_output(&self, name: &str, x: &Tensor, training: bool) -> Result<Tensor> {
-        self.hook(name, QuantType::Output, x, training, |q, t, c, s| q.quantize_output(t, c, s))
+        self.hook(name, QuantType::Output, x, training, |q, t, c, s| {
+            q.quantize_output(t, c, s)
+        })
     }
 }

@@ -28,9 +28,20 @@ impl QParams {
         let min = min.min(0.0);
         let max = max.max(0.0);
         let span = max - min;
-        let scale = if span > 0.0 && span.is_finite() { span / (qmax - qmin) as f32 } else { 1.0 };
-        let zero_point = (qmin as f32 - min / scale).round().clamp(qmin as f32, qmax as f32) as i32;
-        Self { scale, zero_point, qmin, qmax }
+        let scale = if span > 0.0 && span.is_finite() {
+            span / (qmax - qmin) as f32
+        } else {
+            1.0
+        };
+        let zero_point = (qmin as f32 - min / scale)
+            .round()
+            .clamp(qmin as f32, qmax as f32) as i32;
+        Self {
+            scale,
+            zero_point,
+            qmin,
+            qmax,
+        }
     }
 
     /// The float interval the integer grid covers.
@@ -56,7 +67,8 @@ pub fn symmetric_qmax(bits: u8) -> i32 {
 pub fn fake_quantize_tensor(x: &Tensor, q: QParams, grad: &dyn QuantGrad) -> Result<Tensor> {
     let xd = x.detach();
     let zp = f64::from(q.zero_point);
-    let integer = ((xd / f64::from(q.scale))?.round()? + zp)?.clamp(q.qmin as f32, q.qmax as f32)?;
+    let integer =
+        ((xd / f64::from(q.scale))?.round()? + zp)?.clamp(q.qmin as f32, q.qmax as f32)?;
     let dequant = ((integer - zp)? * f64::from(q.scale))?;
     grad.apply(x, &dequant, q.range())
 }
@@ -65,7 +77,12 @@ pub fn fake_quantize_tensor(x: &Tensor, q: QParams, grad: &dyn QuantGrad) -> Res
 /// (1.0 for an all-zero channel, which quantizes to zeros either way).
 pub fn weight_scales(weight: &Tensor, bits: u8) -> Result<Vec<f32>> {
     let qmax = symmetric_qmax(bits) as f32;
-    let max_abs = weight.detach().abs()?.flatten_from(1)?.max(D::Minus1)?.to_dtype(DType::F32)?;
+    let max_abs = weight
+        .detach()
+        .abs()?
+        .flatten_from(1)?
+        .max(D::Minus1)?
+        .to_dtype(DType::F32)?;
     Ok(max_abs
         .to_vec1::<f32>()?
         .into_iter()
@@ -77,18 +94,29 @@ pub fn weight_scales(weight: &Tensor, bits: u8) -> Result<Vec<f32>> {
 pub fn quantize_weight_integers(weight: &Tensor, scales: &[f32], bits: u8) -> Result<Tensor> {
     let qmax = symmetric_qmax(bits) as f32;
     let scale = channel_tensor(weight, scales)?;
-    weight.detach().broadcast_div(&scale)?.round()?.clamp(-qmax, qmax)
+    weight
+        .detach()
+        .broadcast_div(&scale)?
+        .round()?
+        .clamp(-qmax, qmax)
 }
 
 /// Per-channel symmetric fake quantization of a weight `[out, ...]`; returns the
 /// fake-quantized weight and the scales used.
-pub fn fake_quantize_weight(weight: &Tensor, bits: u8, grad: &dyn QuantGrad) -> Result<(Tensor, Vec<f32>)> {
+pub fn fake_quantize_weight(
+    weight: &Tensor,
+    bits: u8,
+    grad: &dyn QuantGrad,
+) -> Result<(Tensor, Vec<f32>)> {
     let scales = weight_scales(weight, bits)?;
     let integers = quantize_weight_integers(weight, &scales, bits)?;
     let dequant = integers.broadcast_mul(&channel_tensor(weight, &scales)?)?;
     let widest = scales.iter().copied().fold(0f32, f32::max);
     let qmax = f64::from(symmetric_qmax(bits));
-    let range = QuantRange { low: -qmax * f64::from(widest), high: qmax * f64::from(widest) };
+    let range = QuantRange {
+        low: -qmax * f64::from(widest),
+        high: qmax * f64::from(widest),
+    };
     Ok((grad.apply(weight, &dequant, range)?, scales))
 }
 
@@ -97,4 +125,24 @@ fn channel_tensor(weight: &Tensor, scales: &[f32]) -> Result<Tensor> {
     let mut shape = vec![1usize; weight.rank()];
     shape[0] = scales.len();
     Tensor::from_slice(scales, shape, weight.device())?.to_dtype(weight.dtype())
+}
+
+/// Rounds the output of an average over `count` values of grid `q` back onto `q` exactly
+/// as the int8 average pool does: the integer sum of the raw values (zero point
+/// included) divided by `count` with ties away from zero. The float average is first
+/// snapped to `sum / count` so float error cannot decide a tie (ties are common here).
+pub fn round_average_onto_grid(
+    x: &Tensor,
+    q: QParams,
+    count: usize,
+    grad: &dyn QuantGrad,
+) -> Result<Tensor> {
+    let n = count as f64;
+    let half = (count / 2) as f64;
+    let raw = ((x.detach() / f64::from(q.scale))? + f64::from(q.zero_point))?;
+    let sum = (raw * n)?.round()?;
+    let magnitude = ((sum.abs()? + half)? / n)?.floor()?;
+    let integer = (sum.sign()? * magnitude)?.clamp(q.qmin as f32, q.qmax as f32)?;
+    let dequant = ((integer - f64::from(q.zero_point))? * f64::from(q.scale))?;
+    grad.apply(x, &dequant, q.range())
 }

@@ -41,7 +41,10 @@ pub struct ClippedStraightThrough;
 
 impl QuantGrad for ClippedStraightThrough {
     fn apply(&self, x: &Tensor, quantized: &Tensor, range: QuantRange) -> Result<Tensor> {
-        let inside = x.ge(range.low)?.mul(&x.le(range.high)?)?.to_dtype(x.dtype())?;
+        let inside = x
+            .ge(range.low)?
+            .mul(&x.le(range.high)?)?
+            .to_dtype(x.dtype())?;
         let passed = (x * inside)?;
         (&passed - passed.detach())? + quantized.detach()
     }

@@ -15,8 +15,8 @@ use candle_core::{Result, Tensor};
 
 pub use binding::{LayerQuant, QuantBinding};
 pub use fake_quant::{
-    fake_quantize_tensor, fake_quantize_weight, quantize_weight_integers, symmetric_qmax, weight_scales,
-    QParams,
+    fake_quantize_tensor, fake_quantize_weight, quantize_weight_integers, round_average_onto_grid,
+    symmetric_qmax, weight_scales, QParams,
 };
 pub use grad::{ClippedStraightThrough, QuantGrad, QuantRange, StraightThrough};
 pub use naive::NaiveQuantizer;
@@ -72,17 +72,32 @@ pub trait Quantizer: Send + Sync {
     fn schema(&self) -> Schema;
 
     /// Fake-quantizes a layer's (already masked) weight.
-    fn quantize_weight(&self, weight: &Tensor, _ctx: &QuantContext, _state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_weight(
+        &self,
+        weight: &Tensor,
+        _ctx: &QuantContext,
+        _state: &mut QuantState,
+    ) -> Result<Tensor> {
         Ok(weight.clone())
     }
 
     /// Fake-quantizes a layer's input activation.
-    fn quantize_input(&self, x: &Tensor, _ctx: &QuantContext, _state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_input(
+        &self,
+        x: &Tensor,
+        _ctx: &QuantContext,
+        _state: &mut QuantState,
+    ) -> Result<Tensor> {
         Ok(x.clone())
     }
 
     /// Fake-quantizes a layer's output (after its fused activation, if any).
-    fn quantize_output(&self, x: &Tensor, _ctx: &QuantContext, _state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_output(
+        &self,
+        x: &Tensor,
+        _ctx: &QuantContext,
+        _state: &mut QuantState,
+    ) -> Result<Tensor> {
         Ok(x.clone())
     }
 
@@ -92,7 +107,10 @@ pub trait Quantizer: Send + Sync {
         Self: Sized + 'static,
     {
         let layers = config.resolve(&graph.layer_infos(), &self.schema())?;
-        graph.set_quant(Some(std::sync::Arc::new(QuantBinding::new(Box::new(self), layers))));
+        graph.set_quant(Some(std::sync::Arc::new(QuantBinding::new(
+            Box::new(self),
+            layers,
+        ))));
         Ok(())
     }
 }

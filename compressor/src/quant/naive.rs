@@ -20,7 +20,12 @@ impl Quantizer for NaiveQuantizer {
             .with_supported(vec![OpType::Conv2d, OpType::Linear])
     }
 
-    fn quantize_weight(&self, weight: &Tensor, ctx: &QuantContext, state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_weight(
+        &self,
+        weight: &Tensor,
+        ctx: &QuantContext,
+        state: &mut QuantState,
+    ) -> Result<Tensor> {
         let bits = ctx.bits(QuantType::Weight);
         let (q, scales) = fake_quantize_weight(weight, bits, &StraightThrough)?;
         state.weight_scales = scales;

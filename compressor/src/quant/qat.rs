@@ -11,8 +11,8 @@ use std::sync::Arc;
 use candle_core::{DType, Result, Tensor};
 
 use super::{
-    fake_quantize_tensor, fake_quantize_weight, QParams, QuantContext, QuantGrad, QuantState, Quantizer, Range,
-    StraightThrough,
+    fake_quantize_tensor, fake_quantize_weight, QParams, QuantContext, QuantGrad, QuantState,
+    Quantizer, Range, StraightThrough,
 };
 use crate::config::{QuantType, Schema};
 use crate::nn::OpType;
@@ -26,7 +26,10 @@ pub struct QatQuantizer {
 
 impl Default for QatQuantizer {
     fn default() -> Self {
-        Self { ema_decay: 0.99, grad: Arc::new(StraightThrough) }
+        Self {
+            ema_decay: 0.99,
+            grad: Arc::new(StraightThrough),
+        }
     }
 }
 
@@ -53,7 +56,10 @@ impl QatQuantizer {
     ) -> Result<Tensor> {
         if ctx.training {
             let flat = x.detach().flatten_all()?.to_dtype(DType::F32)?;
-            let (lo, hi) = (flat.min(0)?.to_scalar::<f32>()?, flat.max(0)?.to_scalar::<f32>()?);
+            let (lo, hi) = (
+                flat.min(0)?.to_scalar::<f32>()?,
+                flat.max(0)?.to_scalar::<f32>()?,
+            );
             *range = Some(match *range {
                 None => Range { min: lo, max: hi },
                 Some(r) => Range {
@@ -79,10 +85,21 @@ impl Quantizer for QatQuantizer {
 
     fn schema(&self) -> Schema {
         Schema::quantization(self.name(), vec![OpType::Conv2d, OpType::Linear], 2..=8)
-            .with_supported(vec![OpType::Conv2d, OpType::Linear, OpType::Add, OpType::ReLU, OpType::ReLU6])
+            .with_supported(vec![
+                OpType::Conv2d,
+                OpType::Linear,
+                OpType::Add,
+                OpType::ReLU,
+                OpType::ReLU6,
+            ])
     }
 
-    fn quantize_weight(&self, weight: &Tensor, ctx: &QuantContext, state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_weight(
+        &self,
+        weight: &Tensor,
+        ctx: &QuantContext,
+        state: &mut QuantState,
+    ) -> Result<Tensor> {
         let bits = ctx.bits(QuantType::Weight);
         let (q, scales) = fake_quantize_weight(weight, bits, self.grad.as_ref())?;
         state.weight_scales = scales;
@@ -93,13 +110,35 @@ impl Quantizer for QatQuantizer {
         Ok(q)
     }
 
-    fn quantize_input(&self, x: &Tensor, ctx: &QuantContext, state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_input(
+        &self,
+        x: &Tensor,
+        ctx: &QuantContext,
+        state: &mut QuantState,
+    ) -> Result<Tensor> {
         let bits = ctx.bits(QuantType::Input);
-        self.activation(x, ctx, bits, &mut state.input_range, &mut state.input_qparams)
+        self.activation(
+            x,
+            ctx,
+            bits,
+            &mut state.input_range,
+            &mut state.input_qparams,
+        )
     }
 
-    fn quantize_output(&self, x: &Tensor, ctx: &QuantContext, state: &mut QuantState) -> Result<Tensor> {
+    fn quantize_output(
+        &self,
+        x: &Tensor,
+        ctx: &QuantContext,
+        state: &mut QuantState,
+    ) -> Result<Tensor> {
         let bits = ctx.bits(QuantType::Output);
-        self.activation(x, ctx, bits, &mut state.output_range, &mut state.output_qparams)
+        self.activation(
+            x,
+            ctx,
+            bits,
+            &mut state.output_range,
+            &mut state.output_qparams,
+        )
     }
 }

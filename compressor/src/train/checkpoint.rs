@@ -43,7 +43,10 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
 }
 
 fn export_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::File { path: path.to_path_buf(), message: e.to_string() }
+    Error::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// Writes `checkpoint` into `dir` (atomically, safetensors first).
@@ -51,14 +54,22 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<()> {
     let path = checkpoint_path(dir);
     let state_json = serde_json::to_string(&ckpt.state).map_err(|e| export_err(&path, e))?;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for (prefix, map) in [("var.", &ckpt.vars), ("optim.", &ckpt.optimizer), ("mask.", &ckpt.masks)] {
+    for (prefix, map) in [
+        ("var.", &ckpt.vars),
+        ("optim.", &ckpt.optimizer),
+        ("mask.", &ckpt.masks),
+    ] {
         for (k, v) in map {
-            tensors.push((format!("{prefix}{k}"), v.to_device(&Device::Cpu)?.contiguous()?));
+            tensors.push((
+                format!("{prefix}{k}"),
+                v.to_device(&Device::Cpu)?.contiguous()?,
+            ));
         }
     }
     let metadata = HashMap::from([("sprig_train_state".to_string(), state_json.clone())]);
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
-        .map_err(|e| export_err(&path, e))?;
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata))
+            .map_err(|e| export_err(&path, e))?;
     write_atomic(&path, &bytes)?;
     let pretty = serde_json::to_string_pretty(&ckpt.state).map_err(|e| export_err(&path, e))?;
     write_atomic(&dir.join(STATE_FILE), pretty.as_bytes())
@@ -72,15 +83,27 @@ pub fn load(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Io { path, source: e }),
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| export_err(&path, e))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| export_err(&path, e))?;
     let state_json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("sprig_train_state"))
-        .ok_or_else(|| export_err(&path, "not a sprig checkpoint (no training state in its metadata)"))?;
+        .ok_or_else(|| {
+            export_err(
+                &path,
+                "not a sprig checkpoint (no training state in its metadata)",
+            )
+        })?;
     let state: TrainState = serde_json::from_str(state_json).map_err(|e| export_err(&path, e))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| export_err(&path, e))?;
-    let mut ckpt = Checkpoint { state, vars: BTreeMap::new(), optimizer: BTreeMap::new(), masks: BTreeMap::new() };
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| export_err(&path, e))?;
+    let mut ckpt = Checkpoint {
+        state,
+        vars: BTreeMap::new(),
+        optimizer: BTreeMap::new(),
+        masks: BTreeMap::new(),
+    };
     for (k, v) in tensors {
         if let Some(name) = k.strip_prefix("var.") {
             ckpt.vars.insert(name.to_string(), v);

@@ -50,7 +50,9 @@ impl TrainConfig {
             batch_size: 64,
             lr: 2e-3,
             optimizer: OptimizerKind::adamw(),
-            schedule: Schedule::Cosine { final_fraction: 0.05 },
+            schedule: Schedule::Cosine {
+                final_fraction: 0.05,
+            },
             seed,
             checkpoint_dir: None,
             resume: false,
@@ -94,11 +96,23 @@ pub fn evaluate(model: &Model, data: &Dataset) -> Result<f32> {
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let predicted = logits.argmax(D::Minus1)?;
-    Ok(predicted.eq(labels)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
+    Ok(predicted
+        .eq(labels)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
 }
 
-fn restore(model: &mut Model, opt: &mut Optimizer, ckpt: Checkpoint, path: &std::path::Path) -> Result<TrainState> {
-    let bad = |message: String| Error::File { path: path.to_path_buf(), message };
+fn restore(
+    model: &mut Model,
+    opt: &mut Optimizer,
+    ckpt: Checkpoint,
+    path: &std::path::Path,
+) -> Result<TrainState> {
+    let bad = |message: String| Error::File {
+        path: path.to_path_buf(),
+        message,
+    };
     // Check everything before changing anything, so a mismatched checkpoint leaves the
     // model as it was.
     let vars: std::collections::BTreeMap<String, Var> = model.all_vars().into_iter().collect();
@@ -106,18 +120,26 @@ fn restore(model: &mut Model, opt: &mut Optimizer, ckpt: Checkpoint, path: &std:
         match ckpt.vars.get(name) {
             None => return Err(bad(format!("checkpoint has no variable `{name}`"))),
             Some(v) if v.dims() != var.dims() => {
-                return Err(bad(format!("variable `{name}` has shape {:?}, the model {:?}", v.dims(), var.dims())));
+                return Err(bad(format!(
+                    "variable `{name}` has shape {:?}, the model {:?}",
+                    v.dims(),
+                    var.dims()
+                )));
             }
             Some(_) => {}
         }
     }
     if let Some(extra) = ckpt.vars.keys().find(|k| !vars.contains_key(*k)) {
-        return Err(bad(format!("checkpoint holds variable `{extra}`, which the model does not have")));
+        return Err(bad(format!(
+            "checkpoint holds variable `{extra}`, which the model does not have"
+        )));
     }
     for (key, state) in &ckpt.optimizer {
         let name = key.split_once('.').map_or(key.as_str(), |(_, n)| n);
         if vars.get(name).is_none_or(|v| v.dims() != state.dims()) {
-            return Err(bad(format!("optimizer state `{key}` does not match a model variable")));
+            return Err(bad(format!(
+                "optimizer state `{key}` does not match a model variable"
+            )));
         }
     }
     for (name, value) in &ckpt.vars {
@@ -140,7 +162,12 @@ fn restore(model: &mut Model, opt: &mut Optimizer, ckpt: Checkpoint, path: &std:
 /// True when every trainable variable is finite.
 fn weights_finite(model: &Model) -> Result<bool> {
     for (_, var) in model.trainable_vars() {
-        let sum = var.as_tensor().abs()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let sum = var
+            .as_tensor()
+            .abs()?
+            .sum_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
         if !sum.is_finite() {
             return Ok(false);
         }
@@ -151,7 +178,11 @@ fn weights_finite(model: &Model) -> Result<bool> {
 fn snapshot(model: &Model, opt: &Optimizer, state: TrainState) -> Checkpoint {
     Checkpoint {
         state,
-        vars: model.all_vars().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect(),
+        vars: model
+            .all_vars()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect(),
         optimizer: opt.state().clone(),
         masks: model.graph.masks().clone(),
     }
@@ -161,7 +192,12 @@ fn quant_states(model: &Model) -> std::collections::BTreeMap<String, crate::quan
     model
         .graph
         .quant()
-        .map(|b| b.layers().iter().map(|(k, l)| (k.clone(), l.state())).collect())
+        .map(|b| {
+            b.layers()
+                .iter()
+                .map(|(k, l)| (k.clone(), l.state()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -200,7 +236,9 @@ pub fn train(
     }
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let stop_at = cfg.max_epochs_this_run.map_or(cfg.epochs, |n| (state.epochs_completed + n).min(cfg.epochs));
+    let stop_at = cfg
+        .max_epochs_this_run
+        .map_or(cfg.epochs, |n| (state.epochs_completed + n).min(cfg.epochs));
 
     for epoch in state.epochs_completed..stop_at {
         if let Some(p) = pruner.as_deref_mut() {
@@ -209,7 +247,10 @@ pub fn train(
         let started = std::time::Instant::now();
         let bar = progress_bar(cfg, epoch, steps_per_epoch);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        let order = Order::Shuffled { seed: cfg.seed, epoch: epoch as u64 };
+        let order = Order::Shuffled {
+            seed: cfg.seed,
+            epoch: epoch as u64,
+        };
         for batch in Batcher::new(train_set, cfg.batch_size, order, &model.device) {
             let batch = batch?;
             let logits = model.graph.forward_t(&batch.images, true)?;
@@ -217,10 +258,17 @@ pub fn train(
             let loss_value = loss.to_scalar::<f32>()?;
             if !loss_value.is_finite() {
                 bar.abandon();
-                return Err(Error::NonFiniteLoss { loss: loss_value, epoch, step: state.global_step });
+                return Err(Error::NonFiniteLoss {
+                    loss: loss_value,
+                    epoch,
+                    step: state.global_step,
+                });
             }
             let grads = loss.backward()?;
-            opt.step(&grads, cfg.schedule.lr(cfg.lr, state.global_step, total_steps))?;
+            opt.step(
+                &grads,
+                cfg.schedule.lr(cfg.lr, state.global_step, total_steps),
+            )?;
             if !model.graph.masks().is_empty() {
                 apply_masks_to_weights(&model.graph)?;
             }
@@ -232,11 +280,18 @@ pub fn train(
             correct += count_correct(&logits, &batch.labels)?;
             seen += batch.len;
             bar.inc(1);
-            bar.set_message(format!("loss {:.4} acc {:.2}%", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64));
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}%",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
         }
         bar.finish_and_clear();
         if !weights_finite(model)? {
-            return Err(Error::NonFiniteWeights { epoch, step: state.global_step });
+            return Err(Error::NonFiniteWeights {
+                epoch,
+                step: state.global_step,
+            });
         }
         let train_seconds = started.elapsed().as_secs_f32();
         let test_accuracy = evaluate(model, test_set)?;
@@ -269,7 +324,10 @@ pub fn train(
             checkpoint::save(dir, &snapshot(model, &opt, state.clone()))?;
         }
     }
-    Ok(TrainReport { finished: state.epochs_completed >= cfg.epochs, history: state.history })
+    Ok(TrainReport {
+        finished: state.epochs_completed >= cfg.epochs,
+        history: state.history,
+    })
 }
 
 fn progress_bar(cfg: &TrainConfig, epoch: usize, steps: usize) -> ProgressBar {

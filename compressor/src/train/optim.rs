@@ -12,16 +12,32 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OptimizerKind {
-    Sgd { momentum: f64, weight_decay: f64 },
-    AdamW { beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    Sgd {
+        momentum: f64,
+        weight_decay: f64,
+    },
+    AdamW {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
 }
 
 impl OptimizerKind {
     pub fn sgd() -> Self {
-        OptimizerKind::Sgd { momentum: 0.9, weight_decay: 5e-4 }
+        OptimizerKind::Sgd {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        }
     }
     pub fn adamw() -> Self {
-        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-4 }
+        OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+        }
     }
 }
 
@@ -37,7 +53,12 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(kind: OptimizerKind, vars: Vec<(String, Var)>) -> Self {
-        Self { kind, vars, state: BTreeMap::new(), steps: 0 }
+        Self {
+            kind,
+            vars,
+            state: BTreeMap::new(),
+            steps: 0,
+        }
     }
 
     pub fn kind(&self) -> OptimizerKind {
@@ -49,10 +70,15 @@ impl Optimizer {
         self.steps += 1;
         let t = self.steps as i32;
         for (name, var) in &self.vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let w = var.as_tensor();
             match self.kind {
-                OptimizerKind::Sgd { momentum, weight_decay } => {
+                OptimizerKind::Sgd {
+                    momentum,
+                    weight_decay,
+                } => {
                     let g = (g + (w * weight_decay)?)?;
                     let key = format!("momentum.{name}");
                     let buf = match self.state.get(&key) {
@@ -62,7 +88,12 @@ impl Optimizer {
                     var.set(&(w - (&buf * lr)?)?)?;
                     self.state.insert(key, buf);
                 }
-                OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
+                OptimizerKind::AdamW {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
                     let (mk, vk) = (format!("m.{name}"), format!("v.{name}"));
                     let m = match self.state.get(&mk) {
                         Some(m) => ((m * beta1)? + (g * (1.0 - beta1))?)?,

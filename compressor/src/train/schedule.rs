@@ -32,7 +32,9 @@ mod tests {
 
     #[test]
     fn cosine_starts_at_base_and_ends_at_floor() {
-        let s = Schedule::Cosine { final_fraction: 0.1 };
+        let s = Schedule::Cosine {
+            final_fraction: 0.1,
+        };
         assert_eq!(s.lr(1.0, 0, 100), 1.0);
         assert!((s.lr(1.0, 50, 100) - 0.55).abs() < 1e-12);
         assert!((s.lr(1.0, 100, 100) - 0.1).abs() < 1e-12);

@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::config::QuantType;
-use crate::nn::{AvgPool2d, Graph, Layer, MaxPool2d, Source, BATCH_NORM_EPS};
+use crate::nn::{
+    quant_plan, AvgPool2d, Graph, Layer, MaxPool2d, NodeQuant, OutputGrid, Source, BATCH_NORM_EPS,
+};
 use crate::quant::{quantize_weight_integers, weight_scales, LayerQuant, QParams};
 use crate::{Error, Result};
 
@@ -33,6 +35,11 @@ struct Lowering<'a> {
     used: HashSet<String>,
     /// `(min, max)` initializers of ReLU6's Clip, shared by every ReLU6.
     relu6_bounds: Option<(String, String)>,
+    /// Where fake quantization happens (shared with the candle forward).
+    plan: Vec<NodeQuant>,
+    /// The grid of each lowered value, and of the graph input.
+    grids: Vec<Option<QParams>>,
+    input_grid: Option<QParams>,
 }
 
 /// Lowers `graph` for samples of `sample_shape` (`[C, H, W]`).
@@ -44,6 +51,9 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
         initializers: Vec::new(),
         used: [INPUT, OUTPUT].into_iter().map(String::from).collect(),
         relu6_bounds: None,
+        plan: quant_plan(graph),
+        grids: Vec::new(),
+        input_grid: None,
     };
     if graph.nodes().is_empty() {
         return Err(l.fail("the graph has no layers"));
@@ -59,9 +69,15 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
                 Source::Node(j) => (values[*j].clone(), shapes[*j].clone()),
             })
             .unzip();
+        let count = match &graph.nodes()[i].layer {
+            Layer::AvgPool2d(AvgPool2d(p)) => p.kernel_size * p.kernel_size,
+            Layer::GlobalAvgPool(_) => in_shapes[0].iter().skip(1).product(),
+            _ => 1,
+        };
         let (y, shape) = l.lower_node(i, inputs, in_shapes)?;
-        let y = l.quantize_output(i, y)?;
+        let (y, grid) = l.quantize_output(i, y, count)?;
         values.push(y);
+        l.grids.push(grid);
         shapes.push(shape);
     }
     // The last node's value is the graph output: rename it where it is produced.
@@ -206,40 +222,116 @@ impl<'a> Lowering<'a> {
         Ok(self.op("Clip", &format!("{base}_clipped"), vec![dq, lo, hi], vec![]))
     }
 
-    /// The input fake-quant of a Conv2d / Linear, if its quantizer has calibrated one.
-    fn quantize_input(&mut self, i: usize, x: String) -> Result<String> {
-        let qp = self
-            .layer_quant(i)
-            .filter(|lq| lq.config.quantizes(QuantType::Input))
-            .and_then(|lq| lq.state().input_qparams);
-        match qp {
-            Some(q) => {
-                let base = format!("{}.input", self.graph.nodes()[i].name);
-                self.qdq(x, q, &base)
-            }
-            None => Ok(x),
-        }
+    /// The ONNX form of [`crate::quant::round_average_onto_grid`]: the average of
+    /// `count` grid values back onto grid `q`, as the int8 average pool rounds it (integer
+    /// sum, ties away from zero), which QuantizeLinear (ties to even) cannot express.
+    fn round_average_onto_grid(
+        &mut self,
+        x: String,
+        q: QParams,
+        count: usize,
+        base: &str,
+    ) -> String {
+        let constant =
+            |l: &mut Self, name: &str, v: f32| l.init_f32(&format!("{base}_{name}"), &[], &[v]);
+        let scale = constant(self, "scale", q.scale);
+        let zp = constant(self, "zero_point", q.zero_point as f32);
+        let n = constant(self, "count", count as f32);
+        let half = constant(self, "half_count", (count / 2) as f32);
+        let lo = constant(self, "qmin", q.qmin as f32);
+        let hi = constant(self, "qmax", q.qmax as f32);
+        let v = self.op(
+            "Div",
+            &format!("{base}_scaled"),
+            vec![x, scale.clone()],
+            vec![],
+        );
+        let raw = self.op("Add", &format!("{base}_raw"), vec![v, zp.clone()], vec![]);
+        let times = self.op(
+            "Mul",
+            &format!("{base}_times_count"),
+            vec![raw, n.clone()],
+            vec![],
+        );
+        // Round is ties-to-even, but this value is an integer up to float error.
+        let sum = self.op("Round", &format!("{base}_sum"), vec![times], vec![]);
+        let sign = self.op("Sign", &format!("{base}_sign"), vec![sum.clone()], vec![]);
+        let abs = self.op("Abs", &format!("{base}_abs"), vec![sum], vec![]);
+        let biased = self.op("Add", &format!("{base}_biased"), vec![abs, half], vec![]);
+        let quotient = self.op("Div", &format!("{base}_quotient"), vec![biased, n], vec![]);
+        let floor = self.op("Floor", &format!("{base}_floor"), vec![quotient], vec![]);
+        let integer = self.op("Mul", &format!("{base}_integer"), vec![floor, sign], vec![]);
+        let clipped = self.op(
+            "Clip",
+            &format!("{base}_clipped"),
+            vec![integer, lo, hi],
+            vec![],
+        );
+        let centered = self.op(
+            "Sub",
+            &format!("{base}_centered"),
+            vec![clipped, zp],
+            vec![],
+        );
+        self.op(
+            "Mul",
+            &format!("{base}_dequantized"),
+            vec![centered, scale],
+            vec![],
+        )
     }
 
-    /// The output fake-quant after node `i`: skipped when `i` feeds a fused activation
-    /// (the pair goes after that), and taken from the producer when `i` is one.
-    fn quantize_output(&mut self, i: usize, y: String) -> Result<String> {
-        if self.graph.fused_activation(i).is_some() {
-            return Ok(y);
+    /// The input fake-quant of a Conv2d / Linear, where the plan has one and the
+    /// quantizer has calibrated it.
+    fn quantize_input(&mut self, i: usize, x: String) -> Result<String> {
+        if !self.plan[i].quantize_input {
+            return Ok(x);
         }
-        let owner = (0..i)
-            .find(|&p| self.graph.fused_activation(p) == Some(i))
-            .unwrap_or(i);
-        let qp = self
-            .layer_quant(owner)
-            .filter(|lq| lq.config.quantizes(QuantType::Output))
-            .and_then(|lq| lq.state().output_qparams);
-        match qp {
-            Some(q) => {
-                let base = format!("{}.output", self.graph.nodes()[owner].name);
-                self.qdq(y, q, &base)
+        let Some(q) = self.layer_quant(i).and_then(|lq| lq.state().input_qparams) else {
+            return Ok(x);
+        };
+        if self.graph.nodes()[i].inputs[0] == Source::Input {
+            self.input_grid = Some(q);
+        }
+        let base = format!("{}.input", self.graph.nodes()[i].name);
+        self.qdq(x, q, &base)
+    }
+
+    /// The output fake-quant of node `i` as the plan places it; returns the value and
+    /// the grid it is on.
+    fn quantize_output(
+        &mut self,
+        i: usize,
+        y: String,
+        count: usize,
+    ) -> Result<(String, Option<QParams>)> {
+        let in_grid = match self.graph.nodes()[i].inputs[0] {
+            Source::Input => self.input_grid,
+            Source::Node(j) => self.grids[j],
+        };
+        match self.plan[i].output {
+            OutputGrid::Owned(owner) => {
+                let qp = self
+                    .layer_quant(owner)
+                    .filter(|lq| lq.config.quantizes(QuantType::Output))
+                    .and_then(|lq| lq.state().output_qparams);
+                match qp {
+                    Some(q) => {
+                        let base = format!("{}.output", self.graph.nodes()[owner].name);
+                        Ok((self.qdq(y, q, &base)?, Some(q)))
+                    }
+                    None => Ok((y, None)),
+                }
             }
-            None => Ok(y),
+            OutputGrid::Inherited => Ok((y, in_grid)),
+            OutputGrid::Rounded => match in_grid {
+                Some(q) => {
+                    let base = format!("{}.output", self.graph.nodes()[i].name);
+                    Ok((self.round_average_onto_grid(y, q, count, &base), Some(q)))
+                }
+                None => Ok((y, None)),
+            },
+            OutputGrid::Float | OutputGrid::Fused => Ok((y, None)),
         }
     }
 
