@@ -240,6 +240,9 @@ pub enum Error {
     /// A kernel was called with slices or geometry that disagree. Cannot happen from
     /// [`crate::Model::run`] on a validated model; reported instead of panicking.
     KernelArgs,
+    /// A test-vector file (`vectors.bin`) is malformed: bad magic or version, or its
+    /// length disagrees with its header.
+    BadVectors,
     /// The writer could not encode a blob (a size beyond `u32`, or a shift that does
     /// not fit the requantization entry's `i8`).
     Encode,
@@ -249,6 +252,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Error::*;
         match *self {
+            BadVectors => f.write_str("malformed test-vector file (magic, version or length)"),
             TooShort { needed, got } => {
                 write!(f, "blob too short: need {needed} bytes, got {got}")
             }

@@ -52,6 +52,7 @@ pub mod fixed_point;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod vectors;
 
 pub use crc::{crc32, Crc32};
 pub use error::Error;
