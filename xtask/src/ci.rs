@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: the project's whole check, as the README gives it: formatting,
 //! clippy with warnings denied, every test, and the runtime built for each embedded
-//! target (with and without defmt).
+//! target (with and without defmt), then a one-minute fuzz run of the blob loader.
 
 use std::process::Command;
 
@@ -60,5 +60,5 @@ pub fn run() -> anyhow::Result<()> {
     }
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
-    Ok(())
+    crate::fuzz::run(crate::fuzz::Args { seconds: 60 })
 }

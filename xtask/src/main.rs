@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod compress;
+mod fuzz;
 
 use clap::{Parser, Subcommand};
 
@@ -23,8 +24,10 @@ enum Command {
     Compress(compress::Args),
     /// Measure and record figures in BENCHMARKS.md.
     Bench(bench::Args),
-    /// Formatting, clippy, all tests, embedded builds: what CI runs.
+    /// Formatting, clippy, all tests, embedded builds, a short fuzz run: what CI runs.
     Ci,
+    /// Fuzz the runtime's blob loader (nightly + cargo-fuzz).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Compress(args) => compress::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Ci => ci::run(),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }
