@@ -120,6 +120,19 @@ pub fn fake_quantize_weight(
     Ok((grad.apply(weight, &dequant, range)?, scales))
 }
 
+/// [`fake_quantize_weight`] that also records the scales and bits in a layer's state.
+pub fn fake_quantize_weight_recorded(
+    weight: &Tensor,
+    bits: u8,
+    grad: &dyn QuantGrad,
+    state: &mut super::QuantState,
+) -> Result<Tensor> {
+    let (q, scales) = fake_quantize_weight(weight, bits, grad)?;
+    state.weight_scales = scales;
+    state.weight_bits = Some(bits);
+    Ok(q)
+}
+
 /// `scales` shaped `[out, 1, 1, ...]` to broadcast against `weight`.
 fn channel_tensor(weight: &Tensor, scales: &[f32]) -> Result<Tensor> {
     let mut shape = vec![1usize; weight.rank()];

@@ -15,8 +15,8 @@ use candle_core::{Result, Tensor};
 
 pub use binding::{LayerQuant, QuantBinding};
 pub use fake_quant::{
-    fake_quantize_tensor, fake_quantize_weight, quantize_weight_integers, round_average_onto_grid,
-    symmetric_qmax, weight_scales, QParams,
+    fake_quantize_tensor, fake_quantize_weight, fake_quantize_weight_recorded,
+    quantize_weight_integers, round_average_onto_grid, symmetric_qmax, weight_scales, QParams,
 };
 pub use grad::{ClippedStraightThrough, QuantGrad, QuantRange, StraightThrough};
 pub use naive::NaiveQuantizer;

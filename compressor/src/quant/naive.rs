@@ -2,7 +2,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::{fake_quantize_weight, QuantContext, QuantState, Quantizer, StraightThrough};
+use super::{fake_quantize_weight_recorded, QuantContext, QuantState, Quantizer, StraightThrough};
 use crate::config::{QuantType, Schema};
 use crate::nn::OpType;
 
@@ -26,10 +26,6 @@ impl Quantizer for NaiveQuantizer {
         ctx: &QuantContext,
         state: &mut QuantState,
     ) -> Result<Tensor> {
-        let bits = ctx.bits(QuantType::Weight);
-        let (q, scales) = fake_quantize_weight(weight, bits, &StraightThrough)?;
-        state.weight_scales = scales;
-        state.weight_bits = Some(bits);
-        Ok(q)
+        fake_quantize_weight_recorded(weight, ctx.bits(QuantType::Weight), &StraightThrough, state)
     }
 }

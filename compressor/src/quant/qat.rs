@@ -11,8 +11,8 @@ use std::sync::Arc;
 use candle_core::{DType, Result, Tensor};
 
 use super::{
-    fake_quantize_tensor, fake_quantize_weight, QParams, QuantContext, QuantGrad, QuantState,
-    Quantizer, Range, StraightThrough,
+    fake_quantize_tensor, fake_quantize_weight_recorded, QParams, QuantContext, QuantGrad,
+    QuantState, Quantizer, Range, StraightThrough,
 };
 use crate::config::{QuantType, Schema};
 use crate::nn::OpType;
@@ -100,14 +100,15 @@ impl Quantizer for QatQuantizer {
         ctx: &QuantContext,
         state: &mut QuantState,
     ) -> Result<Tensor> {
-        let bits = ctx.bits(QuantType::Weight);
-        let (q, scales) = fake_quantize_weight(weight, bits, self.grad.as_ref())?;
-        state.weight_scales = scales;
-        state.weight_bits = Some(bits);
         if ctx.training {
             state.steps += 1;
         }
-        Ok(q)
+        fake_quantize_weight_recorded(
+            weight,
+            ctx.bits(QuantType::Weight),
+            self.grad.as_ref(),
+            state,
+        )
     }
 
     fn quantize_input(
