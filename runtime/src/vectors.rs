@@ -56,7 +56,10 @@ impl<'a> Vectors<'a> {
         if bytes.get(..4) != Some(MAGIC.as_slice()) {
             return Err(Error::BadVectors);
         }
-        let version = bytes.get(4..6).map(|v| u16::from_le_bytes([v[0], v[1]]));
+        let version = bytes
+            .get(4..6)
+            .and_then(|v| v.try_into().ok())
+            .map(u16::from_le_bytes);
         if version != Some(VERSION) {
             return Err(Error::BadVectors);
         }

@@ -1,5 +1,10 @@
 //! `cargo xtask bench train`: training throughput (images/s) for lenet5 plain, with
-//! masks, and with QAT, appended to BENCHMARKS.md with machine, command and date.
+//! masks, and with QAT; `cargo xtask bench runtime`: the packed int8 model of a
+//! compress run (`model.sprig` + `vectors.bin`) on the host: µs per inference on one
+//! thread, blob and arena bytes. Both append to BENCHMARKS.md with machine, command and
+//! date.
+
+mod runtime;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +22,7 @@ use sprig_compressor::train::{Optimizer, OptimizerKind};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to measure: train.
+    /// What to measure: train or runtime.
     what: String,
     #[arg(long, default_value = "lenet5")]
     model: String,
@@ -31,12 +36,22 @@ pub struct Args {
     /// Where to append the results.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
+    /// runtime: the run folder holding model.sprig and vectors.bin.
+    #[arg(long, default_value = "runs/lenet5")]
+    artifacts: PathBuf,
+    /// runtime: timing rounds (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// runtime: inferences per round.
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what.as_str() {
         "train" => bench_train(&args),
-        other => anyhow::bail!("unknown benchmark `{other}`; valid: train"),
+        "runtime" => runtime::run(&args.artifacts, args.rounds, args.iterations, &args.output),
+        other => anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime"),
     }
 }
 
@@ -127,7 +142,7 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -142,7 +157,7 @@ fn machine() -> String {
     )
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     std::process::Command::new("date")
         .arg("+%Y-%m-%d")
         .output()

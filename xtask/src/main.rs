@@ -2,16 +2,21 @@
 //! command lives in its own module.
 
 mod bench;
+mod boards;
 mod ci;
 mod compress;
+mod firmware;
+mod flash;
 mod fuzz;
+mod sim;
+mod size;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "sprig's tasks: compress models, benchmark"
+    about = "sprig's tasks: compress models, build and run firmware, benchmark"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,6 +27,15 @@ struct Cli {
 enum Command {
     /// Train (cached), prune, quantize, fine-tune and export a model.
     Compress(compress::Args),
+    /// Build a board's firmware with a compress run's model and vectors embedded.
+    Build(firmware::Args),
+    /// Run simulated boards in QEMU: every vector bit-exact with the host, accuracy,
+    /// instructions per inference, flash and RAM.
+    Sim(sim::Args),
+    /// Flash a hardware board with probe-rs and run it (defmt log over RTT).
+    Flash(flash::Args),
+    /// A firmware's flash and RAM: code, model, vectors, arena.
+    Size(size::Args),
     /// Measure and record figures in BENCHMARKS.md.
     Bench(bench::Args),
     /// Formatting, clippy, all tests, embedded builds, a short fuzz run: what CI runs.
@@ -33,6 +47,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Compress(args) => compress::run(args),
+        Command::Build(args) => firmware::run(args),
+        Command::Sim(args) => sim::run(args),
+        Command::Flash(args) => flash::run(args),
+        Command::Size(args) => size::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Ci => ci::run(),
         Command::Fuzz(args) => fuzz::run(args),

@@ -1,5 +1,6 @@
 //! The whole job behind `cargo xtask compress`: data → cached baseline → prune and
-//! fine-tune → fold batch norms, quantize and fine-tune → export → summary.
+//! fine-tune → fold batch norms, quantize and fine-tune → export → packed int8 model
+//! run on the host → summary.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +11,7 @@ use super::fold_batch_norms;
 use super::plan::{make_pruner, Plan, QuantizerKind};
 use super::summary::{layer_rows, Summary};
 use crate::data::{self, Dataset};
-use crate::export;
+use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
 use crate::quant::Quantizer;
 use crate::train::{self, evaluate, TrainConfig};
@@ -197,6 +198,9 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     )?;
     export::write_calibration(&model.graph, &opts.out.join("calibration.json"))?;
 
+    // 5. The packed int8 model and its test vectors, run by sprig-runtime on the host.
+    let deployed = deploy(opts, &model, &test)?;
+
     let summary = Summary {
         model: opts.model.clone(),
         data: source.describe(),
@@ -209,11 +213,84 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         quantized_accuracy,
         layers: layer_rows(&model.graph)?,
         weight_bits: weight_bits(&model),
+        deployed_accuracy: deployed.as_ref().ok().map(|d| d.report.deployed_accuracy),
+        agreement: deployed.as_ref().ok().map(|d| d.report.agreement),
+        blob_bytes: deployed.as_ref().ok().map(|d| d.packed.blob_bytes()),
+        arena_bytes: deployed.as_ref().ok().map(|d| d.packed.arena_bytes),
+        packed_skipped: deployed.err(),
         seconds: started.elapsed().as_secs_f32(),
         out: opts.out.display().to_string(),
     };
     summary.write_json(&opts.out.join("summary.json"))?;
     Ok(summary)
+}
+
+/// What step 5 produced.
+struct Deployed {
+    packed: packed::Packed,
+    report: packed::DeployReport,
+}
+
+/// Packs the model to `model.sprig`, writes `vectors.bin` and evaluates the deployed
+/// model on `test`. A model the format cannot hold (no quantizer, sub-8-bit widths, a
+/// tensor without a grid) is not an error of the run: the reason comes back instead,
+/// and stale files from an earlier run are removed so the folder stays consistent.
+fn deploy(
+    opts: &CompressOptions,
+    model: &Model,
+    test: &Dataset,
+) -> Result<std::result::Result<Deployed, String>> {
+    let sprig = opts.out.join(packed::PACKED_FILE);
+    let vectors = opts.out.join(packed::VECTORS_FILE);
+    let packed = match packed::pack(&model.graph) {
+        Ok(p) => p,
+        Err(e) => {
+            for stale in [&sprig, &vectors] {
+                if stale.exists() {
+                    std::fs::remove_file(stale).map_err(crate::Error::io(stale))?;
+                }
+            }
+            let reason = match e {
+                crate::Error::Export { message, .. } => message,
+                other => other.to_string(),
+            };
+            say(
+                opts,
+                format!("no {} written: {reason}", packed::PACKED_FILE),
+            );
+            return Ok(Err(reason));
+        }
+    };
+    write_atomic(&sprig, &packed.blob)?;
+    let n = packed::write_vectors(&packed.blob, test, packed::DEFAULT_VECTOR_COUNT, &vectors)?;
+    say(
+        opts,
+        format!(
+            "{}: {} bytes ({:.4} x int8 weights + int32 biases), arena {} bytes; {} with {n} test vectors",
+            sprig.display(),
+            packed.blob_bytes(),
+            packed.overhead_ratio(),
+            packed.arena_bytes,
+            packed::VECTORS_FILE
+        ),
+    );
+    let report = packed::deployed_eval(&model.graph, &packed.blob, test)?;
+    say(
+        opts,
+        format!(
+            "deployed int8 (sprig-runtime, host): {:.2}% top-1 beside fake-quant {:.2}%; \
+             agreement {:.2}% ({} of {} images differ); outputs {:.3} steps off on average, \
+             {:.0} at most",
+            100.0 * report.deployed_accuracy,
+            100.0 * report.fake_quant_accuracy,
+            100.0 * report.agreement,
+            report.disagreements,
+            report.images,
+            report.mean_abs_diff_steps,
+            report.max_abs_diff_steps
+        ),
+    );
+    Ok(Ok(Deployed { packed, report }))
 }
 
 fn weight_bits(model: &Model) -> Option<u8> {

@@ -38,6 +38,16 @@ pub struct Summary {
     pub quantized_accuracy: Option<f32>,
     pub layers: Vec<LayerRow>,
     pub weight_bits: Option<u8>,
+    /// Top-1 of the packed int8 model run by sprig-runtime on the host.
+    pub deployed_accuracy: Option<f32>,
+    /// Fraction of test images where the deployed and the fake-quant model agree.
+    pub agreement: Option<f32>,
+    /// Bytes of `model.sprig`.
+    pub blob_bytes: Option<usize>,
+    /// Arena bytes the packed model needs.
+    pub arena_bytes: Option<usize>,
+    /// Why no `model.sprig` was written, when none was.
+    pub packed_skipped: Option<String>,
     pub seconds: f32,
     pub out: String,
 }
@@ -131,6 +141,18 @@ impl fmt::Display for Summary {
                 100.0 * (a - self.float_accuracy)
             )?;
         }
+        if let Some(a) = self.deployed_accuracy {
+            let agreement = self.agreement.map_or(String::new(), |g| {
+                format!(", agrees with quantized on {}", pct(g))
+            });
+            writeln!(
+                f,
+                "  {:<20} {:>9}  ({:+.2} points{agreement})",
+                "deployed int8",
+                pct(a),
+                100.0 * (a - self.float_accuracy)
+            )?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -180,6 +202,15 @@ impl fmt::Display for Summary {
             self.quantized_bytes(),
             self.quantized_nonzero_bytes()
         )?;
+        match (self.blob_bytes, self.arena_bytes, &self.packed_skipped) {
+            (Some(blob), Some(arena), _) => writeln!(
+                f,
+                "model.sprig: {blob} bytes (int8 weights + int32 biases {}), arena {arena} bytes",
+                self.total(|r| r.weights) + 4 * self.total(|r| r.biases)
+            )?,
+            (_, _, Some(why)) => writeln!(f, "model.sprig: not written ({why})")?,
+            _ => {}
+        }
         write!(f, "time: {:.1} s  |  outputs in {}", self.seconds, self.out)
     }
 }

@@ -63,6 +63,18 @@ impl Raw {
     }
 }
 
+/// With serde_json's `arbitrary_precision` feature (which any crate in a build can turn
+/// on, e.g. defmt-decoder does), JSON numbers reach `deserialize_any` visitors as a
+/// one-entry map under this key holding the number's text.
+const ARBITRARY_PRECISION_NUMBER: &str = "$serde_json::private::Number";
+
+fn number_from_digits(digits: &str) -> Option<Raw> {
+    match digits.parse::<i128>() {
+        Ok(i) => Some(Raw::Int(i)),
+        Err(_) => digits.parse::<f64>().ok().map(Raw::Float),
+    }
+}
+
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(RawVisitor)
@@ -141,6 +153,11 @@ impl<'de> Visitor<'de> for RawVisitor {
                     key.describe()
                 )));
             };
+            if key == ARBITRARY_PRECISION_NUMBER && pairs.is_empty() {
+                let digits: String = map.next_value()?;
+                return number_from_digits(&digits)
+                    .ok_or_else(|| de::Error::custom(format!("`{digits}` is not a number")));
+            }
             pairs.push((key, map.next_value()?));
         }
         Ok(Raw::Map(pairs))

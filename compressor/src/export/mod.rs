@@ -1,4 +1,5 @@
-//! Exports: weights and masks (safetensors), ONNX, calibration JSON.
+//! Exports: weights and masks (safetensors), ONNX, calibration JSON, and the packed int8
+//! model (`model.sprig`) with its test vectors (`vectors.bin`).
 //!
 //! Every file is written atomically (temp file, fsync, rename), so a killed export never
 //! leaves a half-written file where a good one was.
@@ -6,11 +7,13 @@
 mod atomic;
 mod calibration;
 mod onnx;
+pub mod packed;
 mod weights;
 
 pub use atomic::write_atomic;
 pub use calibration::{calibration_json, write_calibration};
 pub use onnx::write_onnx;
+pub use packed::{pack, write_packed, Packed};
 pub use weights::{write_masks, write_weights};
 
 use std::path::Path;

@@ -1,0 +1,30 @@
+//! sprig on QEMU's lm3s6965evb (Cortex-M3): run every embedded vector, report over
+//! defmt-semihosting, exit 0 only if every output is bit-exact with the host.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use sprig_board_common::counter::SysTick;
+use sprig_board_common::{check, qemu, stack};
+
+const BOARD: &str = "qemu-lm3s6965";
+/// QEMU's LM3S6965 runs its system clock at 12.5 MHz after reset (the RCC register's
+/// reset SYSDIV divides 200 MHz by 16) and QEMU runs with `-icount shift=0` (1 ns per
+/// instruction): one SysTick tick at the core clock is 80 instructions.
+const INSTRUCTIONS_PER_TICK: f32 = 80.0;
+
+#[entry]
+fn main() -> ! {
+    let Some(p) = cortex_m::Peripherals::take() else {
+        qemu::exit(false)
+    };
+    let mut counter = SysTick::new(p.SYST, "instructions", INSTRUCTIONS_PER_TICK);
+    let outcome = check(BOARD, &mut counter, Some(stack::cortex_m_rt_area()));
+    qemu::exit(outcome.passed())
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
+    qemu::exit(false)
+}

@@ -1,0 +1,422 @@
+//! Lowering a quantized NCHW [`Graph`] to the runtime's NHWC int8 graph
+//! ([`GraphDef`] plus the data section in a [`BlobBuilder`]).
+//!
+//! Every tensor the runtime sees is on the grid [`resolve_grids`] gives it, which is
+//! the grid the float graph's fake quantization uses; so the int8 model computes what
+//! the fake-quantized model computes, up to the fixed-point rounding of TFLite's int8
+//! scheme. Per layer:
+//!
+//! - Conv2d (groups 1) → `Conv2d`, filter `[OC, KH, KW, IC]`; depthwise (groups = in =
+//!   out channels) → `DepthwiseConv2d`, filter `[KH, KW, OC]`; Linear →
+//!   `FullyConnected` `[OUT, IN]`. Weights are [`quantize_weight_integers`] of the masked
+//!   weight with [`weight_scales`] (what the forward pass computes), biases
+//!   `round(b / (s_in · s_w[c]))` as `i32`, requantization per output channel from
+//!   `s_in · s_w[c] / s_out`.
+//! - A fused ReLU / ReLU6 ([`Graph::fused_activation`]) becomes the producing op's
+//!   `act_min` / `act_max`; the activation node emits nothing.
+//! - MaxPool2d / AvgPool2d map one to one; the global average pool becomes an
+//!   `AvgPool2d` over the whole H×W (its rounding is what
+//!   [`crate::quant::round_average_onto_grid`] emulates).
+//! - Flatten becomes a `Reshape` (no copy). PyTorch flattens channel-major (c, h, w),
+//!   the runtime's NHWC tensor flattens as (h, w, c), so the Linear that reads it gets
+//!   its weight columns permuted to match.
+//! - Add → `Add` with per-input requantization ([`AddQuant::from_scales`]).
+//! - An unfused ReLU / ReLU6 on a grid becomes a 1×1 `MaxPool2d` that only clamps.
+
+mod layers;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+use sprig_runtime::{Op, Tensor as RtTensor, TensorKind};
+
+use crate::config::QuantType;
+use crate::nn::{quant_plan, resolve_grids, Graph, Grids, Layer, NodeQuant, OutputGrid, Source};
+use crate::quant::QParams;
+use crate::{Error, Result};
+
+/// The only weight and activation width this format version stores.
+pub const PACKED_BITS: u8 = 8;
+
+/// The lowered graph and its data section, with byte counts of what went in.
+pub(super) struct Lowered {
+    pub graph: GraphDef,
+    pub data: BlobBuilder,
+    /// int8 weight bytes (dense: pruned weights are stored as zeros).
+    pub weight_bytes: usize,
+    /// int32 bias bytes.
+    pub bias_bytes: usize,
+    /// Requantization bytes (multipliers and shifts).
+    pub requant_bytes: usize,
+}
+
+/// A runtime tensor as the lowering tracks it.
+#[derive(Debug, Clone)]
+struct Value {
+    /// Index in the runtime tensor table.
+    index: u32,
+    /// NHWC shape.
+    shape: Vec<usize>,
+    grid: QParams,
+    /// For a flattened `[1, C·H·W]` tensor: the `[C, H, W]` it came from, whose NHWC
+    /// flattening order the reading Linear must follow.
+    flattened_from: Option<[usize; 3]>,
+}
+
+struct Lowering<'a> {
+    graph: &'a Graph,
+    path: &'a Path,
+    plan: Vec<NodeQuant>,
+    grids: Grids,
+    tensors: Vec<RtTensor>,
+    ops: Vec<Op>,
+    data: BlobBuilder,
+    /// The runtime value each node's output is (activations fused into their producer
+    /// share its value).
+    values: Vec<Option<Value>>,
+    input: Option<Value>,
+    weight_bytes: usize,
+    bias_bytes: usize,
+    requant_bytes: usize,
+}
+
+/// Lowers `graph`; `path` is only used in error messages.
+pub(super) fn lower(graph: &Graph, path: &Path) -> Result<Lowered> {
+    let mut l = Lowering {
+        graph,
+        path,
+        plan: quant_plan(graph),
+        grids: resolve_grids(graph),
+        tensors: Vec::new(),
+        ops: Vec::new(),
+        data: BlobBuilder::new(),
+        values: Vec::with_capacity(graph.nodes().len()),
+        input: None,
+        weight_bytes: 0,
+        bias_bytes: 0,
+        requant_bytes: 0,
+    };
+    l.check_graph()?;
+    for i in 0..graph.nodes().len() {
+        let value = l.lower_node(i)?;
+        l.values.push(value);
+    }
+    let last = graph.nodes().len() - 1;
+    let output = l.values[last]
+        .clone()
+        .ok_or_else(|| l.fail("the graph's last node produces no tensor"))?;
+    let input = l
+        .input
+        .clone()
+        .ok_or_else(|| l.fail("no layer reads the graph input"))?;
+    if output.index == input.index {
+        return Err(l.fail("the graph computes nothing (its output is its input)"));
+    }
+    l.tensors[output.index as usize].kind = TensorKind::Output;
+    let mut def = GraphDef {
+        tensors: l.tensors,
+        ops: l.ops,
+        input: input.index,
+        output: output.index,
+        arena_size: 0,
+    };
+    def.plan_arena().map_err(|e| Error::Export {
+        path: path.to_path_buf(),
+        message: format!("planning the arena failed (an exporter bug): {e}"),
+    })?;
+    Ok(Lowered {
+        graph: def,
+        data: l.data,
+        weight_bytes: l.weight_bytes,
+        bias_bytes: l.bias_bytes,
+        requant_bytes: l.requant_bytes,
+    })
+}
+
+/// A tensor's elements as f32 on the host, row-major.
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+fn u32_of(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// The config dict that makes a layer type own an 8-bit output grid.
+fn output_dict(op_type: &str) -> String {
+    format!(
+        r#"{{"op_types": ["{op_type}"], "quant_types": ["output"], "quant_bits": {PACKED_BITS}}}"#
+    )
+}
+
+impl<'a> Lowering<'a> {
+    fn fail(&self, message: impl Into<String>) -> Error {
+        Error::Export {
+            path: self.path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    fn layer_fail(&self, i: usize, message: impl std::fmt::Display) -> Error {
+        let node = &self.graph.nodes()[i];
+        self.fail(format!(
+            "layer `{}` ({}): {message}",
+            node.name,
+            node.layer.op_type()
+        ))
+    }
+
+    /// What can be refused before looking at any layer.
+    fn check_graph(&self) -> Result<()> {
+        let graph = self.graph;
+        if graph.nodes().is_empty() {
+            return Err(self.fail("the graph has no layers"));
+        }
+        let Some(binding) = graph.quant() else {
+            return Err(self.fail(format!(
+                "the model is not quantized: the int8 format needs a quantizer with \
+                 quant_types input, weight and output, e.g. QAT_Quantizer with \
+                 {{\"op_types\": [\"Conv2d\", \"Linear\"], \"quant_types\": [\"input\", \
+                 \"weight\", \"output\"], \"quant_bits\": {PACKED_BITS}}}"
+            )));
+        };
+        if let Some(bn) = graph
+            .nodes()
+            .iter()
+            .find(|n| matches!(n.layer, Layer::BatchNorm2d(_)))
+        {
+            return Err(self.fail(format!(
+                "batch norm `{}` is not folded; fold batch norms into their convolutions \
+                 (compress::fold_batch_norms) before quantizing",
+                bn.name
+            )));
+        }
+        for (name, layer) in binding.layers() {
+            for t in QuantType::ALL {
+                match layer.config.bits(t) {
+                    Some(bits) if layer.config.quantizes(t) && bits != PACKED_BITS => {
+                        return Err(self.fail(format!(
+                            "layer `{name}` quantizes its {t} to {bits} bits; the packed format \
+                             stores {PACKED_BITS}-bit weights and activations only (sub-8-bit \
+                             packing is not implemented yet)"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a runtime tensor of NHWC `shape` on `grid`.
+    fn new_tensor(
+        &mut self,
+        i: Option<usize>,
+        shape: Vec<usize>,
+        grid: QParams,
+        flattened_from: Option<[usize; 3]>,
+    ) -> Result<Value> {
+        let what = || match i {
+            Some(i) => format!("layer `{}`", self.graph.nodes()[i].name),
+            None => "the graph input".to_string(),
+        };
+        if grid.qmin != i32::from(i8::MIN) || grid.qmax != i32::from(i8::MAX) {
+            return Err(self.fail(format!(
+                "{}: its grid spans [{}, {}], not int8's [-128, 127] ({PACKED_BITS}-bit \
+                 activations only)",
+                what(),
+                grid.qmin,
+                grid.qmax
+            )));
+        }
+        let valid = grid.scale.is_finite()
+            && grid.scale > 0.0
+            && (grid.qmin..=grid.qmax).contains(&grid.zero_point);
+        if !valid {
+            return Err(self.fail(format!(
+                "{}: invalid grid (scale {}, zero point {})",
+                what(),
+                grid.scale,
+                grid.zero_point
+            )));
+        }
+        if shape.is_empty() || shape.len() > 4 || shape.contains(&0) {
+            return Err(self.fail(format!("{}: unsupported shape {shape:?}", what())));
+        }
+        let dims: Vec<u32> = shape.iter().map(|&d| u32_of(d)).collect();
+        let dims = dims
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.fail(format!("{}: rank {} above 4", what(), shape.len())))?;
+        let index = u32_of(self.tensors.len());
+        self.tensors.push(RtTensor {
+            shape: dims,
+            scale: grid.scale,
+            zero_point: grid.zero_point,
+            arena_offset: 0,
+            kind: if i.is_none() {
+                TensorKind::Input
+            } else {
+                TensorKind::Activation
+            },
+        });
+        Ok(Value {
+            index,
+            shape,
+            grid,
+            flattened_from,
+        })
+    }
+
+    /// The runtime value node `i` reads as its input `k`.
+    fn input(&mut self, i: usize, k: usize) -> Result<Value> {
+        match self.graph.nodes()[i].inputs[k] {
+            Source::Node(j) => self.values[j].clone().ok_or_else(|| {
+                self.layer_fail(i, "reads a layer that produced no tensor (an exporter bug)")
+            }),
+            Source::Input => {
+                if let Some(v) = &self.input {
+                    return Ok(v.clone());
+                }
+                let Some(grid) = self.grids.input else {
+                    let calibrating = self.plan[i].quantize_input;
+                    return Err(self.layer_fail(
+                        i,
+                        if calibrating {
+                            "reads the graph input, whose range the quantizer has not \
+                             calibrated yet (run at least one training pass with the \
+                             quantizer bound)"
+                                .to_string()
+                        } else {
+                            format!(
+                                "reads the graph input, which has no int8 grid: add \"input\" \
+                                 to this layer's quant_types (e.g. {{\"op_names\": [\"{}\"], \
+                                 \"quant_types\": [\"input\", \"weight\", \"output\"], \
+                                 \"quant_bits\": {PACKED_BITS}}})",
+                                self.graph.nodes()[i].name
+                            )
+                        },
+                    ));
+                };
+                let [c, h, w] = self.graph.input_shape();
+                let v = self.new_tensor(None, vec![1, h, w, c], grid, None)?;
+                self.input = Some(v.clone());
+                Ok(v)
+            }
+        }
+    }
+
+    /// The grid of node `i`'s op output (its fused activation's, if it has one) and
+    /// that activation.
+    fn output_grid(&self, i: usize) -> Result<(QParams, Option<usize>)> {
+        let act = self.graph.fused_activation(i);
+        let j = act.unwrap_or(i);
+        match self.grids.outputs[j] {
+            Some(g) => Ok((g, act)),
+            None => Err(self.missing_grid(i, j)),
+        }
+    }
+
+    /// Why node `j`'s output (produced by node `i`'s op) has no grid, and what to change.
+    fn missing_grid(&self, i: usize, j: usize) -> Error {
+        let nodes = self.graph.nodes();
+        if let OutputGrid::Owned(owner) = self.plan[j].output {
+            return self.layer_fail(
+                owner,
+                "the quantizer has not calibrated its output range yet (run at least one \
+                 training pass with the quantizer bound)",
+            );
+        }
+        let layer = &nodes[i].layer;
+        let op_type = layer.op_type().to_string();
+        match layer {
+            Layer::Conv2d(_) | Layer::Linear(_) | Layer::Add(_) => self.layer_fail(
+                i,
+                format!(
+                    "its output has no int8 grid; add {} (or the same with \"op_names\": \
+                     [\"{}\"]) to the quantizer's config_list",
+                    output_dict(&op_type),
+                    nodes[i].name
+                ),
+            ),
+            _ if i != j => self.layer_fail(
+                i,
+                format!(
+                    "the {} `{}` after it has no int8 grid: only Conv2d, Linear and Add own \
+                     output grids, so an activation can only follow one of them",
+                    nodes[j].layer.op_type(),
+                    nodes[j].name
+                ),
+            ),
+            _ => self.layer_fail(
+                i,
+                "its input is not on an int8 grid, so neither is its output; quantize the \
+                 output of the layer that feeds it",
+            ),
+        }
+    }
+
+    /// `act_min`, `act_max` of an op whose output is on `grid`, with activation `act`
+    /// fused.
+    fn clamps(&self, act: Option<usize>, grid: QParams) -> (i32, i32) {
+        let (lo, hi) = (i32::from(i8::MIN), i32::from(i8::MAX));
+        match act.map(|j| &self.graph.nodes()[j].layer) {
+            Some(Layer::ReLU(_)) => (grid.zero_point.clamp(lo, hi), hi),
+            Some(Layer::ReLU6(_)) => {
+                let six = (6.0 / f64::from(grid.scale)).round();
+                let top = (f64::from(grid.zero_point) + six).min(f64::from(hi)) as i32;
+                (grid.zero_point.clamp(lo, hi), top.max(grid.zero_point))
+            }
+            _ => (lo, hi),
+        }
+    }
+
+    /// `[1, H, W, C]` of a value, or an error naming the layer.
+    fn nhwc(&self, i: usize, v: &Value) -> Result<[usize; 3]> {
+        match *v.shape.as_slice() {
+            [1, h, w, c] => Ok([h, w, c]),
+            ref s => Err(self.layer_fail(i, format!("expects a [1, H, W, C] input, gets {s:?}"))),
+        }
+    }
+
+    /// Emits node `i`'s op(s); returns the value its output is.
+    fn lower_node(&mut self, i: usize) -> Result<Option<Value>> {
+        let graph = self.graph;
+        let node = &graph.nodes()[i];
+        // An activation fused into its producer: the producer's output is this node's.
+        if node.layer.is_activation() {
+            if let Source::Node(p) = node.inputs[0] {
+                if graph.fused_activation(p) == Some(i) {
+                    return Ok(self.values[p].clone());
+                }
+            }
+        }
+        match &node.layer {
+            Layer::Conv2d(conv) => self.conv(i, conv).map(Some),
+            Layer::Linear(lin) => self.linear(i, lin).map(Some),
+            Layer::MaxPool2d(p) => {
+                let c = p.0;
+                self.pool(i, false, [c.kernel_size; 2], [c.stride; 2])
+                    .map(Some)
+            }
+            Layer::AvgPool2d(p) => {
+                let c = p.0;
+                self.pool(i, true, [c.kernel_size; 2], [c.stride; 2])
+                    .map(Some)
+            }
+            Layer::GlobalAvgPool(_) => {
+                let x = self.input(i, 0)?;
+                let [h, w, _] = self.nhwc(i, &x)?;
+                self.pool(i, true, [h, w], [1, 1]).map(Some)
+            }
+            Layer::Flatten(_) => self.flatten(i).map(Some),
+            Layer::Add(_) => self.add(i).map(Some),
+            Layer::ReLU(_) | Layer::ReLU6(_) => self.unfused_activation(i).map(Some),
+            Layer::BatchNorm2d(_) => Err(self.layer_fail(i, "batch norm is not folded")),
+        }
+    }
+}

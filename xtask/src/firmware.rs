@@ -1,0 +1,251 @@
+//! `cargo xtask build --board B [--artifacts DIR]`: build a board's firmware with a
+//! compress run's model and vectors embedded.
+//!
+//! Cargo runs in the board's folder, so its `.cargo/config.toml` (target, runner) and
+//! `memory.x` apply; the run folder reaches the firmware's build scripts through
+//! `SPRIG_ARTIFACTS`. Before building, the model and arena are checked against the
+//! board's flash and RAM, and the vectors are capped to what fits beside the model
+//! (`SPRIG_MAX_VECTORS`), which is said when it happens.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use sprig_board_build::{read_artifacts, record_len, Artifacts, ARTIFACTS_ENV, MAX_VECTORS_ENV};
+
+use crate::boards::{self, kib, Board};
+
+/// Flash kept free for the firmware's code and constants when deciding how many
+/// vectors fit (runtime, defmt and startup code measure 33-41 KiB across the targets).
+pub const CODE_RESERVE: u64 = 48 * 1024;
+/// RAM kept free for the stack, beside the arena.
+pub const STACK_RESERVE: u64 = 4 * 1024;
+/// Where `cargo xtask compress` writes by default.
+pub const DEFAULT_ARTIFACTS: &str = "runs/lenet5";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Board folder under boards/ (e.g. qemu-mps2-an386).
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    board: Option<String>,
+    /// Every board.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    pub input: Input,
+}
+
+/// Which artifacts to embed.
+#[derive(clap::Args, Clone)]
+pub struct Input {
+    /// Compress run folder holding model.sprig and vectors.bin.
+    #[arg(long, default_value = DEFAULT_ARTIFACTS)]
+    pub artifacts: PathBuf,
+    /// Embed at most this many vectors (default: all that fit the board's flash).
+    #[arg(long)]
+    pub max_vectors: Option<usize>,
+}
+
+/// A built firmware image.
+pub struct Firmware {
+    /// The linked ELF.
+    pub elf: PathBuf,
+    /// What was embedded (vectors capped).
+    pub artifacts: Artifacts,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let boards = match &args.board {
+        Some(name) => vec![boards::find(name)?],
+        None => boards::all()?,
+    };
+    for board in boards {
+        let firmware = build(&board, &args.input)?;
+        println!("{board}: {}", firmware.elf.display());
+    }
+    Ok(())
+}
+
+/// How many of `artifacts`' vectors fit `board`'s flash beside the model and code;
+/// errors if the model or its arena cannot fit at all, naming both sizes.
+pub fn vectors_that_fit(board: &Board, artifacts: &Artifacts) -> anyhow::Result<usize> {
+    let model = artifacts.model.len() as u64;
+    if model + CODE_RESERVE > board.flash {
+        bail!(
+            "the model does not fit {board}: it needs {} of flash ({} model + {} for code), \
+             the board has {}",
+            kib(model + CODE_RESERVE),
+            kib(model),
+            kib(CODE_RESERVE),
+            kib(board.flash)
+        );
+    }
+    let arena = artifacts.arena_size as u64;
+    if arena + STACK_RESERVE > board.ram {
+        bail!(
+            "the model does not fit {board}: it needs {} of RAM ({} arena + {} stack), \
+             the board has {}",
+            kib(arena + STACK_RESERVE),
+            kib(arena),
+            kib(STACK_RESERVE),
+            kib(board.ram)
+        );
+    }
+    let record = record_len(artifacts.input_len, artifacts.output_len) as u64;
+    let room = board.flash - model - CODE_RESERVE;
+    let fit = room.saturating_sub(sprig_board_build::VECTORS_HEADER as u64) / record;
+    Ok(usize::try_from(fit).unwrap_or(usize::MAX))
+}
+
+/// Build `board`'s firmware with `input`'s artifacts; returns the ELF.
+pub fn build(board: &Board, input: &Input) -> anyhow::Result<Firmware> {
+    let dir = std::path::absolute(&input.artifacts)
+        .with_context(|| format!("bad artifacts path {}", input.artifacts.display()))?;
+    let all = read_artifacts(&dir, None).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n  `cargo xtask compress --out {}` writes the model and its vectors there; \
+             or pass --artifacts DIR",
+            input.artifacts.display()
+        )
+    })?;
+    let fit = vectors_that_fit(board, &all)?;
+    let keep = input
+        .max_vectors
+        .unwrap_or(usize::MAX)
+        .min(fit)
+        .min(all.total_vectors);
+    if keep == 0 {
+        bail!("no vectors to run on {board}: {} holds none", dir.display());
+    }
+    if keep < all.total_vectors {
+        let why = if keep == fit {
+            format!(
+                "fit its {} of flash beside the model ({}) and code",
+                kib(board.flash),
+                kib(all.model.len() as u64)
+            )
+        } else {
+            "were asked for (--max-vectors)".to_string()
+        };
+        println!(
+            "{board}: embedding {keep} of the {} vectors: as many as {why}",
+            all.total_vectors
+        );
+    }
+    let artifacts = read_artifacts(&dir, Some(keep)).map_err(anyhow::Error::msg)?;
+    let elf = cargo_build(board, &dir, keep)?;
+    Ok(Firmware { elf, artifacts })
+}
+
+fn shown(board: &Board) -> String {
+    board
+        .dir
+        .strip_prefix(boards::repo_root())
+        .unwrap_or(&board.dir)
+        .display()
+        .to_string()
+}
+
+/// `cargo build --release` in the board folder; returns the executable's path.
+fn cargo_build(board: &Board, artifacts: &Path, keep: usize) -> anyhow::Result<PathBuf> {
+    let command = format!(
+        "cd {} && {ARTIFACTS_ENV}={} {MAX_VECTORS_ENV}={keep} cargo build --release",
+        shown(board),
+        artifacts.display()
+    );
+    println!("$ {command}");
+    let mut child = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(&board.dir)
+        .env(ARTIFACTS_ENV, artifacts)
+        .env(MAX_VECTORS_ENV, keep.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{command}`"))?;
+    let mut elf = None;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message["reason"] == "compiler-artifact" {
+                if let Some(path) = message["executable"].as_str() {
+                    elf = Some(PathBuf::from(path));
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{command}` failed ({status})");
+    }
+    elf.with_context(|| format!("`{command}` built no executable"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boards::Kind;
+
+    fn board(flash: u64, ram: u64) -> Board {
+        Board {
+            name: "test-board".into(),
+            dir: PathBuf::from("boards/test-board"),
+            target: "thumbv6m-none-eabi".into(),
+            runner: vec!["qemu-system-arm".into()],
+            flash,
+            ram,
+            kind: Kind::Simulated,
+        }
+    }
+
+    fn artifacts(model: usize, arena: usize, vectors: usize) -> Artifacts {
+        Artifacts {
+            dir: PathBuf::new(),
+            model: vec![0; model],
+            vectors: Vec::new(),
+            total_vectors: vectors,
+            kept_vectors: vectors,
+            arena_size: arena,
+            ops: 1,
+            tensors: 2,
+            input_len: 784,
+            output_len: 10,
+        }
+    }
+
+    #[test]
+    fn vectors_are_capped_to_the_flash_left_by_model_and_code() {
+        // 256 KiB flash − 64 KiB model − 48 KiB code reserve − 20 header = 147,436 bytes
+        // of 795-byte records.
+        let fit = vectors_that_fit(
+            &board(256 * 1024, 16 * 1024),
+            &artifacts(64 * 1024, 4096, 1000),
+        );
+        assert_eq!(fit.unwrap(), 185);
+    }
+
+    #[test]
+    fn a_model_too_big_names_both_sizes() {
+        let e = vectors_that_fit(
+            &board(128 * 1024, 16 * 1024),
+            &artifacts(120 * 1024, 4096, 10),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("168.0 KiB") && e.contains("128.0 KiB"), "{e}");
+        let e = vectors_that_fit(&board(1 << 20, 16 * 1024), &artifacts(1024, 14 * 1024, 10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("18.0 KiB of RAM") && e.contains("16.0 KiB"),
+            "{e}"
+        );
+    }
+}
