@@ -1,9 +1,11 @@
 //! `cargo xtask bench train`: training throughput (images/s) for lenet5 plain, with
 //! masks, and with QAT; `cargo xtask bench runtime`: the packed int8 model of a
 //! compress run (`model.sprig` + `vectors.bin`) on the host: µs per inference on one
-//! thread, blob and arena bytes. Both append to BENCHMARKS.md with machine, command and
+//! thread, blob and arena bytes; `cargo xtask bench mcu`: instructions per inference and
+//! per MAC on every QEMU board, runtime code size, peak RAM. All append to BENCHMARKS.md with machine, command and
 //! date.
 
+mod mcu;
 mod runtime;
 
 use std::io::Write;
@@ -22,7 +24,7 @@ use sprig_compressor::train::{Optimizer, OptimizerKind};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to measure: train or runtime.
+    /// What to measure: train, runtime or mcu.
     what: String,
     #[arg(long, default_value = "lenet5")]
     model: String,
@@ -36,7 +38,7 @@ pub struct Args {
     /// Where to append the results.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
-    /// runtime: the run folder holding model.sprig and vectors.bin.
+    /// runtime, mcu: the run folder holding model.sprig and vectors.bin.
     #[arg(long, default_value = "runs/lenet5")]
     artifacts: PathBuf,
     /// runtime: timing rounds (the median is reported).
@@ -51,7 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what.as_str() {
         "train" => bench_train(&args),
         "runtime" => runtime::run(&args.artifacts, args.rounds, args.iterations, &args.output),
-        other => anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime"),
+        "mcu" => mcu::run(&args.artifacts, &args.output),
+        other => anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime, mcu"),
     }
 }
 
