@@ -41,7 +41,7 @@ pub const MAGIC: [u8; 4] = *b"SPRG";
 /// Format major version this runtime reads; any other major is refused.
 pub const FORMAT_MAJOR: u16 = 1;
 /// Format minor version this runtime writes; newer minors of the same major are read.
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 20;
 /// Alignment of the data section, relative to the blob start.

@@ -186,5 +186,91 @@ pub(crate) fn dot(input: &[i8], weights: &[i8], input_offset: i32) -> i32 {
     xw.wrapping_add(input_offset.wrapping_mul(sw))
 }
 
+/// Largest run of offset inputs (`x + input_offset` as `i16`) a kernel keeps on the
+/// stack: 512 entries, 1 KiB. Longer runs take the slower [`dot`] paths.
+pub(crate) const OFFSET_CAP: usize = 512;
+
+/// `input_offset` as an `i16` if `|input_offset| ≤ 256`, so that `x + input_offset`
+/// fits an `i16` for every `i8` `x` (always the case for a validated model, whose
+/// offsets lie in `−127..=128`).
+#[inline]
+pub(crate) fn small_offset(input_offset: i32) -> Option<i16> {
+    i16::try_from(input_offset)
+        .ok()
+        .filter(|o| (-256..=256).contains(o))
+}
+
+/// `dst[i] = src[i] + offset` (no overflow: `|offset| ≤ 256`).
+#[inline]
+pub(crate) fn offset_into(dst: &mut [i16], src: &[i8], offset: i16) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = i16::from(s).wrapping_add(offset);
+    }
+}
+
+/// `Σ x·w` over offset inputs `x` (`|x| ≤ 384`, so each product is exact in `i32`
+/// and equals the reference's `(x + input_offset) · w`), wrapping.
+#[inline]
+pub(crate) fn dot_offset(x: &[i16], w: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (&xv, &wv) in x.iter().zip(w) {
+        acc = acc.wrapping_add(i32::from(xv).wrapping_mul(i32::from(wv)));
+    }
+    acc
+}
+
+/// [`dot_offset`] of one input run against four weight runs at once, so each input
+/// value is loaded once per four products.
+#[inline]
+pub(crate) fn dot_offset4(x: &[i16], w0: &[i8], w1: &[i8], w2: &[i8], w3: &[i8]) -> [i32; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+    for ((((&xv, &v0), &v1), &v2), &v3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
+        let xv = i32::from(xv);
+        a0 = a0.wrapping_add(xv.wrapping_mul(i32::from(v0)));
+        a1 = a1.wrapping_add(xv.wrapping_mul(i32::from(v1)));
+        a2 = a2.wrapping_add(xv.wrapping_mul(i32::from(v2)));
+        a3 = a3.wrapping_add(xv.wrapping_mul(i32::from(v3)));
+    }
+    [a0, a1, a2, a3]
+}
+
+/// For each output channel `oc` (weights `weights[oc·len .. (oc+1)·len]`,
+/// `len = x.len()`), `out[oc] = stage.apply(Σ x·w, oc)`, four channels per pass over
+/// `x`.
+#[inline]
+pub(crate) fn channels_offset(
+    x: &[i16],
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    out: &mut [i8],
+) -> Result<(), Error> {
+    let len = x.len();
+    if len == 0 || out.len().checked_mul(len) != Some(weights.len()) {
+        return Err(Error::KernelArgs);
+    }
+    let mut outs = out.chunks_exact_mut(4);
+    let mut filters = weights.chunks_exact(4 * len);
+    let mut oc = 0usize;
+    for (o, f) in outs.by_ref().zip(filters.by_ref()) {
+        let (w0, r) = f.split_at_checked(len).ok_or(Error::KernelArgs)?;
+        let (w1, r) = r.split_at_checked(len).ok_or(Error::KernelArgs)?;
+        let (w2, w3) = r.split_at_checked(len).ok_or(Error::KernelArgs)?;
+        let acc = dot_offset4(x, w0, w1, w2, w3);
+        for (j, (y, a)) in o.iter_mut().zip(acc).enumerate() {
+            *y = stage.apply(a, oc + j);
+        }
+        oc += 4;
+    }
+    for (j, (y, w)) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(filters.remainder().chunks_exact(len))
+        .enumerate()
+    {
+        *y = stage.apply(dot_offset(x, w), oc + j);
+    }
+    Ok(())
+}
+
 /// Largest number of channels a pooling kernel accumulates at once on the stack.
 pub(crate) const CHANNEL_BLOCK: usize = 32;

@@ -13,7 +13,9 @@ use sprig_runtime::kernels::argmax::argmax;
 use sprig_runtime::kernels::conv::conv2d;
 use sprig_runtime::kernels::depthwise::depthwise_conv2d;
 use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
-use sprig_runtime::kernels::pooling::{global_avg_pool, pool2d, MeanParams, PoolKind};
+use sprig_runtime::kernels::pooling::{
+    global_avg_pool, in_place_ok, pool2d, pool2d_in_place, MeanParams, PoolKind,
+};
 use sprig_runtime::kernels::softmax::{softmax, SoftmaxParams};
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 
@@ -190,7 +192,18 @@ proptest! {
         let (mut fast, mut slow) = (vec![0i8; out_len], vec![1i8; out_len]);
         pool2d(kind, &g, a.min(b), a.max(b), &input, &mut fast).unwrap();
         reference::pool2d(kind, &g, a.min(b), a.max(b), &input, &mut slow);
-        prop_assert_eq!(fast, slow);
+        prop_assert_eq!(&fast, &slow);
+        // In place, output starting at or before the input in one buffer.
+        let shift = (rng.next() % 3) as usize;
+        let mut buf = vec![0i8; shift + input.len().max(out_len)];
+        buf[shift..shift + input.len()].copy_from_slice(&input);
+        let r = pool2d_in_place(kind, &g, a.min(b), a.max(b), &mut buf, shift, 0);
+        if in_place_ok(&g) {
+            r.unwrap();
+            prop_assert_eq!(&buf[..out_len], &slow[..]);
+        } else {
+            prop_assert!(r.is_err());
+        }
     }
 
     #[test]

@@ -350,6 +350,52 @@ fn arena_overlap_of_live_tensors() {
 }
 
 #[test]
+fn pool_aliasing_only_in_place() {
+    // The planner puts the 2×2/2 max pool (op 1: tensor 1 → 2) in place.
+    let built = cnn();
+    assert_eq!(
+        built.graph.tensors[1].arena_offset,
+        built.graph.tensors[2].arena_offset
+    );
+    Model::from_bytes(&built.blob()).unwrap();
+    // Overlapping but not at the same offset.
+    let e = crafted(|b| {
+        b.graph.tensors[2].arena_offset += 4;
+        b.graph.tensors[3].arena_offset += 4; // its reshape alias
+    });
+    assert_eq!(e, Error::ArenaOverlap { a: 1, b: 2 });
+    // Same offset, but with top padding the pool could overwrite values it still reads.
+    let e = crafted(|b| {
+        if let Op::MaxPool2d(p) = &mut b.graph.ops[1] {
+            p.padding.top = 1;
+            p.padding.bottom = 1;
+        }
+        let s = b.graph.tensors[2].shape.clone();
+        b.graph.tensors[2].shape =
+            heapless::Vec::from_slice(&[s[0], s[1] + 1, s[2], s[3]]).unwrap();
+    });
+    assert!(
+        matches!(e, Error::ArenaOverlap { .. } | Error::ShapeMismatch { .. }),
+        "{e:?}"
+    );
+    // The conv output read again later (here: by an extra max pool after the fc) must
+    // not be overwritten in place.
+    let e = crafted(|b| {
+        let mut extra = b.graph.tensors[2].clone();
+        extra.arena_offset = b.graph.arena_size;
+        b.graph.arena_size += 64;
+        b.graph.tensors.push(extra);
+        let mut again = match b.graph.ops[1] {
+            Op::MaxPool2d(p) => p,
+            _ => unreachable!(),
+        };
+        again.output = 5;
+        b.graph.ops.push(Op::MaxPool2d(again));
+    });
+    assert_eq!(e, Error::ArenaOverlap { a: 1, b: 2 });
+}
+
+#[test]
 fn graph_structure_errors() {
     let e = crafted(|b| b.graph.tensors[3].arena_offset += 1);
     assert_eq!(e, Error::BadAlias { op: 2 });

@@ -247,3 +247,38 @@ fn model_footprint() {
     eprintln!("size_of::<Op>() = {op}, size_of::<Model>() = {model}");
     assert!(op <= 96, "{op}");
 }
+
+/// The exported lenet5 (if a `cargo xtask compress` run left one in `runs/lenet5`),
+/// re-planned by this planner: pools write in place, the arena shrinks, and the
+/// re-planned blob runs bit-exact with the original.
+#[test]
+#[ignore = "needs runs/lenet5/model.sprig from `cargo xtask compress`"]
+fn lenet5_replanned_in_place() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../runs/lenet5/model.sprig");
+    let blob = std::fs::read(path).expect("run `cargo xtask compress` first");
+    let model = Model::from_bytes(&blob).unwrap();
+    let mut graph = GraphDef {
+        tensors: model.tensors().to_vec(),
+        ops: model.ops().to_vec(),
+        input: model.graph().input,
+        output: model.graph().output,
+        arena_size: 0,
+    };
+    let arena = graph.plan_arena().unwrap();
+    let mut builder = BlobBuilder::new();
+    builder.push_bytes(model.data()).unwrap();
+    let replanned_blob = builder.finish(&graph).unwrap();
+    let replanned = Model::from_bytes(&replanned_blob).unwrap();
+    println!("lenet5 arena: {} B -> {arena} B", model.arena_size());
+    assert!(arena <= 5_600, "arena {arena}");
+    let mut a1 = vec![0u8; model.arena_size()];
+    let mut a2 = vec![0u8; replanned.arena_size()];
+    let mut rng = Lcg::new(7);
+    for _ in 0..20 {
+        let input = rng.vec_i8(model.input_len());
+        let (mut o1, mut o2) = (vec![0i8; model.output_len()], vec![0i8; model.output_len()]);
+        model.run(&mut a1, &input, &mut o1).unwrap();
+        replanned.run(&mut a2, &input, &mut o2).unwrap();
+        assert_eq!(o1, o2);
+    }
+}

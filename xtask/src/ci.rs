@@ -4,7 +4,8 @@
 //! built with and every QEMU board runs bit-exact, then a one-minute fuzz run of the blob
 //! loader.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -27,7 +28,51 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Passed and failed test counts over every `cargo test` run.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs `cargo test ...`, echoing its output and adding its `test result:` lines to `tally`.
+fn cargo_test(args: &[&str], tally: &mut Tally) -> anyhow::Result<()> {
+    println!("$ cargo {}", args.join(" "));
+    let mut child = Command::new(env!("CARGO"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `cargo {}`", args.join(" ")))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .strip_suffix(word)
+                        })
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                tally.passed += count(" passed");
+                tally.failed += count(" failed");
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
 pub fn run() -> anyhow::Result<()> {
+    let mut tally = Tally::default();
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -60,15 +105,18 @@ pub fn run() -> anyhow::Result<()> {
             "defmt",
         ])?;
     }
-    cargo(&["test", "--workspace", "--all-targets"])?;
-    cargo(&["test", "--workspace", "--doc"])?;
-    firmware()?;
-    crate::fuzz::run(crate::fuzz::Args { seconds: 60 })
+    cargo_test(&["test", "--workspace", "--all-targets"], &mut tally)?;
+    cargo_test(&["test", "--workspace", "--doc"], &mut tally)?;
+    firmware(&mut tally)?;
+    crate::fuzz::run(crate::fuzz::Args { seconds: 60 })?;
+    // One closing line over every test run above.
+    println!("ci: {} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
 }
 
 /// A short compress run on the bundled subset, every board built with its model, and
 /// every QEMU board checked bit-exact against the host on every vector.
-fn firmware() -> anyhow::Result<()> {
+fn firmware(tally: &mut Tally) -> anyhow::Result<()> {
     const ARTIFACTS: &str = "runs/ci";
     cargo(&[
         "fmt",
@@ -77,13 +125,16 @@ fn firmware() -> anyhow::Result<()> {
         "--manifest-path",
         "boards/Cargo.toml",
     ])?;
-    cargo(&[
-        "test",
-        "--manifest-path",
-        "boards/Cargo.toml",
-        "-p",
-        "sprig-board-build",
-    ])?;
+    cargo_test(
+        &[
+            "test",
+            "--manifest-path",
+            "boards/Cargo.toml",
+            "-p",
+            "sprig-board-build",
+        ],
+        tally,
+    )?;
     cargo(&[
         "xtask",
         "compress",

@@ -59,8 +59,10 @@ impl GraphDef {
     /// Assign every tensor's `arena_offset` and set `arena_size`, greedily by size as
     /// TensorFlow Lite Micro's `GreedyMemoryPlanner` does: the largest buffer first,
     /// each at the lowest offset (aligned to [`ARENA_ALIGN`]) that no buffer live at
-    /// the same time occupies. Reshape outputs get their input's offset. Tensors no op
-    /// touches are put at offset 0. Returns the arena size.
+    /// the same time occupies. Reshape outputs get their input's offset. A MaxPool2d or
+    /// AvgPool2d without top/left padding that is the last reader of its input writes
+    /// its output in place: the two are placed together, at one offset (FORMAT.md §4).
+    /// Tensors no op touches are put at offset 0. Returns the arena size.
     pub fn plan_arena(&mut self) -> Result<u32, Error> {
         let n = self.tensors.len();
         let mut live = std::vec![Live::UNSET; n];
@@ -78,37 +80,73 @@ impl GraphDef {
                 offset: 0,
             });
         }
-        // Buffers to place: live roots, largest first (ties: earliest first).
-        let mut order: Vec<usize> = bufs
-            .iter()
-            .enumerate()
-            .filter(|(i, b)| b.live.first != NONE && b.live.root as usize == *i)
-            .map(|(i, _)| i)
-            .collect();
-        order.sort_by_key(|&i| {
-            bufs.get(i)
-                .map(|b| (std::cmp::Reverse(b.size), b.live.first, i))
-        });
+        // In-place pools (FORMAT.md §4): the output joins its input root's group when
+        // the pool is that root's last reader; a group is placed at one offset.
+        let mut leader: Vec<usize> = (0..n).collect();
+        for (i, op) in self.ops.iter().enumerate() {
+            let step = u32::try_from(i + 1).map_err(|_| Error::Encode)?;
+            let Some((x, y)) = lifetimes::in_place_pool(op) else {
+                continue;
+            };
+            let rx = live.get(x as usize).map_or(NONE, |l| l.root);
+            let ok = live.get(rx as usize).is_some_and(|l| l.last == step)
+                && live
+                    .get(y as usize)
+                    .is_some_and(|l| l.first == step && l.root == y);
+            if ok {
+                let group = leader.get(rx as usize).copied().unwrap_or(rx as usize);
+                if let Some(l) = leader.get_mut(y as usize) {
+                    *l = group;
+                }
+            }
+        }
+        // Groups of live roots, largest member first (ties: earliest first).
+        let is_root = |i: usize, b: &Buf| b.live.first != NONE && b.live.root as usize == i;
+        let mut groups: Vec<(u64, u32, usize, Vec<usize>)> = Vec::new();
+        for (i, b) in bufs.iter().enumerate().filter(|(i, b)| is_root(*i, b)) {
+            let g = leader.get(i).copied().unwrap_or(i);
+            match groups.iter_mut().find(|e| e.2 == g) {
+                Some(e) => {
+                    e.0 = e.0.max(b.size);
+                    e.1 = e.1.min(b.live.first);
+                    e.3.push(i);
+                }
+                None => groups.push((b.size, b.live.first, g, std::vec![i])),
+            }
+        }
+        groups.sort_by_key(|e| (std::cmp::Reverse(e.0), e.1, e.2));
         let mut placed: Vec<(u64, u64, Live)> = Vec::new(); // (start, end, lifetime)
         let mut arena: u64 = 0;
-        for &i in &order {
-            let Some(buf) = bufs.get_mut(i) else { continue };
-            let mut conflicts: Vec<(u64, u64)> = placed
+        for (_, _, _, members) in &groups {
+            let member = |m: &usize| bufs.get(*m).map(|b| (b.size, b.live));
+            let members: Vec<(usize, u64, Live)> = members
                 .iter()
-                .filter(|(_, _, l)| buf.live.overlaps(l))
-                .map(|&(s, e, _)| (s, e))
+                .filter_map(|m| member(m).map(|(s, l)| (*m, s, l)))
                 .collect();
-            conflicts.sort_unstable();
+            // Lowest aligned offset at which no member meets a placed buffer that is
+            // live at the same time: jump past every conflict until none is left.
             let mut offset = 0u64;
-            for (s, e) in conflicts {
-                if offset + buf.size <= s {
+            loop {
+                let mut moved = false;
+                for &(_, size, l) in &members {
+                    for &(s, e, pl) in &placed {
+                        if l.overlaps(&pl) && offset < e && s < offset + size {
+                            offset = offset.max(e.next_multiple_of(u64::from(ARENA_ALIGN)));
+                            moved = true;
+                        }
+                    }
+                }
+                if !moved {
                     break;
                 }
-                offset = offset.max(e.next_multiple_of(u64::from(ARENA_ALIGN)));
             }
-            buf.offset = offset;
-            placed.push((offset, offset + buf.size, buf.live));
-            arena = arena.max(offset + buf.size);
+            for &(m, size, l) in &members {
+                if let Some(b) = bufs.get_mut(m) {
+                    b.offset = offset;
+                }
+                placed.push((offset, offset + size, l));
+                arena = arena.max(offset + size);
+            }
         }
         // Aliases take their root's offset; untouched tensors sit at 0.
         let root_offsets: Vec<u64> = bufs

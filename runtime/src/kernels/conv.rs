@@ -1,20 +1,20 @@
 //! 2-D convolution, int8 (TFLite's `reference_integer_ops::ConvPerChannel`).
 
-use super::{dot, ConvGeometry, OutputStage};
+use super::{
+    channels_offset, dot, offset_into, small_offset, ConvGeometry, OutputStage, OFFSET_CAP,
+};
 use crate::error::Error;
-
-/// Largest window (`kernel_h · kernel_w · C` bytes) gathered on the stack; larger
-/// windows take the row-by-row path.
-const WINDOW_CAP: usize = 1024;
 
 /// `output[b, oy, ox, oc] = stage(Σ (input[b, iy, ix, ic] + input_offset) ·
 /// filter[oc, ky, kx, ic])` over the in-bounds window (padding contributes nothing,
 /// i.e. it stands for the input zero point).
 ///
-/// Each output pixel's window is gathered once into a contiguous stack buffer, padded
-/// positions filled with the zero point (`−input_offset`, whose term is then zero),
-/// so every output channel is one dot product over `kernel_h · kernel_w · C`
-/// contiguous bytes, matching the filter's `[OC, KH, KW, C]` layout.
+/// Each output pixel's window is gathered once into a contiguous stack buffer of
+/// `i16` with the input offset already added (padded positions are 0, so they add
+/// nothing), at most [`OFFSET_CAP`] entries. Every output channel is then one dot
+/// product over `kernel_h · kernel_w · C` contiguous values, matching the filter's
+/// `[OC, KH, KW, C]` layout, four channels per pass over the window. Larger windows
+/// (or offsets beyond ±256) take a row-by-row path.
 pub fn conv2d(
     g: &ConvGeometry,
     input_offset: i32,
@@ -34,9 +34,9 @@ pub fn conv2d(
     {
         return Err(Error::KernelArgs);
     }
-    match i8::try_from(input_offset.wrapping_neg()) {
-        Ok(zero_point) if filter_oc <= WINDOW_CAP => {
-            gathered(g, input_offset, zero_point, stage, filter, input, output)
+    match small_offset(input_offset) {
+        Some(offset) if filter_oc <= OFFSET_CAP => {
+            gathered(g, offset, stage, filter, input, output)
         }
         _ => by_rows(g, input_offset, stage, filter, input, output),
     }
@@ -44,8 +44,7 @@ pub fn conv2d(
 
 fn gathered(
     g: &ConvGeometry,
-    input_offset: i32,
-    zero_point: i8,
+    offset: i16,
     stage: &OutputStage<'_>,
     filter: &[i8],
     input: &[i8],
@@ -54,7 +53,7 @@ fn gathered(
     let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
     let image_len = g.in_h * g.in_w * g.in_c;
     let filter_row = g.kernel_w * g.in_c;
-    let mut buf = [0i8; WINDOW_CAP];
+    let mut buf = [0i16; OFFSET_CAP];
     let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
     let mut pixels = output.chunks_exact_mut(g.out_c);
     for image in input.chunks_exact(image_len) {
@@ -68,7 +67,7 @@ fn gathered(
                 let ix0 = x0 + kx0 - g.pad_left;
                 for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
                     if ky < ky0 || ky >= ky1 {
-                        row.fill(zero_point);
+                        row.fill(0);
                         continue;
                     }
                     let iy = y0 + ky - g.pad_top;
@@ -76,20 +75,12 @@ fn gathered(
                     let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
                     let (pad_l, rest) = row.split_at_mut_checked(left).ok_or(Error::KernelArgs)?;
                     let (mid, pad_r) = rest.split_at_mut_checked(run).ok_or(Error::KernelArgs)?;
-                    pad_l.fill(zero_point);
-                    for (d, &s) in mid.iter_mut().zip(src) {
-                        *d = s;
-                    }
-                    pad_r.fill(zero_point);
+                    pad_l.fill(0);
+                    offset_into(mid, src, offset);
+                    pad_r.fill(0);
                 }
                 let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                for ((oc, out), f_oc) in out_px
-                    .iter_mut()
-                    .enumerate()
-                    .zip(filter.chunks_exact(filter_oc))
-                {
-                    *out = stage.apply(dot(window, f_oc, input_offset), oc);
-                }
+                channels_offset(window, filter, stage, out_px)?;
             }
         }
     }

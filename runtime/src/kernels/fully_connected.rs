@@ -1,7 +1,7 @@
 //! Fully connected, int8 (TFLite's `reference_integer_ops::FullyConnected`, per
 //! output channel).
 
-use super::{dot, OutputStage};
+use super::{channels_offset, dot, offset_into, small_offset, OutputStage, OFFSET_CAP};
 use crate::error::Error;
 
 /// Sizes of a fully connected op.
@@ -39,6 +39,19 @@ pub fn fully_connected(
         && stage.channels == out_features;
     if !ok {
         return Err(Error::KernelArgs);
+    }
+    if let Some(offset) = small_offset(input_offset).filter(|_| in_features <= OFFSET_CAP) {
+        // Offset each row once into an `i16` buffer, then four outputs per pass.
+        let mut buf = [0i16; OFFSET_CAP];
+        let x = buf.get_mut(..in_features).ok_or(Error::KernelArgs)?;
+        for (row, out_row) in input
+            .chunks_exact(in_features)
+            .zip(output.chunks_exact_mut(out_features))
+        {
+            offset_into(x, row, offset);
+            channels_offset(x, weights, stage, out_row)?;
+        }
+        return Ok(());
     }
     for (row, out_row) in input
         .chunks_exact(in_features)

@@ -46,14 +46,112 @@ pub fn pool2d(
     if g.in_c != g.out_c || input.len() != in_len || output.len() != out_len {
         return Err(Error::KernelArgs);
     }
+    let mut io = Disjoint { input, output };
+    pool_core(kind, g, act_min, act_max, &mut io)
+}
+
+/// Whether [`pool2d_in_place`] accepts this geometry: no top or left padding. Then
+/// every in-bounds input position a window reads lies at an NHWC index at least that
+/// of the window's output pixel (`iy ≥ oy`, `ix ≥ ox`, `H ≥ OH`, `W ≥ OW`), so writing
+/// outputs in order, each channel block after its window is read, never overwrites an
+/// input value that is still to be read, provided the output starts at or before the
+/// input in the buffer.
+pub fn in_place_ok(g: &ConvGeometry) -> bool {
+    g.pad_top == 0 && g.pad_left == 0
+}
+
+/// [`pool2d`] on one buffer holding the input at `buf[input_start..]` and the output
+/// at `buf[output_start..]`, which may overlap: requires `output_start ≤ input_start`
+/// and [`in_place_ok`] (`KernelArgs` otherwise). Results are identical to
+/// [`pool2d`] on separate buffers.
+pub fn pool2d_in_place(
+    kind: PoolKind,
+    g: &ConvGeometry,
+    act_min: i32,
+    act_max: i32,
+    buf: &mut [i8],
+    input_start: usize,
+    output_start: usize,
+) -> Result<(), Error> {
+    let (in_len, out_len) = g.lens()?;
+    let fits = |start: usize, len: usize| start.checked_add(len).is_some_and(|e| e <= buf.len());
+    if g.in_c != g.out_c
+        || !in_place_ok(g)
+        || output_start > input_start
+        || !fits(input_start, in_len)
+        || !fits(output_start, out_len)
+    {
+        return Err(Error::KernelArgs);
+    }
+    let mut io = Shared {
+        buf,
+        input_start,
+        output_start,
+    };
+    pool_core(kind, g, act_min, act_max, &mut io)
+}
+
+/// Where a pool reads its input and writes its output (offsets relative to the
+/// tensors' starts).
+trait PoolIo {
+    fn input(&self, start: usize, len: usize) -> Option<&[i8]>;
+    fn output(&mut self, start: usize, len: usize) -> Option<&mut [i8]>;
+}
+
+struct Disjoint<'a, 'b> {
+    input: &'a [i8],
+    output: &'b mut [i8],
+}
+
+impl PoolIo for Disjoint<'_, '_> {
+    #[inline]
+    fn input(&self, start: usize, len: usize) -> Option<&[i8]> {
+        self.input.get(start..start.checked_add(len)?)
+    }
+    #[inline]
+    fn output(&mut self, start: usize, len: usize) -> Option<&mut [i8]> {
+        self.output.get_mut(start..start.checked_add(len)?)
+    }
+}
+
+struct Shared<'a> {
+    buf: &'a mut [i8],
+    input_start: usize,
+    output_start: usize,
+}
+
+impl PoolIo for Shared<'_> {
+    #[inline]
+    fn input(&self, start: usize, len: usize) -> Option<&[i8]> {
+        let s = self.input_start.checked_add(start)?;
+        self.buf.get(s..s.checked_add(len)?)
+    }
+    #[inline]
+    fn output(&mut self, start: usize, len: usize) -> Option<&mut [i8]> {
+        let s = self.output_start.checked_add(start)?;
+        self.buf.get_mut(s..s.checked_add(len)?)
+    }
+}
+
+/// The pool loop, in NHWC output order; for each output pixel and block of up to
+/// [`CHANNEL_BLOCK`] channels, the whole window is read before the block is written
+/// (the order [`pool2d_in_place`] relies on).
+fn pool_core(
+    kind: PoolKind,
+    g: &ConvGeometry,
+    act_min: i32,
+    act_max: i32,
+    io: &mut impl PoolIo,
+) -> Result<(), Error> {
     let c = g.in_c;
     let image_len = g.in_h * g.in_w * c;
     let init = match kind {
         PoolKind::Max => i32::from(i8::MIN),
         PoolKind::Average => 0,
     };
-    let mut pixels = output.chunks_exact_mut(c);
-    for image in input.chunks_exact(image_len) {
+    let mut pixel = 0usize;
+    for b in 0..g.batch {
+        let image = b * image_len;
         for oy in 0..g.out_h {
             let y0 = oy * g.stride_h;
             let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
@@ -62,17 +160,16 @@ pub fn pool2d(
                 let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
                 // In-bounds positions of this window (≥ 1 for a consistent geometry).
                 let count = i32::try_from((ky1 - ky0) * (kx1 - kx0)).unwrap_or(i32::MAX);
-                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                for (block, out_block) in out_px.chunks_mut(CHANNEL_BLOCK).enumerate() {
-                    let c0 = block * CHANNEL_BLOCK;
-                    let n = out_block.len();
+                let mut c0 = 0;
+                while c0 < c {
+                    let n = CHANNEL_BLOCK.min(c - c0);
                     let mut acc = [init; CHANNEL_BLOCK];
                     for ky in ky0..ky1 {
                         let iy = y0 + ky - g.pad_top;
                         for kx in kx0..kx1 {
                             let ix = x0 + kx - g.pad_left;
-                            let p = (iy * g.in_w + ix) * c + c0;
-                            let x = image.get(p..p + n).ok_or(Error::KernelArgs)?;
+                            let p = image + (iy * g.in_w + ix) * c + c0;
+                            let x = io.input(p, n).ok_or(Error::KernelArgs)?;
                             match kind {
                                 PoolKind::Max => {
                                     for (a, &v) in acc.iter_mut().zip(x) {
@@ -87,10 +184,13 @@ pub fn pool2d(
                             }
                         }
                     }
-                    for (out, &a) in out_block.iter_mut().zip(&acc) {
-                        *out = clamp_to_i8(finish(kind, a, count), act_min, act_max);
+                    let out = io.output(pixel * c + c0, n).ok_or(Error::KernelArgs)?;
+                    for (o, &a) in out.iter_mut().zip(&acc) {
+                        *o = clamp_to_i8(finish(kind, a, count), act_min, act_max);
                     }
+                    c0 += n;
                 }
+                pixel += 1;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Dispatch of one validated op to its kernel.
 
 use super::Model;
-use crate::arena::{bytes_as_i8, split_io};
+use crate::arena::{bytes_as_i8, split_io, view_mut, Region};
 use crate::error::Error;
 use crate::format::{DataRef, Op, Padding, Tensor};
 use crate::kernels::add::{add, AddParams};
@@ -9,7 +9,7 @@ use crate::kernels::argmax::argmax;
 use crate::kernels::conv::conv2d;
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
-use crate::kernels::pooling::{global_avg_pool, pool2d, MeanParams, PoolKind};
+use crate::kernels::pooling::{global_avg_pool, pool2d, pool2d_in_place, MeanParams, PoolKind};
 use crate::kernels::softmax::{softmax, SoftmaxParams};
 use crate::kernels::{ConvGeometry, OutputStage};
 
@@ -167,8 +167,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                     &p.padding,
                 )?;
                 let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
-                pool2d(kind, &g, p.act_min, p.act_max, input, output)
+                let (i, o) = (&rin.range, &rout.range);
+                if i.start < o.end && o.start < i.end {
+                    // In place (validated: same offset, no top/left padding).
+                    let lo = i.start.min(o.start);
+                    let both = Region {
+                        tensor: p.input,
+                        range: lo..i.end.max(o.end),
+                    };
+                    let buf = view_mut(arena, &both)?;
+                    let (act_min, act_max) = (p.act_min, p.act_max);
+                    pool2d_in_place(kind, &g, act_min, act_max, buf, i.start - lo, o.start - lo)
+                } else {
+                    let ([input], output) = split_io(arena, [&rin], &rout)?;
+                    pool2d(kind, &g, p.act_min, p.act_max, input, output)
+                }
             }
             Op::GlobalAvgPool(p) => {
                 let (x, y) = (self.tensor(p.input)?, self.tensor(p.output)?);

@@ -105,3 +105,42 @@ pub(crate) fn compute(ops: &[Op], input: u32, output: u32, live: &mut [Live]) ->
     let end = sat_u32(ops.len()).saturating_add(1);
     extend(live, output, end)
 }
+
+/// `(input, output)` of an op whose output may share its input's arena bytes
+/// (FORMAT.md §4, in-place pooling): a MaxPool2d or AvgPool2d without top or left
+/// padding. The aliasing is allowed only when, in addition, both tensors have the same
+/// arena offset and the pool is the last reader of its input (checked by the caller).
+pub(crate) fn in_place_pool(op: &Op) -> Option<(u32, u32)> {
+    match op {
+        Op::MaxPool2d(p) | Op::AvgPool2d(p) if p.padding.top == 0 && p.padding.left == 0 => {
+            Some((p.input, p.output))
+        }
+        _ => None,
+    }
+}
+
+/// Whether roots `a` and `b` (live together) are the input root and the output of an
+/// in-place pool at step `s` that may alias: same arena offset, the input's last read
+/// and the output's write both at `s`, so they are live together only at `s`.
+pub(crate) fn may_alias(
+    ops: &[Op],
+    live: &[Live],
+    offset: impl Fn(u32) -> Option<u32>,
+    a: u32,
+    b: u32,
+) -> bool {
+    let get = |t: u32| usize::try_from(t).ok().and_then(|i| live.get(i));
+    ops.iter().enumerate().any(|(i, op)| {
+        let step = sat_u32(i).saturating_add(1);
+        in_place_pool(op).is_some_and(|(x, y)| {
+            let Some(rx) = get(x).map(|l| l.root) else {
+                return false;
+            };
+            let pair = (rx == a && y == b) || (rx == b && y == a);
+            let same = offset(rx).is_some() && offset(rx) == offset(y);
+            pair && same
+                && get(rx).is_some_and(|l| l.last == step)
+                && get(y).is_some_and(|l| l.first == step)
+        })
+    })
+}

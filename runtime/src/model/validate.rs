@@ -36,7 +36,7 @@ pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize>(
         capacity: sat_u32(MAX_TENSORS),
     })?;
     lifetimes::compute(&p.ops, p.graph.input, p.graph.output, live)?;
-    check_overlaps(tensors, live)
+    check_overlaps(&p.ops, tensors, live)
 }
 
 fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
@@ -69,8 +69,15 @@ fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
     Ok(())
 }
 
-/// No two roots that are live at the same time may share arena bytes.
-fn check_overlaps(tensors: &[Tensor], live: &[Live]) -> Result<(), Error> {
+/// No two roots that are live at the same time may share arena bytes, except an
+/// in-place pool's input and output ([`lifetimes::may_alias`]).
+fn check_overlaps(ops: &[Op], tensors: &[Tensor], live: &[Live]) -> Result<(), Error> {
+    let offset = |t: u32| {
+        usize::try_from(t)
+            .ok()
+            .and_then(|i| tensors.get(i))
+            .map(|t| t.arena_offset)
+    };
     let range = |t: &Tensor| {
         let start = u64::from(t.arena_offset);
         (start, start + u64::from(t.elements().unwrap_or(0)))
@@ -82,7 +89,11 @@ fn check_overlaps(tensors: &[Tensor], live: &[Live]) -> Result<(), Error> {
         let (a0, a1) = range(ta);
         for (b, (tb, lb)) in roots.clone().filter(|(b, _)| *b > a) {
             let (b0, b1) = range(tb);
-            if la.overlaps(lb) && a0 < b1 && b0 < a1 {
+            if la.overlaps(lb)
+                && a0 < b1
+                && b0 < a1
+                && !lifetimes::may_alias(ops, live, offset, sat_u32(a), sat_u32(b))
+            {
                 return Err(Error::ArenaOverlap {
                     a: sat_u32(a),
                     b: sat_u32(b),
