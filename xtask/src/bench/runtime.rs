@@ -176,7 +176,7 @@ pub fn run(
         vectors_path.display()
     ));
     md.push_str(&format!(
-        "- build: xtask's dev profile with sprig-runtime at opt-level 3; median of {rounds} \
+        "- build: xtask's dev profile with sprig-runtime as it ships (opt-level 3, no overflow checks); median of {rounds} \
          rounds × {iterations} inferences (rounds ranged {fastest:.1}–{slowest:.1} µs)\n"
     ));
     md.push_str(&format!("- machine: {}\n", super::machine()));
