@@ -5,6 +5,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod export;
+pub mod import;
 pub mod models;
 pub mod nn;
 pub mod prune;

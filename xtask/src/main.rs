@@ -8,6 +8,7 @@ mod compress;
 mod firmware;
 mod flash;
 mod fuzz;
+mod import;
 mod sim;
 mod size;
 
@@ -42,6 +43,8 @@ enum Command {
     Ci,
     /// Fuzz the runtime's blob loader (nightly + cargo-fuzz).
     Fuzz(fuzz::Args),
+    /// Import an int8 TensorFlow Lite model (.tflite) into the sprig format.
+    Import(import::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Ci => ci::run(),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Import(args) => import::run(args),
     }
 }

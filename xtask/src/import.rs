@@ -1,0 +1,70 @@
+//! `cargo xtask import MODEL.tflite --out model.sprig`: import an int8 TensorFlow Lite
+//! model into the sprig format and print its ops, parameters, MACs, blob and arena bytes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sprig_compressor::import::tflite_to_sprig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The `.tflite` model (int8, fully quantized).
+    model: PathBuf,
+    /// Where to write the `.sprig` blob (default: the model's path with `.sprig`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let name = args
+        .model
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let imported = tflite_to_sprig(&bytes, &name)
+        .with_context(|| format!("importing {}", args.model.display()))?;
+    println!(
+        "{name}: {} TFLite operators → {} sprig ops",
+        imported.tflite_ops,
+        imported.ops.len()
+    );
+    println!(
+        "  {:>4}  {:<18} {:<16} {:<20} {:>12} {:>10}",
+        "#", "tflite", "sprig", "output", "MACs", "params"
+    );
+    for op in &imported.ops {
+        println!(
+            "  {:>4}  {:<18} {:<16} {:<20} {:>12} {:>10}",
+            op.index,
+            op.tflite,
+            op.sprig,
+            format!("{:?}", op.output_shape),
+            op.macs,
+            op.parameters
+        );
+    }
+    println!(
+        "  input {:?} (scale {}, zero point {}), output {:?} (scale {}, zero point {})",
+        imported.input_shape,
+        imported.input.scale,
+        imported.input.zero_point,
+        imported.output_shape,
+        imported.output.scale,
+        imported.output.zero_point
+    );
+    println!(
+        "  parameters {}, MACs {}, .tflite {} bytes, .sprig {} bytes, arena {} bytes",
+        imported.parameters,
+        imported.macs,
+        imported.tflite_bytes,
+        imported.blob.len(),
+        imported.arena_bytes
+    );
+    let out = args
+        .out
+        .unwrap_or_else(|| args.model.with_extension("sprig"));
+    std::fs::write(&out, &imported.blob).with_context(|| format!("writing {}", out.display()))?;
+    println!("  wrote {}", out.display());
+    Ok(())
+}
