@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: the project's whole check, as the README gives it: formatting,
 //! clippy with warnings denied, every test, and the runtime built for each embedded
 //! target (with and without defmt), a short compress run whose model every board is
-//! built with and every QEMU board runs bit-exact, then a one-minute fuzz run of the blob
-//! loader.
+//! built with and every QEMU board runs bit-exact, the TFLite Micro conformance run over
+//! `../shared/models/tflite`, then a one-minute fuzz run of the blob loader.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -108,6 +108,8 @@ pub fn run() -> anyhow::Result<()> {
     cargo_test(&["test", "--workspace", "--all-targets"], &mut tally)?;
     cargo_test(&["test", "--workspace", "--doc"], &mut tally)?;
     firmware(&mut tally)?;
+    // Every int8 reference model imported and byte-identical with TensorFlow Lite Micro.
+    cargo(&["xtask", "conformance", "--tflite", "../shared/models/tflite"])?;
     crate::fuzz::run(crate::fuzz::Args { seconds: 60 })?;
     // One closing line over every test run above.
     println!("ci: {} passed, {} failed", tally.passed, tally.failed);

@@ -5,6 +5,7 @@ mod bench;
 mod boards;
 mod ci;
 mod compress;
+mod conformance;
 mod firmware;
 mod flash;
 mod fuzz;
@@ -45,6 +46,9 @@ enum Command {
     Fuzz(fuzz::Args),
     /// Import an int8 TensorFlow Lite model (.tflite) into the sprig format.
     Import(import::Args),
+    /// Every .tflite model in a folder through sprig and TensorFlow Lite Micro, compared
+    /// byte for byte; sizes, arenas and host latency side by side.
+    Conformance(conformance::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ci => ci::run(),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Import(args) => import::run(args),
+        Command::Conformance(args) => conformance::run(args),
     }
 }
