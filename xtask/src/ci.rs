@@ -109,7 +109,12 @@ pub fn run() -> anyhow::Result<()> {
     cargo_test(&["test", "--workspace", "--doc"], &mut tally)?;
     firmware(&mut tally)?;
     // Every int8 reference model imported and byte-identical with TensorFlow Lite Micro.
-    cargo(&["xtask", "conformance", "--tflite", "../shared/models/tflite"])?;
+    cargo(&[
+        "xtask",
+        "conformance",
+        "--tflite",
+        "../shared/models/tflite",
+    ])?;
     crate::fuzz::run(crate::fuzz::Args { seconds: 60 })?;
     // One closing line over every test run above.
     println!("ci: {} passed, {} failed", tally.passed, tally.failed);
