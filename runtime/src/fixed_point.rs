@@ -111,6 +111,55 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     )
 }
 
+/// A requantization pair split for repeated use: [`multiply_by_quantized_multiplier`]
+/// with the shift clamped and split once (see [`Requant::apply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requant {
+    /// Q0.31 multiplier.
+    pub multiplier: i32,
+    /// `max(shift, 0)`, at most [`MAX_SHIFT`].
+    pub left: u32,
+    /// `max(−shift, 0)`, at most `−`[`MIN_SHIFT`] `= 31`.
+    pub right: u32,
+}
+
+impl Requant {
+    /// Split `(multiplier, shift)`, clamping `shift` as [`multiply_by_quantized_multiplier`]
+    /// does.
+    #[inline]
+    pub fn new(multiplier: i32, shift: i32) -> Self {
+        let shift = shift.clamp(MIN_SHIFT, MAX_SHIFT);
+        Requant {
+            multiplier,
+            left: shift.max(0).unsigned_abs(),
+            right: shift.min(0).unsigned_abs(),
+        }
+    }
+
+    /// Bit-identical to `multiply_by_quantized_multiplier(x, multiplier, shift)`, in
+    /// 32-bit arithmetic except for the one widening multiply:
+    ///
+    /// - SRDHM: `(x·m + nudge) / 2^31` truncated toward zero equals
+    ///   `(x·m + 2^30) >> 31` (arithmetic) for both signs: for `x·m < 0` truncation is
+    ///   `(v + 2^31 − 1) >> 31` with `v = x·m + 1 − 2^30`, i.e. `(x·m + 2^30) >> 31`.
+    /// - Rounding divide by `2^right`, `right ≤ 31`: gemmlowp's mask/threshold form, all
+    ///   terms fit `i32` (`mask ≤ 2^31 − 1`; the `+1` only happens for `right ≥ 1`).
+    #[inline]
+    pub fn apply(&self, x: i32) -> i32 {
+        let a = x.wrapping_shl(self.left);
+        let high = if a == i32::MIN && self.multiplier == i32::MIN {
+            i32::MAX
+        } else {
+            ((i64::from(a) * i64::from(self.multiplier) + (1i64 << 30)) >> 31) as i32
+        };
+        let e = self.right & 31;
+        let mask = ((1u32 << e).wrapping_sub(1)) as i32;
+        let remainder = high & mask;
+        let threshold = (mask >> 1) + i32::from(high < 0);
+        (high >> e) + i32::from(remainder > threshold)
+    }
+}
+
 /// TFLite's `MultiplyByQuantizedMultiplierGreaterThanOne`: `SRDHM(x · 2^left_shift, m)`.
 #[inline]
 pub fn multiply_by_quantized_multiplier_greater_than_one(

@@ -11,7 +11,7 @@
 //! `[KH, KW, OC]` with `OC = C · depth_multiplier`; fully connected weights `[OUT, IN]`.
 
 use crate::error::Error;
-use crate::fixed_point::{clamp_to_i8, multiply_by_quantized_multiplier};
+use crate::fixed_point::{clamp_to_i8, Requant};
 use crate::format::REQUANT_ENTRY_LEN;
 
 pub mod add;
@@ -87,18 +87,52 @@ impl OutputStage<'_> {
         (m, s)
     }
 
-    /// Finish channel `c`'s accumulator `acc` (the sum of products, bias not included).
+    /// Channel `c`'s bias and requantization, decoded once for many accumulators.
     #[inline]
-    pub fn apply(&self, acc: i32, c: usize) -> i8 {
+    pub(crate) fn channel(&self, c: usize) -> ChannelQuant {
         let (m, s) = self.requant(c);
-        let v = multiply_by_quantized_multiplier(acc.wrapping_add(self.bias(c)), m, s);
+        ChannelQuant {
+            bias: self.bias(c),
+            requant: Requant::new(m, s),
+        }
+    }
+
+    /// Decode channels `c0..c0 + out.len()` into `out`.
+    #[inline]
+    pub(crate) fn channels_into(&self, c0: usize, out: &mut [ChannelQuant]) {
+        for (j, q) in out.iter_mut().enumerate() {
+            *q = self.channel(c0 + j);
+        }
+    }
+
+    /// Finish an accumulator with a decoded channel (same result as [`Self::apply`]).
+    #[inline]
+    pub(crate) fn finish(&self, q: &ChannelQuant, acc: i32) -> i8 {
+        let v = q.requant.apply(acc.wrapping_add(q.bias));
         clamp_to_i8(
             v.wrapping_add(self.output_offset),
             self.act_min,
             self.act_max,
         )
     }
+
+    /// Finish channel `c`'s accumulator `acc` (the sum of products, bias not included).
+    #[inline]
+    pub fn apply(&self, acc: i32, c: usize) -> i8 {
+        self.finish(&self.channel(c), acc)
+    }
 }
+
+/// One output channel's bias and requantization pair, decoded from an
+/// [`OutputStage`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChannelQuant {
+    bias: i32,
+    requant: Requant,
+}
+
+/// Output channels decoded at once into a [`ChannelQuant`] stack array (256 bytes).
+pub(crate) const QUANT_BLOCK: usize = 16;
 
 /// Geometry of a 2-D window op (conv, depthwise conv, pooling), all NHWC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -234,43 +268,291 @@ pub(crate) fn dot_offset4(x: &[i16], w0: &[i8], w1: &[i8], w2: &[i8], w3: &[i8])
     [a0, a1, a2, a3]
 }
 
-/// For each output channel `oc` (weights `weights[oc·len .. (oc+1)·len]`,
-/// `len = x.len()`), `out[oc] = stage.apply(Σ x·w, oc)`, four channels per pass over
-/// `x`.
+/// Dual 16-bit multiply-accumulate primitives: Armv7E-M DSP instructions where the
+/// target has them, bit-identical portable code elsewhere.
+#[allow(unsafe_code)]
+mod dual {
+    /// `acc + lo(a)·lo(b) + hi(a)·hi(b)` on signed 16-bit halves, wrapping (`SMLAD`).
+    #[inline(always)]
+    pub(super) fn smlad(acc: i32, a: u32, b: u32) -> i32 {
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        {
+            let r: i32;
+            // SAFETY: SMLAD only reads its three registers and writes one (and the
+            // sticky Q flag, which nothing here reads); no memory or stack access.
+            // Its result, the 32-bit wrapping sum, is what the portable code computes.
+            unsafe {
+                core::arch::asm!(
+                    "smlad {r}, {a}, {b}, {acc}",
+                    r = lateout(reg) r,
+                    a = in(reg) a,
+                    b = in(reg) b,
+                    acc = in(reg) acc,
+                    options(pure, nomem, nostack),
+                );
+            }
+            r
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        {
+            let lo = i32::from(a as i16) * i32::from(b as i16);
+            let hi = i32::from((a >> 16) as i16) * i32::from((b >> 16) as i16);
+            acc.wrapping_add(lo).wrapping_add(hi)
+        }
+    }
+
+    /// Bytes 0 and 2 of `w`, each sign-extended to a 16-bit half (`SXTB16`).
+    #[inline(always)]
+    pub(super) fn sxtb16(w: u32) -> u32 {
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        {
+            let r: u32;
+            // SAFETY: register-only instruction, no memory, stack or flags.
+            unsafe {
+                core::arch::asm!(
+                    "sxtb16 {r}, {w}",
+                    r = lateout(reg) r,
+                    w = in(reg) w,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+            r
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        {
+            let b0 = u32::from(i16::from(w as u8 as i8) as u16);
+            let b2 = u32::from(i16::from((w >> 16) as u8 as i8) as u16);
+            b0 | (b2 << 16)
+        }
+    }
+
+    /// Bytes 1 and 3 of `w`, each sign-extended to a 16-bit half (`SXTB16 …, ROR #8`).
+    #[inline(always)]
+    pub(super) fn sxtb16_ror8(w: u32) -> u32 {
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        {
+            let r: u32;
+            // SAFETY: register-only instruction, no memory, stack or flags.
+            unsafe {
+                core::arch::asm!(
+                    "sxtb16 {r}, {w}, ror #8",
+                    r = lateout(reg) r,
+                    w = in(reg) w,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+            r
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        {
+            sxtb16(w.rotate_right(8))
+        }
+    }
+}
+
+/// Whether [`channels_offset`] uses the packed dual-MAC path: on SMLAD targets, and in
+/// this crate's unit tests (with the portable SMLAD), which check it against the plain
+/// path that the integration tests run on the host.
+const PACKED: bool = cfg!(any(
+    test,
+    all(
+        target_arch = "arm",
+        any(target_feature = "dsp", sprig_arm_dsp)
+    )
+));
+
+/// Scratch space for [`channels_offset`]'s packed inputs: `OFFSET_CAP / 2` words where
+/// [`PACKED`], none elsewhere. Callers make one per kernel call, not per pixel.
+pub(crate) type PackScratch = [u32; if PACKED { OFFSET_CAP / 2 } else { 0 }];
+
+/// An empty [`PackScratch`].
+pub(crate) const PACK_SCRATCH: PackScratch = [0; if PACKED { OFFSET_CAP / 2 } else { 0 }];
+
+/// Pack offset inputs for [`dual::smlad`]: each group `x0 x1 x2 x3` becomes the words
+/// `(x0, x2)` and `(x1, x3)` (low half first), matching [`dual::sxtb16`] and
+/// [`dual::sxtb16_ror8`] of the four weight bytes. `out.len() = x.len() / 4 · 2`;
+/// the `x.len() % 4` tail is left to the caller.
 #[inline]
-pub(crate) fn channels_offset(
+fn pack_pairs(x: &[i16], out: &mut [u32]) {
+    for (g, o) in x.chunks_exact(4).zip(out.chunks_exact_mut(2)) {
+        if let (&[x0, x1, x2, x3], [even, odd]) = (g, o) {
+            let h = |v: i16| u32::from(v as u16);
+            *even = h(x0) | (h(x2) << 16);
+            *odd = h(x1) | (h(x3) << 16);
+        }
+    }
+}
+
+/// Four weight bytes as a little-endian word (one unaligned load on Armv7E-M).
+#[inline(always)]
+fn word(w: &[i8]) -> u32 {
+    match *w {
+        [a, b, c, d] => u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]),
+        _ => 0,
+    }
+}
+
+/// [`dot_offset`] over inputs packed by [`pack_pairs`] (`packed`, covering the first
+/// `packed.len() · 2` inputs) plus the unpacked tail `tail`, for two weight runs.
+/// Same sums, wrapping, so bit-identical.
+#[inline(never)]
+fn dot_packed2(packed: &[u32], tail: &[i16], w0: &[i8], w1: &[i8]) -> [i32; 2] {
+    let body = packed.len() * 2;
+    let (b0, t0) = w0.split_at_checked(body).unwrap_or((&[], &[]));
+    let (b1, t1) = w1.split_at_checked(body).unwrap_or((&[], &[]));
+    let (mut a0, mut a1) = (0i32, 0i32);
+    for ((p, v0), v1) in packed
+        .chunks_exact(2)
+        .zip(b0.chunks_exact(4))
+        .zip(b1.chunks_exact(4))
+    {
+        if let &[even, odd] = p {
+            let (v0, v1) = (word(v0), word(v1));
+            a0 = dual::smlad(a0, even, dual::sxtb16(v0));
+            a1 = dual::smlad(a1, even, dual::sxtb16(v1));
+            a0 = dual::smlad(a0, odd, dual::sxtb16_ror8(v0));
+            a1 = dual::smlad(a1, odd, dual::sxtb16_ror8(v1));
+        }
+    }
+    [
+        a0.wrapping_add(dot_offset(tail, t0)),
+        a1.wrapping_add(dot_offset(tail, t1)),
+    ]
+}
+
+/// [`channels_offset`] on SMLAD targets: pack `x` once, then two channels per pass
+/// (four run out of registers on Cortex-M4).
+#[inline]
+fn channels_packed(
     x: &[i16],
+    scratch: &mut PackScratch,
     weights: &[i8],
     stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
     out: &mut [i8],
 ) -> Result<(), Error> {
     let len = x.len();
-    if len == 0 || out.len().checked_mul(len) != Some(weights.len()) {
+    let packed = scratch.get_mut(..len / 4 * 2).ok_or(Error::KernelArgs)?;
+    pack_pairs(x, packed);
+    let packed = &*packed;
+    let tail = x.get(len / 4 * 4..).ok_or(Error::KernelArgs)?;
+    let mut outs = out.chunks_exact_mut(2);
+    let mut filters = weights.chunks_exact(2 * len);
+    let mut qs = quants.chunks_exact(2);
+    for ((o, f), q) in outs.by_ref().zip(filters.by_ref()).zip(qs.by_ref()) {
+        let (w0, w1) = f.split_at_checked(len).ok_or(Error::KernelArgs)?;
+        let acc = dot_packed2(packed, tail, w0, w1);
+        for ((y, a), q) in o.iter_mut().zip(acc).zip(q) {
+            *y = stage.finish(q, a);
+        }
+    }
+    for ((y, w), q) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(filters.remainder().chunks_exact(len))
+        .zip(qs.remainder())
+    {
+        *y = stage.finish(q, dot_packed2(packed, tail, w, w)[0]);
+    }
+    Ok(())
+}
+
+/// For each output channel `j` (weights `weights[j·len .. (j+1)·len]`,
+/// `len = x.len()`), `out[j] = stage.finish(&quants[j], Σ x·w)`: four channels per
+/// pass over `x` (a last partial group of one to three as one more pass), or where
+/// [`PACKED`], `x` packed into `scratch` once and two channels per `SMLAD` pass.
+#[inline]
+pub(crate) fn channels_offset(
+    x: &[i16],
+    scratch: &mut PackScratch,
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
+    out: &mut [i8],
+) -> Result<(), Error> {
+    let len = x.len();
+    if len == 0 || out.len() != quants.len() || out.len().checked_mul(len) != Some(weights.len()) {
         return Err(Error::KernelArgs);
+    }
+    if PACKED {
+        return channels_packed(x, scratch, weights, stage, quants, out);
     }
     let mut outs = out.chunks_exact_mut(4);
     let mut filters = weights.chunks_exact(4 * len);
-    let mut oc = 0usize;
-    for (o, f) in outs.by_ref().zip(filters.by_ref()) {
+    let mut qs = quants.chunks_exact(4);
+    for ((o, f), q) in outs.by_ref().zip(filters.by_ref()).zip(qs.by_ref()) {
         let (w0, r) = f.split_at_checked(len).ok_or(Error::KernelArgs)?;
         let (w1, r) = r.split_at_checked(len).ok_or(Error::KernelArgs)?;
         let (w2, w3) = r.split_at_checked(len).ok_or(Error::KernelArgs)?;
         let acc = dot_offset4(x, w0, w1, w2, w3);
-        for (j, (y, a)) in o.iter_mut().zip(acc).enumerate() {
-            *y = stage.apply(a, oc + j);
+        for ((y, a), q) in o.iter_mut().zip(acc).zip(q) {
+            *y = stage.finish(q, a);
         }
-        oc += 4;
     }
-    for (j, (y, w)) in outs
-        .into_remainder()
-        .iter_mut()
-        .zip(filters.remainder().chunks_exact(len))
-        .enumerate()
-    {
-        *y = stage.apply(dot_offset(x, w), oc + j);
+    // One to three channels left: one more four-wide pass (repeating the last run), as
+    // vectorized as the others, rather than one short loop per channel.
+    let mut rest = filters.remainder().chunks_exact(len);
+    if let Some(w0) = rest.next() {
+        let w1 = rest.next().unwrap_or(w0);
+        let w2 = rest.next().unwrap_or(w1);
+        let acc = dot_offset4(x, w0, w1, w2, w2);
+        for ((y, a), q) in outs
+            .into_remainder()
+            .iter_mut()
+            .zip(acc)
+            .zip(qs.remainder())
+        {
+            *y = stage.finish(q, a);
+        }
     }
     Ok(())
 }
 
 /// Largest number of channels a pooling kernel accumulates at once on the stack.
 pub(crate) const CHANNEL_BLOCK: usize = 32;
+
+#[cfg(test)]
+mod packed_tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// The packed dual-MAC path (with the portable SMLAD/SXTB16 here) gives the plain
+    /// `Σ x·w` for every length and channel count, so the Armv7E-M build, whose only
+    /// difference is the three instructions, is bit-exact too.
+    #[test]
+    fn packed_channels_match_plain_dot() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let requant = [0x00, 0x00, 0x00, 0x40, 0xfe]; // 2^30, shift −2
+        for len in 1..=70usize {
+            for channels in 1..=9usize {
+                let x: Vec<i16> = (0..len).map(|_| (next() % 769) as i16 - 384).collect();
+                let w: Vec<i8> = (0..len * channels).map(|_| next() as i8).collect();
+                let stage = OutputStage {
+                    bias: None,
+                    requant: &requant,
+                    channels,
+                    output_offset: (next() % 20) as i32 - 10,
+                    act_min: -128,
+                    act_max: 127,
+                };
+                let quants: Vec<ChannelQuant> = (0..channels).map(|c| stage.channel(c)).collect();
+                let mut scratch = PACK_SCRATCH;
+                let mut got = std::vec![0i8; channels];
+                channels_packed(&x, &mut scratch, &w, &stage, &quants, &mut got).unwrap();
+                for (c, &g) in got.iter().enumerate() {
+                    let wc = &w[c * len..(c + 1) * len];
+                    let acc = dot_offset(&x, wc);
+                    let [p, _] = dot_packed2(&scratch[..len / 4 * 2], &x[len / 4 * 4..], wc, wc);
+                    assert_eq!(p, acc, "len {len} channel {c}");
+                    assert_eq!(g, stage.apply(acc, c), "len {len} channel {c}");
+                }
+            }
+        }
+    }
+}

@@ -23,8 +23,11 @@
 //! Footprint: a [`Model`] holds its op and tensor tables in `heapless` vectors whose
 //! capacities are const generics (default 64 and 64, about 7.5 KiB on a 32-bit
 //! target); a small model on a small chip can use e.g. `Model::<8, 12>::parse(blob)`.
-//! Weights stay in the blob (flash). The conv kernel gathers each window on the stack
-//! (at most 1 KiB); there is no other scratch memory.
+//! Weights stay in the blob (flash). Scratch memory is on the stack only: conv and fully
+//! connected gather their input window (at most 1 KiB), decode a block of 16 channels'
+//! bias and requantization (256 B), and on Armv7E-M (Cortex-M4/M7, where the kernels
+//! use the DSP extension's SMLAD through `asm!`) pack the window into 16-bit pairs
+//! (1 KiB more); nothing else.
 //!
 //! Features: `std` (host: `std::error::Error`, the blob writer
 //! `format::write::BlobBuilder` and the arena planner), `defmt` (derives

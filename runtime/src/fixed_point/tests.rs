@@ -138,3 +138,50 @@ fn saturating_multiply_by_pot_saturates() {
     assert_eq!(saturating_rounding_multiply_by_pot(-(1 << 27), 5), i32::MIN);
     assert_eq!(saturating_rounding_multiply_by_pot(6, -2), 2); // 1.5 → 2
 }
+
+#[test]
+fn requant_matches_multiply_by_quantized_multiplier() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let edges = [
+        0,
+        1,
+        -1,
+        2,
+        -2,
+        i32::MIN,
+        i32::MIN + 1,
+        i32::MAX,
+        i32::MAX - 1,
+        1 << 30,
+        -(1 << 30),
+        3 << 29,
+        -(3 << 29),
+    ];
+    for i in 0..400_000u32 {
+        let r = next();
+        let pick = |v: u64, k: u32| {
+            if k.is_multiple_of(4) {
+                edges[(v % edges.len() as u64) as usize]
+            } else if k % 4 == 1 {
+                (v as i32) >> ((v >> 40) % 31)
+            } else {
+                v as i32
+            }
+        };
+        let x = pick(r, i);
+        let m = pick(next(), i / 4);
+        let shift = (next() % 70) as i32 - 35;
+        let want = multiply_by_quantized_multiplier(x, m, shift);
+        assert_eq!(
+            Requant::new(m, shift).apply(x),
+            want,
+            "x={x} m={m} s={shift}"
+        );
+    }
+}

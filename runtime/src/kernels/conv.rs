@@ -1,7 +1,8 @@
 //! 2-D convolution, int8 (TFLite's `reference_integer_ops::ConvPerChannel`).
 
 use super::{
-    channels_offset, dot, offset_into, small_offset, ConvGeometry, OutputStage, OFFSET_CAP,
+    channels_offset, dot, offset_into, small_offset, ChannelQuant, ConvGeometry, OutputStage,
+    OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 
@@ -13,8 +14,11 @@ use crate::error::Error;
 /// `i16` with the input offset already added (padded positions are 0, so they add
 /// nothing), at most [`OFFSET_CAP`] entries. Every output channel is then one dot
 /// product over `kernel_h · kernel_w · C` contiguous values, matching the filter's
-/// `[OC, KH, KW, C]` layout, four channels per pass over the window. Larger windows
-/// (or offsets beyond ±256) take a row-by-row path.
+/// `[OC, KH, KW, C]` layout, four channels per pass over the window (on Armv7E-M the
+/// window is packed into 16-bit pairs for `SMLAD`, two channels per pass; see
+/// `channels_offset`). Output channels go in blocks of [`QUANT_BLOCK`], whose bias and
+/// requantization are decoded once per block. Larger windows (or offsets beyond ±256)
+/// take a row-by-row path.
 pub fn conv2d(
     g: &ConvGeometry,
     input_offset: i32,
@@ -55,36 +59,60 @@ fn gathered(
     let filter_row = g.kernel_w * g.in_c;
     let mut buf = [0i16; OFFSET_CAP];
     let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
-    let mut pixels = output.chunks_exact_mut(g.out_c);
-    for image in input.chunks_exact(image_len) {
-        for oy in 0..g.out_h {
-            let y0 = oy * g.stride_h;
-            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-            for ox in 0..g.out_w {
-                let x0 = ox * g.stride_w;
-                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
-                let (left, run) = (kx0 * g.in_c, (kx1 - kx0) * g.in_c);
-                let ix0 = x0 + kx0 - g.pad_left;
-                for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
-                    if ky < ky0 || ky >= ky1 {
-                        row.fill(0);
-                        continue;
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    let mut scratch = PACK_SCRATCH;
+    // Channel blocks outermost, so each block's output stage is decoded once; the
+    // window is gathered again per block (cheap next to the block's dot products).
+    for (block, f_block) in filter.chunks(QUANT_BLOCK * filter_oc).enumerate() {
+        let c0 = block * QUANT_BLOCK;
+        let n = f_block.len() / filter_oc;
+        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+        stage.channels_into(c0, q);
+        let mut pixels = output.chunks_exact_mut(g.out_c);
+        for image in input.chunks_exact(image_len) {
+            for oy in 0..g.out_h {
+                let y0 = oy * g.stride_h;
+                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                for ox in 0..g.out_w {
+                    let x0 = ox * g.stride_w;
+                    let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                    let (left, run) = (kx0 * g.in_c, (kx1 - kx0) * g.in_c);
+                    let ix0 = x0 + kx0 - g.pad_left;
+                    for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
+                        if ky < ky0 || ky >= ky1 {
+                            zero(row);
+                            continue;
+                        }
+                        let iy = y0 + ky - g.pad_top;
+                        let start = (iy * g.in_w + ix0) * g.in_c;
+                        let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
+                        let (pad_l, rest) =
+                            row.split_at_mut_checked(left).ok_or(Error::KernelArgs)?;
+                        let (mid, pad_r) =
+                            rest.split_at_mut_checked(run).ok_or(Error::KernelArgs)?;
+                        zero(pad_l);
+                        offset_into(mid, src, offset);
+                        zero(pad_r);
                     }
-                    let iy = y0 + ky - g.pad_top;
-                    let start = (iy * g.in_w + ix0) * g.in_c;
-                    let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
-                    let (pad_l, rest) = row.split_at_mut_checked(left).ok_or(Error::KernelArgs)?;
-                    let (mid, pad_r) = rest.split_at_mut_checked(run).ok_or(Error::KernelArgs)?;
-                    pad_l.fill(0);
-                    offset_into(mid, src, offset);
-                    pad_r.fill(0);
+                    let out_px = pixels
+                        .next()
+                        .and_then(|p| p.get_mut(c0..c0 + n))
+                        .ok_or(Error::KernelArgs)?;
+                    channels_offset(window, &mut scratch, f_block, stage, q, out_px)?;
                 }
-                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                channels_offset(window, filter, stage, out_px)?;
             }
         }
     }
     Ok(())
+}
+
+/// `s.fill(0)` without a `memset` call for the short (mostly empty) padding runs of a
+/// window.
+#[inline]
+fn zero(s: &mut [i16]) {
+    if !s.is_empty() {
+        s.fill(0);
+    }
 }
 
 /// Any window size and offset: one dot product per in-bounds window row (NHWC rows
@@ -131,4 +159,64 @@ fn by_rows(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference;
+    use std::vec::Vec;
+
+    /// More output channels than one [`QUANT_BLOCK`] (the property tests stop at 6),
+    /// per-channel bias and requantization, padding and both strides.
+    #[test]
+    fn many_channels_match_reference() {
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (out_c, stride) in [(17usize, 1usize), (37, 2), (33, 1)] {
+            let g = ConvGeometry {
+                batch: 2,
+                in_h: 7,
+                in_w: 6,
+                in_c: 3,
+                out_h: if stride == 1 { 7 } else { 4 },
+                out_w: if stride == 1 { 6 } else { 3 },
+                out_c,
+                kernel_h: 3,
+                kernel_w: 3,
+                stride_h: stride,
+                stride_w: stride,
+                pad_top: 1,
+                pad_left: 1,
+            };
+            let (in_len, out_len) = g.lens().unwrap();
+            let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
+            let filter: Vec<i8> = (0..out_c * 27).map(|_| next() as i8).collect();
+            let bias: Vec<u8> = (0..out_c)
+                .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
+                .collect();
+            let mut requant: Vec<u8> = (0..out_c)
+                .flat_map(|_| ((1u32 << 30) + (next() as u32 >> 2)).to_le_bytes())
+                .collect();
+            requant.extend((0..out_c).map(|_| (-((next() % 12) as i8) - 3) as u8));
+            let stage = OutputStage {
+                bias: Some(&bias),
+                requant: &requant,
+                channels: out_c,
+                output_offset: 5,
+                act_min: -128,
+                act_max: 127,
+            };
+            let (mut fast, mut slow) = (std::vec![0i8; out_len], std::vec![1i8; out_len]);
+            conv2d(&g, -7, &stage, &filter, &input, &mut fast).unwrap();
+            reference::conv2d(&g, -7, &stage, &filter, &input, &mut slow);
+            assert_eq!(fast, slow, "out_c {out_c}");
+            assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! Fully connected, int8 (TFLite's `reference_integer_ops::FullyConnected`, per
 //! output channel).
 
-use super::{channels_offset, dot, offset_into, small_offset, OutputStage, OFFSET_CAP};
+use super::{
+    channels_offset, dot, offset_into, small_offset, ChannelQuant, OutputStage, OFFSET_CAP,
+    PACK_SCRATCH, QUANT_BLOCK,
+};
 use crate::error::Error;
 
 /// Sizes of a fully connected op.
@@ -43,13 +46,23 @@ pub fn fully_connected(
     if let Some(offset) = small_offset(input_offset).filter(|_| in_features <= OFFSET_CAP) {
         // Offset each row once into an `i16` buffer, then four outputs per pass.
         let mut buf = [0i16; OFFSET_CAP];
+        let mut scratch = PACK_SCRATCH;
         let x = buf.get_mut(..in_features).ok_or(Error::KernelArgs)?;
         for (row, out_row) in input
             .chunks_exact(in_features)
             .zip(output.chunks_exact_mut(out_features))
         {
             offset_into(x, row, offset);
-            channels_offset(x, weights, stage, out_row)?;
+            let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+            for (block, (out_block, w_block)) in out_row
+                .chunks_mut(QUANT_BLOCK)
+                .zip(weights.chunks(QUANT_BLOCK * in_features))
+                .enumerate()
+            {
+                let q = quants.get_mut(..out_block.len()).ok_or(Error::KernelArgs)?;
+                stage.channels_into(block * QUANT_BLOCK, q);
+                channels_offset(x, &mut scratch, w_block, stage, q, out_block)?;
+            }
         }
         return Ok(());
     }

@@ -1,0 +1,13 @@
+//! Sets `cfg(sprig_arm_dsp)` for Armv7E-M targets (`thumbv7em-*`: Cortex-M4/M7), whose
+//! DSP extension (SMLAD, SXTB16) the conv and fully connected kernels use through
+//! `asm!`. Stable Rust does not expose `target_feature = "dsp"` to `cfg` (the Arm
+//! target features are unstable), although LLVM enables it for these targets.
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(sprig_arm_dsp)");
+    println!("cargo::rerun-if-changed=build.rs");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target.starts_with("thumbv7em-") {
+        println!("cargo::rustc-cfg=sprig_arm_dsp");
+    }
+}
