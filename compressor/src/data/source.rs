@@ -46,7 +46,7 @@ pub enum DataSource {
 }
 
 /// Picks the data folder: `explicit` if given, else [`SYSTEM_DIR`] if it holds the four
-/// standard files, else the bundled subset; see the [module docs](self) for the details.
+/// standard files, else the bundled subset; see the [`data`](crate::data) module docs for the details.
 pub fn resolve(explicit: Option<&Path>) -> Result<DataSource, DataError> {
     resolve_among(explicit, Path::new(SYSTEM_DIR), &bundled_dir())
 }

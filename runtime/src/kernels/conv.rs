@@ -12,11 +12,11 @@ use crate::error::Error;
 ///
 /// Each output pixel's window is gathered once into a contiguous stack buffer of
 /// `i16` with the input offset already added (padded positions are 0, so they add
-/// nothing), at most [`OFFSET_CAP`] entries. Every output channel is then one dot
+/// nothing), at most `OFFSET_CAP` (512) entries. Every output channel is then one dot
 /// product over `kernel_h · kernel_w · C` contiguous values, matching the filter's
 /// `[OC, KH, KW, C]` layout, four channels per pass over the window (on Armv7E-M the
 /// window is packed into 16-bit pairs for `SMLAD`, two channels per pass; see
-/// `channels_offset`). Output channels go in blocks of [`QUANT_BLOCK`], whose bias and
+/// `channels_offset`). Output channels go in blocks of `QUANT_BLOCK` (16), whose bias and
 /// requantization are decoded once per block. Larger windows (or offsets beyond ±256)
 /// take a row-by-row path.
 pub fn conv2d(
