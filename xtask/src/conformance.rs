@@ -11,13 +11,21 @@
 //! one thread. A table gives ops, `.tflite` vs `.sprig` bytes, TFLM arena vs sprig arena,
 //! TFLM vs sprig µs per inference and mismatching bytes; any mismatch or error makes the
 //! command fail. `--bench` appends the table to BENCHMARKS.md.
+//!
+//! The QEMU Cortex-M4 column (issue 5, item 4): each imported model is written to
+//! `runs/conformance/<model>/` (`model.sprig`, and `vectors.bin` holding the first
+//! `--qemu-vectors` random inputs with TFLM's outputs as the expected ones, labels 0),
+//! the qemu-mps2-an386 firmware is built with it and booted, and the device's outputs are
+//! compared byte for byte with TFLM's; instructions per inference (QEMU `-icount`, not
+//! cycles) and per MAC (MACs from the import summary) go in the table. A model too big for
+//! the board is shown as "does not fit"; any device mismatch fails the command.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use sprig_compressor::export::packed::sprig_runtime::Model;
@@ -33,6 +41,10 @@ const PERSON_DETECT: &str = "person_detect";
 const SAMPLES: [&str; 2] = ["person.bmp", "no_person.bmp"];
 /// Issue 5's host-latency target: sprig at least this many times faster than TFLM.
 const TARGET_SPEEDUP: f64 = 10.0;
+/// The simulated Cortex-M4 board of the QEMU column.
+const QEMU_BOARD: &str = "qemu-mps2-an386";
+/// Where each model's firmware artifacts go, relative to the repository root.
+const QEMU_RUNS: &str = "runs/conformance";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,6 +73,30 @@ pub struct Args {
     /// Where `--bench` appends.
     #[arg(long, default_value = "BENCHMARKS.md")]
     output: PathBuf,
+    /// Inputs per model run on the simulated Cortex-M4 (qemu-mps2-an386) and compared
+    /// with TFLM there; 0 leaves the QEMU column out.
+    #[arg(long, default_value_t = 10)]
+    qemu_vectors: usize,
+    /// Seconds QEMU may run per model.
+    #[arg(long, default_value_t = 300)]
+    qemu_timeout: u64,
+}
+
+/// One model on the simulated Cortex-M4.
+enum Qemu {
+    /// `--qemu-vectors 0`.
+    Off,
+    /// Ran: vectors, vectors whose output differed from TFLM's, mean instructions per
+    /// inference.
+    Ran {
+        vectors: u64,
+        mismatches: u64,
+        per_inference: f64,
+    },
+    /// The model or its arena is too big for the board (the sizes, in words).
+    DoesNotFit(String),
+    /// Building or booting failed.
+    Failed(String),
 }
 
 /// One model's row.
@@ -87,6 +123,10 @@ struct Checked {
     mismatching_inputs: usize,
     /// Sample images: (file, sprig output, TFLM output).
     samples: Vec<(String, Vec<i8>, Vec<i8>)>,
+    /// Multiply-accumulates per inference (the import summary's).
+    macs: u64,
+    /// The simulated Cortex-M4.
+    qemu: Qemu,
 }
 
 impl Row {
@@ -94,7 +134,11 @@ impl Row {
         match self {
             Row::Skipped { .. } => false,
             Row::Failed { .. } => true,
-            Row::Checked(c) => c.mismatching_bytes > 0,
+            Row::Checked(c) => {
+                c.mismatching_bytes > 0
+                    || matches!(c.qemu, Qemu::Failed(_))
+                    || matches!(c.qemu, Qemu::Ran { mismatches, .. } if mismatches > 0)
+            }
         }
     }
 }
@@ -146,6 +190,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "{name}: {} inputs, {} mismatching bytes ({} inputs); TFLM {:.1} µs, sprig {:.1} µs",
                     c.inputs, c.mismatching_bytes, c.mismatching_inputs, c.tflm_us, c.sprig_us
                 );
+                match &c.qemu {
+                    Qemu::Off => {}
+                    Qemu::Ran {
+                        vectors,
+                        mismatches,
+                        per_inference,
+                    } => println!(
+                        "  {QEMU_BOARD}: {vectors} vectors, {mismatches} differ from TFLM; \
+                         {per_inference:.0} instructions per inference"
+                    ),
+                    Qemu::DoesNotFit(why) => println!("  {QEMU_BOARD}: does not fit ({why})"),
+                    Qemu::Failed(e) => println!("  {QEMU_BOARD}: FAILED: {e}"),
+                }
                 for (file, got, want) in &c.samples {
                     println!(
                         "  {file}: sprig {got:?}, TFLM {want:?}{}",
@@ -162,7 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&work);
 
-    let table = table(&rows);
+    let table = table(&rows, args.qemu_vectors > 0);
     println!("\n{table}");
     let elapsed = started.elapsed().as_secs_f64();
     println!("conformance run took {elapsed:.0} s");
@@ -359,6 +416,19 @@ fn check_model(
     per_round.sort_by(f64::total_cmp);
     let sprig_us = per_round[per_round.len() / 2];
 
+    let qemu = if args.qemu_vectors == 0 {
+        Qemu::Off
+    } else {
+        let keep = args.qemu_vectors.min(args.inputs);
+        let vectors: Vec<(u8, Vec<i8>, Vec<i8>)> = inputs
+            .chunks_exact(n_in)
+            .zip(want.chunks_exact(n_out))
+            .take(keep)
+            .map(|(x, y)| (0, x.to_vec(), y.to_vec()))
+            .collect();
+        on_qemu(name, &imported.blob, n_in, n_out, &vectors, args)
+    };
+
     Ok(Row::Checked(Box::new(Checked {
         name: name.into(),
         tflite_ops: imported.tflite_ops,
@@ -375,7 +445,73 @@ fn check_model(
         mismatching_bytes,
         mismatching_inputs,
         samples,
+        macs: imported.macs,
+        qemu,
     })))
+}
+
+/// Writes `runs/conformance/<name>/` (the model, and `vectors` with TFLM's outputs as the
+/// expected ones) and runs it on the simulated Cortex-M4; the firmware compares the
+/// device's outputs with those byte for byte.
+fn on_qemu(
+    name: &str,
+    blob: &[u8],
+    n_in: usize,
+    n_out: usize,
+    vectors: &[(u8, Vec<i8>, Vec<i8>)],
+    args: &Args,
+) -> Qemu {
+    let run = || -> anyhow::Result<Qemu> {
+        let dir = crate::boards::repo_root().join(QEMU_RUNS).join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("model.sprig"), blob)
+            .with_context(|| format!("writing {}", dir.join("model.sprig").display()))?;
+        let encoded = sprig_compressor::export::packed::sprig_runtime::vectors::write_vectors(
+            n_in, n_out, vectors,
+        )
+        .map_err(|e| anyhow!("encoding vectors.bin: {e}"))?;
+        std::fs::write(dir.join("vectors.bin"), encoded)
+            .with_context(|| format!("writing {}", dir.join("vectors.bin").display()))?;
+        let board = crate::boards::find(QEMU_BOARD)?;
+        let input = crate::firmware::Input {
+            artifacts: dir,
+            max_vectors: Some(vectors.len()),
+        };
+        let booted = match crate::sim::boot(&board, &input, Duration::from_secs(args.qemu_timeout))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                let e = format!("{e:#}");
+                // firmware::build's size check: "the model does not fit …, it needs …".
+                if e.contains("does not fit") {
+                    return Ok(Qemu::DoesNotFit(e));
+                }
+                return Err(anyhow!(e));
+            }
+        };
+        let r = &booted.result;
+        if r.vectors as usize != booted.embedded {
+            bail!(
+                "`{}` ran {} vectors, {} were embedded",
+                booted.command,
+                r.vectors,
+                booted.embedded
+            );
+        }
+        if !booted.exited_ok && r.mismatches == 0 {
+            bail!(
+                "`{}` exited with {} with no vector differing",
+                booted.command,
+                booted.status
+            );
+        }
+        Ok(Qemu::Ran {
+            vectors: r.vectors,
+            mismatches: r.mismatches,
+            per_inference: r.per_inference,
+        })
+    };
+    run().unwrap_or_else(|e| Qemu::Failed(format!("{e:#}")))
 }
 
 /// The pixels of a grayscale BMP (8-bit paletted with a gray palette, or 24-bit with
@@ -468,21 +604,30 @@ fn bytes_col(v: Option<u64>) -> String {
     v.map_or_else(|| "?".into(), |v| v.to_string())
 }
 
-/// The markdown table.
-fn table(rows: &[Row]) -> String {
+/// The markdown table; `qemu` adds the simulated Cortex-M4 columns.
+fn table(rows: &[Row], qemu: bool) -> String {
     let mut t = String::from(
         "| model | ops (TFLite → sprig) | .tflite B | .sprig B | TFLM arena B total (activations) \
-         | sprig arena B | TFLM µs | sprig µs | speed-up | inputs | mismatching bytes |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | sprig arena B | TFLM µs | sprig µs | speed-up | inputs | mismatching bytes |",
     );
+    if qemu {
+        t.push_str(" M4 instructions/inference | per MAC | QEMU mismatches |");
+    }
+    t.push_str("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if qemu {
+        t.push_str("---:|---:|---:|");
+    }
+    t.push('\n');
+    // The cells left empty on a skipped or failed row.
+    let blanks = " |".repeat(if qemu { 13 } else { 10 });
     for row in rows {
         match row {
             Row::Skipped { name, why } => {
-                let _ = writeln!(t, "| {name} | skipped: {why} | | | | | | | | | |");
+                let _ = writeln!(t, "| {name} | skipped: {why}{blanks}");
             }
             Row::Failed { name, error } => {
-                let error = error.replace('|', "\\|").replace('\n', " ");
-                let _ = writeln!(t, "| {name} | **error**: {error} | | | | | | | | | |");
+                let error = cell(error);
+                let _ = writeln!(t, "| {name} | **error**: {error}{blanks}");
             }
             Row::Checked(c) => {
                 let mismatch = if c.mismatching_bytes == 0 {
@@ -493,7 +638,7 @@ fn table(rows: &[Row]) -> String {
                         c.mismatching_bytes, c.output_bytes, c.mismatching_inputs
                     )
                 };
-                let _ = writeln!(
+                let _ = write!(
                     t,
                     "| {} | {} → {} | {} | {} | {} ({}) | {} | {:.1} | {:.1} | {:.1}× | {} | {} |",
                     c.name,
@@ -510,10 +655,45 @@ fn table(rows: &[Row]) -> String {
                     c.inputs,
                     mismatch
                 );
+                if qemu {
+                    let _ = write!(t, "{}", qemu_cells(c));
+                }
+                t.push('\n');
             }
         }
     }
     t
+}
+
+/// Text fit for one table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The three QEMU cells of a checked row (with their trailing `|`s).
+fn qemu_cells(c: &Checked) -> String {
+    match &c.qemu {
+        Qemu::Off => " not run | | |".into(),
+        Qemu::Ran {
+            vectors,
+            mismatches,
+            per_inference,
+        } => {
+            let per_mac = if c.macs == 0 {
+                "–".to_string()
+            } else {
+                format!("{:.2}", per_inference / c.macs as f64)
+            };
+            let mismatches = if *mismatches == 0 {
+                format!("0 of {vectors}")
+            } else {
+                format!("**{mismatches} of {vectors}**")
+            };
+            format!(" {per_inference:.0} | {per_mac} | {mismatches} |")
+        }
+        Qemu::DoesNotFit(why) => format!(" does not fit: {} | | |", cell(why)),
+        Qemu::Failed(e) => format!(" **error**: {} | | |", cell(e)),
+    }
 }
 
 /// Appends the table, with command, machine, date and issue 5's targets, to `--output`.
@@ -548,6 +728,9 @@ fn append(args: &Args, rows: &[Row], table: &str) -> anyhow::Result<()> {
     if args.rounds != 7 {
         let _ = write!(command, " --rounds {}", args.rounds);
     }
+    if args.qemu_vectors != 10 {
+        let _ = write!(command, " --qemu-vectors {}", args.qemu_vectors);
+    }
     command.push_str(" --bench");
 
     let mut md = String::new();
@@ -573,6 +756,21 @@ fn append(args: &Args, rows: &[Row], table: &str) -> anyhow::Result<()> {
          thread, median of {} rounds over all inputs",
         args.rounds
     );
+    if args.qemu_vectors > 0 {
+        let _ = writeln!(
+            md,
+            "- QEMU Cortex-M4 columns: the first {} random inputs of each model in the \
+             {QEMU_BOARD} firmware (release build), its outputs compared byte for byte with \
+             TFLM's; \"M4 instructions/inference\" is QEMU's instruction count (`-icount \
+             shift=0`), **instructions, not cycles**, and \"per MAC\" divides it by the \
+             model's MACs (import summary). For scale, published figures **not measured by \
+             us** (cycles per MAC on real Cortex-M4 silicon, from `../shared/models/README.md`): \
+             MLPerf Tiny v0.5 reference (TFLite Micro 2.3.1 + CMSIS-NN, 120 MHz) ≈ 6.8–9.6 \
+             cycles/MAC (KWS ≈ 8.2, IC ≈ 6.8, VWW ≈ 9.6); best published M4 (X-CUBE-AI 9.0, \
+             MLPerf Tiny v1.2) ≈ 1.4–2.0 cycles/MAC",
+            args.qemu_vectors
+        );
+    }
     let _ = writeln!(md, "- machine: {}", crate::bench::machine());
     let _ = writeln!(md, "- date: {}\n", crate::bench::today());
     md.push_str(table);
@@ -582,6 +780,17 @@ fn append(args: &Args, rows: &[Row], table: &str) -> anyhow::Result<()> {
         "| every int8 model byte-identical on every input | {} |",
         mark(!rows.iter().any(Row::failed))
     );
+    if args.qemu_vectors > 0 {
+        let _ = writeln!(
+            md,
+            "| every model that fits {QEMU_BOARD} byte-identical with TFLM on QEMU | {} |",
+            names(&|c| match c.qemu {
+                Qemu::Ran { mismatches, .. } => mismatches == 0,
+                Qemu::DoesNotFit(_) | Qemu::Off => true,
+                Qemu::Failed(_) => false,
+            })
+        );
+    }
     let _ = writeln!(
         md,
         "| sprig arena ≤ TFLM activation arena (head) | {} |",
@@ -606,4 +815,73 @@ fn append(args: &Args, rows: &[Row], table: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!("appended to {}", args.output.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(qemu: Qemu) -> Row {
+        Row::Checked(Box::new(Checked {
+            name: "m".into(),
+            tflite_ops: 2,
+            sprig_ops: 2,
+            tflite_bytes: 100,
+            sprig_bytes: 90,
+            tflm_arena_total: Some(64),
+            tflm_arena_head: Some(32),
+            sprig_arena: 32,
+            tflm_us: 10.0,
+            sprig_us: 1.0,
+            inputs: 3,
+            output_bytes: 30,
+            mismatching_bytes: 0,
+            mismatching_inputs: 0,
+            samples: Vec::new(),
+            macs: 1000,
+            qemu,
+        }))
+    }
+
+    #[test]
+    fn qemu_column_and_verdict() {
+        let ran = |mismatches| Qemu::Ran {
+            vectors: 10,
+            mismatches,
+            per_inference: 4500.0,
+        };
+        let ok = checked(ran(0));
+        assert!(!ok.failed());
+        let t = table(std::slice::from_ref(&ok), true);
+        assert!(t.contains("| 4500 | 4.50 | 0 of 10 |"), "{t}");
+        // Same number of cells in the header, the rule and the rows.
+        let cells: Vec<usize> = t.lines().map(|l| l.matches('|').count()).collect();
+        assert!(cells.iter().all(|&n| n == cells[0]), "{t}");
+        assert!(checked(ran(1)).failed());
+        assert!(checked(Qemu::Failed("boom".into())).failed());
+        let big = checked(Qemu::DoesNotFit(
+            "the model does not fit x: 5 MiB | 4 MiB".into(),
+        ));
+        assert!(!big.failed());
+        assert!(table(&[big], true).contains("does not fit: the model"));
+        let skipped = Row::Skipped {
+            name: "f".into(),
+            why: "float".into(),
+        };
+        for qemu in [false, true] {
+            let t = table(&[checked(Qemu::Off), skipped_clone(&skipped)], qemu);
+            let cells: Vec<usize> = t.lines().map(|l| l.matches('|').count()).collect();
+            assert!(cells.iter().all(|&n| n == cells[0]), "{t}");
+        }
+    }
+
+    fn skipped_clone(r: &Row) -> Row {
+        match r {
+            Row::Skipped { name, why } => Row::Skipped {
+                name: name.clone(),
+                why: why.clone(),
+            },
+            _ => unreachable!(),
+        }
+    }
 }

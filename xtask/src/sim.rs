@@ -155,8 +155,83 @@ fn print_table(results: &[SimResult]) {
     }
 }
 
+/// One booted firmware's figures, before they are judged.
+pub struct Booted {
+    /// The parsed `sprig result:` line.
+    pub result: SimResult,
+    /// Whether QEMU exited 0 (the firmware exits non-zero on a mismatch).
+    pub exited_ok: bool,
+    /// QEMU's exit status, in words.
+    pub status: String,
+    /// Vectors embedded in the firmware.
+    pub embedded: usize,
+    /// The runner command line.
+    pub command: String,
+    /// Seconds QEMU ran.
+    pub seconds: f64,
+}
+
 /// Build, boot and check one simulated board.
 pub fn simulate(board: &Board, input: &Input, timeout: Duration) -> anyhow::Result<SimResult> {
+    let Booted {
+        result,
+        exited_ok,
+        status,
+        embedded,
+        command,
+        seconds,
+    } = boot(board, input, timeout)?;
+    if !exited_ok {
+        bail!(
+            "`{command}` exited with {status} ({} of {} vectors differ from the host)",
+            result.mismatches,
+            result.vectors
+        );
+    }
+    if result.mismatches > 0 || result.correct != result.host_correct {
+        bail!(
+            "`{command}`: {} of {} vectors differ from the host (device accuracy {:.1} %, host {:.1} %)",
+            result.mismatches,
+            result.vectors,
+            result.accuracy(),
+            result.host_accuracy()
+        );
+    }
+    if result.vectors as usize != embedded {
+        bail!(
+            "`{command}` ran {} vectors, {embedded} were embedded",
+            result.vectors
+        );
+    }
+    let of_total = if result.vectors == result.total_vectors {
+        String::new()
+    } else {
+        format!(
+            " (of {}; the rest do not fit its flash)",
+            result.total_vectors
+        )
+    };
+    println!(
+        "{board}: {} vectors{of_total} bit-exact with the host in {seconds:.1} s; \
+         accuracy {:.1} % (host {:.1} %)",
+        result.vectors,
+        result.accuracy(),
+        result.host_accuracy()
+    );
+    println!(
+        "  {:.0} {} per inference (min {:.0}, max {:.0}; counted in steps of {})",
+        result.per_inference, result.unit, result.min, result.max, result.units_per_tick
+    );
+    println!(
+        "  {}; stack peak {}",
+        size::summary(board, &result.size).replace('\n', "\n  "),
+        kib(result.stack)
+    );
+    Ok(result)
+}
+
+/// Build and boot one simulated board; returns its figures without judging them.
+pub fn boot(board: &Board, input: &Input, timeout: Duration) -> anyhow::Result<Booted> {
     let firmware = firmware::build(board, input)?;
     let size = size::measure(&firmware.elf)?;
     let (program, args) = board
@@ -208,55 +283,14 @@ pub fn simulate(board: &Board, input: &Input, timeout: Duration) -> anyhow::Resu
         })?;
     let result = parse_result(board, result_line, size)?;
     let seconds = started.elapsed().as_secs_f64();
-    if !output.status.success() {
-        bail!(
-            "`{command}` exited with {} ({} of {} vectors differ from the host)",
-            output.status,
-            result.mismatches,
-            result.vectors
-        );
-    }
-    if result.mismatches > 0 || result.correct != result.host_correct {
-        bail!(
-            "`{command}`: {} of {} vectors differ from the host (device accuracy {:.1} %, host {:.1} %)",
-            result.mismatches,
-            result.vectors,
-            result.accuracy(),
-            result.host_accuracy()
-        );
-    }
-    if result.vectors as usize != firmware.artifacts.kept_vectors {
-        bail!(
-            "`{command}` ran {} vectors, {} were embedded",
-            result.vectors,
-            firmware.artifacts.kept_vectors
-        );
-    }
-    let of_total = if result.vectors == result.total_vectors {
-        String::new()
-    } else {
-        format!(
-            " (of {}; the rest do not fit its flash)",
-            result.total_vectors
-        )
-    };
-    println!(
-        "{board}: {} vectors{of_total} bit-exact with the host in {seconds:.1} s; \
-         accuracy {:.1} % (host {:.1} %)",
-        result.vectors,
-        result.accuracy(),
-        result.host_accuracy()
-    );
-    println!(
-        "  {:.0} {} per inference (min {:.0}, max {:.0}; counted in steps of {})",
-        result.per_inference, result.unit, result.min, result.max, result.units_per_tick
-    );
-    println!(
-        "  {}; stack peak {}",
-        size::summary(board, &result.size).replace('\n', "\n  "),
-        kib(result.stack)
-    );
-    Ok(result)
+    Ok(Booted {
+        result,
+        exited_ok: output.status.success(),
+        status: output.status.to_string(),
+        embedded: firmware.artifacts.kept_vectors,
+        command,
+        seconds,
+    })
 }
 
 fn parse_result(board: &Board, line: &str, size: Size) -> anyhow::Result<SimResult> {
