@@ -7,13 +7,13 @@
 
 use anyhow::Result;
 use candle_core::Device;
-use sprig_compressor::compress::{fold_batch_norms, QuantizerKind};
+use sprig_compressor::compress::fold_batch_norms;
 use sprig_compressor::config::ConfigList;
 use sprig_compressor::data::{self, Dataset};
 use sprig_compressor::export::packed::{self, DeployReport};
 use sprig_compressor::models::Model;
 use sprig_compressor::prune::{LevelPruner, Pruner};
-use sprig_compressor::quant::Quantizer;
+use sprig_compressor::quant::{QatQuantizer, Quantizer};
 use sprig_compressor::train::{self, TrainConfig};
 use sprig_runtime::vectors::Vectors;
 
@@ -70,7 +70,7 @@ fn compress(name: &str, train_set: &Dataset, r: &Recipe, qat: &str) -> Result<Mo
         fit(&mut model, &data, 1, r.batch_size, 3e-3, Some(&mut pruner))?;
     }
     fold_batch_norms(&mut model)?;
-    QuantizerKind::qat().compress(&mut model.graph, &ConfigList::from_json_str(qat)?)?;
+    QatQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(qat)?)?;
     let data = train_set.subset(r.qat_images);
     fit(&mut model, &data, 1, r.batch_size, 5e-4, None)?;
     Ok(model)
@@ -195,7 +195,7 @@ fn calibrated(name: &str, config: &str, fold: bool) -> Result<Model> {
     if fold {
         fold_batch_norms(&mut model)?;
     }
-    QuantizerKind::qat().compress(&mut model.graph, &ConfigList::from_json_str(config)?)?;
+    QatQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(config)?)?;
     let batch = data::Batcher::new(
         &train_set.subset(32),
         32,
@@ -243,7 +243,7 @@ fn unpackable_models_are_clear_errors() -> Result<()> {
 
     // Quantizer bound but never calibrated.
     let mut fresh = Model::new("lenet5", 10, &Device::Cpu, 0)?;
-    QuantizerKind::qat().compress(&mut fresh.graph, &ConfigList::from_json_str(QAT8)?)?;
+    QatQuantizer::new().compress(&mut fresh.graph, &ConfigList::from_json_str(QAT8)?)?;
     let err = pack_error(&fresh);
     assert!(err.contains("calibrated"), "{err}");
     Ok(())

@@ -14,12 +14,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::Device;
-use sprig_compressor::compress::{load_train, QuantizerKind};
+use sprig_compressor::compress::load_train;
 use sprig_compressor::config::ConfigList;
 use sprig_compressor::data::{Batcher, Order};
 use sprig_compressor::models::Model;
 use sprig_compressor::prune::{LevelPruner, Pruner};
-use sprig_compressor::quant::Quantizer;
+use sprig_compressor::quant::{QatQuantizer, Quantizer};
 use sprig_compressor::train::{Optimizer, OptimizerKind};
 
 #[derive(clap::Args)]
@@ -103,7 +103,7 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     let mut masked = Model::new(&args.model, 10, &device, 0)?;
     LevelPruner.compress(&mut masked.graph, &level)?;
     let mut quantized = Model::new(&args.model, 10, &device, 0)?;
-    QuantizerKind::qat().compress(&mut quantized.graph, &qat)?;
+    QatQuantizer::new().compress(&mut quantized.graph, &qat)?;
 
     let mut rows = Vec::new();
     for (label, model) in [

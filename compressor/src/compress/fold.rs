@@ -3,7 +3,7 @@
 //! then trains and quantizes the folded weights (Jacob et al. 2018, §3.2, with frozen
 //! statistics).
 
-use candle_core::{Tensor, Var};
+use candle_core::Var;
 
 use crate::models::Model;
 use crate::nn::{Layer, Source};
@@ -83,9 +83,4 @@ fn find_foldable(model: &Model) -> Option<(usize, usize)> {
             }
             _ => None,
         })
-}
-
-/// Checks folding preserves the eval-mode function (used by tests).
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }

@@ -5,7 +5,7 @@ mod pipeline;
 mod plan;
 mod summary;
 
-pub use fold::{fold_batch_norms, max_abs_diff};
+pub use fold::fold_batch_norms;
 pub use pipeline::{load_train, run, CompressOptions};
 pub use plan::{make_pruner, Plan, QuantizerKind, Stage, DEFAULT_PLAN, PRUNERS, QUANTIZERS};
 pub use summary::{layer_rows, LayerRow, Summary};

@@ -13,7 +13,7 @@ use super::summary::{layer_rows, Summary};
 use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
-use crate::quant::Quantizer;
+use crate::quant::{NaiveQuantizer, QatQuantizer, Quantizer};
 use crate::train::{self, evaluate, TrainConfig};
 use crate::Result;
 
@@ -152,10 +152,10 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         }
         match kind {
             QuantizerKind::Naive => {
-                QuantizerKind::naive().compress(&mut model.graph, &stage.config_list)?
+                NaiveQuantizer.compress(&mut model.graph, &stage.config_list)?
             }
             QuantizerKind::Qat => {
-                QuantizerKind::qat().compress(&mut model.graph, &stage.config_list)?
+                QatQuantizer::new().compress(&mut model.graph, &stage.config_list)?
             }
         }
         if kind == QuantizerKind::Qat {

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, ConfigList};
 use crate::prune::{LevelPruner, Pruner};
-use crate::quant::{NaiveQuantizer, QatQuantizer};
 use crate::{Error, Result};
 
 /// The bundled default plan.
@@ -172,12 +171,5 @@ impl QuantizerKind {
                 ),
             )),
         }
-    }
-
-    pub fn naive() -> NaiveQuantizer {
-        NaiveQuantizer
-    }
-    pub fn qat() -> QatQuantizer {
-        QatQuantizer::new()
     }
 }

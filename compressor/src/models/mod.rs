@@ -46,14 +46,6 @@ impl Model {
         })
     }
 
-    /// Number of parameters in weighted layers and batch norms (not running stats).
-    pub fn num_parameters(&self) -> usize {
-        self.trainable_vars()
-            .iter()
-            .map(|(_, v)| v.elem_count())
-            .sum()
-    }
-
     /// `(name, var)` of every trainable parameter, sorted by name (running statistics of
     /// batch norms are state, not parameters).
     pub fn trainable_vars(&self) -> Vec<(String, candle_core::Var)> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor};
 
-use super::{quant_plan, Layer, OpType, OutputGrid};
+use super::{quant_plan, Layer, OutputGrid};
 use crate::quant::{round_average_onto_grid, QParams, QuantBinding, StraightThrough};
 
 /// Where a node's input comes from.
@@ -102,9 +102,6 @@ impl Graph {
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
-    pub fn node_index(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.name == name)
-    }
 
     /// `(op_name, op_type)` of every node, the view a `config_list` is resolved against.
     pub fn layer_infos(&self) -> Vec<crate::config::LayerInfo> {
@@ -151,9 +148,6 @@ impl Graph {
     }
     pub fn set_mask(&mut self, name: &str, mask: Tensor) {
         self.masks.insert(name.to_string(), mask);
-    }
-    pub fn clear_masks(&mut self) {
-        self.masks.clear();
     }
     pub fn quant(&self) -> Option<&Arc<QuantBinding>> {
         self.quant.as_ref()
@@ -233,7 +227,7 @@ impl Graph {
                 (Some(q), OutputGrid::Owned(owner)) => {
                     let owner = &self.nodes[owner].name;
                     let y = q.quantize_output(owner, &y, train)?;
-                    (y, q.layer(owner).and_then(|l| l.state().output_qparams))
+                    (y, q.layer(owner).and_then(|l| l.output_qparams()))
                 }
                 (_, OutputGrid::Inherited) => (y, in_grid),
                 (_, OutputGrid::Rounded) => match (in_grid, average_count(&node.layer, input(0))) {
@@ -247,7 +241,7 @@ impl Graph {
             };
             if let (Some(q), true, Source::Input) = (quant, plan[i].quantize_input, node.inputs[0])
             {
-                input_grid = q.layer(&node.name).and_then(|l| l.state().input_qparams);
+                input_grid = q.layer(&node.name).and_then(|l| l.input_qparams());
             }
             values.push(y);
             grids.push(grid);
@@ -255,14 +249,6 @@ impl Graph {
         values
             .pop()
             .ok_or_else(|| candle_core::Error::Msg("empty graph".into()))
-    }
-
-    /// The op types present, for summaries.
-    pub fn op_types(&self) -> Vec<OpType> {
-        let mut t: Vec<OpType> = self.nodes.iter().map(|n| n.layer.op_type()).collect();
-        t.sort();
-        t.dedup();
-        t
     }
 }
 

@@ -114,23 +114,18 @@ impl Grids {
 /// tensor is on. `None` where a tensor is float or its owner has not calibrated yet.
 pub fn resolve_grids(graph: &Graph) -> Grids {
     let plan = quant_plan(graph);
-    let state = |i: usize| {
-        graph
-            .quant()
-            .and_then(|q| q.layer(&graph.nodes()[i].name))
-            .map(|l| l.state())
-    };
+    let layer = |i: usize| graph.quant().and_then(|q| q.layer(&graph.nodes()[i].name));
     let mut grids = Grids {
         input: None,
         outputs: Vec::with_capacity(plan.len()),
     };
     for (i, node) in graph.nodes().iter().enumerate() {
         if plan[i].quantize_input && node.inputs[0] == Source::Input && grids.input.is_none() {
-            grids.input = state(i).and_then(|s| s.input_qparams);
+            grids.input = layer(i).and_then(|l| l.input_qparams());
         }
         let in_grid = grids.of(node.inputs[0]);
         let grid = match plan[i].output {
-            OutputGrid::Owned(owner) => state(owner).and_then(|s| s.output_qparams),
+            OutputGrid::Owned(owner) => layer(owner).and_then(|l| l.output_qparams()),
             OutputGrid::Inherited | OutputGrid::Rounded => in_grid,
             OutputGrid::Float | OutputGrid::Fused => None,
         };

@@ -23,6 +23,21 @@ impl LayerQuant {
             .map(|s| s.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
+    /// The grid of the layer's input, as last computed (copied without cloning the state:
+    /// the forward pass asks for it every step).
+    pub fn input_qparams(&self) -> Option<super::QParams> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .input_qparams
+    }
+    /// The grid of the layer's output, as last computed.
+    pub fn output_qparams(&self) -> Option<super::QParams> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .output_qparams
+    }
     /// Replaces the state (restoring a checkpoint).
     pub fn set_state(&self, state: QuantState) {
         match self.state.lock() {

@@ -287,7 +287,7 @@ impl<'a> Lowering<'a> {
         if !self.plan[i].quantize_input {
             return Ok(x);
         }
-        let Some(q) = self.layer_quant(i).and_then(|lq| lq.state().input_qparams) else {
+        let Some(q) = self.layer_quant(i).and_then(|lq| lq.input_qparams()) else {
             return Ok(x);
         };
         if self.graph.nodes()[i].inputs[0] == Source::Input {
@@ -314,7 +314,7 @@ impl<'a> Lowering<'a> {
                 let qp = self
                     .layer_quant(owner)
                     .filter(|lq| lq.config.quantizes(QuantType::Output))
-                    .and_then(|lq| lq.state().output_qparams);
+                    .and_then(|lq| lq.output_qparams());
                 match qp {
                     Some(q) => {
                         let base = format!("{}.output", self.graph.nodes()[owner].name);
