@@ -1,7 +1,7 @@
 //! Elementwise add, int8, TFLite's scheme (`reference_integer_ops::AddElementwise`).
 
 use crate::error::Error;
-use crate::fixed_point::{clamp_to_i8, multiply_by_quantized_multiplier, ADD_LEFT_SHIFT};
+use crate::fixed_point::{clamp_to_i8, Requant, ADD_LEFT_SHIFT};
 
 /// Offsets and fixed-point parameters of an add (see
 /// [`crate::fixed_point::AddQuant`]).
@@ -24,21 +24,36 @@ pub struct AddParams {
     pub act_max: i32,
 }
 
+/// The three requantizations of an Add, split once per call rather than per element.
+fn requants(p: &AddParams) -> [Requant; 3] {
+    [
+        Requant::new(p.input1_multiplier, p.input1_shift),
+        Requant::new(p.input2_multiplier, p.input2_shift),
+        Requant::new(p.output_multiplier, p.output_shift),
+    ]
+}
+
 /// One element: offset both inputs, shift them left by 20, scale each by its
 /// multiplier, sum, requantize by the output multiplier, add the output offset, clamp.
 #[inline]
-pub fn add_one(p: &AddParams, a: i8, b: i8) -> i8 {
-    let scale = |x: i8, offset: i32, m: i32, s: i32| {
-        let shifted = i32::from(x)
+fn add_with(p: &AddParams, [r1, r2, out]: &[Requant; 3], a: i8, b: i8) -> i8 {
+    let shifted = |x: i8, offset: i32| {
+        i32::from(x)
             .wrapping_add(offset)
-            .wrapping_mul(1 << ADD_LEFT_SHIFT);
-        multiply_by_quantized_multiplier(shifted, m, s)
+            .wrapping_mul(1 << ADD_LEFT_SHIFT)
     };
-    let a = scale(a, p.input1_offset, p.input1_multiplier, p.input1_shift);
-    let b = scale(b, p.input2_offset, p.input2_multiplier, p.input2_shift);
-    let raw =
-        multiply_by_quantized_multiplier(a.wrapping_add(b), p.output_multiplier, p.output_shift);
-    clamp_to_i8(raw.wrapping_add(p.output_offset), p.act_min, p.act_max)
+    let a = r1.apply(shifted(a, p.input1_offset));
+    let b = r2.apply(shifted(b, p.input2_offset));
+    clamp_to_i8(
+        out.apply(a.wrapping_add(b)).wrapping_add(p.output_offset),
+        p.act_min,
+        p.act_max,
+    )
+}
+
+/// One element of [`add`].
+pub fn add_one(p: &AddParams, a: i8, b: i8) -> i8 {
+    add_with(p, &requants(p), a, b)
 }
 
 /// `output[i] = add_one(input1[i], input2[i])`; all three the same length.
@@ -46,8 +61,9 @@ pub fn add(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Re
     if input1.len() != output.len() || input2.len() != output.len() {
         return Err(Error::KernelArgs);
     }
+    let requants = requants(p);
     for ((o, &a), &b) in output.iter_mut().zip(input1).zip(input2) {
-        *o = add_one(p, a, b);
+        *o = add_with(p, &requants, a, b);
     }
     Ok(())
 }

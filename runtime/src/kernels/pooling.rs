@@ -4,7 +4,7 @@
 
 use super::{ConvGeometry, CHANNEL_BLOCK};
 use crate::error::Error;
-use crate::fixed_point::{clamp_to_i8, multiply_by_quantized_multiplier};
+use crate::fixed_point::{clamp_to_i8, Requant};
 
 /// Which reduction a window pool applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +233,7 @@ pub fn global_avg_pool(
     {
         return Err(Error::KernelArgs);
     }
-    let half = count / 2;
+    let requant = Requant::new(p.multiplier, p.shift);
     for (image, out_row) in input.chunks_exact(hw * c).zip(output.chunks_exact_mut(c)) {
         for (block, out_block) in out_row.chunks_mut(CHANNEL_BLOCK).enumerate() {
             let c0 = block * CHANNEL_BLOCK;
@@ -246,13 +246,7 @@ pub fn global_avg_pool(
                 }
             }
             for (out, &a) in out_block.iter_mut().zip(&acc) {
-                let v = multiply_by_quantized_multiplier(a, p.multiplier, p.shift);
-                let v = if v > 0 {
-                    v.wrapping_add(half)
-                } else {
-                    v.wrapping_sub(half)
-                };
-                let v = v.checked_div(count).unwrap_or(0);
+                let v = finish(PoolKind::Average, requant.apply(a), count);
                 *out = clamp_to_i8(v.wrapping_add(p.output_offset), p.act_min, p.act_max);
             }
         }

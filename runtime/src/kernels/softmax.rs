@@ -96,7 +96,8 @@ pub fn softmax(
         let (scale, bits) = get_reciprocal(sum, SOFTMAX_ACCUM_INTEGER_BITS as i32);
         for (i, (o, &x)) in out_row.iter_mut().zip(row).enumerate() {
             let e = match cache.get(i) {
-                Some(&cached) if depth <= CACHED_DEPTH => cached,
+                // The first pass cached every position below CACHED_DEPTH.
+                Some(&cached) => cached,
                 _ => exp_of_diff(p, i32::from(x) - max),
             };
             *o = output_of(e, scale, bits);
