@@ -134,14 +134,19 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     for (label, ips) in &rows {
         md.push_str(&format!("| {label} | {ips:.0} | {:.2} |\n", ips / base));
     }
+    append_report(&args.output, &md)
+}
+
+/// Appends a report section to `path` (BENCHMARKS.md by default) and says so.
+pub(crate) fn append_report(path: &std::path::Path, md: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&args.output)
-        .with_context(|| format!("opening {}", args.output.display()))?;
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     f.write_all(md.as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    println!("appended to {}", args.output.display());
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("appended to {}", path.display());
     Ok(())
 }
 

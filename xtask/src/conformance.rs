@@ -22,7 +22,6 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -806,15 +805,7 @@ fn append(args: &Args, rows: &[Row], table: &str) -> anyhow::Result<()> {
         "| sprig ≥ {TARGET_SPEEDUP:.0}× faster than TFLM on the host | {} |",
         names(&|c| c.tflm_us / c.sprig_us >= TARGET_SPEEDUP)
     );
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&args.output)
-        .with_context(|| format!("opening {}", args.output.display()))?;
-    f.write_all(md.as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    println!("appended to {}", args.output.display());
-    Ok(())
+    crate::bench::append_report(&args.output, &md)
 }
 
 #[cfg(test)]

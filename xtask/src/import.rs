@@ -64,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| args.model.with_extension("sprig"));
-    std::fs::write(&out, &imported.blob).with_context(|| format!("writing {}", out.display()))?;
+    sprig_compressor::export::write_atomic(&out, &imported.blob)?;
     println!("  wrote {}", out.display());
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! boards/README.md), runtime code size (flash minus model and vectors), and peak RAM
 //! (static data + arena + measured stack).
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -110,13 +109,5 @@ pub fn run(artifacts: &Path, output: &Path) -> anyhow::Result<()> {
             if m4.size.code() <= TARGET_CODE_THUMBV7EM { "met" } else { "**not met**" },
         ));
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(output)
-        .with_context(|| format!("opening {}", output.display()))?;
-    f.write_all(md.as_bytes())
-        .with_context(|| format!("writing {}", output.display()))?;
-    println!("appended to {}", output.display());
-    Ok(())
+    crate::bench::append_report(output, &md)
 }

@@ -4,7 +4,6 @@
 //! first against the run's `vectors.bin` (every output bit-exact).
 
 use std::hint::black_box;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -207,16 +206,8 @@ pub fn run(
     md.push_str(
         "Reference, **not measured by us** (figures quoted in issue 3 for the same int8 \
          LeNet-5 shapes in TensorFlow Lite Micro, reference kernels, called through its \
-         Python package, on this machine kind): ≈ 1.2 ms per inference, `.tflite` 73,240 B, \
+         Python package; `cargo xtask conformance` measures TFLite Micro itself on the imported models): ≈ 1.2 ms per inference, `.tflite` 73,240 B, \
          arena 10,688 B (5,888 B of it activations).\n",
     );
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(output)
-        .with_context(|| format!("opening {}", output.display()))?;
-    f.write_all(md.as_bytes())
-        .with_context(|| format!("writing {}", output.display()))?;
-    println!("appended to {}", output.display());
-    Ok(())
+    crate::bench::append_report(output, &md)
 }
