@@ -40,3 +40,11 @@ pub fn export_model(
     }
     Ok(())
 }
+
+/// A tensor's values as a flat `Vec<f32>` on the host (exporters read weights this way).
+pub(crate) fn host_f32(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_device(&candle_core::Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}

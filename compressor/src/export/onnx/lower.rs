@@ -4,10 +4,11 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 use super::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::config::QuantType;
+use crate::export::host_f32;
 use crate::nn::{
     quant_plan, AvgPool2d, Graph, Layer, MaxPool2d, NodeQuant, OutputGrid, Source, BATCH_NORM_EPS,
 };
@@ -94,14 +95,6 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
         initializers: l.initializers,
         output_shape: shapes.pop().unwrap_or_default(),
     })
-}
-
-/// A tensor's elements as f32, in row-major order, on the host.
-fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
 }
 
 fn ints(v: &[usize]) -> Vec<i64> {

@@ -27,7 +27,6 @@ mod layers;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::{Op, Tensor as RtTensor, TensorKind};
 
@@ -132,14 +131,6 @@ pub(super) fn lower(graph: &Graph, path: &Path) -> Result<Lowered> {
         bias_bytes: l.bias_bytes,
         requant_bytes: l.requant_bytes,
     })
-}
-
-/// A tensor's elements as f32 on the host, row-major.
-fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
 }
 
 fn u32_of(v: usize) -> u32 {

@@ -7,8 +7,9 @@ use sprig_runtime::{
     Conv2d as RtConv2d, DataRef, DepthwiseConv2d, FullyConnected, Op, Padding, Pool2d, Reshape,
 };
 
-use super::{host_f32, u32_of, Lowering, Value, PACKED_BITS};
+use super::{u32_of, Lowering, Value, PACKED_BITS};
 use crate::config::QuantType;
+use crate::export::host_f32;
 use crate::nn::{Layer, OutputGrid};
 use crate::quant::{quantize_weight_integers, weight_scales};
 use crate::{Error, Result};
