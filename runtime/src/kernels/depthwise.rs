@@ -1,7 +1,7 @@
 //! Depthwise 2-D convolution, int8 (TFLite's
 //! `reference_integer_ops::DepthwiseConvPerChannel`).
 
-use super::{ConvGeometry, OutputStage, CHANNEL_BLOCK};
+use super::{ChannelQuant, ConvGeometry, OutputStage, QUANT_BLOCK};
 use crate::error::Error;
 
 /// `output[b, oy, ox, c·dm + m] = stage(Σ (input[b, iy, ix, c] + input_offset) ·
@@ -35,19 +35,23 @@ pub fn depthwise_conv2d(
     }
     let dm = depth_multiplier;
     let image_len = g.in_h * g.in_w * g.in_c;
-    let mut pixels = output.chunks_exact_mut(g.out_c);
-    for image in input.chunks_exact(image_len) {
-        for oy in 0..g.out_h {
-            let y0 = oy * g.stride_h;
-            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-            for ox in 0..g.out_w {
-                let x0 = ox * g.stride_w;
-                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
-                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                for (block, out_block) in out_px.chunks_mut(CHANNEL_BLOCK).enumerate() {
-                    let c0 = block * CHANNEL_BLOCK;
-                    let n = out_block.len();
-                    let mut acc = [0i32; CHANNEL_BLOCK];
+    // Channel blocks outermost, so each block's bias and requantization are decoded once
+    // per call, not once per output pixel.
+    for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
+        let n = QUANT_BLOCK.min(g.out_c - c0);
+        let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+        stage.channels_into(c0, quants.get_mut(..n).ok_or(Error::KernelArgs)?);
+        let mut pixels = output.chunks_exact_mut(g.out_c);
+        for image in input.chunks_exact(image_len) {
+            for oy in 0..g.out_h {
+                let y0 = oy * g.stride_h;
+                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                for ox in 0..g.out_w {
+                    let x0 = ox * g.stride_w;
+                    let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                    let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                    let out_block = out_px.get_mut(c0..c0 + n).ok_or(Error::KernelArgs)?;
+                    let mut acc = [0i32; QUANT_BLOCK];
                     for ky in ky0..ky1 {
                         let iy = y0 + ky - g.pad_top;
                         for kx in kx0..kx1 {
@@ -71,8 +75,8 @@ pub fn depthwise_conv2d(
                             }
                         }
                     }
-                    for (j, (out, &a)) in out_block.iter_mut().zip(&acc).enumerate() {
-                        *out = stage.apply(a, c0 + j);
+                    for ((out, &a), q) in out_block.iter_mut().zip(&acc).zip(&quants) {
+                        *out = stage.finish(q, a);
                     }
                 }
             }
