@@ -115,6 +115,15 @@ pub fn run() -> anyhow::Result<()> {
         "--tflite",
         "../shared/models/tflite",
     ])?;
+    // The same kind of model through `sim --tflite` on the simulated Cortex-M4.
+    cargo(&[
+        "xtask",
+        "sim",
+        "--board",
+        "qemu-mps2-an386",
+        "--tflite",
+        "../shared/models/tflite/kws_ref_model.tflite",
+    ])?;
     crate::fuzz::run(crate::fuzz::Args { seconds: 60 })?;
     // One closing line over every test run above.
     println!("ci: {} passed, {} failed", tally.passed, tally.failed);

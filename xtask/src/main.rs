@@ -11,6 +11,7 @@ mod flash;
 mod fuzz;
 mod import;
 mod sim;
+mod sim_tflite;
 mod size;
 
 use clap::{Parser, Subcommand};

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,6 +36,17 @@ pub struct Args {
     /// Seconds QEMU may run, per board (a run of 1,000 LeNet-5 vectors takes a few).
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Run this int8 TensorFlow Lite model instead of a compress run: imported, fed
+    /// `--inputs` seeded random inputs on the host, and compared byte for byte on the
+    /// board (writes `runs/sim-tflite/<model>/`).
+    #[arg(long, requires = "board", conflicts_with_all = ["all", "artifacts"])]
+    tflite: Option<PathBuf>,
+    /// Random inputs for `--tflite`.
+    #[arg(long, default_value_t = 10, requires = "tflite")]
+    inputs: usize,
+    /// Seed of the random inputs for `--tflite`.
+    #[arg(long, default_value_t = 1, requires = "tflite")]
+    seed: u64,
 }
 
 /// What one simulated run found.
@@ -104,6 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => boards::simulated()?,
     };
     let timeout = Duration::from_secs(args.timeout);
+    if let (Some(model), [board]) = (&args.tflite, boards.as_slice()) {
+        return run_tflite(board, model, &args, timeout);
+    }
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for board in &boards {
@@ -124,6 +138,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             failures.len(),
             boards.len(),
             failures.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// `--tflite`: import, run on the host, then on the board; instructions per MAC too.
+fn run_tflite(board: &Board, model: &Path, args: &Args, timeout: Duration) -> anyhow::Result<()> {
+    let prepared = crate::sim_tflite::prepare(model, args.inputs, args.seed)?;
+    println!("(random inputs carry no labels: the check is the byte comparison, not the accuracy)");
+    let input = Input {
+        artifacts: prepared.artifacts,
+        max_vectors: args.input.max_vectors,
+    };
+    let result = simulate(board, &input, timeout)?;
+    if prepared.macs > 0 {
+        println!(
+            "  {:.2} {} per MAC ({} MACs per inference)",
+            result.per_inference / prepared.macs as f64,
+            result.unit,
+            prepared.macs
         );
     }
     Ok(())
