@@ -48,3 +48,29 @@ pub(crate) fn host_f32(t: &candle_core::Tensor) -> Result<Vec<f32>> {
         .flatten_all()?
         .to_vec1::<f32>()?)
 }
+
+/// An export error for `path`.
+pub(crate) fn export_error(path: &Path, message: impl Into<String>) -> crate::Error {
+    crate::Error::Export {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// An export error for `path` about node `i` of `graph`, naming the layer and its type.
+pub(crate) fn layer_error(
+    path: &Path,
+    graph: &Graph,
+    i: usize,
+    message: impl std::fmt::Display,
+) -> crate::Error {
+    let node = &graph.nodes()[i];
+    export_error(
+        path,
+        format!(
+            "layer `{}` ({}): {message}",
+            node.name,
+            node.layer.op_type()
+        ),
+    )
+}

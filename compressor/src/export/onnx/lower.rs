@@ -103,19 +103,11 @@ fn ints(v: &[usize]) -> Vec<i64> {
 
 impl<'a> Lowering<'a> {
     fn fail(&self, message: impl Into<String>) -> Error {
-        Error::Export {
-            path: self.path.to_path_buf(),
-            message: message.into(),
-        }
+        crate::export::export_error(self.path, message)
     }
 
     fn layer_fail(&self, i: usize, message: impl std::fmt::Display) -> Error {
-        let node = &self.graph.nodes()[i];
-        self.fail(format!(
-            "layer `{}` ({}): {message}",
-            node.name,
-            node.layer.op_type()
-        ))
+        crate::export::layer_error(self.path, self.graph, i, message)
     }
 
     /// A name not used yet: `base`, else `base_1`, `base_2`, ...

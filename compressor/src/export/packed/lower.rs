@@ -146,19 +146,11 @@ fn output_dict(op_type: &str) -> String {
 
 impl<'a> Lowering<'a> {
     fn fail(&self, message: impl Into<String>) -> Error {
-        Error::Export {
-            path: self.path.to_path_buf(),
-            message: message.into(),
-        }
+        crate::export::export_error(self.path, message)
     }
 
     fn layer_fail(&self, i: usize, message: impl std::fmt::Display) -> Error {
-        let node = &self.graph.nodes()[i];
-        self.fail(format!(
-            "layer `{}` ({}): {message}",
-            node.name,
-            node.layer.op_type()
-        ))
+        crate::export::layer_error(self.path, self.graph, i, message)
     }
 
     /// What can be refused before looking at any layer.
