@@ -1,18 +1,20 @@
 //! CRC-32/ISO-HDLC ("IEEE", as in zlib, PNG and Ethernet): reflected polynomial
-//! `0xEDB88320`, initial value and final XOR `0xFFFFFFFF`. A 1 KiB table built at
-//! compile time; one table lookup per byte.
+//! `0xEDB88320`, initial value and final XOR `0xFFFFFFFF`. A 16-entry (64-byte) table
+//! built at compile time, two lookups per byte: the CRC runs once per blob at load, so
+//! flash matters more than speed here (a 256-entry table costs 1 KiB of flash for one
+//! lookup per byte).
 
 const POLY: u32 = 0xEDB8_8320;
 
 // Evaluated at compile time: an out-of-range index would be a build error, not a panic.
 #[allow(clippy::indexing_slicing)]
-const TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
+const TABLE: [u32; 16] = {
+    let mut table = [0u32; 16];
     let mut i = 0;
-    while i < 256 {
+    while i < 16 {
         let mut c = i as u32;
         let mut k = 0;
-        while k < 8 {
+        while k < 4 {
             c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
             k += 1;
         }
@@ -45,9 +47,12 @@ impl Crc32 {
     pub fn update(mut self, bytes: &[u8]) -> Self {
         let mut crc = self.state;
         for &b in bytes {
-            let idx = ((crc ^ u32::from(b)) & 0xff) as u8;
-            // A u8 index into a 256-entry table: the `get` never fails (and is optimized out).
-            crc = (crc >> 8) ^ TABLE.get(usize::from(idx)).copied().unwrap_or(0);
+            crc ^= u32::from(b);
+            // Low nibble, then high nibble. A 4-bit index into a 16-entry table: the `get`
+            // never fails (and is optimized out).
+            for _ in 0..2 {
+                crc = (crc >> 4) ^ TABLE.get((crc & 0xf) as usize).copied().unwrap_or(0);
+            }
         }
         self.state = crc;
         self

@@ -57,7 +57,12 @@ pub const MAX_SHIFT: i32 = 30;
 
 /// `round(a · b / 2^31)`, ties toward +∞, saturating `MIN · MIN` to `MAX`
 /// (gemmlowp's `SaturatingRoundingDoublingHighMul`; see the module docs).
-#[inline]
+///
+/// Not inlined: only softmax's `exp`, reciprocal and output scaling (a few calls per
+/// row) use it on the device, where each inlined copy of the 64-bit multiply costs
+/// about 60 bytes of flash; the conv and fully connected kernels requantize through
+/// [`Requant`].
+#[inline(never)]
 pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
@@ -72,8 +77,9 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 ///
 /// gemmlowp defines `exponent` in `0..=31`, where this matches it bit for bit; outside
 /// that range the same formula is evaluated in 64 bits with `exponent` clamped to
-/// `0..=62`, so no input can panic.
-#[inline]
+/// `0..=62`, so no input can panic. Not inlined, for the reason given at
+/// [`saturating_rounding_doubling_high_mul`].
+#[inline(never)]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     let e = exponent.clamp(0, 62) as u32;
     let x = i64::from(x);

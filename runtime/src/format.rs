@@ -418,34 +418,31 @@ pub fn align_up(n: usize) -> Option<usize> {
 }
 
 impl Op {
+    /// `(first input, second input, output)` tensor indices: the second input is
+    /// `Add`'s `input2`, `None` for every other op. (One match for all the accessors
+    /// below: the firmware carries it once.)
+    pub(crate) fn operands(&self) -> (u32, Option<u32>, u32) {
+        match self {
+            Op::Conv2d(p) => (p.input, None, p.output),
+            Op::DepthwiseConv2d(p) => (p.input, None, p.output),
+            Op::FullyConnected(p) => (p.input, None, p.output),
+            Op::MaxPool2d(p) | Op::AvgPool2d(p) => (p.input, None, p.output),
+            Op::GlobalAvgPool(p) => (p.input, None, p.output),
+            Op::Add(p) => (p.input1, Some(p.input2), p.output),
+            Op::Reshape(p) => (p.input, None, p.output),
+            Op::Softmax(p) => (p.input, None, p.output),
+            Op::ArgMax(p) => (p.input, None, p.output),
+        }
+    }
+
     /// Index of the tensor this op writes.
     pub fn output(&self) -> u32 {
-        match self {
-            Op::Conv2d(p) => p.output,
-            Op::DepthwiseConv2d(p) => p.output,
-            Op::FullyConnected(p) => p.output,
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => p.output,
-            Op::GlobalAvgPool(p) => p.output,
-            Op::Add(p) => p.output,
-            Op::Reshape(p) => p.output,
-            Op::Softmax(p) => p.output,
-            Op::ArgMax(p) => p.output,
-        }
+        self.operands().2
     }
 
     /// Indices of the tensors this op reads (one, or two for `Add`).
     pub fn inputs(&self) -> impl Iterator<Item = u32> {
-        let (a, b) = match self {
-            Op::Conv2d(p) => (p.input, None),
-            Op::DepthwiseConv2d(p) => (p.input, None),
-            Op::FullyConnected(p) => (p.input, None),
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => (p.input, None),
-            Op::GlobalAvgPool(p) => (p.input, None),
-            Op::Add(p) => (p.input1, Some(p.input2)),
-            Op::Reshape(p) => (p.input, None),
-            Op::Softmax(p) => (p.input, None),
-            Op::ArgMax(p) => (p.input, None),
-        };
+        let (a, b, _) = self.operands();
         core::iter::once(a).chain(b)
     }
 

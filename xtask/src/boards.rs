@@ -42,6 +42,9 @@ pub struct Board {
     pub target: String,
     /// The runner command line, without the ELF path.
     pub runner: Vec<String>,
+    /// The linker the board's `.cargo/config.toml` names (`flip-link` on the Cortex-M
+    /// boards), if any; `cargo xtask build` checks that it is installed.
+    pub linker: Option<String>,
     /// Bytes of flash (`memory.x` `FLASH` region).
     pub flash: u64,
     /// Bytes of RAM (`memory.x` `RAM` region).
@@ -105,9 +108,12 @@ fn load(name: &str) -> anyhow::Result<Board> {
         .and_then(|t| t.as_str())
         .with_context(|| format!("{}: no [build] target", config_path.display()))?
         .to_string();
-    let runner = config
-        .get("target")
-        .and_then(|t| t.get(&target))
+    let target_table = config.get("target").and_then(|t| t.get(&target));
+    let linker = target_table
+        .and_then(|t| t.get("linker"))
+        .and_then(|l| l.as_str())
+        .map(str::to_string);
+    let runner = target_table
         .and_then(|t| t.get("runner"))
         .and_then(|r| r.as_str())
         .with_context(|| format!("{}: no runner for {target}", config_path.display()))?;
@@ -130,6 +136,7 @@ fn load(name: &str) -> anyhow::Result<Board> {
         dir,
         target,
         runner,
+        linker,
         flash: memory.flash,
         ram: memory.ram,
         kind,

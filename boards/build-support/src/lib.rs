@@ -300,6 +300,13 @@ pub fn link(board: &str) -> Memory {
         parse_memory(&script).unwrap_or_else(|e| fail(format_args!("{}: {e}", memory_x.display())));
     let out = out_dir();
     write(&out.join("memory.x"), &script);
+    // cortex-m-rt's `device` feature makes its link.x include a device.x (interrupt
+    // handler names); the firmware defines its own one-entry interrupt table
+    // (sprig-board-common's `interrupts`), so there are none to provide.
+    write(
+        &out.join("device.x"),
+        "/* No device interrupt handlers: see sprig-board-common's interrupts.rs. */\n",
+    );
     println!("cargo:rustc-link-search={}", out.display());
     let artifacts = load();
     if let Err(message) = check_fits(board, memory, &artifacts) {

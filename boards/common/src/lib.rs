@@ -22,6 +22,8 @@ pub mod arena;
 pub mod artifacts;
 mod check;
 pub mod counter;
+#[cfg(feature = "cortex-m")]
+mod interrupts;
 #[cfg(feature = "probe")]
 pub mod probe;
 #[cfg(feature = "semihosting")]

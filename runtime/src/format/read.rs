@@ -7,8 +7,8 @@
 use serde::Deserialize;
 
 use super::{
-    align_up, ArgMax, Conv2d, DepthwiseConv2d, FullyConnected, GlobalAvgPool, GraphHeader, Header,
-    Op, Pool2d, Reshape, Softmax, Tensor, TensorKind, HEADER_LEN,
+    align_up, Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, GlobalAvgPool,
+    GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind, HEADER_LEN,
 };
 use crate::error::{sat_u32, Error};
 
@@ -23,6 +23,11 @@ pub(crate) struct Parsed<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> {
 }
 
 /// Reads postcard items one after another, remembering where it is in the blob.
+///
+/// Only three item types are ever decoded (`u32`, `f32` and `bool`), each with
+/// `postcard::take_from_bytes`: every graph field is one of them (`i32` is postcard's
+/// zigzag varint of a `u32`, an `Option` a `bool` tag then the value), and three
+/// instantiations of postcard's deserializer cost far less flash than one per struct.
 struct Cursor<'a> {
     rest: &'a [u8],
     /// Blob offset of `rest[0]`.
@@ -30,14 +35,59 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take<T: Deserialize<'a>>(&mut self) -> Result<T, Error> {
-        let offset = sat_u32(self.pos);
-        let (value, rest) =
-            postcard::take_from_bytes::<T>(self.rest).map_err(|_| Error::Decode { offset })?;
+    fn take<T: Deserialize<'a>>(&mut self) -> Option<T> {
+        let (value, rest) = postcard::take_from_bytes::<T>(self.rest).ok()?;
         self.pos += self.rest.len() - rest.len();
         self.rest = rest;
-        Ok(value)
+        Some(value)
     }
+
+    /// [`Error::Decode`] for an item starting where the cursor stands (a failed
+    /// `take` does not move it).
+    fn fail(&self) -> Error {
+        Error::Decode {
+            offset: sat_u32(self.pos),
+        }
+    }
+
+    /// One `u32` item. (`Option`, not `Result`: it comes back in registers, and the
+    /// callers build the error.)
+    #[inline(never)]
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<u32>()
+    }
+
+    /// The fields of one struct into `words`: `u32`s, and `i32`s (the fields whose
+    /// bit is set in `signed`) as postcard's zigzag `u32`, stored as the `i32`'s bits;
+    /// where `option` is set, field `option` is an `Option<DataRef>` (a `bool` tag,
+    /// then two `u32`s if set), stored as 0/1 and the two words (0 if absent). `None`
+    /// if any field fails to decode; the caller reports [`Error::Decode`] at the
+    /// struct's start, as if it were decoded in one piece.
+    #[inline(never)]
+    fn fields(&mut self, words: &mut [u32], option: Option<usize>, signed: u32) -> Option<()> {
+        let mut i = 0;
+        while let Some(slot) = words.get_mut(i) {
+            if option == Some(i) {
+                let present = self.take::<bool>()?;
+                *slot = u32::from(present);
+                i += if present { 1 } else { 3 };
+                continue;
+            }
+            let n = self.take::<u32>()?;
+            *slot = if signed >> i & 1 != 0 {
+                zigzag(n) as u32
+            } else {
+                n
+            };
+            i += 1;
+        }
+        Some(())
+    }
+}
+
+/// postcard's zigzag: the `i32` a `u32` varint encodes.
+fn zigzag(n: u32) -> i32 {
+    ((n >> 1) as i32) ^ -((n & 1) as i32)
 }
 
 /// Check the header, decode the graph and locate the data section of `blob`.
@@ -53,9 +103,20 @@ pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
         rest: payload,
         pos: HEADER_LEN,
     };
-    let graph: GraphHeader = cur.take()?;
+    let mut w = [0u32; 5];
+    cur.fields(&mut w, None, 0).ok_or(Error::Decode {
+        offset: HEADER_LEN as u32,
+    })?;
+    let [input, output, arena_size, data_offset, data_len] = w;
+    let graph = GraphHeader {
+        input,
+        output,
+        arena_size,
+        data_offset,
+        data_len,
+    };
 
-    let n_tensors: u32 = cur.take()?;
+    let n_tensors = cur.u32().ok_or_else(|| cur.fail())?;
     if usize::try_from(n_tensors).map_or(true, |n| n > MAX_TENSORS) {
         return Err(Error::TooManyTensors {
             count: n_tensors,
@@ -71,7 +132,7 @@ pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
         })?;
     }
 
-    let n_ops: u32 = cur.take()?;
+    let n_ops = cur.u32().ok_or_else(|| cur.fail())?;
     if usize::try_from(n_ops).map_or(true, |n| n > MAX_OPS) {
         return Err(Error::TooManyOps {
             count: n_ops,
@@ -132,19 +193,19 @@ fn data_section<'a>(
 fn read_tensor(cur: &mut Cursor<'_>) -> Result<Tensor, Error> {
     // Same bytes as postcard's encoding of `Tensor`, read field by field so that a bad
     // rank or kind gets its own error.
-    let rank: u32 = cur.take()?;
+    let rank = cur.u32().ok_or_else(|| cur.fail())?;
     if rank > 4 {
         return Err(Error::RankTooHigh { rank });
     }
     let mut shape = heapless::Vec::new();
     for _ in 0..rank {
-        let dim: u32 = cur.take()?;
+        let dim = cur.u32().ok_or_else(|| cur.fail())?;
         shape.push(dim).map_err(|_| Error::RankTooHigh { rank })?;
     }
-    let scale: f32 = cur.take()?;
-    let zero_point: i32 = cur.take()?;
-    let arena_offset: u32 = cur.take()?;
-    let tag: u32 = cur.take()?;
+    let scale: f32 = cur.take().ok_or_else(|| cur.fail())?;
+    let zero_point = zigzag(cur.u32().ok_or_else(|| cur.fail())?);
+    let arena_offset = cur.u32().ok_or_else(|| cur.fail())?;
+    let tag = cur.u32().ok_or_else(|| cur.fail())?;
     let kind = match tag {
         0 => TensorKind::Activation,
         1 => TensorKind::Input,
@@ -160,21 +221,266 @@ fn read_tensor(cur: &mut Cursor<'_>) -> Result<Tensor, Error> {
     })
 }
 
+/// Fields of the op with wire tag `tag`: (count, position of the `Option<DataRef>`,
+/// bit mask of the `i32` fields). Counts and positions are in words, an
+/// `Option<DataRef>` taking three (tag and two `u32`s).
+fn op_layout(tag: u32) -> Option<(usize, Option<usize>, u32)> {
+    Some(match tag {
+        0 => (19, Some(4), 3 << 17),  // Conv2d: act_min, act_max
+        1 => (20, Some(4), 3 << 18),  // DepthwiseConv2d: act_min, act_max
+        2 => (11, Some(4), 3 << 9),   // FullyConnected: act_min, act_max
+        3 | 4 => (12, None, 3 << 10), // MaxPool2d, AvgPool2d: act_min, act_max
+        5 => (6, None, 0b1111 << 2),  // GlobalAvgPool: all but input, output
+        6 => (11, None, 0xff << 3),   // Add: all but the three tensors
+        7 | 9 => (2, None, 0),        // Reshape, ArgMax
+        8 => (5, None, 0b111 << 2),   // Softmax: all but input, output
+        _ => return None,
+    })
+}
+
 fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {
     // postcard encodes an enum as a varint variant index followed by the variant's
     // fields; dispatching on the index ourselves gives unknown ops their own error.
-    let tag: u32 = cur.take()?;
+    // The fields are read as words (see `Cursor::fields`), then laid out in the
+    // variant's struct: the bytes are exactly postcard's encoding of `Op`.
+    let tag = cur.u32().ok_or_else(|| cur.fail())?;
+    let (n, option, signed) = op_layout(tag).ok_or(Error::UnknownOp { tag })?;
+    let mut w = [0u32; 20];
+    let words = w.get_mut(..n).ok_or(Error::UnknownOp { tag })?;
+    // A failure anywhere in the fields is reported at their start (the op's first
+    // field), as when the struct was decoded in one piece.
+    let at_start = cur.fail();
+    cur.fields(words, option, signed).ok_or(at_start)?;
+    let d = |i: usize| DataRef {
+        offset: w.get(i).copied().unwrap_or(0),
+        len: w.get(i + 1).copied().unwrap_or(0),
+    };
+    let u = |i: usize| w.get(i).copied().unwrap_or(0);
+    let s = |i: usize| u(i) as i32;
+    let pad = |i: usize| Padding {
+        top: u(i),
+        left: u(i + 1),
+        bottom: u(i + 2),
+        right: u(i + 3),
+    };
+    let bias = (u(4) != 0).then(|| d(5));
     Ok(match tag {
-        0 => Op::Conv2d(cur.take::<Conv2d>()?),
-        1 => Op::DepthwiseConv2d(cur.take::<DepthwiseConv2d>()?),
-        2 => Op::FullyConnected(cur.take::<FullyConnected>()?),
-        3 => Op::MaxPool2d(cur.take::<Pool2d>()?),
-        4 => Op::AvgPool2d(cur.take::<Pool2d>()?),
-        5 => Op::GlobalAvgPool(cur.take::<GlobalAvgPool>()?),
-        6 => Op::Add(cur.take::<super::Add>()?),
-        7 => Op::Reshape(cur.take::<Reshape>()?),
-        8 => Op::Softmax(cur.take::<Softmax>()?),
-        9 => Op::ArgMax(cur.take::<ArgMax>()?),
-        tag => return Err(Error::UnknownOp { tag }),
+        0 => Op::Conv2d(Conv2d {
+            input: u(0),
+            output: u(1),
+            filter: d(2),
+            bias,
+            requant: d(7),
+            kernel_h: u(9),
+            kernel_w: u(10),
+            stride_h: u(11),
+            stride_w: u(12),
+            padding: pad(13),
+            act_min: s(17),
+            act_max: s(18),
+        }),
+        1 => Op::DepthwiseConv2d(DepthwiseConv2d {
+            input: u(0),
+            output: u(1),
+            filter: d(2),
+            bias,
+            requant: d(7),
+            kernel_h: u(9),
+            kernel_w: u(10),
+            stride_h: u(11),
+            stride_w: u(12),
+            padding: pad(13),
+            depth_multiplier: u(17),
+            act_min: s(18),
+            act_max: s(19),
+        }),
+        2 => Op::FullyConnected(FullyConnected {
+            input: u(0),
+            output: u(1),
+            weights: d(2),
+            bias,
+            requant: d(7),
+            act_min: s(9),
+            act_max: s(10),
+        }),
+        3 | 4 => {
+            let p = Pool2d {
+                input: u(0),
+                output: u(1),
+                filter_h: u(2),
+                filter_w: u(3),
+                stride_h: u(4),
+                stride_w: u(5),
+                padding: pad(6),
+                act_min: s(10),
+                act_max: s(11),
+            };
+            if tag == 3 {
+                Op::MaxPool2d(p)
+            } else {
+                Op::AvgPool2d(p)
+            }
+        }
+        5 => Op::GlobalAvgPool(GlobalAvgPool {
+            input: u(0),
+            output: u(1),
+            multiplier: s(2),
+            shift: s(3),
+            act_min: s(4),
+            act_max: s(5),
+        }),
+        6 => Op::Add(Add {
+            input1: u(0),
+            input2: u(1),
+            output: u(2),
+            input1_multiplier: s(3),
+            input1_shift: s(4),
+            input2_multiplier: s(5),
+            input2_shift: s(6),
+            output_multiplier: s(7),
+            output_shift: s(8),
+            act_min: s(9),
+            act_max: s(10),
+        }),
+        7 => Op::Reshape(Reshape {
+            input: u(0),
+            output: u(1),
+        }),
+        8 => Op::Softmax(Softmax {
+            input: u(0),
+            output: u(1),
+            input_multiplier: s(2),
+            input_left_shift: s(3),
+            diff_min: s(4),
+        }),
+        _ => Op::ArgMax(ArgMax {
+            input: u(0),
+            output: u(1),
+        }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-wise reader decodes exactly postcard's encoding of every op variant.
+    #[test]
+    fn ops_read_as_postcard_writes_them() {
+        let r = |offset, len| DataRef { offset, len };
+        let pad = Padding {
+            top: 1,
+            left: 2,
+            bottom: 3,
+            right: 300,
+        };
+        let conv = Conv2d {
+            input: 1,
+            output: 200,
+            filter: r(16, 70000),
+            bias: Some(r(4, 8)),
+            requant: r(9, 10),
+            kernel_h: 3,
+            kernel_w: 5,
+            stride_h: 1,
+            stride_w: 2,
+            padding: pad,
+            act_min: -128,
+            act_max: 127,
+        };
+        let depthwise = DepthwiseConv2d {
+            input: 3,
+            output: 4,
+            filter: r(1, 2),
+            bias: None,
+            requant: r(5, 6),
+            kernel_h: 7,
+            kernel_w: 8,
+            stride_h: 9,
+            stride_w: 10,
+            padding: pad,
+            depth_multiplier: 11,
+            act_min: -5,
+            act_max: 6,
+        };
+        let pool = Pool2d {
+            input: 0,
+            output: 1,
+            filter_h: 2,
+            filter_w: 3,
+            stride_h: 4,
+            stride_w: 5,
+            padding: pad,
+            act_min: -100,
+            act_max: 100,
+        };
+        let ops = [
+            Op::Conv2d(conv),
+            Op::Conv2d(Conv2d { bias: None, ..conv }),
+            Op::DepthwiseConv2d(depthwise),
+            Op::DepthwiseConv2d(DepthwiseConv2d {
+                bias: Some(r(u32::MAX, 0)),
+                ..depthwise
+            }),
+            Op::FullyConnected(FullyConnected {
+                input: 5,
+                output: 6,
+                weights: r(7, 8),
+                bias: Some(r(9, 10)),
+                requant: r(11, 12),
+                act_min: -13,
+                act_max: 14,
+            }),
+            Op::MaxPool2d(pool),
+            Op::AvgPool2d(pool),
+            Op::GlobalAvgPool(GlobalAvgPool {
+                input: 1,
+                output: 2,
+                multiplier: i32::MAX,
+                shift: -31,
+                act_min: i32::MIN,
+                act_max: 3,
+            }),
+            Op::Add(Add {
+                input1: 1,
+                input2: 2,
+                output: 3,
+                input1_multiplier: 1 << 30,
+                input1_shift: -1,
+                input2_multiplier: -4,
+                input2_shift: 5,
+                output_multiplier: 6,
+                output_shift: -7,
+                act_min: -8,
+                act_max: 9,
+            }),
+            Op::Reshape(Reshape {
+                input: 4,
+                output: 5,
+            }),
+            Op::Softmax(Softmax {
+                input: 6,
+                output: 7,
+                input_multiplier: 123_456_789,
+                input_left_shift: 30,
+                diff_min: -987_654,
+            }),
+            Op::ArgMax(ArgMax {
+                input: 8,
+                output: 9,
+            }),
+        ];
+        for op in ops {
+            let mut buf = [0u8; 128];
+            let bytes = postcard::to_slice(&op, &mut buf).unwrap();
+            let len = bytes.len();
+            let mut cur = Cursor {
+                rest: bytes,
+                pos: 0,
+            };
+            assert_eq!(read_op(&mut cur).unwrap(), op);
+            assert!(cur.rest.is_empty());
+            assert_eq!(cur.pos, len);
+        }
+    }
 }

@@ -1,7 +1,14 @@
 //! Dispatch of one validated op to its kernel.
+//!
+//! Validation has already checked everything looked up here, so every lookup is an
+//! `Option` and any `None` (which cannot happen for a validated model) becomes one
+//! [`Error::KernelArgs`]: one error path instead of one per lookup keeps this cold
+//! glue small in flash.
+
+use core::ops::Range;
 
 use super::Model;
-use crate::arena::{bytes_as_i8, split_io, view_mut, Region};
+use crate::arena::{bytes_as_i8, bytes_as_i8_mut};
 use crate::error::Error;
 use crate::format::{DataRef, Op, Padding, Tensor};
 use crate::kernels::add::{add, AddParams};
@@ -9,25 +16,24 @@ use crate::kernels::argmax::argmax;
 use crate::kernels::conv::conv2d;
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
-use crate::kernels::pooling::{global_avg_pool, pool2d, pool2d_in_place, MeanParams, PoolKind};
+use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind};
 use crate::kernels::softmax::{softmax, SoftmaxParams};
 use crate::kernels::{ConvGeometry, OutputStage};
 
-fn dims4(t: &Tensor) -> Result<[usize; 4], Error> {
+fn dims4(t: &Tensor) -> Option<[usize; 4]> {
     match t.shape.as_slice() {
-        &[n, h, w, c] => Ok([n as usize, h as usize, w as usize, c as usize]),
-        _ => Err(Error::KernelArgs),
+        &[n, h, w, c] => Some([n as usize, h as usize, w as usize, c as usize]),
+        _ => None,
     }
 }
 
 /// `(product of leading dimensions, last dimension)`.
-fn rows(t: &Tensor) -> Result<(usize, usize), Error> {
-    let (&last, lead) = t.shape.split_last().ok_or(Error::KernelArgs)?;
+fn rows(t: &Tensor) -> Option<(usize, usize)> {
+    let (&last, lead) = t.shape.split_last()?;
     let lead = lead
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
-        .ok_or(Error::KernelArgs)?;
-    Ok((lead, last as usize))
+        .try_fold(1usize, |a, &d| a.checked_mul(d as usize))?;
+    Some((lead, last as usize))
 }
 
 fn geometry(
@@ -36,10 +42,10 @@ fn geometry(
     kernel: (u32, u32),
     stride: (u32, u32),
     pad: &Padding,
-) -> Result<ConvGeometry, Error> {
+) -> Option<ConvGeometry> {
     let [batch, in_h, in_w, in_c] = dims4(x)?;
     let [_, out_h, out_w, out_c] = dims4(y)?;
-    Ok(ConvGeometry {
+    Some(ConvGeometry {
         batch,
         in_h,
         in_w,
@@ -56,11 +62,43 @@ fn geometry(
     })
 }
 
+/// The arena bytes of `t`.
+pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
+    let start = t.arena_offset as usize;
+    Some(start..start.checked_add(t.elements().ok()? as usize)?)
+}
+
+/// Shared views of the inputs `a` and `b` and a mutable view of `out`, which must not
+/// overlap either input (one function for one- and two-input ops: pass `a` twice).
+fn split<'r>(
+    arena: &'r mut [u8],
+    a: &Range<usize>,
+    b: &Range<usize>,
+    out: &Range<usize>,
+) -> Option<(&'r [i8], &'r [i8], &'r mut [i8])> {
+    let (left, rest) = arena.split_at_mut_checked(out.start)?;
+    let (out_bytes, right) = rest.split_at_mut_checked(out.end.checked_sub(out.start)?)?;
+    let (left, right): (&'r [u8], &'r [u8]) = (left, right);
+    let view = |r: &Range<usize>| {
+        if r.end <= out.start {
+            left.get(r.clone())
+        } else if r.start >= out.end {
+            right.get(r.start - out.end..r.end - out.end)
+        } else {
+            None
+        }
+    };
+    Some((
+        bytes_as_i8(view(a)?),
+        bytes_as_i8(view(b)?),
+        bytes_as_i8_mut(out_bytes),
+    ))
+}
+
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_TENSORS> {
-    fn bytes(&self, r: DataRef) -> Result<&'a [u8], Error> {
+    fn bytes(&self, r: DataRef) -> Option<&'a [u8]> {
         let start = r.offset as usize;
-        let end = start.checked_add(r.len as usize).ok_or(Error::KernelArgs)?;
-        self.data.get(start..end).ok_or(Error::KernelArgs)
+        self.data.get(start..start.checked_add(r.len as usize)?)
     }
 
     fn stage(
@@ -70,9 +108,12 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
         y: &Tensor,
         channels: usize,
         act: (i32, i32),
-    ) -> Result<OutputStage<'a>, Error> {
-        Ok(OutputStage {
-            bias: bias.map(|b| self.bytes(b)).transpose()?,
+    ) -> Option<OutputStage<'a>> {
+        Some(OutputStage {
+            bias: match bias {
+                Some(b) => Some(self.bytes(b)?),
+                None => None,
+            },
             requant: self.bytes(requant)?,
             channels,
             output_offset: y.zero_point,
@@ -83,9 +124,17 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
 
     /// Run one op on the arena.
     pub(super) fn exec(&self, op: &Op, arena: &mut [u8]) -> Result<(), Error> {
-        match op {
+        self.dispatch(op, arena).unwrap_or(Err(Error::KernelArgs))
+    }
+
+    fn dispatch(&self, op: &Op, arena: &mut [u8]) -> Option<Result<(), Error>> {
+        let (xi, _, yi) = op.operands();
+        let x = self.tensors.get(xi as usize)?;
+        let y = self.tensors.get(yi as usize)?;
+        let (rin, rout) = (range(x)?, range(y)?);
+        let input_offset = x.zero_point.wrapping_neg();
+        Some(match op {
             Op::Conv2d(p) => {
-                let (x, y) = (self.tensor(p.input)?, self.tensor(p.output)?);
                 let g = geometry(
                     x,
                     y,
@@ -95,19 +144,10 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 )?;
                 let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
                 let filter = bytes_as_i8(self.bytes(p.filter)?);
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
-                conv2d(
-                    &g,
-                    x.zero_point.wrapping_neg(),
-                    &stage,
-                    filter,
-                    input,
-                    output,
-                )
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                conv2d(&g, input_offset, &stage, filter, input, output)
             }
             Op::DepthwiseConv2d(p) => {
-                let (x, y) = (self.tensor(p.input)?, self.tensor(p.output)?);
                 let g = geometry(
                     x,
                     y,
@@ -117,21 +157,11 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 )?;
                 let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
                 let filter = bytes_as_i8(self.bytes(p.filter)?);
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 let dm = p.depth_multiplier as usize;
-                depthwise_conv2d(
-                    &g,
-                    dm,
-                    x.zero_point.wrapping_neg(),
-                    &stage,
-                    filter,
-                    input,
-                    output,
-                )
+                depthwise_conv2d(&g, dm, input_offset, &stage, filter, input, output)
             }
             Op::FullyConnected(p) => {
-                let (x, y) = (self.tensor(p.input)?, self.tensor(p.output)?);
                 let (batch, in_features) = rows(x)?;
                 let (_, out_features) = rows(y)?;
                 let shape = FcShape {
@@ -142,23 +172,14 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 let stage =
                     self.stage(p.bias, p.requant, y, out_features, (p.act_min, p.act_max))?;
                 let weights = bytes_as_i8(self.bytes(p.weights)?);
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
-                fully_connected(
-                    &shape,
-                    x.zero_point.wrapping_neg(),
-                    &stage,
-                    weights,
-                    input,
-                    output,
-                )
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                fully_connected(&shape, input_offset, &stage, weights, input, output)
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
                 let kind = match op {
                     Op::MaxPool2d(_) => PoolKind::Max,
                     _ => PoolKind::Average,
                 };
-                let (x, y) = (self.tensor(p.input)?, self.tensor(p.output)?);
                 let g = geometry(
                     x,
                     y,
@@ -166,27 +187,24 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                     (p.stride_h, p.stride_w),
                     &p.padding,
                 )?;
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let (i, o) = (&rin.range, &rout.range);
-                if i.start < o.end && o.start < i.end {
-                    // In place (validated: same offset, no top/left padding).
-                    let lo = i.start.min(o.start);
-                    let both = Region {
-                        tensor: p.input,
-                        range: lo..i.end.max(o.end),
-                    };
-                    let buf = view_mut(arena, &both)?;
-                    let (act_min, act_max) = (p.act_min, p.act_max);
-                    pool2d_in_place(kind, &g, act_min, act_max, buf, i.start - lo, o.start - lo)
-                } else {
-                    let ([input], output) = split_io(arena, [&rin], &rout)?;
-                    pool2d(kind, &g, p.act_min, p.act_max, input, output)
-                }
+                // One buffer spanning both tensors, whether they overlap (in place,
+                // validated: same offset, no top/left padding) or not.
+                let lo = rin.start.min(rout.start);
+                let buf = bytes_as_i8_mut(arena.get_mut(lo..rin.end.max(rout.end))?);
+                let (act_min, act_max) = (p.act_min, p.act_max);
+                pool2d_any(
+                    kind,
+                    &g,
+                    act_min,
+                    act_max,
+                    buf,
+                    rin.start - lo,
+                    rout.start - lo,
+                )
             }
             Op::GlobalAvgPool(p) => {
-                let (x, y) = (self.tensor(p.input)?, self.tensor(p.output)?);
                 let params = MeanParams {
-                    input_offset: x.zero_point.wrapping_neg(),
+                    input_offset,
                     multiplier: p.multiplier,
                     shift: p.shift,
                     output_offset: y.zero_point,
@@ -194,18 +212,13 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                     act_max: p.act_max,
                 };
                 let dims = dims4(x)?;
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 global_avg_pool(dims, &params, input, output)
             }
             Op::Add(p) => {
-                let (a, b, y) = (
-                    self.tensor(p.input1)?,
-                    self.tensor(p.input2)?,
-                    self.tensor(p.output)?,
-                );
+                let b = self.tensors.get(p.input2 as usize)?;
                 let params = AddParams {
-                    input1_offset: a.zero_point.wrapping_neg(),
+                    input1_offset: input_offset,
                     input2_offset: b.zero_point.wrapping_neg(),
                     output_offset: y.zero_point,
                     input1_multiplier: p.input1_multiplier,
@@ -217,35 +230,26 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                     act_min: p.act_min,
                     act_max: p.act_max,
                 };
-                let (r1, r2, rout) = (
-                    self.region(p.input1)?,
-                    self.region(p.input2)?,
-                    self.region(p.output)?,
-                );
-                let ([in1, in2], output) = split_io(arena, [&r1, &r2], &rout)?;
+                let (in1, in2, output) = split(arena, &rin, &range(b)?, &rout)?;
                 add(&params, in1, in2, output)
             }
             // The output aliases the input's bytes: nothing to do.
             Op::Reshape(_) => Ok(()),
             Op::Softmax(p) => {
-                let x = self.tensor(p.input)?;
                 let (_, depth) = rows(x)?;
                 let params = SoftmaxParams {
                     input_multiplier: p.input_multiplier,
                     input_left_shift: p.input_left_shift,
                     diff_min: p.diff_min,
                 };
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 softmax(depth, &params, input, output)
             }
-            Op::ArgMax(p) => {
-                let x = self.tensor(p.input)?;
+            Op::ArgMax(_) => {
                 let (_, depth) = rows(x)?;
-                let (rin, rout) = (self.region(p.input)?, self.region(p.output)?);
-                let ([input], output) = split_io(arena, [&rin], &rout)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 argmax(depth, input, output)
             }
-        }
+        })
     }
 }

@@ -30,7 +30,13 @@ pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize>(
         };
         ctx.check(op)?;
     }
-    let mut live = [Live::UNSET; MAX_TENSORS];
+    // `lifetimes::compute` sets every entry first; zeros are cheaper to lay out than
+    // `Live::UNSET` (a `memclr` the kernels link anyway, not a `memset` of its own).
+    let mut live = [Live {
+        first: 0,
+        last: 0,
+        root: 0,
+    }; MAX_TENSORS];
     let live = live.get_mut(..tensors.len()).ok_or(Error::TooManyTensors {
         count,
         capacity: sat_u32(MAX_TENSORS),
@@ -168,7 +174,9 @@ impl<'t> Ctx<'t> {
     }
 
     /// The referenced bytes, which must lie inside the data section and be `expected`
-    /// bytes long (`expected` computed in `u64`, so it cannot overflow).
+    /// bytes long (`expected` computed in `u64`, so it cannot overflow). Not inlined:
+    /// one copy serves the weights, bias and requantization checks of three ops.
+    #[inline(never)]
     fn data_ref(&self, r: DataRef, expected: u64) -> Result<&'t [u8], Error> {
         let start = usize::try_from(r.offset).ok();
         let end = start
@@ -262,9 +270,17 @@ impl<'t> Ctx<'t> {
     }
 
     fn check(&self, op: &Op) -> Result<(), Error> {
+        // Every op's tensors are looked up here, in field order (`Add`: input1,
+        // input2, output), before anything else is checked.
+        let (xi, second, yi) = op.operands();
+        let x = self.t(xi)?;
+        let b = match second {
+            Some(i) => Some(self.t(i)?),
+            None => None,
+        };
+        let y = self.t(yi)?;
         match op {
             Op::Conv2d(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
                 let (c, oc) = self.window_op(
                     x,
                     y,
@@ -279,7 +295,6 @@ impl<'t> Ctx<'t> {
                 self.act(p.act_min, p.act_max)
             }
             Op::DepthwiseConv2d(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
                 let (c, oc) = self.window_op(
                     x,
                     y,
@@ -300,7 +315,6 @@ impl<'t> Ctx<'t> {
                 self.act(p.act_min, p.act_max)
             }
             Op::FullyConnected(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
                 let (lead_x, k) = self.split_last(x)?;
                 let (lead_y, n) = self.split_last(y)?;
                 if lead_x != lead_y {
@@ -312,7 +326,6 @@ impl<'t> Ctx<'t> {
                 self.act(p.act_min, p.act_max)
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
                 let (c, oc) = self.window_op(
                     x,
                     y,
@@ -327,7 +340,6 @@ impl<'t> Ctx<'t> {
                 self.act(p.act_min, p.act_max)
             }
             Op::GlobalAvgPool(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
                 let [n, _, _, c] = self.dims4(x)?;
                 if self.dims4(y)? != [n, 1, 1, c] {
                     return Err(self.shape_err());
@@ -336,7 +348,8 @@ impl<'t> Ctx<'t> {
                 self.act(p.act_min, p.act_max)
             }
             Op::Add(p) => {
-                let (a, b, y) = (self.t(p.input1)?, self.t(p.input2)?, self.t(p.output)?);
+                let a = x;
+                let b = b.unwrap_or(x);
                 if a.shape != y.shape || b.shape != y.shape {
                     return Err(self.shape_err());
                 }
@@ -345,8 +358,7 @@ impl<'t> Ctx<'t> {
                 self.mult_shift(p.output_multiplier, p.output_shift)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::Reshape(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+            Op::Reshape(_) => {
                 if x.elements()? != y.elements()? {
                     return Err(self.shape_err());
                 }
@@ -357,7 +369,6 @@ impl<'t> Ctx<'t> {
                 Ok(())
             }
             Op::Softmax(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
                 self.split_last(x)?;
                 if x.shape != y.shape {
                     return Err(self.shape_err());
@@ -382,8 +393,7 @@ impl<'t> Ctx<'t> {
                 }
                 Ok(())
             }
-            Op::ArgMax(p) => {
-                let (x, y) = (self.t(p.input)?, self.t(p.output)?);
+            Op::ArgMax(_) => {
                 let (lead_x, depth) = self.split_last(x)?;
                 let (lead_y, one) = self.split_last(y)?;
                 if lead_x != lead_y || one != 1 {

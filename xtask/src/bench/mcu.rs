@@ -75,7 +75,7 @@ pub fn run(artifacts: &Path, output: &Path) -> anyhow::Result<()> {
         artifacts.display()
     ));
     md.push_str("- counting: QEMU `-icount shift=0` (one instruction per virtual ns) read through a timer or `minstret`; instructions, not cycles (boards/README.md)\n");
-    md.push_str("- build: boards' release profile (opt-level \"s\"); every vector bit-exact with the host runtime before counting\n");
+    md.push_str("- build: boards' release profile (opt-level \"s\", fat LTO), Arm boards linked by flip-link; every vector bit-exact with the host runtime before counting\n");
     md.push_str(&format!(
         "- machine: {} (host running QEMU)\n",
         super::machine()
