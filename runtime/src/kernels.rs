@@ -9,6 +9,9 @@
 //!
 //! Layouts: activations NHWC; conv filter `[OC, KH, KW, C]`; depthwise filter
 //! `[KH, KW, OC]` with `OC = C · depth_multiplier`; fully connected weights `[OUT, IN]`.
+//!
+//! On x86_64 hosts with `std`, conv, depthwise and fully connected hand over to the AVX2
+//! kernels of `x86` when the CPU has AVX2 (bit-identical; see there).
 
 use crate::error::Error;
 use crate::fixed_point::{clamp_to_i8, Requant};
@@ -23,6 +26,8 @@ pub mod pooling;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
 pub mod softmax;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub mod x86;
 
 /// What happens to a channel's `i32` accumulator: add the bias, requantize, add the
 /// output zero point, clamp to the fused activation range.

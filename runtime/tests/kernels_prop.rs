@@ -1,6 +1,7 @@
 //! Property tests: every fast kernel is bit-exact with its plain-loop reference on
 //! random shapes, parameters and data; the fixed-point primitives agree with exact
-//! 128-bit arithmetic.
+//! 128-bit arithmetic. On x86_64 the weighted kernels run twice, with the AVX2 host
+//! path (`kernels::x86`) and with the portable code it stands in for.
 
 mod common;
 
@@ -129,13 +130,45 @@ fn lens(g: &ConvGeometry) -> (usize, usize) {
     g.lens().unwrap()
 }
 
+/// `run`'s outputs with the x86_64 host fast path on, then off (one run elsewhere).
+fn each_path(mut run: impl FnMut() -> Vec<i8>) -> Vec<Vec<i8>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use sprig_runtime::kernels::x86::set_enabled;
+        let outs = [true, false]
+            .into_iter()
+            .map(|on| {
+                set_enabled(on);
+                run()
+            })
+            .collect();
+        set_enabled(true);
+        outs
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        vec![run()]
+    }
+}
+
+/// Input channels added to a drawn geometry: none, or enough to reach the vector
+/// paths' whole blocks (16) and their remainders.
+fn extra_channels() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![0usize, 0, 10, 26, 42])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn conv2d_matches_reference(g in geometry(), out_c in 1usize..=6, seed: u64) {
+    fn conv2d_matches_reference(
+        g in geometry(),
+        extra in extra_channels(),
+        out_c in 1usize..=20,
+        seed: u64,
+    ) {
         let mut rng = Lcg::new(seed);
-        let g = ConvGeometry { out_c, ..g };
+        let g = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
         let (in_len, out_len) = lens(&g);
         let input = rng.vec_i8(in_len);
         let filter = rng.vec_i8(out_c * g.kernel_h * g.kernel_w * g.in_c);
@@ -143,41 +176,105 @@ proptest! {
         // Mostly a real zero point's offset; sometimes one no int8 zero point gives,
         // which takes the row-by-row path.
         let offset = if rng.one_in(4) { rng.range(-600, 600) } else { rng.range(-127, 128) };
-        let (mut fast, mut slow) = (vec![0i8; out_len], vec![1i8; out_len]);
-        conv2d(&g, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+        let mut slow = vec![1i8; out_len];
         reference::conv2d(&g, offset, &st.view(), &filter, &input, &mut slow);
-        prop_assert_eq!(fast, slow);
+        for fast in each_path(|| {
+            let mut fast = vec![0i8; out_len];
+            conv2d(&g, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+            fast
+        }) {
+            prop_assert_eq!(&fast, &slow);
+        }
     }
 
     #[test]
-    fn depthwise_matches_reference(g in geometry(), dm in 1usize..=3, wide in any::<bool>(), seed: u64) {
+    fn depthwise_matches_reference(
+        g in geometry(),
+        dm in 1usize..=3,
+        extra in prop::sample::select(vec![0usize, 0, 2, 7, 20, 131]),
+        seed: u64,
+    ) {
         let mut rng = Lcg::new(seed);
-        // Sometimes more channels than one stack block holds.
-        let in_c = if wide { 20 + g.in_c } else { g.in_c };
+        // Sometimes eight channels (two pixels a vector on x86_64), or more than one
+        // stack block (or one vector pass, or the stack's output stages) holds.
+        let in_c = g.in_c + extra;
         let g = ConvGeometry { in_c, out_c: in_c * dm, ..g };
         let (in_len, out_len) = lens(&g);
         let input = rng.vec_i8(in_len);
         let filter = rng.vec_i8(g.kernel_h * g.kernel_w * g.out_c);
         let st = Stage::random(&mut rng, g.out_c);
-        let offset = rng.range(-127, 128);
-        let (mut fast, mut slow) = (vec![0i8; out_len], vec![1i8; out_len]);
-        depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+        let offset = if rng.one_in(8) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut slow = vec![1i8; out_len];
         reference::depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut slow);
-        prop_assert_eq!(fast, slow);
+        for fast in each_path(|| {
+            let mut fast = vec![0i8; out_len];
+            depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+            fast
+        }) {
+            prop_assert_eq!(&fast, &slow);
+        }
+    }
+
+    /// Large windows (more taps than the paired-tap path takes) and depth multipliers
+    /// up to 8, like the speech model's 10×8 kernel over one channel.
+    #[test]
+    fn depthwise_large_kernels_match_reference(
+        (kh, kw) in (6usize..=10, 6usize..=9),
+        (in_c, dm) in (1usize..=3, 1usize..=8),
+        (sh, sw) in (1usize..=2, 1usize..=2),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let (in_h, in_w) = (kh + rng.range(0, 6) as usize, kw + rng.range(0, 6) as usize);
+        let (pt, pl) = (rng.range(0, kh as i32 - 1) as usize, rng.range(0, kw as i32 - 1) as usize);
+        let g = ConvGeometry {
+            batch: 1,
+            in_h,
+            in_w,
+            in_c,
+            out_h: (in_h + pt - kh) / sh + 1,
+            out_w: (in_w + pl - kw) / sw + 1,
+            out_c: in_c * dm,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride_h: sh,
+            stride_w: sw,
+            pad_top: pt,
+            pad_left: pl,
+        };
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len);
+        let filter = rng.vec_i8(kh * kw * g.out_c);
+        let st = Stage::random(&mut rng, g.out_c);
+        let offset = rng.range(-127, 128);
+        let mut slow = vec![1i8; out_len];
+        reference::depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut slow);
+        for fast in each_path(|| {
+            let mut fast = vec![0i8; out_len];
+            depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut fast).unwrap();
+            fast
+        }) {
+            prop_assert_eq!(&fast, &slow);
+        }
     }
 
     #[test]
-    fn fully_connected_matches_reference(batch in 1usize..=3, k in 1usize..=300, n in 1usize..=40, seed: u64) {
+    fn fully_connected_matches_reference(batch in 1usize..=4, k in 1usize..=300, n in 1usize..=40, seed: u64) {
         let mut rng = Lcg::new(seed);
         let shape = FcShape { batch, in_features: k, out_features: n };
         let input = rng.vec_i8(batch * k);
         let weights = rng.vec_i8(n * k);
         let st = Stage::random(&mut rng, n);
-        let offset = rng.range(-127, 128);
-        let (mut fast, mut slow) = (vec![0i8; batch * n], vec![1i8; batch * n]);
-        fully_connected(&shape, offset, &st.view(), &weights, &input, &mut fast).unwrap();
+        let offset = if rng.one_in(8) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut slow = vec![1i8; batch * n];
         reference::fully_connected(&shape, offset, &st.view(), &weights, &input, &mut slow);
-        prop_assert_eq!(fast, slow);
+        for fast in each_path(|| {
+            let mut fast = vec![0i8; batch * n];
+            fully_connected(&shape, offset, &st.view(), &weights, &input, &mut fast).unwrap();
+            fast
+        }) {
+            prop_assert_eq!(&fast, &slow);
+        }
     }
 
     #[test]
@@ -248,10 +345,15 @@ proptest! {
             act_min: rng.range(-128, 0),
             act_max: rng.range(0, 127),
         };
-        let (mut fast, mut slow) = (vec![0i8; n], vec![1i8; n]);
-        add(&p, &x, &y, &mut fast).unwrap();
+        let mut slow = vec![1i8; n];
         reference::add(&p, &x, &y, &mut slow);
-        prop_assert_eq!(fast, slow);
+        for fast in each_path(|| {
+            let mut fast = vec![0i8; n];
+            add(&p, &x, &y, &mut fast).unwrap();
+            fast
+        }) {
+            prop_assert_eq!(&fast, &slow);
+        }
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub fn conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let Some(done) = small_offset(input_offset)
+        .and_then(|offset| super::x86::conv2d(g, offset, stage, filter, input, output))
+    {
+        return done;
+    }
     match small_offset(input_offset) {
         Some(offset) if filter_oc <= OFFSET_CAP => {
             gathered(g, offset, stage, filter, input, output)

@@ -33,6 +33,19 @@ pub fn depthwise_conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if let Some(done) = super::x86::depthwise_conv2d(
+        g,
+        depth_multiplier,
+        input_offset,
+        stage,
+        filter,
+        input,
+        output,
+    ) {
+        return done;
+    }
     let dm = depth_multiplier;
     let image_len = g.in_h * g.in_w * g.in_c;
     // Channel blocks outermost, so each block's bias and requantization are decoded once

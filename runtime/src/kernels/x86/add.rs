@@ -1,0 +1,70 @@
+//! Elementwise add on eight lanes: `kernels::add::add_one` (TFLite's
+//! `AddElementwise`: offset, shift left by 20, one requantization per input, sum, the
+//! output's requantization, offset, clamp) with each step on vectors.
+
+use core::arch::x86_64::*;
+
+use super::requant::{bytes8, Finish, Quant8};
+use crate::error::Error;
+use crate::fixed_point::ADD_LEFT_SHIFT;
+use crate::kernels::add::{add_one, AddParams};
+
+/// AVX2 elementwise add, or `None` without AVX2 (`kernels::add::add`, which calls
+/// this first on x86_64 hosts, then runs its portable loop).
+pub(crate) fn add(
+    p: &AddParams,
+    input1: &[i8],
+    input2: &[i8],
+    output: &mut [i8],
+) -> Option<Result<(), Error>> {
+    if !super::avx2() {
+        return None;
+    }
+    if input1.len() != output.len() || input2.len() != output.len() {
+        return Some(Err(Error::KernelArgs));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the CPU has AVX2 (checked just above).
+    unsafe {
+        add_avx2(p, input1, input2, output);
+    }
+    Some(Ok(()))
+}
+
+#[target_feature(enable = "avx2")]
+fn add_avx2(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) {
+    let r1 = Quant8::splat(p.input1_multiplier, p.input1_shift);
+    let r2 = Quant8::splat(p.input2_multiplier, p.input2_shift);
+    let out = Quant8::splat(p.output_multiplier, p.output_shift);
+    let finish = Finish::with(p.output_offset, p.act_min, p.act_max);
+    let (o1, o2) = (
+        _mm256_set1_epi32(p.input1_offset),
+        _mm256_set1_epi32(p.input2_offset),
+    );
+    let (a, b) = (input1.as_chunks::<8>(), input2.as_chunks::<8>());
+    let mut y = output.chunks_exact_mut(8);
+    for ((a, b), y) in a.0.iter().zip(b.0).zip(y.by_ref()) {
+        // `(x + offset) · 2^20` wraps like the scalar `wrapping_mul`.
+        let shifted = |x: &[i8; 8], offset: __m256i| {
+            _mm256_slli_epi32::<{ ADD_LEFT_SHIFT as i32 }>(_mm256_add_epi32(widen8(x), offset))
+        };
+        let sum = _mm256_add_epi32(r1.requant(shifted(a, o1)), r2.requant(shifted(b, o2)));
+        if let Ok(y) = <&mut [i8; 8]>::try_from(y) {
+            *y = bytes8(finish.output(out.requant(sum)));
+        }
+    }
+    for ((y, &a), &b) in y.into_remainder().iter_mut().zip(a.1).zip(b.1) {
+        *y = add_one(p, a, b);
+    }
+}
+
+/// Eight `i8` sign-extended to `i32` lanes.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn widen8(bytes: &[i8; 8]) -> __m256i {
+    #[allow(unsafe_code)]
+    // SAFETY: `bytes` is 8 readable bytes; `_mm_loadl_epi64` reads exactly 8, unaligned.
+    unsafe {
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(bytes.as_ptr().cast()))
+    }
+}
