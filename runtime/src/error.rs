@@ -5,6 +5,8 @@
 
 use core::fmt;
 
+use crate::model::OpKind;
+
 /// Everything that can go wrong while loading or running a packed model.
 ///
 /// Variants carry small integers (indices, sizes) and never borrowed data, so the type
@@ -214,6 +216,14 @@ pub enum Error {
     },
     /// The graph output is never produced.
     OutputNotProduced,
+    /// An op whose kind is not in the `Model` type's op set (its `OPS` parameter), so
+    /// its kernel is not linked into this program.
+    OpNotInSet {
+        /// Index of the op.
+        op: u32,
+        /// Its kind.
+        kind: OpKind,
+    },
 
     // ---- run ----------------------------------------------------------------------
     /// The caller's arena is smaller than [`crate::Model::arena_size`].
@@ -328,6 +338,10 @@ impl fmt::Display for Error {
             TensorWrittenTwice { tensor } => write!(f, "tensor {tensor} written twice"),
             BadTensorKind { tensor } => write!(f, "tensor {tensor} kind disagrees with graph"),
             OutputNotProduced => f.write_str("graph output is never produced"),
+            OpNotInSet { op, kind } => write!(
+                f,
+                "op {op}: {kind:?} is not in this Model's op set (its kernel is not linked)"
+            ),
             ArenaTooSmall { needed, got } => {
                 write!(f, "arena too small: need {needed} bytes, got {got}")
             }

@@ -29,6 +29,13 @@
 //! use the DSP extension's SMLAD through `asm!`) pack the window into 16-bit pairs
 //! (1 KiB more); nothing else.
 //!
+//! Op sets: [`Model`]'s last const parameter is the set of ops it can run (default
+//! [`ALL_OPS`]); validation and dispatch reference only those kernels, so a firmware
+//! that names exactly its model's ops (`Model::<8, 12, { op_set(&[...]) }>`) links no
+//! other kernel, like TensorFlow Lite Micro's `MicroMutableOpResolver`. A blob with
+//! another op is refused with [`Error::OpNotInSet`] ([`model::used_by`] gives a
+//! model's set; see [`model::OpKind`]).
+//!
 //! Features: `std` (host: `std::error::Error`, the blob writer
 //! `format::write::BlobBuilder` and the arena planner), `defmt` (derives
 //! `defmt::Format` on public types and errors).
@@ -63,4 +70,4 @@ pub use format::{
     Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, GlobalAvgPool, Graph,
     GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
 };
-pub use model::{Model, Quant};
+pub use model::{op_set, Model, OpKind, Quant, ALL_OPS};

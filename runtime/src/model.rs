@@ -6,7 +6,10 @@ use crate::format::{self, GraphHeader, Header, Op, Tensor};
 
 mod exec;
 pub(crate) mod lifetimes;
+mod op_set;
 mod validate;
+
+pub use op_set::{kinds_in, op_set, used_by, OpKind, ALL_OPS};
 
 // The format's u32 sizes and offsets must fit usize.
 const _: () = assert!(usize::BITS >= 32);
@@ -32,11 +35,17 @@ pub struct Quant {
 /// `MAX_TENSORS`; a blob with more is refused with [`Error::TooManyOps`] or
 /// [`Error::TooManyTensors`]. Pick smaller capacities to save RAM on small chips:
 /// `Model::<8, 16>::parse(blob)`.
+///
+/// `OPS` is the set of op kinds this type can run ([`op_set`], default [`ALL_OPS`]):
+/// only their kernels are linked, and a blob with another op is refused with
+/// [`Error::OpNotInSet`]. Name exactly a model's ops to save flash on small chips:
+/// `Model::<8, 12, { op_set(&[OpKind::Conv2d, OpKind::FullyConnected]) }>::parse(blob)`.
 #[derive(Debug, Clone)]
 pub struct Model<
     'a,
     const MAX_OPS: usize = DEFAULT_MAX_OPS,
     const MAX_TENSORS: usize = DEFAULT_MAX_TENSORS,
+    const OPS: u32 = ALL_OPS,
 > {
     header: Header,
     graph: GraphHeader,
@@ -57,15 +66,17 @@ impl<'a> Model<'a> {
     }
 }
 
-impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_TENSORS> {
-    /// [`Model::from_bytes`] with explicit capacities.
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+    Model<'a, MAX_OPS, MAX_TENSORS, OPS>
+{
+    /// [`Model::from_bytes`] with explicit capacities and op set.
     // Not inlined into the caller: one copy, and the caller's frame does not carry the
     // loader's locals (measured: 164 bytes less flash and 288 bytes less peak stack in
     // the firmware, with `run_in_arena` below).
     #[inline(never)]
     pub fn parse(blob: &'a [u8]) -> Result<Self, Error> {
         let parsed = format::read::parse::<MAX_OPS, MAX_TENSORS>(blob)?;
-        validate::validate(&parsed)?;
+        validate::validate::<MAX_OPS, MAX_TENSORS, OPS>(&parsed)?;
         Ok(Model {
             header: parsed.header,
             graph: parsed.graph,

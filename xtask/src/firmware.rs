@@ -5,14 +5,18 @@
 //! `memory.x` apply; the run folder reaches the firmware's build scripts through
 //! `SPRIG_ARTIFACTS`. Before building, the model and arena are checked against the
 //! board's flash and RAM, and the vectors are capped to what fits beside the model
-//! (`SPRIG_MAX_VECTORS`), which is said when it happens.
+//! (`SPRIG_MAX_VECTORS`), which is said when it happens. The firmware links only the
+//! kernels of the model's op kinds; `--all-ops` (`SPRIG_ALL_OPS=1`) links every one, to
+//! measure what the op set saves.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
-use sprig_board_build::{read_artifacts, record_len, Artifacts, ARTIFACTS_ENV, MAX_VECTORS_ENV};
+use sprig_board_build::{
+    read_artifacts, record_len, Artifacts, Kernels, ALL_OPS_ENV, ARTIFACTS_ENV, MAX_VECTORS_ENV,
+};
 
 use crate::boards::{self, kib, Board};
 
@@ -35,6 +39,18 @@ pub struct Args {
     all: bool,
     #[command(flatten)]
     pub input: Input,
+    /// Link every int8 kernel, not only those of the model's op kinds.
+    #[arg(long)]
+    all_ops: bool,
+}
+
+/// The kernels `--all-ops` asks for.
+pub fn kernels(all_ops: bool) -> Kernels {
+    if all_ops {
+        Kernels::All
+    } else {
+        Kernels::OfModel
+    }
 }
 
 /// Which artifacts to embed.
@@ -62,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => boards::all()?,
     };
     for board in boards {
-        let firmware = build(&board, &args.input)?;
+        let firmware = build_with(&board, &args.input, kernels(args.all_ops))?;
         println!("{board}: {}", firmware.elf.display());
     }
     Ok(())
@@ -134,8 +150,14 @@ pub fn check_linker(board: &Board) -> anyhow::Result<()> {
     }
 }
 
-/// Build `board`'s firmware with `input`'s artifacts; returns the ELF.
+/// Build `board`'s firmware with `input`'s artifacts and the kernels of its model's
+/// op kinds; returns the ELF.
 pub fn build(board: &Board, input: &Input) -> anyhow::Result<Firmware> {
+    build_with(board, input, Kernels::OfModel)
+}
+
+/// [`build`], linking `kernels`.
+pub fn build_with(board: &Board, input: &Input, kernels: Kernels) -> anyhow::Result<Firmware> {
     check_linker(board)?;
     let dir = std::path::absolute(&input.artifacts)
         .with_context(|| format!("bad artifacts path {}", input.artifacts.display()))?;
@@ -171,7 +193,7 @@ pub fn build(board: &Board, input: &Input) -> anyhow::Result<Firmware> {
         );
     }
     let artifacts = read_artifacts(&dir, Some(keep)).map_err(anyhow::Error::msg)?;
-    let elf = cargo_build(board, &dir, keep)?;
+    let elf = cargo_build(board, &dir, keep, kernels)?;
     Ok(Firmware { elf, artifacts })
 }
 
@@ -185,9 +207,20 @@ fn shown(board: &Board) -> String {
 }
 
 /// `cargo build --release` in the board folder; returns the executable's path.
-fn cargo_build(board: &Board, artifacts: &Path, keep: usize) -> anyhow::Result<PathBuf> {
+fn cargo_build(
+    board: &Board,
+    artifacts: &Path,
+    keep: usize,
+    kernels: Kernels,
+) -> anyhow::Result<PathBuf> {
+    // Always set, so that a value left in the caller's shell cannot change the build.
+    let all_ops = match kernels {
+        Kernels::OfModel => "0",
+        Kernels::All => "1",
+    };
     let command = format!(
-        "cd {} && {ARTIFACTS_ENV}={} {MAX_VECTORS_ENV}={keep} cargo build --release",
+        "cd {} && {ARTIFACTS_ENV}={} {MAX_VECTORS_ENV}={keep} {ALL_OPS_ENV}={all_ops} \
+         cargo build --release",
         shown(board),
         artifacts.display()
     );
@@ -201,6 +234,7 @@ fn cargo_build(board: &Board, artifacts: &Path, keep: usize) -> anyhow::Result<P
         .current_dir(&board.dir)
         .env(ARTIFACTS_ENV, artifacts)
         .env(MAX_VECTORS_ENV, keep.to_string())
+        .env(ALL_OPS_ENV, all_ops)
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("could not start `{command}`"))?;
@@ -253,6 +287,7 @@ mod tests {
             arena_size: arena,
             ops: 1,
             tensors: 2,
+            op_set: sprig_compressor::export::packed::sprig_runtime::ALL_OPS,
             input_len: 784,
             output_len: 10,
         }

@@ -7,7 +7,8 @@
 //! host runtime's, and so the device's accuracy equals the host's on the same vectors.
 //! Instructions per inference come from the firmware's counter: with `-icount shift=0`
 //! QEMU advances virtual time by 1 ns per instruction, so they repeat exactly from run
-//! to run (see `boards/common/src/counter.rs`).
+//! to run (see `boards/common/src/counter.rs`). The firmware links the kernels of the
+//! model's op kinds only, or every int8 kernel with `--all-ops`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use defmt_decoder::{DecodeError, Table};
+use sprig_board_build::Kernels;
 
 use crate::boards::{self, kib, Board, Kind};
 use crate::firmware::{self, Input};
@@ -33,6 +35,9 @@ pub struct Args {
     all: bool,
     #[command(flatten)]
     input: Input,
+    /// Link every int8 kernel, not only those of the model's op kinds.
+    #[arg(long)]
+    all_ops: bool,
     /// Seconds QEMU may run, per board (a run of 1,000 LeNet-5 vectors takes a few).
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -120,8 +125,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    let kernels = firmware::kernels(args.all_ops);
     for board in &boards {
-        match simulate(board, &args.input, timeout) {
+        match simulate(board, &args.input, kernels, timeout) {
             Ok(result) => results.push(result),
             Err(e) => {
                 eprintln!("{board}: FAILED: {e:#}");
@@ -151,7 +157,7 @@ fn run_tflite(board: &Board, model: &Path, args: &Args, timeout: Duration) -> an
         artifacts: prepared.artifacts,
         max_vectors: args.input.max_vectors,
     };
-    let result = simulate(board, &input, timeout)?;
+    let result = simulate(board, &input, firmware::kernels(args.all_ops), timeout)?;
     if prepared.macs > 0 {
         println!(
             "  {:.2} {} per MAC ({} MACs per inference)",
@@ -205,8 +211,13 @@ pub struct Booted {
     pub seconds: f64,
 }
 
-/// Build, boot and check one simulated board.
-pub fn simulate(board: &Board, input: &Input, timeout: Duration) -> anyhow::Result<SimResult> {
+/// Build (linking `kernels`), boot and check one simulated board.
+pub fn simulate(
+    board: &Board,
+    input: &Input,
+    kernels: Kernels,
+    timeout: Duration,
+) -> anyhow::Result<SimResult> {
     let Booted {
         result,
         exited_ok,
@@ -214,7 +225,7 @@ pub fn simulate(board: &Board, input: &Input, timeout: Duration) -> anyhow::Resu
         embedded,
         command,
         seconds,
-    } = boot(board, input, timeout)?;
+    } = boot_with(board, input, kernels, timeout)?;
     if !exited_ok {
         bail!(
             "`{command}` exited with {status} ({} of {} vectors differ from the host)",
@@ -264,9 +275,20 @@ pub fn simulate(board: &Board, input: &Input, timeout: Duration) -> anyhow::Resu
     Ok(result)
 }
 
-/// Build and boot one simulated board; returns its figures without judging them.
+/// Build and boot one simulated board with the kernels of its model's op kinds;
+/// returns its figures without judging them.
 pub fn boot(board: &Board, input: &Input, timeout: Duration) -> anyhow::Result<Booted> {
-    let firmware = firmware::build(board, input)?;
+    boot_with(board, input, Kernels::OfModel, timeout)
+}
+
+/// [`boot`], linking `kernels`.
+pub fn boot_with(
+    board: &Board,
+    input: &Input,
+    kernels: Kernels,
+    timeout: Duration,
+) -> anyhow::Result<Booted> {
+    let firmware = firmware::build_with(board, input, kernels)?;
     let size = size::measure(&firmware.elf)?;
     let (program, args) = board
         .runner

@@ -8,11 +8,15 @@
 //! the model or the vectors), model and vectors. `riscv-rt`'s `.stack` and `.heap` are
 //! the rest of RAM reserved, not data, and are left out; the stack's real use is
 //! measured by `cargo xtask sim`.
+//!
+//! The firmware links only the kernels of its model's op kinds; the code with every
+//! int8 kernel (`--all-ops`) is built and measured too, so both figures are shown.
 
 use std::path::Path;
 
 use anyhow::Context;
 use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionKind};
+use sprig_board_build::Kernels;
 
 use crate::boards::{self, kib, Board};
 use crate::firmware::{self, Input};
@@ -27,6 +31,9 @@ pub struct Args {
     all: bool,
     #[command(flatten)]
     input: Input,
+    /// Measure only the firmware with every int8 kernel linked.
+    #[arg(long)]
+    all_ops: bool,
 }
 
 const SHF_WRITE: u64 = 0x1;
@@ -129,7 +136,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => boards::all()?,
     };
     for board in boards {
-        let firmware = firmware::build(&board, &args.input)?;
+        // The all-ops build first, so the ELF left on disk is the one reported below.
+        let all_ops_code = if args.all_ops {
+            None
+        } else {
+            let all = firmware::build_with(&board, &args.input, Kernels::All)?;
+            Some(measure(&all.elf)?.code())
+        };
+        let kernels = firmware::kernels(args.all_ops);
+        let firmware = firmware::build_with(&board, &args.input, kernels)?;
         let size = measure(&firmware.elf)?;
         println!("\n{board} ({}): {}", board.target, firmware.elf.display());
         println!("  {:<8} {:>9}  where", "", "bytes");
@@ -149,6 +164,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         for line in summary(&board, &size).lines() {
             println!("  {line}");
+        }
+        match all_ops_code {
+            Some(all) => println!(
+                "  runtime code {} B with the model's op set, {all} B with every int8 kernel \
+                 (--all-ops): {} B less",
+                size.code(),
+                all.saturating_sub(size.code())
+            ),
+            None => println!("  runtime code {} B with every int8 kernel", size.code()),
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 //!   `vectors.bin` from a compress run folder, parses the blob with the host
 //!   `sprig-runtime` (so a bad blob fails the build, not the board), keeps at most
 //!   `SPRIG_MAX_VECTORS` vectors, and writes both files plus `artifacts.rs` (arena size,
-//!   table capacities, vector counts) into `OUT_DIR`.
+//!   table capacities, op set, vector counts) into `OUT_DIR`.
 //! - [`link`] (each board's build script): puts the board's `memory.x` on the linker
 //!   search path and fails the build, naming both sizes, if the model and vectors
 //!   cannot fit the board's flash or the arena its RAM.
@@ -12,7 +12,9 @@
 //! Environment (set by `cargo xtask build`):
 //! - `SPRIG_ARTIFACTS`: the compress run folder (default `<repo>/runs/lenet5`, where
 //!   `cargo xtask compress` writes);
-//! - `SPRIG_MAX_VECTORS`: keep only the first N vectors (small boards).
+//! - `SPRIG_MAX_VECTORS`: keep only the first N vectors (small boards);
+//! - `SPRIG_ALL_OPS=1`: link every kernel instead of the model's op set (to measure
+//!   the all-ops code size; `cargo xtask build | sim | size --all-ops`).
 //!
 //! Errors are printed to stderr and end the build script with status 1, so cargo shows
 //! the message instead of a panic backtrace.
@@ -22,6 +24,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
+use sprig_runtime::model::{kinds_in, used_by};
 use sprig_runtime::vectors::Vectors;
 use sprig_runtime::Model;
 
@@ -29,6 +32,8 @@ use sprig_runtime::Model;
 pub const ARTIFACTS_ENV: &str = "SPRIG_ARTIFACTS";
 /// Environment variable capping how many vectors are embedded.
 pub const MAX_VECTORS_ENV: &str = "SPRIG_MAX_VECTORS";
+/// Environment variable that, set to `1`, links every kernel instead of the model's.
+pub const ALL_OPS_ENV: &str = "SPRIG_ALL_OPS";
 /// The packed model inside the run folder.
 pub const MODEL_FILE: &str = "model.sprig";
 /// The test vectors inside the run folder.
@@ -55,6 +60,8 @@ pub struct Artifacts {
     pub ops: usize,
     /// Tensors in the graph (the `Model` tensor capacity).
     pub tensors: usize,
+    /// The op kinds the graph uses (a `Model` op set: bit `k` = wire tag `k`).
+    pub op_set: u32,
     /// Int8 input elements.
     pub input_len: usize,
     /// Int8 output elements.
@@ -130,6 +137,7 @@ pub fn read_artifacts(dir: &Path, max_vectors: Option<usize>) -> Result<Artifact
         arena_size: parsed.arena_size(),
         ops: parsed.ops().len(),
         tensors: parsed.tensors().len(),
+        op_set: used_by(parsed.ops()),
         input_len,
         output_len,
         model,
@@ -169,6 +177,49 @@ fn write(path: &Path, bytes: impl AsRef<[u8]>) {
         .unwrap_or_else(|e| fail(format_args!("cannot write {}: {e}", path.display())));
 }
 
+/// Which kernels the firmware links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Only those of the embedded model's op kinds (the default).
+    OfModel,
+    /// Every kernel the runtime has (`SPRIG_ALL_OPS=1`).
+    All,
+}
+
+/// `SPRIG_ALL_OPS`: `1` links every kernel; unset, empty or `0` the model's.
+pub fn kernels() -> Kernels {
+    println!("cargo:rerun-if-env-changed={ALL_OPS_ENV}");
+    match std::env::var(ALL_OPS_ENV).as_deref() {
+        Err(_) | Ok("" | "0") => Kernels::OfModel,
+        Ok("1") => Kernels::All,
+        Ok(other) => fail(format_args!(
+            "{ALL_OPS_ENV}={other:?}: set it to 1 (every kernel) or 0 (the model's)"
+        )),
+    }
+}
+
+/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds by name, or every
+/// kernel, so the firmware's `Model` links exactly those.
+pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
+    let set = match kernels {
+        Kernels::OfModel => {
+            let names: Vec<String> = kinds_in(artifacts.op_set)
+                .map(|kind| format!("\n    ::sprig_runtime::OpKind::{kind:?},"))
+                .collect();
+            format!("::sprig_runtime::op_set(&[{}\n])", names.concat())
+        }
+        Kernels::All => "::sprig_runtime::ALL_OPS".to_string(),
+    };
+    let what = match kernels {
+        Kernels::OfModel => "the embedded model's op kinds",
+        Kernels::All => "every op kind (`SPRIG_ALL_OPS=1`)",
+    };
+    format!(
+        "/// The `Model` op set: {what}; only their kernels are linked.\n\
+         pub const OP_SET: u32 = {set};\n"
+    )
+}
+
 /// For `sprig-board-common`'s build script: write the model, the capped vectors and
 /// `artifacts.rs` into `OUT_DIR`.
 pub fn embed() -> Artifacts {
@@ -183,6 +234,7 @@ pub fn embed() -> Artifacts {
          pub const MAX_OPS: usize = {};\n\
          /// Tensors in the embedded model (the `Model` tensor capacity).\n\
          pub const MAX_TENSORS: usize = {};\n\
+         {}\
          /// Vectors in the run folder's `vectors.bin`.\n\
          pub const TOTAL_VECTORS: usize = {};\n\
          /// Int8 output elements of the model.\n\
@@ -190,6 +242,7 @@ pub fn embed() -> Artifacts {
         artifacts.arena_size.max(1),
         artifacts.ops.max(1),
         artifacts.tensors.max(1),
+        op_set_rs(&artifacts, kernels()),
         artifacts.total_vectors,
         artifacts.output_len.max(1),
     );
@@ -333,5 +386,82 @@ mod tests {
         assert!(parse_memory("MEMORY { }").is_err());
         assert_eq!(parse_size("4M"), Some(4 << 20));
         assert_eq!(parse_size("12x"), None);
+    }
+
+    /// A run folder holding a fully connected layer and an argmax, with one vector.
+    fn fc_argmax_run() -> PathBuf {
+        use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+        use sprig_runtime::vectors::write_vectors;
+        use sprig_runtime::{ArgMax, FullyConnected, Op, Tensor, TensorKind};
+
+        let tensor = |shape: &[u32], kind| Tensor {
+            shape: shape.iter().copied().collect(),
+            scale: 1.0,
+            zero_point: 0,
+            arena_offset: 0,
+            kind,
+        };
+        let mut b = BlobBuilder::new();
+        let weights = b.push_i8(&[1, 2, 2, 0, -1, 1]).unwrap();
+        let requant = b.push_requant(&[(1 << 30, 1)]).unwrap();
+        let mut graph = GraphDef {
+            tensors: vec![
+                tensor(&[1, 2], TensorKind::Input),
+                tensor(&[1, 3], TensorKind::Activation),
+                tensor(&[1, 1], TensorKind::Output),
+            ],
+            ops: vec![
+                Op::FullyConnected(FullyConnected {
+                    input: 0,
+                    output: 1,
+                    weights,
+                    bias: None,
+                    requant,
+                    act_min: -128,
+                    act_max: 127,
+                }),
+                Op::ArgMax(ArgMax {
+                    input: 1,
+                    output: 2,
+                }),
+            ],
+            input: 0,
+            output: 2,
+            arena_size: 0,
+        };
+        graph.plan_arena().unwrap();
+        let dir = std::env::temp_dir().join(format!("sprig-board-build-{}", process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(MODEL_FILE), b.finish(&graph).unwrap()).unwrap();
+        let vectors = write_vectors(2, 1, &[(0, vec![3, 4], vec![0])]).unwrap();
+        fs::write(dir.join(VECTORS_FILE), vectors).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_op_set_names_exactly_the_models_kinds() {
+        use sprig_runtime::{op_set, OpKind, ALL_OPS};
+
+        let dir = fc_argmax_run();
+        let artifacts = read_artifacts(&dir, None).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            artifacts.op_set,
+            op_set(&[OpKind::FullyConnected, OpKind::ArgMax])
+        );
+        assert_eq!(
+            op_set_rs(&artifacts, Kernels::OfModel),
+            "/// The `Model` op set: the embedded model's op kinds; only their kernels are \
+             linked.\n\
+             pub const OP_SET: u32 = ::sprig_runtime::op_set(&[\n    \
+             ::sprig_runtime::OpKind::FullyConnected,\n    \
+             ::sprig_runtime::OpKind::ArgMax,\n]);\n"
+        );
+        let all = op_set_rs(&artifacts, Kernels::All);
+        assert!(
+            all.ends_with("pub const OP_SET: u32 = ::sprig_runtime::ALL_OPS;\n"),
+            "{all}"
+        );
+        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32);
     }
 }

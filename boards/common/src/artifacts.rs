@@ -1,15 +1,15 @@
 //! The embedded model and test vectors, 16-byte aligned in flash.
 //!
 //! The build script copies them from the compress run folder into `OUT_DIR` (keeping
-//! at most `SPRIG_MAX_VECTORS` vectors) and writes the sizes the firmware needs into
-//! `artifacts.rs` there. `cargo xtask size` finds the two statics by name to split
+//! at most `SPRIG_MAX_VECTORS` vectors) and writes the sizes and the op set the
+//! firmware needs into `artifacts.rs` there. `cargo xtask size` finds the two statics by name to split
 //! flash into code, model and vectors.
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 }
 
-pub use generated::{ARENA_SIZE, MAX_OPS, MAX_TENSORS, OUTPUT_LEN, TOTAL_VECTORS};
+pub use generated::{ARENA_SIZE, MAX_OPS, MAX_TENSORS, OP_SET, OUTPUT_LEN, TOTAL_VECTORS};
 
 /// A value aligned to 16 bytes: the packed format's data section is 16-byte aligned
 /// relative to the blob start, so the blob itself must be too for zero-copy reads.

@@ -4,7 +4,7 @@ use sprig_runtime::model::first_argmax;
 use sprig_runtime::vectors::Vectors;
 use sprig_runtime::{Model, Op};
 
-use crate::artifacts::{self, MAX_OPS, MAX_TENSORS, TOTAL_VECTORS};
+use crate::artifacts::{self, MAX_OPS, MAX_TENSORS, OP_SET, TOTAL_VECTORS};
 use crate::{arena, stack, Counter};
 
 /// Mismatching vectors reported one by one; the rest are only counted.
@@ -47,7 +47,10 @@ pub struct StackArea {
 
 /// The label a model's output means: the value of a final `ArgMax`, else the index of
 /// the first largest element (as `Model::predict`).
-fn label_of<const O: usize, const T: usize>(model: &Model<'_, O, T>, output: &[i8]) -> usize {
+fn label_of<const O: usize, const T: usize, const S: u32>(
+    model: &Model<'_, O, T, S>,
+    output: &[i8],
+) -> usize {
     match (model.ops().last(), output) {
         (Some(Op::ArgMax(_)), [index]) => usize::try_from(*index).unwrap_or(0),
         _ => first_argmax(output),
@@ -66,7 +69,8 @@ fn failed() -> Outcome {
 /// crate docs). `stack` is the painted stack area, if the board painted one.
 pub fn check(board: &str, counter: &mut impl Counter, stack: Option<StackArea>) -> Outcome {
     let blob = artifacts::model();
-    let model = match Model::<MAX_OPS, MAX_TENSORS>::parse(blob) {
+    // Only the kernels of the model's op kinds are linked (`OP_SET`).
+    let model = match Model::<MAX_OPS, MAX_TENSORS, OP_SET>::parse(blob) {
         Ok(model) => model,
         Err(e) => {
             defmt::error!("the embedded model does not load: {}", e);

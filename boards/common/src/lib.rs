@@ -7,7 +7,9 @@
 //!    16-byte aligned ([`artifacts`]; the folder comes from `SPRIG_ARTIFACTS` at build
 //!    time, see `sprig-board-build`);
 //! 2. the model is parsed with table capacities equal to its own op and tensor counts
-//!    and runs in a static arena of exactly the size it needs ([`arena`]);
+//!    and an op set of exactly its own op kinds, so only their kernels are linked
+//!    (every kernel with `SPRIG_ALL_OPS=1`), and runs in a static arena of exactly the
+//!    size it needs ([`arena`]);
 //! 3. every vector runs; each output is compared byte for byte with the host runtime's
 //!    output stored in `vectors.bin`, and the predicted label with the dataset's;
 //! 4. the time of each inference is read from the board's counter (instructions under

@@ -4,10 +4,14 @@
 //! `Option` and any `None` (which cannot happen for a validated model) becomes one
 //! [`Error::KernelArgs`]: one error path instead of one per lookup keeps this cold
 //! glue small in flash.
+//!
+//! Each kernel's arm is guarded by its bit in the model's op set (`OPS`, a constant
+//! after monomorphization), so a kernel outside the set is never referenced and the
+//! linker drops it; validation has refused such ops, so the fallback arm never runs.
 
 use core::ops::Range;
 
-use super::Model;
+use super::{Model, OpKind};
 use crate::arena::{bytes_as_i8, bytes_as_i8_mut};
 use crate::error::Error;
 use crate::format::{DataRef, Op, Padding, Tensor};
@@ -95,7 +99,9 @@ fn split<'r>(
     ))
 }
 
-impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_TENSORS> {
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+    Model<'a, MAX_OPS, MAX_TENSORS, OPS>
+{
     fn bytes(&self, r: DataRef) -> Option<&'a [u8]> {
         let start = r.offset as usize;
         self.data.get(start..start.checked_add(r.len as usize)?)
@@ -128,13 +134,14 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
     }
 
     fn dispatch(&self, op: &Op, arena: &mut [u8]) -> Option<Result<(), Error>> {
-        let (xi, _, yi) = op.operands();
+        let has = |kind: OpKind| kind.is_in(OPS);
+        let (xi, _, yi) = op.operands_inlined();
         let x = self.tensors.get(xi as usize)?;
         let y = self.tensors.get(yi as usize)?;
         let (rin, rout) = (range(x)?, range(y)?);
         let input_offset = x.zero_point.wrapping_neg();
         Some(match op {
-            Op::Conv2d(p) => {
+            Op::Conv2d(p) if has(OpKind::Conv2d) => {
                 let g = geometry(
                     x,
                     y,
@@ -147,7 +154,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 conv2d(&g, input_offset, &stage, filter, input, output)
             }
-            Op::DepthwiseConv2d(p) => {
+            Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
                 let g = geometry(
                     x,
                     y,
@@ -161,7 +168,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 let dm = p.depth_multiplier as usize;
                 depthwise_conv2d(&g, dm, input_offset, &stage, filter, input, output)
             }
-            Op::FullyConnected(p) => {
+            Op::FullyConnected(p) if has(OpKind::FullyConnected) => {
                 let (batch, in_features) = rows(x)?;
                 let (_, out_features) = rows(y)?;
                 let shape = FcShape {
@@ -175,10 +182,13 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 fully_connected(&shape, input_offset, &stage, weights, input, output)
             }
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+            Op::MaxPool2d(p) | Op::AvgPool2d(p)
+                if has(OpKind::MaxPool2d) || has(OpKind::AvgPool2d) =>
+            {
+                // Without average pools in the set this is a constant.
                 let kind = match op {
-                    Op::MaxPool2d(_) => PoolKind::Max,
-                    _ => PoolKind::Average,
+                    Op::AvgPool2d(_) if has(OpKind::AvgPool2d) => PoolKind::Average,
+                    _ => PoolKind::Max,
                 };
                 let g = geometry(
                     x,
@@ -202,7 +212,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                     rout.start - lo,
                 )
             }
-            Op::GlobalAvgPool(p) => {
+            Op::GlobalAvgPool(p) if has(OpKind::GlobalAvgPool) => {
                 let params = MeanParams {
                     input_offset,
                     multiplier: p.multiplier,
@@ -215,7 +225,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 global_avg_pool(dims, &params, input, output)
             }
-            Op::Add(p) => {
+            Op::Add(p) if has(OpKind::Add) => {
                 let b = self.tensors.get(p.input2 as usize)?;
                 let params = AddParams {
                     input1_offset: input_offset,
@@ -234,8 +244,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 add(&params, in1, in2, output)
             }
             // The output aliases the input's bytes: nothing to do.
-            Op::Reshape(_) => Ok(()),
-            Op::Softmax(p) => {
+            Op::Reshape(_) if has(OpKind::Reshape) => Ok(()),
+            Op::Softmax(p) if has(OpKind::Softmax) => {
                 let (_, depth) = rows(x)?;
                 let params = SoftmaxParams {
                     input_multiplier: p.input_multiplier,
@@ -245,11 +255,12 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> Model<'a, MAX_OPS, MAX_
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 softmax(depth, &params, input, output)
             }
-            Op::ArgMax(_) => {
+            Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (_, depth) = rows(x)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 argmax(depth, input, output)
             }
+            _ => return None,
         })
     }
 }

@@ -1,15 +1,20 @@
 //! Load-time validation: after `validate` accepts a parsed blob, every kernel call that
 //! `Model::run` makes has consistent shapes, in-bounds data and arena ranges, disjoint
 //! inputs and outputs, and parameters in range.
+//!
+//! An op's checks are only compiled in when its kind is in the model's op set (`OPS`):
+//! every arm of [`Ctx::check`] is guarded by a constant, so the checks of the other
+//! kinds, like their kernels in `exec`, are not linked.
 
 use super::lifetimes::{self, Live};
+use super::OpKind;
 use crate::error::{sat_u32, Error};
 use crate::fixed_point::{multiplier_in_range, shift_in_range};
 use crate::format::read::Parsed;
 use crate::format::{DataRef, GraphHeader, Op, Padding, Tensor, TensorKind, REQUANT_ENTRY_LEN};
 
 /// Check everything about a structurally sound blob.
-pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize>(
+pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>(
     p: &Parsed<'_, MAX_OPS, MAX_TENSORS>,
 ) -> Result<(), Error> {
     let tensors: &[Tensor] = &p.tensors;
@@ -28,7 +33,7 @@ pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize>(
             tensors,
             data: p.data,
         };
-        ctx.check(op)?;
+        ctx.check::<OPS>(op)?;
     }
     // `lifetimes::compute` sets every entry first; zeros are cheaper to lay out than
     // `Live::UNSET` (a `memclr` the kernels link anyway, not a `memset` of its own).
@@ -269,7 +274,18 @@ impl<'t> Ctx<'t> {
         Ok((c, oc))
     }
 
-    fn check(&self, op: &Op) -> Result<(), Error> {
+    /// Check one op of a model whose op set is `OPS`.
+    fn check<const OPS: u32>(&self, op: &Op) -> Result<(), Error> {
+        let has = |kind: OpKind| kind.is_in(OPS);
+        let outside_set = Error::OpNotInSet {
+            op: self.op,
+            kind: op.kind(),
+        };
+        // An op outside the set is refused before its tensors are looked up: this
+        // program cannot run it, whatever its fields.
+        if !has(op.kind()) {
+            return Err(outside_set);
+        }
         // Every op's tensors are looked up here, in field order (`Add`: input1,
         // input2, output), before anything else is checked.
         let (xi, second, yi) = op.operands();
@@ -280,7 +296,7 @@ impl<'t> Ctx<'t> {
         };
         let y = self.t(yi)?;
         match op {
-            Op::Conv2d(p) => {
+            Op::Conv2d(p) if has(OpKind::Conv2d) => {
                 let (c, oc) = self.window_op(
                     x,
                     y,
@@ -294,7 +310,7 @@ impl<'t> Ctx<'t> {
                 self.requant(p.requant, oc)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::DepthwiseConv2d(p) => {
+            Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
                 let (c, oc) = self.window_op(
                     x,
                     y,
@@ -314,7 +330,7 @@ impl<'t> Ctx<'t> {
                 self.requant(p.requant, oc)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::FullyConnected(p) => {
+            Op::FullyConnected(p) if has(OpKind::FullyConnected) => {
                 let (lead_x, k) = self.split_last(x)?;
                 let (lead_y, n) = self.split_last(y)?;
                 if lead_x != lead_y {
@@ -325,7 +341,9 @@ impl<'t> Ctx<'t> {
                 self.requant(p.requant, n)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+            Op::MaxPool2d(p) | Op::AvgPool2d(p)
+                if has(OpKind::MaxPool2d) || has(OpKind::AvgPool2d) =>
+            {
                 let (c, oc) = self.window_op(
                     x,
                     y,
@@ -339,7 +357,7 @@ impl<'t> Ctx<'t> {
                 self.same_quant(x, y)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::GlobalAvgPool(p) => {
+            Op::GlobalAvgPool(p) if has(OpKind::GlobalAvgPool) => {
                 let [n, _, _, c] = self.dims4(x)?;
                 if self.dims4(y)? != [n, 1, 1, c] {
                     return Err(self.shape_err());
@@ -347,7 +365,7 @@ impl<'t> Ctx<'t> {
                 self.mult_shift(p.multiplier, p.shift)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::Add(p) => {
+            Op::Add(p) if has(OpKind::Add) => {
                 let a = x;
                 let b = b.unwrap_or(x);
                 if a.shape != y.shape || b.shape != y.shape {
@@ -358,7 +376,7 @@ impl<'t> Ctx<'t> {
                 self.mult_shift(p.output_multiplier, p.output_shift)?;
                 self.act(p.act_min, p.act_max)
             }
-            Op::Reshape(_) => {
+            Op::Reshape(_) if has(OpKind::Reshape) => {
                 if x.elements()? != y.elements()? {
                     return Err(self.shape_err());
                 }
@@ -368,7 +386,7 @@ impl<'t> Ctx<'t> {
                 }
                 Ok(())
             }
-            Op::Softmax(p) => {
+            Op::Softmax(p) if has(OpKind::Softmax) => {
                 self.split_last(x)?;
                 if x.shape != y.shape {
                     return Err(self.shape_err());
@@ -393,7 +411,7 @@ impl<'t> Ctx<'t> {
                 }
                 Ok(())
             }
-            Op::ArgMax(_) => {
+            Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (lead_x, depth) = self.split_last(x)?;
                 let (lead_y, one) = self.split_last(y)?;
                 if lead_x != lead_y || one != 1 {
@@ -407,6 +425,8 @@ impl<'t> Ctx<'t> {
                 }
                 Ok(())
             }
+            // Refused above; the guards only keep other kinds' checks out of the build.
+            _ => Err(outside_set),
         }
     }
 }

@@ -1,0 +1,115 @@
+//! Compile-time op sets: a `Model` restricted to some op kinds refuses a blob with any
+//! other op (never a panic) and runs the blobs it accepts bit-exact with the default,
+//! every-op `Model`.
+
+mod common;
+
+use common::{cnn, zoo, Lcg};
+use sprig_runtime::model::{kinds_in, used_by};
+use sprig_runtime::{op_set, Error, Model, OpKind, ALL_OPS};
+
+/// The test CNN's ops: conv, max pool, reshape, fully connected (LeNet-5's set).
+const CNN_OPS: u32 = op_set(&[
+    OpKind::Conv2d,
+    OpKind::MaxPool2d,
+    OpKind::Reshape,
+    OpKind::FullyConnected,
+]);
+
+/// The test zoo's ops: everything but conv and max pool.
+const ZOO_OPS: u32 = (ALL_OPS & !CNN_OPS) | OpKind::Reshape.bit() | OpKind::FullyConnected.bit();
+
+#[test]
+fn used_by_names_exactly_a_models_kinds() {
+    let blob = cnn().blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(used_by(model.ops()), CNN_OPS);
+    let blob = zoo().blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(used_by(model.ops()), ZOO_OPS);
+    assert_eq!(kinds_in(ZOO_OPS).count(), 8);
+}
+
+#[test]
+fn an_op_outside_the_set_is_refused_with_its_index_and_kind() {
+    let blob = cnn().blob();
+    // The CNN's ops: 0 conv, 1 max pool, 2 reshape, 3 fully connected.
+    assert_eq!(
+        Model::<8, 8, { CNN_OPS & !OpKind::FullyConnected.bit() }>::parse(&blob).unwrap_err(),
+        Error::OpNotInSet {
+            op: 3,
+            kind: OpKind::FullyConnected
+        }
+    );
+    // The first op outside the set is the one named.
+    assert_eq!(
+        Model::<8, 8, { op_set(&[OpKind::Reshape]) }>::parse(&blob).unwrap_err(),
+        Error::OpNotInSet {
+            op: 0,
+            kind: OpKind::Conv2d
+        }
+    );
+    // Max and average pool are separate kinds, though one kernel runs both.
+    assert_eq!(
+        Model::<8, 8, { (CNN_OPS & !OpKind::MaxPool2d.bit()) | OpKind::AvgPool2d.bit() }>::parse(
+            &blob
+        )
+        .unwrap_err(),
+        Error::OpNotInSet {
+            op: 1,
+            kind: OpKind::MaxPool2d
+        }
+    );
+    let blob = zoo().blob();
+    assert_eq!(
+        Model::<16, 16, CNN_OPS>::parse(&blob).unwrap_err(),
+        Error::OpNotInSet {
+            op: 0,
+            kind: OpKind::DepthwiseConv2d
+        }
+    );
+    let message = Error::OpNotInSet {
+        op: 4,
+        kind: OpKind::Softmax,
+    }
+    .to_string();
+    assert!(
+        message.contains("op 4") && message.contains("Softmax"),
+        "{message}"
+    );
+}
+
+/// Run `restricted` and the every-op model on the same inputs; outputs must be equal.
+fn bit_exact<const O: usize, const T: usize, const OPS: u32>(
+    restricted: &Model<'_, O, T, OPS>,
+    all: &Model<'_>,
+    inputs: impl Iterator<Item = Vec<i8>>,
+) {
+    let mut arena = vec![0u8; all.arena_size()];
+    let mut runs = 0;
+    for input in inputs {
+        let expected = all.run_in_arena(&mut arena, &input).unwrap().to_vec();
+        let got = restricted.run_in_arena(&mut arena, &input).unwrap();
+        assert_eq!(got, expected.as_slice());
+        runs += 1;
+    }
+    assert!(runs > 0);
+}
+
+#[test]
+fn a_model_within_the_set_runs_bit_exact_with_every_op() {
+    let mut rng = Lcg::new(3);
+    let blob = cnn().blob();
+    let all = Model::from_bytes(&blob).unwrap();
+    let exact = Model::<4, 5, CNN_OPS>::parse(&blob).unwrap();
+    let inputs: Vec<Vec<i8>> = (0..50).map(|_| rng.vec_i8(36)).collect();
+    bit_exact(&exact, &all, inputs.iter().cloned());
+    // A superset loads and runs too.
+    let wider = Model::<4, 5, { CNN_OPS | OpKind::Softmax.bit() }>::parse(&blob).unwrap();
+    bit_exact(&wider, &all, inputs.into_iter());
+
+    let blob = zoo().blob();
+    let all = Model::from_bytes(&blob).unwrap();
+    let exact = Model::<16, 16, ZOO_OPS>::parse(&blob).unwrap();
+    bit_exact(&exact, &all, (0..50).map(|_| rng.vec_i8(32)));
+}
