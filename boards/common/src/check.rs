@@ -67,7 +67,7 @@ fn failed() -> Outcome {
 
 /// Parse the embedded model, run every embedded vector, compare and report (see the
 /// crate docs). `stack` is the painted stack area, if the board painted one.
-pub fn check(board: &str, counter: &mut impl Counter, stack: Option<StackArea>) -> Outcome {
+pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackArea>) -> Outcome {
     let blob = artifacts::model();
     // Only the kernels of the model's op kinds are linked (`OP_SET`).
     let model = match Model::<MAX_OPS, MAX_TENSORS, OP_SET>::parse(blob) {
@@ -89,7 +89,7 @@ pub fn check(board: &str, counter: &mut impl Counter, stack: Option<StackArea>) 
         return failed();
     };
     defmt::info!(
-        "sprig: {=str}: model {=u32} bytes, {=u32} ops, arena {=u32} bytes, {=u32} of {=u32} vectors",
+        "sprig: {=istr}: model {=u32} bytes, {=u32} ops, arena {=u32} bytes, {=u32} of {=u32} vectors",
         board,
         blob.len() as u32,
         model.ops().len() as u32,
@@ -147,7 +147,7 @@ pub fn check(board: &str, counter: &mut impl Counter, stack: Option<StackArea>) 
         min_ticks = 0;
     }
     defmt::info!(
-        "sprig result: board={=str} vectors={=u32} total_vectors={=u32} mismatches={=u32} correct={=u32} host_correct={=u32} unit={=str} units_per_tick={=f32} ticks={=u64} min_ticks={=u32} max_ticks={=u32} stack={=u32} arena={=u32} model={=u32}",
+        "sprig result: board={=istr} vectors={=u32} total_vectors={=u32} mismatches={=u32} correct={=u32} host_correct={=u32} unit={=istr} units_per_tick={=f32} ticks={=u64} min_ticks={=u32} max_ticks={=u32} stack={=u32} arena={=u32} model={=u32}",
         board,
         outcome.vectors,
         TOTAL_VECTORS as u32,

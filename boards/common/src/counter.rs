@@ -10,8 +10,9 @@
 
 /// A free-running counter that counts up and wraps at [`Counter::mask`].
 pub trait Counter {
-    /// What the counter measures, in the plural: `"instructions"` or `"cycles"`.
-    fn unit(&self) -> &'static str;
+    /// What the counter measures, in the plural: `"instructions"` or `"cycles"` (an
+    /// interned defmt string: its text stays on the host).
+    fn unit(&self) -> defmt::Str;
     /// Units per tick (62.5 for a 16 MHz timer under QEMU's 1 ns per instruction).
     fn units_per_tick(&self) -> f32;
     /// The counter's width: it wraps from `mask` to 0.
@@ -30,27 +31,31 @@ pub use self::cortex_m_counters::*;
 #[cfg(feature = "cortex-m")]
 mod cortex_m_counters {
     use super::Counter;
-    use cortex_m::peripheral::syst::SystClkSource;
     use cortex_m::peripheral::SYST;
 
     const SYSTICK_MAX: u32 = 0x00FF_FFFF;
+    /// SysTick CSR: counter enabled, clocked by the core, no interrupt (ARMv7-M ARM
+    /// B3.3.3).
+    const SYST_CSR_ENABLE: u32 = 1 << 0;
+    const SYST_CSR_CLKSOURCE_CORE: u32 = 1 << 2;
 
     /// SysTick at the core clock, free-running over its 24 bits, no interrupt.
     pub struct SysTick {
         syst: SYST,
-        unit: &'static str,
+        unit: defmt::Str,
         units_per_tick: f32,
     }
 
     impl SysTick {
         /// Start SysTick; each tick is worth `units_per_tick` `unit`s (for QEMU's mps2
         /// boards with `-icount shift=0`: 40 instructions).
-        pub fn new(mut syst: SYST, unit: &'static str, units_per_tick: f32) -> Self {
-            syst.disable_interrupt();
-            syst.set_clock_source(SystClkSource::Core);
+        pub fn new(mut syst: SYST, unit: defmt::Str, units_per_tick: f32) -> Self {
             syst.set_reload(SYSTICK_MAX);
             syst.clear_current();
-            syst.enable_counter();
+            // One write instead of three read-modify-writes (`disable_interrupt`,
+            // `set_clock_source(Core)`, `enable_counter`): the same final state.
+            // SAFETY: CSR bits 0 (enable), 1 (interrupt) and 2 (clock source) only.
+            unsafe { syst.csr.write(SYST_CSR_ENABLE | SYST_CSR_CLKSOURCE_CORE) };
             Self {
                 syst,
                 unit,
@@ -65,7 +70,7 @@ mod cortex_m_counters {
     }
 
     impl Counter for SysTick {
-        fn unit(&self) -> &'static str {
+        fn unit(&self) -> defmt::Str {
             self.unit
         }
         fn units_per_tick(&self) -> f32 {
@@ -103,8 +108,8 @@ mod cortex_m_counters {
 
     #[cfg(target_has_atomic = "32")]
     impl Counter for DwtCycles {
-        fn unit(&self) -> &'static str {
-            "cycles"
+        fn unit(&self) -> defmt::Str {
+            defmt::intern!("cycles")
         }
         fn units_per_tick(&self) -> f32 {
             1.0
@@ -140,8 +145,8 @@ impl Default for Minstret {
 
 #[cfg(feature = "riscv")]
 impl Counter for Minstret {
-    fn unit(&self) -> &'static str {
-        "instructions"
+    fn unit(&self) -> defmt::Str {
+        defmt::intern!("instructions")
     }
     fn units_per_tick(&self) -> f32 {
         1.0

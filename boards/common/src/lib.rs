@@ -26,6 +26,11 @@ mod check;
 pub mod counter;
 #[cfg(feature = "cortex-m")]
 mod interrupts;
+// ARMv7-M: Arm with 32-bit compare-and-swap, which leaves out thumbv6m (no unaligned
+// access either). ARMv8-M Baseline (Cortex-M23) has the atomics but no unaligned access:
+// a board on it would have to leave `mem` out.
+#[cfg(all(target_arch = "arm", target_has_atomic = "32"))]
+mod mem;
 #[cfg(feature = "probe")]
 pub mod probe;
 #[cfg(feature = "semihosting")]

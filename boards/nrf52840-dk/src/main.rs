@@ -7,14 +7,16 @@ use cortex_m_rt::entry;
 use sprig_board_common::counter::DwtCycles;
 use sprig_board_common::{check, probe, stack};
 
-const BOARD: &str = "nrf52840-dk";
-
 #[entry]
 fn main() -> ! {
     let Some(mut p) = cortex_m::Peripherals::take() else {
         probe::exit(false)
     };
     let mut counter = DwtCycles::new(&mut p.DCB, &mut p.DWT);
-    let outcome = check(BOARD, &mut counter, Some(stack::cortex_m_rt_area()));
+    let outcome = check(
+        defmt::intern!("nrf52840-dk"),
+        &mut counter,
+        Some(stack::cortex_m_rt_area()),
+    );
     probe::exit(outcome.passed())
 }

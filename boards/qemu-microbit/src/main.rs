@@ -1,5 +1,5 @@
 //! sprig on QEMU's microbit (nRF51822, Cortex-M0): run every embedded vector, report
-//! over defmt-semihosting, exit 0 only if every output is bit-exact with the host.
+//! over defmt over semihosting, exit 0 only if every output is bit-exact with the host.
 //!
 //! The nRF51 has neither a DWT cycle counter nor SysTick, so inferences are timed
 //! with TIMER0: 32-bit, 16 MHz (prescaler 0), read through its capture task.
@@ -8,8 +8,6 @@
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use sprig_board_common::{check, qemu, stack, Counter};
-
-const BOARD: &str = "qemu-microbit";
 
 /// nRF51 TIMER0 in 32-bit timer mode at 16 MHz.
 struct Timer0;
@@ -48,8 +46,8 @@ impl Timer0 {
 }
 
 impl Counter for Timer0 {
-    fn unit(&self) -> &'static str {
-        "instructions"
+    fn unit(&self) -> defmt::Str {
+        defmt::intern!("instructions")
     }
     /// 16 MHz under QEMU's `-icount shift=0` (1 ns per instruction): 62.5
     /// instructions per tick.
@@ -68,7 +66,11 @@ impl Counter for Timer0 {
 #[entry]
 fn main() -> ! {
     let mut counter = Timer0::start();
-    let outcome = check(BOARD, &mut counter, Some(stack::cortex_m_rt_area()));
+    let outcome = check(
+        defmt::intern!("qemu-microbit"),
+        &mut counter,
+        Some(stack::cortex_m_rt_area()),
+    );
     qemu::exit(outcome.passed())
 }
 

@@ -1,5 +1,5 @@
 //! sprig on QEMU's riscv32 virt machine: run every embedded vector, report over
-//! defmt-semihosting, exit 0 only if every output is bit-exact with the host.
+//! defmt over semihosting, exit 0 only if every output is bit-exact with the host.
 //!
 //! Inferences are counted with `minstret`, which QEMU with `-icount` derives from its
 //! instruction count: exact, with no timer quantum.
@@ -9,15 +9,17 @@
 use sprig_board_common::counter::Minstret;
 use sprig_board_common::{check, qemu, stack};
 
-const BOARD: &str = "qemu-riscv32-virt";
-
 #[riscv_rt::entry]
 fn main() -> ! {
     let area = stack::riscv_rt_area();
     // SAFETY: the area riscv-rt laid out for the one hart's stack; nothing else there.
     unsafe { stack::paint(area.bottom) };
     let mut counter = Minstret::new();
-    let outcome = check(BOARD, &mut counter, Some(area));
+    let outcome = check(
+        defmt::intern!("qemu-riscv32-virt"),
+        &mut counter,
+        Some(area),
+    );
     qemu::exit(outcome.passed())
 }
 

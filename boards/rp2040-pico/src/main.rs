@@ -12,8 +12,6 @@ use cortex_m_rt::entry;
 use sprig_board_common::counter::SysTick;
 use sprig_board_common::{check, probe, stack};
 
-const BOARD: &str = "rp2040-pico";
-
 /// The second-stage bootloader, for the Pico's W25Q16 flash chip.
 #[link_section = ".boot2"]
 #[used]
@@ -24,7 +22,11 @@ fn main() -> ! {
     let Some(p) = cortex_m::Peripherals::take() else {
         probe::exit(false)
     };
-    let mut counter = SysTick::new(p.SYST, "cycles", 1.0);
-    let outcome = check(BOARD, &mut counter, Some(stack::cortex_m_rt_area()));
+    let mut counter = SysTick::new(p.SYST, defmt::intern!("cycles"), 1.0);
+    let outcome = check(
+        defmt::intern!("rp2040-pico"),
+        &mut counter,
+        Some(stack::cortex_m_rt_area()),
+    );
     probe::exit(outcome.passed())
 }
