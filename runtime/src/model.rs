@@ -52,6 +52,10 @@ pub struct Model<
     tensors: heapless::Vec<Tensor, MAX_TENSORS>,
     ops: heapless::Vec<Op, MAX_OPS>,
     data: &'a [u8],
+    /// Small fully connected ops prepared for the host's AVX2 kernels (host memory;
+    /// firmware builds have no such field).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    plan: crate::kernels::x86::Plan,
 }
 
 impl<'a> Model<'a> {
@@ -77,13 +81,24 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     pub fn parse(blob: &'a [u8]) -> Result<Self, Error> {
         let parsed = format::read::parse::<MAX_OPS, MAX_TENSORS>(blob)?;
         validate::validate::<MAX_OPS, MAX_TENSORS, OPS>(&parsed)?;
-        Ok(Model {
+        #[allow(unused_mut)]
+        let mut model = Model {
             header: parsed.header,
             graph: parsed.graph,
             tensors: parsed.tensors,
             ops: parsed.ops,
             data: parsed.data,
-        })
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            plan: crate::kernels::x86::Plan::default(),
+        };
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            let plan = crate::kernels::x86::Plan::new(model.ops.len(), |i| {
+                model.ops.get(i).and_then(|op| model.fc_parts(op))
+            });
+            model.plan = plan;
+        }
+        Ok(model)
     }
 
     /// Bytes of arena [`Model::run`] needs.
@@ -141,12 +156,12 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
 
     /// Number of int8 input elements.
     pub fn input_len(&self) -> usize {
-        self.input_tensor().elements().unwrap_or(0) as usize
+        tensor_len(self.input_tensor())
     }
 
     /// Number of int8 output elements.
     pub fn output_len(&self) -> usize {
-        self.output_tensor().elements().unwrap_or(0) as usize
+        tensor_len(self.output_tensor())
     }
 
     /// Quantization of the input: quantize a real `x` as
@@ -215,9 +230,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             .filter(|dst| dst.len() == input.len())
             .ok_or(Error::KernelArgs)?;
         input_bytes.copy_from_slice(input);
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
         for op in self.ops.iter() {
             self.exec(op, arena)?;
         }
+        // x86_64 hosts: small fully connected ops run as prepared at load (the loop
+        // is `Plan`'s, not generic: optimized whatever profile builds the caller).
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        self.plan.run_ops(
+            self.ops.len(),
+            arena,
+            &mut |i, arena| match self.ops.get(i) {
+                Some(op) => self.exec(op, arena),
+                None => Err(Error::KernelArgs),
+            },
+        )?;
         let arena: &'r [u8] = arena;
         exec::range(self.output_tensor())
             .and_then(|r| arena.get(r))
@@ -234,6 +261,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         }
         Ok(first_argmax(out))
     }
+}
+
+/// Number of elements of a validated tensor (0 if it overflowed).
+#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+fn tensor_len(t: &Tensor) -> usize {
+    t.elements().unwrap_or(0) as usize
+}
+
+/// Number of elements of a validated tensor (0 if it overflowed): on x86_64 hosts the
+/// length of its arena range, the same product `run_in_arena` computes next, so it is
+/// computed once after inlining (on Cortex-M this form costs flash).
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[inline(always)]
+fn tensor_len(t: &Tensor) -> usize {
+    exec::range(t).map_or(0, |r| r.len())
 }
 
 /// Index of the first largest element (0 for an empty slice).

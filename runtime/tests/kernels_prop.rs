@@ -417,3 +417,116 @@ proptest! {
         prop_assert!(pool2d(PoolKind::Max, &g, -128, 127, &input, &mut out).is_err());
     }
 }
+
+/// Every small fully connected shape, where the AVX2 host path has its special cases
+/// (one input per row, rows of at most sixteen inputs whose windows run into the next
+/// rows or past the weights, whole chunks, a last group of fewer than eight outputs,
+/// several rows), against the reference, with the fast path on and off.
+#[test]
+fn small_fully_connected_shapes_match_reference() {
+    let mut rng = Lcg::new(0x5eed_f00d);
+    for k in (1usize..=40).chain([47, 48, 64, 65, 80]) {
+        for n in 1usize..=20 {
+            for batch in [1usize, 2, 3] {
+                let shape = FcShape {
+                    batch,
+                    in_features: k,
+                    out_features: n,
+                };
+                let input = rng.vec_i8(batch * k);
+                let weights = rng.vec_i8(n * k);
+                let st = Stage::random(&mut rng, n);
+                let offset = rng.range(-128, 128);
+                let mut slow = vec![1i8; batch * n];
+                reference::fully_connected(&shape, offset, &st.view(), &weights, &input, &mut slow);
+                for fast in each_path(|| {
+                    let mut fast = vec![0i8; batch * n];
+                    fully_connected(&shape, offset, &st.view(), &weights, &input, &mut fast)
+                        .unwrap();
+                    fast
+                }) {
+                    assert_eq!(fast, slow, "batch {batch} k {k} n {n}");
+                }
+            }
+        }
+    }
+}
+
+/// Whole models of two fully connected ops (the second reads what the first stored)
+/// give the same bytes with the host's prepared ops (`Model::parse` prepares small
+/// fully connected ops on AVX2 hosts) and with the portable kernels, on every shape the
+/// preparation distinguishes: one input per row, up to sixteen, whole and partial
+/// chunks past sixteen, a last group of fewer than eight outputs, several rows.
+#[test]
+fn fully_connected_models_match_with_and_without_the_fast_path() {
+    use sprig_runtime::fixed_point::quantize_multiplier;
+    use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+    use sprig_runtime::{FullyConnected, Model, Op, Tensor, TensorKind};
+
+    let mut rng = Lcg::new(0xfc_fc);
+    let tensor = |shape: &[u32], zero_point: i32, kind| Tensor {
+        shape: heapless::Vec::from_slice(shape).unwrap(),
+        scale: 0.05,
+        zero_point,
+        arena_offset: 0,
+        kind,
+    };
+    for case in 0..400usize {
+        let batch = 1 + case % 3;
+        let k = [1, 2, 7, 15, 16, 17, 31, 32, 33, 64][case % 10];
+        let m = 1 + (rng.next() % 24) as usize;
+        let n = 1 + (rng.next() % 12) as usize;
+        let mut b = BlobBuilder::new();
+        let layer = |b: &mut BlobBuilder, rng: &mut Lcg, inputs: usize, outputs: usize| {
+            let w = rng.vec_i8(inputs * outputs);
+            let bias: Vec<i32> = (0..outputs).map(|_| rng.range(-5000, 5000)).collect();
+            let per_channel = !rng.one_in(3);
+            let rq: Vec<(i32, i32)> = (0..if per_channel { outputs } else { 1 })
+                .map(|_| quantize_multiplier(0.0005 + (rng.next() % 1000) as f64 * 1e-5))
+                .collect();
+            let bias = (!rng.one_in(4)).then(|| b.push_i32(&bias).unwrap());
+            (b.push_i8(&w).unwrap(), bias, b.push_requant(&rq).unwrap())
+        };
+        let l1 = layer(&mut b, &mut rng, k, m);
+        let l2 = layer(&mut b, &mut rng, m, n);
+        let fc = |input, output, (weights, bias, requant), relu: bool| {
+            Op::FullyConnected(FullyConnected {
+                input,
+                output,
+                weights,
+                bias,
+                requant,
+                act_min: if relu { -20 } else { -128 },
+                act_max: 127,
+            })
+        };
+        let (b32, k32, m32, n32) = (batch as u32, k as u32, m as u32, n as u32);
+        let mut graph = GraphDef {
+            tensors: vec![
+                tensor(&[b32, k32], rng.range(-128, 127), TensorKind::Input),
+                tensor(&[b32, m32], rng.range(-128, 127), TensorKind::Activation),
+                tensor(&[b32, n32], rng.range(-128, 127), TensorKind::Output),
+            ],
+            ops: vec![fc(0, 1, l1, true), fc(1, 2, l2, false)],
+            input: 0,
+            output: 2,
+            arena_size: 0,
+        };
+        graph.plan_arena().unwrap();
+        let blob = b.finish(&graph).unwrap();
+        let model = Model::from_bytes(&blob).unwrap();
+        let mut arena = vec![0u8; model.arena_size()];
+        for _ in 0..4 {
+            let input = rng.vec_i8(batch * k);
+            let outs = each_path(|| {
+                let mut out = vec![0i8; batch * n];
+                model.run(&mut arena, &input, &mut out).unwrap();
+                out
+            });
+            assert!(
+                outs.windows(2).all(|w| w[0] == w[1]),
+                "batch {batch} k {k} m {m} n {n}"
+            );
+        }
+    }
+}

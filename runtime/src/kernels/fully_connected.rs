@@ -45,10 +45,13 @@ pub fn fully_connected(
     }
     // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if let Some(done) = small_offset(input_offset).and_then(|offset| {
-        super::x86::fully_connected(shape, offset, stage, weights, input, output)
-    }) {
-        return done;
+    if let Some(offset) = small_offset(input_offset) {
+        // (No closure here: it would stay out of line, a call per op on tiny models.)
+        if let Some(done) =
+            super::x86::fully_connected(shape, offset, stage, weights, input, output)
+        {
+            return done;
+        }
     }
     if let Some(offset) = small_offset(input_offset).filter(|_| in_features <= OFFSET_CAP) {
         // Offset each row once into an `i16` buffer, then four outputs per pass.

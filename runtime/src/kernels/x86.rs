@@ -10,7 +10,10 @@
 //! - `gemm`: conv and fully connected as one matrix product over gathered `i16` windows;
 //! - `depthwise`: depthwise conv across channels (and as a conv for one input channel);
 //! - `requant`: the output stage on eight lanes, shared by all of them;
-//! - `add`: elementwise Add.
+//! - `add`: elementwise Add;
+//! - `plan`: small fully connected ops prepared once when a model is loaded (padded
+//!   weight rows, decoded output stages), which `Model::run_in_arena` runs without
+//!   the per-call setup that dominates tiny models.
 //!
 //! Why it is bit-exact with the portable kernels and TFLite Micro:
 //!
@@ -19,6 +22,8 @@
 //!   `i32` exactly) and summed in `i32` with wrapping adds. Integer addition modulo 2^32 is
 //!   associative and commutative, so any blocking or summation order gives the
 //!   reference's accumulator bit for bit. Padding taps are `x + input_offset = 0`.
+//!   For the same reason the prepared one-row ops of `plan` may multiply the plain
+//!   inputs and add `input_offset · Σ w` to the bias once: the same sum modulo 2^32.
 //! - The output stage (`requant`) is `Requant::apply` and `OutputStage::finish` on eight
 //!   lanes, operation for operation (wrapping bias add, shift, the rounding doubling high
 //!   multiply with its one saturating case, the rounding divide, offset, clamps).
@@ -31,11 +36,13 @@ use core::cell::Cell;
 mod add;
 mod depthwise;
 mod gemm;
+mod plan;
 mod requant;
 
 pub(crate) use add::add;
 pub(crate) use depthwise::depthwise_conv2d;
 pub(crate) use gemm::{conv2d, fully_connected};
+pub(crate) use plan::{FcParts, Plan};
 
 std::thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -48,7 +55,7 @@ pub fn set_enabled(enabled: bool) {
 }
 
 /// Whether this thread may take the AVX2 kernels: not turned off, and the CPU has AVX2.
-#[inline]
+#[inline(always)]
 pub(crate) fn avx2() -> bool {
     ENABLED.with(Cell::get) && std::is_x86_feature_detected!("avx2")
 }
@@ -82,8 +89,15 @@ fn put(dst: &mut [i8], o: usize, y: Option<&[i8]>) {
     } else if let (Ok(d), Ok(y)) = (<&mut [i8; 8]>::try_from(&mut *d), <&[i8; 8]>::try_from(y)) {
         *d = *y;
     } else {
-        for (d, &v) in d.iter_mut().zip(y) {
-            *d = v;
+        // One to seven bytes, from a register (a loop over `y` would become a call to
+        // `memcpy`).
+        let mut v = 0u64;
+        for (i, &b) in y.iter().enumerate().take(8) {
+            v |= u64::from(b as u8) << (8 * i);
+        }
+        for d in d.iter_mut() {
+            *d = v as u8 as i8;
+            v >>= 8;
         }
     }
 }

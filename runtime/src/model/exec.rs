@@ -24,6 +24,7 @@ use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind}
 use crate::kernels::softmax::{softmax, SoftmaxParams};
 use crate::kernels::{ConvGeometry, OutputStage};
 
+#[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 fn dims4(t: &Tensor) -> Option<[usize; 4]> {
     match t.shape.as_slice() {
         &[n, h, w, c] => Some([n as usize, h as usize, w as usize, c as usize]),
@@ -32,6 +33,7 @@ fn dims4(t: &Tensor) -> Option<[usize; 4]> {
 }
 
 /// `(product of leading dimensions, last dimension)`.
+#[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 fn rows(t: &Tensor) -> Option<(usize, usize)> {
     let (&last, lead) = t.shape.split_last()?;
     let lead = lead
@@ -67,6 +69,7 @@ fn geometry(
 }
 
 /// The arena bytes of `t`.
+#[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
     let start = t.arena_offset as usize;
     Some(start..start.checked_add(t.elements().ok()? as usize)?)
@@ -74,6 +77,7 @@ pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
 
 /// Shared views of the inputs `a` and `b` and a mutable view of `out`, which must not
 /// overlap either input (one function for one- and two-input ops: pass `a` twice).
+#[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 fn split<'r>(
     arena: &'r mut [u8],
     a: &Range<usize>,
@@ -125,6 +129,34 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             output_offset: y.zero_point,
             act_min: act.0,
             act_max: act.1,
+        })
+    }
+
+    /// A fully connected op's shape, parameters and arena ranges, as [`Self::dispatch`]
+    /// resolves them, for the host's prepared ops.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    pub(super) fn fc_parts(&self, op: &Op) -> Option<crate::kernels::x86::FcParts<'a>> {
+        let Op::FullyConnected(p) = op else {
+            return None;
+        };
+        if !OpKind::FullyConnected.is_in(OPS) {
+            return None;
+        }
+        let x = self.tensors.get(p.input as usize)?;
+        let y = self.tensors.get(p.output as usize)?;
+        let (batch, in_features) = rows(x)?;
+        let (_, out_features) = rows(y)?;
+        Some(crate::kernels::x86::FcParts {
+            shape: FcShape {
+                batch,
+                in_features,
+                out_features,
+            },
+            input_offset: x.zero_point.wrapping_neg(),
+            stage: self.stage(p.bias, p.requant, y, out_features, (p.act_min, p.act_max))?,
+            weights: bytes_as_i8(self.bytes(p.weights)?),
+            input: range(x)?,
+            output: range(y)?,
         })
     }
 

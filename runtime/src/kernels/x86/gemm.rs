@@ -4,8 +4,8 @@
 //! filter rows (`[OC, KH·KW·C]`, already the matrix's layout) are read as they are,
 //! sign-extended 16 at a time. Registers hold 2 pixels × 4 channels (or 1 pixel × 8
 //! channels for a lone row) of 8-lane `vpmaddwd` accumulators, reduced to eight sums at
-//! the end, then finished on eight lanes. Fully connected ops too small to fill vectors
-//! (the sine model's) sum in plain loops and only finish on vectors.
+//! the end, then finished on eight lanes. Fully connected ops over one row (or too
+//! small for pairs of rows) go row by row with no scratch at all (`fc_rows`).
 
 use core::arch::x86_64::*;
 
@@ -39,6 +39,7 @@ pub(crate) fn conv2d(
 }
 
 /// AVX2 fully connected (arguments checked by the caller), or `None` without AVX2.
+#[inline(always)]
 pub(crate) fn fully_connected(
     shape: &FcShape,
     offset: i16,
@@ -51,10 +52,20 @@ pub(crate) fn fully_connected(
         return None;
     }
     let k = shape.in_features;
-    if k * shape.out_features <= TINY_FC {
+    if shape.batch == 1 || k * shape.out_features <= TINY_FC {
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 (checked just above).
-        return Some(unsafe { tiny_fc(shape, offset, stage, weights, input, output) });
+        return Some(unsafe {
+            if k == 1 {
+                fc_single(shape, offset, stage, weights, input, output)
+            } else if k <= CHUNK {
+                fc_narrow(shape, offset, stage, weights, input, output)
+            } else if k.is_multiple_of(CHUNK) {
+                fc_aligned(shape, offset, stage, weights, input, output)
+            } else {
+                fc_rows(shape, offset, stage, weights, input, output)
+            }
+        });
     }
     let gather = |p: usize, row: &mut [i16]| -> Result<(), Error> {
         let src = input.get(p * k..p * k + k).ok_or(Error::KernelArgs)?;
@@ -67,13 +78,14 @@ pub(crate) fn fully_connected(
     Some(unsafe { gemm(rows, k, gather, weights, n, stage, output) })
 }
 
-/// Weights up to which a fully connected op sums in plain loops (vectors of inputs
-/// would not fill) and only finishes on vectors.
+/// Weights up to which a fully connected op over several rows goes row by row too
+/// (too few weights for pairs of rows to pay).
 const TINY_FC: usize = 256;
 
-/// A tiny fully connected op: plain dot products, eight outputs finished at a time.
+/// Fully connected with one input per row: each output is one product, eight of them
+/// per `vpmulld` (exact: `|x + offset| ≤ 384`, `|w| ≤ 128`).
 #[target_feature(enable = "avx2")]
-fn tiny_fc(
+fn fc_single(
     shape: &FcShape,
     offset: i16,
     stage: &OutputStage<'_>,
@@ -81,22 +93,306 @@ fn tiny_fc(
     input: &[i8],
     output: &mut [i8],
 ) -> Result<(), Error> {
-    let (k, n) = (shape.in_features, shape.out_features);
+    let n = shape.out_features;
+    if shape.in_features != 1 || n == 0 || weights.len() != n {
+        return Err(Error::KernelArgs);
+    }
     let finish = Finish::new(stage);
-    let offset = i32::from(offset);
-    for (x, y) in input.chunks_exact(k).zip(output.chunks_exact_mut(n)) {
-        for (e, rows) in weights.chunks(8 * k).enumerate() {
-            let mut acc = [0i32; 8];
-            for (a, w) in acc.iter_mut().zip(rows.chunks_exact(k)) {
-                for (&xv, &wv) in x.iter().zip(w) {
-                    *a = a.wrapping_add((i32::from(xv) + offset) * i32::from(wv));
+    for (&x, y) in input.iter().zip(output.chunks_exact_mut(n)) {
+        let x = _mm256_set1_epi32(i32::from(x) + i32::from(offset));
+        let mut o = 0;
+        while o < n {
+            let w = match weights.get(o..o + 8).map(<[i8; 8]>::try_from) {
+                Some(Ok(w)) => w,
+                _ => {
+                    let mut w = [0i8; 8];
+                    for (d, &v) in w.iter_mut().zip(weights.get(o..).unwrap_or(&[])) {
+                        *d = v;
+                    }
+                    w
+                }
+            };
+            let w = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(w.map(|v| v as u8))));
+            let q = Quant8::load(stage, o, false);
+            let v = bytes8(finish.apply(&q, _mm256_mullo_epi32(x, w)));
+            put(y, o, v.get(..(n - o).min(8)));
+            o += 8;
+        }
+    }
+    Ok(())
+}
+
+/// Fully connected with at most sixteen inputs per row: the row is one vector (offset
+/// inputs, zeros past `k`), each output one `vpmaddwd` against the sixteen weight
+/// bytes from its row's start (bytes of the next rows meet those zeros), eight outputs
+/// summed and finished at a time. The last rows, whose sixteen bytes would run past
+/// the weights, and a last group of fewer than eight read a zero-padded copy.
+#[target_feature(enable = "avx2")]
+fn fc_narrow(
+    shape: &FcShape,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let FcShape {
+        batch,
+        in_features: k,
+        out_features: n,
+    } = *shape;
+    if k == 0 || k > CHUNK || n == 0 || weights.len() != n * k {
+        return Err(Error::KernelArgs);
+    }
+    let finish = Finish::new(stage);
+    let lanes = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let live = _mm256_cmpgt_epi16(_mm256_set1_epi16(k as i16), lanes);
+    let off = _mm256_set1_epi16(offset);
+    for b in 0..batch {
+        let x = input.get(b * k..b * k + k).ok_or(Error::KernelArgs)?;
+        let y = output.get_mut(b * n..b * n + n).ok_or(Error::KernelArgs)?;
+        // The inputs as two words from registers (bytes a previous op stored one
+        // group of eight at a time would stall a sixteen-byte load).
+        let word = |bytes: &[i8]| match bytes.first_chunk::<8>() {
+            Some(&w) => i64::from_le_bytes(w.map(|b| b as u8)),
+            None => {
+                let mut v = 0u64;
+                for (i, &b) in bytes.iter().enumerate().take(8) {
+                    v |= u64::from(b as u8) << (8 * i);
+                }
+                v as i64
+            }
+        };
+        let (lo, hi) = x.split_at(x.len().min(8));
+        let xv = _mm256_cvtepi8_epi16(_mm_set_epi64x(word(hi), word(lo)));
+        let xv = _mm256_and_si256(_mm256_add_epi16(xv, off), live);
+        let mut o = 0;
+        while o < n {
+            let left = n - o;
+            let acc = match Rows8::at(weights, o * k, k, left.min(8)) {
+                Some(rows) if left >= 8 => rows.dot(xv),
+                Some(rows) => rows.dot_first(xv),
+                None => {
+                    // The windows would run past the weights: a zero-padded copy.
+                    let mut copy = [0i8; 9 * CHUNK];
+                    let src = weights.get(o * k..).unwrap_or(&[]);
+                    let m = src.len().min(8 * k);
+                    if let (Some(d), Some(s)) = (copy.get_mut(..m), src.get(..m)) {
+                        d.copy_from_slice(s);
+                    }
+                    match Rows8::at(&copy, 0, k, 8) {
+                        Some(rows) => rows.dot(xv),
+                        None => return Err(Error::KernelArgs),
+                    }
+                }
+            };
+            let q = Quant8::load(stage, o, false);
+            let v = bytes8(finish.apply(&q, acc));
+            put(y, o, v.get(..(n - o).min(8)));
+            o += 8;
+        }
+    }
+    Ok(())
+}
+
+/// Up to eight weight rows of `k ≤ 16` bytes at the start of `block`, each read as the
+/// sixteen bytes from its start: `block` holds at least `(rows − 1)·k + 16` bytes.
+#[derive(Clone, Copy)]
+struct Rows8<'w> {
+    block: &'w [i8],
+    k: usize,
+    rows: usize,
+}
+
+impl<'w> Rows8<'w> {
+    /// `rows` (1 to 8) rows from `bytes[start..]`, if all their windows lie inside
+    /// `bytes`.
+    #[inline]
+    fn at(bytes: &'w [i8], start: usize, k: usize, rows: usize) -> Option<Self> {
+        let block = bytes.get(start..)?;
+        let ok = k <= CHUNK && (1..=8).contains(&rows) && (rows - 1) * k + CHUNK <= block.len();
+        ok.then_some(Rows8 { block, k, rows })
+    }
+
+    /// Row `j`'s sixteen weights, for `j < rows`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn row(self, j: usize) -> __m256i {
+        let j = j.min(self.rows - 1);
+        #[allow(unsafe_code)]
+        // SAFETY: `j ≤ rows − 1` and `k ≤ 16`, so bytes `j·k .. j·k + 16` lie within
+        // the first `(rows − 1)·k + 16` bytes of `block`, all readable (checked in
+        // `at`, which also keeps `rows ≥ 1`); the load is unaligned.
+        let w = unsafe { _mm_loadu_si128(self.block.as_ptr().add(j * self.k).cast()) };
+        _mm256_cvtepi8_epi16(w)
+    }
+
+    /// The sums of `x` (sixteen `i16` lanes) with all eight rows, lane `j` = row `j`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn dot(self, x: __m256i) -> __m256i {
+        let p = self.block.as_ptr();
+        let k = self.k;
+        let mut a = [_mm256_setzero_si256(); 8];
+        if self.rows == 8 {
+            for (j, acc) in a.iter_mut().enumerate() {
+                #[allow(unsafe_code)]
+                // SAFETY: as in `row`, with `rows = 8`: `j ≤ 7`.
+                let w = unsafe { _mm_loadu_si128(p.add(j * k).cast()) };
+                *acc = _mm256_madd_epi16(x, _mm256_cvtepi8_epi16(w));
+            }
+        }
+        hsum8(a)
+    }
+
+    /// [`Self::dot`] for fewer rows: lanes past the last row repeat it.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn dot_first(self, x: __m256i) -> __m256i {
+        let mut a = [_mm256_setzero_si256(); 8];
+        for (j, acc) in a.iter_mut().enumerate() {
+            *acc = _mm256_madd_epi16(x, self.row(j));
+        }
+        hsum8(a)
+    }
+}
+
+/// Fully connected one input row at a time for `k` a multiple of sixteen: weight rows
+/// are whole chunks, eight of them against each input chunk (offset on the fly), with
+/// no scratch buffers.
+#[target_feature(enable = "avx2")]
+fn fc_aligned(
+    shape: &FcShape,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let FcShape {
+        batch,
+        in_features: k,
+        out_features: n,
+    } = *shape;
+    let chunks = k / CHUNK;
+    let (rows, _) = weights.as_chunks::<CHUNK>();
+    if chunks == 0 || n == 0 || rows.len() != n * chunks {
+        return Err(Error::KernelArgs);
+    }
+    let finish = Finish::new(stage);
+    let off = _mm256_set1_epi16(offset);
+    for b in 0..batch {
+        let x = input.get(b * k..b * k + k).ok_or(Error::KernelArgs)?;
+        let y = output.get_mut(b * n..b * n + n).ok_or(Error::KernelArgs)?;
+        let (x, _) = x.as_chunks::<CHUNK>();
+        let mut o = 0;
+        while o < n {
+            // Rows `o..o + 8`; past the last one, lanes repeat row `o` and are dropped.
+            // (No closures handed to generic helpers here: they would not inherit AVX2
+            // and stay out of line.)
+            let first = rows.get(o * chunks..(o + 1) * chunks).unwrap_or(&[]);
+            let mut w = [first; 8];
+            for (j, r) in w.iter_mut().enumerate().skip(1) {
+                if let Some(row) = rows.get((o + j) * chunks..(o + j + 1) * chunks) {
+                    *r = row;
                 }
             }
-            let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
-            let sums = _mm256_setr_epi32(a0, a1, a2, a3, a4, a5, a6, a7);
-            let q = Quant8::load(stage, 8 * e, false);
-            let v = bytes8(finish.apply(&q, sums));
-            put(y, 8 * e, v.get(..(n - 8 * e).min(8)));
+            let q = Quant8::load(stage, o, false);
+            let v = bytes8(finish.apply(&q, dot_1x8_offset(x, off, w)));
+            put(y, o, v.get(..(n - o).min(8)));
+            o += 8;
+        }
+    }
+    Ok(())
+}
+
+/// Fully connected one input row at a time, with no scratch buffers: eight outputs per
+/// pass, each input chunk offset once and shared by eight weight rows.
+///
+/// A row of `k` inputs is `k / 16` whole chunks and, if `k % 16 ≠ 0`, a partial one
+/// whose lanes past the row are zero. Weight rows are read where they lie, sixteen
+/// bytes from each chunk's start, so a partial chunk's window runs into the next row,
+/// whose bytes meet those zero lanes and add nothing; windows that would run past the
+/// end of `weights` read a zero-padded copy of its last sixteen bytes instead.
+#[target_feature(enable = "avx2")]
+fn fc_rows(
+    shape: &FcShape,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let FcShape {
+        batch,
+        in_features: k,
+        out_features: n,
+    } = *shape;
+    let len = weights.len();
+    if k == 0 || n == 0 || len != n * k {
+        return Err(Error::KernelArgs);
+    }
+    let finish = Finish::new(stage);
+    let off = _mm256_set1_epi16(offset);
+    let (whole, rem) = (k / CHUNK, k % CHUNK);
+    // The last sixteen weights (all of them, if fewer), zero-padded.
+    let base = len.saturating_sub(CHUNK);
+    let mut end = [0i8; 2 * CHUNK];
+    match (
+        weights.last_chunk::<CHUNK>(),
+        end.first_chunk_mut::<CHUNK>(),
+    ) {
+        (Some(w), Some(e)) => *e = *w,
+        _ => {
+            for (e, &w) in end.iter_mut().zip(weights) {
+                *e = w;
+            }
+        }
+    }
+    // Sixteen weights from `t` (< len).
+    let window = |t: usize| {
+        let w = match weights.get(t..t + CHUNK) {
+            Some(w) => w,
+            None => end.get(t - base..t - base + CHUNK).unwrap_or(&[]),
+        };
+        match <&[i8; CHUNK]>::try_from(w) {
+            Ok(w) => load_w(w),
+            Err(_) => _mm256_setzero_si256(),
+        }
+    };
+    // Lanes `< rem` of the partial chunk are inputs, the rest zero.
+    let lanes = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let live = _mm256_cmpgt_epi16(_mm256_set1_epi16(rem as i16), lanes);
+    let last_row = len - k;
+    for b in 0..batch {
+        let x = input.get(b * k..b * k + k).ok_or(Error::KernelArgs)?;
+        let y = output.get_mut(b * n..b * n + n).ok_or(Error::KernelArgs)?;
+        let (chunks, tail) = x.as_chunks::<CHUNK>();
+        let mut part = [0i8; CHUNK];
+        for (d, &v) in part.iter_mut().zip(tail) {
+            *d = v;
+        }
+        let part = _mm256_and_si256(_mm256_add_epi16(load_w(&part), off), live);
+        let mut o = 0;
+        while o < n {
+            let mut a = [_mm256_setzero_si256(); 8];
+            // Rows past the last output repeat it; their lanes are not stored.
+            let row = |j: usize| ((o + j) * k).min(last_row);
+            for (c, xv) in chunks.iter().enumerate() {
+                let xv = _mm256_add_epi16(load_w(xv), off);
+                for (j, acc) in a.iter_mut().enumerate() {
+                    *acc = mac(*acc, xv, window(row(j) + c * CHUNK));
+                }
+            }
+            if rem != 0 {
+                for (j, acc) in a.iter_mut().enumerate() {
+                    *acc = mac(*acc, part, window(row(j) + whole * CHUNK));
+                }
+            }
+            let q = Quant8::load(stage, o, false);
+            let v = bytes8(finish.apply(&q, hsum8(a)));
+            put(y, o, v.get(..(n - o).min(8)));
+            o += 8;
         }
     }
     Ok(())
@@ -328,7 +624,7 @@ fn load_x(x: &[i16; CHUNK]) -> __m256i {
 /// Sixteen `i8` weights sign-extended to `i16`.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn load_w(w: &[i8; CHUNK]) -> __m256i {
+pub(super) fn load_w(w: &[i8; CHUNK]) -> __m256i {
     #[allow(unsafe_code)]
     // SAFETY: `w` is 16 readable bytes; the load is unaligned.
     unsafe {
@@ -346,7 +642,7 @@ fn mac(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
 /// The lane sums of eight accumulators, in order.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn hsum8(a: [__m256i; 8]) -> __m256i {
+pub(super) fn hsum8(a: [__m256i; 8]) -> __m256i {
     let [a0, a1, a2, a3, a4, a5, a6, a7] = a;
     let s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
     let s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(a4, a5), _mm256_hadd_epi32(a6, a7));
@@ -380,6 +676,31 @@ fn dot_2x4(x: [&[[i16; CHUNK]]; 2], w: [&[[i8; CHUNK]]; 4]) -> __m256i {
         let w3 = load_w(w3);
         *a3 = mac(*a3, x0, w3);
         *a7 = mac(*a7, x1, w3);
+    }
+    hsum8(a)
+}
+
+/// [`dot_1x8`] of `x + offset` (`off` in every lane), offset chunk by chunk.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_1x8_offset(x: &[[i8; CHUNK]], off: __m256i, w: [&[[i8; CHUNK]]; 8]) -> __m256i {
+    let z = _mm256_setzero_si256();
+    let mut a = [z; 8];
+    let [w0, w1, w2, w3, w4, w5, w6, w7] = w;
+    let rows = w0
+        .iter()
+        .zip(w1)
+        .zip(w2)
+        .zip(w3)
+        .zip(w4)
+        .zip(w5)
+        .zip(w6)
+        .zip(w7);
+    for (xv, (((((((w0, w1), w2), w3), w4), w5), w6), w7)) in x.iter().zip(rows) {
+        let xv = _mm256_add_epi16(load_w(xv), off);
+        for (acc, wv) in a.iter_mut().zip([w0, w1, w2, w3, w4, w5, w6, w7]) {
+            *acc = mac(*acc, xv, load_w(wv));
+        }
     }
     hsum8(a)
 }

@@ -66,6 +66,20 @@ impl Quant8 {
         Self::from_lanes(dup(bias), dup(multiplier), dup(shift))
     }
 
+    /// The bias lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn bias(&self) -> __m256i {
+        self.bias
+    }
+
+    /// The same channels with another bias.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn with_bias(self, bias: __m256i) -> Self {
+        Quant8 { bias, ..self }
+    }
+
     /// One `(multiplier, shift)` pair in every lane, no bias.
     #[target_feature(enable = "avx2")]
     pub(super) fn splat(multiplier: i32, shift: i32) -> Self {
@@ -142,14 +156,23 @@ impl Quant8 {
 #[target_feature(enable = "avx2")]
 #[inline]
 fn lanes_i32(bytes: &[u8], at: usize) -> __m256i {
-    let v: [u8; 32] = match bytes.get(at..at + 32).and_then(|b| b.try_into().ok()) {
-        Some(v) => v,
-        None => padded(bytes, at),
+    if let Some(v) = bytes.get(at..at + 32) {
+        #[allow(unsafe_code)]
+        // SAFETY: `v` is 32 readable bytes; the load is unaligned.
+        return unsafe { _mm256_loadu_si256(v.as_ptr().cast()) };
+    }
+    // The last channels: a masked load of the whole lanes there are (no copy through
+    // memory, which would stall the load).
+    let Some(rest) = bytes.get(at..).filter(|r| r.len() >= 4) else {
+        return _mm256_setzero_si256();
     };
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((rest.len() / 4) as i32), lanes);
     #[allow(unsafe_code)]
-    // SAFETY: `v` is 32 readable bytes; the load is unaligned.
+    // SAFETY: the lanes the mask selects, `i < rest.len() / 4 < 8`, are bytes
+    // `4i .. 4i + 4` of `rest`, all readable; masked-off lanes are not accessed.
     unsafe {
-        _mm256_loadu_si256(v.as_ptr().cast())
+        _mm256_maskload_epi32(rest.as_ptr().cast(), mask)
     }
 }
 
@@ -157,14 +180,20 @@ fn lanes_i32(bytes: &[u8], at: usize) -> __m256i {
 #[target_feature(enable = "avx2")]
 #[inline]
 fn lanes_i8(bytes: &[u8], at: usize) -> __m256i {
-    let v: [u8; 8] = match bytes.get(at..at + 8).and_then(|b| b.try_into().ok()) {
-        Some(v) => v,
-        None => padded(bytes, at),
+    let v = match bytes.get(at..at + 8).map(<[u8; 8]>::try_from) {
+        Some(Ok(v)) => u64::from_le_bytes(v),
+        // The last channels: the eight bytes that end where `bytes` ends, moved down.
+        _ => match bytes.last_chunk::<8>() {
+            Some(&end) if at < bytes.len() => {
+                u64::from_le_bytes(end) >> (8 * (at + 8 - bytes.len()))
+            }
+            _ => u64::from_le_bytes(padded(bytes, at)),
+        },
     };
-    _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(v)))
+    _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v as i64))
 }
 
-/// `bytes[at..]` cut or padded with zeros to `N` bytes (the last channels' lanes).
+/// `bytes[at..]` cut or padded with zeros to `N` bytes.
 #[cold]
 fn padded<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     let mut v = [0u8; N];
