@@ -186,8 +186,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Row::Failed { error, .. } => println!("{name}: FAILED: {error}"),
             Row::Checked(c) => {
                 println!(
-                    "{name}: {} inputs, {} mismatching bytes ({} inputs); TFLM {:.1} µs, sprig {:.1} µs",
-                    c.inputs, c.mismatching_bytes, c.mismatching_inputs, c.tflm_us, c.sprig_us
+                    "{name}: {} inputs, {} mismatching bytes ({} inputs); TFLM {} µs, sprig {} µs",
+                    c.inputs,
+                    c.mismatching_bytes,
+                    c.mismatching_inputs,
+                    micros(c.tflm_us),
+                    micros(c.sprig_us)
                 );
                 match &c.qemu {
                     Qemu::Off => {}
@@ -639,7 +643,7 @@ fn table(rows: &[Row], qemu: bool) -> String {
                 };
                 let _ = write!(
                     t,
-                    "| {} | {} → {} | {} | {} | {} ({}) | {} | {:.1} | {:.1} | {:.1}× | {} | {} |",
+                    "| {} | {} → {} | {} | {} | {} ({}) | {} | {} | {} | {:.1}× | {} | {} |",
                     c.name,
                     c.tflite_ops,
                     c.sprig_ops,
@@ -648,8 +652,8 @@ fn table(rows: &[Row], qemu: bool) -> String {
                     bytes_col(c.tflm_arena_total),
                     bytes_col(c.tflm_arena_head),
                     c.sprig_arena,
-                    c.tflm_us,
-                    c.sprig_us,
+                    micros(c.tflm_us),
+                    micros(c.sprig_us),
                     c.tflm_us / c.sprig_us,
                     c.inputs,
                     mismatch
@@ -665,6 +669,15 @@ fn table(rows: &[Row], qemu: bool) -> String {
 }
 
 /// Text fit for one table cell.
+/// Microseconds with three significant digits at least (sine runs in 0.06 µs).
+fn micros(us: f64) -> String {
+    if us < 10.0 {
+        format!("{us:.3}")
+    } else {
+        format!("{us:.1}")
+    }
+}
+
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
