@@ -4,6 +4,7 @@
 
 use core::arch::x86_64::*;
 
+use super::depthwise::widen8;
 use super::requant::{bytes8, Finish, Quant8};
 use crate::error::Error;
 use crate::fixed_point::ADD_LEFT_SHIFT;
@@ -55,16 +56,5 @@ fn add_avx2(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) {
     }
     for ((y, &a), &b) in y.into_remainder().iter_mut().zip(a.1).zip(b.1) {
         *y = add_one(p, a, b);
-    }
-}
-
-/// Eight `i8` sign-extended to `i32` lanes.
-#[target_feature(enable = "avx2")]
-#[inline]
-fn widen8(bytes: &[i8; 8]) -> __m256i {
-    #[allow(unsafe_code)]
-    // SAFETY: `bytes` is 8 readable bytes; `_mm_loadl_epi64` reads exactly 8, unaligned.
-    unsafe {
-        _mm256_cvtepi8_epi32(_mm_loadl_epi64(bytes.as_ptr().cast()))
     }
 }

@@ -478,10 +478,10 @@ fn load8_tail(s: &[i8], at: usize) -> __m256i {
     widen8(&tail)
 }
 
-/// Eight `i8` sign-extended to `i32` lanes.
+/// Eight `i8` sign-extended to `i32` lanes (Add uses it too).
 #[target_feature(enable = "avx2")]
 #[inline]
-fn widen8(bytes: &[i8; 8]) -> __m256i {
+pub(super) fn widen8(bytes: &[i8; 8]) -> __m256i {
     #[allow(unsafe_code)]
     // SAFETY: `bytes` is 8 readable bytes; `_mm_loadl_epi64` reads exactly 8, unaligned.
     unsafe {
