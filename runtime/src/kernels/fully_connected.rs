@@ -7,6 +7,9 @@ use super::{
 };
 use crate::error::Error;
 
+/// Ops with at most this many weights skip the offset buffer (see [`fully_connected`]).
+const SMALL_FC: usize = 512;
+
 /// Sizes of a fully connected op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FcShape {
@@ -53,7 +56,11 @@ pub fn fully_connected(
             return done;
         }
     }
-    if let Some(offset) = small_offset(input_offset).filter(|_| in_features <= OFFSET_CAP) {
+    // Tiny ops (sine: 16, 256 and 16 weights) take the plain loop below: the buffered
+    // path zeroes 2 KiB of stack per call, more than such an op's products cost.
+    if let Some(offset) =
+        small_offset(input_offset).filter(|_| in_features <= OFFSET_CAP && weights.len() > SMALL_FC)
+    {
         // Offset each row once into an `i16` buffer, then four outputs per pass.
         let mut buf = [0i16; OFFSET_CAP];
         let mut scratch = PACK_SCRATCH;
@@ -64,13 +71,18 @@ pub fn fully_connected(
         {
             offset_into(x, row, offset);
             let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
-            for (block, (out_block, w_block)) in out_row
-                .chunks_mut(QUANT_BLOCK)
-                .zip(weights.chunks(QUANT_BLOCK * in_features))
-                .enumerate()
-            {
-                let q = quants.get_mut(..out_block.len()).ok_or(Error::KernelArgs)?;
-                stage.channels_into(block * QUANT_BLOCK, q);
+            // Each block's length is a visible `min(.., QUANT_BLOCK)`, a bound LLVM
+            // carries into `channels_offset` (slicing `out_row` to
+            // `out_features.min(c0 + QUANT_BLOCK)` lost it: ~6,000 more instructions per
+            // LeNet-5 inference on the M4), with no division (a library call on the M0);
+            // the former zip with `out_row.chunks_mut` went out of line once the plain
+            // path below served small ops too (+180).
+            for (block, w_block) in weights.chunks(QUANT_BLOCK * in_features).enumerate() {
+                let c0 = block * QUANT_BLOCK;
+                let n = out_features.saturating_sub(c0).min(QUANT_BLOCK);
+                let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+                let out_block = out_row.get_mut(c0..c0 + q.len()).ok_or(Error::KernelArgs)?;
+                stage.channels_into(c0, q);
                 channels_offset(x, &mut scratch, w_block, stage, q, out_block)?;
             }
         }
