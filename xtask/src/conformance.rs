@@ -466,15 +466,7 @@ fn on_qemu(
 ) -> Qemu {
     let run = || -> anyhow::Result<Qemu> {
         let dir = crate::boards::repo_root().join(QEMU_RUNS).join(name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join("model.sprig"), blob)
-            .with_context(|| format!("writing {}", dir.join("model.sprig").display()))?;
-        let encoded = sprig_compressor::export::packed::sprig_runtime::vectors::write_vectors(
-            n_in, n_out, vectors,
-        )
-        .map_err(|e| anyhow!("encoding vectors.bin: {e}"))?;
-        std::fs::write(dir.join("vectors.bin"), encoded)
-            .with_context(|| format!("writing {}", dir.join("vectors.bin").display()))?;
+        crate::sim_tflite::write_run_folder(&dir, blob, n_in, n_out, vectors)?;
         let board = crate::boards::find(QEMU_BOARD)?;
         let input = crate::firmware::Input {
             artifacts: dir,

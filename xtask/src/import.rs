@@ -1,10 +1,10 @@
 //! `cargo xtask import MODEL.tflite --out model.sprig`: import an int8 TensorFlow Lite
 //! model into the sprig format and print its ops, parameters, MACs, blob and arena bytes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sprig_compressor::import::tflite_to_sprig;
+use sprig_compressor::import::{tflite_to_sprig, Imported};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,15 +15,19 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let name = args
-        .model
+/// Read and import the `.tflite` file at `path`; the model's name is the file stem.
+pub fn import_file(path: &Path) -> anyhow::Result<(String, Imported)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path
         .file_stem()
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-    let imported = tflite_to_sprig(&bytes, &name)
-        .with_context(|| format!("importing {}", args.model.display()))?;
+    let imported =
+        tflite_to_sprig(&bytes, &name).with_context(|| format!("importing {}", path.display()))?;
+    Ok((name, imported))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (name, imported) = import_file(&args.model)?;
     println!(
         "{name}: {} TFLite operators → {} sprig ops",
         imported.tflite_ops,

@@ -13,9 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use sprig_compressor::export::packed::sprig_runtime::{vectors::write_vectors, Model};
 use sprig_compressor::export::write_atomic;
-use sprig_compressor::import::tflite_to_sprig;
 
 /// Where the imported model's artifacts go, relative to the repository root.
 const RUNS: &str = "runs/sim-tflite";
@@ -34,12 +35,7 @@ pub fn prepare(model: &Path, inputs: usize, seed: u64) -> anyhow::Result<Prepare
     if inputs == 0 {
         anyhow::bail!("--inputs must be at least 1");
     }
-    let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-    let name = model
-        .file_stem()
-        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-    let imported =
-        tflite_to_sprig(&bytes, &name).with_context(|| format!("importing {}", model.display()))?;
+    let (name, imported) = crate::import::import_file(model)?;
     let runtime = Model::from_bytes(&imported.blob).map_err(|e| {
         anyhow!(
             "sprig-runtime refuses the blob imported from {}: {e}",
@@ -48,11 +44,11 @@ pub fn prepare(model: &Path, inputs: usize, seed: u64) -> anyhow::Result<Prepare
     })?;
     let (n_in, n_out) = (runtime.input_len(), runtime.output_len());
 
-    let mut random = SplitMix64(seed);
+    let mut random = ChaCha8Rng::seed_from_u64(seed);
     let mut arena = vec![0u8; runtime.arena_size()];
     let mut vectors = Vec::with_capacity(inputs);
     for _ in 0..inputs {
-        let x: Vec<i8> = (0..n_in).map(|_| random.next() as i8).collect();
+        let x: Vec<i8> = (0..n_in).map(|_| random.random::<i8>()).collect();
         let mut y = vec![0i8; n_out];
         runtime
             .run(&mut arena, &x, &mut y)
@@ -61,11 +57,7 @@ pub fn prepare(model: &Path, inputs: usize, seed: u64) -> anyhow::Result<Prepare
     }
 
     let dir = crate::boards::repo_root().join(RUNS).join(&name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(&dir.join("model.sprig"), &imported.blob)?;
-    let encoded =
-        write_vectors(n_in, n_out, &vectors).map_err(|e| anyhow!("encoding vectors.bin: {e}"))?;
-    write_atomic(&dir.join("vectors.bin"), &encoded)?;
+    write_run_folder(&dir, &imported.blob, n_in, n_out, &vectors)?;
     println!(
         "{name}: imported {} TFLite operators → {} sprig ops, {} MACs, .sprig {} bytes, arena {} bytes; \
          {inputs} random inputs (seed {seed}) run on the host into {}",
@@ -82,16 +74,19 @@ pub fn prepare(model: &Path, inputs: usize, seed: u64) -> anyhow::Result<Prepare
     })
 }
 
-/// A small, fixed pseudo-random sequence (SplitMix64): the inputs only need to be
-/// reproducible and to cover the int8 range.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+/// Write a firmware run folder: `dir/model.sprig` and `dir/vectors.bin` (each vector's
+/// label, input and expected output), both atomically.
+pub fn write_run_folder(
+    dir: &Path,
+    blob: &[u8],
+    n_in: usize,
+    n_out: usize,
+    vectors: &[(u8, Vec<i8>, Vec<i8>)],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(&dir.join("model.sprig"), blob)?;
+    let encoded =
+        write_vectors(n_in, n_out, vectors).map_err(|e| anyhow!("encoding vectors.bin: {e}"))?;
+    write_atomic(&dir.join("vectors.bin"), &encoded)?;
+    Ok(())
 }
