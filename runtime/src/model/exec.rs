@@ -12,7 +12,7 @@
 use core::ops::Range;
 
 use super::{Model, OpKind};
-use crate::arena::{bytes_as_i8, bytes_as_i8_mut};
+use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split};
 use crate::error::Error;
 use crate::format::{DataRef, Op, Padding, Tensor};
 use crate::kernels::add::{add, AddParams};
@@ -73,34 +73,6 @@ fn geometry(
 pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
     let start = t.arena_offset as usize;
     Some(start..start.checked_add(t.elements().ok()? as usize)?)
-}
-
-/// Shared views of the inputs `a` and `b` and a mutable view of `out`, which must not
-/// overlap either input (one function for one- and two-input ops: pass `a` twice).
-#[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
-fn split<'r>(
-    arena: &'r mut [u8],
-    a: &Range<usize>,
-    b: &Range<usize>,
-    out: &Range<usize>,
-) -> Option<(&'r [i8], &'r [i8], &'r mut [i8])> {
-    let (left, rest) = arena.split_at_mut_checked(out.start)?;
-    let (out_bytes, right) = rest.split_at_mut_checked(out.end.checked_sub(out.start)?)?;
-    let (left, right): (&'r [u8], &'r [u8]) = (left, right);
-    let view = |r: &Range<usize>| {
-        if r.end <= out.start {
-            left.get(r.clone())
-        } else if r.start >= out.end {
-            right.get(r.start - out.end..r.end - out.end)
-        } else {
-            None
-        }
-    };
-    Some((
-        bytes_as_i8(view(a)?),
-        bytes_as_i8(view(b)?),
-        bytes_as_i8_mut(out_bytes),
-    ))
 }
 
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>

@@ -27,7 +27,7 @@ use std::vec::Vec;
 use super::gemm::{hsum8, load_w};
 use super::requant::{bytes8, Finish, Quant8};
 use super::{avx2, put};
-use crate::arena::{bytes_as_i8, bytes_as_i8_mut};
+use crate::arena::split;
 use crate::error::Error;
 use crate::kernels::fully_connected::FcShape;
 use crate::kernels::{small_offset, OutputStage};
@@ -212,30 +212,9 @@ impl PreparedFc {
     #[inline]
     fn run_in(&self, arena: &mut [u8]) -> Result<(), Error> {
         // The output lies after or before the input (validated; checked again).
-        let (input, output) = if self.output.start >= self.input.end {
-            let (left, right) = arena
-                .split_at_mut_checked(self.output.start)
-                .ok_or(Error::KernelArgs)?;
-            let left: &[u8] = left;
-            (
-                left.get(self.input.clone()),
-                right.get_mut(..self.output.len()),
-            )
-        } else if self.output.end <= self.input.start {
-            let (left, right) = arena
-                .split_at_mut_checked(self.input.start)
-                .ok_or(Error::KernelArgs)?;
-            let right: &[u8] = right;
-            (
-                right.get(..self.input.len()),
-                left.get_mut(self.output.clone()),
-            )
-        } else {
-            (None, None)
-        };
-        match (input, output) {
-            (Some(input), Some(output)) => self.run(bytes_as_i8(input), bytes_as_i8_mut(output)),
-            _ => Err(Error::KernelArgs),
+        match split(arena, &self.input, &self.input, &self.output) {
+            Some((input, _, output)) => self.run(input, output),
+            None => Err(Error::KernelArgs),
         }
     }
 
