@@ -125,7 +125,7 @@ pub(crate) struct PreparedFc {
     offset: i16,
     /// Chunks per weight row.
     chunks: usize,
-    /// Weight rows of `chunks` chunks, eight rows per group.
+    /// Weight rows of `chunks` chunks, eight rows per group (empty for a narrow op).
     weights: Vec<[i8; CHUNK]>,
     /// The output stage of each group of eight channels.
     quant: Vec<Quant8>,
@@ -176,23 +176,27 @@ impl PreparedFc {
         }
         let chunks = k.div_ceil(CHUNK);
         let groups = n.div_ceil(8);
-        let mut weights = std::vec![[0i8; CHUNK]; groups * 8 * chunks];
-        for (row, src) in weights
-            .chunks_exact_mut(chunks)
-            .zip(p.weights.chunks_exact(k))
-        {
-            for (dst, src) in row.iter_mut().zip(src.chunks(CHUNK)) {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = s;
-                }
-            }
-        }
         let mut quant = Vec::with_capacity(groups);
         for g in 0..groups {
             quant.push(Quant8::load(&p.stage, 8 * g, false));
         }
         let narrow =
             (batch == 1 && k <= CHUNK).then(|| Narrow::new(p.weights, k, n, offset, &quant));
+        // The padded rows serve the general path only (a narrow op runs from its own).
+        let mut weights = Vec::new();
+        if narrow.is_none() {
+            weights = std::vec![[0i8; CHUNK]; groups * 8 * chunks];
+            for (row, src) in weights
+                .chunks_exact_mut(chunks)
+                .zip(p.weights.chunks_exact(k))
+            {
+                for (dst, src) in row.iter_mut().zip(src.chunks(CHUNK)) {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = s;
+                    }
+                }
+            }
+        }
         Some(PreparedFc {
             narrow,
             input: p.input.clone(),
