@@ -62,11 +62,7 @@ fn filter_pruner_removes_the_weakest_channels() -> Result<()> {
         (4, 2),
         &Device::Cpu,
     )?;
-    let target = PruneTarget {
-        name: "layer",
-        op_type: OpType::Linear,
-        weight: &w,
-    };
+    let target = PruneTarget::new("layer", OpType::Linear, &w);
     let mask = FilterPruner.calc_mask(&target, &layer_config(OpType::Linear, Some(0.5), None))?;
     assert_eq!(
         values(mask.tensor())?,

@@ -64,6 +64,7 @@ pub fn fold_batch_norms(model: &mut Model) -> Result<Vec<String>> {
                 }
             }
         }
+        model.graph.remove_masks(&bn_name);
         folded.push(bn_name);
     }
     Ok(folded)

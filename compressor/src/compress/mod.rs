@@ -7,5 +7,5 @@ mod summary;
 
 pub use fold::fold_batch_norms;
 pub use pipeline::{load_train, run, CompressOptions};
-pub use plan::{make_pruner, Plan, QuantizerKind, Stage, DEFAULT_PLAN, PRUNERS, QUANTIZERS};
-pub use summary::{layer_rows, LayerRow, Summary};
+pub use plan::{Plan, QuantizerKind, Stage, DEFAULT_PLAN, QUANTIZERS};
+pub use summary::{layer_rows, LayerRow, RoundReport, Summary};

@@ -1,6 +1,7 @@
-//! The whole job behind `cargo xtask compress`: data → cached baseline → prune and
-//! fine-tune → fold batch norms, quantize and fine-tune → export → packed int8 model
-//! run on the host → summary.
+//! The whole job behind `cargo xtask compress`: plan checked against the model → data →
+//! cached baseline (or `--weights`) → prune and fine-tune (in rounds, for iterative
+//! pruners) → fold batch norms, quantize and fine-tune → export → packed int8 model run on
+//! the host → summary.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,11 +9,12 @@ use std::time::Instant;
 use candle_core::Device;
 
 use super::fold_batch_norms;
-use super::plan::{make_pruner, Plan, QuantizerKind};
-use super::summary::{layer_rows, Summary};
+use super::plan::{Plan, QuantizerKind};
+use super::summary::{layer_rows, RoundReport, Summary};
 use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
+use crate::prune::{collect_statistics, sparsity_of, Pruner, Registry};
 use crate::quant::{NaiveQuantizer, QatQuantizer, Quantizer};
 use crate::train::{self, evaluate, TrainConfig};
 use crate::Result;
@@ -23,6 +25,14 @@ pub struct CompressOptions {
     pub model: String,
     pub data: Option<PathBuf>,
     pub plan: Option<PathBuf>,
+    /// Start from these weights (a `model.safetensors` of the same model) instead of a
+    /// fresh initialization; `epochs` then trains further from them (0: use as they are).
+    pub weights: Option<PathBuf>,
+    /// Network Slimming's L1 penalty on batch-norm γ during the baseline (overrides the
+    /// plan's `slim_l1`).
+    pub slim_l1: Option<f64>,
+    /// The pruners a plan may name.
+    pub registry: Registry,
     pub epochs: usize,
     /// Fine-tuning epochs after pruning.
     pub ft_epochs: usize,
@@ -46,6 +56,9 @@ impl CompressOptions {
             model: "lenet5".into(),
             data: None,
             plan: None,
+            weights: None,
+            slim_l1: None,
+            registry: Registry::builtin(),
             epochs: 5,
             ft_epochs: 3,
             qat_epochs: 1,
@@ -71,7 +84,7 @@ fn say(opts: &CompressOptions, line: impl AsRef<str>) {
 pub fn run(opts: &CompressOptions) -> Result<Summary> {
     let started = Instant::now();
     let plan = match &opts.plan {
-        Some(p) => Plan::from_path(p)?,
+        Some(p) => Plan::from_path_with(p, &opts.registry)?,
         None => Plan::default_plan()?,
     };
     let source = data::resolve(opts.data.as_deref())?;
@@ -81,27 +94,65 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         Some(n) => train_full.subset(n),
         None => train_full,
     };
-    std::fs::create_dir_all(&opts.out).map_err(crate::Error::io(&opts.out))?;
 
-    // 1. Baseline, trained once per (model, data, seed, epochs) and cached.
+    // 0. Everything the user gave is checked before anything trains or is written: the
+    //    plan against the model, and the weights file.
     let mut model = Model::new(
         &opts.model,
         train_set.num_classes(),
         &opts.device,
         opts.seed,
     )?;
+    let mut pruner = match &plan.pruner {
+        Some(stage) => {
+            let mut options = stage.options.clone();
+            if let Some(l1) = opts.slim_l1 {
+                options.values.insert("slim_l1".into(), l1.into());
+            }
+            let pruner = opts.registry.make(&stage.algorithm, &options)?;
+            pruner.resolve(&model.graph, &stage.config_list)?;
+            Some(pruner)
+        }
+        None => None,
+    };
+    if let Some(stage) = &plan.quantizer {
+        check_quantizer(&model, stage)?;
+    }
+    if let Some(p) = pruner.as_mut() {
+        p.on_init(&model.graph)?;
+    }
+    let weights_tag = match &opts.weights {
+        Some(path) => {
+            model.load_weights(path)?;
+            let bytes = std::fs::read(path).map_err(crate::Error::io(path))?;
+            format!("-w{}", data::content_fingerprint(&bytes))
+        }
+        None => String::new(),
+    };
+    std::fs::create_dir_all(&opts.out).map_err(crate::Error::io(&opts.out))?;
+
+    // 1. Baseline, trained once per (model, data, seed, epochs, weights, sparsity
+    //    training) and cached.
+    let baseline_tag = pruner.as_ref().and_then(|p| p.baseline_tag());
     let key = format!(
-        "{}-{}-n{}-seed{}-ep{}",
+        "{}-{}-n{}-seed{}-ep{}{weights_tag}{}",
         opts.model,
         train_set.fingerprint(),
         train_set.len(),
         opts.seed,
-        opts.epochs
+        opts.epochs,
+        baseline_tag
+            .as_ref()
+            .map_or(String::new(), |t| format!("-{t}"))
     );
     let baseline_dir = opts.cache.join(&key);
     let mut cfg = stage_config(opts, opts.epochs, &baseline_dir, &key, "baseline");
     cfg.resume = true; // the cache: a finished checkpoint is reused, a killed one continues
-    let baseline = train::train(&mut model, &train_set, &test, &cfg, None)?;
+    let hooks: Option<&mut dyn Pruner> = match (&baseline_tag, pruner.as_mut()) {
+        (Some(_), Some(p)) => Some(p.as_mut()),
+        _ => None,
+    };
+    let baseline = train::train(&mut model, &train_set, &test, &cfg, hooks)?;
     let float_accuracy = evaluate(&model, &test)?;
     say(
         opts,
@@ -109,31 +160,78 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
             "baseline {}: {:.2}% top-1 ({})",
             opts.model,
             100.0 * float_accuracy,
-            baseline_dir.display()
+            if opts.epochs == 0 && opts.weights.is_some() {
+                "--weights as given".to_string()
+            } else {
+                baseline_dir.display().to_string()
+            }
         ),
     );
 
     // 2. Pruning + fine-tuning.
     let mut pruned_accuracy = None;
-    if let Some(stage) = &plan.pruner {
-        let mut pruner = make_pruner(&stage.algorithm)?;
-        pruner.compress(&mut model.graph, &stage.config_list)?;
-        let ft_key = format!("{key}-{}", stage.algorithm);
-        let mut cfg = stage_config(
-            opts,
-            opts.ft_epochs,
-            &opts.out.join("checkpoints/prune"),
-            &ft_key,
-            "prune fine-tune",
-        );
-        cfg.lr = stage.lr.unwrap_or(3e-3);
-        train::train(&mut model, &train_set, &test, &cfg, Some(pruner.as_mut()))?;
+    let mut one_shot_accuracy = None;
+    let mut prune_rounds = Vec::new();
+    if let (Some(stage), Some(pruner)) = (&plan.pruner, pruner.as_mut()) {
+        let images = collect_statistics(
+            pruner.as_mut(),
+            &model,
+            &train_set,
+            opts.batch_size,
+            opts.seed,
+        )?;
+        if images > 0 {
+            say(
+                opts,
+                format!(
+                    "{}: statistics over {images} training images",
+                    stage.algorithm
+                ),
+            );
+        }
+        let layers = pruner.compress(&mut model.graph, &stage.config_list)?;
         let acc = evaluate(&model, &test)?;
         say(
             opts,
-            format!("{} + fine-tune: {:.2}% top-1", stage.algorithm, 100.0 * acc),
+            format!("{} one-shot: {:.2}% top-1", stage.algorithm, 100.0 * acc),
         );
-        pruned_accuracy = Some(acc);
+        one_shot_accuracy = Some(acc);
+        let rounds = pruner.rounds();
+        for round in 0..rounds {
+            if round > 0 {
+                pruner.start_round(round, &mut model.graph)?;
+            }
+            let (dir, label) = if rounds > 1 {
+                (
+                    opts.out
+                        .join(format!("checkpoints/prune-round{}", round + 1)),
+                    format!("prune round {}/{rounds}", round + 1),
+                )
+            } else {
+                (opts.out.join("checkpoints/prune"), "prune fine-tune".into())
+            };
+            let ft_key = format!("{key}-{}-round{}", stage.algorithm, round + 1);
+            let mut cfg = stage_config(opts, opts.ft_epochs, &dir, &ft_key, &label);
+            cfg.lr = stage.lr.unwrap_or(3e-3);
+            train::train(&mut model, &train_set, &test, &cfg, Some(pruner.as_mut()))?;
+            let acc = evaluate(&model, &test)?;
+            let sparsity = pruned_sparsity(&model, &layers)?;
+            say(
+                opts,
+                format!(
+                    "{} {label}: {:.2}% top-1 at {:.2}% sparsity",
+                    stage.algorithm,
+                    100.0 * acc,
+                    100.0 * sparsity
+                ),
+            );
+            prune_rounds.push(RoundReport {
+                round: round + 1,
+                sparsity,
+                accuracy: acc,
+            });
+            pruned_accuracy = Some(acc);
+        }
     }
 
     // 3. Quantization (QAT fine-tunes; the naive quantizer only rounds weights).
@@ -209,6 +307,8 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         test_images: test.len(),
         baseline_history: baseline.history,
         float_accuracy,
+        one_shot_accuracy,
+        prune_rounds,
         pruned_accuracy,
         quantized_accuracy,
         layers: layer_rows(&model.graph)?,
@@ -291,6 +391,35 @@ fn deploy(
         ),
     );
     Ok(Ok(Deployed { packed, report }))
+}
+
+/// The fraction of zero weights over the pruned layers (their weights or γ).
+fn pruned_sparsity(model: &Model, layers: &[crate::config::LayerConfig]) -> Result<f64> {
+    let (mut zeros, mut total) = (0f64, 0usize);
+    for layer in layers {
+        if let Some(w) = model
+            .graph
+            .node(&layer.name)
+            .and_then(|n| n.layer.maskable_weight())
+        {
+            zeros += sparsity_of(w)? * w.elem_count() as f64;
+            total += w.elem_count();
+        }
+    }
+    Ok(zeros / total.max(1) as f64)
+}
+
+/// The quantizer's config list against the model, before anything trains (batch norms
+/// fold away first, so their names are not quantizable).
+fn check_quantizer(model: &Model, stage: &super::Stage) -> Result<()> {
+    let schema = match QuantizerKind::parse(&stage.algorithm)? {
+        QuantizerKind::Naive => NaiveQuantizer.schema(),
+        QuantizerKind::Qat => QatQuantizer::new().schema(),
+    };
+    stage
+        .config_list
+        .resolve(&model.graph.layer_infos(), &schema)?;
+    Ok(())
 }
 
 fn weight_bits(model: &Model) -> Option<u8> {

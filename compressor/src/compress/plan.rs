@@ -7,20 +7,22 @@
 //!   "quantizer": { "algorithm": "QAT_Quantizer", "config_list": [ ... ], "lr": 0.0005 } }
 //! ```
 //! Either stage may be left out. TOML (`[pruner]`, `[[pruner.config_list]]`) and YAML
-//! carry the same structure.
+//! carry the same structure. A pruner stage may carry its algorithm's own keys
+//! (`statistics_batches`, `slim_l1`, `speedup`, ...: see [`crate::prune::Registry`]); the
+//! pruner names are those of a [`Registry`] (the built-ins unless a program registers
+//! its own).
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::config::{ConfigError, ConfigList};
-use crate::prune::{LevelPruner, Pruner};
+use crate::prune::{Pruner, Registry, StageOptions};
 use crate::{Error, Result};
 
 /// The bundled default plan.
 pub const DEFAULT_PLAN: &str = include_str!("../../../configs/level80-qat8.json");
 
-pub const PRUNERS: [&str; 1] = ["LevelPruner"];
 pub const QUANTIZERS: [&str; 2] = ["NaiveQuantizer", "QAT_Quantizer"];
 
 /// One stage of a plan.
@@ -30,6 +32,8 @@ pub struct Stage {
     pub config_list: ConfigList,
     /// Fine-tuning learning rate for this stage (a default per stage otherwise).
     pub lr: Option<f64>,
+    /// The algorithm's own stage keys (pruners only).
+    pub options: StageOptions,
 }
 
 /// What `cargo xtask compress` does after the baseline.
@@ -42,13 +46,22 @@ pub struct Plan {
 
 impl Plan {
     pub fn default_plan() -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(DEFAULT_PLAN).map_err(|e| plan_err("<default plan>", e))?;
-        Self::from_value(value, "configs/level80-qat8.json (built in)")
+        Self::from_json_str(DEFAULT_PLAN, "configs/level80-qat8.json (built in)")
     }
 
-    /// Reads a plan from `.json`, `.toml`, `.yaml` or `.yml`.
+    /// Reads a JSON plan from a string; `source` names it in messages.
+    pub fn from_json_str(text: &str, source: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| plan_err(source, e))?;
+        Self::from_value(value, source, &Registry::builtin())
+    }
+
+    /// Reads a plan from `.json`, `.toml`, `.yaml` or `.yml`, with the built-in pruners.
     pub fn from_path(path: &Path) -> Result<Self> {
+        Self::from_path_with(path, &Registry::builtin())
+    }
+
+    /// Reads a plan whose pruner may be any of `registry`'s.
+    pub fn from_path_with(path: &Path, registry: &Registry) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         let shown = path.display().to_string();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -63,10 +76,10 @@ impl Plan {
                 ));
             }
         };
-        Self::from_value(value, &shown)
+        Self::from_value(value, &shown, registry)
     }
 
-    fn from_value(value: Value, source: &str) -> Result<Self> {
+    fn from_value(value: Value, source: &str, registry: &Registry) -> Result<Self> {
         let Value::Object(map) = value else {
             return Err(plan_err(
                 source,
@@ -81,6 +94,8 @@ impl Plan {
                 ));
             }
         }
+        let pruner_names = registry.names();
+        let pruner_names: Vec<&str> = pruner_names.iter().map(String::as_str).collect();
         let stage = |name: &str, valid: &[&str]| -> Result<Option<Stage>> {
             let Some(v) = map.get(name) else {
                 return Ok(None);
@@ -91,7 +106,12 @@ impl Plan {
                     format!("`{name}.algorithm` is missing; valid: {}", valid.join(", ")),
                 )
             })?;
-            if !valid.contains(&algorithm) {
+            let known = if name == "pruner" {
+                registry.find(algorithm).is_some()
+            } else {
+                valid.contains(&algorithm)
+            };
+            if !known {
                 return Err(plan_err(
                     source,
                     format!("unknown {name} `{algorithm}`; valid: {}", valid.join(", ")),
@@ -103,27 +123,48 @@ impl Plan {
             let mut config_list = ConfigList::from_json_str(&list.to_string())
                 .map_err(|e| relabel(e, source, name))?;
             config_list.source = format!("{source} ({name}.config_list)");
-            let lr = v.get("lr").and_then(Value::as_f64);
-            if let Some(obj) = v.as_object() {
-                if let Some(k) = obj
-                    .keys()
-                    .find(|k| !["algorithm", "config_list", "lr"].contains(&k.as_str()))
-                {
-                    return Err(plan_err(
+            let lr = match v.get("lr") {
+                None => None,
+                Some(lr) => Some(lr.as_f64().filter(|x| *x > 0.0).ok_or_else(|| {
+                    plan_err(
                         source,
-                        format!("unknown key `{name}.{k}`; valid: algorithm, config_list, lr"),
-                    ));
+                        format!("`{name}.lr` must be a positive number, found {lr}"),
+                    )
+                })?),
+            };
+            let mut options = StageOptions {
+                source: source.to_string(),
+                values: Default::default(),
+            };
+            if let Some(obj) = v.as_object() {
+                for (k, value) in obj {
+                    if ["algorithm", "config_list", "lr"].contains(&k.as_str()) {
+                        continue;
+                    }
+                    if name != "pruner" {
+                        return Err(plan_err(
+                            source,
+                            format!("unknown key `{name}.{k}`; valid: algorithm, config_list, lr"),
+                        ));
+                    }
+                    options.values.insert(k.clone(), value.clone());
                 }
             }
-            Ok(Some(Stage {
+            let stage = Stage {
                 algorithm: algorithm.to_string(),
                 config_list,
                 lr,
-            }))
+                options,
+            };
+            if name == "pruner" {
+                // The stage's own keys must be the pruner's: checked by building it once.
+                registry.make(&stage.algorithm, &stage.options)?;
+            }
+            Ok(Some(stage))
         };
         Ok(Self {
             source: source.to_string(),
-            pruner: stage("pruner", &PRUNERS)?,
+            pruner: stage("pruner", &pruner_names)?,
             quantizer: stage("quantizer", &QUANTIZERS)?,
         })
     }
@@ -140,14 +181,10 @@ fn relabel(e: ConfigError, source: &str, stage: &str) -> Error {
     plan_err(source, format!("{stage}.config_list: {e}"))
 }
 
-/// The pruner named in a plan.
-pub fn make_pruner(algorithm: &str) -> Result<Box<dyn Pruner>> {
-    match algorithm {
-        "LevelPruner" => Ok(Box::new(LevelPruner)),
-        other => Err(plan_err(
-            "plan",
-            format!("unknown pruner `{other}`; valid: {}", PRUNERS.join(", ")),
-        )),
+impl Stage {
+    /// The pruner this stage names, built by `registry`.
+    pub fn make_pruner(&self, registry: &Registry) -> Result<Box<dyn Pruner>> {
+        registry.make(&self.algorithm, &self.options)
     }
 }
 

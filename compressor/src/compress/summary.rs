@@ -20,6 +20,9 @@ pub struct LayerRow {
     pub nonzero_weights: usize,
     pub biases: usize,
     pub sparsity: f64,
+    /// Output channels (filters, or a Linear's rows) and how many keep a nonzero weight.
+    pub channels: usize,
+    pub channels_kept: usize,
     pub macs: usize,
     pub nonzero_macs: usize,
 }
@@ -34,6 +37,10 @@ pub struct Summary {
     pub test_images: usize,
     pub baseline_history: Vec<EpochStats>,
     pub float_accuracy: f32,
+    /// Right after pruning, before any fine-tuning.
+    pub one_shot_accuracy: Option<f32>,
+    /// Every fine-tuning round of the pruner (one, or Lottery Ticket's iterations).
+    pub prune_rounds: Vec<RoundReport>,
     pub pruned_accuracy: Option<f32>,
     pub quantized_accuracy: Option<f32>,
     pub layers: Vec<LayerRow>,
@@ -52,6 +59,15 @@ pub struct Summary {
     pub out: String,
 }
 
+/// One pruning round: the overall sparsity of the pruned layers and the accuracy after
+/// its fine-tuning.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    pub round: usize,
+    pub sparsity: f64,
+    pub accuracy: f32,
+}
+
 /// Rows for the weighted layers of `compressed` (weights as the masks leave them).
 pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
     let shapes = infer_shapes(compressed);
@@ -66,6 +82,15 @@ pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
         let n = weight.elem_count();
         let sparsity = sparsity_of(&weight)?;
         let nonzero = n - (sparsity * n as f64).round() as usize;
+        let channels = weight.dim(0)?;
+        let channels_kept = weight
+            .abs()?
+            .flatten_from(1)?
+            .max(1)?
+            .gt(0f32)?
+            .to_dtype(candle_core::DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
         rows.push(LayerRow {
             name: node.name.clone(),
             op_type: node.layer.op_type().to_string(),
@@ -73,6 +98,8 @@ pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
             nonzero_weights: nonzero,
             biases: bias.map_or(0, |b| b.elem_count()),
             sparsity,
+            channels,
+            channels_kept,
             macs: node_macs(compressed, i, &shapes[i]),
             nonzero_macs: nonzero * weight_reuse(compressed, i, &shapes[i]),
         });
@@ -123,6 +150,20 @@ impl fmt::Display for Summary {
         writeln!(f)?;
         writeln!(f, "{:<22} {:>9}", "accuracy (top-1)", "")?;
         writeln!(f, "  {:<20} {:>9}", "float", pct(self.float_accuracy))?;
+        if let Some(a) = self.one_shot_accuracy {
+            writeln!(f, "  {:<20} {:>9}", "pruned, one-shot", pct(a))?;
+        }
+        if self.prune_rounds.len() > 1 {
+            for r in &self.prune_rounds {
+                writeln!(
+                    f,
+                    "  {:<20} {:>9}  (sparsity {:.2} %)",
+                    format!("round {}", r.round),
+                    pct(r.accuracy),
+                    100.0 * r.sparsity
+                )?;
+            }
+        }
         if let Some(a) = self.pruned_accuracy {
             writeln!(
                 f,
@@ -156,18 +197,19 @@ impl fmt::Display for Summary {
         writeln!(f)?;
         writeln!(
             f,
-            "{:<16} {:<8} {:>9} {:>9} {:>9} {:>11} {:>11}",
-            "layer", "type", "weights", "nonzero", "sparsity", "MACs", "nonzero MACs"
+            "{:<16} {:<8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}",
+            "layer", "type", "weights", "nonzero", "sparsity", "channels", "MACs", "nonzero MACs"
         )?;
         for r in &self.layers {
             writeln!(
                 f,
-                "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>11} {:>11}",
+                "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>9} {:>11} {:>11}",
                 r.name,
                 r.op_type,
                 r.weights,
                 r.nonzero_weights,
                 100.0 * r.sparsity,
+                format!("{}/{}", r.channels_kept, r.channels),
                 r.macs,
                 r.nonzero_macs
             )?;
@@ -175,12 +217,17 @@ impl fmt::Display for Summary {
         let (w, nz) = (self.total(|r| r.weights), self.total(|r| r.nonzero_weights));
         writeln!(
             f,
-            "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>11} {:>11}",
+            "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>9} {:>11} {:>11}",
             "total",
             "",
             w,
             nz,
             100.0 * (1.0 - nz as f64 / w.max(1) as f64),
+            format!(
+                "{}/{}",
+                self.total(|r| r.channels_kept),
+                self.total(|r| r.channels)
+            ),
             self.total(|r| r.macs),
             self.total(|r| r.nonzero_macs)
         )?;

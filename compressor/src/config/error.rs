@@ -49,6 +49,15 @@ pub enum ConfigError {
     )]
     MissingConfigList { file: String, keys: Vec<String> },
 
+    /// An algorithm's own check of a dict (a schedule, a layer it cannot prune).
+    #[error("{file}: config_list[{index}]: {algorithm}: {message}")]
+    Rejected {
+        file: String,
+        index: usize,
+        algorithm: &'static str,
+        message: String,
+    },
+
     #[error("{file}: the config list is empty; give at least one dict")]
     Empty { file: String },
 

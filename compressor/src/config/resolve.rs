@@ -228,6 +228,7 @@ impl ConfigList {
         if !entry.exclude {
             match schema.kind {
                 SchemaKind::Pruning => match entry.sparsity {
+                    None if !schema.sparsity_required => {}
                     None => {
                         return Err(ConfigError::MissingSparsity {
                             file: file(),

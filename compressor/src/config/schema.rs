@@ -40,6 +40,9 @@ pub struct Schema {
     pub bits: RangeInclusive<u8>,
     /// Algorithm-specific keys allowed besides the common ones.
     pub extra_keys: Vec<&'static str>,
+    /// Pruning: whether every (non-exclude) dict must give `sparsity` (AGP takes
+    /// `final_sparsity` instead and checks it itself).
+    pub sparsity_required: bool,
 }
 
 impl Schema {
@@ -57,6 +60,7 @@ impl Schema {
             default_op_types: defaults,
             bits: 1..=32,
             extra_keys: Vec::new(),
+            sparsity_required: true,
         }
     }
 
@@ -80,6 +84,12 @@ impl Schema {
                 self.extra_keys.push(key);
             }
         }
+        self
+    }
+
+    /// Lets dicts leave `sparsity` out (the algorithm reads its own keys instead).
+    pub fn with_optional_sparsity(mut self) -> Self {
+        self.sparsity_required = false;
         self
     }
 

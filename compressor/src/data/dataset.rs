@@ -163,6 +163,13 @@ impl Dataset {
     }
 }
 
+/// The FNV-1a fingerprint of `bytes`, as 16 hex digits (keys caches by file contents).
+pub fn content_fingerprint(bytes: &[u8]) -> String {
+    let mut h = Fnv1a64::new();
+    h.update(bytes);
+    format!("{:016x}", h.finish())
+}
+
 /// FNV-1a, 64-bit (Fowler–Noll–Vo): tiny, fast enough for a few tens of MB, and stable.
 struct Fnv1a64(u64);
 

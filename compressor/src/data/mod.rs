@@ -37,7 +37,7 @@ pub use batcher::{
     normalize_pixel, permutation, pixel_to_int8, Batch, Batcher, Order, INPUT_SCALE,
     INPUT_ZERO_POINT,
 };
-pub use dataset::{load_dir, Dataset, NUM_CLASSES, TEST_FILES, TRAIN_FILES};
+pub use dataset::{content_fingerprint, load_dir, Dataset, NUM_CLASSES, TEST_FILES, TRAIN_FILES};
 pub use error::DataError;
 pub use idx::{
     read_images, read_labels, write_images, write_labels, Images, IMAGES_MAGIC, LABELS_MAGIC,

@@ -14,7 +14,7 @@ pub use atomic::write_atomic;
 pub use calibration::{calibration_json, write_calibration};
 pub use onnx::write_onnx;
 pub use packed::{pack, write_packed, Packed};
-pub use weights::{write_masks, write_weights};
+pub use weights::{graph_tensors, write_masks, write_weights};
 
 use std::path::Path;
 

@@ -62,12 +62,17 @@ pub fn write_weights(graph: &Graph, path: &Path) -> Result<()> {
     write_atomic(path, &serialize(&graph_tensors(graph), path)?)
 }
 
-/// `masks.safetensors`: `<op_name>.weight` → 0/1 mask, for every pruned layer.
+/// `masks.safetensors`: `<op_name>.weight` (and `<op_name>.bias` where a structured
+/// pruner removed channels) → 0/1 mask, for every pruned layer.
 pub fn write_masks(graph: &Graph, path: &Path) -> Result<()> {
-    let masks = graph
+    let weights = graph
         .masks()
         .iter()
-        .map(|(k, v)| (format!("{k}.weight"), v.clone()))
-        .collect();
+        .map(|(k, v)| (format!("{k}.weight"), v.clone()));
+    let biases = graph
+        .bias_masks()
+        .iter()
+        .map(|(k, v)| (format!("{k}.bias"), v.clone()));
+    let masks = weights.chain(biases).collect();
     write_atomic(path, &serialize(&masks, path)?)
 }

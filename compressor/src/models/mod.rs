@@ -6,6 +6,7 @@
 mod dscnn;
 mod lenet5;
 mod mlp;
+mod pretrained;
 mod resnet8;
 mod seeded_init;
 

@@ -37,6 +37,7 @@ pub struct Graph {
     /// `[C, H, W]` of one input sample.
     input_shape: [usize; 3],
     masks: BTreeMap<String, Tensor>,
+    bias_masks: BTreeMap<String, Tensor>,
     quant: Option<Arc<QuantBinding>>,
 }
 
@@ -60,6 +61,7 @@ impl Graph {
             nodes: Vec::new(),
             input_shape,
             masks: BTreeMap::new(),
+            bias_masks: BTreeMap::new(),
             quant: None,
         }
     }
@@ -142,12 +144,25 @@ impl Graph {
 
     // ----- compression attachments -------------------------------------------------
 
-    /// Weight masks by layer name (1 keeps a weight, 0 prunes it).
+    /// Weight masks by layer name (1 keeps a weight, 0 prunes it); a batch norm's mask
+    /// covers its γ.
     pub fn masks(&self) -> &BTreeMap<String, Tensor> {
         &self.masks
     }
     pub fn set_mask(&mut self, name: &str, mask: Tensor) {
         self.masks.insert(name.to_string(), mask);
+    }
+    /// Bias masks by layer name (a filter pruner's removed channels; a batch norm's β).
+    pub fn bias_masks(&self) -> &BTreeMap<String, Tensor> {
+        &self.bias_masks
+    }
+    pub fn set_bias_mask(&mut self, name: &str, mask: Tensor) {
+        self.bias_masks.insert(name.to_string(), mask);
+    }
+    /// Drops both masks of a layer (a folded batch norm, a layer that left the graph).
+    pub fn remove_masks(&mut self, name: &str) {
+        self.masks.remove(name);
+        self.bias_masks.remove(name);
     }
     pub fn quant(&self) -> Option<&Arc<QuantBinding>> {
         self.quant.as_ref()
@@ -175,6 +190,18 @@ impl Graph {
     /// Forward pass; `train` selects batch statistics and lets quantizers update ranges.
     /// With a quantizer bound, fake quantization happens where [`quant_plan`] says.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_observed(x, train, &mut |_, _| Ok(()))
+    }
+
+    /// [`forward_t`](Self::forward_t), handing every node's output (by node index) to
+    /// `observe` as it is computed: activation statistics (APoZ, mean activation) read
+    /// the graph this way.
+    pub fn forward_observed(
+        &self,
+        x: &Tensor,
+        train: bool,
+        observe: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let quant = self.quant.as_deref();
         let plan = quant_plan(self);
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
@@ -243,6 +270,7 @@ impl Graph {
             {
                 input_grid = q.layer(&node.name).and_then(|l| l.input_qparams());
             }
+            observe(i, &y)?;
             values.push(y);
             grids.push(grid);
         }

@@ -46,6 +46,26 @@ impl Layer {
         }
     }
 
+    /// The parameter a pruner's weight mask covers: a Conv2d or Linear weight, or a
+    /// BatchNorm2d's γ.
+    pub fn maskable_weight(&self) -> Option<&candle_core::Tensor> {
+        match self {
+            Layer::BatchNorm2d(b) => Some(b.weight()),
+            other => other.weight(),
+        }
+    }
+
+    /// The parameter a pruner's bias mask covers: a Conv2d or Linear bias, or a
+    /// BatchNorm2d's β.
+    pub fn maskable_bias(&self) -> Option<&candle_core::Tensor> {
+        match self {
+            Layer::Conv2d(c) => c.bias(),
+            Layer::Linear(l) => l.bias(),
+            Layer::BatchNorm2d(b) => Some(b.bias()),
+            _ => None,
+        }
+    }
+
     /// Number of inputs the layer takes.
     pub fn arity(&self) -> usize {
         match self {

@@ -3,9 +3,16 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{Mask, PruneTarget, Pruner};
+use super::{Mask, PruneTarget, Pruner, PrunerEntry};
 use crate::config::LayerConfig;
 use crate::{Error, Result};
+
+pub(super) const ENTRY: PrunerEntry = PrunerEntry {
+    name: "LevelPruner",
+    aliases: &[],
+    stage_keys: &[],
+    make: |_| Ok(Box::new(LevelPruner)),
+};
 
 /// Fine-grained magnitude pruning.
 #[derive(Debug, Clone, Copy, Default)]

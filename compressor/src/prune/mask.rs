@@ -1,28 +1,45 @@
-//! Weight masks and the invariant that pruned weights are stored as exact zeros.
+//! Masks and the invariant that pruned parameters are stored as exact zeros.
 
 use candle_core::{DType, Tensor, Var};
 
 use crate::nn::Graph;
 use crate::Result;
 
-/// A 0/1 tensor the shape of a layer's weight.
+/// What a pruner decides for one layer: a 0/1 tensor the shape of its weight (a Conv2d or
+/// Linear weight, or a BatchNorm2d's γ), and for structured pruners one for its bias (β).
 #[derive(Debug, Clone)]
-pub struct Mask(Tensor);
+pub struct Mask {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
 
 impl Mask {
-    /// Wraps a tensor of 0.0 / 1.0 values (converted to the weight dtype by the caller).
-    pub fn new(tensor: Tensor) -> Self {
-        Self(tensor)
+    /// Wraps a tensor of 0.0 / 1.0 values (in the weight's dtype) for the weight only.
+    pub fn new(weight: Tensor) -> Self {
+        Self { weight, bias: None }
+    }
+    /// A weight mask and a bias mask (filter pruners remove a channel's bias with it).
+    pub fn with_bias(weight: Tensor, bias: Tensor) -> Self {
+        Self {
+            weight,
+            bias: Some(bias),
+        }
     }
     /// A mask keeping everything.
     pub fn ones_like(weight: &Tensor) -> Result<Self> {
-        Ok(Self(weight.ones_like()?))
+        Ok(Self::new(weight.ones_like()?))
     }
     pub fn tensor(&self) -> &Tensor {
-        &self.0
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
     pub fn into_tensor(self) -> Tensor {
-        self.0
+        self.weight
+    }
+    pub fn into_parts(self) -> (Tensor, Option<Tensor>) {
+        (self.weight, self.bias)
     }
 }
 
@@ -36,13 +53,24 @@ pub fn sparsity_of(t: &Tensor) -> Result<f64> {
     Ok(zeros / t.elem_count().max(1) as f64)
 }
 
-/// Multiplies every masked layer's stored weight by its mask, in place, so pruned weights
-/// are exactly zero in checkpoints and exports and optimizer updates cannot revive them.
+/// Multiplies every masked parameter by its mask, in place, so pruned weights, biases and
+/// batch-norm γ/β are exactly zero in checkpoints and exports and optimizer updates cannot
+/// revive them.
 pub fn apply_masks_to_weights(graph: &Graph) -> Result<()> {
-    for (name, mask) in graph.masks() {
-        if let Some(weight) = graph.node(name).and_then(|n| n.layer.weight()) {
-            let var = Var::from_tensor(weight)?;
-            var.set(&(weight * mask)?)?;
+    let targets = graph
+        .masks()
+        .iter()
+        .map(|(name, m)| (graph.node(name).and_then(|n| n.layer.maskable_weight()), m))
+        .chain(
+            graph
+                .bias_masks()
+                .iter()
+                .map(|(name, m)| (graph.node(name).and_then(|n| n.layer.maskable_bias()), m)),
+        );
+    for (param, mask) in targets {
+        if let Some(param) = param {
+            let var = Var::from_tensor(param)?;
+            var.set(&(param * mask)?)?;
         }
     }
     Ok(())

@@ -25,6 +25,9 @@ pub struct TrainState {
     pub history: Vec<super::EpochStats>,
     /// Range trackers of a bound quantizer, by layer.
     pub quant_states: BTreeMap<String, QuantState>,
+    /// The attached pruner's own state (a schedule's position), if it keeps any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruner_state: Option<serde_json::Value>,
 }
 
 /// The tensors and state of a checkpoint.
@@ -33,6 +36,7 @@ pub struct Checkpoint {
     pub vars: BTreeMap<String, Tensor>,
     pub optimizer: BTreeMap<String, Tensor>,
     pub masks: BTreeMap<String, Tensor>,
+    pub bias_masks: BTreeMap<String, Tensor>,
 }
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -58,6 +62,7 @@ pub fn save(dir: &Path, ckpt: &Checkpoint) -> Result<()> {
         ("var.", &ckpt.vars),
         ("optim.", &ckpt.optimizer),
         ("mask.", &ckpt.masks),
+        ("bias_mask.", &ckpt.bias_masks),
     ] {
         for (k, v) in map {
             tensors.push((
@@ -103,6 +108,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
         vars: BTreeMap::new(),
         optimizer: BTreeMap::new(),
         masks: BTreeMap::new(),
+        bias_masks: BTreeMap::new(),
     };
     for (k, v) in tensors {
         if let Some(name) = k.strip_prefix("var.") {
@@ -111,6 +117,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
             ckpt.optimizer.insert(name.to_string(), v);
         } else if let Some(name) = k.strip_prefix("mask.") {
             ckpt.masks.insert(name.to_string(), v);
+        } else if let Some(name) = k.strip_prefix("bias_mask.") {
+            ckpt.bias_masks.insert(name.to_string(), v);
         } else {
             return Err(export_err(&path, format!("unexpected tensor `{k}`")));
         }

@@ -148,6 +148,9 @@ fn restore(
     for (name, mask) in ckpt.masks {
         model.graph.set_mask(&name, mask);
     }
+    for (name, mask) in ckpt.bias_masks {
+        model.graph.set_bias_mask(&name, mask);
+    }
     if let Some(binding) = model.graph.quant() {
         for (name, state) in &ckpt.state.quant_states {
             if let Some(layer) = binding.layer(name) {
@@ -185,6 +188,7 @@ fn snapshot(model: &Model, opt: &Optimizer, state: TrainState) -> Checkpoint {
             .collect(),
         optimizer: opt.state().clone(),
         masks: model.graph.masks().clone(),
+        bias_masks: model.graph.bias_masks().clone(),
     }
 }
 
@@ -219,6 +223,7 @@ pub fn train(
         seed: cfg.seed,
         history: Vec::new(),
         quant_states: Default::default(),
+        pruner_state: None,
     };
     if let (true, Some(dir)) = (cfg.resume, &cfg.checkpoint_dir) {
         if let Some(ckpt) = checkpoint::load(dir, &model.device)? {
@@ -232,6 +237,9 @@ pub fn train(
                 });
             }
             state = restore(model, &mut opt, ckpt, &checkpoint_path(dir))?;
+            if let (Some(p), Some(saved)) = (pruner.as_deref_mut(), &state.pruner_state) {
+                p.load_state(saved)?;
+            }
         }
     }
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
@@ -254,7 +262,13 @@ pub fn train(
         for batch in Batcher::new(train_set, cfg.batch_size, order, &model.device) {
             let batch = batch?;
             let logits = model.graph.forward_t(&batch.images, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            let mut loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            if let Some(penalty) = match pruner.as_deref() {
+                Some(p) => p.regularizer(&model.graph)?,
+                None => None,
+            } {
+                loss = (loss + penalty)?;
+            }
             let loss_value = loss.to_scalar::<f32>()?;
             if !loss_value.is_finite() {
                 bar.abandon();
@@ -273,7 +287,7 @@ pub fn train(
                 apply_masks_to_weights(&model.graph)?;
             }
             if let Some(p) = pruner.as_deref_mut() {
-                p.step(&mut model.graph)?;
+                p.step(&mut model.graph, &grads)?;
             }
             state.global_step += 1;
             loss_sum += f64::from(loss_value) * batch.len as f64;
@@ -320,6 +334,10 @@ pub fn train(
         state.epochs_completed = epoch + 1;
         state.optimizer_steps = opt.steps;
         state.quant_states = quant_states(model);
+        state.pruner_state = pruner
+            .as_deref()
+            .map(|p| p.state())
+            .filter(|s| !s.is_null());
         if let Some(dir) = &cfg.checkpoint_dir {
             checkpoint::save(dir, &snapshot(model, &opt, state.clone()))?;
         }

@@ -1,0 +1,141 @@
+//! Pruners by name: what a plan's `"algorithm"` may say. Every built-in pruner is listed
+//! under its NNI v1 class name with the NNI 2.x/3.x names as aliases; a user's own pruner
+//! becomes nameable in a plan file with [`Registry::register`].
+
+use serde_json::{Map, Value};
+
+use super::Pruner;
+use crate::{Error, Result};
+
+/// Builds a pruner from its plan stage's options.
+pub type PrunerFactory = fn(&StageOptions) -> Result<Box<dyn Pruner>>;
+
+/// One nameable pruner.
+#[derive(Debug, Clone, Copy)]
+pub struct PrunerEntry {
+    /// The name a plan uses (NNI v1's class name for the built-ins).
+    pub name: &'static str,
+    /// Other accepted names (NNI 2.x/3.x).
+    pub aliases: &'static [&'static str],
+    /// Keys the plan's stage may carry besides `algorithm`, `config_list` and `lr`.
+    pub stage_keys: &'static [&'static str],
+    pub make: PrunerFactory,
+}
+
+/// The keys of a plan's pruner stage beyond `algorithm`, `config_list` and `lr`.
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// Where the plan came from, for messages.
+    pub source: String,
+    pub values: Map<String, Value>,
+}
+
+impl StageOptions {
+    fn invalid(&self, key: &str, expected: &str, found: &Value) -> Error {
+        Error::File {
+            path: self.source.clone().into(),
+            message: format!("`pruner.{key}` must be {expected}, found {found}"),
+        }
+    }
+
+    /// A number, if the key is present.
+    pub fn f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, "a non-negative number", v)),
+        }
+    }
+
+    /// A positive integer, if the key is present.
+    pub fn count(&self, key: &str) -> Result<Option<usize>> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.invalid(key, "a positive integer", v)),
+        }
+    }
+}
+
+/// The pruners a plan can name.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    entries: Vec<PrunerEntry>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Registry {
+    /// Every pruner sprig ships.
+    pub fn builtin() -> Self {
+        Self {
+            entries: vec![
+                super::level::ENTRY,
+                super::agp::ENTRY,
+                super::lottery_ticket::ENTRY,
+            ],
+        }
+    }
+
+    /// Adds (or replaces, by name) a pruner; its name and aliases become valid in plans.
+    pub fn register(&mut self, entry: PrunerEntry) {
+        self.entries.retain(|e| e.name != entry.name);
+        self.entries.push(entry);
+    }
+
+    /// The entry a plan's `algorithm` names (a name or an alias).
+    pub fn find(&self, algorithm: &str) -> Option<&PrunerEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.name == algorithm || e.aliases.contains(&algorithm))
+    }
+
+    /// Every valid name, aliases after their pruner, for messages.
+    pub fn names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|e| match e.aliases {
+                [] => e.name.to_string(),
+                aliases => format!("{} (or {})", e.name, aliases.join(", ")),
+            })
+            .collect()
+    }
+
+    /// Builds the pruner `algorithm` names, checking the stage's keys are its own.
+    pub fn make(&self, algorithm: &str, options: &StageOptions) -> Result<Box<dyn Pruner>> {
+        let entry = self.find(algorithm).ok_or_else(|| Error::File {
+            path: options.source.clone().into(),
+            message: format!(
+                "unknown pruner `{algorithm}`; valid: {}",
+                self.names().join(", ")
+            ),
+        })?;
+        if let Some(key) = options
+            .values
+            .keys()
+            .find(|k| !entry.stage_keys.contains(&k.as_str()))
+        {
+            let mut valid = vec!["algorithm", "config_list", "lr"];
+            valid.extend(entry.stage_keys);
+            return Err(Error::File {
+                path: options.source.clone().into(),
+                message: format!(
+                    "unknown key `pruner.{key}` for {}; valid: {}",
+                    entry.name,
+                    valid.join(", ")
+                ),
+            });
+        }
+        (entry.make)(options)
+    }
+}
