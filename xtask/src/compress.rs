@@ -10,7 +10,7 @@ use sprig_compressor::train::device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model from the zoo: mlp, lenet5, resnet8, dscnn.
+    /// Model from the zoo (see `sprig_compressor::models::MODEL_NAMES`).
     #[arg(long, default_value = "lenet5")]
     model: String,
     /// Folder with MNIST-format IDX files (default: the Debian dataset-fashion-mnist
@@ -20,9 +20,19 @@ pub struct Args {
     /// Compression plan (.json, .toml, .yaml): pruner and quantizer with their config_list.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Baseline training epochs.
-    #[arg(long, default_value_t = 5)]
-    epochs: usize,
+    /// Start from these trained weights (safetensors named as `model.safetensors`
+    /// exports them, e.g. a PyTorch state_dict of the same architecture) instead of
+    /// training a baseline.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Baseline training epochs (default 5; 0 with --weights, which then compresses the
+    /// given weights as they are).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Network Slimming's L1 penalty λ on batch-norm γ while the baseline trains
+    /// (SlimPruner plans; overrides the plan's `slim_l1`).
+    #[arg(long)]
+    slim_l1: Option<f64>,
     /// Fine-tuning epochs after pruning.
     #[arg(long, default_value_t = 3)]
     ft_epochs: usize,
@@ -63,7 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     opts.model = args.model;
     opts.data = args.data;
     opts.plan = args.config;
-    opts.epochs = args.epochs;
+    opts.epochs = args
+        .epochs
+        .unwrap_or(if args.weights.is_some() { 0 } else { 5 });
+    opts.weights = args.weights;
+    opts.slim_l1 = args.slim_l1;
     opts.ft_epochs = args.ft_epochs;
     opts.qat_epochs = args.qat_epochs;
     opts.cache = args.cache;

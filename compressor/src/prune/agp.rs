@@ -129,7 +129,7 @@ impl AgpSchedule {
 
     /// Whether the masks are recomputed at the start of `epoch`.
     pub fn updates_at(&self, epoch: usize) -> bool {
-        epoch >= self.start_epoch && (epoch - self.start_epoch) % self.frequency == 0
+        epoch >= self.start_epoch && (epoch - self.start_epoch).is_multiple_of(self.frequency)
     }
 }
 
