@@ -110,7 +110,19 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
                 options.values.insert("slim_l1".into(), l1.into());
             }
             let pruner = opts.registry.make(&stage.algorithm, &options)?;
-            pruner.resolve(&model.graph, &stage.config_list)?;
+            let layers = pruner.resolve(&model.graph, &stage.config_list)?;
+            let needed = pruner.schedule_epochs(&layers);
+            if opts.ft_epochs < needed {
+                return Err(crate::Error::File {
+                    path: plan.source.clone().into(),
+                    message: format!(
+                        "{}'s schedule reaches its final sparsity after {needed} fine-tuning \
+                         epochs, but --ft-epochs is {}; raise --ft-epochs or end the \
+                         schedule earlier (end_epoch)",
+                        stage.algorithm, opts.ft_epochs
+                    ),
+                });
+            }
             Some(pruner)
         }
         None => None,

@@ -211,6 +211,16 @@ impl Pruner for AgpPruner {
         Ok(layers)
     }
 
+    /// The epoch after the last update, where the final sparsity is reached.
+    fn schedule_epochs(&self, layers: &[LayerConfig]) -> usize {
+        layers
+            .iter()
+            .filter_map(|l| AgpSchedule::from_config(l, "").ok())
+            .map(|s| s.start_epoch + s.span() + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     fn update_epoch(&mut self, epoch: usize, graph: &mut Graph) -> Result<()> {
         self.epoch = epoch;
         let due: Vec<LayerConfig> = self

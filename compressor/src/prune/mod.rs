@@ -11,6 +11,7 @@
 //! | [`Pruner::on_init`] | once, with the freshly initialized model | Lottery Ticket (rewind point) |
 //! | [`Pruner::statistics_batches`] / [`Pruner::observe`] | forward passes over training batches before `compress` | APoZ, mean activation |
 //! | [`Pruner::regularizer`] | added to every training loss | Network Slimming (L1 on γ) |
+//! | [`Pruner::schedule_epochs`] | before any training | AGP (enough `--ft-epochs`) |
 //! | [`Pruner::update_epoch`] / [`Pruner::step`] | start of each epoch / after each optimizer step, with the gradients | AGP |
 //! | [`Pruner::rounds`] / [`Pruner::start_round`] | between fine-tuning rounds | Lottery Ticket |
 //! | [`Pruner::state`] / [`Pruner::load_state`] | saved in and restored from every checkpoint | schedules |
@@ -125,6 +126,12 @@ pub trait Pruner {
     /// training before pruning); it keys the baseline cache. `None`: a plain baseline.
     fn baseline_tag(&self) -> Option<String> {
         None
+    }
+
+    /// Fine-tuning epochs the pruner's schedule needs to reach its final sparsity for
+    /// these resolved layers (0: no schedule). The pipeline refuses fewer `--ft-epochs`.
+    fn schedule_epochs(&self, _layers: &[LayerConfig]) -> usize {
+        0
     }
 
     /// Called at the start of each fine-tuning epoch (schedules such as AGP use it).
