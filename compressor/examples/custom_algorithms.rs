@@ -7,8 +7,20 @@
 //! returns a 0/1 [`Mask`] of the weight's shape. Everything else comes with the trait:
 //! `compress` resolves the NNI `config_list` against the graph, calls `calc_mask` per
 //! layer, attaches the masks and zeroes the pruned weights; [`train::train`] keeps them at
-//! exactly zero; `update_epoch` / `step` are hooks for schedules; `export_model` writes
-//! NNI's weight, mask and ONNX files.
+//! exactly zero; `update_epoch` / `step` are hooks for schedules (the other hooks —
+//! activation statistics, a loss regulariser, rounds, checkpointed state — are listed in
+//! `sprig_compressor::prune`); `export_model` writes NNI's weight, mask and ONNX files.
+//!
+//! **Naming it in a plan file.** Register a [`PrunerEntry`] (see [`FILTER_PRUNER_ENTRY`])
+//! in a [`Registry`] and hand it to the job; a plan can then say
+//! `"algorithm": "ExampleFilterPruner"` like any built-in:
+//!
+//! ```ignore
+//! let mut opts = CompressOptions::new("runs/custom");
+//! opts.registry.register(FILTER_PRUNER_ENTRY);
+//! opts.plan = Some("my-plan.json".into());
+//! compress::run(&opts)?;
+//! ```
 //!
 //! **A quantizer** is any type implementing [`Quantizer`]: `name`, a `schema` (which op
 //! types and bit widths its `config_list` accepts) and whichever of `quantize_weight`,
@@ -40,7 +52,7 @@ use sprig_compressor::config::{ConfigList, LayerConfig, QuantType, Schema};
 use sprig_compressor::data;
 use sprig_compressor::models::Model;
 use sprig_compressor::nn::OpType;
-use sprig_compressor::prune::{sparsity_of, Mask, PruneTarget, Pruner};
+use sprig_compressor::prune::{sparsity_of, Mask, PruneTarget, Pruner, PrunerEntry, Registry};
 use sprig_compressor::quant::{QuantContext, QuantGrad, QuantRange, QuantState, Quantizer};
 use sprig_compressor::train::{self, evaluate, TrainConfig};
 
@@ -84,6 +96,22 @@ impl Pruner for FilterPruner {
             .contiguous()?;
         Ok(Mask::new(mask))
     }
+}
+
+/// Makes [`FilterPruner`] nameable in plan files as `"ExampleFilterPruner"` once
+/// registered ([`Registry::register`]).
+pub const FILTER_PRUNER_ENTRY: PrunerEntry = PrunerEntry {
+    name: "ExampleFilterPruner",
+    aliases: &[],
+    stage_keys: &[],
+    make: |_| Ok(Box::new(FilterPruner)),
+};
+
+/// The built-in pruners and this example's.
+pub fn registry() -> Registry {
+    let mut registry = Registry::builtin();
+    registry.register(FILTER_PRUNER_ENTRY);
+    registry
 }
 
 /// Straight-through where `low ≤ x ≤ high`, zero gradient outside; the value is exactly

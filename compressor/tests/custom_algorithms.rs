@@ -15,7 +15,7 @@ use sprig_compressor::quant::{QuantContext, QuantGrad, QuantRange, QuantState, Q
 #[path = "../examples/custom_algorithms.rs"]
 mod example;
 
-use example::{ClippedIdentity, FilterPruner, TernaryQuantizer, TERNARY_CLIP};
+use example::{registry, ClippedIdentity, FilterPruner, TernaryQuantizer, TERNARY_CLIP};
 
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
@@ -144,5 +144,41 @@ fn ternary_quantizer_matches_hand_computation() -> Result<()> {
         .compress(&mut model.graph, &ConfigList::from_json_str(eight)?)
         .expect_err("8-bit ternary accepted");
     assert!(err.to_string().contains("2..=2"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_registered_pruner_is_nameable_in_a_plan_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"pruner": {"algorithm": "ExampleFilterPruner",
+            "config_list": [{"op_names": ["conv2"], "sparsity": 0.25}]}}"#,
+    )?;
+    // Unknown to the built-in registry, with the valid names listed.
+    let err = sprig_compressor::compress::Plan::from_path(&plan)
+        .expect_err("not built in")
+        .to_string();
+    assert!(
+        err.contains("ExampleFilterPruner") && err.contains("LevelPruner"),
+        "{err}"
+    );
+
+    // Registered, the whole job runs it.
+    let mut opts = sprig_compressor::compress::CompressOptions::new(dir.path().join("run"));
+    opts.registry = registry();
+    opts.plan = Some(plan);
+    opts.data = Some(sprig_compressor::data::bundled_dir());
+    opts.cache = dir.path().join("cache");
+    (opts.epochs, opts.ft_epochs, opts.train_limit) = (1, 1, Some(256));
+    opts.progress = false;
+    let summary = sprig_compressor::compress::run(&opts)?;
+    let conv2 = summary
+        .layers
+        .iter()
+        .find(|r| r.name == "conv2")
+        .context("conv2 row")?;
+    assert_eq!((conv2.channels_kept, conv2.channels), (12, 16));
     Ok(())
 }
