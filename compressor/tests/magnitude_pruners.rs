@@ -159,7 +159,7 @@ fn zeros_stay_zero(mut pruner: Box<dyn Pruner>, list: &str, optimizer: Optimizer
             .flatten_all()
             .and_then(|t| t.to_vec1::<f32>())
             .expect("weight");
-        assert!(m.iter().any(|&x| x == 0.0), "{name}: nothing pruned");
+        assert!(m.contains(&0.0), "{name}: nothing pruned");
         for (i, (m, v)) in m.iter().zip(&v).enumerate() {
             assert!(
                 *m == 1.0 || *v == 0.0,

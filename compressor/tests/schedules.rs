@@ -76,11 +76,10 @@ impl Pruner for Recorder {
     }
     fn update_epoch(&mut self, epoch: usize, graph: &mut Graph) -> sprig_compressor::Result<()> {
         self.inner.update_epoch(epoch, graph)?;
-        let sparsities = graph
-            .masks()
-            .iter()
-            .map(|(k, m)| Ok((k.clone(), sparsity_of(m)?)))
-            .collect::<sprig_compressor::Result<_>>()?;
+        let mut sparsities = BTreeMap::new();
+        for (name, mask) in graph.masks() {
+            sparsities.insert(name.clone(), sparsity_of(mask)?);
+        }
         self.seen.push((epoch, sparsities));
         Ok(())
     }
@@ -324,5 +323,46 @@ fn a_masked_tensor_is_what_the_schedule_says_on_hand_weights() -> Result<()> {
         mask.tensor().flatten_all()?.to_vec1::<f32>()?,
         [0., 0., 0., 1., 1., 1., 1., 1., 1., 1.]
     );
+    Ok(())
+}
+
+#[test]
+fn nni_v1_agp_example_loads_unchanged_from_json_toml_and_yaml() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let files = [
+        (
+            "agp.json",
+            r#"[{"start_epoch": 0, "end_epoch": 10, "frequency": 1, "initial_sparsity": 0.05,
+                "final_sparsity": 0.8, "op_types": ["default"]}]"#,
+        ),
+        (
+            "agp.toml",
+            "[[config_list]]\nstart_epoch = 0\nend_epoch = 10\nfrequency = 1\n\
+             initial_sparsity = 0.05\nfinal_sparsity = 0.8\nop_types = [\"default\"]\n",
+        ),
+        (
+            "agp.yaml",
+            "- start_epoch: 0\n  end_epoch: 10\n  frequency: 1\n  initial_sparsity: 0.05\n  \
+             final_sparsity: 0.8\n  op_types: [default]\n",
+        ),
+    ];
+    let model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
+    let expected = AgpSchedule {
+        initial_sparsity: 0.05,
+        final_sparsity: 0.8,
+        start_epoch: 0,
+        end_epoch: 10,
+        frequency: 1,
+    };
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        let list = ConfigList::from_path(&path)?;
+        let layers = AgpPruner::default().resolve(&model.graph, &list)?;
+        assert_eq!(layers.len(), 5, "{name}: every Conv2d and Linear");
+        for layer in &layers {
+            assert_eq!(AgpSchedule::from_config(layer, name)?, expected, "{name}");
+        }
+    }
     Ok(())
 }
