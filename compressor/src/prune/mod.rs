@@ -18,17 +18,21 @@
 
 mod agp;
 mod channels;
+mod fpgm;
 mod level;
 mod lottery_ticket;
 mod mask;
+mod norm_filter;
 mod registry;
 mod statistics;
 
 pub use agp::{agp_sparsity, AgpPruner, AgpSchedule};
 pub use channels::{channel_mask, channels_to_prune, filter_pruner_check};
+pub use fpgm::FPGMPruner;
 pub use level::LevelPruner;
 pub use lottery_ticket::{round_sparsity, LotteryTicketPruner};
 pub use mask::{apply_masks_to_weights, sparsity_of, Mask};
+pub use norm_filter::{L1FilterPruner, L2FilterPruner, NormFilterPruner};
 pub use registry::{PrunerEntry, PrunerFactory, Registry, StageOptions};
 pub use statistics::collect_statistics;
 

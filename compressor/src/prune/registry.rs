@@ -83,6 +83,9 @@ impl Registry {
                 super::level::ENTRY,
                 super::agp::ENTRY,
                 super::lottery_ticket::ENTRY,
+                super::fpgm::ENTRY,
+                super::norm_filter::L1_ENTRY,
+                super::norm_filter::L2_ENTRY,
             ],
         }
     }
