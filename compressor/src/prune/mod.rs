@@ -16,6 +16,7 @@
 //! | [`Pruner::rounds`] / [`Pruner::start_round`] | between fine-tuning rounds | Lottery Ticket |
 //! | [`Pruner::state`] / [`Pruner::load_state`] | saved in and restored from every checkpoint | schedules |
 
+mod activation_rank;
 mod agp;
 mod channels;
 mod fpgm;
@@ -26,6 +27,10 @@ mod norm_filter;
 mod registry;
 mod statistics;
 
+pub use activation_rank::{
+    APoZ, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
+    ActivationRankFilterPruner, ActivationStatistic, MeanActivation, DEFAULT_STATISTICS_BATCHES,
+};
 pub use agp::{agp_sparsity, AgpPruner, AgpSchedule};
 pub use channels::{channel_mask, channels_to_prune, filter_pruner_check};
 pub use fpgm::FPGMPruner;

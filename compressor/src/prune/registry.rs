@@ -83,6 +83,8 @@ impl Registry {
                 super::level::ENTRY,
                 super::agp::ENTRY,
                 super::lottery_ticket::ENTRY,
+                super::activation_rank::APOZ_ENTRY,
+                super::activation_rank::MEAN_ENTRY,
                 super::fpgm::ENTRY,
                 super::norm_filter::L1_ENTRY,
                 super::norm_filter::L2_ENTRY,
