@@ -52,7 +52,9 @@ use sprig_compressor::config::{ConfigList, LayerConfig, QuantType, Schema};
 use sprig_compressor::data;
 use sprig_compressor::models::Model;
 use sprig_compressor::nn::OpType;
-use sprig_compressor::prune::{sparsity_of, Mask, PruneTarget, Pruner, PrunerEntry, Registry};
+use sprig_compressor::prune::{
+    sparsity_of, Mask, PruneTarget, Pruner, PrunerEntry, Registry, StageOptions,
+};
 use sprig_compressor::quant::{QuantContext, QuantGrad, QuantRange, QuantState, Quantizer};
 use sprig_compressor::train::{self, evaluate, TrainConfig};
 
@@ -104,8 +106,12 @@ pub const FILTER_PRUNER_ENTRY: PrunerEntry = PrunerEntry {
     name: "ExampleFilterPruner",
     aliases: &[],
     stage_keys: &[],
-    make: |_| Ok(Box::new(FilterPruner)),
+    make: make_filter_pruner,
 };
+
+fn make_filter_pruner(_options: &StageOptions) -> sprig_compressor::Result<Box<dyn Pruner>> {
+    Ok(Box::new(FilterPruner))
+}
 
 /// The built-in pruners and this example's.
 pub fn registry() -> Registry {

@@ -8,8 +8,9 @@ use crate::data::DataError;
 /// Anything that can go wrong while training, compressing or exporting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Boxed: the largest of these, it would make every `Result` of the crate large.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error("tensor computation failed: {0}")]
@@ -43,6 +44,12 @@ pub enum Error {
     Layer { layer: String, message: String },
     #[error("export failed for {path}: {message}")]
     Export { path: PathBuf, message: String },
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(Box::new(e))
+    }
 }
 
 impl Error {

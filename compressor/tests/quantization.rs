@@ -335,7 +335,7 @@ fn qat_rejects_nine_bits_and_names_the_valid_range() -> Result<()> {
     assert!(
         matches!(
             &err,
-            Error::Config(ConfigError::BitsOutOfRange { bits: 9, .. })
+            Error::Config(e) if matches!(**e, ConfigError::BitsOutOfRange { bits: 9, .. })
         ),
         "unexpected error: {message}"
     );
