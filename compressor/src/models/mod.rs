@@ -5,6 +5,7 @@
 
 mod dscnn;
 mod lenet5;
+mod lenet5_bn;
 mod mlp;
 mod pretrained;
 mod resnet8;
@@ -18,7 +19,7 @@ use crate::{Error, Result};
 pub use seeded_init::SeededVarMap;
 
 /// Names accepted by [`build`].
-pub const MODEL_NAMES: [&str; 4] = ["mlp", "lenet5", "resnet8", "dscnn"];
+pub const MODEL_NAMES: [&str; 5] = ["mlp", "lenet5", "lenet5_bn", "resnet8", "dscnn"];
 
 /// A graph together with the variables that hold its parameters.
 #[derive(Clone)]
@@ -74,6 +75,7 @@ pub fn build(name: &str, num_classes: usize, vb: VarBuilder) -> Result<Graph> {
     let graph = match name {
         "mlp" => mlp::build(num_classes, vb)?,
         "lenet5" => lenet5::build(num_classes, vb)?,
+        "lenet5_bn" => lenet5_bn::build(num_classes, vb)?,
         "resnet8" => resnet8::build(num_classes, vb)?,
         "dscnn" => dscnn::build(num_classes, vb)?,
         other => {

@@ -25,6 +25,7 @@ mod lottery_ticket;
 mod mask;
 mod norm_filter;
 mod registry;
+mod slim;
 mod statistics;
 
 pub use activation_rank::{
@@ -39,6 +40,7 @@ pub use lottery_ticket::{round_sparsity, LotteryTicketPruner};
 pub use mask::{apply_masks_to_weights, sparsity_of, Mask};
 pub use norm_filter::{L1FilterPruner, L2FilterPruner, NormFilterPruner};
 pub use registry::{PrunerEntry, PrunerFactory, Registry, StageOptions};
+pub use slim::{global_channels_to_prune, SlimPruner};
 pub use statistics::collect_statistics;
 
 use candle_core::backprop::GradStore;

@@ -88,6 +88,7 @@ impl Registry {
                 super::fpgm::ENTRY,
                 super::norm_filter::L1_ENTRY,
                 super::norm_filter::L2_ENTRY,
+                super::slim::ENTRY,
             ],
         }
     }
