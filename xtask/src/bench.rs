@@ -2,10 +2,12 @@
 //! masks, and with QAT; `cargo xtask bench runtime`: the packed int8 model of a
 //! compress run (`model.sprig` + `vectors.bin`) on the host: µs per inference on one
 //! thread, blob and arena bytes; `cargo xtask bench mcu`: instructions per inference and
-//! per MAC on every QEMU board, runtime code size, peak RAM. All append to BENCHMARKS.md with machine, command and
-//! date.
+//! per MAC on every QEMU board, runtime code size, peak RAM; `cargo xtask bench prune`:
+//! every pruner's accuracy on lenet5 / Fashion-MNIST beside NNI 2.10's, and a sparsity
+//! sweep charted as SVG. All append to BENCHMARKS.md with machine, command and date.
 
 mod mcu;
+mod prune;
 mod runtime;
 
 use std::io::Write;
@@ -24,7 +26,7 @@ use sprig_compressor::train::{Optimizer, OptimizerKind};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to measure: train, runtime or mcu.
+    /// What to measure: train, runtime, mcu or prune.
     what: String,
     #[arg(long, default_value = "lenet5")]
     model: String,
@@ -47,6 +49,24 @@ pub struct Args {
     /// runtime: inferences per round.
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
+    /// prune: float baseline epochs.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// prune: fine-tuning epochs after pruning (per round for Lottery Ticket).
+    #[arg(long, default_value_t = 2)]
+    ft_epochs: usize,
+    /// prune: train on the first N training images only (quick checks).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// prune: where the sweep's SVG chart goes.
+    #[arg(long, default_value = "docs/prune-accuracy.svg")]
+    chart: PathBuf,
+    /// prune: only these rows (level, agp, fpgm, l1, l2, apoz, mean, slim, lottery).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// prune: skip the sparsity sweep and its chart.
+    #[arg(long)]
+    no_sweep: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -54,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "train" => bench_train(&args),
         "runtime" => runtime::run(&args.artifacts, args.rounds, args.iterations, &args.output),
         "mcu" => mcu::run(&args.artifacts, &args.output),
-        other => anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime, mcu"),
+        "prune" => prune::run(&args),
+        other => anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime, mcu, prune"),
     }
 }
 
