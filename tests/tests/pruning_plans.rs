@@ -116,6 +116,53 @@ fn bad_plans_are_refused_before_training() -> Result<()> {
         |_| {},
     )?;
     assert!(err.contains("conv9") && err.contains("conv1"), "{err}");
+
+    // Filter pruners prune Conv2d filters: a Linear by type or by name, and a depthwise
+    // conv, are refused with the valid choice named.
+    let err = refused(
+        &pruner_plan(
+            "L1FilterPruner",
+            r#"[{"op_types": ["Linear"], "sparsity": 0.5}]"#,
+        ),
+        |_| {},
+    )?;
+    assert!(
+        err.contains("config_list[0]") && err.contains("Conv2d"),
+        "{err}"
+    );
+    let err = refused(
+        &pruner_plan("FPGMPruner", r#"[{"op_names": ["fc1"], "sparsity": 0.5}]"#),
+        |_| {},
+    )?;
+    assert!(err.contains("fc1") && err.contains("Conv2d"), "{err}");
+    let err = refused(
+        &pruner_plan(
+            "L2FilterPruner",
+            r#"[{"op_types": ["Conv2d"], "sparsity": 0.5}]"#,
+        ),
+        |o| o.model = "dscnn".into(),
+    )?;
+    assert!(
+        err.contains("config_list[0]") && err.contains("depthwise"),
+        "{err}"
+    );
+
+    // Network Slimming needs batch norms.
+    let err = refused(
+        &pruner_plan(
+            "SlimPruner",
+            r#"[{"op_types": ["BatchNorm2d"], "sparsity": 0.5}]"#,
+        ),
+        |_| {},
+    )?;
+    assert!(
+        err.contains("plan.json") && err.contains("BatchNorm2d"),
+        "{err}"
+    );
+    assert!(
+        err.contains("lenet5_bn"),
+        "the model to use is named: {err}"
+    );
     Ok(())
 }
 
