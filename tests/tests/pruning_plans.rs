@@ -234,6 +234,16 @@ fn given_weights_replace_the_baseline() -> Result<()> {
     assert_eq!(summary.float_accuracy, trained.float_accuracy);
     assert!(summary.baseline_history.is_empty(), "no baseline training");
     assert!(summary.one_shot_accuracy.is_some() && summary.pruned_accuracy.is_some());
+
+    // `--ft-epochs 0` exports the one-shot result.
+    let mut one_shot = quick_options(&dir.path().join("third"));
+    one_shot.weights = again.weights.clone();
+    one_shot.plan = again.plan.clone();
+    (one_shot.epochs, one_shot.ft_epochs) = (0, 0);
+    let summary = compress::run(&one_shot)?;
+    assert_eq!(summary.pruned_accuracy, summary.one_shot_accuracy);
+    let conv2 = summary.layers.iter().find(|r| r.name == "conv2");
+    assert!(conv2.is_some_and(|r| r.sparsity == 0.5), "{conv2:?}");
     Ok(())
 }
 
