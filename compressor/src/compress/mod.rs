@@ -3,6 +3,7 @@
 mod fold;
 mod pipeline;
 mod plan;
+mod pruning;
 mod summary;
 
 pub use fold::fold_batch_norms;

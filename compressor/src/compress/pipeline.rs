@@ -10,11 +10,12 @@ use candle_core::Device;
 
 use super::fold_batch_norms;
 use super::plan::{Plan, QuantizerKind};
-use super::summary::{layer_rows, RoundReport, Summary};
+use super::pruning::{checked_pruner, prune_and_fine_tune, PruneOutcome};
+use super::summary::{layer_rows, Summary};
 use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
-use crate::prune::{collect_statistics, sparsity_of, Pruner, Registry};
+use crate::prune::{Pruner, Registry};
 use crate::quant::{NaiveQuantizer, QatQuantizer, Quantizer};
 use crate::train::{self, evaluate, TrainConfig};
 use crate::Result;
@@ -74,7 +75,7 @@ impl CompressOptions {
     }
 }
 
-fn say(opts: &CompressOptions, line: impl AsRef<str>) {
+pub(super) fn say(opts: &CompressOptions, line: impl AsRef<str>) {
     if opts.progress {
         eprintln!("{}", line.as_ref());
     }
@@ -104,27 +105,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         opts.seed,
     )?;
     let mut pruner = match &plan.pruner {
-        Some(stage) => {
-            let mut options = stage.options.clone();
-            if let Some(l1) = opts.slim_l1 {
-                options.values.insert("slim_l1".into(), l1.into());
-            }
-            let pruner = opts.registry.make(&stage.algorithm, &options)?;
-            let layers = pruner.resolve(&model.graph, &stage.config_list)?;
-            let needed = pruner.schedule_epochs(&layers);
-            if opts.ft_epochs < needed {
-                return Err(crate::Error::File {
-                    path: plan.source.clone().into(),
-                    message: format!(
-                        "{}'s schedule reaches its final sparsity after {needed} fine-tuning \
-                         epochs, but --ft-epochs is {}; raise --ft-epochs or end the \
-                         schedule earlier (end_epoch)",
-                        stage.algorithm, opts.ft_epochs
-                    ),
-                });
-            }
-            Some(pruner)
-        }
+        Some(stage) => Some(checked_pruner(opts, stage, &model, &plan.source)?),
         None => None,
     };
     if let Some(stage) = &plan.quantizer {
@@ -181,70 +162,17 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     );
 
     // 2. Pruning + fine-tuning.
-    let mut pruned_accuracy = None;
-    let mut one_shot_accuracy = None;
-    let mut prune_rounds = Vec::new();
-    if let (Some(stage), Some(pruner)) = (&plan.pruner, pruner.as_mut()) {
-        let images = collect_statistics(
-            pruner.as_mut(),
-            &model,
-            &train_set,
-            opts.batch_size,
-            opts.seed,
-        )?;
-        if images > 0 {
-            say(
-                opts,
-                format!(
-                    "{}: statistics over {images} training images",
-                    stage.algorithm
-                ),
-            );
-        }
-        let layers = pruner.compress(&mut model.graph, &stage.config_list)?;
-        let acc = evaluate(&model, &test)?;
-        say(
+    let pruned = match (&plan.pruner, pruner.as_mut()) {
+        (Some(stage), Some(pruner)) => prune_and_fine_tune(
             opts,
-            format!("{} one-shot: {:.2}% top-1", stage.algorithm, 100.0 * acc),
-        );
-        one_shot_accuracy = Some(acc);
-        let rounds = pruner.rounds();
-        for round in 0..rounds {
-            if round > 0 {
-                pruner.start_round(round, &mut model.graph)?;
-            }
-            let (dir, label) = if rounds > 1 {
-                (
-                    opts.out
-                        .join(format!("checkpoints/prune-round{}", round + 1)),
-                    format!("prune round {}/{rounds}", round + 1),
-                )
-            } else {
-                (opts.out.join("checkpoints/prune"), "prune fine-tune".into())
-            };
-            let ft_key = format!("{key}-{}-round{}", stage.algorithm, round + 1);
-            let mut cfg = stage_config(opts, opts.ft_epochs, &dir, &ft_key, &label);
-            cfg.lr = stage.lr.unwrap_or(3e-3);
-            train::train(&mut model, &train_set, &test, &cfg, Some(pruner.as_mut()))?;
-            let acc = evaluate(&model, &test)?;
-            let sparsity = pruned_sparsity(&model, &layers)?;
-            say(
-                opts,
-                format!(
-                    "{} {label}: {:.2}% top-1 at {:.2}% sparsity",
-                    stage.algorithm,
-                    100.0 * acc,
-                    100.0 * sparsity
-                ),
-            );
-            prune_rounds.push(RoundReport {
-                round: round + 1,
-                sparsity,
-                accuracy: acc,
-            });
-            pruned_accuracy = Some(acc);
-        }
-    }
+            stage,
+            pruner.as_mut(),
+            &mut model,
+            (&train_set, &test),
+            &key,
+        )?,
+        _ => PruneOutcome::default(),
+    };
 
     // 3. Quantization (QAT fine-tunes; the naive quantizer only rounds weights).
     let mut quantized_accuracy = None;
@@ -319,9 +247,9 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         test_images: test.len(),
         baseline_history: baseline.history,
         float_accuracy,
-        one_shot_accuracy,
-        prune_rounds,
-        pruned_accuracy,
+        one_shot_accuracy: pruned.one_shot_accuracy,
+        pruned_accuracy: pruned.rounds.last().map(|r| r.accuracy),
+        prune_rounds: pruned.rounds,
         quantized_accuracy,
         layers: layer_rows(&model.graph)?,
         weight_bits: weight_bits(&model),
@@ -405,22 +333,6 @@ fn deploy(
     Ok(Ok(Deployed { packed, report }))
 }
 
-/// The fraction of zero weights over the pruned layers (their weights or γ).
-fn pruned_sparsity(model: &Model, layers: &[crate::config::LayerConfig]) -> Result<f64> {
-    let (mut zeros, mut total) = (0f64, 0usize);
-    for layer in layers {
-        if let Some(w) = model
-            .graph
-            .node(&layer.name)
-            .and_then(|n| n.layer.maskable_weight())
-        {
-            zeros += sparsity_of(w)? * w.elem_count() as f64;
-            total += w.elem_count();
-        }
-    }
-    Ok(zeros / total.max(1) as f64)
-}
-
 /// The quantizer's config list against the model, before anything trains (batch norms
 /// fold away first, so their names are not quantizable).
 fn check_quantizer(model: &Model, stage: &super::Stage) -> Result<()> {
@@ -443,7 +355,7 @@ fn weight_bits(model: &Model) -> Option<u8> {
         .max()
 }
 
-fn stage_config(
+pub(super) fn stage_config(
     opts: &CompressOptions,
     epochs: usize,
     dir: &Path,
