@@ -22,10 +22,10 @@ use std::marker::PhantomData;
 
 use candle_core::{DType, Tensor};
 
-use super::{channel_mask, channels_to_prune, filter_pruner_check, PruneTarget, Pruner};
-use super::{Mask, PrunerEntry, StageOptions};
+use super::channels::{filter_schema, lowest_filters_mask};
+use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry, StageOptions};
 use crate::config::{ConfigError, LayerConfig, Schema};
-use crate::nn::{Graph, Layer, OpType, Source};
+use crate::nn::{Graph, Layer, Source};
 use crate::{Error, Result};
 
 /// Batches of statistics when the plan gives none: 16 × 64 = 1,024 images.
@@ -196,7 +196,7 @@ impl<S: ActivationStatistic> Pruner for ActivationRankFilterPruner<S> {
     /// Conv2d only: a Linear's outputs are single neurons, not filters, and NNI's
     /// activation pruners do not take them.
     fn schema(&self) -> Schema {
-        Schema::pruning(S::PRUNER, [OpType::Conv2d])
+        filter_schema(S::PRUNER)
     }
 
     fn check(&self, graph: &Graph, layers: &[LayerConfig], source: &str) -> Result<()> {
@@ -300,11 +300,7 @@ impl<S: ActivationStatistic> Pruner for ActivationRankFilterPruner<S> {
             )));
         }
         let ranks: Vec<f32> = statistics.into_iter().map(S::rank).collect();
-        channel_mask(
-            layer.weight,
-            layer.bias,
-            &channels_to_prune(&ranks, sparsity),
-        )
+        lowest_filters_mask(layer, &ranks, sparsity)
     }
 }
 
@@ -361,19 +357,11 @@ mod tests {
     use crate::config::ConfigList;
     use crate::data;
     use crate::models::Model;
-    use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, MaxPool2d, Pool2dConfig, ReLU, ReLU6};
-    use crate::prune::{collect_statistics, Registry};
-
-    fn config(sparsity: f64) -> LayerConfig {
-        LayerConfig {
-            name: "conv".into(),
-            op_type: OpType::Conv2d,
-            index: 0,
-            sparsity: Some(sparsity),
-            quant_bits: Default::default(),
-            extra: Default::default(),
-        }
-    }
+    use crate::nn::{
+        BatchNorm2d, Conv2d, Conv2dConfig, MaxPool2d, OpType, Pool2dConfig, ReLU, ReLU6,
+    };
+    use crate::prune::channels::testing::{conv_config, pruned_filters};
+    use crate::prune::{channels_to_prune, collect_statistics, Registry};
 
     /// `conv` (1 → 4 channels, 1×1) → [`bn`] → `act` (ReLU, or ReLU6 after a batch norm),
     /// and a conv `tail` feeding a max pool only.
@@ -429,19 +417,6 @@ mod tests {
             .unwrap()
     }
 
-    /// The filters a mask removes (checking each filter's mask is whole).
-    fn pruned_filters(mask: &Tensor) -> Vec<usize> {
-        let filters = mask.dim(0).unwrap();
-        let m = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        m.chunks(m.len() / filters)
-            .enumerate()
-            .filter_map(|(i, row)| {
-                assert!(row.iter().all(|&v| v == row[0]), "filter {i} partly masked");
-                (row[0] == 0.0).then_some(i)
-            })
-            .collect()
-    }
-
     fn prune<S: ActivationStatistic>(
         pruner: &mut ActivationRankFilterPruner<S>,
         graph: &Graph,
@@ -453,7 +428,7 @@ mod tests {
             bias: node.layer.maskable_bias(),
             ..PruneTarget::new("conv", OpType::Conv2d, weight)
         };
-        let mask = pruner.calc_mask(&target, &config(sparsity))?;
+        let mask = pruner.calc_mask(&target, &conv_config(sparsity))?;
         assert_eq!(mask.tensor().dims(), weight.dims());
         let pruned = pruned_filters(mask.tensor());
         let bias = mask.bias().expect("a bias mask").to_vec1::<f32>().unwrap();

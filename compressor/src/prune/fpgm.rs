@@ -8,9 +8,10 @@
 
 use candle_core::Tensor;
 
-use super::norm_filter::{filter_rows, filter_schema, flat_filters, required_sparsity};
-use super::{channel_mask, channels_to_prune, filter_pruner_check, PruneTarget, Pruner};
-use super::{Mask, PrunerEntry};
+use super::channels::{
+    filter_rows, filter_schema, flat_filters, lowest_filters_mask, required_sparsity,
+};
+use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry};
 use crate::config::{LayerConfig, Schema};
 use crate::nn::Graph;
 use crate::Result;
@@ -66,12 +67,7 @@ impl Pruner for FPGMPruner {
 
     fn calc_mask(&mut self, layer: &PruneTarget, config: &LayerConfig) -> Result<Mask> {
         let sparsity = required_sparsity(NAME, layer, config)?;
-        let sums = Self::distance_sums(layer.weight)?;
-        channel_mask(
-            layer.weight,
-            layer.bias,
-            &channels_to_prune(&sums, sparsity),
-        )
+        lowest_filters_mask(layer, &Self::distance_sums(layer.weight)?, sparsity)
     }
 }
 
@@ -83,39 +79,15 @@ mod tests {
     use crate::config::ConfigList;
     use crate::models::Model;
     use crate::nn::OpType;
-
-    fn config(sparsity: f64) -> LayerConfig {
-        LayerConfig {
-            name: "conv".into(),
-            op_type: OpType::Conv2d,
-            index: 0,
-            sparsity: Some(sparsity),
-            quant_bits: Default::default(),
-            extra: Default::default(),
-        }
-    }
-
-    /// `values[k]` for every weight of filter `k`, shape `[n, 1, 3, 3]`.
-    fn constant_filters(values: &[f32]) -> Tensor {
-        let data = values.iter().flat_map(|&v| [v; 9]).collect();
-        Tensor::from_vec(data, (values.len(), 1, 3, 3), &Device::Cpu).unwrap()
-    }
-
-    /// The filters a mask removes (checking each filter is masked whole or not at all).
-    fn pruned_filters(mask: &Tensor) -> Vec<usize> {
-        let (data, count) = flat_filters(mask).unwrap();
-        filter_rows(&data, count)
-            .enumerate()
-            .filter_map(|(i, row)| {
-                assert!(row.iter().all(|&v| v == row[0]), "filter {i} partly masked");
-                (row[0] == 0.0).then_some(i)
-            })
-            .collect()
-    }
+    use crate::prune::channels::testing::{
+        compress_lenet5_halves, constant_filters, conv_config, pruned_filters,
+    };
 
     fn prune(weight: &Tensor, sparsity: f64) -> Vec<usize> {
         let target = PruneTarget::new("conv", OpType::Conv2d, weight);
-        let mask = FPGMPruner.calc_mask(&target, &config(sparsity)).unwrap();
+        let mask = FPGMPruner
+            .calc_mask(&target, &conv_config(sparsity))
+            .unwrap();
         assert_eq!(mask.tensor().dims(), weight.dims());
         pruned_filters(mask.tensor())
     }
@@ -163,7 +135,7 @@ mod tests {
             bias: Some(&b),
             ..PruneTarget::new("conv", OpType::Conv2d, &w)
         };
-        let mask = FPGMPruner.calc_mask(&target, &config(0.4)).unwrap();
+        let mask = FPGMPruner.calc_mask(&target, &conv_config(0.4)).unwrap();
         assert_eq!(pruned_filters(mask.tensor()), [1, 2]);
         let bias = mask.bias().expect("a bias mask").to_vec1::<f32>().unwrap();
         assert_eq!(bias, [1.0, 0.0, 0.0, 1.0, 1.0]);
@@ -171,18 +143,12 @@ mod tests {
 
     #[test]
     fn compress_removes_whole_filters_of_lenet5() {
-        let mut model = Model::new("lenet5", 10, &Device::Cpu, 5).unwrap();
-        let config =
-            ConfigList::from_json_str(r#"[{"op_types": ["default"], "sparsity": 0.5}]"#).unwrap();
-        let sums: Vec<Vec<f32>> = ["conv1", "conv2"]
-            .iter()
-            .map(|n| {
-                let w = model.graph.node(n).unwrap().layer.weight().unwrap();
-                FPGMPruner::distance_sums(w).unwrap()
-            })
-            .collect();
-        let layers = FPGMPruner.compress(&mut model.graph, &config).unwrap();
-        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        let (model, names) = compress_lenet5_halves(
+            &mut FPGMPruner,
+            5,
+            r#"[{"op_types": ["default"], "sparsity": 0.5}]"#,
+            FPGMPruner::distance_sums,
+        );
         assert_eq!(
             names,
             ["conv1", "conv2"],
@@ -190,30 +156,6 @@ mod tests {
         );
         let bias_masked: Vec<&String> = model.graph.bias_masks().keys().collect();
         assert_eq!(bias_masked, ["conv1", "conv2"]);
-        for ((name, filters), sums) in [("conv1", 6), ("conv2", 16)].into_iter().zip(&sums) {
-            let node = model.graph.node(name).unwrap();
-            let pruned = pruned_filters(&model.graph.masks()[name]);
-            assert_eq!(pruned, channels_to_prune(sums, 0.5), "{name}");
-            assert_eq!(pruned.len(), filters / 2, "{name}");
-            let (w, _) = flat_filters(node.layer.weight().unwrap()).unwrap();
-            let bias = node
-                .layer
-                .maskable_bias()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let bias_mask = model.graph.bias_masks()[name].to_vec1::<f32>().unwrap();
-            for (i, row) in filter_rows(&w, filters).enumerate() {
-                let gone = pruned.contains(&i);
-                assert_eq!(row.iter().all(|&v| v == 0.0), gone, "{name} filter {i}");
-                assert_eq!(bias[i] == 0.0, gone, "{name} bias {i}");
-                assert_eq!(
-                    bias_mask[i],
-                    f32::from(u8::from(!gone)),
-                    "{name} bias mask {i}"
-                );
-            }
-        }
     }
 
     #[test]

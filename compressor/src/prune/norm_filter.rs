@@ -4,13 +4,15 @@
 //!
 //! Both are one implementation, [`NormFilterPruner`], told apart by the norm's order.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
-use super::{channel_mask, channels_to_prune, filter_pruner_check, PruneTarget, Pruner};
-use super::{Mask, PrunerEntry};
+use super::channels::{
+    filter_rows, filter_schema, flat_filters, lowest_filters_mask, required_sparsity,
+};
+use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry};
 use crate::config::{LayerConfig, Schema};
-use crate::nn::{Graph, OpType};
-use crate::{Error, Result};
+use crate::nn::Graph;
+use crate::Result;
 
 pub(super) const L1_ENTRY: PrunerEntry = PrunerEntry {
     name: "L1FilterPruner",
@@ -77,48 +79,8 @@ impl<const P: u8> Pruner for NormFilterPruner<P> {
 
     fn calc_mask(&mut self, layer: &PruneTarget, config: &LayerConfig) -> Result<Mask> {
         let sparsity = required_sparsity(Self::NAME, layer, config)?;
-        let norms = Self::filter_norms(layer.weight)?;
-        channel_mask(
-            layer.weight,
-            layer.bias,
-            &channels_to_prune(&norms, sparsity),
-        )
+        lowest_filters_mask(layer, &Self::filter_norms(layer.weight)?, sparsity)
     }
-}
-
-/// What every filter pruner accepts: Conv2d only, since a Linear's "filters" are single
-/// neurons and NNI's filter pruners do not take them.
-pub(super) fn filter_schema(algorithm: &'static str) -> Schema {
-    Schema::pruning(algorithm, [OpType::Conv2d])
-}
-
-/// The dict's sparsity (the schema makes it required, so this only fails for dicts built
-/// in code).
-pub(super) fn required_sparsity(
-    algorithm: &str,
-    layer: &PruneTarget,
-    config: &LayerConfig,
-) -> Result<f64> {
-    config.sparsity.ok_or_else(|| Error::Layer {
-        layer: layer.name.to_string(),
-        message: format!("{algorithm} needs a sparsity"),
-    })
-}
-
-/// The weight as f32 values, filter after filter, and the number of filters (dim 0).
-pub(super) fn flat_filters(weight: &Tensor) -> Result<(Vec<f32>, usize)> {
-    let count = weight.dim(0)?;
-    let data = weight
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
-    Ok((data, count))
-}
-
-/// The `count` filters of `data` as slices (each `len / count` values).
-pub(super) fn filter_rows(data: &[f32], count: usize) -> impl Iterator<Item = &[f32]> {
-    let per = data.len().checked_div(count).unwrap_or(0);
-    (0..count).map(move |i| &data[i * per..(i + 1) * per])
 }
 
 #[cfg(test)]
@@ -128,39 +90,14 @@ mod tests {
     use super::*;
     use crate::config::ConfigList;
     use crate::models::Model;
-
-    fn config(sparsity: f64) -> LayerConfig {
-        LayerConfig {
-            name: "conv".into(),
-            op_type: OpType::Conv2d,
-            index: 0,
-            sparsity: Some(sparsity),
-            quant_bits: Default::default(),
-            extra: Default::default(),
-        }
-    }
-
-    /// `values[k]` for every weight of filter `k`, shape `[n, 1, 3, 3]`.
-    fn constant_filters(values: &[f32]) -> Tensor {
-        let data = values.iter().flat_map(|&v| [v; 9]).collect();
-        Tensor::from_vec(data, (values.len(), 1, 3, 3), &Device::Cpu).unwrap()
-    }
-
-    /// The filters a mask removes (those whose mask is all zero; checks it is whole).
-    fn pruned_filters(mask: &Tensor) -> Vec<usize> {
-        let (data, count) = flat_filters(mask).unwrap();
-        filter_rows(&data, count)
-            .enumerate()
-            .filter_map(|(i, row)| {
-                assert!(row.iter().all(|&v| v == row[0]), "filter {i} partly masked");
-                (row[0] == 0.0).then_some(i)
-            })
-            .collect()
-    }
+    use crate::nn::OpType;
+    use crate::prune::channels::testing::{
+        compress_lenet5_halves, constant_filters, conv_config, pruned_filters,
+    };
 
     fn prune<P: Pruner>(mut pruner: P, weight: &Tensor, sparsity: f64) -> Vec<usize> {
         let target = PruneTarget::new("conv", OpType::Conv2d, weight);
-        let mask = pruner.calc_mask(&target, &config(sparsity)).unwrap();
+        let mask = pruner.calc_mask(&target, &conv_config(sparsity)).unwrap();
         assert_eq!(mask.tensor().dims(), weight.dims());
         pruned_filters(mask.tensor())
     }
@@ -222,7 +159,7 @@ mod tests {
             Box::new(L1FilterPruner::default()) as Box<dyn Pruner>,
             Box::new(L2FilterPruner::default()),
         ] {
-            let mask = pruner.calc_mask(&target, &config(0.5)).unwrap();
+            let mask = pruner.calc_mask(&target, &conv_config(0.5)).unwrap();
             assert_eq!(pruned_filters(mask.tensor()), [1, 3]);
             let bias = mask.bias().expect("a bias mask").to_vec1::<f32>().unwrap();
             assert_eq!(bias, [1.0, 0.0, 1.0, 0.0]);
@@ -240,48 +177,13 @@ mod tests {
 
     #[test]
     fn compress_removes_whole_filters_of_lenet5() {
-        let mut model = Model::new("lenet5", 10, &Device::Cpu, 3).unwrap();
-        let config =
-            ConfigList::from_json_str(r#"[{"op_types": ["Conv2d"], "sparsity": 0.5}]"#).unwrap();
-        let before: Vec<Vec<f32>> = ["conv1", "conv2"]
-            .iter()
-            .map(|n| {
-                let w = model.graph.node(n).unwrap().layer.weight().unwrap();
-                L2FilterPruner::filter_norms(w).unwrap()
-            })
-            .collect();
-        let layers = L2FilterPruner::default()
-            .compress(&mut model.graph, &config)
-            .unwrap();
-        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        let (_, names) = compress_lenet5_halves(
+            &mut L2FilterPruner::default(),
+            3,
+            r#"[{"op_types": ["Conv2d"], "sparsity": 0.5}]"#,
+            L2FilterPruner::filter_norms,
+        );
         assert_eq!(names, ["conv1", "conv2"]);
-        for (name, (filters, norms)) in ["conv1", "conv2"]
-            .into_iter()
-            .zip([6, 16].iter().zip(&before))
-        {
-            let node = model.graph.node(name).unwrap();
-            let pruned = pruned_filters(&model.graph.masks()[name]);
-            assert_eq!(pruned, channels_to_prune(norms, 0.5), "{name}");
-            assert_eq!(pruned.len(), filters / 2, "{name}");
-            let (w, _) = flat_filters(node.layer.weight().unwrap()).unwrap();
-            let bias = node
-                .layer
-                .maskable_bias()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let bias_mask = model.graph.bias_masks()[name].to_vec1::<f32>().unwrap();
-            for (i, row) in filter_rows(&w, *filters).enumerate() {
-                let gone = pruned.contains(&i);
-                assert_eq!(row.iter().all(|&v| v == 0.0), gone, "{name} filter {i}");
-                assert_eq!(bias[i] == 0.0, gone, "{name} bias {i}");
-                assert_eq!(
-                    bias_mask[i],
-                    if gone { 0.0 } else { 1.0 },
-                    "{name} bias mask {i}"
-                );
-            }
-        }
     }
 
     #[test]

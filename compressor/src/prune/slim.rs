@@ -18,6 +18,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::channels::required_sparsity;
 use super::PrunerEntry;
 use super::{apply_masks_to_weights, attach_mask, channel_mask, Mask, PruneTarget, Pruner};
 use crate::config::{ConfigError, ConfigList, LayerConfig, Schema};
@@ -202,10 +203,7 @@ impl Pruner for SlimPruner {
     /// One layer on its own (only `mask_layers` asks; `compress` ranks all layers
     /// together): its own smallest |γ|, with β.
     fn calc_mask(&mut self, layer: &PruneTarget, config: &LayerConfig) -> Result<Mask> {
-        let sparsity = config.sparsity.ok_or_else(|| Error::Layer {
-            layer: layer.name.to_string(),
-            message: format!("{NAME} needs a sparsity"),
-        })?;
+        let sparsity = required_sparsity(NAME, layer, config)?;
         let pruned = global_channels_to_prune(&[magnitudes(layer.weight)?], sparsity);
         channel_mask(layer.weight, layer.bias, &pruned[0])
     }
