@@ -4,35 +4,25 @@
 //! their biases stay exactly zero through SGD and AdamW fine-tuning; the example plans in
 //! `configs/` load and resolve.
 
-use std::path::Path;
+mod common;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use common::{
+    check_pruned_filters_stay_zero_through_training, example_plan_pruner, filter_states,
+    layer_config,
+};
 use proptest::prelude::*;
-use sprig_compressor::compress::Plan;
-use sprig_compressor::config::{ConfigList, LayerConfig};
 use sprig_compressor::data;
 use sprig_compressor::models::Model;
 use sprig_compressor::nn::{Conv2d, Conv2dConfig, Graph, Layer, OpType, ReLU, Source};
 use sprig_compressor::prune::{
     collect_statistics, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
-    ActivationRankFilterPruner, ActivationStatistic, PruneTarget, Pruner, Registry,
+    ActivationRankFilterPruner, ActivationStatistic, PruneTarget, Pruner,
 };
-use sprig_compressor::train::{self, OptimizerKind, TrainConfig};
 
 const SEED: u64 = 23;
-
-fn layer_config(sparsity: f64) -> LayerConfig {
-    LayerConfig {
-        name: "conv".into(),
-        op_type: OpType::Conv2d,
-        index: 0,
-        sparsity: Some(sparsity),
-        quant_bits: Default::default(),
-        extra: Default::default(),
-    }
-}
 
 /// `conv` (1 → `channels`, 1×1, with or without bias) → `relu`.
 fn conv_relu(channels: usize, bias: bool) -> Graph {
@@ -48,16 +38,6 @@ fn conv_relu(channels: usize, bias: bool) -> Graph {
     );
     g.push("relu", Layer::ReLU(ReLU), &[x]);
     g
-}
-
-/// Per filter: `Some(keep)` if the filter's mask is uniformly 1 / 0, `None` if mixed.
-fn filter_states(mask: &[f32], filters: usize) -> Vec<Option<bool>> {
-    mask.chunks(mask.len() / filters)
-        .map(|row| match row[0] {
-            v if (v == 0.0 || v == 1.0) && row.iter().all(|&x| x == v) => Some(v == 1.0),
-            _ => None,
-        })
-        .collect()
 }
 
 /// One batch of ReLU outputs: its shape `[n, c, h, w]` and values.
@@ -200,119 +180,33 @@ proptest! {
     }
 }
 
-/// For each filter of `layer`: whether its weights and its bias are all exactly zero.
-fn zero_filters(model: &Model, layer: &str) -> Result<Vec<bool>> {
-    let node = model.graph.node(layer).context(layer.to_string())?;
-    let w = node.layer.weight().context("weight")?;
-    let filters = w.dim(0)?;
-    let w = w.flatten_all()?.to_vec1::<f32>()?;
-    let b = node
-        .layer
-        .maskable_bias()
-        .context("bias")?
-        .to_vec1::<f32>()?;
-    Ok(w.chunks(w.len() / filters)
-        .zip(b)
-        .map(|(row, bias)| row.iter().all(|&v| v == 0.0) && bias == 0.0)
-        .collect())
-}
-
-fn weights_of(model: &Model, layer: &str) -> Result<Vec<f32>> {
-    let node = model.graph.node(layer).context(layer.to_string())?;
-    Ok(node
-        .layer
-        .weight()
-        .context("weight")?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
-}
-
 #[test]
 fn pruned_filters_and_biases_stay_zero_through_training() -> Result<()> {
-    let (train_set, test_set) = data::resolve(None)?.load()?;
-    let (train_set, test_set) = (train_set.subset(96), test_set.subset(32));
-    let config = ConfigList::from_json_str(r#"[{"op_types": ["Conv2d"], "sparsity": 0.5}]"#)?;
-    for optimizer in [OptimizerKind::sgd(), OptimizerKind::adamw()] {
-        let pruners: [Box<dyn Pruner>; 2] = [
-            Box::new(ActivationAPoZRankFilterPruner::new(2)),
-            Box::new(ActivationMeanRankFilterPruner::new(2)),
-        ];
-        for mut pruner in pruners {
+    check_pruned_filters_stay_zero_through_training(
+        || -> Vec<Box<dyn Pruner>> {
+            vec![
+                Box::new(ActivationAPoZRankFilterPruner::new(2)),
+                Box::new(ActivationMeanRankFilterPruner::new(2)),
+            ]
+        },
+        |pruner, model, train_set| {
             let name = pruner.name();
-            let mut model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
-            let images = collect_statistics(pruner.as_mut(), &model, &train_set, 32, SEED)?;
+            let images = collect_statistics(pruner, model, train_set, 32, SEED)?;
             assert_eq!(images, 64, "{name}");
-            pruner.compress(&mut model.graph, &config)?;
-            let layers = ["conv1", "conv2"];
-            let before: Vec<Vec<f32>> = layers
-                .iter()
-                .map(|l| weights_of(&model, l))
-                .collect::<Result<_>>()?;
-            let pruned: Vec<Vec<bool>> = layers
-                .iter()
-                .map(|l| zero_filters(&model, l))
-                .collect::<Result<_>>()?;
-            for (layer, (zeros, filters)) in layers.iter().zip(pruned.iter().zip([6, 16])) {
-                let count = zeros.iter().filter(|&&z| z).count();
-                assert_eq!(count, filters / 2, "{name}: {layer} after compress");
-            }
-
-            let mut cfg = TrainConfig::new(1, SEED);
-            cfg.batch_size = 32;
-            cfg.optimizer = optimizer;
-            cfg.progress = false;
-            let report = train::train(
-                &mut model,
-                &train_set,
-                &test_set,
-                &cfg,
-                Some(pruner.as_mut()),
-            )?;
-            assert!(report.finished);
-
-            for (i, layer) in layers.iter().enumerate() {
-                let after = zero_filters(&model, layer)?;
-                for (f, &gone) in pruned[i].iter().enumerate() {
-                    assert!(
-                        !gone || after[f],
-                        "{name}: {layer} filter {f} revived ({optimizer:?})"
-                    );
-                }
-                assert!(
-                    weights_of(&model, layer)? != before[i],
-                    "{name}: {layer} did not train ({optimizer:?})"
-                );
-            }
-        }
-    }
-    Ok(())
+            Ok(())
+        },
+        SEED,
+    )
 }
 
 #[test]
 fn example_plans_load_and_prune_every_conv() -> Result<()> {
-    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-    let registry = Registry::builtin();
     for (file, algorithm) in [
         ("apoz50.json", "ActivationAPoZRankFilterPruner"),
         ("mean-activation50.json", "ActivationMeanRankFilterPruner"),
     ] {
-        let plan = Plan::from_path(&configs.join(file))?;
-        assert!(plan.quantizer.is_none(), "{file}");
-        let stage = plan.pruner.context("a pruner stage")?;
-        let pruner = stage.make_pruner(&registry)?;
-        assert_eq!(pruner.name(), algorithm, "{file}");
+        let pruner = example_plan_pruner(file, algorithm, SEED)?;
         assert_eq!(pruner.statistics_batches(), 16, "{file}");
-        let model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
-        let layers = pruner.resolve(&model.graph, &stage.config_list)?;
-        let resolved: Vec<(&str, Option<f64>)> = layers
-            .iter()
-            .map(|l| (l.name.as_str(), l.sparsity))
-            .collect();
-        assert_eq!(
-            resolved,
-            [("conv1", Some(0.5)), ("conv2", Some(0.5))],
-            "{file}"
-        );
     }
     Ok(())
 }
