@@ -14,8 +14,8 @@ use sprig_compressor::export::graph_tensors;
 use sprig_compressor::models::Model;
 use sprig_compressor::nn::Graph;
 use sprig_compressor::prune::{
-    agp_sparsity, round_sparsity, sparsity_of, AgpPruner, AgpSchedule, LotteryTicketPruner, Mask,
-    PruneTarget, Pruner,
+    agp_sparsity, agp_step_sparsity, round_sparsity, sparsity_of, AgpPruner, AgpSchedule,
+    LotteryTicketPruner, Mask, PruneTarget, Pruner, StepSchedule,
 };
 use sprig_compressor::train::{self, TrainConfig};
 
@@ -47,10 +47,19 @@ fn bits(model: &Model) -> Result<BTreeMap<String, Vec<u32>>> {
         .collect()
 }
 
-/// AGP, recording each layer's mask sparsity after every `update_epoch`.
+/// AGP, recording each layer's mask sparsity after every `update_epoch` and `step`.
 struct Recorder {
     inner: AgpPruner,
     seen: Vec<(usize, BTreeMap<String, f64>)>,
+    after_steps: Vec<BTreeMap<String, f64>>,
+}
+
+fn mask_sparsities(graph: &Graph) -> sprig_compressor::Result<BTreeMap<String, f64>> {
+    let mut sparsities = BTreeMap::new();
+    for (name, mask) in graph.masks() {
+        sparsities.insert(name.clone(), sparsity_of(mask)?);
+    }
+    Ok(sparsities)
 }
 
 impl Pruner for Recorder {
@@ -76,15 +85,13 @@ impl Pruner for Recorder {
     }
     fn update_epoch(&mut self, epoch: usize, graph: &mut Graph) -> sprig_compressor::Result<()> {
         self.inner.update_epoch(epoch, graph)?;
-        let mut sparsities = BTreeMap::new();
-        for (name, mask) in graph.masks() {
-            sparsities.insert(name.clone(), sparsity_of(mask)?);
-        }
-        self.seen.push((epoch, sparsities));
+        self.seen.push((epoch, mask_sparsities(graph)?));
         Ok(())
     }
     fn step(&mut self, graph: &mut Graph, grads: &GradStore) -> sprig_compressor::Result<()> {
-        self.inner.step(graph, grads)
+        self.inner.step(graph, grads)?;
+        self.after_steps.push(mask_sparsities(graph)?);
+        Ok(())
     }
 }
 
@@ -95,6 +102,7 @@ fn agp_follows_the_cubic_schedule_at_every_epoch() -> Result<()> {
     let mut pruner = Recorder {
         inner: AgpPruner::default(),
         seen: Vec::new(),
+        after_steps: Vec::new(),
     };
     let list = ConfigList::from_json_str(AGP)?;
     pruner.compress(&mut model.graph, &list)?;
@@ -364,5 +372,91 @@ fn nni_v1_agp_example_loads_unchanged_from_json_toml_and_yaml() -> Result<()> {
             assert_eq!(AgpSchedule::from_config(layer, name)?, expected, "{name}");
         }
     }
+    Ok(())
+}
+
+const AGP_STEPS: &str =
+    r#"[{"initial_sparsity": 0.2, "final_sparsity": 0.8, "op_types": ["default"]}]"#;
+const STEPS: StepSchedule = StepSchedule {
+    interval_steps: 3,
+    total_times: 4,
+};
+
+#[test]
+fn agp_per_step_follows_the_cubic_schedule_at_every_step() -> Result<()> {
+    let (train_set, test_set) = small_data()?;
+    let mut model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
+    let mut pruner = Recorder {
+        inner: AgpPruner::new(Some(STEPS)),
+        seen: Vec::new(),
+        after_steps: Vec::new(),
+    };
+    let list = ConfigList::from_json_str(AGP_STEPS)?;
+    let layers = pruner.compress(&mut model.graph, &list)?;
+    assert_eq!(pruner.inner.schedule_steps(&layers), 12);
+    // 256 images in batches of 64: 4 steps an epoch, 16 in all.
+    train::train(
+        &mut model,
+        &train_set,
+        &test_set,
+        &config(4, None),
+        Some(&mut pruner),
+    )?;
+    assert_eq!(pruner.after_steps.len(), 16);
+    let schedule = AgpSchedule::from_config_per_step(&layers[0], "test")?;
+    for (i, sparsities) in pruner.after_steps.iter().enumerate() {
+        let times = ((i + 1) / 3).min(4);
+        let target = agp_step_sparsity(&schedule, times, 4);
+        let by_hand = 0.8 + (0.2 - 0.8) * (1.0 - times as f64 / 4.0).powi(3);
+        assert!((target - by_hand).abs() < 1e-12);
+        for node in model.graph.nodes() {
+            let Some(w) = node.layer.weight() else {
+                continue;
+            };
+            let n = w.elem_count();
+            let expected = (target * n as f64).round() / n as f64;
+            let got = sparsities[&node.name];
+            assert!(
+                (got - expected).abs() < 1e-9,
+                "step {}, {}: {got} vs {expected}",
+                i + 1,
+                node.name
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn agp_per_step_resumes_mid_schedule_bit_identical() -> Result<()> {
+    let run = |dir: &std::path::Path, stop_after: Option<usize>| -> Result<Model> {
+        let (train_set, test_set) = small_data()?;
+        let mut model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
+        let mut pruner = AgpPruner::new(Some(STEPS));
+        pruner.compress(&mut model.graph, &ConfigList::from_json_str(AGP_STEPS)?)?;
+        let mut cfg = config(4, Some(dir));
+        cfg.max_epochs_this_run = stop_after;
+        train::train(&mut model, &train_set, &test_set, &cfg, Some(&mut pruner))?;
+        Ok(model)
+    };
+    let whole = tempfile::tempdir()?;
+    let uninterrupted = bits(&run(whole.path(), None)?)?;
+    let split = tempfile::tempdir()?;
+    run(split.path(), Some(2))?;
+    assert_eq!(bits(&run(split.path(), None)?)?, uninterrupted);
+    Ok(())
+}
+
+#[test]
+fn agp_per_step_refuses_epoch_keys() -> Result<()> {
+    let model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
+    let err = AgpPruner::new(Some(STEPS))
+        .resolve(&model.graph, &ConfigList::from_json_str(AGP)?)
+        .expect_err("epoch keys with a step schedule")
+        .to_string();
+    assert!(
+        err.contains("start_epoch") && err.contains("interval_steps"),
+        "{err}"
+    );
     Ok(())
 }

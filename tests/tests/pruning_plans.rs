@@ -147,6 +147,14 @@ fn bad_plans_are_refused_before_training() -> Result<()> {
         "{err}"
     );
 
+    // A per-step schedule longer than the fine-tuning (1 epoch of 1,000 images = 16 steps).
+    let err = refused(
+        r#"{"pruner": {"algorithm": "AGPPruner", "interval_steps": 10, "total_times": 5,
+            "config_list": [{"op_types": ["default"], "sparsity": 0.8}]}}"#,
+        |_| {},
+    )?;
+    assert!(err.contains("50 optimizer steps") && err.contains("16"), "{err}");
+
     // Network Slimming needs batch norms.
     let err = refused(
         &pruner_plan(

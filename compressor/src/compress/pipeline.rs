@@ -105,7 +105,13 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         opts.seed,
     )?;
     let mut pruner = match &plan.pruner {
-        Some(stage) => Some(checked_pruner(opts, stage, &model, &plan.source)?),
+        Some(stage) => Some(checked_pruner(
+            opts,
+            stage,
+            &model,
+            train_set.len(),
+            &plan.source,
+        )?),
         None => None,
     };
     if let Some(stage) = &plan.quantizer {

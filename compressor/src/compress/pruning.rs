@@ -20,12 +20,13 @@ pub(super) struct PruneOutcome {
 }
 
 /// Builds the stage's pruner (`--slim-l1` overriding the plan's `slim_l1`), resolves its
-/// config list against `model` and checks its schedule fits `--ft-epochs`; `plan` names
-/// the plan file in messages.
+/// config list against `model` and checks its schedule fits `--ft-epochs` of
+/// `train_images`; `plan` names the plan file in messages.
 pub(super) fn checked_pruner(
     opts: &CompressOptions,
     stage: &Stage,
     model: &Model,
+    train_images: usize,
     plan: &str,
 ) -> Result<Box<dyn Pruner>> {
     let mut options = stage.options.clone();
@@ -34,17 +35,28 @@ pub(super) fn checked_pruner(
     }
     let pruner = opts.registry.make(&stage.algorithm, &options)?;
     let layers = pruner.resolve(&model.graph, &stage.config_list)?;
+    let too_short = |message: String| Error::File {
+        path: plan.into(),
+        message,
+    };
     let needed = pruner.schedule_epochs(&layers);
     if opts.ft_epochs < needed {
-        return Err(Error::File {
-            path: plan.into(),
-            message: format!(
-                "{}'s schedule reaches its final sparsity after {needed} fine-tuning epochs, \
-                 but --ft-epochs is {}; raise --ft-epochs or end the schedule earlier \
-                 (end_epoch)",
-                stage.algorithm, opts.ft_epochs
-            ),
-        });
+        return Err(too_short(format!(
+            "{}'s schedule reaches its final sparsity after {needed} fine-tuning epochs, \
+             but --ft-epochs is {}; raise --ft-epochs or end the schedule earlier \
+             (end_epoch)",
+            stage.algorithm, opts.ft_epochs
+        )));
+    }
+    let needed = pruner.schedule_steps(&layers);
+    let steps = opts.ft_epochs * train_images.div_ceil(opts.batch_size.max(1));
+    if steps < needed {
+        return Err(too_short(format!(
+            "{}'s schedule reaches its final sparsity after {needed} optimizer steps \
+             (interval_steps × total_times), but --ft-epochs {} of {train_images} images \
+             in batches of {} make {steps}; raise --ft-epochs or shorten the schedule",
+            stage.algorithm, opts.ft_epochs, opts.batch_size
+        )));
     }
     Ok(pruner)
 }

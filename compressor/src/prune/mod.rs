@@ -11,7 +11,7 @@
 //! | [`Pruner::on_init`] | once, with the freshly initialized model | Lottery Ticket (rewind point) |
 //! | [`Pruner::statistics_batches`] / [`Pruner::observe`] | forward passes over training batches before `compress` | APoZ, mean activation |
 //! | [`Pruner::regularizer`] | added to every training loss | Network Slimming (L1 on γ) |
-//! | [`Pruner::schedule_epochs`] | before any training | AGP (enough `--ft-epochs`) |
+//! | [`Pruner::schedule_epochs`] / [`Pruner::schedule_steps`] | before any training | AGP (enough `--ft-epochs`) |
 //! | [`Pruner::update_epoch`] / [`Pruner::step`] | start of each epoch / after each optimizer step, with the gradients | AGP |
 //! | [`Pruner::rounds`] / [`Pruner::start_round`] | between fine-tuning rounds | Lottery Ticket |
 //! | [`Pruner::state`] / [`Pruner::load_state`] | saved in and restored from every checkpoint | schedules |
@@ -32,7 +32,7 @@ pub use activation_rank::{
     APoZ, ActivationAPoZRankFilterPruner, ActivationMeanRankFilterPruner,
     ActivationRankFilterPruner, ActivationStatistic, MeanActivation, DEFAULT_STATISTICS_BATCHES,
 };
-pub use agp::{agp_sparsity, AgpPruner, AgpSchedule};
+pub use agp::{agp_sparsity, agp_step_sparsity, AgpPruner, AgpSchedule, StepSchedule};
 pub use channels::{channel_mask, channels_to_prune, filter_pruner_check};
 pub use fpgm::FPGMPruner;
 pub use level::LevelPruner;
@@ -142,6 +142,12 @@ pub trait Pruner {
     /// Fine-tuning epochs the pruner's schedule needs to reach its final sparsity for
     /// these resolved layers (0: no schedule). The pipeline refuses fewer `--ft-epochs`.
     fn schedule_epochs(&self, _layers: &[LayerConfig]) -> usize {
+        0
+    }
+
+    /// Optimizer steps the pruner's per-step schedule needs (0: none); the pipeline refuses
+    /// fewer fine-tuning steps.
+    fn schedule_steps(&self, _layers: &[LayerConfig]) -> usize {
         0
     }
 
