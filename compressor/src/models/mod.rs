@@ -5,7 +5,6 @@
 
 mod dscnn;
 mod lenet5;
-mod lenet5_bn;
 mod mlp;
 mod pretrained;
 mod resnet8;
@@ -75,7 +74,7 @@ pub fn build(name: &str, num_classes: usize, vb: VarBuilder) -> Result<Graph> {
     let graph = match name {
         "mlp" => mlp::build(num_classes, vb)?,
         "lenet5" => lenet5::build(num_classes, vb)?,
-        "lenet5_bn" => lenet5_bn::build(num_classes, vb)?,
+        "lenet5_bn" => lenet5::build_bn(num_classes, vb)?,
         "resnet8" => resnet8::build(num_classes, vb)?,
         "dscnn" => dscnn::build(num_classes, vb)?,
         other => {
