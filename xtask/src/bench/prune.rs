@@ -3,14 +3,20 @@
 //! a short fine-tune, no quantizer), then a sparsity sweep of Level, AGP, L1 and FPGM
 //! drawn as an SVG line chart. Every run goes through `compress::run`, as
 //! `cargo xtask compress` does, so the figures are the CLI's own.
+//!
+//! This file holds the runs (the plans, running them, what each measured); the
+//! markdown report and the chart are in `prune/report.rs`.
+
+mod report;
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::{json, Value};
 use sprig_compressor::compress::{self, CompressOptions, Summary};
 
+use self::report::{epochs, top1};
 use super::Args;
 
 /// AGP's schedule for the table's row. NNI's example (`configs/agp80.json`) spans ten
@@ -350,273 +356,6 @@ fn one_line(e: &anyhow::Error) -> String {
         .join(" ")
 }
 
-/// "1 epoch", "2 epochs".
-fn epochs(n: usize) -> String {
-    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
-}
-
-fn top1(a: f32) -> String {
-    format!("{:.2}", 100.0 * a)
-}
-
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Keeps a message from breaking the markdown table.
-fn cell(text: &str) -> String {
-    text.replace('|', "\\|")
-}
-
-/// The main table, one row per spec.
-fn render_table(rows: &[(Spec, Outcome)]) -> String {
-    let mut md = String::from(
-        "| algorithm | model | sparsity | float baseline (%) | one-shot → fine-tuned (%) | NNI 2.10 (%) | at or above | params kept | channels kept | time (s) |\n\
-         |---|---|---|---:|---|---:|:-:|---:|---|---:|\n",
-    );
-    for (spec, outcome) in rows {
-        let target = spec.target.map_or(String::new(), |t| format!("{t:.1}"));
-        let head = format!("| {} | {} | {} |", spec.label, spec.model, spec.sparsity);
-        match outcome {
-            Err(e) => md.push_str(&format!(
-                "{head} **failed**: {} | | {target} | **no** | | | |\n",
-                cell(e)
-            )),
-            Ok(m) => {
-                let mut trail = vec![m.one_shot.map_or("–".into(), top1)];
-                trail.extend(m.rounds.iter().map(|&a| top1(a)));
-                let met = match (spec.target, m.pruned) {
-                    (Some(t), Some(a)) if f64::from(100.0 * a) >= t => "yes",
-                    (Some(_), _) => "**no**",
-                    (None, _) => "",
-                };
-                let kept = format!(
-                    "{} / {} ({:.1} %)",
-                    thousands(m.nonzero),
-                    thousands(m.weights),
-                    100.0 * m.nonzero as f64 / m.weights.max(1) as f64
-                );
-                let channels = if spec.structured {
-                    m.channels
-                        .iter()
-                        .map(|(name, kept, all)| format!("{name} {kept}/{all}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                } else {
-                    String::new()
-                };
-                md.push_str(&format!(
-                    "{head} {} | {} | {target} | {met} | {kept} | {channels} | {:.0} |\n",
-                    top1(m.float),
-                    trail.join(" → "),
-                    m.seconds
-                ));
-            }
-        }
-    }
-    md
-}
-
-/// Fine-tuned top-1 (%) of each sweep family at each sparsity (%); failed points left out.
-fn sweep_series(sweep: &[(Spec, Outcome)]) -> Vec<(&'static str, Vec<(f64, f64)>)> {
-    let mut series: Vec<(&'static str, Vec<(f64, f64)>)> = Vec::new();
-    for (spec, outcome) in sweep {
-        let Some(s) = spec.pruner["config_list"][0]["final_sparsity"]
-            .as_f64()
-            .or_else(|| spec.pruner["config_list"][0]["sparsity"].as_f64())
-        else {
-            continue;
-        };
-        let point = outcome
-            .as_ref()
-            .ok()
-            .and_then(|m| m.pruned)
-            .map(|a| (100.0 * s, 100.0 * f64::from(a)));
-        match series.iter_mut().find(|(label, _)| *label == spec.label) {
-            Some((_, points)) => points.extend(point),
-            None => series.push((spec.label, point.into_iter().collect())),
-        }
-    }
-    series
-}
-
-/// The sweep as a table: one row per algorithm, one column per sparsity.
-fn render_sweep_table(sweep: &[(Spec, Outcome)]) -> String {
-    let mut md = String::from("| algorithm |");
-    for s in SWEEP_SPARSITIES {
-        md.push_str(&format!(" {} |", pct(s)));
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---:|".repeat(SWEEP_SPARSITIES.len()));
-    md.push('\n');
-    let mut labels: Vec<&str> = Vec::new();
-    for (spec, _) in sweep {
-        if !labels.contains(&spec.label) {
-            labels.push(spec.label);
-        }
-    }
-    for label in labels {
-        md.push_str(&format!("| {label} |"));
-        for (_, outcome) in sweep.iter().filter(|(s, _)| s.label == label) {
-            let text = match outcome {
-                Ok(m) => m.pruned.map_or("–".into(), top1),
-                Err(_) => "**failed**".into(),
-            };
-            md.push_str(&format!(" {text} |"));
-        }
-        md.push('\n');
-    }
-    md
-}
-
-/// The sweep's line chart as SVG text.
-fn render_chart(
-    series: &[(&str, Vec<(f64, f64)>)],
-    baseline: Option<f64>,
-    caption: &str,
-) -> anyhow::Result<String> {
-    use plotters::prelude::*;
-    const COLORS: [RGBColor; 4] = [
-        RGBColor(31, 119, 180),
-        RGBColor(214, 39, 40),
-        RGBColor(44, 160, 44),
-        RGBColor(148, 103, 189),
-    ];
-    let ys: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
-        .chain(baseline)
-        .collect();
-    let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() {
-        ((lo - 1.0).floor(), (hi + 1.0).ceil())
-    } else {
-        (0.0, 100.0)
-    };
-    let x_lo = 100.0 * SWEEP_SPARSITIES[0] - 5.0;
-    let x_hi = 100.0 * SWEEP_SPARSITIES[SWEEP_SPARSITIES.len() - 1] + 5.0;
-    let draw_err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the chart: {e}");
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 18))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x_lo..x_hi, lo..hi)
-            .map_err(|e| draw_err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("sparsity of the pruned layers (%)")
-            .y_desc("top-1 after fine-tuning (%)")
-            .x_labels(6)
-            .y_labels(10)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw()
-            .map_err(|e| draw_err(&e))?;
-        if let Some(b) = baseline {
-            let grey = RGBColor(110, 110, 110);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x_lo, b), (x_hi, b)],
-                    6,
-                    4,
-                    grey.stroke_width(1),
-                ))
-                .map_err(|e| draw_err(&e))?
-                .label(format!("float baseline ({b:.2})"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
-        }
-        // A family whose every run failed has no line; the report lists its errors.
-        for (i, (label, points)) in series.iter().enumerate() {
-            if points.is_empty() {
-                continue;
-            }
-            let color = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(
-                    LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(4),
-                )
-                .map_err(|e| draw_err(&e))?
-                .label(*label)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| draw_err(&e))?;
-        root.present().map_err(|e| draw_err(&e))?;
-    }
-    Ok(svg)
-}
-
-/// `to` as a link relative to the folder of the markdown file `from`.
-fn relative_link(from: &Path, to: &Path) -> String {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let base = absolute(from);
-    let base: Vec<Component> = base.parent().map_or(vec![], |p| p.components().collect());
-    let target = absolute(to);
-    let target: Vec<Component> = target.components().collect();
-    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = vec!["..".into(); base.len() - common];
-    parts.extend(
-        target[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    parts.join("/")
-}
-
-/// The command line that reproduces this run (non-default flags only).
-fn command(args: &Args) -> String {
-    let mut cmd = String::from("cargo xtask bench prune");
-    if let Some(d) = &args.data {
-        cmd.push_str(&format!(" --data {}", d.display()));
-    }
-    if args.epochs != 5 {
-        cmd.push_str(&format!(" --epochs {}", args.epochs));
-    }
-    if args.ft_epochs != 2 {
-        cmd.push_str(&format!(" --ft-epochs {}", args.ft_epochs));
-    }
-    if let Some(n) = args.train_limit {
-        cmd.push_str(&format!(" --train-limit {n}"));
-    }
-    if args.batch_size != 64 {
-        cmd.push_str(&format!(" --batch-size {}", args.batch_size));
-    }
-    if !args.only.is_empty() {
-        cmd.push_str(&format!(" --only {}", args.only.join(",")));
-    }
-    if args.no_sweep {
-        cmd.push_str(" --no-sweep");
-    }
-    if args.output != Path::new("BENCHMARKS.md") {
-        cmd.push_str(&format!(" --output {}", args.output.display()));
-    }
-    if args.chart != Path::new("docs/prune-accuracy.svg") {
-        cmd.push_str(&format!(" --chart {}", args.chart.display()));
-    }
-    cmd
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let table = table_specs();
     let known: Vec<&str> = table.iter().map(|s| s.row).collect();
@@ -704,88 +443,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let float = baseline
         .as_ref()
         .map(|b| f64::from(100.0 * b.float_accuracy));
-    let mut chart_written = false;
-    if !swept.is_empty() {
-        let series = sweep_series(&swept);
-        if series.iter().any(|(_, p)| !p.is_empty()) {
-            let caption = format!(
-                "LeNet-5, Fashion-MNIST: top-1 after {} of fine-tuning",
-                epochs(args.ft_epochs)
-            );
-            let svg = render_chart(&series, float, &caption)?;
-            if let Some(dir) = args.chart.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(&args.chart, svg)
-                .with_context(|| format!("writing {}", args.chart.display()))?;
-            println!("chart written to {}", args.chart.display());
-            chart_written = true;
-        }
-    }
-
-    let mut md =
-        String::from("\n## Pruning accuracy, lenet5 on Fashion-MNIST, beside NNI 2.10\n\n");
-    md.push_str(&format!("- command: `{}`\n", command(args)));
-    if let Some(b) = &baseline {
-        md.push_str(&format!(
-            "- data: {}; {} training / {} test images\n",
-            b.data, b.train_images, b.test_images
-        ));
-        md.push_str(&format!(
-            "- recipe: float baseline {} (seed {SEED}, cached in `{CACHE}`: {} % top-1, trained once and shared by every lenet5 run), \
-             then the pruner and {} of fine-tuning (Lottery Ticket: 3 rounds of {} each), no quantizer; each run's plan and outputs in `{RUNS}/<run>/`\n",
-            epochs(args.epochs),
-            top1(b.float_accuracy),
-            epochs(args.ft_epochs),
-            epochs(args.ft_epochs)
-        ));
-    } else {
-        md.push_str(&format!(
-            "- recipe: float baseline {} (seed {SEED}, cached in `{CACHE}`), then the pruner and {} of fine-tuning (Lottery Ticket: 3 rounds of {} each), no quantizer\n",
-            epochs(args.epochs),
-            epochs(args.ft_epochs),
-            epochs(args.ft_epochs)
-        ));
-    }
-    md.push_str(&format!(
-        "- plans (built in `xtask/src/bench/prune.rs` after `configs/`): Level and Lottery Ticket on every Conv2d and Linear; \
-         AGP likewise on the schedule start_epoch {AGP_START_EPOCH}, end_epoch {AGP_END_EPOCH}, frequency {AGP_FREQUENCY} (fits 2 fine-tune epochs); \
-         filter pruners on both Conv2d layers (floor(filters × sparsity) filters each); APoZ and mean activation rank over {STATISTICS_BATCHES} batches; \
-         Slim on lenet5_bn's BatchNorm2d with λ = {SLIM_L1:e} on |γ| while its baseline trains (its time includes that baseline)\n"
-    ));
-    md.push_str(
-        "- params kept: nonzero weights over all Conv2d and Linear weights (filter pruners mask only the filters, as NNI does before speed-up); \
-         NNI 2.10: the issue's figures for the same recipe, **not measured by us**\n",
-    );
-    md.push_str(&format!("- machine: {}\n", super::machine()));
-    md.push_str(&format!("- date: {}\n\n", super::today()));
-    md.push_str(&render_table(&rows));
-    if !swept.is_empty() {
-        md.push_str(&format!(
-            "\nSweep: top-1 (%) after {} of fine-tuning, by the plan's sparsity over the layers it prunes: every Conv2d and Linear weight for Level and AGP \
-             (AGP: the column is its final sparsity, initial {AGP_SWEEP_INITIAL_FRACTION} × final, same epochs), Conv2d filters for L1 and FPGM \
-             (at 90 % they keep 1 of conv1's 6 filters, as NNI does). Runs identical to the table's are not repeated.",
-            epochs(args.ft_epochs)
-        ));
-        if chart_written {
-            md.push_str(&format!(
-                " Chart: [{}]({}).",
-                args.chart.display(),
-                relative_link(&args.output, &args.chart)
-            ));
-        }
-        md.push_str("\n\n");
-        md.push_str(&render_sweep_table(&swept));
-        let failed: Vec<String> = swept
-            .iter()
-            .filter_map(|(s, o)| o.as_ref().err().map(|e| format!("- {}: {}\n", s.dir, e)))
-            .collect();
-        if !failed.is_empty() {
-            md.push_str("\nFailed sweep runs:\n\n");
-            md.extend(failed);
-        }
-    }
+    let chart_written = report::write_chart(args, &swept, float)?;
+    let md = report::render(args, baseline.as_ref(), &rows, &swept, chart_written);
     println!("{md}");
     super::append_report(&args.output, &md)?;
 
@@ -809,56 +468,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn measured(pruned: f32) -> Measured {
-        Measured {
-            float: 0.9,
-            one_shot: Some(0.5),
-            rounds: vec![pruned],
-            pruned: Some(pruned),
-            weights: 61_470,
-            nonzero: 12_294,
-            channels: vec![("conv1".into(), 3, 6), ("conv2".into(), 8, 16)],
-            seconds: 75.4,
-        }
-    }
-
-    fn spec(row: &str) -> Spec {
+    /// The table or sweep run whose folder is `row`.
+    pub(super) fn spec(row: &str) -> Spec {
         table_specs()
             .into_iter()
             .chain(sweep_specs())
             .find(|s| s.dir == row)
             .unwrap()
-    }
-
-    #[test]
-    fn table_rows_say_target_met_params_channels_and_errors() {
-        let md = render_table(&[
-            (spec("level"), Ok(measured(0.885))),
-            (spec("fpgm"), Ok(measured(0.87))),
-            (spec("apoz"), Err("unknown pruner `X` | valid: A".into())),
-        ]);
-        let lines: Vec<&str> = md.lines().collect();
-        assert_eq!(lines.len(), 5);
-        assert!(lines[0].starts_with("| algorithm | model | sparsity |"));
-        assert_eq!(
-            lines[2],
-            "| Level | lenet5 | 80 % | 90.00 | 50.00 → 88.50 | 88.4 | yes | 12,294 / 61,470 (20.0 %) |  | 75 |"
-        );
-        assert!(lines[3].contains("| 87.8 | **no** |"));
-        assert!(lines[3].contains("conv1 3/6, conv2 8/16"));
-        assert!(lines[4].contains("**failed**: unknown pruner `X` \\| valid: A"));
-        // Every row has as many cells as the header.
-        let cells = |l: &str| l.replace("\\|", "").matches('|').count();
-        assert!(lines.iter().all(|l| cells(l) == cells(lines[0])));
-    }
-
-    #[test]
-    fn lottery_row_lists_every_round() {
-        let mut m = measured(0.87);
-        m.rounds = vec![0.85, 0.86, 0.87];
-        let md = render_table(&[(spec("lottery"), Ok(m))]);
-        assert!(md.contains("| 80 % in 3 rounds |"));
-        assert!(md.contains("| 50.00 → 85.00 → 86.00 → 87.00 |"));
     }
 
     #[test]
@@ -883,56 +499,5 @@ mod tests {
                 assert!(e.to_string().contains("unknown pruner"), "{}: {e}", s.dir);
             }
         }
-    }
-
-    #[test]
-    fn sweep_table_and_series_follow_the_runs() {
-        let runs: Vec<(Spec, Outcome)> = sweep_specs()
-            .into_iter()
-            .filter(|s| s.row == "level" || s.row == "agp")
-            .enumerate()
-            .map(|(i, s)| {
-                let o = if s.dir == "sweep-agp-90" {
-                    Err("boom".to_string())
-                } else {
-                    Ok(measured(0.80 + 0.01 * i as f32))
-                };
-                (s, o)
-            })
-            .collect();
-        let md = render_sweep_table(&runs);
-        assert!(md
-            .starts_with("| algorithm | 50 % | 70 % | 80 % | 90 % |\n|---|---:|---:|---:|---:|\n"));
-        assert!(md.contains("| Level | 80.00 | 81.00 | 82.00 | 83.00 |"));
-        assert!(md.contains("| AGP | 84.00 | 85.00 | 86.00 | **failed** |"));
-        let series = sweep_series(&runs);
-        assert_eq!(series.len(), 2);
-        assert_eq!(series[0].1.len(), 4);
-        assert_eq!(series[1].1.len(), 3);
-        assert!((series[1].1[2].0 - 80.0).abs() < 1e-9);
-        let svg = render_chart(&series, Some(89.0), "test chart").unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("test chart") && svg.contains("AGP"));
-    }
-
-    #[test]
-    fn chart_link_is_relative_to_the_report() {
-        assert_eq!(
-            relative_link(
-                Path::new("BENCHMARKS.md"),
-                Path::new("docs/prune-accuracy.svg")
-            ),
-            "docs/prune-accuracy.svg"
-        );
-        assert_eq!(
-            relative_link(Path::new("/tmp/a/report.md"), Path::new("/tmp/b/c.svg")),
-            "../b/c.svg"
-        );
-    }
-
-    #[test]
-    fn numbers_get_thousands_separators() {
-        assert_eq!(thousands(61_470), "61,470");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 }
