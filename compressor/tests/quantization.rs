@@ -257,7 +257,7 @@ fn qat_tracks_ranges_and_quantizes_lenet5() -> Result<()> {
     let conv1 = binding.layer("conv1").context("conv1")?.state();
     assert_eq!(conv1.output_range.context("conv1 output")?.min, 0.0);
 
-    let calibration = calibration_json(&model.graph);
+    let calibration = calibration_json(&model.graph)?;
     assert_eq!(calibration["quantizer"], "QAT_Quantizer");
     for (name, channels) in out_channels {
         let layer = &calibration["layers"][name];

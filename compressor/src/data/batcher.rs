@@ -26,6 +26,15 @@ use super::Dataset;
 pub const INPUT_SCALE: f32 = 1.0 / 128.0;
 /// Zero point of the int8 input quantization (symmetric around pixel 128).
 pub const INPUT_ZERO_POINT: i32 = 0;
+/// The int8 grid the pipeline's inputs lie on exactly ([`INPUT_SCALE`],
+/// [`INPUT_ZERO_POINT`], `[-128, 127]`): every graph input's grid unless a layer's
+/// `input` hook tracks one of its own (see `nn::quant_plan`).
+pub const INPUT_GRID: crate::quant::QParams = crate::quant::QParams {
+    scale: INPUT_SCALE,
+    zero_point: INPUT_ZERO_POINT,
+    qmin: i8::MIN as i32,
+    qmax: i8::MAX as i32,
+};
 
 /// The float a pixel becomes: `(pixel - 128) / 128`.
 pub fn normalize_pixel(p: u8) -> f32 {
@@ -219,6 +228,7 @@ mod tests {
         for p in 0..=255u8 {
             let q = pixel_to_int8(p);
             assert_eq!(i32::from(q), i32::from(p) - 128 - INPUT_ZERO_POINT);
+            assert_eq!(INPUT_GRID.quantize(normalize_pixel(p)), i32::from(q));
             assert_eq!(f32::from(q) * INPUT_SCALE, normalize_pixel(p));
         }
     }

@@ -34,7 +34,7 @@ mod idx;
 mod source;
 
 pub use batcher::{
-    normalize_pixel, permutation, pixel_to_int8, Batch, Batcher, Order, INPUT_SCALE,
+    normalize_pixel, permutation, pixel_to_int8, Batch, Batcher, Order, INPUT_GRID, INPUT_SCALE,
     INPUT_ZERO_POINT,
 };
 pub use dataset::{content_fingerprint, load_dir, Dataset, NUM_CLASSES, TEST_FILES, TRAIN_FILES};

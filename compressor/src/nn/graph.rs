@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor};
 
-use super::{quant_plan, Layer, OutputGrid};
-use crate::quant::{round_average_onto_grid, QParams, QuantBinding, StraightThrough};
+use super::{quant_plan, InputGrid, Layer, OutputGrid};
+use crate::quant::{
+    fake_quantize_tensor, round_average_onto_grid, QParams, QuantBinding, StraightThrough,
+};
 
 /// Where a node's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct Graph {
     nodes: Vec<Node>,
     /// `[C, H, W]` of one input sample.
     input_shape: [usize; 3],
+    /// The int8 grid the graph's inputs arrive on, if one is declared.
+    input_grid: Option<QParams>,
     masks: BTreeMap<String, Tensor>,
     bias_masks: BTreeMap<String, Tensor>,
     quant: Option<Arc<QuantBinding>>,
@@ -60,6 +64,7 @@ impl Graph {
         Self {
             nodes: Vec::new(),
             input_shape,
+            input_grid: Some(crate::data::INPUT_GRID),
             masks: BTreeMap::new(),
             bias_masks: BTreeMap::new(),
             quant: None,
@@ -100,6 +105,18 @@ impl Graph {
     }
     pub fn input_shape(&self) -> [usize; 3] {
         self.input_shape
+    }
+    /// The grid the graph's inputs arrive on: [`crate::data::INPUT_GRID`] by default,
+    /// since every image the data pipeline hands over lies on it exactly. It becomes
+    /// the graph input's int8 grid unless a layer reading the input runs its own `input`
+    /// hook (see [`quant_plan`]).
+    pub fn input_grid(&self) -> Option<QParams> {
+        self.input_grid
+    }
+    /// Declares the grid inputs arrive on (`None`: arbitrary floats, so the graph input
+    /// has a grid only where a layer's `input` hook tracks one).
+    pub fn set_input_grid(&mut self, grid: Option<QParams>) {
+        self.input_grid = grid;
     }
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
@@ -180,6 +197,21 @@ impl Graph {
         }
     }
 
+    /// Layer `name`'s weight on the bound quantizer's integers: the masked weight
+    /// through [`QuantBinding::weight_integers`], the same function the forward pass's
+    /// weight hook uses. Every exporter reads quantized weights here. `None` where the
+    /// layer has no weight, no quantizer quantizes it, or the quantizer has no integer
+    /// form.
+    pub fn weight_integers(&self, name: &str) -> Result<Option<crate::quant::WeightIntegers>> {
+        let (Some(binding), Some(weight)) = (
+            self.quant.as_deref(),
+            self.node(name).and_then(|n| n.layer.weight()),
+        ) else {
+            return Ok(None);
+        };
+        binding.weight_integers(name, &self.masked_weight(name, weight)?)
+    }
+
     // ----- forward ------------------------------------------------------------------
 
     /// Eval-mode forward: batch norm uses running statistics, range trackers are frozen.
@@ -208,6 +240,17 @@ impl Graph {
         // The grid each value is on (known once its owner has calibrated).
         let mut grids: Vec<Option<QParams>> = Vec::with_capacity(self.nodes.len());
         let mut input_grid: Option<QParams> = None;
+        // Inputs on a declared grid are rounded onto it, as the chip's input
+        // quantization does (exact for the data pipeline's images).
+        let declared;
+        let x = match (quant, plan.input) {
+            (Some(_), InputGrid::Declared(g)) => {
+                input_grid = Some(g);
+                declared = fake_quantize_tensor(x, g, &StraightThrough)?;
+                &declared
+            }
+            _ => x,
+        };
         for (i, node) in self.nodes.iter().enumerate() {
             let input = |k: usize| -> &Tensor {
                 match node.inputs[k] {

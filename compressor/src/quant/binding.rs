@@ -13,9 +13,22 @@ use crate::config::{LayerConfig, QuantType};
 pub struct LayerQuant {
     pub config: LayerConfig,
     state: Mutex<QuantState>,
+    implicit: bool,
 }
 
 impl LayerQuant {
+    fn new(config: LayerConfig, implicit: bool) -> Self {
+        Self {
+            config,
+            state: Mutex::new(QuantState::default()),
+            implicit,
+        }
+    }
+    /// True for a layer no `config_list` dict selected, quantized because the chip
+    /// needs its output on a grid ([`crate::nn::implicit_output_grids`]).
+    pub fn is_implicit(&self) -> bool {
+        self.implicit
+    }
     /// A copy of the current state.
     pub fn state(&self) -> QuantState {
         self.state
@@ -66,17 +79,20 @@ impl QuantBinding {
     pub fn new(quantizer: Box<dyn Quantizer>, configs: Vec<LayerConfig>) -> Self {
         let layers = configs
             .into_iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    LayerQuant {
-                        config: c,
-                        state: Mutex::new(QuantState::default()),
-                    },
-                )
-            })
+            .map(|c| (c.name.clone(), LayerQuant::new(c, false)))
             .collect();
         Self { quantizer, layers }
+    }
+
+    /// Adds layers that no dict selected but the plan quantizes anyway
+    /// ([`crate::nn::implicit_output_grids`]); a layer already bound keeps its config.
+    pub fn with_implicit(mut self, configs: Vec<LayerConfig>) -> Self {
+        for c in configs {
+            self.layers
+                .entry(c.name.clone())
+                .or_insert_with(|| LayerQuant::new(c, true));
+        }
+        self
     }
 
     pub fn quantizer(&self) -> &dyn Quantizer {
@@ -114,6 +130,25 @@ impl QuantBinding {
         self.hook(name, QuantType::Weight, w, training, |q, t, c, s| {
             q.quantize_weight(t, c, s)
         })
+    }
+    /// The integers and scales layer `name`'s `weight` hook puts `weight` (already
+    /// masked) on ([`Quantizer::weight_integers`]); `None` where the layer's weight is not
+    /// quantized or the quantizer has no integer form.
+    pub fn weight_integers(
+        &self,
+        name: &str,
+        weight: &Tensor,
+    ) -> Result<Option<super::WeightIntegers>> {
+        match self.layers.get(name) {
+            Some(layer) if layer.config.quantizes(QuantType::Weight) => {
+                let ctx = QuantContext {
+                    config: &layer.config,
+                    training: false,
+                };
+                self.quantizer.weight_integers(weight, &ctx)
+            }
+            _ => Ok(None),
+        }
     }
     pub fn quantize_input(&self, name: &str, x: &Tensor, training: bool) -> Result<Tensor> {
         self.hook(name, QuantType::Input, x, training, |q, t, c, s| {

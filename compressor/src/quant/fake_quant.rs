@@ -101,6 +101,75 @@ pub fn quantize_weight_integers(weight: &Tensor, scales: &[f32], bits: u8) -> Re
         .clamp(-qmax, qmax)
 }
 
+/// A weight on its integer grid, as a quantizer puts it there: the fake-quantized
+/// weight the forward pass computes with is exactly `integers[c, ...] · scales[c]`
+/// ([`dequantize`](Self::dequantize)), and the exporters (packed model, ONNX,
+/// calibration.json) write these integers and scales, never their own
+/// ([`crate::quant::Quantizer::weight_integers`]).
+#[derive(Debug, Clone)]
+pub struct WeightIntegers {
+    /// Bit width of the integers (symmetric: within `±(2^(bits−1) − 1)`).
+    pub bits: u8,
+    /// One scale per output channel.
+    pub scales: Vec<f32>,
+    /// The integers, exactly, in a float tensor shaped like the weight `[out, ...]`.
+    pub integers: Tensor,
+}
+
+impl WeightIntegers {
+    /// TFLite's weight scheme (QAT, naive): symmetric per output channel with
+    /// [`weight_scales`], rounding half away from zero.
+    pub fn symmetric(weight: &Tensor, bits: u8) -> Result<Self> {
+        let scales = weight_scales(weight, bits)?;
+        let integers = quantize_weight_integers(weight, &scales, bits)?;
+        Ok(Self {
+            bits,
+            scales,
+            integers,
+        })
+    }
+
+    /// `integers · scales[c]`: the fake-quantized weight.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        self.integers
+            .broadcast_mul(&channel_tensor(&self.integers, &self.scales)?)
+    }
+
+    /// The float interval the widest channel's grid covers.
+    pub fn range(&self) -> QuantRange {
+        let widest = self.scales.iter().copied().fold(0f32, f32::max);
+        let qmax = f64::from(symmetric_qmax(self.bits));
+        QuantRange {
+            low: -qmax * f64::from(widest),
+            high: qmax * f64::from(widest),
+        }
+    }
+
+    /// The integers as `i8`, row-major (PyTorch's layout); an error if one is not an
+    /// integer in `[-128, 127]`.
+    pub fn to_i8(&self) -> Result<Vec<i8>> {
+        let values = self
+            .integers
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        values
+            .into_iter()
+            .map(|v| {
+                let fits = v.fract() == 0.0 && (-128.0..=127.0).contains(&v);
+                if fits {
+                    Ok(v as i8)
+                } else {
+                    Err(candle_core::Error::Msg(format!(
+                        "weight integer {v} is not an int8 value"
+                    )))
+                }
+            })
+            .collect()
+    }
+}
+
 /// Per-channel symmetric fake quantization of a weight `[out, ...]`; returns the
 /// fake-quantized weight and the scales used.
 pub fn fake_quantize_weight(
@@ -108,32 +177,34 @@ pub fn fake_quantize_weight(
     bits: u8,
     grad: &dyn QuantGrad,
 ) -> Result<(Tensor, Vec<f32>)> {
-    let scales = weight_scales(weight, bits)?;
-    let integers = quantize_weight_integers(weight, &scales, bits)?;
-    let dequant = integers.broadcast_mul(&channel_tensor(weight, &scales)?)?;
-    let widest = scales.iter().copied().fold(0f32, f32::max);
-    let qmax = f64::from(symmetric_qmax(bits));
-    let range = QuantRange {
-        low: -qmax * f64::from(widest),
-        high: qmax * f64::from(widest),
-    };
-    Ok((grad.apply(weight, &dequant, range)?, scales))
+    let q = WeightIntegers::symmetric(weight, bits)?;
+    Ok((fake_quantize_weight_as(weight, &q, grad)?, q.scales))
 }
 
-/// [`fake_quantize_weight`] that also records the scales and bits in a layer's state.
+/// The fake-quantized weight for integers `q` of `weight`: equal to
+/// [`WeightIntegers::dequantize`] in value, with `grad`'s gradient.
+pub fn fake_quantize_weight_as(
+    weight: &Tensor,
+    q: &WeightIntegers,
+    grad: &dyn QuantGrad,
+) -> Result<Tensor> {
+    grad.apply(weight, &q.dequantize()?, q.range())
+}
+
+/// [`fake_quantize_weight_as`] that also records the scales and bits in a layer's state.
 pub fn fake_quantize_weight_recorded(
     weight: &Tensor,
-    bits: u8,
+    q: WeightIntegers,
     grad: &dyn QuantGrad,
     state: &mut super::QuantState,
 ) -> Result<Tensor> {
-    let (q, scales) = fake_quantize_weight(weight, bits, grad)?;
-    state.weight_scales = scales;
-    state.weight_bits = Some(bits);
-    Ok(q)
+    let fq = fake_quantize_weight_as(weight, &q, grad)?;
+    state.weight_scales = q.scales;
+    state.weight_bits = Some(q.bits);
+    Ok(fq)
 }
 
-/// `scales` shaped `[out, 1, 1, ...]` to broadcast against `weight`.
+/// `scales` shaped `[out, 1, 1, ...]` to broadcast against `weight` (in its dtype).
 fn channel_tensor(weight: &Tensor, scales: &[f32]) -> Result<Tensor> {
     let mut shape = vec![1usize; weight.rank()];
     shape[0] = scales.len();

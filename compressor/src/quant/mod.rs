@@ -15,15 +15,16 @@ use candle_core::{Result, Tensor};
 
 pub use binding::{LayerQuant, QuantBinding};
 pub use fake_quant::{
-    fake_quantize_tensor, fake_quantize_weight, fake_quantize_weight_recorded,
-    quantize_weight_integers, round_average_onto_grid, symmetric_qmax, weight_scales, QParams,
+    fake_quantize_tensor, fake_quantize_weight, fake_quantize_weight_as,
+    fake_quantize_weight_recorded, quantize_weight_integers, round_average_onto_grid,
+    symmetric_qmax, weight_scales, QParams, WeightIntegers,
 };
 pub use grad::{ClippedStraightThrough, QuantGrad, QuantRange, StraightThrough};
 pub use naive::NaiveQuantizer;
 pub use qat::QatQuantizer;
 
 use crate::config::{ConfigList, LayerConfig, Schema};
-use crate::nn::Graph;
+use crate::nn::{Graph, OpType};
 use serde::{Deserialize, Serialize};
 
 /// What a hook knows about the call: the layer's resolved config and the mode.
@@ -81,6 +82,21 @@ pub trait Quantizer: Send + Sync {
         Ok(weight.clone())
     }
 
+    /// The integers and per-output-channel scales this quantizer's `weight` hook puts
+    /// `weight` (already masked) on; the hook's fake-quantized weight must equal
+    /// [`WeightIntegers::dequantize`] of it. Every exporter (packed model, ONNX,
+    /// calibration.json) reads weights from here, so what the chip runs is what the
+    /// forward pass computed with. `None` (the default): no integer form; the ONNX
+    /// exporter then writes the fake-quantized weight as floats and the packed
+    /// exporter refuses the layer.
+    fn weight_integers(
+        &self,
+        _weight: &Tensor,
+        _ctx: &QuantContext,
+    ) -> Result<Option<WeightIntegers>> {
+        Ok(None)
+    }
+
     /// Fake-quantizes a layer's input activation.
     fn quantize_input(
         &self,
@@ -101,16 +117,22 @@ pub trait Quantizer: Send + Sync {
         Ok(x.clone())
     }
 
-    /// Resolves `config` against `graph` and attaches this quantizer to it.
+    /// Resolves `config` against `graph` and attaches this quantizer to it. A quantizer
+    /// that may quantize Add outputs also gets the output grids the chip needs and no
+    /// dict names ([`crate::nn::implicit_output_grids`]: residual Adds).
     fn compress(self, graph: &mut Graph, config: &ConfigList) -> crate::Result<()>
     where
         Self: Sized + 'static,
     {
-        let layers = config.resolve(&graph.layer_infos(), &self.schema())?;
-        graph.set_quant(Some(std::sync::Arc::new(QuantBinding::new(
-            Box::new(self),
-            layers,
-        ))));
+        let schema = self.schema();
+        let layers = config.resolve(&graph.layer_infos(), &schema)?;
+        let implicit = if schema.supported_op_types.contains(&OpType::Add) {
+            crate::nn::implicit_output_grids(graph, &layers)
+        } else {
+            Vec::new()
+        };
+        let binding = QuantBinding::new(Box::new(self), layers).with_implicit(implicit);
+        graph.set_quant(Some(std::sync::Arc::new(binding)));
         Ok(())
     }
 }

@@ -2,7 +2,10 @@
 
 use candle_core::{Result, Tensor};
 
-use super::{fake_quantize_weight_recorded, QuantContext, QuantState, Quantizer, StraightThrough};
+use super::{
+    fake_quantize_weight_recorded, QuantContext, QuantState, Quantizer, StraightThrough,
+    WeightIntegers,
+};
 use crate::config::{QuantType, Schema};
 use crate::nn::OpType;
 
@@ -26,6 +29,21 @@ impl Quantizer for NaiveQuantizer {
         ctx: &QuantContext,
         state: &mut QuantState,
     ) -> Result<Tensor> {
-        fake_quantize_weight_recorded(weight, ctx.bits(QuantType::Weight), &StraightThrough, state)
+        let q = integers(weight, ctx)?;
+        fake_quantize_weight_recorded(weight, q, &StraightThrough, state)
     }
+
+    fn weight_integers(
+        &self,
+        weight: &Tensor,
+        ctx: &QuantContext,
+    ) -> Result<Option<WeightIntegers>> {
+        integers(weight, ctx).map(Some)
+    }
+}
+
+/// The weight's integers: symmetric per output channel (one function for the forward
+/// and the exporters).
+fn integers(weight: &Tensor, ctx: &QuantContext) -> Result<WeightIntegers> {
+    WeightIntegers::symmetric(weight, ctx.bits(QuantType::Weight))
 }

@@ -12,7 +12,7 @@ use candle_core::{DType, Result, Tensor};
 
 use super::{
     fake_quantize_tensor, fake_quantize_weight_recorded, QParams, QuantContext, QuantGrad,
-    QuantState, Quantizer, Range, StraightThrough,
+    QuantState, Quantizer, Range, StraightThrough, WeightIntegers,
 };
 use crate::config::{QuantType, Schema};
 use crate::nn::OpType;
@@ -43,6 +43,12 @@ impl QatQuantizer {
     }
     pub fn with_ema_decay(self, ema_decay: f32) -> Self {
         Self { ema_decay, ..self }
+    }
+
+    /// The weight's integers: symmetric per output channel (one function for the
+    /// forward and the exporters).
+    fn integers(&self, weight: &Tensor, ctx: &QuantContext) -> Result<WeightIntegers> {
+        WeightIntegers::symmetric(weight, ctx.bits(QuantType::Weight))
     }
 
     /// Updates a tracked range with this batch (in training) and fake-quantizes `x`.
@@ -103,12 +109,16 @@ impl Quantizer for QatQuantizer {
         if ctx.training {
             state.steps += 1;
         }
-        fake_quantize_weight_recorded(
-            weight,
-            ctx.bits(QuantType::Weight),
-            self.grad.as_ref(),
-            state,
-        )
+        let q = self.integers(weight, ctx)?;
+        fake_quantize_weight_recorded(weight, q, self.grad.as_ref(), state)
+    }
+
+    fn weight_integers(
+        &self,
+        weight: &Tensor,
+        ctx: &QuantContext,
+    ) -> Result<Option<WeightIntegers>> {
+        self.integers(weight, ctx).map(Some)
     }
 
     fn quantize_input(

@@ -10,9 +10,10 @@ use super::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{
-    quant_plan, AvgPool2d, Graph, Layer, MaxPool2d, NodeQuant, OutputGrid, Source, BATCH_NORM_EPS,
+    quant_plan, AvgPool2d, Graph, InputGrid, Layer, MaxPool2d, OutputGrid, QuantPlan, Source,
+    BATCH_NORM_EPS,
 };
-use crate::quant::{quantize_weight_integers, weight_scales, LayerQuant, QParams};
+use crate::quant::{LayerQuant, QParams};
 use crate::{Error, Result};
 
 /// Name of the graph input and output values.
@@ -37,7 +38,7 @@ struct Lowering<'a> {
     /// `(min, max)` initializers of ReLU6's Clip, shared by every ReLU6.
     relu6_bounds: Option<(String, String)>,
     /// Where fake quantization happens (shared with the candle forward).
-    plan: Vec<NodeQuant>,
+    plan: QuantPlan,
     /// The grid of each lowered value, and of the graph input.
     grids: Vec<Option<QParams>>,
     input_grid: Option<QParams>,
@@ -59,6 +60,14 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
     if graph.nodes().is_empty() {
         return Err(l.fail("the graph has no layers"));
     }
+    // A declared input grid: the input is rounded onto it first, as the forward does.
+    let input = match l.plan.input {
+        InputGrid::Declared(q) => {
+            l.input_grid = Some(q);
+            l.qdq(INPUT.to_string(), q, INPUT)?
+        }
+        InputGrid::Float | InputGrid::Hook(_) => INPUT.to_string(),
+    };
     let mut values: Vec<String> = Vec::with_capacity(graph.nodes().len());
     let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(graph.nodes().len());
     for i in 0..graph.nodes().len() {
@@ -66,7 +75,7 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
             .inputs
             .iter()
             .map(|s| match s {
-                Source::Input => (INPUT.to_string(), sample_shape.to_vec()),
+                Source::Input => (input.clone(), sample_shape.to_vec()),
                 Source::Node(j) => (values[*j].clone(), shapes[*j].clone()),
             })
             .unzip();
@@ -320,31 +329,29 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    /// The masked weight as a float initializer, or (weight quantization bound) as int8
-    /// integers with a per-output-channel DequantizeLinear (axis 0, zero points 0).
+    /// The masked weight as a float initializer, or (weight quantization bound) the
+    /// quantizer's integers ([`Graph::weight_integers`]) as int8 with a per-output-channel
+    /// DequantizeLinear (axis 0, zero points 0); a quantizer without an integer form
+    /// gives its fake-quantized weight as floats.
     fn weight(&mut self, i: usize, weight: &Tensor) -> Result<String> {
         let name = self.graph.nodes()[i].name.clone();
         let masked = self.graph.masked_weight(&name, weight)?;
-        let Some(lq) = self
-            .layer_quant(i)
-            .filter(|lq| lq.config.quantizes(QuantType::Weight))
-        else {
+        let Some(binding) = self.graph.quant().filter(|_| {
+            self.layer_quant(i)
+                .is_some_and(|lq| lq.config.quantizes(QuantType::Weight))
+        }) else {
             return self.init_tensor(&format!("{name}.weight"), &masked);
         };
-        let state = lq.state();
-        let bits = state
-            .weight_bits
-            .or(lq.config.bits(QuantType::Weight))
-            .unwrap_or(8);
+        let Some(q) = self.graph.weight_integers(&name)? else {
+            let fake = binding.quantize_weight(&name, &masked, false)?;
+            return self.init_tensor(&format!("{name}.weight"), &fake);
+        };
+        let bits = q.bits;
         if !(2..=8).contains(&bits) {
             return Err(self.layer_fail(i, format!("{bits}-bit weights do not fit int8")));
         }
         let out_channels = masked.dim(0)?;
-        let scales = if state.weight_scales.is_empty() {
-            weight_scales(&masked, bits)?
-        } else {
-            state.weight_scales
-        };
+        let scales = q.scales.clone();
         if scales.len() != out_channels || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(self.layer_fail(
                 i,
@@ -354,10 +361,7 @@ impl<'a> Lowering<'a> {
                 ),
             ));
         }
-        let integers: Vec<i8> = host_f32(&quantize_weight_integers(&masked, &scales, bits)?)?
-            .into_iter()
-            .map(|v| v as i8)
-            .collect();
+        let integers = q.to_i8().map_err(|e| self.layer_fail(i, e))?;
         let q = self.init_i8(
             &format!("{name}.weight_quantized"),
             masked.dims(),
@@ -536,5 +540,83 @@ impl<'a> Lowering<'a> {
             }
         };
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigList;
+    use crate::models::Model;
+    use crate::quant::{QatQuantizer, Quantizer};
+    use candle_core::Device;
+
+    /// lenet5 with `config` bound by QAT, ranges calibrated on a deterministic batch
+    /// spanning [-1, 1].
+    fn calibrated(config: &str) -> Result<Model> {
+        let mut model = Model::new("lenet5", 10, &Device::Cpu, 3)?;
+        QatQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(config)?)?;
+        let n = 4 * 28 * 28;
+        let x = Tensor::arange(0f32, n as f32, &Device::Cpu)?
+            .affine(2.0 / n as f64, -1.0)?
+            .reshape((4, 1, 28, 28))?;
+        model.graph.forward_t(&x, true)?;
+        Ok(model)
+    }
+
+    fn initializer<'a>(lowered: &'a Lowered, name: &str) -> &'a TensorProto {
+        lowered
+            .initializers
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no initializer {name}"))
+    }
+
+    fn f32s(t: &TensorProto) -> Vec<f32> {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn weight_initializers_are_the_quantizers_integers() -> Result<()> {
+        let model = calibrated(
+            r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#,
+        )?;
+        let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
+        let binding = model.graph.quant().expect("bound");
+        for name in ["conv1", "conv2", "fc1", "fc2", "fc3"] {
+            let q = model.graph.weight_integers(name)?.expect("quantized");
+            let ints: Vec<u8> = q.to_i8()?.into_iter().map(|v| v as u8).collect();
+            let init = initializer(&lowered, &format!("{name}.weight_quantized"));
+            assert_eq!(init.raw_data, ints, "{name}: integers");
+            let scales = initializer(&lowered, &format!("{name}.weight_scale"));
+            assert_eq!(f32s(scales), q.scales, "{name}: scales");
+            // ... and they are what the forward pass's weight hook computes with.
+            let node = model.graph.node(name).expect("layer");
+            let w = model
+                .graph
+                .masked_weight(name, node.layer.weight().expect("weight"))?;
+            let fake = binding.quantize_weight(name, &w, false)?;
+            let diff = (fake - q.dequantize()?)?.abs()?.max_all()?;
+            assert_eq!(diff.to_scalar::<f32>()?, 0.0, "{name}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_declared_input_grid_is_quantized_first() -> Result<()> {
+        let model = calibrated(
+            r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": 8}]"#,
+        )?;
+        let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
+        let first = &lowered.nodes[0];
+        assert_eq!(first.op_type, "QuantizeLinear");
+        assert_eq!(first.input[0], INPUT);
+        let scale = initializer(&lowered, &first.input[1]);
+        assert_eq!(f32s(scale), [crate::data::INPUT_SCALE]);
+        assert_eq!(initializer(&lowered, &first.input[2]).raw_data, [0]);
+        Ok(())
     }
 }

@@ -31,7 +31,7 @@ use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::{Op, Tensor as RtTensor, TensorKind};
 
 use crate::config::QuantType;
-use crate::nn::{quant_plan, resolve_grids, Graph, Grids, Layer, NodeQuant, OutputGrid, Source};
+use crate::nn::{quant_plan, resolve_grids, Graph, Grids, Layer, OutputGrid, QuantPlan, Source};
 use crate::quant::QParams;
 use crate::{Error, Result};
 
@@ -66,7 +66,7 @@ struct Value {
 struct Lowering<'a> {
     graph: &'a Graph,
     path: &'a Path,
-    plan: Vec<NodeQuant>,
+    plan: QuantPlan,
     grids: Grids,
     tensors: Vec<RtTensor>,
     ops: Vec<Op>,
@@ -276,10 +276,12 @@ impl<'a> Lowering<'a> {
                                 .to_string()
                         } else {
                             format!(
-                                "reads the graph input, which has no int8 grid: add \"input\" \
-                                 to this layer's quant_types (e.g. {{\"op_names\": [\"{}\"], \
-                                 \"quant_types\": [\"input\", \"weight\", \"output\"], \
-                                 \"quant_bits\": {PACKED_BITS}}})",
+                                "reads the graph input, which has no int8 grid (the graph \
+                                 declares none): add \"input\" to this layer's quant_types \
+                                 (e.g. {{\"op_names\": [\"{}\"], \"quant_types\": \
+                                 [\"input\", \"weight\", \"output\"], \"quant_bits\": \
+                                 {PACKED_BITS}}}) or declare the grid inputs arrive on \
+                                 (Graph::set_input_grid)",
                                 self.graph.nodes()[i].name
                             )
                         },

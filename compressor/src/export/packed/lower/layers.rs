@@ -11,13 +11,13 @@ use super::{u32_of, Lowering, Value, PACKED_BITS};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{Layer, OutputGrid};
-use crate::quant::{quantize_weight_integers, weight_scales};
 use crate::{Error, Result};
 
 impl Lowering<'_> {
-    /// The layer's int8 weights (PyTorch layout, row-major) and per-channel scales,
-    /// exactly as its fake quantization computes them.
-    fn weights(&self, i: usize, weight: &Tensor) -> Result<(Vec<i8>, Vec<f32>)> {
+    /// The layer's int8 weights (PyTorch layout, row-major) and per-channel scales: the
+    /// quantizer's own ([`Graph::weight_integers`](crate::nn::Graph::weight_integers)),
+    /// the integers its fake quantization computes with.
+    fn weights(&self, i: usize) -> Result<(Vec<i8>, Vec<f32>)> {
         let name = &self.graph.nodes()[i].name;
         let configured = self
             .graph
@@ -34,14 +34,28 @@ impl Lowering<'_> {
                 ),
             ));
         }
-        let masked = self.graph.masked_weight(name, weight)?;
-        let scales = weight_scales(&masked, PACKED_BITS)?;
-        let integers = quantize_weight_integers(&masked, &scales, PACKED_BITS)?;
-        let ints = host_f32(&integers)?
-            .into_iter()
-            .map(|v| v as i8)
-            .collect::<Vec<_>>();
-        Ok((ints, scales))
+        let Some(q) = self.graph.weight_integers(name)? else {
+            let quantizer = self.graph.quant().map_or("", |q| q.quantizer().name());
+            return Err(self.layer_fail(
+                i,
+                format!("{quantizer} gives no integer form of its weights to pack"),
+            ));
+        };
+        if q.bits != PACKED_BITS {
+            return Err(self.layer_fail(
+                i,
+                format!(
+                    "its weights are {}-bit integers; the packed format stores {PACKED_BITS}-bit \
+                     weights only",
+                    q.bits
+                ),
+            ));
+        }
+        if q.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(self.layer_fail(i, "a weight scale is not a positive number"));
+        }
+        let ints = q.to_i8().map_err(|e| self.layer_fail(i, e))?;
+        Ok((ints, q.scales))
     }
 
     /// Pushes bias and requantization data for an op with per-channel weight scales.
@@ -139,7 +153,7 @@ impl Lowering<'_> {
         }
         let (grid, act) = self.output_grid(i)?;
         let (act_min, act_max) = self.clamps(act, grid);
-        let (ints, scales) = self.weights(i, conv.weight())?;
+        let (ints, scales) = self.weights(i)?;
         let (oc, k) = (c.out_channels, c.kernel_size);
         let filter = if depthwise {
             // [OC, 1, KH, KW] → [KH, KW, OC].
@@ -222,7 +236,7 @@ impl Lowering<'_> {
         }
         let (grid, act) = self.output_grid(i)?;
         let (act_min, act_max) = self.clamps(act, grid);
-        let (ints, scales) = self.weights(i, lin.weight())?;
+        let (ints, scales) = self.weights(i)?;
         let weights = match x.flattened_from {
             // PyTorch's column c·H·W + y·W + x is the runtime's (y·W + x)·C + c.
             Some([c, h, w]) if h * w > 1 => {
