@@ -5,21 +5,29 @@
 //! global average pool; dscnn: depthwise conv). All on the bundled subset (3,000 train
 //! / 1,000 test images), trained briefly.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::Device;
 use sprig_compressor::compress::fold_batch_norms;
 use sprig_compressor::config::ConfigList;
 use sprig_compressor::data::{self, Dataset};
 use sprig_compressor::export::packed::{self, DeployReport};
 use sprig_compressor::models::Model;
+use sprig_compressor::nn::Layer;
 use sprig_compressor::prune::{LevelPruner, Pruner};
-use sprig_compressor::quant::{QatQuantizer, Quantizer};
+use sprig_compressor::quant::{self, QatQuantizer, Quantizer};
 use sprig_compressor::train::{self, TrainConfig};
 use sprig_runtime::vectors::Vectors;
+use sprig_runtime::Op;
 
 /// QAT int8 on every Conv2d and Linear, as the default plan quantizes.
 const QAT8: &str = r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#;
-/// The same, plus an output grid for residual adds.
+/// NNI's own QAT config: weights and outputs only. The graph input is then on the data
+/// pipeline's grid (scale 1/128, zero point 0) and residual adds get their grid by the
+/// plan's rule.
+const QAT8_NNI: &str =
+    r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": 8}]"#;
+/// QAT8 plus an explicit output grid for residual adds (what the plan's rule gives them
+/// anyway).
 const QAT8_ADD: &str = r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8},
                           {"op_types": ["Add"], "quant_types": ["output"], "quant_bits": 8}]"#;
 
@@ -148,6 +156,8 @@ fn lenet5_deployed_matches_fake_quant() -> Result<()> {
     Ok(())
 }
 
+/// The residual adds have no config of their own: their output grids come from the
+/// plan's rule (`nn::implicit_output_grids`).
 #[test]
 fn resnet8_residual_adds_deploy() -> Result<()> {
     let (train_set, test) = bundled()?;
@@ -162,7 +172,7 @@ fn resnet8_residual_adds_deploy() -> Result<()> {
         sparsity: None,
         qat_images: 200,
     };
-    let model = compress("resnet8", &train_set, &recipe, QAT8_ADD)?;
+    let model = compress("resnet8", &train_set, &recipe, QAT8)?;
     let packed = packed::pack(&model.graph)?;
     let report = packed::deployed_eval(&model.graph, &packed.blob, &test)?;
     check_agreement("resnet8", &report, false);
@@ -190,12 +200,16 @@ fn dscnn_depthwise_deploys() -> Result<()> {
 /// A freshly initialized model with `config` bound by QAT and its ranges calibrated by
 /// one training-mode forward pass (no optimizer step).
 fn calibrated(name: &str, config: &str, fold: bool) -> Result<Model> {
+    calibrated_with(name, &ConfigList::from_json_str(config)?, fold)
+}
+
+fn calibrated_with(name: &str, config: &ConfigList, fold: bool) -> Result<Model> {
     let (train_set, _) = bundled()?;
     let mut model = Model::new(name, 10, &Device::Cpu, 0)?;
     if fold {
         fold_batch_norms(&mut model)?;
     }
-    QatQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(config)?)?;
+    QatQuantizer::new().compress(&mut model.graph, config)?;
     let batch = data::Batcher::new(
         &train_set.subset(32),
         32,
@@ -234,10 +248,22 @@ fn unpackable_models_are_clear_errors() -> Result<()> {
     let err = pack_error(&calibrated("resnet8", QAT8_ADD, false)?);
     assert!(err.contains("batch norm") && err.contains("fold"), "{err}");
 
-    // A residual Add without an output grid: the message names it and the fix.
-    let err = pack_error(&calibrated("resnet8", QAT8, true)?);
+    // A conv whose output is left float: the Add after it cannot get a grid either, and
+    // the message names the conv and the dict that fixes it.
+    let no_output = r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8},
+                        {"op_names": ["stack1.block2.conv"], "quant_types": ["weight"], "quant_bits": 8}]"#;
+    let err = pack_error(&calibrated("resnet8", no_output, true)?);
     assert!(
-        err.contains("stack1.add") && err.contains(r#""op_types": ["Add"]"#),
+        err.contains("stack1.block2.conv") && err.contains(r#""quant_types": ["output"]"#),
+        "{err}"
+    );
+
+    // NNI's config on a graph that declares no input grid: nothing tracks the input's.
+    let mut undeclared = calibrated("lenet5", QAT8_NNI, false)?;
+    undeclared.graph.set_input_grid(None);
+    let err = pack_error(&undeclared);
+    assert!(
+        err.contains("conv1") && err.contains("graph input") && err.contains("\"input\""),
         "{err}"
     );
 
@@ -251,15 +277,37 @@ fn unpackable_models_are_clear_errors() -> Result<()> {
 
 #[test]
 fn calibrated_models_pack_and_load() -> Result<()> {
-    // Every zoo model packs once its tensors have grids, and the runtime accepts it.
-    for (name, config) in [("lenet5", QAT8), ("resnet8", QAT8_ADD), ("dscnn", QAT8)] {
-        let model = calibrated(name, config, true)?;
-        let packed = packed::pack(&model.graph)?;
-        let runtime = packed.model()?;
-        assert_eq!(runtime.input_shape(), [1, 28, 28, 1], "{name}");
-        assert_eq!(runtime.output_shape(), [1, 10], "{name}");
-        assert_eq!(runtime.arena_size(), packed.arena_bytes, "{name}");
+    // Every zoo model packs with the default plan's quantizer config and with NNI's
+    // weight + output config, and the runtime accepts it.
+    let plan = sprig_compressor::compress::Plan::default_plan()?;
+    let default = plan
+        .quantizer
+        .expect("the default plan quantizes")
+        .config_list;
+    let nni = ConfigList::from_json_str(QAT8_NNI)?;
+    for name in sprig_compressor::models::MODEL_NAMES {
+        for (label, config) in [("default plan", &default), ("NNI", &nni)] {
+            let model = calibrated_with(name, config, true)?;
+            let packed = packed::pack(&model.graph)
+                .map_err(|e| anyhow::anyhow!("{name} with the {label} config: {e}"))?;
+            let runtime = packed.model()?;
+            assert_eq!(runtime.input_shape(), [1, 28, 28, 1], "{name}");
+            assert_eq!(runtime.output_shape(), [1, 10], "{name}");
+            assert_eq!(runtime.arena_size(), packed.arena_bytes, "{name}");
+            if label == "NNI" {
+                // The data pipeline's grid: q = pixel − 128.
+                let q = runtime.input_quant();
+                assert_eq!((q.scale, q.zero_point), (data::INPUT_SCALE, 0), "{name}");
+            }
+        }
     }
+    // The rule's grid for a residual Add is the one an explicit Add dict asks for.
+    let implicit = packed::pack(&calibrated("resnet8", QAT8, true)?.graph)?;
+    let explicit = packed::pack(&calibrated("resnet8", QAT8_ADD, true)?.graph)?;
+    assert!(
+        implicit.blob == explicit.blob,
+        "implicit and explicit Add grids differ"
+    );
     Ok(())
 }
 
@@ -314,5 +362,287 @@ fn compress_run_writes_the_packed_model_or_says_why_not() -> Result<()> {
     assert!(summary.blob_bytes.is_none() && summary.deployed_accuracy.is_none());
     assert!(!sprig.exists() && !vectors.exists());
     assert!(summary.to_string().contains("not written"));
+    Ok(())
+}
+
+/// The fake-quant model's integer weights: what the forward pass's weight hook computes
+/// (`integer · scale[c]`), divided back by the scales the hook recorded.
+fn fake_quant_integers(model: &Model, name: &str) -> Result<(Vec<i8>, Vec<usize>, Vec<f32>)> {
+    let graph = &model.graph;
+    let binding = graph.quant().context("no quantizer bound")?;
+    let node = graph.node(name).context("no such layer")?;
+    let w = graph.masked_weight(name, node.layer.weight().context("no weight")?)?;
+    let fake = binding.quantize_weight(name, &w, false)?;
+    let state = binding.layer(name).context("not quantized")?.state();
+    assert_eq!(state.weight_bits, Some(8), "{name}");
+    let scales = state.weight_scales;
+    let dims = fake.dims().to_vec();
+    let per_channel = fake.elem_count() / dims[0];
+    let mut ints = Vec::with_capacity(fake.elem_count());
+    for (k, v) in fake
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .enumerate()
+    {
+        let q = v / scales[k / per_channel];
+        assert!(
+            (q - q.round()).abs() < 1e-3 && q.round().abs() <= 127.0,
+            "{name}: {v} is not on the grid ({q}, scale {})",
+            scales[k / per_channel]
+        );
+        ints.push(q.round() as i8);
+    }
+    Ok((ints, dims, scales))
+}
+
+/// PyTorch-layout integers in the layout the runtime stores for `op` (conv filters
+/// `[OC, KH, KW, IC]`; a fully connected op reading a flattened `[1, H, W, C]` tensor
+/// has its columns in (h, w, c) order).
+fn runtime_layout(ints: &[i8], dims: &[usize], op: &Op, runtime: &sprig_runtime::Model) -> Vec<i8> {
+    match op {
+        Op::Conv2d(_) => {
+            let (oc, ic, kk) = (dims[0], dims[1], dims[2] * dims[3]);
+            let mut f = vec![0i8; ints.len()];
+            for o in 0..oc {
+                for c in 0..ic {
+                    for t in 0..kk {
+                        f[(o * kk + t) * ic + c] = ints[(o * ic + c) * kk + t];
+                    }
+                }
+            }
+            f
+        }
+        Op::FullyConnected(fc) => {
+            let reshape = runtime.ops().iter().find_map(|op| match op {
+                Op::Reshape(r) if r.output == fc.input => Some(r.input),
+                _ => None,
+            });
+            let shape = reshape.map(|t| runtime.tensors()[t as usize].shape.clone());
+            match shape.as_deref() {
+                Some(&[1, h, w, c]) if h * w > 1 => {
+                    let (hw, c, n_in) = ((h * w) as usize, c as usize, dims[1]);
+                    let mut p = vec![0i8; ints.len()];
+                    for o in 0..dims[0] {
+                        for ch in 0..c {
+                            for pix in 0..hw {
+                                p[o * n_in + pix * c + ch] = ints[o * n_in + ch * hw + pix];
+                            }
+                        }
+                    }
+                    p
+                }
+                _ => ints.to_vec(),
+            }
+        }
+        other => panic!("unexpected op {other:?}"),
+    }
+}
+
+/// Issue 12, item 7: the packed model, calibration.json and the quantizer agree on
+/// every weight integer and scale, after a QAT fine-tune at 8 bits.
+#[test]
+fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let recipe = Recipe {
+        images: 600,
+        epochs: 1,
+        batch_size: 32,
+        lr: 2e-3,
+        sparsity: Some(0.5),
+        qat_images: 300,
+    };
+    let model = compress("lenet5", &train_set, &recipe, QAT8)?;
+    // The fake-quant model as deployed_eval runs it: an eval forward (the last optimizer
+    // step moved the weights after the last recorded scales).
+    let batch = data::Batcher::new(&test.subset(8), 8, data::Order::Sequential, &Device::Cpu)
+        .next()
+        .expect("one batch")?;
+    model.graph.forward(&batch.images)?;
+
+    let packed = packed::pack(&model.graph)?;
+    let runtime = packed.model()?;
+    let calibration = sprig_compressor::export::calibration_json(&model.graph)?;
+    let blob_data = runtime.data();
+    let bytes = |r: sprig_runtime::DataRef| &blob_data[r.offset as usize..][..r.len as usize];
+    let weighted: Vec<_> = model
+        .graph
+        .nodes()
+        .iter()
+        .filter(|n| n.layer.weight().is_some())
+        .collect();
+    let ops: Vec<&Op> = runtime
+        .ops()
+        .iter()
+        .filter(|op| matches!(op, Op::Conv2d(_) | Op::FullyConnected(_)))
+        .collect();
+    assert_eq!(weighted.len(), ops.len());
+    assert_eq!(ops.len(), 5, "lenet5: 2 conv + 3 fully connected");
+    for (node, op) in weighted.into_iter().zip(ops) {
+        let name = node.name.as_str();
+        let (ints, dims, scales) = fake_quant_integers(&model, name)?;
+        assert!(ints.iter().any(|&q| q != 0), "{name}: all zero");
+
+        // The quantizer's export form is what the forward computed with.
+        let q = model.graph.weight_integers(name)?.context("no integers")?;
+        assert_eq!(q.bits, 8);
+        assert_eq!(q.scales, scales, "{name}: scales");
+        assert_eq!(q.to_i8()?, ints, "{name}: integers");
+
+        // model.sprig holds exactly those integers ...
+        let (filter, bias, input) = match op {
+            Op::Conv2d(c) => (c.filter, c.bias, c.input),
+            Op::FullyConnected(f) => (f.weights, f.bias, f.input),
+            _ => unreachable!(),
+        };
+        let deployed: Vec<i8> = bytes(filter).iter().map(|&b| b as i8).collect();
+        assert_eq!(
+            deployed,
+            runtime_layout(&ints, &dims, op, &runtime),
+            "{name}: deployed weights"
+        );
+        // ... and biases on the grid of those scales: round(b / (s_in · s_w[c])).
+        let float_bias = match &node.layer {
+            Layer::Conv2d(c) => c.bias(),
+            Layer::Linear(l) => l.bias(),
+            _ => None,
+        }
+        .context("lenet5's layers have biases")?
+        .to_vec1::<f32>()?;
+        let s_in = f64::from(runtime.tensors()[input as usize].scale);
+        let expected: Vec<i32> = float_bias
+            .iter()
+            .zip(&scales)
+            .map(|(&b, &s)| (f64::from(b) / (s_in * f64::from(s))).round() as i32)
+            .collect();
+        let deployed: Vec<i32> = bytes(bias.context("a bias")?)
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(deployed, expected, "{name}: deployed biases");
+
+        // calibration.json reports the same scales.
+        let reported: Vec<f32> = calibration["layers"][name]["weight"]["scales"]
+            .as_array()
+            .context("calibration scales")?
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
+            .collect();
+        assert_eq!(reported, scales, "{name}: calibration.json scales");
+    }
+    Ok(())
+}
+
+/// A quantizer whose weight grid is not max-abs: every scale is twice max|w_c| / 127, so
+/// its integers stay within ±64 (activations as QAT does them).
+struct HalfRangeWeights(QatQuantizer);
+
+impl HalfRangeWeights {
+    fn integers(weight: &candle_core::Tensor) -> candle_core::Result<quant::WeightIntegers> {
+        let scales: Vec<f32> = quant::weight_scales(weight, 8)?
+            .into_iter()
+            .map(|s| 2.0 * s)
+            .collect();
+        let integers = quant::quantize_weight_integers(weight, &scales, 8)?;
+        Ok(quant::WeightIntegers {
+            bits: 8,
+            scales,
+            integers,
+        })
+    }
+}
+
+impl Quantizer for HalfRangeWeights {
+    fn name(&self) -> &'static str {
+        "HalfRangeWeights"
+    }
+    fn schema(&self) -> sprig_compressor::config::Schema {
+        self.0.schema()
+    }
+    fn weight_integers(
+        &self,
+        weight: &candle_core::Tensor,
+        _ctx: &quant::QuantContext,
+    ) -> candle_core::Result<Option<quant::WeightIntegers>> {
+        Self::integers(weight).map(Some)
+    }
+    fn quantize_weight(
+        &self,
+        weight: &candle_core::Tensor,
+        _ctx: &quant::QuantContext,
+        state: &mut quant::QuantState,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let q = Self::integers(weight)?;
+        quant::fake_quantize_weight_recorded(weight, q, &quant::StraightThrough, state)
+    }
+    fn quantize_input(
+        &self,
+        x: &candle_core::Tensor,
+        ctx: &quant::QuantContext,
+        state: &mut quant::QuantState,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.0.quantize_input(x, ctx, state)
+    }
+    fn quantize_output(
+        &self,
+        x: &candle_core::Tensor,
+        ctx: &quant::QuantContext,
+        state: &mut quant::QuantState,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.0.quantize_output(x, ctx, state)
+    }
+}
+
+/// The packed exporter writes the quantizer's integers, not a max-abs re-quantization
+/// of its own (which would span ±127 here).
+#[test]
+fn packed_weights_follow_the_quantizer_not_max_abs() -> Result<()> {
+    let (train_set, _) = bundled()?;
+    let mut model = Model::new("lenet5", 10, &Device::Cpu, 0)?;
+    HalfRangeWeights(QatQuantizer::new())
+        .compress(&mut model.graph, &ConfigList::from_json_str(QAT8)?)?;
+    let batch = data::Batcher::new(
+        &train_set.subset(32),
+        32,
+        data::Order::Sequential,
+        &Device::Cpu,
+    )
+    .next()
+    .expect("one batch")?;
+    model.graph.forward_t(&batch.images, true)?;
+    let packed = packed::pack(&model.graph)?;
+    let runtime = packed.model()?;
+    let ops: Vec<&Op> = runtime
+        .ops()
+        .iter()
+        .filter(|op| matches!(op, Op::Conv2d(_) | Op::FullyConnected(_)))
+        .collect();
+    let names = ["conv1", "conv2", "fc1", "fc2", "fc3"];
+    for (name, op) in names.into_iter().zip(ops) {
+        let (ints, dims, _) = fake_quant_integers(&model, name)?;
+        let widest = ints.iter().map(|q| q.unsigned_abs()).max().unwrap_or(0);
+        assert!(
+            (60..=64).contains(&widest),
+            "{name}: widest integer {widest}"
+        );
+        let filter = match op {
+            Op::Conv2d(c) => c.filter,
+            Op::FullyConnected(f) => f.weights,
+            _ => unreachable!(),
+        };
+        let deployed: Vec<i8> = runtime.data()[filter.offset as usize..][..filter.len as usize]
+            .iter()
+            .map(|&b| b as i8)
+            .collect();
+        assert_eq!(
+            deployed,
+            runtime_layout(&ints, &dims, op, &runtime),
+            "{name}"
+        );
+    }
+    // The deployed model computes what the fake-quant one does.
+    let (_, test) = bundled()?;
+    let report = packed::deployed_eval(&model.graph, &packed.blob, &test.subset(200))?;
+    assert!(report.agreement >= 0.99, "{report}");
     Ok(())
 }
