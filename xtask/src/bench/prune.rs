@@ -20,11 +20,14 @@ use self::report::{epochs, top1};
 use super::Args;
 
 /// AGP's schedule for the table's row. NNI's example (`configs/agp80.json`) spans ten
-/// epochs; the recipe fine-tunes for two, so the masks go to 50 % before the first
-/// fine-tune epoch and to 80 % before the second (`start + span + 1` = 2 epochs needed).
-const AGP_START_EPOCH: u64 = 0;
-const AGP_END_EPOCH: u64 = 2;
-const AGP_FREQUENCY: u64 = 1;
+/// epochs; the recipe fine-tunes for two (1,876 steps of 64 images), where the per-epoch
+/// schedule can only jump once (50 % → 80 %: 84.95 %, measured 2026-12-04). So the row
+/// uses NNI 3.x's per-step form: from 50 %, eight updates 100 steps apart reach 80 % at
+/// step 800, leaving over an epoch at the final sparsity. (Also measured that day, same
+/// recipe: from 0 %, 10 × 100 steps 88.31 %; from 0 %, 10 × 50 steps 88.24 %, and with
+/// lr 5e-3 88.29 %.)
+const AGP_INTERVAL_STEPS: u64 = 100;
+const AGP_TOTAL_TIMES: u64 = 8;
 const AGP_INITIAL_SPARSITY: f64 = 0.5;
 const AGP_FINAL_SPARSITY: f64 = 0.8;
 /// The sweep's AGP starts at this fraction of its final sparsity, so every point of the
@@ -90,17 +93,17 @@ fn filters(algorithm: &str, s: f64) -> Value {
 }
 
 fn agp(initial: f64, final_sparsity: f64) -> Value {
-    stage(
+    let mut pruner = stage(
         "AGP_Pruner",
         json!({
             "initial_sparsity": initial,
             "final_sparsity": final_sparsity,
-            "start_epoch": AGP_START_EPOCH,
-            "end_epoch": AGP_END_EPOCH,
-            "frequency": AGP_FREQUENCY,
             "op_types": ["default"],
         }),
-    )
+    );
+    pruner["interval_steps"] = json!(AGP_INTERVAL_STEPS);
+    pruner["total_times"] = json!(AGP_TOTAL_TIMES);
+    pruner
 }
 
 /// AGP for a sweep point: final `s`, initial `AGP_SWEEP_INITIAL_FRACTION · s`.
@@ -115,7 +118,7 @@ fn with_key(mut pruner: Value, key: &str, value: Value) -> Value {
 
 fn agp_sparsity_text(initial: f64, final_sparsity: f64) -> String {
     format!(
-        "{:.0} → {} (epochs {AGP_START_EPOCH}–{AGP_END_EPOCH})",
+        "{:.0} → {} ({AGP_TOTAL_TIMES} × {AGP_INTERVAL_STEPS} steps)",
         100.0 * initial,
         pct(final_sparsity)
     )
@@ -484,14 +487,14 @@ mod tests {
         assert_eq!(c["initial_sparsity"], json!(0.5));
         assert_eq!(c["final_sparsity"], json!(0.8));
         assert_eq!(
-            (&c["start_epoch"], &c["end_epoch"], &c["frequency"]),
-            (&json!(0), &json!(2), &json!(1))
+            (&row["interval_steps"], &row["total_times"]),
+            (&json!(100), &json!(8))
         );
         let sweep = spec("sweep-agp-90").pruner;
         let c = &sweep["config_list"][0];
         assert_eq!(c["final_sparsity"], json!(0.9));
         assert_eq!(c["initial_sparsity"], json!(0.45));
-        assert_eq!(c["end_epoch"], json!(AGP_END_EPOCH));
+        assert_eq!(sweep["total_times"], json!(AGP_TOTAL_TIMES));
         // Every plan is a plan the compressor reads (pruners not registered yet aside).
         for s in table_specs().into_iter().chain(sweep_specs()) {
             let text = s.plan().to_string();

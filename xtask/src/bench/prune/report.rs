@@ -8,8 +8,8 @@ use anyhow::Context;
 use sprig_compressor::compress::Summary;
 
 use super::{
-    pct, Outcome, Spec, AGP_END_EPOCH, AGP_FREQUENCY, AGP_START_EPOCH, AGP_SWEEP_INITIAL_FRACTION,
-    CACHE, RUNS, SEED, SLIM_L1, STATISTICS_BATCHES, SWEEP_SPARSITIES,
+    pct, Outcome, Spec, AGP_INTERVAL_STEPS, AGP_SWEEP_INITIAL_FRACTION, AGP_TOTAL_TIMES, CACHE,
+    RUNS, SEED, SLIM_L1, STATISTICS_BATCHES, SWEEP_SPARSITIES,
 };
 use crate::bench::{machine, today, Args};
 
@@ -345,7 +345,7 @@ pub(super) fn render(
     }
     md.push_str(&format!(
         "- plans (built in `xtask/src/bench/prune.rs` after `configs/`): Level and Lottery Ticket on every Conv2d and Linear; \
-         AGP likewise on the schedule start_epoch {AGP_START_EPOCH}, end_epoch {AGP_END_EPOCH}, frequency {AGP_FREQUENCY} (fits 2 fine-tune epochs); \
+         AGP likewise on NNI 3.x's per-step schedule, {AGP_TOTAL_TIMES} updates {AGP_INTERVAL_STEPS} steps apart (NNI v1's per-epoch schedule can only jump once in 2 fine-tune epochs); \
          filter pruners on both Conv2d layers (floor(filters × sparsity) filters each); APoZ and mean activation rank over {STATISTICS_BATCHES} batches; \
          Slim on lenet5_bn's BatchNorm2d with λ = {SLIM_L1:e} on |γ| while its baseline trains (its time includes that baseline)\n"
     ));
