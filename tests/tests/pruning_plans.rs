@@ -153,7 +153,10 @@ fn bad_plans_are_refused_before_training() -> Result<()> {
             "config_list": [{"op_types": ["default"], "sparsity": 0.8}]}}"#,
         |_| {},
     )?;
-    assert!(err.contains("50 optimizer steps") && err.contains("16"), "{err}");
+    assert!(
+        err.contains("50 optimizer steps") && err.contains("16"),
+        "{err}"
+    );
 
     // Network Slimming needs batch norms.
     let err = refused(
