@@ -8,8 +8,8 @@
 //!
 //! - Conv2d (groups 1) → `Conv2d`, filter `[OC, KH, KW, IC]`; depthwise (groups = in =
 //!   out channels) → `DepthwiseConv2d`, filter `[KH, KW, OC]`; Linear →
-//!   `FullyConnected` `[OUT, IN]`. Weights are [`quantize_weight_integers`] of the masked
-//!   weight with [`weight_scales`] (what the forward pass computes), biases
+//!   `FullyConnected` `[OUT, IN]`. Weights are the quantizer's own integers and scales
+//!   ([`Graph::weight_integers`], what the forward pass computes with), biases
 //!   `round(b / (s_in · s_w[c]))` as `i32`, requantization per output channel from
 //!   `s_in · s_w[c] / s_out`.
 //! - A fused ReLU / ReLU6 ([`Graph::fused_activation`]) becomes the producing op's
@@ -162,9 +162,9 @@ impl<'a> Lowering<'a> {
         let Some(binding) = graph.quant() else {
             return Err(self.fail(format!(
                 "the model is not quantized: the int8 format needs a quantizer with \
-                 quant_types input, weight and output, e.g. QAT_Quantizer with \
-                 {{\"op_types\": [\"Conv2d\", \"Linear\"], \"quant_types\": [\"input\", \
-                 \"weight\", \"output\"], \"quant_bits\": {PACKED_BITS}}}"
+                 quant_types weight and output, e.g. QAT_Quantizer with \
+                 {{\"op_types\": [\"Conv2d\", \"Linear\"], \"quant_types\": [\"weight\", \
+                 \"output\"], \"quant_bits\": {PACKED_BITS}}}"
             )));
         };
         if let Some(bn) = graph
