@@ -12,6 +12,9 @@
 //!   channel, that channel stays and the next-smallest elsewhere goes instead, so the
 //!   count is met whenever the other layers have channels to spare. A layer with no
 //!   channel would cut the network in two.
+//! * NNI 2.x's stage key `mode: "normal"` ranks each layer on its own instead
+//!   (`floor(channels × sparsity)` per layer): with one global threshold a layer whose γ
+//!   run small as a whole (LeNet-5's first batch norm) loses all but one channel.
 //! * Sparsity training: with `slim_l1` λ > 0 the baseline trains with λ·Σ|γ| (over every
 //!   batch norm of the model) added to the loss, which drives unimportant γ towards zero
 //!   before the ranking; fine-tuning after pruning is plain.
@@ -28,11 +31,24 @@ use crate::{Error, Result};
 pub(super) const ENTRY: PrunerEntry = PrunerEntry {
     name: NAME,
     aliases: &[],
-    stage_keys: &["slim_l1"],
+    stage_keys: &["slim_l1", "mode"],
     make: |options| {
-        Ok(Box::new(SlimPruner::new(
-            options.f64("slim_l1")?.unwrap_or(0.0),
-        )))
+        let per_layer = match options.values.get("mode").map(|v| v.as_str()) {
+            None | Some(Some("global")) => false,
+            Some(Some("normal")) => true,
+            Some(_) => {
+                return Err(Error::File {
+                    path: options.source.clone().into(),
+                    message: "`pruner.mode` must be \"global\" (one threshold over all \
+                              selected batch norms, the default) or \"normal\" (each layer \
+                              prunes its own share)"
+                        .into(),
+                })
+            }
+        };
+        let mut pruner = SlimPruner::new(options.f64("slim_l1")?.unwrap_or(0.0));
+        pruner.per_layer = per_layer;
+        Ok(Box::new(pruner))
     },
 };
 
@@ -45,6 +61,9 @@ pub struct SlimPruner {
     l1: f64,
     /// Set by `compress`: sparsity training is over, so the penalty is off.
     compressed: bool,
+    /// NNI 2.x's `mode: "normal"`: each layer prunes `floor(channels × sparsity)` of its
+    /// own channels instead of sharing one global threshold.
+    per_layer: bool,
 }
 
 impl SlimPruner {
@@ -53,6 +72,7 @@ impl SlimPruner {
         Self {
             l1,
             compressed: false,
+            per_layer: false,
         }
     }
 
@@ -226,7 +246,13 @@ impl Pruner for SlimPruner {
             };
             all.push(magnitudes(gamma)?);
         }
-        let pruned = global_channels_to_prune(&all, sparsity);
+        let pruned = if self.per_layer {
+            all.iter()
+                .flat_map(|m| global_channels_to_prune(std::slice::from_ref(m), sparsity))
+                .collect()
+        } else {
+            global_channels_to_prune(&all, sparsity)
+        };
         for (layer, channels) in layers.iter().zip(&pruned) {
             let conv = producing_conv(graph, &layer.name)
                 .map_err(|message| Error::Layer {

@@ -447,3 +447,31 @@ fn folding_keeps_pruned_channels_zero_and_the_function() {
         );
     }
 }
+
+#[test]
+fn normal_mode_ranks_each_layer_on_its_own() -> Result<()> {
+    use crate::prune::{Registry, StageOptions};
+    let options = |mode: &str| StageOptions {
+        source: "plan.json".into(),
+        values: serde_json::json!({ "mode": mode })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let registry = Registry::builtin();
+    let mut model = Model::new("lenet5_bn", 10, &Device::Cpu, 0)?;
+    let mut pruner = registry.make("SlimPruner", &options("normal"))?;
+    let list = ConfigList::from_json_str(r#"[{"op_types": ["BatchNorm2d"], "sparsity": 0.5}]"#)?;
+    pruner.compress(&mut model.graph, &list)?;
+    for (bn, pruned) in [("bn1", 3), ("bn2", 8)] {
+        let mask = model.graph.masks()[bn].to_vec1::<f32>()?;
+        assert_eq!(mask.iter().filter(|&&k| k == 0.0).count(), pruned, "{bn}");
+    }
+    let err = registry
+        .make("SlimPruner", &options("layerwise"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("global") && err.contains("normal"), "{err}");
+    Ok(())
+}
