@@ -1,12 +1,14 @@
 //! The compression job: plans, batch-norm folding, the pipeline and its summary.
 
 mod fold;
+mod options;
 mod pipeline;
 mod plan;
 mod pruning;
 mod summary;
 
 pub use fold::fold_batch_norms;
-pub use pipeline::{load_train, run, CompressOptions};
+pub use options::CompressOptions;
+pub use pipeline::{load_train, run};
 pub use plan::{Plan, QuantizerKind, Stage, DEFAULT_PLAN, QUANTIZERS};
 pub use summary::{layer_rows, LayerRow, RoundReport, Summary};

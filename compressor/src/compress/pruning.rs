@@ -2,7 +2,7 @@
 //! before anything trains, then (after the baseline) its statistics pass, `compress`, and
 //! one fine-tuning round per [`Pruner::rounds`], each with its own checkpoint folder.
 
-use super::pipeline::{say, stage_config, CompressOptions};
+use super::options::{say, stage_config, CompressOptions};
 use super::plan::Stage;
 use super::summary::RoundReport;
 use crate::config::LayerConfig;

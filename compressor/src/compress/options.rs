@@ -1,0 +1,89 @@
+//! What one compression run is told (the CLI flags), and the helpers every stage of the
+//! job shares: progress lines and a stage's training settings.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::prune::Registry;
+use crate::train::TrainConfig;
+
+/// Options of one compression run (the CLI flags).
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    pub model: String,
+    pub data: Option<PathBuf>,
+    pub plan: Option<PathBuf>,
+    /// Start from these weights (a `model.safetensors` of the same model) instead of a
+    /// fresh initialization; `epochs` then trains further from them (0: use as they are).
+    pub weights: Option<PathBuf>,
+    /// Network Slimming's L1 penalty on batch-norm γ during the baseline (overrides the
+    /// plan's `slim_l1`).
+    pub slim_l1: Option<f64>,
+    /// The pruners a plan may name.
+    pub registry: Registry,
+    pub epochs: usize,
+    /// Fine-tuning epochs after pruning.
+    pub ft_epochs: usize,
+    /// Quantization-aware fine-tuning epochs.
+    pub qat_epochs: usize,
+    pub out: PathBuf,
+    /// Where trained baselines are kept, keyed by model, data and seed.
+    pub cache: PathBuf,
+    pub device: Device,
+    pub seed: u64,
+    pub resume: bool,
+    pub batch_size: usize,
+    /// Train on at most this many training images (quick runs and tests).
+    pub train_limit: Option<usize>,
+    pub progress: bool,
+}
+
+impl CompressOptions {
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self {
+            model: "lenet5".into(),
+            data: None,
+            plan: None,
+            weights: None,
+            slim_l1: None,
+            registry: Registry::builtin(),
+            epochs: 5,
+            ft_epochs: 3,
+            qat_epochs: 1,
+            out: out.into(),
+            cache: PathBuf::from("runs/cache"),
+            device: Device::Cpu,
+            seed: 0,
+            resume: false,
+            batch_size: 64,
+            train_limit: None,
+            progress: true,
+        }
+    }
+}
+
+/// One progress line on stderr, unless the run is quiet.
+pub(super) fn say(opts: &CompressOptions, line: impl AsRef<str>) {
+    if opts.progress {
+        eprintln!("{}", line.as_ref());
+    }
+}
+
+/// The training settings of one stage of the job, checkpointed in `dir` under `key`.
+pub(super) fn stage_config(
+    opts: &CompressOptions,
+    epochs: usize,
+    dir: &Path,
+    key: &str,
+    label: &str,
+) -> TrainConfig {
+    let mut cfg = TrainConfig::new(epochs, opts.seed);
+    cfg.batch_size = opts.batch_size;
+    cfg.checkpoint_dir = Some(dir.to_path_buf());
+    cfg.resume = opts.resume;
+    cfg.run_key = key.to_string();
+    cfg.progress = opts.progress;
+    cfg.label = label.to_string();
+    cfg
+}
