@@ -95,6 +95,28 @@ impl Pruner for Recorder {
     }
 }
 
+/// Every weighted layer's mask prunes exactly `round(target · n)` of its `n` weights.
+fn assert_every_layer_at(
+    model: &Model,
+    sparsities: &BTreeMap<String, f64>,
+    target: f64,
+    when: &str,
+) {
+    for node in model.graph.nodes() {
+        let Some(w) = node.layer.weight() else {
+            continue;
+        };
+        let n = w.elem_count();
+        let expected = (target * n as f64).round() / n as f64;
+        let got = sparsities[&node.name];
+        assert!(
+            (got - expected).abs() < 1e-9,
+            "{when}, {}: sparsity {got}, schedule {expected}",
+            node.name
+        );
+    }
+}
+
 #[test]
 fn agp_follows_the_cubic_schedule_at_every_epoch() -> Result<()> {
     let (train_set, test_set) = small_data()?;
@@ -132,19 +154,7 @@ fn agp_follows_the_cubic_schedule_at_every_epoch() -> Result<()> {
     for (epoch, sparsities) in &pruner.seen {
         let target = formula(*epoch);
         assert!((agp_sparsity(&schedule, *epoch) - target).abs() < 1e-12);
-        for node in model.graph.nodes() {
-            let Some(w) = node.layer.weight() else {
-                continue;
-            };
-            let n = w.elem_count();
-            let expected = (target * n as f64).round() / n as f64;
-            let got = sparsities[&node.name];
-            assert!(
-                (got - expected).abs() < 1e-9,
-                "epoch {epoch}, {}: sparsity {got}, schedule {expected}",
-                node.name
-            );
-        }
+        assert_every_layer_at(&model, sparsities, target, &format!("epoch {epoch}"));
     }
     // Masked weights are exactly zero at the end.
     for (name, mask) in model.graph.masks() {
@@ -159,14 +169,21 @@ fn agp_follows_the_cubic_schedule_at_every_epoch() -> Result<()> {
     Ok(())
 }
 
-/// Fresh model, AGP compressed at epoch 0, trained `epochs` in total with checkpoints in
-/// `dir`, stopping after `stop_after` epochs of this invocation.
-fn agp_run(dir: &std::path::Path, stop_after: Option<usize>) -> Result<Model> {
+/// Fresh model, AGP (per epoch, or per step with `steps`) compressed at epoch 0, trained
+/// `epochs` in total with checkpoints in `dir`, stopping after `stop_after` epochs of this
+/// invocation.
+fn agp_run(
+    steps: Option<StepSchedule>,
+    list: &str,
+    epochs: usize,
+    dir: &std::path::Path,
+    stop_after: Option<usize>,
+) -> Result<Model> {
     let (train_set, test_set) = small_data()?;
     let mut model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
-    let mut pruner = AgpPruner::default();
-    pruner.compress(&mut model.graph, &ConfigList::from_json_str(AGP)?)?;
-    let mut cfg = config(6, Some(dir));
+    let mut pruner = AgpPruner::new(steps);
+    pruner.compress(&mut model.graph, &ConfigList::from_json_str(list)?)?;
+    let mut cfg = config(epochs, Some(dir));
     cfg.max_epochs_this_run = stop_after;
     train::train(&mut model, &train_set, &test_set, &cfg, Some(&mut pruner))?;
     Ok(model)
@@ -175,15 +192,15 @@ fn agp_run(dir: &std::path::Path, stop_after: Option<usize>) -> Result<Model> {
 #[test]
 fn agp_stopped_at_epoch_four_and_resumed_matches_an_uninterrupted_run() -> Result<()> {
     let whole = tempfile::tempdir()?;
-    let uninterrupted = bits(&agp_run(whole.path(), None)?)?;
+    let uninterrupted = bits(&agp_run(None, AGP, 6, whole.path(), None)?)?;
 
     let split = tempfile::tempdir()?;
-    let stopped = agp_run(split.path(), Some(3))?;
+    let stopped = agp_run(None, AGP, 6, split.path(), Some(3))?;
     // Mid-schedule: epoch 4 (index 3) has not run, so sparsity is that of epoch index 2.
     let conv2 = stopped.graph.masks().get("conv2").context("conv2 mask")?;
     let mid = sparsity_of(conv2)?;
     assert!(mid > 0.1 && mid < 0.8, "mid-schedule sparsity {mid}");
-    let resumed = bits(&agp_run(split.path(), None)?)?;
+    let resumed = bits(&agp_run(None, AGP, 6, split.path(), None)?)?;
     assert_eq!(resumed, uninterrupted);
     Ok(())
 }
@@ -409,36 +426,15 @@ fn agp_per_step_follows_the_cubic_schedule_at_every_step() -> Result<()> {
         let target = agp_step_sparsity(&schedule, times, 4);
         let by_hand = 0.8 + (0.2 - 0.8) * (1.0 - times as f64 / 4.0).powi(3);
         assert!((target - by_hand).abs() < 1e-12);
-        for node in model.graph.nodes() {
-            let Some(w) = node.layer.weight() else {
-                continue;
-            };
-            let n = w.elem_count();
-            let expected = (target * n as f64).round() / n as f64;
-            let got = sparsities[&node.name];
-            assert!(
-                (got - expected).abs() < 1e-9,
-                "step {}, {}: {got} vs {expected}",
-                i + 1,
-                node.name
-            );
-        }
+        assert_every_layer_at(&model, sparsities, target, &format!("step {}", i + 1));
     }
     Ok(())
 }
 
 #[test]
 fn agp_per_step_resumes_mid_schedule_bit_identical() -> Result<()> {
-    let run = |dir: &std::path::Path, stop_after: Option<usize>| -> Result<Model> {
-        let (train_set, test_set) = small_data()?;
-        let mut model = Model::new("lenet5", 10, &Device::Cpu, SEED)?;
-        let mut pruner = AgpPruner::new(Some(STEPS));
-        pruner.compress(&mut model.graph, &ConfigList::from_json_str(AGP_STEPS)?)?;
-        let mut cfg = config(4, Some(dir));
-        cfg.max_epochs_this_run = stop_after;
-        train::train(&mut model, &train_set, &test_set, &cfg, Some(&mut pruner))?;
-        Ok(model)
-    };
+    let run =
+        |dir: &std::path::Path, stop_after| agp_run(Some(STEPS), AGP_STEPS, 4, dir, stop_after);
     let whole = tempfile::tempdir()?;
     let uninterrupted = bits(&run(whole.path(), None)?)?;
     let split = tempfile::tempdir()?;

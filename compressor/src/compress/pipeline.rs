@@ -60,9 +60,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     }
     let weights_tag = match &opts.weights {
         Some(path) => {
-            model.load_weights(path)?;
-            let bytes = std::fs::read(path).map_err(crate::Error::io(path))?;
-            format!("-w{}", data::content_fingerprint(&bytes))
+            format!("-w{}", model.load_weights(path)?)
         }
         None => String::new(),
     };

@@ -13,8 +13,9 @@ use crate::{Error, Result};
 impl Model {
     /// Replaces every parameter with the file's. Everything is checked before anything
     /// changes: a missing, extra or misshapen tensor is an error naming it, and the model
-    /// is left as it was.
-    pub fn load_weights(&self, path: &Path) -> Result<()> {
+    /// is left as it was. Returns the file's content fingerprint (it keys the baseline
+    /// cache), so the file is read once.
+    pub fn load_weights(&self, path: &Path) -> Result<String> {
         let bad = |message: String| Error::File {
             path: path.to_path_buf(),
             message,
@@ -55,7 +56,7 @@ impl Model {
             let value = loaded[name].to_dtype(tensor.dtype())?;
             Var::from_tensor(tensor)?.set(&value)?;
         }
-        Ok(())
+        Ok(crate::data::content_fingerprint(&bytes))
     }
 }
 

@@ -16,8 +16,6 @@
 //! `initial_sparsity` and `final_sparsity` or `sparsity`). Short fine-tunings want this:
 //! with two epochs, the per-epoch schedule can only jump once.
 
-use std::collections::BTreeMap;
-
 use candle_core::backprop::GradStore;
 use serde_json::{json, Value};
 
@@ -238,14 +236,6 @@ impl AgpPruner {
             steps,
             ..Self::default()
         }
-    }
-
-    /// The target sparsity of every scheduled layer now.
-    pub fn targets(&self) -> BTreeMap<String, f64> {
-        self.layers
-            .iter()
-            .map(|(l, s)| (l.name.clone(), self.target(s)))
-            .collect()
     }
 
     fn target(&self, schedule: &AgpSchedule) -> f64 {

@@ -76,11 +76,6 @@ impl SlimPruner {
         }
     }
 
-    /// λ of the sparsity training.
-    pub fn l1(&self) -> f64 {
-        self.l1
-    }
-
     /// The one sparsity of the selected layers (`check` has made sure they agree).
     fn common_sparsity(layers: &[LayerConfig], source: &str) -> Result<f64> {
         let Some(first) = layers.first() else {

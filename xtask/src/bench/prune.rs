@@ -481,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn agp_plans_fit_two_fine_tune_epochs() {
+    fn agp_plans_use_the_per_step_schedule() {
         let row = spec("agp").pruner;
         let c = &row["config_list"][0];
         assert_eq!(c["initial_sparsity"], json!(0.5));
