@@ -9,7 +9,7 @@ use std::time::Instant;
 use sprig_runtime::fixed_point::quantize_multiplier;
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::{Conv2d, DataRef, FullyConnected, Model, Op, Padding, Pool2d, Reshape};
-use sprig_runtime::{Tensor, TensorKind};
+use sprig_runtime::{Tensor, TensorKind, Weights};
 
 struct Rng(u64);
 
@@ -38,12 +38,12 @@ fn layer(
     rng: &mut Rng,
     weights: usize,
     channels: usize,
-) -> (DataRef, DataRef, DataRef) {
+) -> (Weights, DataRef, DataRef) {
     let w: Vec<i8> = (0..weights).map(|_| rng.i8()).collect();
     let bias: Vec<i32> = (0..channels as i32).map(|c| c * 37 - 100).collect();
     let rq = vec![quantize_multiplier(0.05 * 0.004 / 0.05); channels];
     (
-        b.push_i8(&w).unwrap(),
+        Weights::dense(b.push_i8(&w).unwrap()),
         b.push_i32(&bias).unwrap(),
         b.push_requant(&rq).unwrap(),
     )
@@ -52,7 +52,7 @@ fn layer(
 fn main() {
     let mut rng = Rng(42);
     let mut b = BlobBuilder::new();
-    let conv = |input, output, (filter, bias, requant): (DataRef, DataRef, DataRef)| {
+    let conv = |input, output, (filter, bias, requant): (Weights, DataRef, DataRef)| {
         Op::Conv2d(Conv2d {
             input,
             output,
@@ -81,7 +81,7 @@ fn main() {
             act_max: 127,
         })
     };
-    let fc = |input, output, (weights, bias, requant): (DataRef, DataRef, DataRef), relu: bool| {
+    let fc = |input, output, (weights, bias, requant): (Weights, DataRef, DataRef), relu: bool| {
         Op::FullyConnected(FullyConnected {
             input,
             output,

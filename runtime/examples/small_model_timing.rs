@@ -102,7 +102,10 @@ fn main() {
             act_min: p.act_min,
             act_max: p.act_max,
         };
-        let weights: Vec<i8> = bytes(data, p.weights).iter().map(|&b| b as i8).collect();
+        let weights: Vec<i8> = bytes(data, p.weights.data)
+            .iter()
+            .map(|&b| b as i8)
+            .collect();
         let input: Vec<i8> = (0..shape.in_features).map(|i| (i * 37) as i8).collect();
         let mut output = vec![0i8; shape.out_features];
         let offset = x.zero_point.wrapping_neg();

@@ -83,6 +83,11 @@ pub enum Error {
         /// The tag found.
         tag: u32,
     },
+    /// A weight encoding tag this runtime does not implement.
+    UnknownEncoding {
+        /// The tag found.
+        tag: u32,
+    },
     /// A tensor kind tag this runtime does not implement.
     UnknownTensorKind {
         /// The tag found.
@@ -224,6 +229,36 @@ pub enum Error {
         /// Its kind.
         kind: OpKind,
     },
+    /// Weights in an encoding outside the `Model` type's op set (its kernels are not
+    /// linked into this program).
+    EncodingNotInSet {
+        /// Index of the op.
+        op: u32,
+        /// The encoding's wire tag (`format::Encoding`).
+        encoding: u32,
+    },
+    /// Weights in an encoding the op does not take (depthwise filters are dense only).
+    EncodingNotSupported {
+        /// Index of the op.
+        op: u32,
+        /// The encoding's wire tag.
+        encoding: u32,
+    },
+    /// A sparse weight row that claims more entries than the row has weights.
+    SparseRowTooLong {
+        /// Index of the op.
+        op: u32,
+        /// The row (output channel).
+        row: u32,
+    },
+    /// A sparse entry whose position lies past the end of its row, or a stray index
+    /// nibble after a row's last entry.
+    SparseIndexOutOfRow {
+        /// Index of the op.
+        op: u32,
+        /// The row (output channel).
+        row: u32,
+    },
 
     // ---- run ----------------------------------------------------------------------
     /// The caller's arena is smaller than [`crate::Model::arena_size`].
@@ -292,6 +327,7 @@ impl fmt::Display for Error {
                 write!(f, "{count} tensors exceed the model capacity of {capacity}")
             }
             UnknownOp { tag } => write!(f, "unknown op tag {tag}"),
+            UnknownEncoding { tag } => write!(f, "unknown weight encoding tag {tag}"),
             UnknownTensorKind { tag } => write!(f, "unknown tensor kind tag {tag}"),
             RankTooHigh { rank } => write!(f, "tensor rank {rank} exceeds 4"),
             BadDataSection => f.write_str("data section misplaced or misaligned"),
@@ -342,6 +378,23 @@ impl fmt::Display for Error {
                 f,
                 "op {op}: {kind:?} is not in this Model's op set (its kernel is not linked)"
             ),
+            EncodingNotInSet { op, encoding } => write!(
+                f,
+                "op {op}: weight encoding {encoding} is not in this Model's op set \
+                 (its kernels are not linked)"
+            ),
+            EncodingNotSupported { op, encoding } => {
+                write!(
+                    f,
+                    "op {op}: this op does not take weight encoding {encoding}"
+                )
+            }
+            SparseRowTooLong { op, row } => {
+                write!(f, "op {op}: sparse row {row} has more entries than weights")
+            }
+            SparseIndexOutOfRow { op, row } => {
+                write!(f, "op {op}: sparse row {row} has an index past its end")
+            }
             ArenaTooSmall { needed, got } => {
                 write!(f, "arena too small: need {needed} bytes, got {got}")
             }

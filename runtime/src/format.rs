@@ -34,15 +34,16 @@ use crate::error::{sat_u32, Error};
 use crate::model::OpKind;
 
 pub(crate) mod read;
+pub mod sparse;
 #[cfg(feature = "std")]
 pub mod write;
 
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"SPRG";
 /// Format major version this runtime reads; any other major is refused.
-pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version this runtime writes; newer minors of the same major are read.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 0;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 20;
 /// Alignment of the data section, relative to the blob start.
@@ -157,6 +158,78 @@ pub struct DataRef {
     pub len: u32,
 }
 
+/// How a layer's int8 weights are laid out in the data section (`FORMAT.md` §3.1).
+/// The wire tag is the variant's position; new encodings are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u32)]
+pub enum Encoding {
+    /// Every weight, in the op's layout (wire tag 0).
+    Dense,
+    /// Sparse rows: per output channel its nonzero weights, each with an 8-bit gap to
+    /// the previous one (wire tag 1; see [`sparse`]).
+    SparseRel8,
+    /// As [`Encoding::SparseRel8`] with 4-bit gaps, two per byte (wire tag 2).
+    SparseRel4,
+}
+
+/// Number of encoding tags this runtime knows (`0..ENCODINGS`).
+pub const ENCODINGS: u32 = 3;
+
+impl Encoding {
+    /// Every encoding, in wire-tag order.
+    pub const ALL: [Encoding; ENCODINGS as usize] =
+        [Encoding::Dense, Encoding::SparseRel8, Encoding::SparseRel4];
+
+    /// The encoding with wire tag `tag`.
+    pub fn from_tag(tag: u32) -> Option<Encoding> {
+        Encoding::ALL.get(tag as usize).copied()
+    }
+
+    /// This encoding's bit in a [`crate::Model`] op set: 0 for [`Encoding::Dense`]
+    /// (a dense op needs only its op kind's bit), `1 << (16 + tag)` otherwise.
+    pub const fn bit(self) -> u32 {
+        match self {
+            Encoding::Dense => 0,
+            other => 1 << (16 + other as u32),
+        }
+    }
+
+    /// Whether an op set holds this encoding (always, for [`Encoding::Dense`]).
+    pub const fn is_in(self, set: u32) -> bool {
+        set & self.bit() == self.bit()
+    }
+
+    /// Short lower-case name, as `cargo xtask size` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Dense => "dense",
+            Encoding::SparseRel8 => "sparse-rel8",
+            Encoding::SparseRel4 => "sparse-rel4",
+        }
+    }
+}
+
+/// A layer's int8 weights: where they lie in the data section and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Weights {
+    /// The bytes, relative to the data section.
+    pub data: DataRef,
+    /// Their layout.
+    pub encoding: Encoding,
+}
+
+impl Weights {
+    /// Dense weights at `data`.
+    pub fn dense(data: DataRef) -> Weights {
+        Weights {
+            data,
+            encoding: Encoding::Dense,
+        }
+    }
+}
+
 /// What a tensor is for. Exactly one tensor is `Input` (the graph input) and one is
 /// `Output` (the graph output); all others are `Activation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,8 +292,8 @@ pub struct Conv2d {
     pub input: u32,
     /// Output tensor index.
     pub output: u32,
-    /// int8 `[OC, kernel_h, kernel_w, C]`.
-    pub filter: DataRef,
+    /// int8 `[OC, kernel_h, kernel_w, C]`, dense or sparse by row (one per `OC`).
+    pub filter: Weights,
     /// `i32` LE `[OC]`, or none (zero bias).
     pub bias: Option<DataRef>,
     /// Multipliers then shifts, per channel or shared (see the module docs).
@@ -249,7 +322,8 @@ pub struct Conv2d {
 pub struct DepthwiseConv2d {
     pub input: u32,
     pub output: u32,
-    pub filter: DataRef,
+    /// Dense only.
+    pub filter: Weights,
     pub bias: Option<DataRef>,
     pub requant: DataRef,
     pub kernel_h: u32,
@@ -271,7 +345,8 @@ pub struct DepthwiseConv2d {
 pub struct FullyConnected {
     pub input: u32,
     pub output: u32,
-    pub weights: DataRef,
+    /// Dense or sparse by row (one per `OUT`).
+    pub weights: Weights,
     pub bias: Option<DataRef>,
     pub requant: DataRef,
     pub act_min: i32,
@@ -441,6 +516,16 @@ impl Op {
             Op::Reshape(p) => (p.input, None, p.output),
             Op::Softmax(p) => (p.input, None, p.output),
             Op::ArgMax(p) => (p.input, None, p.output),
+        }
+    }
+
+    /// The op's int8 weights (conv, depthwise, fully connected), `None` for the rest.
+    pub fn weights(&self) -> Option<Weights> {
+        match self {
+            Op::Conv2d(p) => Some(p.filter),
+            Op::DepthwiseConv2d(p) => Some(p.filter),
+            Op::FullyConnected(p) => Some(p.weights),
+            _ => None,
         }
     }
 

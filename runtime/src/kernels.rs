@@ -26,6 +26,7 @@ pub mod pooling;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
 pub mod softmax;
+pub mod sparse;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub mod x86;
 

@@ -19,6 +19,9 @@
 //!   without an FPU.
 //! - Ops: Conv2d, DepthwiseConv2d, FullyConnected, MaxPool2d, AvgPool2d, global average
 //!   pool, Add, Reshape (no copy), Softmax, ArgMax; ReLU/ReLU6 are fused as clamps.
+//! - Weights dense, or for conv and fully connected sparse by row
+//!   ([`format::sparse`]: only nonzeros, with 8- or 4-bit gaps), run by kernels that
+//!   touch only the nonzeros (`kernels::sparse`), bit-exact with the dense ones.
 //!
 //! Footprint: a [`Model`] holds its op and tensor tables in `heapless` vectors whose
 //! capacities are const generics (default 64 and 64, about 7.5 KiB on a 32-bit
@@ -67,7 +70,7 @@ pub mod vectors;
 pub use crc::{crc32, Crc32};
 pub use error::Error;
 pub use format::{
-    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, GlobalAvgPool, Graph,
-    GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
+    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, Graph,
+    GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind, Weights,
 };
-pub use model::{op_set, Model, OpKind, Quant, ALL_OPS};
+pub use model::{encoding_set, op_set, Model, OpKind, Quant, ALL_OPS};

@@ -8,8 +8,12 @@ mod exec;
 pub(crate) mod lifetimes;
 mod op_set;
 mod validate;
+#[cfg(feature = "std")]
+mod weights;
 
-pub use op_set::{kinds_in, op_set, used_by, OpKind, ALL_OPS};
+pub use op_set::{encoding_set, encodings_in, kinds_in, op_set, used_by, OpKind, ALL_OPS};
+#[cfg(feature = "std")]
+pub use weights::LayerWeights;
 
 // The format's u32 sizes and offsets must fit usize.
 const _: () = assert!(usize::BITS >= 32);

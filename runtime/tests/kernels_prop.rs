@@ -8,6 +8,7 @@ mod common;
 use common::Lcg;
 use proptest::prelude::*;
 use sprig_runtime::fixed_point::{rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
+use sprig_runtime::format::sparse::{self, SparseRows};
 use sprig_runtime::format::write::encode_requant;
 use sprig_runtime::kernels::add::{add, AddParams};
 use sprig_runtime::kernels::argmax::argmax;
@@ -18,7 +19,9 @@ use sprig_runtime::kernels::pooling::{
     global_avg_pool, in_place_ok, pool2d, pool2d_in_place, MeanParams, PoolKind,
 };
 use sprig_runtime::kernels::softmax::{softmax, SoftmaxParams};
+use sprig_runtime::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
+use sprig_runtime::Encoding;
 
 /// Quantization side of a weighted op, drawn from a seed.
 struct Stage {
@@ -157,8 +160,76 @@ fn extra_channels() -> impl Strategy<Value = usize> {
     prop::sample::select(vec![0usize, 0, 10, 26, 42])
 }
 
+/// `n` weights of which about one in `keep_one_in` is nonzero (1: dense; 500: rows
+/// with runs of zeros longer than either gap field holds).
+fn pruned(rng: &mut Lcg, n: usize, keep_one_in: u32) -> Vec<i8> {
+    (0..n)
+        .map(|_| if rng.one_in(keep_one_in) { rng.i8() } else { 0 })
+        .collect()
+}
+
+fn density() -> impl Strategy<Value = u32> {
+    prop::sample::select(vec![1u32, 2, 3, 10, 20, 500])
+}
+
+fn sparse_encoding() -> impl Strategy<Value = Encoding> {
+    prop::sample::select(vec![Encoding::SparseRel8, Encoding::SparseRel4])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The sparse conv on encoded weights equals the dense one on the same weights,
+    /// through the gathered path and the by-entry path (windows over 512, offsets
+    /// beyond ±256).
+    #[test]
+    fn sparse_conv2d_matches_dense(
+        g in geometry(),
+        extra in extra_channels(),
+        out_c in 1usize..=20,
+        keep_one_in in density(),
+        encoding in sparse_encoding(),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let g = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len);
+        let filter = pruned(&mut rng, out_c * g.kernel_h * g.kernel_w * g.in_c, keep_one_in);
+        let bytes = sparse::encode(&filter, out_c, encoding).unwrap();
+        let rows = SparseRows::new(&bytes, out_c, encoding).unwrap();
+        let st = Stage::random(&mut rng, out_c);
+        let offset = if rng.one_in(4) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut dense = vec![1i8; out_len];
+        conv2d(&g, offset, &st.view(), &filter, &input, &mut dense).unwrap();
+        let mut sparse = vec![0i8; out_len];
+        conv2d_sparse(&g, offset, &st.view(), &rows, &input, &mut sparse).unwrap();
+        prop_assert_eq!(sparse, dense);
+    }
+
+    #[test]
+    fn sparse_fully_connected_matches_dense(
+        batch in 1usize..=3,
+        k in 1usize..=700,
+        n in 1usize..=40,
+        keep_one_in in density(),
+        encoding in sparse_encoding(),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let shape = FcShape { batch, in_features: k, out_features: n };
+        let input = rng.vec_i8(batch * k);
+        let weights = pruned(&mut rng, n * k, keep_one_in);
+        let bytes = sparse::encode(&weights, n, encoding).unwrap();
+        let rows = SparseRows::new(&bytes, n, encoding).unwrap();
+        let st = Stage::random(&mut rng, n);
+        let offset = if rng.one_in(8) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut dense = vec![1i8; batch * n];
+        fully_connected(&shape, offset, &st.view(), &weights, &input, &mut dense).unwrap();
+        let mut sparse = vec![0i8; batch * n];
+        fully_connected_sparse(&shape, offset, &st.view(), &rows, &input, &mut sparse).unwrap();
+        prop_assert_eq!(sparse, dense);
+    }
 
     #[test]
     fn conv2d_matches_reference(
@@ -461,7 +532,7 @@ fn small_fully_connected_shapes_match_reference() {
 fn fully_connected_models_match_with_and_without_the_fast_path() {
     use sprig_runtime::fixed_point::quantize_multiplier;
     use sprig_runtime::format::write::{BlobBuilder, GraphDef};
-    use sprig_runtime::{FullyConnected, Model, Op, Tensor, TensorKind};
+    use sprig_runtime::{FullyConnected, Model, Op, Tensor, TensorKind, Weights};
 
     let mut rng = Lcg::new(0xfc_fc);
     let tensor = |shape: &[u32], zero_point: i32, kind| Tensor {
@@ -485,7 +556,11 @@ fn fully_connected_models_match_with_and_without_the_fast_path() {
                 .map(|_| quantize_multiplier(0.0005 + (rng.next() % 1000) as f64 * 1e-5))
                 .collect();
             let bias = (!rng.one_in(4)).then(|| b.push_i32(&bias).unwrap());
-            (b.push_i8(&w).unwrap(), bias, b.push_requant(&rq).unwrap())
+            (
+                Weights::dense(b.push_i8(&w).unwrap()),
+                bias,
+                b.push_requant(&rq).unwrap(),
+            )
         };
         let l1 = layer(&mut b, &mut rng, k, m);
         let l2 = layer(&mut b, &mut rng, m, n);

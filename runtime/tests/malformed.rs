@@ -162,6 +162,22 @@ fn unknown_op_tag() {
 }
 
 #[test]
+fn unknown_weight_encoding() {
+    let l = layout();
+    // The Conv2d's filter encoding: after its tag, input, output and the filter's
+    // offset and length (1 byte each).
+    let encoding = l.ops + 2 + 4;
+    assert_eq!(
+        patched(|b| b[encoding] = 3),
+        Error::UnknownEncoding { tag: 3 }
+    );
+    assert_eq!(
+        patched(|b| b[encoding] = 0x7f),
+        Error::UnknownEncoding { tag: 127 }
+    );
+}
+
+#[test]
 fn unknown_tensor_kind_and_rank_too_high() {
     let l = layout();
     let t0 = l.tensors + 1;
@@ -175,9 +191,9 @@ fn unknown_tensor_kind_and_rank_too_high() {
 #[test]
 fn undecodable_graph() {
     let l = layout();
-    // Conv2d fields: input, output (1 byte each), filter (offset, len: 1 byte each),
-    // then the `Option` tag of `bias`, which must be 0 or 1.
-    let bias_tag = l.ops + 2 + 4;
+    // Conv2d fields: input, output (1 byte each), filter (offset, len, encoding: 1 byte
+    // each), then the `Option` tag of `bias`, which must be 0 or 1.
+    let bias_tag = l.ops + 2 + 5;
     // The error names the start of the item that failed: the Conv2d after its tag.
     assert_eq!(
         patched(|b| b[bias_tag] = 2),
@@ -297,15 +313,15 @@ fn conv_parameter_errors() {
         Error::BadActivationRange { op: 0 }
     );
     assert_eq!(
-        with_conv(|c, _| c.filter.offset += 100_000),
+        with_conv(|c, _| c.filter.data.offset += 100_000),
         Error::DataOutOfBounds { op: 0 }
     );
     assert_eq!(
-        with_conv(|c, _| c.filter.offset = u32::MAX),
+        with_conv(|c, _| c.filter.data.offset = u32::MAX),
         Error::DataOutOfBounds { op: 0 }
     );
     assert_eq!(
-        with_conv(|c, _| c.filter.len -= 1),
+        with_conv(|c, _| c.filter.data.len -= 1),
         Error::DataLengthMismatch {
             op: 0,
             expected: 18,

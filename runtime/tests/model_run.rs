@@ -2,10 +2,10 @@
 
 mod common;
 
-use common::{cnn, cnn_expected, tensor, zoo, zoo_expected, Lcg};
+use common::{cnn, cnn_expected, sparse_cnn, tensor, zoo, zoo_expected, Lcg};
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
-use sprig_runtime::{ArgMax, Error, FullyConnected, Model, Op, TensorKind};
+use sprig_runtime::{ArgMax, Encoding, Error, FullyConnected, Model, Op, TensorKind};
 
 #[test]
 fn cnn_runs_and_matches_reference() {
@@ -66,9 +66,17 @@ fn zoo_of_ops_matches_reference() {
 fn tiny_fc_argmax_hand_case() {
     // x = [3, 4] (scale 1, zp 0); W = [[1, 2], [2, 0], [−1, 1]] (scale 1); bias [1, 0, 9];
     // M = 1·1/1 = 1.0 = (2^30, 1): y = [3 + 8 + 1, 6 + 0 + 0, −3 + 4 + 9] = [12, 6, 10];
-    // argmax → 0.
+    // argmax → 0. The same with the weights dense and in each sparse encoding.
+    for encoding in Encoding::ALL {
+        tiny_fc_argmax(encoding);
+    }
+}
+
+fn tiny_fc_argmax(encoding: Encoding) {
     let mut b = BlobBuilder::new();
-    let weights = b.push_i8(&[1, 2, 2, 0, -1, 1]).unwrap();
+    let weights = b
+        .push_weights_as(&[1, 2, 2, 0, -1, 1], 3, encoding)
+        .unwrap();
     let bias = b.push_i32(&[1, 0, 9]).unwrap();
     let requant = b.push_requant(&[(1 << 30, 1)]).unwrap();
     let mut graph = GraphDef {
@@ -99,6 +107,7 @@ fn tiny_fc_argmax_hand_case() {
     graph.plan_arena().unwrap();
     let blob = b.finish(&graph).unwrap();
     let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(model.ops()[0].weights().unwrap().encoding, encoding);
     let mut arena = vec![0u8; model.arena_size()];
     let out = model.run_in_arena(&mut arena, &[3, 4]).unwrap();
     assert_eq!(out, &[0]);
@@ -108,6 +117,29 @@ fn tiny_fc_argmax_hand_case() {
     assert_eq!(raw, [12, 6, 10]);
     assert_eq!(model.predict(&mut arena, &[3, 4]).unwrap(), 0);
     assert_eq!(model.predict(&mut arena, &[-3, 4]).unwrap(), 2); // [6, −6, 16]
+}
+
+/// Pruned weights stored sparse give exactly what the dense reference computes.
+#[test]
+fn sparse_cnn_runs_and_matches_reference() {
+    for encoding in [Encoding::SparseRel8, Encoding::SparseRel4] {
+        let built = sparse_cnn(encoding);
+        let blob = built.blob();
+        let model = Model::from_bytes(&blob).unwrap();
+        assert!(model
+            .ops()
+            .iter()
+            .filter_map(|op| op.weights())
+            .all(|w| w.encoding == encoding));
+        let mut arena = vec![0u8; model.arena_size()];
+        let mut rng = Lcg::new(5);
+        for _ in 0..20 {
+            let input = rng.vec_i8(36);
+            let mut out = [0i8; 4];
+            model.run(&mut arena, &input, &mut out).unwrap();
+            assert_eq!(out.to_vec(), cnn_expected(&built, &input), "{encoding:?}");
+        }
+    }
 }
 
 #[test]

@@ -478,7 +478,8 @@ fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
         .collect();
     assert_eq!(weighted.len(), ops.len());
     assert_eq!(ops.len(), 5, "lenet5: 2 conv + 3 fully connected");
-    for (node, op) in weighted.into_iter().zip(ops) {
+    let layer_weights = runtime.layer_weights()?;
+    for ((node, op), stored) in weighted.into_iter().zip(ops).zip(&layer_weights) {
         let name = node.name.as_str();
         let (ints, dims, scales) = fake_quant_integers(&model, name)?;
         assert!(ints.iter().any(|&q| q != 0), "{name}: all zero");
@@ -490,14 +491,13 @@ fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
         assert_eq!(q.to_i8()?, ints, "{name}: integers");
 
         // model.sprig holds exactly those integers ...
-        let (filter, bias, input) = match op {
-            Op::Conv2d(c) => (c.filter, c.bias, c.input),
-            Op::FullyConnected(f) => (f.weights, f.bias, f.input),
+        let (bias, input) = match op {
+            Op::Conv2d(c) => (c.bias, c.input),
+            Op::FullyConnected(f) => (f.bias, f.input),
             _ => unreachable!(),
         };
-        let deployed: Vec<i8> = bytes(filter).iter().map(|&b| b as i8).collect();
         assert_eq!(
-            deployed,
+            stored.dense,
             runtime_layout(&ints, &dims, op, &runtime),
             "{name}: deployed weights"
         );
@@ -618,24 +618,16 @@ fn packed_weights_follow_the_quantizer_not_max_abs() -> Result<()> {
         .filter(|op| matches!(op, Op::Conv2d(_) | Op::FullyConnected(_)))
         .collect();
     let names = ["conv1", "conv2", "fc1", "fc2", "fc3"];
-    for (name, op) in names.into_iter().zip(ops) {
+    let layer_weights = runtime.layer_weights()?;
+    for ((name, op), stored) in names.into_iter().zip(ops).zip(&layer_weights) {
         let (ints, dims, _) = fake_quant_integers(&model, name)?;
         let widest = ints.iter().map(|q| q.unsigned_abs()).max().unwrap_or(0);
         assert!(
             (60..=64).contains(&widest),
             "{name}: widest integer {widest}"
         );
-        let filter = match op {
-            Op::Conv2d(c) => c.filter,
-            Op::FullyConnected(f) => f.weights,
-            _ => unreachable!(),
-        };
-        let deployed: Vec<i8> = runtime.data()[filter.offset as usize..][..filter.len as usize]
-            .iter()
-            .map(|&b| b as i8)
-            .collect();
         assert_eq!(
-            deployed,
+            stored.dense,
             runtime_layout(&ints, &dims, op, &runtime),
             "{name}"
         );

@@ -24,7 +24,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
-use sprig_runtime::model::{kinds_in, used_by};
+use sprig_runtime::model::{encodings_in, kinds_in, used_by};
 use sprig_runtime::vectors::Vectors;
 use sprig_runtime::Model;
 
@@ -198,15 +198,26 @@ pub fn kernels() -> Kernels {
     }
 }
 
-/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds by name, or every
-/// kernel, so the firmware's `Model` links exactly those.
+/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds (and sparse weight
+/// encodings) by name, or every kernel, so the firmware's `Model` links exactly those.
 pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
     let set = match kernels {
         Kernels::OfModel => {
             let names: Vec<String> = kinds_in(artifacts.op_set)
                 .map(|kind| format!("\n    ::sprig_runtime::OpKind::{kind:?},"))
                 .collect();
-            format!("::sprig_runtime::op_set(&[{}\n])", names.concat())
+            let encodings: Vec<String> = encodings_in(artifacts.op_set)
+                .map(|e| format!("\n    ::sprig_runtime::Encoding::{e:?},"))
+                .collect();
+            let sparse = if encodings.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\n    | ::sprig_runtime::encoding_set(&[{}\n])",
+                    encodings.concat()
+                )
+            };
+            format!("::sprig_runtime::op_set(&[{}\n]){sparse}", names.concat())
         }
         Kernels::All => "::sprig_runtime::ALL_OPS".to_string(),
     };
@@ -392,7 +403,7 @@ mod tests {
     fn fc_argmax_run() -> PathBuf {
         use sprig_runtime::format::write::{BlobBuilder, GraphDef};
         use sprig_runtime::vectors::write_vectors;
-        use sprig_runtime::{ArgMax, FullyConnected, Op, Tensor, TensorKind};
+        use sprig_runtime::{ArgMax, FullyConnected, Op, Tensor, TensorKind, Weights};
 
         let tensor = |shape: &[u32], kind| Tensor {
             shape: shape.iter().copied().collect(),
@@ -402,7 +413,7 @@ mod tests {
             kind,
         };
         let mut b = BlobBuilder::new();
-        let weights = b.push_i8(&[1, 2, 2, 0, -1, 1]).unwrap();
+        let weights = Weights::dense(b.push_i8(&[1, 2, 2, 0, -1, 1]).unwrap());
         let requant = b.push_requant(&[(1 << 30, 1)]).unwrap();
         let mut graph = GraphDef {
             tensors: vec![
@@ -462,6 +473,16 @@ mod tests {
             all.ends_with("pub const OP_SET: u32 = ::sprig_runtime::ALL_OPS;\n"),
             "{all}"
         );
-        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32);
+        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32 + 2);
+        // Sparse weights add their encoding.
+        let sparse = Artifacts {
+            op_set: artifacts.op_set | sprig_runtime::Encoding::SparseRel4.bit(),
+            ..artifacts
+        };
+        assert!(op_set_rs(&sparse, Kernels::OfModel).ends_with(
+            "::sprig_runtime::OpKind::ArgMax,\n])\n    \
+             | ::sprig_runtime::encoding_set(&[\n    \
+             ::sprig_runtime::Encoding::SparseRel4,\n]);\n"
+        ));
     }
 }

@@ -398,9 +398,11 @@ impl<'m> Lower<'m> {
         Ok(Some(r))
     }
 
-    fn push_i8(&mut self, bytes: &[u8]) -> Result<DataRef> {
+    /// Imported weights stay dense, as TensorFlow Lite stores them.
+    fn push_i8(&mut self, bytes: &[u8]) -> Result<sprig_runtime::Weights> {
         self.data
             .push_bytes(bytes)
+            .map(sprig_runtime::Weights::dense)
             .map_err(|e| ImportError::Runtime(e.to_string()))
     }
 

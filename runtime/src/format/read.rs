@@ -7,8 +7,9 @@
 use serde::Deserialize;
 
 use super::{
-    align_up, Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, GlobalAvgPool,
-    GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind, HEADER_LEN,
+    align_up, Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected,
+    GlobalAvgPool, GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
+    Weights, HEADER_LEN,
 };
 use crate::error::{sat_u32, Error};
 
@@ -223,12 +224,14 @@ fn read_tensor(cur: &mut Cursor<'_>) -> Result<Tensor, Error> {
 
 /// Fields of the op with wire tag `tag`: (count, position of the `Option<DataRef>`,
 /// bit mask of the `i32` fields). Counts and positions are in words, an
-/// `Option<DataRef>` taking three (tag and two `u32`s).
+/// `Option<DataRef>` taking three (tag and two `u32`s), `Weights` three (offset, length,
+/// encoding tag). `ops_read_as_postcard_writes_them` below checks every row against
+/// postcard's own encoding of every variant.
 fn op_layout(tag: u32) -> Option<(usize, Option<usize>, u32)> {
     Some(match tag {
-        0 => (19, Some(4), 3 << 17),  // Conv2d: act_min, act_max
-        1 => (20, Some(4), 3 << 18),  // DepthwiseConv2d: act_min, act_max
-        2 => (11, Some(4), 3 << 9),   // FullyConnected: act_min, act_max
+        0 => (20, Some(5), 3 << 18),  // Conv2d: act_min, act_max
+        1 => (21, Some(5), 3 << 19),  // DepthwiseConv2d: act_min, act_max
+        2 => (12, Some(5), 3 << 10),  // FullyConnected: act_min, act_max
         3 | 4 => (12, None, 3 << 10), // MaxPool2d, AvgPool2d: act_min, act_max
         5 => (6, None, 0b1111 << 2),  // GlobalAvgPool: all but input, output
         6 => (11, None, 0xff << 3),   // Add: all but the three tensors
@@ -245,7 +248,7 @@ fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {
     // variant's struct: the bytes are exactly postcard's encoding of `Op`.
     let tag = cur.u32().ok_or_else(|| cur.fail())?;
     let (n, option, signed) = op_layout(tag).ok_or(Error::UnknownOp { tag })?;
-    let mut w = [0u32; 20];
+    let mut w = [0u32; 21];
     let words = w.get_mut(..n).ok_or(Error::UnknownOp { tag })?;
     // A failure anywhere in the fields is reported at their start (the op's first
     // field), as when the struct was decoded in one piece.
@@ -263,45 +266,54 @@ fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {
         bottom: u(i + 2),
         right: u(i + 3),
     };
-    let bias = (u(4) != 0).then(|| d(5));
+    // Conv2d, DepthwiseConv2d and FullyConnected: weights at words 2..5, the bias
+    // option at 5..8.
+    let weights = || -> Result<Weights, Error> {
+        let tag = u(4);
+        Ok(Weights {
+            data: d(2),
+            encoding: Encoding::from_tag(tag).ok_or(Error::UnknownEncoding { tag })?,
+        })
+    };
+    let bias = (u(5) != 0).then(|| d(6));
     Ok(match tag {
         0 => Op::Conv2d(Conv2d {
             input: u(0),
             output: u(1),
-            filter: d(2),
+            filter: weights()?,
             bias,
-            requant: d(7),
-            kernel_h: u(9),
-            kernel_w: u(10),
-            stride_h: u(11),
-            stride_w: u(12),
-            padding: pad(13),
-            act_min: s(17),
-            act_max: s(18),
+            requant: d(8),
+            kernel_h: u(10),
+            kernel_w: u(11),
+            stride_h: u(12),
+            stride_w: u(13),
+            padding: pad(14),
+            act_min: s(18),
+            act_max: s(19),
         }),
         1 => Op::DepthwiseConv2d(DepthwiseConv2d {
             input: u(0),
             output: u(1),
-            filter: d(2),
+            filter: weights()?,
             bias,
-            requant: d(7),
-            kernel_h: u(9),
-            kernel_w: u(10),
-            stride_h: u(11),
-            stride_w: u(12),
-            padding: pad(13),
-            depth_multiplier: u(17),
-            act_min: s(18),
-            act_max: s(19),
+            requant: d(8),
+            kernel_h: u(10),
+            kernel_w: u(11),
+            stride_h: u(12),
+            stride_w: u(13),
+            padding: pad(14),
+            depth_multiplier: u(18),
+            act_min: s(19),
+            act_max: s(20),
         }),
         2 => Op::FullyConnected(FullyConnected {
             input: u(0),
             output: u(1),
-            weights: d(2),
+            weights: weights()?,
             bias,
-            requant: d(7),
-            act_min: s(9),
-            act_max: s(10),
+            requant: d(8),
+            act_min: s(10),
+            act_max: s(11),
         }),
         3 | 4 => {
             let p = Pool2d {
@@ -368,6 +380,11 @@ mod tests {
     #[test]
     fn ops_read_as_postcard_writes_them() {
         let r = |offset, len| DataRef { offset, len };
+        let dense = |offset, len| Weights::dense(r(offset, len));
+        let sparse = |offset, len, encoding| Weights {
+            data: r(offset, len),
+            encoding,
+        };
         let pad = Padding {
             top: 1,
             left: 2,
@@ -377,7 +394,7 @@ mod tests {
         let conv = Conv2d {
             input: 1,
             output: 200,
-            filter: r(16, 70000),
+            filter: sparse(16, 70000, Encoding::SparseRel4),
             bias: Some(r(4, 8)),
             requant: r(9, 10),
             kernel_h: 3,
@@ -391,7 +408,7 @@ mod tests {
         let depthwise = DepthwiseConv2d {
             input: 3,
             output: 4,
-            filter: r(1, 2),
+            filter: dense(1, 2),
             bias: None,
             requant: r(5, 6),
             kernel_h: 7,
@@ -416,7 +433,11 @@ mod tests {
         };
         let ops = [
             Op::Conv2d(conv),
-            Op::Conv2d(Conv2d { bias: None, ..conv }),
+            Op::Conv2d(Conv2d {
+                bias: None,
+                filter: dense(3, 4),
+                ..conv
+            }),
             Op::DepthwiseConv2d(depthwise),
             Op::DepthwiseConv2d(DepthwiseConv2d {
                 bias: Some(r(u32::MAX, 0)),
@@ -425,7 +446,7 @@ mod tests {
             Op::FullyConnected(FullyConnected {
                 input: 5,
                 output: 6,
-                weights: r(7, 8),
+                weights: sparse(7, 8, Encoding::SparseRel8),
                 bias: Some(r(9, 10)),
                 requant: r(11, 12),
                 act_min: -13,

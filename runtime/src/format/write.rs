@@ -28,8 +28,8 @@
 use std::vec::Vec;
 
 use super::{
-    align_up, DataRef, Graph, GraphHeader, Header, Op, Tensor, FORMAT_MAJOR, FORMAT_MINOR,
-    HEADER_LEN, REQUIRED_FLAGS_MASK,
+    align_up, DataRef, Encoding, Graph, GraphHeader, Header, Op, Tensor, Weights, FORMAT_MAJOR,
+    FORMAT_MINOR, HEADER_LEN, REQUIRED_FLAGS_MASK,
 };
 use crate::error::Error;
 use crate::model::lifetimes::{self, Live, NONE};
@@ -167,6 +167,14 @@ impl GraphDef {
     }
 }
 
+/// The bytes of `rows` rows of int8 weights in `encoding`.
+fn encode_weights(values: &[i8], rows: usize, encoding: Encoding) -> Result<Vec<u8>, Error> {
+    match encoding {
+        Encoding::Dense => Ok(values.iter().map(|&v| v as u8).collect()),
+        sparse => super::sparse::encode(values, rows, sparse).ok_or(Error::Encode),
+    }
+}
+
 /// Collects the data section and writes the blob.
 #[derive(Debug, Clone, Default)]
 pub struct BlobBuilder {
@@ -207,6 +215,48 @@ impl BlobBuilder {
     pub fn push_i8(&mut self, values: &[i8]) -> Result<DataRef, Error> {
         let bytes: Vec<u8> = values.iter().map(|&v| v as u8).collect();
         self.push_bytes(&bytes)
+    }
+
+    /// Append a layer's int8 weights, `rows` rows (output channels) of equal length, in
+    /// whichever of dense and `sparse` ([`Encoding`]s, see [`super::sparse`]) takes
+    /// the fewest bytes; dense on a tie (its kernels are the fastest).
+    pub fn push_weights(
+        &mut self,
+        values: &[i8],
+        rows: usize,
+        sparse: &[Encoding],
+    ) -> Result<Weights, Error> {
+        let mut best = (
+            Encoding::Dense,
+            encode_weights(values, rows, Encoding::Dense)?,
+        );
+        for &encoding in sparse {
+            if let Ok(bytes) = encode_weights(values, rows, encoding) {
+                if bytes.len() < best.1.len() {
+                    best = (encoding, bytes);
+                }
+            }
+        }
+        Ok(Weights {
+            data: self.push_bytes(&best.1)?,
+            encoding: best.0,
+        })
+    }
+
+    /// Append a layer's int8 weights, `rows` rows of equal length, in `encoding`
+    /// ([`Error::Encode`] if they cannot be: rows of unequal length, or a sparse row
+    /// of more than 65,535 entries).
+    pub fn push_weights_as(
+        &mut self,
+        values: &[i8],
+        rows: usize,
+        encoding: Encoding,
+    ) -> Result<Weights, Error> {
+        let bytes = encode_weights(values, rows, encoding)?;
+        Ok(Weights {
+            data: self.push_bytes(&bytes)?,
+            encoding,
+        })
     }
 
     /// Append little-endian `i32`s (biases).

@@ -63,7 +63,6 @@ fn gathered(
 ) -> Result<(), Error> {
     let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
     let image_len = g.in_h * g.in_w * g.in_c;
-    let filter_row = g.kernel_w * g.in_c;
     let mut buf = [0i16; OFFSET_CAP];
     let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
@@ -81,26 +80,7 @@ fn gathered(
                 let y0 = oy * g.stride_h;
                 let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
                 for ox in 0..g.out_w {
-                    let x0 = ox * g.stride_w;
-                    let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
-                    let (left, run) = (kx0 * g.in_c, (kx1 - kx0) * g.in_c);
-                    let ix0 = x0 + kx0 - g.pad_left;
-                    for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
-                        if ky < ky0 || ky >= ky1 {
-                            zero(row);
-                            continue;
-                        }
-                        let iy = y0 + ky - g.pad_top;
-                        let start = (iy * g.in_w + ix0) * g.in_c;
-                        let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
-                        let (pad_l, rest) =
-                            row.split_at_mut_checked(left).ok_or(Error::KernelArgs)?;
-                        let (mid, pad_r) =
-                            rest.split_at_mut_checked(run).ok_or(Error::KernelArgs)?;
-                        zero(pad_l);
-                        offset_into(mid, src, offset);
-                        zero(pad_r);
-                    }
+                    gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
                     let out_px = pixels
                         .next()
                         .and_then(|p| p.get_mut(c0..c0 + n))
@@ -109,6 +89,40 @@ fn gathered(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Gather output pixel `(oy, ox)`'s window of `image` into `window` (`KH·KW·C`
+/// entries, the filter's order) as `x + offset`, padded positions 0. `rows` is
+/// `(oy · stride_h, ky0, ky1)`, the row range computed once per output row.
+#[inline(always)]
+pub(crate) fn gather_window(
+    g: &ConvGeometry,
+    image: &[i8],
+    (y0, ky0, ky1): (usize, usize, usize),
+    ox: usize,
+    offset: i16,
+    window: &mut [i16],
+) -> Result<(), Error> {
+    let filter_row = g.kernel_w * g.in_c;
+    let x0 = ox * g.stride_w;
+    let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+    let (left, run) = (kx0 * g.in_c, (kx1 - kx0) * g.in_c);
+    let ix0 = x0 + kx0 - g.pad_left;
+    for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
+        if ky < ky0 || ky >= ky1 {
+            zero(row);
+            continue;
+        }
+        let iy = y0 + ky - g.pad_top;
+        let start = (iy * g.in_w + ix0) * g.in_c;
+        let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
+        let (pad_l, rest) = row.split_at_mut_checked(left).ok_or(Error::KernelArgs)?;
+        let (mid, pad_r) = rest.split_at_mut_checked(run).ok_or(Error::KernelArgs)?;
+        zero(pad_l);
+        offset_into(mid, src, offset);
+        zero(pad_r);
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use core::ops::Range;
 use super::{Model, OpKind};
 use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split};
 use crate::error::Error;
-use crate::format::{DataRef, Op, Padding, Tensor};
+use crate::format::sparse::SparseRows;
+use crate::format::{DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, AddParams};
 use crate::kernels::argmax::argmax;
 use crate::kernels::conv::conv2d;
@@ -22,6 +23,7 @@ use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
 use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind};
 use crate::kernels::softmax::{softmax, SoftmaxParams};
+use crate::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
 use crate::kernels::{ConvGeometry, OutputStage};
 
 #[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
@@ -83,6 +85,16 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         self.data.get(start..start.checked_add(r.len as usize)?)
     }
 
+    /// The rows of sparse weights whose encoding the op set links; `None` for dense
+    /// weights (and, constant-folded, for every encoding outside `OPS`).
+    #[inline(always)]
+    fn sparse_rows(&self, w: Weights, bytes: &'a [u8], rows: usize) -> Option<SparseRows<'a>> {
+        if w.encoding == Encoding::Dense || !w.encoding.is_in(OPS) {
+            return None;
+        }
+        SparseRows::new(bytes, rows, w.encoding)
+    }
+
     fn stage(
         &self,
         bias: Option<DataRef>,
@@ -111,6 +123,9 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         let Op::FullyConnected(p) = op else {
             return None;
         };
+        if p.weights.encoding != Encoding::Dense {
+            return None;
+        }
         if !OpKind::FullyConnected.is_in(OPS) {
             return None;
         }
@@ -126,7 +141,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             },
             input_offset: x.zero_point.wrapping_neg(),
             stage: self.stage(p.bias, p.requant, y, out_features, (p.act_min, p.act_max))?,
-            weights: bytes_as_i8(self.bytes(p.weights)?),
+            weights: bytes_as_i8(self.bytes(p.weights.data)?),
             input: range(x)?,
             output: range(y)?,
         })
@@ -154,9 +169,12 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     &p.padding,
                 )?;
                 let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
-                let filter = bytes_as_i8(self.bytes(p.filter)?);
+                let filter = self.bytes(p.filter.data)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                conv2d(&g, input_offset, &stage, filter, input, output)
+                match self.sparse_rows(p.filter, filter, g.out_c) {
+                    Some(rows) => conv2d_sparse(&g, input_offset, &stage, &rows, input, output),
+                    None => conv2d(&g, input_offset, &stage, bytes_as_i8(filter), input, output),
+                }
             }
             Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
                 let g = geometry(
@@ -167,7 +185,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     &p.padding,
                 )?;
                 let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
-                let filter = bytes_as_i8(self.bytes(p.filter)?);
+                let filter = bytes_as_i8(self.bytes(p.filter.data)?);
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 let dm = p.depth_multiplier as usize;
                 depthwise_conv2d(&g, dm, input_offset, &stage, filter, input, output)
@@ -182,9 +200,17 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 };
                 let stage =
                     self.stage(p.bias, p.requant, y, out_features, (p.act_min, p.act_max))?;
-                let weights = bytes_as_i8(self.bytes(p.weights)?);
+                let weights = self.bytes(p.weights.data)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                fully_connected(&shape, input_offset, &stage, weights, input, output)
+                match self.sparse_rows(p.weights, weights, out_features) {
+                    Some(rows) => {
+                        fully_connected_sparse(&shape, input_offset, &stage, &rows, input, output)
+                    }
+                    None => {
+                        let weights = bytes_as_i8(weights);
+                        fully_connected(&shape, input_offset, &stage, weights, input, output)
+                    }
+                }
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p)
                 if has(OpKind::MaxPool2d) || has(OpKind::AvgPool2d) =>

@@ -20,13 +20,21 @@
 //! # let _ = LeNet::parse(&[]);
 //! ```
 //!
+//! Sparse weights need their encoding's bit too (bits 16 and up,
+//! [`Encoding::bit`]): `op_set(&[..]) | encoding_set(&[Encoding::SparseRel4])` links
+//! the sparse conv and fully connected kernels for that encoding; dense weights need
+//! only the op's bit, so a dense model's set links no sparse code. A blob whose
+//! weights use an encoding outside the set is refused with
+//! [`Error::EncodingNotInSet`].
+//!
 //! The default, [`ALL_OPS`], links every kernel. (Const generics on stable Rust take
 //! integers, not sets: hence a `u32` built by the `const fn`s here.)
 //!
 //! [`Model`]: crate::Model
 //! [`Error::OpNotInSet`]: crate::Error::OpNotInSet
+//! [`Error::EncodingNotInSet`]: crate::Error::EncodingNotInSet
 
-use crate::format::{Op, OP_TAGS};
+use crate::format::{Encoding, Op, OP_TAGS};
 
 /// The kind of an [`Op`], by wire tag (`OpKind::Conv2d as u32 == 0`).
 // Four bytes, like `Error`'s other payloads: as a one-byte field of
@@ -75,8 +83,9 @@ impl OpKind {
     }
 }
 
-/// The set of every op this runtime implements: [`crate::Model`]'s default.
-pub const ALL_OPS: u32 = (1 << OP_TAGS) - 1;
+/// The set of every op and encoding this runtime implements: [`crate::Model`]'s
+/// default.
+pub const ALL_OPS: u32 = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
 
 /// The set of `kinds`, for [`crate::Model`]'s `OPS` parameter.
 pub const fn op_set(kinds: &[OpKind]) -> u32 {
@@ -88,14 +97,35 @@ pub const fn op_set(kinds: &[OpKind]) -> u32 {
     set
 }
 
-/// The set of kinds `ops` use: the smallest `OPS` that loads a model with these ops.
+/// The set of `encodings` (to `|` with an [`op_set`]; [`Encoding::Dense`] adds nothing).
+pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
+    let (mut set, mut rest) = (0, encodings);
+    while let [encoding, tail @ ..] = rest {
+        set |= encoding.bit();
+        rest = tail;
+    }
+    set
+}
+
+/// The set of kinds and encodings `ops` use: the smallest `OPS` that loads a model
+/// with these ops.
 pub fn used_by(ops: &[Op]) -> u32 {
-    ops.iter().fold(0, |set, op| set | op.kind().bit())
+    ops.iter().fold(0, |set, op| {
+        set | op.kind().bit() | op.weights().map_or(0, |w| w.encoding.bit())
+    })
 }
 
 /// The kinds in `set`, in wire-tag order.
 pub fn kinds_in(set: u32) -> impl Iterator<Item = OpKind> {
     OpKind::ALL.into_iter().filter(move |k| k.is_in(set))
+}
+
+/// The sparse encodings in `set`, in wire-tag order ([`Encoding::Dense`] is in every
+/// set and not listed).
+pub fn encodings_in(set: u32) -> impl Iterator<Item = Encoding> {
+    Encoding::ALL
+        .into_iter()
+        .filter(move |e| *e != Encoding::Dense && e.is_in(set))
 }
 
 #[cfg(test)]
@@ -107,7 +137,15 @@ mod tests {
         for (tag, kind) in OpKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, tag);
         }
-        assert_eq!(op_set(&OpKind::ALL), ALL_OPS);
+        assert_eq!(op_set(&OpKind::ALL) | encoding_set(&Encoding::ALL), ALL_OPS);
+        assert_eq!(encoding_set(&[Encoding::Dense]), 0);
+        let sparse = encoding_set(&[Encoding::SparseRel4]);
+        assert!(Encoding::SparseRel4.is_in(sparse) && !Encoding::SparseRel8.is_in(sparse));
+        assert!(Encoding::Dense.is_in(0));
+        assert_eq!(
+            encodings_in(ALL_OPS).collect::<std::vec::Vec<_>>(),
+            [Encoding::SparseRel8, Encoding::SparseRel4]
+        );
         assert_eq!(op_set(&[]), 0);
         let set = op_set(&[OpKind::Softmax, OpKind::Conv2d]);
         assert_eq!(set, 0b1_0000_0001);

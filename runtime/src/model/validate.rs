@@ -11,7 +11,10 @@ use super::OpKind;
 use crate::error::{sat_u32, Error};
 use crate::fixed_point::{multiplier_in_range, shift_in_range};
 use crate::format::read::Parsed;
-use crate::format::{DataRef, GraphHeader, Op, Padding, Tensor, TensorKind, REQUANT_ENTRY_LEN};
+use crate::format::{
+    sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
+    REQUANT_ENTRY_LEN,
+};
 
 /// Check everything about a structurally sound blob.
 pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>(
@@ -201,6 +204,22 @@ impl<'t> Ctx<'t> {
         Ok(bytes)
     }
 
+    /// A layer's weights: `rows` rows of `row_len`, dense or in a sparse encoding of
+    /// the op set `OPS` (see `format::sparse`).
+    fn weights<const OPS: u32>(&self, w: Weights, rows: u32, row_len: u64) -> Result<(), Error> {
+        if w.encoding == Encoding::Dense {
+            return self.data_ref(w.data, u64::from(rows) * row_len).map(|_| ());
+        }
+        if !w.encoding.is_in(OPS) {
+            return Err(Error::EncodingNotInSet {
+                op: self.op,
+                encoding: w.encoding as u32,
+            });
+        }
+        let bytes = self.data_ref(w.data, u64::from(w.data.len))?;
+        sparse::validate(self.op, bytes, rows, row_len, w.encoding)
+    }
+
     /// Per-channel (or shared) requantization bytes: the lengths, then every pair.
     fn requant(&self, r: DataRef, channels: u32) -> Result<(), Error> {
         let entry = u64::from(REQUANT_ENTRY_LEN);
@@ -305,7 +324,7 @@ impl<'t> Ctx<'t> {
                     &p.padding,
                 )?;
                 let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
-                self.data_ref(p.filter, u64::from(oc) * taps * u64::from(c))?;
+                self.weights::<OPS>(p.filter, oc, taps * u64::from(c))?;
                 self.bias(p.bias, oc)?;
                 self.requant(p.requant, oc)?;
                 self.act(p.act_min, p.act_max)
@@ -324,8 +343,14 @@ impl<'t> Ctx<'t> {
                 if u64::from(c) * u64::from(p.depth_multiplier) != u64::from(oc) {
                     return Err(self.shape_err());
                 }
+                if p.filter.encoding != Encoding::Dense {
+                    return Err(Error::EncodingNotSupported {
+                        op: self.op,
+                        encoding: p.filter.encoding as u32,
+                    });
+                }
                 let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
-                self.data_ref(p.filter, taps * u64::from(oc))?;
+                self.data_ref(p.filter.data, taps * u64::from(oc))?;
                 self.bias(p.bias, oc)?;
                 self.requant(p.requant, oc)?;
                 self.act(p.act_min, p.act_max)
@@ -336,7 +361,7 @@ impl<'t> Ctx<'t> {
                 if lead_x != lead_y {
                     return Err(self.shape_err());
                 }
-                self.data_ref(p.weights, u64::from(n) * u64::from(k))?;
+                self.weights::<OPS>(p.weights, n, u64::from(k))?;
                 self.bias(p.bias, n)?;
                 self.requant(p.requant, n)?;
                 self.act(p.act_min, p.act_max)

@@ -10,8 +10,8 @@ use sprig_runtime::kernels::pooling::{MeanParams, PoolKind};
 use sprig_runtime::kernels::softmax::SoftmaxParams;
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::{
-    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, GlobalAvgPool, Op, Padding,
-    Pool2d, Reshape, Softmax, Tensor, TensorKind,
+    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, Op,
+    Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind, Weights,
 };
 
 /// Deterministic pseudo-random numbers (64-bit LCG, high bits).
@@ -82,10 +82,25 @@ impl Layer {
         }
     }
 
-    /// Push into the builder: (weights, bias, requant) references.
-    fn push(&self, b: &mut BlobBuilder) -> (DataRef, DataRef, DataRef) {
+    /// Zero about `1 − 1/keep_one_in` of the weights (pruning).
+    fn prune(&mut self, rng: &mut Lcg, keep_one_in: u32) {
+        for w in &mut self.weights {
+            if !rng.one_in(keep_one_in) {
+                *w = 0;
+            }
+        }
+    }
+
+    /// Push into the builder, the weights as `rows` rows in `encoding`: (weights,
+    /// bias, requant) references.
+    fn push(
+        &self,
+        b: &mut BlobBuilder,
+        rows: usize,
+        encoding: Encoding,
+    ) -> (Weights, DataRef, DataRef) {
         (
-            b.push_i8(&self.weights).unwrap(),
+            b.push_weights_as(&self.weights, rows, encoding).unwrap(),
             b.push_i32(&self.bias).unwrap(),
             b.push_requant(&self.requant).unwrap(),
         )
@@ -108,6 +123,15 @@ impl Built {
 /// input [1,6,6,1] → conv 3×3 pad 1, 2 channels, fused ReLU → [1,6,6,2] → max pool 2×2
 /// → [1,3,3,2] → reshape → [1,18] → fully connected → [1,4].
 pub fn cnn() -> Built {
+    cnn_encoded(Encoding::Dense)
+}
+
+/// [`cnn`] with about two thirds of each layer's weights zero, stored in `encoding`.
+pub fn sparse_cnn(encoding: Encoding) -> Built {
+    cnn_encoded(encoding)
+}
+
+fn cnn_encoded(encoding: Encoding) -> Built {
     let mut rng = Lcg::new(7);
     let (s_in, s_conv, s_fc) = (0.05f32, 0.1f32, 0.2f32);
     let conv = Layer::random(&mut rng, 2 * 9, 2, requant(s_in, &[0.02, 0.03], s_conv));
@@ -118,8 +142,13 @@ pub fn cnn() -> Built {
         requant(s_conv, &[0.01, 0.02, 0.015, 0.03], s_fc),
     );
     let mut builder = BlobBuilder::new();
-    let (cw, cb, cr) = conv.push(&mut builder);
-    let (fw, fb, fr) = fc.push(&mut builder);
+    let (mut conv, mut fc) = (conv, fc);
+    if encoding != Encoding::Dense {
+        conv.prune(&mut rng, 3);
+        fc.prune(&mut rng, 3);
+    }
+    let (cw, cb, cr) = conv.push(&mut builder, 2, encoding);
+    let (fw, fb, fr) = fc.push(&mut builder, 4, encoding);
     let tensors = vec![
         tensor(&[1, 6, 6, 1], s_in, -3, TensorKind::Input),
         tensor(&[1, 6, 6, 2], s_conv, -20, TensorKind::Activation),
@@ -282,8 +311,8 @@ pub fn zoo() -> Built {
     fc.weights = vec![60, -60, -60, 60, 30, 30];
     fc.bias = vec![0, 0, -2000];
     let mut builder = BlobBuilder::new();
-    let (dw_w, dw_b, dw_r) = dw.push(&mut builder);
-    let (fw, fb, fr) = fc.push(&mut builder);
+    let (dw_w, dw_b, dw_r) = dw.push(&mut builder, 2, Encoding::Dense);
+    let (fw, fb, fr) = fc.push(&mut builder, 3, Encoding::Dense);
     let aq = AddQuant::from_scales(f64::from(s[0]), f64::from(s[1]), f64::from(s[2]));
     let (gm, gs) = quantize_multiplier(f64::from(s[3]) / f64::from(s[4]));
     let sq = SoftmaxQuant::from_scale(1.0, f64::from(s[6])).unwrap();

@@ -32,7 +32,7 @@ fn contents(model: &Model) -> Contents {
             Op::FullyConnected(p) => (p.weights, p.bias),
             _ => continue,
         };
-        weight_bytes += weights.len as usize;
+        weight_bytes += weights.data.len as usize;
         bias_bytes += bias.map_or(0, |b| b.len as usize);
     }
     Contents {

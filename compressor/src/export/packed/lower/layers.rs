@@ -4,7 +4,8 @@
 use candle_core::Tensor;
 use sprig_runtime::fixed_point::{quantize_multiplier, AddQuant};
 use sprig_runtime::{
-    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, FullyConnected, Op, Padding, Pool2d, Reshape,
+    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, Op, Padding, Pool2d,
+    Reshape, Weights,
 };
 
 use super::{u32_of, Lowering, Value, PACKED_BITS};
@@ -12,6 +13,10 @@ use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{Layer, OutputGrid};
 use crate::{Error, Result};
+
+/// The sparse encodings a conv filter or fully connected matrix may take: the exporter
+/// stores each layer in the smallest of dense and these (pruned layers shrink).
+const SPARSE_ENCODINGS: [Encoding; 2] = [Encoding::SparseRel8, Encoding::SparseRel4];
 
 impl Lowering<'_> {
     /// The layer's int8 weights (PyTorch layout, row-major) and per-channel scales: the
@@ -177,8 +182,13 @@ impl Lowering<'_> {
             }
             f
         };
-        self.weight_bytes += filter.len();
-        let filter = self.data.push_i8(&filter).map_err(|e| self.rt_fail(i, e))?;
+        let filter = if depthwise {
+            self.data.push_i8(&filter).map(Weights::dense)
+        } else {
+            self.data.push_weights(&filter, oc, &SPARSE_ENCODINGS)
+        };
+        let filter = filter.map_err(|e| self.rt_fail(i, e))?;
+        self.weight_bytes += filter.data.len as usize;
         let (bias, requant) =
             self.bias_and_requant(i, conv.bias(), x.grid.scale, &scales, grid.scale)?;
         let out_shape = vec![1, c.output_size(h), c.output_size(w), oc];
@@ -253,11 +263,11 @@ impl Lowering<'_> {
             }
             _ => ints,
         };
-        self.weight_bytes += weights.len();
         let weights = self
             .data
-            .push_i8(&weights)
+            .push_weights(&weights, n_out, &SPARSE_ENCODINGS)
             .map_err(|e| self.rt_fail(i, e))?;
+        self.weight_bytes += weights.data.len as usize;
         let (bias, requant) =
             self.bias_and_requant(i, lin.bias(), x.grid.scale, &scales, grid.scale)?;
         let y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;

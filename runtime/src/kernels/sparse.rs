@@ -1,0 +1,220 @@
+//! Conv2d and fully connected over sparse weight rows (`format::sparse`): each output
+//! is a sum over its row's stored entries only, so the work shrinks with the density.
+//!
+//! Bit-exact with the dense kernels on the densified weights: the products are the
+//! same and the dropped ones are zero, and `i32` sums wrap (so their order does not
+//! matter). Conv gathers each output pixel's window into the same `i16` stack buffer
+//! as the dense kernel (`x + input_offset`, padding 0), and every row is then a walk
+//! over its entries: skip `gap` inputs, multiply the next. Fully connected gathers each
+//! input row once the same way. Windows or rows longer than the buffer (or offsets
+//! beyond ±256) take a slower path that decodes each entry's position.
+//!
+//! No SIMD path: an entry costs a load of its gap, weight and input and one
+//! multiply-accumulate on every target, which the dense kernels' SMLAD/AVX2 pairs do
+//! not help with (gathered inputs are not adjacent).
+
+use super::conv::gather_window;
+use super::fully_connected::FcShape;
+use super::{
+    offset_into, small_offset, ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP, QUANT_BLOCK,
+};
+use crate::error::Error;
+use crate::format::sparse::{SparseRow, SparseRows};
+
+/// `Σ x[position] · weight` over one row's entries; `x` holds offset inputs.
+#[inline(always)]
+fn dot_row(x: &[i16], row: &SparseRow<'_>, nibbles: bool) -> i32 {
+    let mut acc = 0i32;
+    let mut rest = x;
+    // Skip `gap` inputs, then take the next one (validated to exist).
+    let mut take = |gap: u8, w: u8| {
+        if let Some((&xv, tail)) = rest.get(usize::from(gap)..).and_then(<[i16]>::split_first) {
+            acc = acc.wrapping_add(i32::from(xv) * i32::from(w as i8));
+            rest = tail;
+        }
+    };
+    if nibbles {
+        let mut pairs = row.values.chunks_exact(2);
+        for (pair, &g) in (&mut pairs).zip(row.gaps) {
+            if let &[w0, w1] = pair {
+                take(g & 15, w0);
+                take(g >> 4, w1);
+            }
+        }
+        if let (&[w], Some(&g)) = (pairs.remainder(), row.gaps.last()) {
+            take(g & 15, w);
+        }
+    } else {
+        for (&w, &g) in row.values.iter().zip(row.gaps) {
+            take(g, w);
+        }
+    }
+    acc
+}
+
+/// [`super::conv::conv2d`] with the filter as sparse rows (one per output channel, of
+/// `kernel_h · kernel_w · C` positions).
+pub fn conv2d_sparse(
+    g: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let (in_len, out_len) = g.lens()?;
+    stage.check()?;
+    if input.len() != in_len || output.len() != out_len || stage.channels != g.out_c {
+        return Err(Error::KernelArgs);
+    }
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
+    match small_offset(input_offset) {
+        Some(offset) if window_len <= OFFSET_CAP => {
+            conv_gathered(g, offset, stage, filter, input, output)
+        }
+        _ => conv_by_entries(g, input_offset, stage, filter, input, output),
+    }
+}
+
+fn conv_gathered(
+    g: &ConvGeometry,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let mut buf = [0i16; OFFSET_CAP];
+    let window = buf
+        .get_mut(..g.kernel_h * g.kernel_w * g.in_c)
+        .ok_or(Error::KernelArgs)?;
+    let nibbles = filter.nibbles();
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    let mut block_rows = filter.iter();
+    // As the dense kernel: channel blocks outermost, each block's output stage decoded
+    // once, the window gathered again per block.
+    for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
+        let n = (g.out_c - c0).min(QUANT_BLOCK);
+        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+        stage.channels_into(c0, q);
+        let mut pixels = output.chunks_exact_mut(g.out_c);
+        for image in input.chunks_exact(image_len) {
+            for oy in 0..g.out_h {
+                let y0 = oy * g.stride_h;
+                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                for ox in 0..g.out_w {
+                    gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
+                    let out_px = pixels
+                        .next()
+                        .and_then(|p| p.get_mut(c0..c0 + n))
+                        .ok_or(Error::KernelArgs)?;
+                    for ((out, q), row) in out_px.iter_mut().zip(q.iter()).zip(block_rows.clone()) {
+                        *out = stage.finish(q, dot_row(window, &row, nibbles));
+                    }
+                }
+            }
+        }
+        for _ in 0..n {
+            block_rows.next().ok_or(Error::KernelArgs)?;
+        }
+    }
+    Ok(())
+}
+
+/// Any window size and offset: each entry's position split into `(ky, kx, c)`.
+fn conv_by_entries(
+    g: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let filter_row = g.kernel_w * g.in_c;
+    let nibbles = filter.nibbles();
+    let mut pixels = output.chunks_exact_mut(g.out_c);
+    for image in input.chunks_exact(image_len) {
+        for oy in 0..g.out_h {
+            let y0 = oy * g.stride_h;
+            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let x0 = ox * g.stride_w;
+                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                for ((oc, out), row) in out_px.iter_mut().enumerate().zip(filter.iter()) {
+                    let mut acc = 0i32;
+                    row.for_each_entry(nibbles, |position, w| {
+                        let (ky, rest) = (position / filter_row, position % filter_row);
+                        let (kx, c) = (rest / g.in_c, rest % g.in_c);
+                        if (ky0..ky1).contains(&ky) && (kx0..kx1).contains(&kx) {
+                            let iy = y0 + ky - g.pad_top;
+                            let ix = x0 + kx - g.pad_left;
+                            let x = image.get((iy * g.in_w + ix) * g.in_c + c).copied();
+                            let x = x.map_or(0, |v| i32::from(v).wrapping_add(input_offset));
+                            acc = acc.wrapping_add(x.wrapping_mul(i32::from(w)));
+                        }
+                    });
+                    *out = stage.apply(acc, oc);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`super::fully_connected::fully_connected`] with the weights as sparse rows (one
+/// per output, of `in_features` positions).
+pub fn fully_connected_sparse(
+    shape: &FcShape,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    weights: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    stage.check()?;
+    let FcShape {
+        batch,
+        in_features,
+        out_features,
+    } = *shape;
+    let ok = batch > 0
+        && in_features > 0
+        && out_features > 0
+        && batch.checked_mul(in_features) == Some(input.len())
+        && batch.checked_mul(out_features) == Some(output.len())
+        && stage.channels == out_features;
+    if !ok {
+        return Err(Error::KernelArgs);
+    }
+    let nibbles = weights.nibbles();
+    let mut buf = [0i16; OFFSET_CAP];
+    for (x, out_row) in input
+        .chunks_exact(in_features)
+        .zip(output.chunks_exact_mut(out_features))
+    {
+        let outputs = out_row.iter_mut().enumerate().zip(weights.iter());
+        match (small_offset(input_offset), buf.get_mut(..in_features)) {
+            (Some(offset), Some(gathered)) => {
+                offset_into(gathered, x, offset);
+                for ((o, out), row) in outputs {
+                    *out = stage.apply(dot_row(gathered, &row, nibbles), o);
+                }
+            }
+            _ => {
+                for ((o, out), row) in outputs {
+                    let mut acc = 0i32;
+                    row.for_each_entry(nibbles, |position, w| {
+                        let v = x.get(position).map_or(0, |&v| i32::from(v));
+                        acc = acc
+                            .wrapping_add(v.wrapping_add(input_offset).wrapping_mul(i32::from(w)));
+                    });
+                    *out = stage.apply(acc, o);
+                }
+            }
+        }
+    }
+    Ok(())
+}
