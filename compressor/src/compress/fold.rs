@@ -3,19 +3,20 @@
 //! then trains and quantizes the folded weights (Jacob et al. 2018, §3.2, with frozen
 //! statistics).
 
-use candle_core::Var;
+use std::collections::BTreeMap;
 
 use crate::models::Model;
-use crate::nn::{Layer, Source};
+use crate::nn::{Layer, Rewrite, Source};
 use crate::Result;
 
 /// Folds every BatchNorm2d whose input is a Conv2d read by nothing else. Returns the
 /// names of the folded batch norms.
 pub fn fold_batch_norms(model: &mut Model) -> Result<Vec<String>> {
     let mut folded = Vec::new();
-    while let Some((conv_i, bn_i)) = find_foldable(model) {
-        let nodes = model.graph.nodes();
-        let (conv_name, bn_name) = (nodes[conv_i].name.clone(), nodes[bn_i].name.clone());
+    let mut rewrite = Rewrite::new(&mut model.graph, &model.varmap)?;
+    while let Some((conv_i, bn_i)) = find_foldable(&rewrite) {
+        let nodes = rewrite.graph().nodes();
+        let bn_name = nodes[bn_i].name.clone();
         let (Layer::Conv2d(conv), Layer::BatchNorm2d(bn)) =
             (&nodes[conv_i].layer, &nodes[bn_i].layer)
         else {
@@ -30,48 +31,17 @@ pub fn fold_batch_norms(model: &mut Model) -> Result<Vec<String>> {
             Some(b) => ((b * &scale)? + &shift)?,
             None => shift,
         };
-        let (weight_var, bias_var) = {
-            let mut vars = model
-                .varmap
-                .data()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let weight_var = Var::from_tensor(&weight.detach().copy()?)?;
-            let bias_var = Var::from_tensor(&bias.detach().copy()?)?;
-            vars.insert(format!("{conv_name}.weight"), weight_var.clone());
-            vars.insert(format!("{conv_name}.bias"), bias_var.clone());
-            for suffix in ["weight", "bias", "running_mean", "running_var"] {
-                vars.remove(&format!("{bn_name}.{suffix}"));
-            }
-            (weight_var, bias_var)
-        };
-        let nodes = model.graph.nodes_mut();
-        if let Layer::Conv2d(conv) = &mut nodes[conv_i].layer {
-            conv.set_parameters(
-                weight_var.as_tensor().clone(),
-                Some(bias_var.as_tensor().clone()),
-            );
-        }
-        nodes.remove(bn_i);
-        for node in nodes.iter_mut() {
-            for s in node.inputs.iter_mut() {
-                if let Source::Node(j) = s {
-                    if *j == bn_i {
-                        *j = conv_i;
-                    } else if *j > bn_i {
-                        *j -= 1;
-                    }
-                }
-            }
-        }
-        model.graph.remove_masks(&bn_name);
+        rewrite.set_state(conv_i, BTreeMap::from([("weight", weight), ("bias", bias)]))?;
+        // The folded conv's pruned channels are zero already (γ = β = 0 makes the
+        // folded scale and shift 0), so the batch norm's masks go with it.
+        rewrite.remove_node(bn_i)?;
         folded.push(bn_name);
     }
     Ok(folded)
 }
 
-fn find_foldable(model: &Model) -> Option<(usize, usize)> {
-    let g = &model.graph;
+fn find_foldable(rewrite: &Rewrite) -> Option<(usize, usize)> {
+    let g = rewrite.graph();
     g.nodes()
         .iter()
         .enumerate()

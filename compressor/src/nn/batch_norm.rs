@@ -34,6 +34,23 @@ impl BatchNorm2d {
         })
     }
 
+    /// A batch norm over given tensors (a graph rewrite's), all `[C]`. Running statistics
+    /// that are variables stay those variables, so updates reach their owner.
+    pub fn from_parts(
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+    ) -> Result<Self> {
+        Ok(Self {
+            num_features: weight.dim(0)?,
+            weight,
+            bias,
+            running_mean: Var::from_tensor(running_mean)?,
+            running_var: Var::from_tensor(running_var)?,
+        })
+    }
+
     pub fn num_features(&self) -> usize {
         self.num_features
     }

@@ -94,6 +94,19 @@ impl Conv2d {
         })
     }
 
+    /// A convolution over given tensors (a graph rewrite's); `config` must describe
+    /// them, its `bias` flag follows `bias`.
+    pub fn from_parts(config: Conv2dConfig, weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            config: Conv2dConfig {
+                bias: bias.is_some(),
+                ..config
+            },
+            weight,
+            bias,
+        }
+    }
+
     pub fn config(&self) -> &Conv2dConfig {
         &self.config
     }

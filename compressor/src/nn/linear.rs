@@ -37,6 +37,17 @@ impl Linear {
         })
     }
 
+    /// A layer over given tensors (a graph rewrite's): weight `[out, in]`, bias `[out]`.
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.dims2()?;
+        Ok(Self {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
     pub fn in_features(&self) -> usize {
         self.in_features
     }
