@@ -19,6 +19,8 @@
 //! - conv filters are int8 `[out_ch, kh, kw, in_ch]`, depthwise filters int8
 //!   `[kh, kw, in_ch · depth_multiplier]` (TFLite's `[1, kh, kw, out_ch]`), fully
 //!   connected weights int8 `[out, in]`; all symmetric per output channel (zero point 0);
+//!   each op's [`Weights`] says how they are stored: [`Encoding::Dense`], or for conv
+//!   and fully connected sparse rows ([`sparse`]);
 //! - biases are little-endian `i32`, one per output channel, in the scale
 //!   `input_scale · weight_scale[c]`;
 //! - requantization ([`DataRef`] `requant`) is `C` little-endian `i32` multipliers

@@ -269,6 +269,16 @@ fn write_fuzz_seeds() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cnn.sprig"), cnn().blob()).unwrap();
     std::fs::write(dir.join("zoo.sprig"), zoo().blob()).unwrap();
+    std::fs::write(
+        dir.join("cnn-sparse-rel8.sprig"),
+        sparse_cnn(Encoding::SparseRel8).blob(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cnn-sparse-rel4.sprig"),
+        sparse_cnn(Encoding::SparseRel4).blob(),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -4,11 +4,13 @@
 //! thread, blob and arena bytes; `cargo xtask bench mcu`: instructions per inference and
 //! per MAC on every QEMU board, runtime code size, peak RAM; `cargo xtask bench prune`:
 //! every pruner's accuracy on lenet5 / Fashion-MNIST beside NNI 2.10's, and a sparsity
-//! sweep charted as SVG. All append to BENCHMARKS.md with machine, command and date.
+//! sweep charted as SVG; `cargo xtask bench sparse`: lenet5's blob bytes and QEMU
+//! instructions at Level 0–95 % and L1-filter 50 % after speedup. All append to BENCHMARKS.md with machine, command and date.
 
 mod mcu;
 mod prune;
 mod runtime;
+mod sparse;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use sprig_compressor::train::{Optimizer, OptimizerKind};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to measure: train, runtime, mcu or prune.
+    /// What to measure: train, runtime, mcu, prune or sparse.
     what: String,
     #[arg(long, default_value = "lenet5")]
     model: String,
@@ -49,13 +51,14 @@ pub struct Args {
     /// runtime: inferences per round.
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
-    /// prune: float baseline epochs.
+    /// prune, sparse: float baseline epochs.
     #[arg(long, default_value_t = 5)]
     epochs: usize,
-    /// prune: fine-tuning epochs after pruning (per round for Lottery Ticket).
+    /// prune, sparse: fine-tuning epochs after pruning (per round for Lottery Ticket;
+    /// sparse: also the QAT epochs).
     #[arg(long, default_value_t = 2)]
     ft_epochs: usize,
-    /// prune: train on the first N training images only (quick checks).
+    /// prune, sparse: train on the first N training images only (quick checks).
     #[arg(long)]
     train_limit: Option<usize>,
     /// prune: where the sweep's SVG chart goes.
@@ -75,7 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "runtime" => runtime::run(&args.artifacts, args.rounds, args.iterations, &args.output),
         "mcu" => mcu::run(&args.artifacts, &args.output),
         "prune" => prune::run(&args),
-        other => anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime, mcu, prune"),
+        "sparse" => sparse::run(&args),
+        other => {
+            anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime, mcu, prune, sparse")
+        }
     }
 }
 

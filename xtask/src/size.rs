@@ -11,6 +11,8 @@
 //!
 //! The firmware links only the kernels of its model's op kinds; the code with every
 //! int8 kernel (`--all-ops`) is built and measured too, so both figures are shown.
+//! First, the model's weighted layers as stored: encoding (dense or sparse), bytes
+//! and density.
 
 use std::path::Path;
 
@@ -130,7 +132,24 @@ pub fn summary(board: &Board, size: &Size) -> String {
     )
 }
 
+/// The model's weighted layers as stored (`weights_table`), named by op index.
+fn print_weights(artifacts: &Path) -> anyhow::Result<()> {
+    use sprig_compressor::export::packed::{self, sprig_runtime::Model};
+    let path = artifacts.join(packed::PACKED_FILE);
+    let blob = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let model = Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: sprig-runtime refuses it: {e}", path.display()))?;
+    println!(
+        "{}: {} bytes; weights as stored:",
+        path.display(),
+        blob.len()
+    );
+    print!("{}", packed::weights_table(&model, &[])?);
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    print_weights(&args.input.artifacts)?;
     let boards = match &args.board {
         Some(name) => vec![boards::find(name)?],
         None => boards::all()?,

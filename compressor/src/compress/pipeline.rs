@@ -1,7 +1,7 @@
 //! The whole job behind `cargo xtask compress`: plan checked against the model → data →
 //! cached baseline (or `--weights`) → prune and fine-tune (in rounds, for iterative
-//! pruners) → fold batch norms, quantize and fine-tune → export → packed int8 model run on
-//! the host → summary.
+//! pruners) → speedup (channel pruners) → fold batch norms, quantize and fine-tune →
+//! export → packed int8 model run on the host → summary.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use super::fold_batch_norms;
 use super::options::{say, stage_config, CompressOptions};
 use super::plan::{Plan, QuantizerKind};
 use super::pruning::{checked_pruner, prune_and_fine_tune, PruneOutcome};
+use super::speedup::{max_output_change, speed_up, SpeedupReport};
 use super::summary::{layer_rows, Summary};
 use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
@@ -51,6 +52,10 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
             &plan.source,
         )?),
         None => None,
+    };
+    let speedup = match &plan.pruner {
+        Some(stage) => opts.registry.speedup(&stage.algorithm, &stage.options)?,
+        None => false,
     };
     if let Some(stage) = &plan.quantizer {
         check_quantizer(&model, stage)?;
@@ -112,8 +117,13 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
             &mut model,
             (&train_set, &test),
             &key,
+            speedup,
         )?,
         _ => PruneOutcome::default(),
+    };
+    let speedup = match speedup {
+        true => Some(speedup_stage(opts, &mut model, &test)?),
+        false => None,
     };
 
     // 3. Quantization (QAT fine-tunes; the naive quantizer only rounds weights).
@@ -140,11 +150,12 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         }
         if kind == QuantizerKind::Qat {
             let ft_key = format!(
-                "{key}-{}-{}",
+                "{key}-{}-{}{}",
                 plan.pruner
                     .as_ref()
                     .map_or("none", |p| p.algorithm.as_str()),
-                stage.algorithm
+                stage.algorithm,
+                if speedup.is_some() { "-speedup" } else { "" }
             );
             let mut cfg = stage_config(
                 opts,
@@ -192,6 +203,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         one_shot_accuracy: pruned.one_shot_accuracy,
         pruned_accuracy: pruned.rounds.last().map(|r| r.accuracy),
         prune_rounds: pruned.rounds,
+        speedup,
         quantized_accuracy,
         layers: layer_rows(&model.graph)?,
         weight_bits: weight_bits(&model),
@@ -205,6 +217,30 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     };
     summary.write_json(&opts.out.join("summary.json"))?;
     Ok(summary)
+}
+
+/// Cuts the channels the pruner removed and measures the cut model against the masked
+/// one on `test`.
+fn speedup_stage(
+    opts: &CompressOptions,
+    model: &mut Model,
+    test: &Dataset,
+) -> Result<SpeedupReport> {
+    let masked = model.graph.clone();
+    let mut report = speed_up(model)?;
+    let change = max_output_change(&masked, &model.graph, test, &model.device)?;
+    report.max_output_change = Some(change);
+    say(
+        opts,
+        format!(
+            "speedup: {} -> {} parameters, {} layers changed; outputs within {change:.1e} \
+             of the masked model",
+            report.parameters_before,
+            report.parameters_after,
+            report.layers.len()
+        ),
+    );
+    Ok(report)
 }
 
 /// What step 5 produced.
@@ -248,7 +284,7 @@ fn deploy(
     say(
         opts,
         format!(
-            "{}: {} bytes ({:.4} x int8 weights + int32 biases), arena {} bytes; {} with {n} test vectors",
+            "{}: {} bytes ({:.4} x stored weights + int32 biases), arena {} bytes; {} with {n} test vectors",
             sprig.display(),
             packed.blob_bytes(),
             packed.overhead_ratio(),
@@ -256,6 +292,7 @@ fn deploy(
             packed::VECTORS_FILE
         ),
     );
+    say(opts, packed.weights_table()?.trim_end().to_string());
     let report = packed::deployed_eval(&model.graph, &packed.blob, test)?;
     say(
         opts,

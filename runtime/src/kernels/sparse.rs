@@ -22,31 +22,38 @@ use crate::error::Error;
 use crate::format::sparse::{SparseRow, SparseRows};
 
 /// `Σ x[position] · weight` over one row's entries; `x` holds offset inputs.
+///
+/// Positions are validated below the row length (≤ `OFFSET_CAP`); masking them with
+/// `OFFSET_CAP − 1` changes none and lets the compiler drop every bounds check, which
+/// otherwise doubled the instructions per entry on the Cortex-M4.
 #[inline(always)]
-fn dot_row(x: &[i16], row: &SparseRow<'_>, nibbles: bool) -> i32 {
+fn dot_row(x: &[i16; OFFSET_CAP], row: &SparseRow<'_>, nibbles: bool) -> i32 {
+    const MASK: usize = OFFSET_CAP - 1;
+    let at = |p: usize| i32::from(x.get(p & MASK).copied().unwrap_or(0));
+    let w = |v: u8| i32::from(v as i8);
     let mut acc = 0i32;
-    let mut rest = x;
-    // Skip `gap` inputs, then take the next one (validated to exist).
-    let mut take = |gap: u8, w: u8| {
-        if let Some((&xv, tail)) = rest.get(usize::from(gap)..).and_then(<[i16]>::split_first) {
-            acc = acc.wrapping_add(i32::from(xv) * i32::from(w as i8));
-            rest = tail;
-        }
-    };
+    // The next position if the gap were 0.
+    let mut p = 0usize;
     if nibbles {
         let mut pairs = row.values.chunks_exact(2);
         for (pair, &g) in (&mut pairs).zip(row.gaps) {
             if let &[w0, w1] = pair {
-                take(g & 15, w0);
-                take(g >> 4, w1);
+                let g = u32::from(g);
+                p += (g & 15) as usize;
+                acc = acc.wrapping_add(at(p) * w(w0));
+                p += 1 + (g >> 4) as usize;
+                acc = acc.wrapping_add(at(p) * w(w1));
+                p += 1;
             }
         }
-        if let (&[w], Some(&g)) = (pairs.remainder(), row.gaps.last()) {
-            take(g & 15, w);
+        if let (&[w0], Some(&g)) = (pairs.remainder(), row.gaps.last()) {
+            acc = acc.wrapping_add(at(p + usize::from(g & 15)) * w(w0));
         }
     } else {
-        for (&w, &g) in row.values.iter().zip(row.gaps) {
-            take(g, w);
+        for (&v, &g) in row.values.iter().zip(row.gaps) {
+            p += usize::from(g);
+            acc = acc.wrapping_add(at(p) * w(v));
+            p += 1;
         }
     }
     acc
@@ -85,10 +92,8 @@ fn conv_gathered(
     output: &mut [i8],
 ) -> Result<(), Error> {
     let image_len = g.in_h * g.in_w * g.in_c;
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
     let mut buf = [0i16; OFFSET_CAP];
-    let window = buf
-        .get_mut(..g.kernel_h * g.kernel_w * g.in_c)
-        .ok_or(Error::KernelArgs)?;
     let nibbles = filter.nibbles();
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
     let mut block_rows = filter.iter();
@@ -104,13 +109,14 @@ fn conv_gathered(
                 let y0 = oy * g.stride_h;
                 let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
                 for ox in 0..g.out_w {
+                    let window = buf.get_mut(..window_len).ok_or(Error::KernelArgs)?;
                     gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
                     let out_px = pixels
                         .next()
                         .and_then(|p| p.get_mut(c0..c0 + n))
                         .ok_or(Error::KernelArgs)?;
                     for ((out, q), row) in out_px.iter_mut().zip(q.iter()).zip(block_rows.clone()) {
-                        *out = stage.finish(q, dot_row(window, &row, nibbles));
+                        *out = stage.finish(q, dot_row(&buf, &row, nibbles));
                     }
                 }
             }
@@ -200,7 +206,7 @@ pub fn fully_connected_sparse(
             (Some(offset), Some(gathered)) => {
                 offset_into(gathered, x, offset);
                 for ((o, out), row) in outputs {
-                    *out = stage.apply(dot_row(gathered, &row, nibbles), o);
+                    *out = stage.apply(dot_row(&buf, &row, nibbles), o);
                 }
             }
             _ => {

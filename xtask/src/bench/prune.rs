@@ -315,13 +315,14 @@ impl Measured {
 /// A run's result: its measurements or its error, one line.
 type Outcome = Result<Measured, String>;
 
-/// The settings every run shares.
-struct Setup<'a> {
-    data: Option<&'a Path>,
-    epochs: usize,
-    ft_epochs: usize,
-    train_limit: Option<usize>,
-    batch_size: usize,
+/// The settings every run shares (also `bench sparse`'s).
+pub(super) struct Setup<'a> {
+    pub data: Option<&'a Path>,
+    pub epochs: usize,
+    pub ft_epochs: usize,
+    pub qat_epochs: usize,
+    pub train_limit: Option<usize>,
+    pub batch_size: usize,
 }
 
 impl Setup<'_> {
@@ -336,7 +337,7 @@ impl Setup<'_> {
         opts.plan = Some(plan_path);
         opts.epochs = self.epochs;
         opts.ft_epochs = self.ft_epochs;
-        opts.qat_epochs = 0;
+        opts.qat_epochs = self.qat_epochs;
         opts.cache = PathBuf::from(CACHE);
         opts.seed = SEED;
         opts.train_limit = self.train_limit;
@@ -345,7 +346,7 @@ impl Setup<'_> {
         Ok(opts)
     }
 
-    fn run(&self, model: &str, dir: &Path, plan: &Value) -> anyhow::Result<Summary> {
+    pub fn run(&self, model: &str, dir: &Path, plan: &Value) -> anyhow::Result<Summary> {
         let opts = self.options(model, dir, plan)?;
         Ok(compress::run(&opts)?)
     }
@@ -376,6 +377,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         data: args.data.as_deref(),
         epochs: args.epochs,
         ft_epochs: args.ft_epochs,
+        qat_epochs: 0,
         train_limit: args.train_limit,
         batch_size: args.batch_size,
     };

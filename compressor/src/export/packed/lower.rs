@@ -42,8 +42,10 @@ pub const PACKED_BITS: u8 = 8;
 pub(super) struct Lowered {
     pub graph: GraphDef,
     pub data: BlobBuilder,
-    /// int8 weight bytes (dense: pruned weights are stored as zeros).
+    /// Weight bytes as stored (dense or sparse).
     pub weight_bytes: usize,
+    /// Layer names of the weighted ops, in op order.
+    pub weighted_layers: Vec<String>,
     /// int32 bias bytes.
     pub bias_bytes: usize,
     /// Requantization bytes (multipliers and shifts).
@@ -75,6 +77,7 @@ struct Lowering<'a> {
     /// share its value).
     values: Vec<Option<Value>>,
     input: Option<Value>,
+    weighted_layers: Vec<String>,
     weight_bytes: usize,
     bias_bytes: usize,
     requant_bytes: usize,
@@ -92,6 +95,7 @@ pub(super) fn lower(graph: &Graph, path: &Path) -> Result<Lowered> {
         data: BlobBuilder::new(),
         values: Vec::with_capacity(graph.nodes().len()),
         input: None,
+        weighted_layers: Vec::new(),
         weight_bytes: 0,
         bias_bytes: 0,
         requant_bytes: 0,
@@ -127,6 +131,7 @@ pub(super) fn lower(graph: &Graph, path: &Path) -> Result<Lowered> {
     Ok(Lowered {
         graph: def,
         data: l.data,
+        weighted_layers: l.weighted_layers,
         weight_bytes: l.weight_bytes,
         bias_bytes: l.bias_bytes,
         requant_bytes: l.requant_bytes,

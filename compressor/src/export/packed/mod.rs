@@ -21,6 +21,7 @@
 
 mod deploy;
 mod lower;
+mod weights_table;
 
 use std::path::Path;
 
@@ -30,6 +31,7 @@ pub use deploy::{
     deployed_eval, quantize_image, test_vectors, write_vectors, DeployReport, DEFAULT_VECTOR_COUNT,
 };
 pub use lower::PACKED_BITS;
+pub use weights_table::weights_table;
 
 /// The runtime this exporter writes for (the same version the compressor evaluates with).
 pub use sprig_runtime;
@@ -50,7 +52,7 @@ pub struct Packed {
     pub blob: Vec<u8>,
     /// Arena bytes the runtime needs.
     pub arena_bytes: usize,
-    /// int8 weight bytes (dense: pruned weights are stored as zeros).
+    /// Weight bytes as stored (each layer dense or sparse, whichever is smaller).
     pub weight_bytes: usize,
     /// int32 bias bytes.
     pub bias_bytes: usize,
@@ -58,6 +60,8 @@ pub struct Packed {
     pub requant_bytes: usize,
     /// Number of runtime ops.
     pub ops: usize,
+    /// Names of the graph layers behind the weighted runtime ops, in op order.
+    pub weighted_layers: Vec<String>,
     /// NHWC input shape.
     pub input_shape: Vec<usize>,
     /// Output shape.
@@ -74,9 +78,14 @@ impl Packed {
         self.blob.len()
     }
 
-    /// Blob bytes over int8 weight + int32 bias bytes (1.0 would be no overhead at all).
+    /// Blob bytes over stored weight + int32 bias bytes (1.0 would be no overhead at all).
     pub fn overhead_ratio(&self) -> f64 {
         self.blob.len() as f64 / (self.weight_bytes + self.bias_bytes).max(1) as f64
+    }
+
+    /// Each weighted layer's encoding, bytes and density ([`weights_table`]).
+    pub fn weights_table(&self) -> Result<String> {
+        weights_table(&self.model()?, &self.weighted_layers)
     }
 
     /// The blob loaded by the runtime.
@@ -128,6 +137,7 @@ fn pack_for(graph: &Graph, path: &Path) -> Result<Packed> {
         bias_bytes: lowered.bias_bytes,
         requant_bytes: lowered.requant_bytes,
         ops: model.ops().len(),
+        weighted_layers: lowered.weighted_layers,
         input_shape: dims(model.input_shape()),
         output_shape: dims(model.output_shape()),
         input: model.input_quant(),

@@ -189,6 +189,8 @@ impl Lowering<'_> {
         };
         let filter = filter.map_err(|e| self.rt_fail(i, e))?;
         self.weight_bytes += filter.data.len as usize;
+        self.weighted_layers
+            .push(self.graph.nodes()[i].name.clone());
         let (bias, requant) =
             self.bias_and_requant(i, conv.bias(), x.grid.scale, &scales, grid.scale)?;
         let out_shape = vec![1, c.output_size(h), c.output_size(w), oc];
@@ -268,6 +270,8 @@ impl Lowering<'_> {
             .push_weights(&weights, n_out, &SPARSE_ENCODINGS)
             .map_err(|e| self.rt_fail(i, e))?;
         self.weight_bytes += weights.data.len as usize;
+        self.weighted_layers
+            .push(self.graph.nodes()[i].name.clone());
         let (bias, requant) =
             self.bias_and_requant(i, lin.bias(), x.grid.scale, &scales, grid.scale)?;
         let y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;
