@@ -1,14 +1,18 @@
-//! The compression job: plans, batch-norm folding, the pipeline and its summary.
+//! The compression job: plans, batch-norm folding, speedup, the pipeline and its summary.
 
 mod fold;
 mod options;
 mod pipeline;
 mod plan;
 mod pruning;
+mod speedup;
 mod summary;
 
 pub use fold::fold_batch_norms;
 pub use options::CompressOptions;
 pub use pipeline::{load_train, run};
 pub use plan::{Plan, QuantizerKind, Stage, DEFAULT_PLAN, QUANTIZERS};
+pub use speedup::{
+    align_masks, max_output_change, parameter_count, speed_up, ChannelChange, SpeedupReport,
+};
 pub use summary::{layer_rows, LayerRow, RoundReport, Summary};

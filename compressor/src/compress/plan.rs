@@ -8,7 +8,8 @@
 //! ```
 //! Either stage may be left out. TOML (`[pruner]`, `[[pruner.config_list]]`) and YAML
 //! carry the same structure. A pruner stage may carry its algorithm's own keys
-//! (`statistics_batches`, `slim_l1`, `speedup`, ...: see [`crate::prune::Registry`]); the
+//! (`statistics_batches`, `slim_l1`, ...: see [`crate::prune::Registry`]; the channel
+//! pruners' `"speedup": false` keeps the pruned channels in place, as zeros); the
 //! pruner names are those of a [`Registry`] (the built-ins unless a program registers
 //! its own).
 
@@ -159,6 +160,7 @@ impl Plan {
             if name == "pruner" {
                 // The stage's own keys must be the pruner's: checked by building it once.
                 registry.make(&stage.algorithm, &stage.options)?;
+                registry.speedup(&stage.algorithm, &stage.options)?;
             }
             Ok(Some(stage))
         };

@@ -4,6 +4,7 @@
 
 use super::options::{say, stage_config, CompressOptions};
 use super::plan::Stage;
+use super::speedup::align_masks;
 use super::summary::RoundReport;
 use crate::config::LayerConfig;
 use crate::data::Dataset;
@@ -62,7 +63,9 @@ pub(super) fn checked_pruner(
 }
 
 /// Prunes the trained `model` and fine-tunes it, round by round. `key` identifies the
-/// baseline, so each round's checkpoints belong to this baseline only.
+/// baseline, so each round's checkpoints belong to this baseline only. With `speedup`,
+/// the masks are first aligned with the channel groups, so what fine-tunes is what the
+/// speedup will cut.
 pub(super) fn prune_and_fine_tune(
     opts: &CompressOptions,
     stage: &Stage,
@@ -70,6 +73,7 @@ pub(super) fn prune_and_fine_tune(
     model: &mut Model,
     (train_set, test): (&Dataset, &Dataset),
     key: &str,
+    speedup: bool,
 ) -> Result<PruneOutcome> {
     let images = collect_statistics(pruner, model, train_set, opts.batch_size, opts.seed)?;
     if images > 0 {
@@ -82,6 +86,18 @@ pub(super) fn prune_and_fine_tune(
         );
     }
     let layers = pruner.compress(&mut model.graph, &stage.config_list)?;
+    if speedup {
+        let aligned = align_masks(&mut model.graph)?;
+        if aligned > 0 {
+            say(
+                opts,
+                format!(
+                    "speedup: {aligned} pruned channels masked in their batch norms and \
+                     depthwise convs too"
+                ),
+            );
+        }
+    }
     let one_shot = evaluate(model, test)?;
     say(
         opts,
@@ -109,7 +125,9 @@ pub(super) fn prune_and_fine_tune(
         } else {
             (opts.out.join("checkpoints/prune"), "prune fine-tune".into())
         };
-        let ft_key = format!("{key}-{}-round{}", stage.algorithm, round + 1);
+        // Aligned masks train another network: its checkpoints are not the plain ones.
+        let aligned = if speedup { "-speedup" } else { "" };
+        let ft_key = format!("{key}-{}-round{}{aligned}", stage.algorithm, round + 1);
         let mut cfg = stage_config(opts, opts.ft_epochs, &dir, &ft_key, &label);
         cfg.lr = stage.lr.unwrap_or(3e-3);
         train::train(model, train_set, test, &cfg, Some(&mut *pruner))?;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::SpeedupReport;
 use crate::export::write_atomic;
 use crate::nn::{infer_shapes, node_macs, weight_reuse, Graph, Layer};
 use crate::prune::sparsity_of;
@@ -41,6 +42,8 @@ pub struct Summary {
     pub one_shot_accuracy: Option<f32>,
     /// Every fine-tuning round of the pruner (one, or Lottery Ticket's iterations).
     pub prune_rounds: Vec<RoundReport>,
+    /// What the speedup after a channel pruner removed (`None`: it did not run).
+    pub speedup: Option<SpeedupReport>,
     pub pruned_accuracy: Option<f32>,
     pub quantized_accuracy: Option<f32>,
     pub layers: Vec<LayerRow>,
@@ -195,6 +198,39 @@ impl fmt::Display for Summary {
             )?;
         }
         writeln!(f)?;
+        if let Some(s) = &self.speedup {
+            write!(
+                f,
+                "speedup: {} -> {} parameters ({:+.2} %)",
+                s.parameters_before,
+                s.parameters_after,
+                100.0 * (s.parameters_after as f64 / s.parameters_before.max(1) as f64 - 1.0)
+            )?;
+            if let Some(change) = s.max_output_change {
+                write!(f, ", outputs within {change:.1e} of the masked model")?;
+            }
+            writeln!(f)?;
+            for l in &s.layers {
+                // Batch norms and depthwise convs have one channel count for both sides.
+                let sides = match l.inputs == l.outputs {
+                    true => vec![("channels", l.outputs)],
+                    false => vec![("in", l.inputs), ("out", l.outputs)],
+                };
+                let changes: Vec<String> = sides
+                    .into_iter()
+                    .filter(|(_, (before, after))| before != after)
+                    .map(|(side, (before, after))| format!("{side} {before} -> {after}"))
+                    .collect();
+                writeln!(
+                    f,
+                    "  {:<20} {:<12} {}",
+                    l.name,
+                    l.op_type,
+                    changes.join(", ")
+                )?;
+            }
+            writeln!(f)?;
+        }
         writeln!(
             f,
             "{:<16} {:<8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}",

@@ -23,7 +23,7 @@ use std::marker::PhantomData;
 use candle_core::{DType, Tensor};
 
 use super::channels::{filter_schema, lowest_filters_mask};
-use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry, StageOptions};
+use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry, StageOptions, SPEEDUP};
 use crate::config::{ConfigError, LayerConfig, Schema};
 use crate::nn::{Graph, Layer, Source};
 use crate::{Error, Result};
@@ -31,8 +31,9 @@ use crate::{Error, Result};
 /// Batches of statistics when the plan gives none: 16 × 64 = 1,024 images.
 pub const DEFAULT_STATISTICS_BATCHES: usize = 16;
 
-/// The stage keys both pruners accept: sprig's name and NNI v1's.
-const STAGE_KEYS: &[&str] = &["statistics_batches", "statistics_batch_num"];
+/// The stage keys both pruners accept: the statistics pass under sprig's name and NNI
+/// v1's, and the speedup switch.
+const STAGE_KEYS: &[&str] = &["statistics_batches", "statistics_batch_num", SPEEDUP];
 
 pub(super) const APOZ_ENTRY: PrunerEntry = PrunerEntry {
     name: "ActivationAPoZRankFilterPruner",

@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use super::channels::{
     filter_rows, filter_schema, flat_filters, lowest_filters_mask, required_sparsity,
 };
-use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry};
+use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry, SPEEDUP};
 use crate::config::{LayerConfig, Schema};
 use crate::nn::Graph;
 use crate::Result;
@@ -19,7 +19,7 @@ use crate::Result;
 pub(super) const ENTRY: PrunerEntry = PrunerEntry {
     name: "FPGMPruner",
     aliases: &[],
-    stage_keys: &[],
+    stage_keys: &[SPEEDUP],
     make: |_| Ok(Box::new(FPGMPruner)),
 };
 

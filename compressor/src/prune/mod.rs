@@ -39,7 +39,7 @@ pub use level::LevelPruner;
 pub use lottery_ticket::{round_sparsity, LotteryTicketPruner};
 pub use mask::{apply_masks_to_weights, sparsity_of, Mask};
 pub use norm_filter::{L1FilterPruner, L2FilterPruner, NormFilterPruner};
-pub use registry::{PrunerEntry, PrunerFactory, Registry, StageOptions};
+pub use registry::{PrunerEntry, PrunerFactory, Registry, StageOptions, SPEEDUP};
 pub use slim::{global_channels_to_prune, SlimPruner};
 pub use statistics::collect_statistics;
 

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use super::channels::{
     filter_rows, filter_schema, flat_filters, lowest_filters_mask, required_sparsity,
 };
-use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry};
+use super::{filter_pruner_check, Mask, PruneTarget, Pruner, PrunerEntry, SPEEDUP};
 use crate::config::{LayerConfig, Schema};
 use crate::nn::Graph;
 use crate::Result;
@@ -17,14 +17,14 @@ use crate::Result;
 pub(super) const L1_ENTRY: PrunerEntry = PrunerEntry {
     name: "L1FilterPruner",
     aliases: &["L1NormPruner"],
-    stage_keys: &[],
+    stage_keys: &[SPEEDUP],
     make: |_| Ok(Box::new(L1FilterPruner::default())),
 };
 
 pub(super) const L2_ENTRY: PrunerEntry = PrunerEntry {
     name: "L2FilterPruner",
     aliases: &["L2NormPruner"],
-    stage_keys: &[],
+    stage_keys: &[SPEEDUP],
     make: |_| Ok(Box::new(L2FilterPruner::default())),
 };
 

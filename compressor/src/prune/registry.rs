@@ -7,6 +7,11 @@ use serde_json::{Map, Value};
 use super::Pruner;
 use crate::{Error, Result};
 
+/// The stage key of the pruners whose masks remove whole output channels (the filter
+/// pruners, Slim): declaring it opts an entry into the speedup stage, which then runs
+/// unless the plan says `"speedup": false`.
+pub const SPEEDUP: &str = "speedup";
+
 /// Builds a pruner from its plan stage's options.
 pub type PrunerFactory = fn(&StageOptions) -> Result<Box<dyn Pruner>>;
 
@@ -47,6 +52,17 @@ impl StageOptions {
                 .filter(|x| x.is_finite() && *x >= 0.0)
                 .map(Some)
                 .ok_or_else(|| self.invalid(key, "a non-negative number", v)),
+        }
+    }
+
+    /// A boolean, if the key is present.
+    pub fn flag(&self, key: &str) -> Result<Option<bool>> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, "true or false", v)),
         }
     }
 
@@ -115,6 +131,15 @@ impl Registry {
                 aliases => format!("{} (or {})", e.name, aliases.join(", ")),
             })
             .collect()
+    }
+
+    /// Whether the speedup stage follows the pruner `algorithm` names: on for the pruners
+    /// that declare the [`SPEEDUP`] key, unless `options` turn it off.
+    pub fn speedup(&self, algorithm: &str, options: &StageOptions) -> Result<bool> {
+        let declared = self
+            .find(algorithm)
+            .is_some_and(|e| e.stage_keys.contains(&SPEEDUP));
+        Ok(declared && options.flag(SPEEDUP)?.unwrap_or(true))
     }
 
     /// Builds the pruner `algorithm` names, checking the stage's keys are its own.

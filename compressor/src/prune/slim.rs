@@ -22,8 +22,8 @@
 use candle_core::{DType, Tensor};
 
 use super::channels::required_sparsity;
-use super::PrunerEntry;
 use super::{apply_masks_to_weights, attach_mask, channel_mask, Mask, PruneTarget, Pruner};
+use super::{PrunerEntry, SPEEDUP};
 use crate::config::{ConfigError, ConfigList, LayerConfig, Schema};
 use crate::nn::{Graph, Layer, OpType, Source};
 use crate::{Error, Result};
@@ -31,7 +31,7 @@ use crate::{Error, Result};
 pub(super) const ENTRY: PrunerEntry = PrunerEntry {
     name: NAME,
     aliases: &[],
-    stage_keys: &["slim_l1", "mode"],
+    stage_keys: &["slim_l1", "mode", SPEEDUP],
     make: |options| {
         let per_layer = match options.values.get("mode").map(|v| v.as_str()) {
             None | Some(Some("global")) => false,
