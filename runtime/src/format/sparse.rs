@@ -210,7 +210,7 @@ pub fn encode(weights: &[i8], rows: usize, encoding: Encoding) -> Option<std::ve
         Encoding::SparseRel4 => true,
     };
     let max_gap: usize = if nibbles { 15 } else { 255 };
-    if rows == 0 || weights.len() % rows != 0 {
+    if rows == 0 || !weights.len().is_multiple_of(rows) {
         return None;
     }
     let row_len = weights.len() / rows;

@@ -19,7 +19,7 @@ use super::{
     offset_into, small_offset, ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP, QUANT_BLOCK,
 };
 use crate::error::Error;
-use crate::format::sparse::{SparseRow, SparseRows};
+use crate::format::sparse::{RowIter, SparseRow, SparseRows};
 
 /// `Σ x[position] · weight` over one row's entries; `x` holds offset inputs.
 ///
@@ -83,6 +83,98 @@ pub fn conv2d_sparse(
     }
 }
 
+/// A group of consecutive rows, their entries turned into input offsets from the
+/// window's first element (`ky·W·C + kx·C + c`): interior pixels (whole window inside
+/// the input) then read the input directly, with no window to gather. Filled once per
+/// group and op call, reused by every pixel; one table per call (kept in place: a
+/// copy of it would cost its 1.3 KiB of stack again).
+struct Taps<'a> {
+    /// Every row's entry offsets, one row after another.
+    offsets: [u16; OFFSET_CAP],
+    /// Per row: its entries' weights and `Σ w` (for the input offset's share).
+    sums: [i32; QUANT_BLOCK],
+    /// Per row: the row itself (values and gaps, for border pixels).
+    rows: [SparseRow<'a>; QUANT_BLOCK],
+    /// Rows in the group.
+    len: usize,
+}
+
+impl<'a> Taps<'a> {
+    fn new() -> Self {
+        const EMPTY: SparseRow<'static> = SparseRow {
+            values: &[],
+            gaps: &[],
+        };
+        Taps {
+            offsets: [0; OFFSET_CAP],
+            sums: [0; QUANT_BLOCK],
+            rows: [EMPTY; QUANT_BLOCK],
+            len: 0,
+        }
+    }
+
+    /// Take rows from `rows` (at most `max`) while their entries fit the table. Leaves
+    /// `len` 0 when the next row alone does not fit.
+    fn fill(&mut self, g: &ConvGeometry, rows: &mut RowIter<'a>, max: usize, nibbles: bool) {
+        let row_len = g.kernel_w * g.in_c;
+        let row_stride = g.in_w * g.in_c;
+        let mut used = 0;
+        self.len = 0;
+        while self.len < max.min(QUANT_BLOCK) {
+            let mut peek = rows.clone();
+            let Some(row) = peek.next() else { break };
+            let n = row.values.len();
+            let slots = self.offsets.get_mut(used..used + n);
+            let (Some(slots), Some(sum), Some(slot_row)) = (
+                slots,
+                self.sums.get_mut(self.len),
+                self.rows.get_mut(self.len),
+            ) else {
+                break;
+            };
+            let mut total = 0i32;
+            let mut slot = slots.iter_mut();
+            row.for_each_entry(nibbles, |position, w| {
+                let (ky, rest) = (position / row_len, position % row_len);
+                if let Some(s) = slot.next() {
+                    *s = (ky * row_stride + rest) as u16;
+                }
+                total = total.wrapping_add(i32::from(w));
+            });
+            *sum = total;
+            *slot_row = row;
+            used += n;
+            self.len += 1;
+            *rows = peek;
+        }
+    }
+
+    /// Interior pixel: each row's `Σ (x + offset) · w`, read straight from the input
+    /// (`window` starts at the window's first element) as `Σ x·w + offset · Σ w`.
+    #[inline(always)]
+    fn direct(
+        &self,
+        window: &[i8],
+        offset: i32,
+        stage: &OutputStage<'_>,
+        qs: &[ChannelQuant],
+        out: &mut [i8],
+    ) {
+        let mut offsets: &[u16] = &self.offsets;
+        let rows = self.rows.iter().zip(&self.sums).take(self.len);
+        for ((out, q), (row, &sum)) in out.iter_mut().zip(qs).zip(rows) {
+            let (mine, rest) = offsets.split_at(row.values.len().min(offsets.len()));
+            offsets = rest;
+            let mut acc = offset.wrapping_mul(sum);
+            for (&w, &off) in row.values.iter().zip(mine) {
+                let x = window.get(usize::from(off)).map_or(0, |&x| i32::from(x));
+                acc = acc.wrapping_add(x * i32::from(w as i8));
+            }
+            *out = stage.finish(q, acc);
+        }
+    }
+}
+
 fn conv_gathered(
     g: &ConvGeometry,
     offset: i16,
@@ -93,36 +185,69 @@ fn conv_gathered(
 ) -> Result<(), Error> {
     let image_len = g.in_h * g.in_w * g.in_c;
     let window_len = g.kernel_h * g.kernel_w * g.in_c;
+    // Offsets are `u16`: the span of one window must fit.
+    let span = ((g.kernel_h - 1) * g.in_w + g.kernel_w) * g.in_c;
+    let direct = span <= usize::from(u16::MAX);
     let mut buf = [0i16; OFFSET_CAP];
+    let mut taps = Taps::new();
     let nibbles = filter.nibbles();
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
-    let mut block_rows = filter.iter();
-    // As the dense kernel: channel blocks outermost, each block's output stage decoded
-    // once, the window gathered again per block.
+    let mut rows = filter.iter();
+    // Channel blocks outermost, each block's output stage decoded once; within a block,
+    // groups of rows whose entries fit the tap table.
     for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
         let n = (g.out_c - c0).min(QUANT_BLOCK);
         let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
         stage.channels_into(c0, q);
-        let mut pixels = output.chunks_exact_mut(g.out_c);
-        for image in input.chunks_exact(image_len) {
-            for oy in 0..g.out_h {
-                let y0 = oy * g.stride_h;
-                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-                for ox in 0..g.out_w {
-                    let window = buf.get_mut(..window_len).ok_or(Error::KernelArgs)?;
-                    gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
-                    let out_px = pixels
-                        .next()
-                        .and_then(|p| p.get_mut(c0..c0 + n))
-                        .ok_or(Error::KernelArgs)?;
-                    for ((out, q), row) in out_px.iter_mut().zip(q.iter()).zip(block_rows.clone()) {
-                        *out = stage.finish(q, dot_row(&buf, &row, nibbles));
+        let mut done = 0;
+        while done < n {
+            taps.len = 0;
+            if direct {
+                taps.fill(g, &mut rows, n - done, nibbles);
+            }
+            // A row too long for the table (or windows too wide for `u16` offsets):
+            // that row alone, through the gathered window only.
+            let (len, lone) = match taps.len {
+                0 => (1, Some(rows.next().ok_or(Error::KernelArgs)?)),
+                len => (len, None),
+            };
+            let group: &[SparseRow<'_>] = match &lone {
+                Some(row) => core::slice::from_ref(row),
+                None => taps.rows.get(..len).unwrap_or(&[]),
+            };
+            let qs = q.get(done..done + len).ok_or(Error::KernelArgs)?;
+            let (lo, hi) = (c0 + done, c0 + done + len);
+            let mut pixels = output.chunks_exact_mut(g.out_c);
+            for image in input.chunks_exact(image_len) {
+                for oy in 0..g.out_h {
+                    let y0 = oy * g.stride_h;
+                    let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                    for ox in 0..g.out_w {
+                        let x0 = ox * g.stride_w;
+                        let out = pixels
+                            .next()
+                            .and_then(|p| p.get_mut(lo..hi))
+                            .ok_or(Error::KernelArgs)?;
+                        let inside = lone.is_none()
+                            && ky0 == 0
+                            && ky1 == g.kernel_h
+                            && x0 >= g.pad_left
+                            && x0 + g.kernel_w <= g.in_w + g.pad_left;
+                        if inside {
+                            let origin = ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c;
+                            let window = image.get(origin..).ok_or(Error::KernelArgs)?;
+                            taps.direct(window, i32::from(offset), stage, qs, out);
+                            continue;
+                        }
+                        let window = buf.get_mut(..window_len).ok_or(Error::KernelArgs)?;
+                        gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
+                        for ((out, q), row) in out.iter_mut().zip(qs).zip(group) {
+                            *out = stage.finish(q, dot_row(&buf, row, nibbles));
+                        }
                     }
                 }
             }
-        }
-        for _ in 0..n {
-            block_rows.next().ok_or(Error::KernelArgs)?;
+            done += len;
         }
     }
     Ok(())
