@@ -252,3 +252,39 @@ fn dscnn_depthwise_convs_follow_their_input() -> Result<()> {
     deploy(&mut pruned.model, &images, &test)?;
     Ok(())
 }
+
+/// Network Slimming masks a batch norm's γ and β with its conv's filters: those channels
+/// go, and nothing else.
+#[test]
+fn lenet5_bn_slim_channels_leave() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let images = train_set.subset(64);
+    let plan = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/slim50.json"),
+    )?;
+    let mut pruned = prune("lenet5_bn", &plan, &images)?;
+    let kept: Vec<usize> = ["bn1", "bn2"]
+        .iter()
+        .map(|bn| {
+            Ok(kept_by_mask(&pruned.masked, bn)?
+                .into_iter()
+                .filter(|&k| k)
+                .count())
+        })
+        .collect::<Result<_>>()?;
+    let report = speed_up_checked(&mut pruned, &test)?;
+    let g = &pruned.model.graph;
+    assert_eq!(
+        [out_channels(g, "conv1"), out_channels(g, "conv2")],
+        [kept[0], kept[1]]
+    );
+    assert_eq!(
+        [out_channels(g, "bn1"), out_channels(g, "bn2")],
+        [kept[0], kept[1]]
+    );
+    assert_eq!(in_channels(g, "fc1"), 25 * kept[1]);
+    // Slim's global threshold takes 11 of the 22 channels.
+    assert_eq!(kept[0] + kept[1], 11, "{report:?}");
+    deploy(&mut pruned.model, &images, &test)?;
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::write_atomic;
-use crate::nn::{Graph, Layer};
+use crate::nn::Graph;
 use crate::{Error, Result};
 
 fn serialize(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<Vec<u8>> {
@@ -27,34 +27,18 @@ fn serialize(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<Vec<u8>>
     })
 }
 
-/// Every parameter and running statistic of the graph's layers.
+/// Every parameter and running statistic of the graph's layers, by state-dict name.
 pub fn graph_tensors(graph: &Graph) -> BTreeMap<String, Tensor> {
-    let mut out = BTreeMap::new();
-    for node in graph.nodes() {
-        let n = &node.name;
-        match &node.layer {
-            Layer::Conv2d(c) => {
-                out.insert(format!("{n}.weight"), c.weight().clone());
-                if let Some(b) = c.bias() {
-                    out.insert(format!("{n}.bias"), b.clone());
-                }
-            }
-            Layer::Linear(l) => {
-                out.insert(format!("{n}.weight"), l.weight().clone());
-                if let Some(b) = l.bias() {
-                    out.insert(format!("{n}.bias"), b.clone());
-                }
-            }
-            Layer::BatchNorm2d(b) => {
-                out.insert(format!("{n}.weight"), b.weight().clone());
-                out.insert(format!("{n}.bias"), b.bias().clone());
-                out.insert(format!("{n}.running_mean"), b.running_mean().clone());
-                out.insert(format!("{n}.running_var"), b.running_var().clone());
-            }
-            _ => {}
-        }
-    }
-    out
+    graph
+        .nodes()
+        .iter()
+        .flat_map(|node| {
+            node.layer
+                .state()
+                .into_iter()
+                .map(|(suffix, t)| (format!("{}.{suffix}", node.name), t.clone()))
+        })
+        .collect()
 }
 
 /// `model.safetensors`: the graph's tensors (pruned weights are exact zeros).

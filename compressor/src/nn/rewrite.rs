@@ -167,3 +167,93 @@ fn channel_axis(
         _ => Ok(Some(0)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+    use candle_nn::VarBuilder;
+
+    use super::*;
+    use crate::nn::{Conv2d, Conv2dConfig, ReLU};
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// conv `a` (1 → 3 channels, 1×1) → ReLU → conv `b` (3 → 2, 1×1), `a`'s filter k
+    /// all k + 1, `b` masked with a distinct pattern.
+    fn graph(varmap: &VarMap) -> Graph {
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
+        let mut g = Graph::new([1, 4, 4]);
+        let a = Conv2d::new(Conv2dConfig::new(1, 3, 1), vb.pp("a")).unwrap();
+        let x = g.push("a", Layer::Conv2d(a), &[Source::Input]);
+        let x = g.push("relu", Layer::ReLU(ReLU), &[x]);
+        let b = Conv2d::new(Conv2dConfig::new(3, 2, 1), vb.pp("b")).unwrap();
+        g.push("b", Layer::Conv2d(b), &[x]);
+        let vars = varmap.data().lock().unwrap();
+        let filters = Tensor::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        vars["a.weight"]
+            .set(&filters.reshape((3, 1, 1, 1)).unwrap())
+            .unwrap();
+        drop(vars);
+        let mask = Tensor::new(&[[1f32, 0., 1.], [0., 1., 1.]], &Device::Cpu).unwrap();
+        g.set_mask("b", mask.reshape((2, 3, 1, 1)).unwrap());
+        g
+    }
+
+    #[test]
+    fn a_cut_takes_tensors_masks_and_variables_along() {
+        let varmap = VarMap::new();
+        let mut g = graph(&varmap);
+        let mut rewrite = Rewrite::new(&mut g, &varmap).unwrap();
+        rewrite.keep_channels(0, Side::Outputs, &[0, 2]).unwrap();
+        rewrite.keep_channels(2, Side::Inputs, &[0, 2]).unwrap();
+
+        let Layer::Conv2d(a) = &g.nodes()[0].layer else {
+            unreachable!()
+        };
+        assert_eq!(values(a.weight()), [1.0, 3.0]);
+        assert_eq!(a.bias().unwrap().dims(), [2]);
+        assert_eq!(a.config().out_channels, 2);
+        let Layer::Conv2d(b) = &g.nodes()[2].layer else {
+            unreachable!()
+        };
+        assert_eq!((b.config().in_channels, b.config().out_channels), (2, 2));
+        assert_eq!(b.bias().unwrap().dims(), [2]);
+        assert_eq!(values(&g.masks()["b"]), [1.0, 1.0, 0.0, 1.0]);
+
+        // The variables are the layers' tensors: what training updates, the graph computes.
+        let vars = varmap.data().lock().unwrap();
+        assert_eq!(vars["a.weight"].dims(), [2, 1, 1, 1]);
+        vars["a.weight"]
+            .set(
+                &Tensor::new(&[5f32, 6.], &Device::Cpu)
+                    .unwrap()
+                    .reshape((2, 1, 1, 1))
+                    .unwrap(),
+            )
+            .unwrap();
+        drop(vars);
+        let Layer::Conv2d(a) = &g.nodes()[0].layer else {
+            unreachable!()
+        };
+        assert_eq!(values(a.weight()), [5.0, 6.0]);
+        let y = g.forward(&Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap());
+        assert_eq!(y.unwrap().dims(), [1, 2, 4, 4]);
+    }
+
+    #[test]
+    fn removing_a_node_rewires_its_readers_and_drops_its_state() {
+        let varmap = VarMap::new();
+        let mut g = graph(&varmap);
+        Rewrite::new(&mut g, &varmap)
+            .unwrap()
+            .remove_node(0)
+            .unwrap();
+        assert_eq!(g.nodes()[0].inputs, [Source::Input]);
+        assert_eq!(g.nodes()[1].inputs, [Source::Node(0)]);
+        let vars = varmap.data().lock().unwrap();
+        assert!(!vars.contains_key("a.weight") && !vars.contains_key("a.bias"));
+        assert!(vars.contains_key("b.weight"));
+    }
+}
