@@ -292,7 +292,7 @@ fn deploy(
             packed::VECTORS_FILE
         ),
     );
-    say(opts, packed.weights_table()?.trim_end().to_string());
+    say(opts, packed.weights_table()?.trim_end());
     let report = packed::deployed_eval(&model.graph, &packed.blob, test)?;
     say(
         opts,
