@@ -60,9 +60,7 @@ pub fn align_masks(graph: &mut Graph) -> Result<usize> {
         }
         let mut pruned = vec![true; group.channels];
         for &p in &group.producers {
-            for (gone, masked) in pruned.iter_mut().zip(masked_out(graph, p)?) {
-                *gone &= masked;
-            }
+            and(&mut pruned, masked_out(graph, p)?);
         }
         let channels: Vec<usize> = (0..group.channels).filter(|&c| pruned[c]).collect();
         if channels.is_empty() {
@@ -165,23 +163,16 @@ fn kept_channels(graph: &Graph, group: &ChannelGroup) -> Result<Option<Vec<usize
     }
     let mut zero = vec![true; group.channels];
     for &p in &group.producers {
-        for (z, writes_zero) in zero.iter_mut().zip(writes_zero(graph, p)?) {
-            *z &= writes_zero;
-        }
+        and(&mut zero, writes_zero(graph, p)?);
     }
     for &i in &group.channelwise {
-        for (z, keeps_zero) in zero.iter_mut().zip(keeps_zero(graph, i)?) {
-            *z &= keeps_zero;
-        }
+        and(&mut zero, keeps_zero(graph, i)?);
     }
     let mut keep: Vec<usize> = (0..group.channels).filter(|&c| !zero[c]).collect();
-    if keep.len() == group.channels {
-        return Ok(None);
-    }
     if keep.is_empty() {
         keep.push(0);
     }
-    Ok(Some(keep))
+    Ok((keep.len() < group.channels).then_some(keep))
 }
 
 /// Per output channel of producer `i`: whether its masks remove the filter and its bias.
@@ -319,6 +310,7 @@ fn zero_rows(t: &Tensor) -> Result<Vec<bool>> {
     Ok(largest.into_iter().map(|m| m == 0.0).collect())
 }
 
+/// `into[c] &= other[c]` for every channel.
 fn and(into: &mut [bool], other: Vec<bool>) {
     for (a, b) in into.iter_mut().zip(other) {
         *a &= b;
