@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::model::OpKind;
+use crate::format::tags::{OpKind, FORMAT_MAJOR};
 
 /// Everything that can go wrong while loading or running a packed model.
 ///
@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// The blob does not start with `b"SPRG"`.
     BadMagic,
-    /// The format major version differs from [`crate::format::FORMAT_MAJOR`].
+    /// The format major version differs from [`FORMAT_MAJOR`].
     UnsupportedVersion {
         /// Major version found in the header.
         major: u16,
@@ -305,7 +305,7 @@ impl fmt::Display for Error {
             UnsupportedVersion { major, minor } => write!(
                 f,
                 "unsupported format version {major}.{minor} (this runtime reads {}.x)",
-                crate::format::FORMAT_MAJOR
+                FORMAT_MAJOR
             ),
             UnsupportedFlags { flags } => {
                 write!(f, "unknown required header flags {flags:#x}")

@@ -33,19 +33,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::crc::Crc32;
 use crate::error::{sat_u32, Error};
-use crate::model::OpKind;
+pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 
 pub(crate) mod read;
 pub mod sparse;
+pub(crate) mod tags;
 #[cfg(feature = "std")]
 pub mod write;
 
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"SPRG";
-/// Format major version this runtime reads; any other major is refused.
-pub const FORMAT_MAJOR: u16 = 2;
-/// Format minor version this runtime writes; newer minors of the same major are read.
-pub const FORMAT_MINOR: u16 = 0;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 20;
 /// Alignment of the data section, relative to the blob start.
@@ -459,9 +456,6 @@ pub enum Op {
     Softmax(Softmax),
     ArgMax(ArgMax),
 }
-
-/// Number of op tags this runtime knows (`0..OP_TAGS`).
-pub const OP_TAGS: u32 = 10;
 
 /// The fixed fields at the start of the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

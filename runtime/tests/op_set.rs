@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{cnn, zoo, Lcg};
+use common::{cnn, sparse_cnn, zoo, Lcg};
 use sprig_runtime::model::{kinds_in, used_by};
-use sprig_runtime::{op_set, Error, Model, OpKind, ALL_OPS};
+use sprig_runtime::{encoding_set, op_set, Encoding, Error, Model, OpKind, ALL_OPS};
 
 /// The test CNN's ops: conv, max pool, reshape, fully connected (LeNet-5's set).
 const CNN_OPS: u32 = op_set(&[
@@ -16,8 +16,10 @@ const CNN_OPS: u32 = op_set(&[
     OpKind::FullyConnected,
 ]);
 
-/// The test zoo's ops: everything but conv and max pool.
-const ZOO_OPS: u32 = (ALL_OPS & !CNN_OPS) | OpKind::Reshape.bit() | OpKind::FullyConnected.bit();
+/// The test zoo's ops: every op but conv and max pool, weights dense.
+const ZOO_OPS: u32 = (ALL_OPS & !CNN_OPS & !encoding_set(&Encoding::ALL))
+    | OpKind::Reshape.bit()
+    | OpKind::FullyConnected.bit();
 
 #[test]
 fn used_by_names_exactly_a_models_kinds() {
@@ -28,6 +30,10 @@ fn used_by_names_exactly_a_models_kinds() {
     let model = Model::from_bytes(&blob).unwrap();
     assert_eq!(used_by(model.ops()), ZOO_OPS);
     assert_eq!(kinds_in(ZOO_OPS).count(), 8);
+    // Sparse weights add their encoding's bit.
+    let blob = sparse_cnn(Encoding::SparseRel4).blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(used_by(model.ops()), CNN_OPS | Encoding::SparseRel4.bit());
 }
 
 #[test]

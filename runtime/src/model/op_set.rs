@@ -34,54 +34,8 @@
 //! [`Error::OpNotInSet`]: crate::Error::OpNotInSet
 //! [`Error::EncodingNotInSet`]: crate::Error::EncodingNotInSet
 
+pub use crate::format::OpKind;
 use crate::format::{Encoding, Op, OP_TAGS};
-
-/// The kind of an [`Op`], by wire tag (`OpKind::Conv2d as u32 == 0`).
-// Four bytes, like `Error`'s other payloads: as a one-byte field of
-// `Error::OpNotInSet` it changed `Error`'s layout, and with it LLVM's code for the
-// kernels (+4,264 instructions per LeNet-5 inference on the Cortex-M4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[allow(missing_docs)]
-#[repr(u32)]
-pub enum OpKind {
-    Conv2d,
-    DepthwiseConv2d,
-    FullyConnected,
-    MaxPool2d,
-    AvgPool2d,
-    GlobalAvgPool,
-    Add,
-    Reshape,
-    Softmax,
-    ArgMax,
-}
-
-impl OpKind {
-    /// Every kind, in wire-tag order.
-    pub const ALL: [OpKind; OP_TAGS as usize] = [
-        OpKind::Conv2d,
-        OpKind::DepthwiseConv2d,
-        OpKind::FullyConnected,
-        OpKind::MaxPool2d,
-        OpKind::AvgPool2d,
-        OpKind::GlobalAvgPool,
-        OpKind::Add,
-        OpKind::Reshape,
-        OpKind::Softmax,
-        OpKind::ArgMax,
-    ];
-
-    /// This kind's bit in an op set.
-    pub const fn bit(self) -> u32 {
-        1 << self as u32
-    }
-
-    /// Whether `set` holds this kind.
-    pub const fn is_in(self, set: u32) -> bool {
-        set & self.bit() != 0
-    }
-}
 
 /// The set of every op and encoding this runtime implements: [`crate::Model`]'s
 /// default.
