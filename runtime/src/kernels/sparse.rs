@@ -3,15 +3,22 @@
 //!
 //! Bit-exact with the dense kernels on the densified weights: the products are the
 //! same and the dropped ones are zero, and `i32` sums wrap (so their order does not
-//! matter). Conv gathers each output pixel's window into the same `i16` stack buffer
-//! as the dense kernel (`x + input_offset`, padding 0), and every row is then a walk
-//! over its entries: skip `gap` inputs, multiply the next. Fully connected gathers each
-//! input row once the same way. Windows or rows longer than the buffer (or offsets
-//! beyond ±256) take a slower path that decodes each entry's position.
+//! matter).
 //!
-//! No SIMD path: an entry costs a load of its gap, weight and input and one
-//! multiply-accumulate on every target, which the dense kernels' SMLAD/AVX2 pairs do
-//! not help with (gathered inputs are not adjacent).
+//! - Conv: rows go in groups (up to 16, entries up to 512) whose entries are turned
+//!   once per call into input offsets from a window's first element (`Taps`).
+//!   Interior pixels (whole window inside the input) read the input directly, two
+//!   adjacent pixels per walk over a row's entries; border pixels gather their window
+//!   into the dense kernel's `i16` buffer (`x + input_offset`, padding 0) and walk
+//!   each row over it: skip `gap` inputs, multiply the next.
+//! - Fully connected: each input row gathered once the same way, then each output's
+//!   row walked over it.
+//! - Windows or rows longer than the buffer (or offsets beyond ±256) take a slower
+//!   path that decodes each entry's position.
+//!
+//! No SIMD path: an entry is a gather of one input, not a run of adjacent values, so
+//! the dense kernels' SMLAD/AVX2 pairs do not apply. `docs/ARCHITECTURE.md` ("Sparse
+//! weights") has the instruction counts behind each choice.
 
 use super::conv::gather_window;
 use super::fully_connected::FcShape;
