@@ -76,7 +76,7 @@ fn rows() -> Vec<(String, Value)> {
 struct Measured {
     accuracy: Option<f32>,
     blob: usize,
-    parameters: usize,
+    weights: usize,
     encodings: String,
     /// Instructions per inference, per board of [`BOARDS`].
     instructions: Vec<f64>,
@@ -95,7 +95,7 @@ fn measure(summary: &Summary, dir: &Path, boards: &[Board]) -> anyhow::Result<Me
         .map(|l| format!("{} {:.0} %", l.encoding.name(), 100.0 * l.density()))
         .collect::<Vec<_>>()
         .join(", ");
-    let parameters = summary.layers.iter().map(|l| l.weights).sum();
+    let weights = summary.layers.iter().map(|l| l.weights).sum();
     let input = Input {
         artifacts: dir.to_path_buf(),
         max_vectors: Some(VECTORS),
@@ -113,7 +113,7 @@ fn measure(summary: &Summary, dir: &Path, boards: &[Board]) -> anyhow::Result<Me
     Ok(Measured {
         accuracy: summary.deployed_accuracy,
         blob: blob.len(),
-        parameters,
+        weights,
         encodings,
         instructions,
     })
@@ -169,7 +169,7 @@ fn render(args: &Args, rows: &[(String, Measured)]) -> String {
     );
     let _ = writeln!(
         md,
-        "| model | deployed top-1 | parameters | model.sprig B | × dense | M4 instr | × dense | M0 instr | × dense | RISC-V instr | × dense | layers (encoding, density) |\n\
+        "| model | deployed top-1 | weights | model.sprig B | × dense | M4 instr | × dense | M0 instr | × dense | RISC-V instr | × dense | layers (encoding, density) |\n\
          |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
     );
     for (name, m) in rows {
@@ -178,7 +178,7 @@ fn render(args: &Args, rows: &[(String, Measured)]) -> String {
             "| {name} | {} | {} | {} | {} |",
             m.accuracy
                 .map_or("–".into(), |a| format!("{:.2} %", 100.0 * a)),
-            m.parameters,
+            m.weights,
             m.blob,
             ratio(m.blob as f64, dense.map(|d| d.blob as f64)),
         );

@@ -28,7 +28,7 @@ mod layers;
 use std::path::Path;
 
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
-use sprig_runtime::{Op, Tensor as RtTensor, TensorKind};
+use sprig_runtime::{Encoding, Op, Tensor as RtTensor, TensorKind};
 
 use crate::config::QuantType;
 use crate::nn::{quant_plan, resolve_grids, Graph, Grids, Layer, OutputGrid, QuantPlan, Source};
@@ -67,6 +67,8 @@ struct Value {
 
 struct Lowering<'a> {
     graph: &'a Graph,
+    /// The sparse encodings a conv filter or fully connected matrix may take.
+    sparse: &'a [Encoding],
     path: &'a Path,
     plan: QuantPlan,
     grids: Grids,
@@ -83,10 +85,12 @@ struct Lowering<'a> {
     requant_bytes: usize,
 }
 
-/// Lowers `graph`; `path` is only used in error messages.
-pub(super) fn lower(graph: &Graph, path: &Path) -> Result<Lowered> {
+/// Lowers `graph`, each conv filter and fully connected matrix stored in the smallest
+/// of dense and the `sparse` encodings; `path` is only used in error messages.
+pub(super) fn lower(graph: &Graph, sparse: &[Encoding], path: &Path) -> Result<Lowered> {
     let mut l = Lowering {
         graph,
+        sparse,
         path,
         plan: quant_plan(graph),
         grids: resolve_grids(graph),

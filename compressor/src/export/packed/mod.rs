@@ -25,7 +25,7 @@ mod weights_table;
 
 use std::path::Path;
 
-use sprig_runtime::{Model, Quant};
+use sprig_runtime::{Encoding, Model, Quant};
 
 pub use deploy::{
     deployed_eval, quantize_image, test_vectors, write_vectors, DeployReport, DEFAULT_VECTOR_COUNT,
@@ -102,20 +102,30 @@ pub(crate) fn load<'a>(blob: &'a [u8], path: &Path) -> Result<Model<'a>> {
     })
 }
 
+/// The sparse encodings [`pack`] may store a layer in: each conv filter and fully
+/// connected matrix takes the smallest of dense and these, so pruned layers shrink.
+pub const SPARSE_ENCODINGS: [Encoding; 2] = [Encoding::SparseRel8, Encoding::SparseRel4];
+
 /// Lowers `graph` to the packed int8 format (see the module docs).
 pub fn pack(graph: &Graph) -> Result<Packed> {
-    pack_for(graph, Path::new(PACKED_FILE))
+    pack_with(graph, &SPARSE_ENCODINGS)
+}
+
+/// [`pack`] with only `sparse` besides dense (`&[]`: every layer dense, as before
+/// format 2.0).
+pub fn pack_with(graph: &Graph, sparse: &[Encoding]) -> Result<Packed> {
+    pack_for(graph, sparse, Path::new(PACKED_FILE))
 }
 
 /// [`pack`], then writes the blob to `path` atomically.
 pub fn write_packed(graph: &Graph, path: &Path) -> Result<Packed> {
-    let packed = pack_for(graph, path)?;
+    let packed = pack_for(graph, &SPARSE_ENCODINGS, path)?;
     write_atomic(path, &packed.blob)?;
     Ok(packed)
 }
 
-fn pack_for(graph: &Graph, path: &Path) -> Result<Packed> {
-    let lowered = lower::lower(graph, path)?;
+fn pack_for(graph: &Graph, sparse: &[Encoding], path: &Path) -> Result<Packed> {
+    let lowered = lower::lower(graph, sparse, path)?;
     let blob = lowered
         .data
         .finish(&lowered.graph)

@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 use sprig_runtime::fixed_point::{quantize_multiplier, AddQuant};
 use sprig_runtime::{
-    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, Op, Padding, Pool2d,
-    Reshape, Weights,
+    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, FullyConnected, Op, Padding, Pool2d, Reshape,
+    Weights,
 };
 
 use super::{u32_of, Lowering, Value, PACKED_BITS};
@@ -13,10 +13,6 @@ use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{Layer, OutputGrid};
 use crate::{Error, Result};
-
-/// The sparse encodings a conv filter or fully connected matrix may take: the exporter
-/// stores each layer in the smallest of dense and these (pruned layers shrink).
-const SPARSE_ENCODINGS: [Encoding; 2] = [Encoding::SparseRel8, Encoding::SparseRel4];
 
 impl Lowering<'_> {
     /// The layer's int8 weights (PyTorch layout, row-major) and per-channel scales: the
@@ -185,7 +181,7 @@ impl Lowering<'_> {
         let filter = if depthwise {
             self.data.push_i8(&filter).map(Weights::dense)
         } else {
-            self.data.push_weights(&filter, oc, &SPARSE_ENCODINGS)
+            self.data.push_weights(&filter, oc, self.sparse)
         };
         let filter = filter.map_err(|e| self.rt_fail(i, e))?;
         self.weight_bytes += filter.data.len as usize;
@@ -267,7 +263,7 @@ impl Lowering<'_> {
         };
         let weights = self
             .data
-            .push_weights(&weights, n_out, &SPARSE_ENCODINGS)
+            .push_weights(&weights, n_out, self.sparse)
             .map_err(|e| self.rt_fail(i, e))?;
         self.weight_bytes += weights.data.len as usize;
         self.weighted_layers
