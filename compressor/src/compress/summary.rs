@@ -288,7 +288,7 @@ impl fmt::Display for Summary {
         match (self.blob_bytes, self.arena_bytes, &self.packed_skipped) {
             (Some(blob), Some(arena), _) => writeln!(
                 f,
-                "model.sprig: {blob} bytes (int8 weights + int32 biases {}), arena {arena} bytes",
+                "model.sprig: {blob} bytes (dense int8 weights + int32 biases {}), arena {arena} bytes",
                 self.total(|r| r.weights) + 4 * self.total(|r| r.biases)
             )?,
             (_, _, Some(why)) => writeln!(f, "model.sprig: not written ({why})")?,
