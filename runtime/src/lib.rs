@@ -30,7 +30,8 @@
 //! connected gather their input window (at most 1 KiB), decode a block of 16 channels'
 //! bias and requantization (256 B), and on Armv7E-M (Cortex-M4/M7, where the kernels
 //! use the DSP extension's SMLAD through `asm!`) pack the window into 16-bit pairs
-//! (1 KiB more); nothing else.
+//! (1 KiB more); the sparse conv kernel keeps its rows' input offsets (about 1.3 KiB
+//! more); nothing else.
 //!
 //! Op sets: [`Model`]'s last const parameter is the set of ops it can run (default
 //! [`ALL_OPS`]); validation and dispatch reference only those kernels, so a firmware
