@@ -137,6 +137,27 @@ pub(crate) struct ChannelQuant {
     requant: Requant,
 }
 
+/// Offsets and fixed-point parameters of an add (see
+/// [`crate::fixed_point::AddQuant`]; the Add kernel's, here because the x86 kernels take it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
+pub struct AddParams {
+    /// Minus input 1's zero point.
+    pub input1_offset: i32,
+    /// Minus input 2's zero point.
+    pub input2_offset: i32,
+    /// Output zero point.
+    pub output_offset: i32,
+    pub input1_multiplier: i32,
+    pub input1_shift: i32,
+    pub input2_multiplier: i32,
+    pub input2_shift: i32,
+    pub output_multiplier: i32,
+    pub output_shift: i32,
+    pub act_min: i32,
+    pub act_max: i32,
+}
+
 /// Output channels decoded at once into a [`ChannelQuant`] stack array (256 bytes).
 pub(crate) const QUANT_BLOCK: usize = 16;
 

@@ -32,7 +32,7 @@ pub fn export_model(
     onnx_path: Option<&Path>,
     input_shape: [usize; 4],
 ) -> Result<()> {
-    crate::prune::apply_masks_to_weights(graph)?;
+    graph.apply_masks_to_weights()?;
     write_weights(graph, model_path)?;
     write_masks(graph, mask_path)?;
     if let Some(path) = onnx_path {

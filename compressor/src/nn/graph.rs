@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor, Var};
 
 use super::{quant_plan, InputGrid, Layer, OutputGrid};
 use crate::quant::{
@@ -180,6 +180,25 @@ impl Graph {
     pub fn remove_masks(&mut self, name: &str) {
         self.masks.remove(name);
         self.bias_masks.remove(name);
+    }
+    /// Multiplies every masked parameter by its mask, in place, so pruned weights,
+    /// biases and batch-norm γ/β are exactly zero in checkpoints and exports and
+    /// optimizer updates cannot revive them.
+    pub fn apply_masks_to_weights(&self) -> Result<()> {
+        let weights = self
+            .masks
+            .iter()
+            .map(|(name, m)| (self.node(name).and_then(|n| n.layer.maskable_weight()), m));
+        let biases = self
+            .bias_masks
+            .iter()
+            .map(|(name, m)| (self.node(name).and_then(|n| n.layer.maskable_bias()), m));
+        for (param, mask) in weights.chain(biases) {
+            if let Some(param) = param {
+                Var::from_tensor(param)?.set(&(param * mask)?)?;
+            }
+        }
+        Ok(())
     }
     pub fn quant(&self) -> Option<&Arc<QuantBinding>> {
         self.quant.as_ref()

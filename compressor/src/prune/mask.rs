@@ -1,6 +1,6 @@
 //! Masks and the invariant that pruned parameters are stored as exact zeros.
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 
 use crate::nn::Graph;
 use crate::Result;
@@ -53,25 +53,8 @@ pub fn sparsity_of(t: &Tensor) -> Result<f64> {
     Ok(zeros / t.elem_count().max(1) as f64)
 }
 
-/// Multiplies every masked parameter by its mask, in place, so pruned weights, biases and
-/// batch-norm γ/β are exactly zero in checkpoints and exports and optimizer updates cannot
-/// revive them.
+/// Multiplies every masked parameter by its mask, in place
+/// ([`Graph::apply_masks_to_weights`]; the graph owns its masks).
 pub fn apply_masks_to_weights(graph: &Graph) -> Result<()> {
-    let targets = graph
-        .masks()
-        .iter()
-        .map(|(name, m)| (graph.node(name).and_then(|n| n.layer.maskable_weight()), m))
-        .chain(
-            graph
-                .bias_masks()
-                .iter()
-                .map(|(name, m)| (graph.node(name).and_then(|n| n.layer.maskable_bias()), m)),
-        );
-    for (param, mask) in targets {
-        if let Some(param) = param {
-            let var = Var::from_tensor(param)?;
-            var.set(&(param * mask)?)?;
-        }
-    }
-    Ok(())
+    Ok(graph.apply_masks_to_weights()?)
 }

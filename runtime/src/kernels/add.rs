@@ -1,28 +1,8 @@
 //! Elementwise add, int8, TFLite's scheme (`reference_integer_ops::AddElementwise`).
 
+pub use super::AddParams;
 use crate::error::Error;
 use crate::fixed_point::{clamp_to_i8, Requant, ADD_LEFT_SHIFT};
-
-/// Offsets and fixed-point parameters of an add (see
-/// [`crate::fixed_point::AddQuant`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[allow(missing_docs)]
-pub struct AddParams {
-    /// Minus input 1's zero point.
-    pub input1_offset: i32,
-    /// Minus input 2's zero point.
-    pub input2_offset: i32,
-    /// Output zero point.
-    pub output_offset: i32,
-    pub input1_multiplier: i32,
-    pub input1_shift: i32,
-    pub input2_multiplier: i32,
-    pub input2_shift: i32,
-    pub output_multiplier: i32,
-    pub output_shift: i32,
-    pub act_min: i32,
-    pub act_max: i32,
-}
 
 /// The three requantizations of an Add, split once per call rather than per element.
 fn requants(p: &AddParams) -> [Requant; 3] {
@@ -61,12 +41,14 @@ pub fn add(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Re
     if input1.len() != output.len() || input2.len() != output.len() {
         return Err(Error::KernelArgs);
     }
+    // x86_64 hosts: whole groups of eight on AVX2 (same results); the rest here.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if let Some(done) = super::x86::add(p, input1, input2, output) {
-        return done;
-    }
+    let done = super::x86::add(p, input1, input2, output).unwrap_or(0);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    let done = 0;
     let requants = requants(p);
-    for ((o, &a), &b) in output.iter_mut().zip(input1).zip(input2) {
+    let rest = output.iter_mut().zip(input1).zip(input2).skip(done);
+    for ((o, &a), &b) in rest {
         *o = add_with(p, &requants, a, b);
     }
     Ok(())

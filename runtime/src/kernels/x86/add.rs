@@ -1,35 +1,28 @@
 //! Elementwise add on eight lanes: `kernels::add::add_one` (TFLite's
 //! `AddElementwise`: offset, shift left by 20, one requantization per input, sum, the
-//! output's requantization, offset, clamp) with each step on vectors.
+//! output's requantization, offset, clamp) with each step on vectors, over whole groups
+//! of eight; `kernels::add::add` does the rest.
 
 use core::arch::x86_64::*;
 
 use super::depthwise::widen8;
 use super::requant::{bytes8, Finish, Quant8};
-use crate::error::Error;
 use crate::fixed_point::ADD_LEFT_SHIFT;
-use crate::kernels::add::{add_one, AddParams};
+use crate::kernels::AddParams;
 
-/// AVX2 elementwise add, or `None` without AVX2 (`kernels::add::add`, which calls
-/// this first on x86_64 hosts, then runs its portable loop).
-pub(crate) fn add(
-    p: &AddParams,
-    input1: &[i8],
-    input2: &[i8],
-    output: &mut [i8],
-) -> Option<Result<(), Error>> {
+/// AVX2 elementwise add of the leading whole groups of eight: how many elements it
+/// wrote, or `None` without AVX2 (`kernels::add::add`, which checked the lengths and
+/// calls this first on x86_64 hosts, runs its portable loop over the rest).
+pub(crate) fn add(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Option<usize> {
     if !super::avx2() {
         return None;
-    }
-    if input1.len() != output.len() || input2.len() != output.len() {
-        return Some(Err(Error::KernelArgs));
     }
     #[allow(unsafe_code)]
     // SAFETY: the CPU has AVX2 (checked just above).
     unsafe {
         add_avx2(p, input1, input2, output);
     }
-    Some(Ok(()))
+    Some(output.len().min(input1.len()).min(input2.len()) / 8 * 8)
 }
 
 #[target_feature(enable = "avx2")]
@@ -43,8 +36,7 @@ fn add_avx2(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) {
         _mm256_set1_epi32(p.input2_offset),
     );
     let (a, b) = (input1.as_chunks::<8>(), input2.as_chunks::<8>());
-    let mut y = output.chunks_exact_mut(8);
-    for ((a, b), y) in a.0.iter().zip(b.0).zip(y.by_ref()) {
+    for ((a, b), y) in a.0.iter().zip(b.0).zip(output.chunks_exact_mut(8)) {
         // `(x + offset) · 2^20` wraps like the scalar `wrapping_mul`.
         let shifted = |x: &[i8; 8], offset: __m256i| {
             _mm256_slli_epi32::<{ ADD_LEFT_SHIFT as i32 }>(_mm256_add_epi32(widen8(x), offset))
@@ -53,8 +45,5 @@ fn add_avx2(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) {
         if let Ok(y) = <&mut [i8; 8]>::try_from(y) {
             *y = bytes8(finish.output(out.requant(sum)));
         }
-    }
-    for ((y, &a), &b) in y.into_remainder().iter_mut().zip(a.1).zip(b.1) {
-        *y = add_one(p, a, b);
     }
 }
