@@ -5,9 +5,12 @@
 //! cargo run -p sprig-runtime --features std --example reencode -- runs/lenet5 runs/x dense
 //! ```
 //!
-//! Modes: `dense`, `sparse-rel8`, `sparse-rel4` (every conv and fully connected op in
-//! that encoding), `empty` (every such weight zero, stored sparse: what is left is the
-//! cost of everything but the multiply-accumulates). Writes `model.sprig` and a
+//! Modes: an encoding's name (`dense`, `sparse-rel8`, `sparse-rel4`, `packed4`,
+//! `packed2`, `packed1`: every conv and fully connected op in that encoding, and
+//! depthwise ops too for the dense and packed ones; packing fails on weights the width
+//! cannot hold), or `empty` (every conv and fully connected weight zero, stored
+//! sparse: what is left is the cost of everything but the multiply-accumulates).
+//! Writes `model.sprig` and a
 //! `vectors.bin` whose expected outputs come from the host runtime on the new model.
 //! The old weight bytes stay in the data section, unreferenced (sizes are not the
 //! point here).
@@ -19,14 +22,14 @@ use sprig_runtime::{Encoding, Model, Op, Weights};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [input, output, mode] = args.as_slice() else {
-        return Err("usage: reencode IN_DIR OUT_DIR dense|sparse-rel8|sparse-rel4|empty".into());
+        return Err("usage: reencode IN_DIR OUT_DIR ENCODING|empty".into());
     };
     let (encoding, empty) = match mode.as_str() {
-        "dense" => (Encoding::Dense, false),
-        "sparse-rel8" => (Encoding::SparseRel8, false),
-        "sparse-rel4" => (Encoding::SparseRel4, false),
         "empty" => (Encoding::SparseRel8, true),
-        other => return Err(format!("unknown mode {other}").into()),
+        name => match Encoding::ALL.into_iter().find(|e| e.name() == name) {
+            Some(e) => (e, false),
+            None => return Err(format!("unknown mode {name}").into()),
+        },
     };
     let input = std::path::Path::new(input);
     let blob = std::fs::read(input.join("model.sprig"))?;
@@ -35,19 +38,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     builder.push_bytes(model.data())?; // at offset 0: every old reference stays valid
     let mut ops: Vec<Op> = model.ops().to_vec();
     for layer in model.layer_weights()? {
-        let rows = match layer.kind {
-            sprig_runtime::OpKind::DepthwiseConv2d => continue,
-            _ => {
-                let (_, _, y) = operands(&ops[layer.op]);
-                *model.tensors()[y as usize].shape.last().unwrap_or(&1) as usize
-            }
-        };
+        let sparse = matches!(encoding, Encoding::SparseRel8 | Encoding::SparseRel4);
+        if layer.kind == sprig_runtime::OpKind::DepthwiseConv2d && sparse {
+            continue;
+        }
         let values = if empty {
             vec![0; layer.count()]
         } else {
             layer.dense.clone()
         };
-        let weights = builder.push_weights_as(&values, rows, encoding)?;
+        let weights = builder.push_weights_as(&values, layer.rows, encoding)?;
         set_weights(&mut ops[layer.op], weights);
     }
     let graph = GraphDef {
@@ -79,14 +79,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn operands(op: &Op) -> (u32, Option<u32>, u32) {
-    let inputs: Vec<u32> = op.inputs().collect();
-    (inputs[0], inputs.get(1).copied(), op.output())
-}
-
 fn set_weights(op: &mut Op, w: Weights) {
     match op {
         Op::Conv2d(p) => p.filter = w,
+        Op::DepthwiseConv2d(p) => p.filter = w,
         Op::FullyConnected(p) => p.weights = w,
         _ => {}
     }

@@ -259,6 +259,13 @@ pub enum Error {
         /// The row (output channel).
         row: u32,
     },
+    /// A packed low-bit weight row whose padding bits after its last value are not 0.
+    PackedPaddingNotZero {
+        /// Index of the op.
+        op: u32,
+        /// The row.
+        row: u32,
+    },
 
     // ---- run ----------------------------------------------------------------------
     /// The caller's arena is smaller than [`crate::Model::arena_size`].
@@ -394,6 +401,12 @@ impl fmt::Display for Error {
             }
             SparseIndexOutOfRow { op, row } => {
                 write!(f, "op {op}: sparse row {row} has an index past its end")
+            }
+            PackedPaddingNotZero { op, row } => {
+                write!(
+                    f,
+                    "op {op}: packed weight row {row} has nonzero padding bits"
+                )
             }
             ArenaTooSmall { needed, got } => {
                 write!(f, "arena too small: need {needed} bytes, got {got}")

@@ -19,8 +19,9 @@
 //! - conv filters are int8 `[out_ch, kh, kw, in_ch]`, depthwise filters int8
 //!   `[kh, kw, in_ch · depth_multiplier]` (TFLite's `[1, kh, kw, out_ch]`), fully
 //!   connected weights int8 `[out, in]`; all symmetric per output channel (zero point 0);
-//!   each op's [`Weights`] says how they are stored: [`Encoding::Dense`], or for conv
-//!   and fully connected sparse rows ([`sparse`]);
+//!   each op's [`Weights`] says how they are stored: [`Encoding::Dense`], for conv
+//!   and fully connected sparse rows ([`sparse`]), or for any of the three packed
+//!   4-, 2- or 1-bit rows ([`packed`]);
 //! - biases are little-endian `i32`, one per output channel, in the scale
 //!   `input_scale · weight_scale[c]`;
 //! - requantization ([`DataRef`] `requant`) is `C` little-endian `i32` multipliers
@@ -35,6 +36,7 @@ use crate::crc::Crc32;
 use crate::error::{sat_u32, Error};
 pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 
+pub mod packed;
 pub(crate) mod read;
 pub mod sparse;
 pub(crate) mod tags;
@@ -170,15 +172,28 @@ pub enum Encoding {
     SparseRel8,
     /// As [`Encoding::SparseRel8`] with 4-bit gaps, two per byte (wire tag 2).
     SparseRel4,
+    /// 4-bit two's-complement weights, two per byte, each row byte-aligned (wire tag
+    /// 3, format 2.1; see [`packed`]).
+    Packed4,
+    /// 2-bit two's-complement weights, four per byte (wire tag 4, format 2.1).
+    Packed2,
+    /// Binary weights (`±1`), eight per byte (wire tag 5, format 2.1).
+    Packed1,
 }
 
 /// Number of encoding tags this runtime knows (`0..ENCODINGS`).
-pub const ENCODINGS: u32 = 3;
+pub const ENCODINGS: u32 = 6;
 
 impl Encoding {
     /// Every encoding, in wire-tag order.
-    pub const ALL: [Encoding; ENCODINGS as usize] =
-        [Encoding::Dense, Encoding::SparseRel8, Encoding::SparseRel4];
+    pub const ALL: [Encoding; ENCODINGS as usize] = [
+        Encoding::Dense,
+        Encoding::SparseRel8,
+        Encoding::SparseRel4,
+        Encoding::Packed4,
+        Encoding::Packed2,
+        Encoding::Packed1,
+    ];
 
     /// The encoding with wire tag `tag`.
     pub fn from_tag(tag: u32) -> Option<Encoding> {
@@ -205,6 +220,9 @@ impl Encoding {
             Encoding::Dense => "dense",
             Encoding::SparseRel8 => "sparse-rel8",
             Encoding::SparseRel4 => "sparse-rel4",
+            Encoding::Packed4 => "packed4",
+            Encoding::Packed2 => "packed2",
+            Encoding::Packed1 => "packed1",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod argmax;
 pub mod conv;
 pub mod depthwise;
 pub mod fully_connected;
+pub mod low_bit;
 pub mod pooling;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;

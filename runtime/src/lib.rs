@@ -21,7 +21,10 @@
 //!   pool, Add, Reshape (no copy), Softmax, ArgMax; ReLU/ReLU6 are fused as clamps.
 //! - Weights dense, or for conv and fully connected sparse by row
 //!   ([`format::sparse`]: only nonzeros, with 8- or 4-bit gaps), run by kernels that
-//!   touch only the nonzeros (`kernels::sparse`), bit-exact with the dense ones.
+//!   touch only the nonzeros (`kernels::sparse`), bit-exact with the dense ones; or
+//!   packed in 4, 2 or 1 bits per weight ([`format::packed`], also for depthwise),
+//!   unpacked a block of rows at a time into the dense kernels' loops
+//!   (`kernels::low_bit`).
 //!
 //! Footprint: a [`Model`] holds its op and tensor tables in `heapless` vectors whose
 //! capacities are const generics (default 64 and 64, about 7.5 KiB on a 32-bit
@@ -31,7 +34,7 @@
 //! bias and requantization (256 B), and on Armv7E-M (Cortex-M4/M7, where the kernels
 //! use the DSP extension's SMLAD through `asm!`) pack the window into 16-bit pairs
 //! (1 KiB more); the sparse conv kernel keeps its rows' input offsets (about 1.3 KiB
-//! more); nothing else.
+//! more), the packed kernels a block of unpacked weights (1 KiB more); nothing else.
 //!
 //! Op sets: [`Model`]'s last const parameter is the set of ops it can run (default
 //! [`ALL_OPS`]); validation and dispatch reference only those kernels, so a firmware

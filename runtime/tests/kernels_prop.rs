@@ -8,6 +8,7 @@ mod common;
 use common::Lcg;
 use proptest::prelude::*;
 use sprig_runtime::fixed_point::{rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
+use sprig_runtime::format::packed::{self, PackedRows};
 use sprig_runtime::format::sparse::{self, SparseRows};
 use sprig_runtime::format::write::encode_requant;
 use sprig_runtime::kernels::add::{add, AddParams};
@@ -15,6 +16,9 @@ use sprig_runtime::kernels::argmax::argmax;
 use sprig_runtime::kernels::conv::conv2d;
 use sprig_runtime::kernels::depthwise::depthwise_conv2d;
 use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
+use sprig_runtime::kernels::low_bit::{
+    conv2d_packed, depthwise_conv2d_packed, fully_connected_packed,
+};
 use sprig_runtime::kernels::pooling::{
     global_avg_pool, in_place_ok, pool2d, pool2d_in_place, MeanParams, PoolKind,
 };
@@ -176,8 +180,110 @@ fn sparse_encoding() -> impl Strategy<Value = Encoding> {
     prop::sample::select(vec![Encoding::SparseRel8, Encoding::SparseRel4])
 }
 
+fn packed_encoding() -> impl Strategy<Value = Encoding> {
+    prop::sample::select(vec![
+        Encoding::Packed4,
+        Encoding::Packed2,
+        Encoding::Packed1,
+    ])
+}
+
+/// `n` weights the packed `encoding` can hold, its whole range drawn.
+fn low_bit(rng: &mut Lcg, n: usize, encoding: Encoding) -> Vec<i8> {
+    (0..n)
+        .map(|_| match encoding {
+            Encoding::Packed4 => rng.range(-8, 7) as i8,
+            Encoding::Packed2 => rng.range(-2, 1) as i8,
+            _ => {
+                if rng.one_in(2) {
+                    1
+                } else {
+                    -1
+                }
+            }
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The packed conv equals the dense one on the unpacked weights, through the
+    /// block path and the piecewise path (windows over 512, offsets beyond ±256).
+    #[test]
+    fn packed_conv2d_matches_dense(
+        g in geometry(),
+        extra in prop::sample::select(vec![0usize, 0, 10, 26, 42, 130]),
+        out_c in 1usize..=20,
+        encoding in packed_encoding(),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let g = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
+        let (in_len, out_len) = lens(&g);
+        let input = rng.vec_i8(in_len);
+        let filter = low_bit(&mut rng, out_c * g.kernel_h * g.kernel_w * g.in_c, encoding);
+        let bytes = packed::encode(&filter, out_c, encoding).unwrap();
+        let rows = PackedRows::new(&bytes, out_c, filter.len() / out_c, encoding).unwrap();
+        let st = Stage::random(&mut rng, out_c);
+        let offset = if rng.one_in(4) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut dense = vec![1i8; out_len];
+        conv2d(&g, offset, &st.view(), &filter, &input, &mut dense).unwrap();
+        let mut low = vec![0i8; out_len];
+        conv2d_packed(&g, offset, &st.view(), &rows, &input, &mut low).unwrap();
+        prop_assert_eq!(low, dense);
+    }
+
+    /// Packed depthwise filters (one row per tap) in blocks narrower and wider than a
+    /// row, with depth multipliers.
+    #[test]
+    fn packed_depthwise_matches_dense(
+        g in geometry(),
+        dm in 1usize..=3,
+        extra in prop::sample::select(vec![0usize, 0, 2, 7, 20, 131]),
+        encoding in packed_encoding(),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let in_c = g.in_c + extra;
+        let g = ConvGeometry { in_c, out_c: in_c * dm, ..g };
+        let (in_len, out_len) = lens(&g);
+        let taps = g.kernel_h * g.kernel_w;
+        let input = rng.vec_i8(in_len);
+        let filter = low_bit(&mut rng, taps * g.out_c, encoding);
+        let bytes = packed::encode(&filter, taps, encoding).unwrap();
+        let rows = PackedRows::new(&bytes, taps, g.out_c, encoding).unwrap();
+        let st = Stage::random(&mut rng, g.out_c);
+        let offset = if rng.one_in(8) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut dense = vec![1i8; out_len];
+        depthwise_conv2d(&g, dm, offset, &st.view(), &filter, &input, &mut dense).unwrap();
+        let mut low = vec![0i8; out_len];
+        depthwise_conv2d_packed(&g, dm, offset, &st.view(), &rows, &input, &mut low).unwrap();
+        prop_assert_eq!(low, dense);
+    }
+
+    #[test]
+    fn packed_fully_connected_matches_dense(
+        batch in 1usize..=3,
+        k in 1usize..=700,
+        n in 1usize..=40,
+        encoding in packed_encoding(),
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let shape = FcShape { batch, in_features: k, out_features: n };
+        let input = rng.vec_i8(batch * k);
+        let weights = low_bit(&mut rng, n * k, encoding);
+        let bytes = packed::encode(&weights, n, encoding).unwrap();
+        let rows = PackedRows::new(&bytes, n, k, encoding).unwrap();
+        let st = Stage::random(&mut rng, n);
+        let offset = if rng.one_in(8) { rng.range(-600, 600) } else { rng.range(-127, 128) };
+        let mut dense = vec![1i8; batch * n];
+        fully_connected(&shape, offset, &st.view(), &weights, &input, &mut dense).unwrap();
+        let mut low = vec![0i8; batch * n];
+        fully_connected_packed(&shape, offset, &st.view(), &rows, &input, &mut low).unwrap();
+        prop_assert_eq!(low, dense);
+    }
 
     /// The sparse conv on encoded weights equals the dense one on the same weights,
     /// through the gathered path and the by-entry path (windows over 512, offsets

@@ -167,9 +167,10 @@ fn unknown_weight_encoding() {
     // The Conv2d's filter encoding: after its tag, input, output and the filter's
     // offset and length (1 byte each).
     let encoding = l.ops + 2 + 4;
+    // Tags 0..=5 are format 2.1's (dense, two sparse, three packed); 6 is unknown.
     assert_eq!(
-        patched(|b| b[encoding] = 3),
-        Error::UnknownEncoding { tag: 3 }
+        patched(|b| b[encoding] = 6),
+        Error::UnknownEncoding { tag: 6 }
     );
     assert_eq!(
         patched(|b| b[encoding] = 0x7f),

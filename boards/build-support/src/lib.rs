@@ -198,8 +198,8 @@ pub fn kernels() -> Kernels {
     }
 }
 
-/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds (and sparse weight
-/// encodings) by name, or every kernel, so the firmware's `Model` links exactly those.
+/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds (and sparse or packed
+/// weight encodings) by name, or every kernel, so the firmware's `Model` links exactly those.
 pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
     let set = match kernels {
         Kernels::OfModel => {
@@ -473,7 +473,7 @@ mod tests {
             all.ends_with("pub const OP_SET: u32 = ::sprig_runtime::ALL_OPS;\n"),
             "{all}"
         );
-        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32 + 2);
+        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32 + 5);
         // Sparse weights add their encoding.
         let sparse = Artifacts {
             op_set: artifacts.op_set | sprig_runtime::Encoding::SparseRel4.bit(),

@@ -80,9 +80,9 @@ impl<'a> SparseRows<'a> {
     /// is too short for the count table).
     pub fn new(data: &'a [u8], rows: usize, encoding: Encoding) -> Option<SparseRows<'a>> {
         let nibbles = match encoding {
-            Encoding::Dense => return None,
             Encoding::SparseRel8 => false,
             Encoding::SparseRel4 => true,
+            _ => return None,
         };
         let (counts, body) = data.split_at_checked(rows.checked_mul(2)?)?;
         Some(SparseRows {
@@ -205,9 +205,9 @@ pub fn densify(
 #[cfg(any(test, feature = "std"))]
 pub fn encode(weights: &[i8], rows: usize, encoding: Encoding) -> Option<std::vec::Vec<u8>> {
     let nibbles = match encoding {
-        Encoding::Dense => return None,
         Encoding::SparseRel8 => false,
         Encoding::SparseRel4 => true,
+        _ => return None,
     };
     let max_gap: usize = if nibbles { 15 } else { 255 };
     if rows == 0 || !weights.len().is_multiple_of(rows) {

@@ -171,7 +171,12 @@ impl GraphDef {
 fn encode_weights(values: &[i8], rows: usize, encoding: Encoding) -> Result<Vec<u8>, Error> {
     match encoding {
         Encoding::Dense => Ok(values.iter().map(|&v| v as u8).collect()),
-        sparse => super::sparse::encode(values, rows, sparse).ok_or(Error::Encode),
+        Encoding::SparseRel8 | Encoding::SparseRel4 => {
+            super::sparse::encode(values, rows, encoding).ok_or(Error::Encode)
+        }
+        Encoding::Packed4 | Encoding::Packed2 | Encoding::Packed1 => {
+            super::packed::encode(values, rows, encoding).ok_or(Error::Encode)
+        }
     }
 }
 
@@ -217,20 +222,22 @@ impl BlobBuilder {
         self.push_bytes(&bytes)
     }
 
-    /// Append a layer's int8 weights, `rows` rows (output channels) of equal length, in
-    /// whichever of dense and `sparse` ([`Encoding`]s, see [`super::sparse`]) takes
-    /// the fewest bytes; dense on a tie (its kernels are the fastest).
+    /// Append a layer's int8 weights, `rows` rows (output channels; a depthwise
+    /// filter's taps) of equal length, in whichever of dense and the `candidates`
+    /// ([`Encoding`]s, see [`super::sparse`] and [`super::packed`]) that can hold them
+    /// takes the fewest bytes; the earlier on a tie, dense first (its kernels are the
+    /// fastest).
     pub fn push_weights(
         &mut self,
         values: &[i8],
         rows: usize,
-        sparse: &[Encoding],
+        candidates: &[Encoding],
     ) -> Result<Weights, Error> {
         let mut best = (
             Encoding::Dense,
             encode_weights(values, rows, Encoding::Dense)?,
         );
-        for &encoding in sparse {
+        for &encoding in candidates {
             if let Ok(bytes) = encode_weights(values, rows, encoding) {
                 if bytes.len() < best.1.len() {
                     best = (encoding, bytes);
@@ -244,8 +251,8 @@ impl BlobBuilder {
     }
 
     /// Append a layer's int8 weights, `rows` rows of equal length, in `encoding`
-    /// ([`Error::Encode`] if they cannot be: rows of unequal length, or a sparse row
-    /// of more than 65,535 entries).
+    /// ([`Error::Encode`] if they cannot be: rows of unequal length, a sparse row of
+    /// more than 65,535 entries, or a value a packed width cannot hold).
     pub fn push_weights_as(
         &mut self,
         values: &[i8],

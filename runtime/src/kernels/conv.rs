@@ -62,31 +62,60 @@ fn gathered(
     output: &mut [i8],
 ) -> Result<(), Error> {
     let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
-    let image_len = g.in_h * g.in_w * g.in_c;
     let mut buf = [0i16; OFFSET_CAP];
     let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
-    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
-    let mut scratch = PACK_SCRATCH;
     // Channel blocks outermost, so each block's output stage is decoded once; the
     // window is gathered again per block (cheap next to the block's dot products).
     for (block, f_block) in filter.chunks(QUANT_BLOCK * filter_oc).enumerate() {
-        let c0 = block * QUANT_BLOCK;
-        let n = f_block.len() / filter_oc;
-        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
-        stage.channels_into(c0, q);
-        let mut pixels = output.chunks_exact_mut(g.out_c);
-        for image in input.chunks_exact(image_len) {
-            for oy in 0..g.out_h {
-                let y0 = oy * g.stride_h;
-                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-                for ox in 0..g.out_w {
-                    gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
-                    let out_px = pixels
-                        .next()
-                        .and_then(|p| p.get_mut(c0..c0 + n))
-                        .ok_or(Error::KernelArgs)?;
-                    channels_offset(window, &mut scratch, f_block, stage, q, out_px)?;
-                }
+        conv_block(
+            g,
+            offset,
+            stage,
+            block * QUANT_BLOCK,
+            f_block,
+            window,
+            input,
+            output,
+        )?;
+    }
+    Ok(())
+}
+
+/// Output channels `c0..c0 + n` of every pixel, `f_block` their `n` filters (at most
+/// [`QUANT_BLOCK`]), `window` a buffer of one window (`KH·KW·C` entries): the body of
+/// [`conv2d`]'s gathered path, shared with the packed low-bit kernels, which unpack a
+/// block of filters and hand it here.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_block(
+    g: &ConvGeometry,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    c0: usize,
+    f_block: &[i8],
+    window: &mut [i16],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_oc = window.len();
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    let mut scratch = PACK_SCRATCH;
+    let n = f_block.len() / filter_oc.max(1);
+    let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+    stage.channels_into(c0, q);
+    let mut pixels = output.chunks_exact_mut(g.out_c);
+    for image in input.chunks_exact(image_len) {
+        for oy in 0..g.out_h {
+            let y0 = oy * g.stride_h;
+            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
+                let out_px = pixels
+                    .next()
+                    .and_then(|p| p.get_mut(c0..c0 + n))
+                    .ok_or(Error::KernelArgs)?;
+                channels_offset(window, &mut scratch, f_block, stage, q, out_px)?;
             }
         }
     }
@@ -127,6 +156,16 @@ pub(crate) fn gather_window(
     Ok(())
 }
 
+/// Output column `ox`'s in-bounds window: its first input column, its first kernel
+/// column, and the length of one in-bounds window row (`columns · C`, contiguous in
+/// NHWC input and in the filter alike).
+#[inline(always)]
+pub(crate) fn window_columns(g: &ConvGeometry, ox: usize) -> (usize, usize, usize) {
+    let x0 = ox * g.stride_w;
+    let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+    (x0 + kx0 - g.pad_left, kx0, (kx1 - kx0) * g.in_c)
+}
+
 /// `s.fill(0)` without a `memset` call for the short (mostly empty) padding runs of a
 /// window.
 #[inline]
@@ -155,10 +194,7 @@ fn by_rows(
             let y0 = oy * g.stride_h;
             let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
             for ox in 0..g.out_w {
-                let x0 = ox * g.stride_w;
-                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
-                let run = (kx1 - kx0) * g.in_c;
-                let ix0 = x0 + kx0 - g.pad_left;
+                let (ix0, kx0, run) = window_columns(g, ox);
                 let out_px = pixels.next().ok_or(Error::KernelArgs)?;
                 for ((oc, out), f_oc) in out_px
                     .iter_mut()

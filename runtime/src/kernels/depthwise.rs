@@ -46,51 +46,95 @@ pub fn depthwise_conv2d(
     ) {
         return done;
     }
-    let dm = depth_multiplier;
-    let image_len = g.in_h * g.in_w * g.in_c;
     // Channel blocks outermost, so each block's bias and requantization are decoded once
     // per call, not once per output pixel.
     for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
         let n = QUANT_BLOCK.min(g.out_c - c0);
-        let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
-        stage.channels_into(c0, quants.get_mut(..n).ok_or(Error::KernelArgs)?);
-        let mut pixels = output.chunks_exact_mut(g.out_c);
-        for image in input.chunks_exact(image_len) {
-            for oy in 0..g.out_h {
-                let y0 = oy * g.stride_h;
-                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-                for ox in 0..g.out_w {
-                    let x0 = ox * g.stride_w;
-                    let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
-                    let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                    let out_block = out_px.get_mut(c0..c0 + n).ok_or(Error::KernelArgs)?;
-                    let mut acc = [0i32; QUANT_BLOCK];
-                    for ky in ky0..ky1 {
-                        let iy = y0 + ky - g.pad_top;
-                        for kx in kx0..kx1 {
-                            let ix = x0 + kx - g.pad_left;
-                            let p = (iy * g.in_w + ix) * g.in_c;
-                            let x = image.get(p..p + g.in_c).ok_or(Error::KernelArgs)?;
-                            let f = (ky * g.kernel_w + kx) * g.out_c + c0;
-                            let w = filter.get(f..f + n).ok_or(Error::KernelArgs)?;
-                            if dm == 1 {
-                                let x = x.get(c0..c0 + n).ok_or(Error::KernelArgs)?;
-                                for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
-                                    let t = i32::from(xv).wrapping_add(input_offset);
-                                    *a = a.wrapping_add(t.wrapping_mul(i32::from(wv)));
-                                }
-                            } else {
-                                for (j, (a, &wv)) in acc.iter_mut().zip(w).enumerate() {
-                                    let xv = x.get((c0 + j) / dm).copied().unwrap_or(0);
-                                    let t = i32::from(xv).wrapping_add(input_offset);
-                                    *a = a.wrapping_add(t.wrapping_mul(i32::from(wv)));
-                                }
+        let taps = FilterColumns {
+            filter,
+            stride: g.out_c,
+            first: c0,
+        };
+        depthwise_block(
+            g,
+            depth_multiplier,
+            input_offset,
+            stage,
+            c0,
+            n,
+            taps,
+            input,
+            output,
+        )?;
+    }
+    Ok(())
+}
+
+/// Where a block's weights lie: tap `t`'s weight for the block's channel `j` is
+/// `filter[t · stride + first + j]` (the dense `[KH, KW, OC]` filter, or a packed
+/// block unpacked to `[KH·KW, n]`).
+#[derive(Clone, Copy)]
+pub(crate) struct FilterColumns<'f> {
+    pub filter: &'f [i8],
+    pub stride: usize,
+    pub first: usize,
+}
+
+/// Output channels `c0..c0 + n` (`n` at most [`QUANT_BLOCK`]) of every pixel, their
+/// weights at `taps`: the body of [`depthwise_conv2d`], shared with the packed
+/// low-bit kernel.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise_block(
+    g: &ConvGeometry,
+    dm: usize,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    c0: usize,
+    n: usize,
+    taps: FilterColumns<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    stage.channels_into(c0, quants.get_mut(..n).ok_or(Error::KernelArgs)?);
+    let mut pixels = output.chunks_exact_mut(g.out_c);
+    for image in input.chunks_exact(image_len) {
+        for oy in 0..g.out_h {
+            let y0 = oy * g.stride_h;
+            let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+            for ox in 0..g.out_w {
+                let x0 = ox * g.stride_w;
+                let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                let out_block = out_px.get_mut(c0..c0 + n).ok_or(Error::KernelArgs)?;
+                let mut acc = [0i32; QUANT_BLOCK];
+                for ky in ky0..ky1 {
+                    let iy = y0 + ky - g.pad_top;
+                    for kx in kx0..kx1 {
+                        let ix = x0 + kx - g.pad_left;
+                        let p = (iy * g.in_w + ix) * g.in_c;
+                        let x = image.get(p..p + g.in_c).ok_or(Error::KernelArgs)?;
+                        let f = (ky * g.kernel_w + kx) * taps.stride + taps.first;
+                        let w = taps.filter.get(f..f + n).ok_or(Error::KernelArgs)?;
+                        if dm == 1 {
+                            let x = x.get(c0..c0 + n).ok_or(Error::KernelArgs)?;
+                            for ((a, &xv), &wv) in acc.iter_mut().zip(x).zip(w) {
+                                let t = i32::from(xv).wrapping_add(input_offset);
+                                *a = a.wrapping_add(t.wrapping_mul(i32::from(wv)));
+                            }
+                        } else {
+                            for (j, (a, &wv)) in acc.iter_mut().zip(w).enumerate() {
+                                let xv = x.get((c0 + j) / dm).copied().unwrap_or(0);
+                                let t = i32::from(xv).wrapping_add(input_offset);
+                                *a = a.wrapping_add(t.wrapping_mul(i32::from(wv)));
                             }
                         }
                     }
-                    for ((out, &a), q) in out_block.iter_mut().zip(&acc).zip(&quants) {
-                        *out = stage.finish(q, a);
-                    }
+                }
+                for ((out, &a), q) in out_block.iter_mut().zip(&acc).zip(&quants) {
+                    *out = stage.finish(q, a);
                 }
             }
         }

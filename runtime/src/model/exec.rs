@@ -14,6 +14,7 @@ use core::ops::Range;
 use super::{Model, OpKind};
 use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split};
 use crate::error::Error;
+use crate::format::packed::PackedRows;
 use crate::format::sparse::SparseRows;
 use crate::format::{DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, AddParams};
@@ -21,6 +22,7 @@ use crate::kernels::argmax::argmax;
 use crate::kernels::conv::conv2d;
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
+use crate::kernels::low_bit::{conv2d_packed, depthwise_conv2d_packed, fully_connected_packed};
 use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind};
 use crate::kernels::softmax::{softmax, SoftmaxParams};
 use crate::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
@@ -93,6 +95,22 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             return None;
         }
         SparseRows::new(bytes, rows, w.encoding)
+    }
+
+    /// The rows of packed low-bit weights whose encoding the op set links; `None` for
+    /// every other encoding (constant-folded for encodings outside `OPS`).
+    #[inline(always)]
+    fn packed_rows(
+        &self,
+        w: Weights,
+        bytes: &'a [u8],
+        rows: usize,
+        row_len: usize,
+    ) -> Option<PackedRows<'a>> {
+        if w.encoding == Encoding::Dense || !w.encoding.is_in(OPS) {
+            return None;
+        }
+        PackedRows::new(bytes, rows, row_len, w.encoding)
     }
 
     fn stage(
@@ -171,9 +189,13 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
                 let filter = self.bytes(p.filter.data)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                match self.sparse_rows(p.filter, filter, g.out_c) {
-                    Some(rows) => conv2d_sparse(&g, input_offset, &stage, &rows, input, output),
-                    None => conv2d(&g, input_offset, &stage, bytes_as_i8(filter), input, output),
+                let row_len = g.kernel_h * g.kernel_w * g.in_c;
+                if let Some(rows) = self.packed_rows(p.filter, filter, g.out_c, row_len) {
+                    conv2d_packed(&g, input_offset, &stage, &rows, input, output)
+                } else if let Some(rows) = self.sparse_rows(p.filter, filter, g.out_c) {
+                    conv2d_sparse(&g, input_offset, &stage, &rows, input, output)
+                } else {
+                    conv2d(&g, input_offset, &stage, bytes_as_i8(filter), input, output)
                 }
             }
             Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
@@ -185,10 +207,19 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     &p.padding,
                 )?;
                 let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
-                let filter = bytes_as_i8(self.bytes(p.filter.data)?);
+                let filter = self.bytes(p.filter.data)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 let dm = p.depth_multiplier as usize;
-                depthwise_conv2d(&g, dm, input_offset, &stage, filter, input, output)
+                let taps = g.kernel_h * g.kernel_w;
+                match self.packed_rows(p.filter, filter, taps, g.out_c) {
+                    Some(rows) => {
+                        depthwise_conv2d_packed(&g, dm, input_offset, &stage, &rows, input, output)
+                    }
+                    None => {
+                        let filter = bytes_as_i8(filter);
+                        depthwise_conv2d(&g, dm, input_offset, &stage, filter, input, output)
+                    }
+                }
             }
             Op::FullyConnected(p) if has(OpKind::FullyConnected) => {
                 let (batch, in_features) = rows(x)?;
@@ -202,14 +233,14 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     self.stage(p.bias, p.requant, y, out_features, (p.act_min, p.act_max))?;
                 let weights = self.bytes(p.weights.data)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                match self.sparse_rows(p.weights, weights, out_features) {
-                    Some(rows) => {
-                        fully_connected_sparse(&shape, input_offset, &stage, &rows, input, output)
-                    }
-                    None => {
-                        let weights = bytes_as_i8(weights);
-                        fully_connected(&shape, input_offset, &stage, weights, input, output)
-                    }
+                let packed = self.packed_rows(p.weights, weights, out_features, in_features);
+                if let Some(rows) = packed {
+                    fully_connected_packed(&shape, input_offset, &stage, &rows, input, output)
+                } else if let Some(rows) = self.sparse_rows(p.weights, weights, out_features) {
+                    fully_connected_sparse(&shape, input_offset, &stage, &rows, input, output)
+                } else {
+                    let weights = bytes_as_i8(weights);
+                    fully_connected(&shape, input_offset, &stage, weights, input, output)
                 }
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p)

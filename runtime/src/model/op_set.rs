@@ -74,8 +74,8 @@ pub fn kinds_in(set: u32) -> impl Iterator<Item = OpKind> {
     OpKind::ALL.into_iter().filter(move |k| k.is_in(set))
 }
 
-/// The sparse encodings in `set`, in wire-tag order ([`Encoding::Dense`] is in every
-/// set and not listed).
+/// The sparse and packed encodings in `set`, in wire-tag order ([`Encoding::Dense`] is
+/// in every set and not listed).
 pub fn encodings_in(set: u32) -> impl Iterator<Item = Encoding> {
     Encoding::ALL
         .into_iter()
@@ -98,8 +98,15 @@ mod tests {
         assert!(Encoding::Dense.is_in(0));
         assert_eq!(
             encodings_in(ALL_OPS).collect::<std::vec::Vec<_>>(),
-            [Encoding::SparseRel8, Encoding::SparseRel4]
+            [
+                Encoding::SparseRel8,
+                Encoding::SparseRel4,
+                Encoding::Packed4,
+                Encoding::Packed2,
+                Encoding::Packed1
+            ]
         );
+        assert_eq!(Encoding::Packed1.bit(), 1 << 21);
         assert_eq!(op_set(&[]), 0);
         let set = op_set(&[OpKind::Softmax, OpKind::Conv2d]);
         assert_eq!(set, 0b1_0000_0001);

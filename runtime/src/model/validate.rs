@@ -12,9 +12,10 @@ use crate::error::{sat_u32, Error};
 use crate::fixed_point::{multiplier_in_range, shift_in_range};
 use crate::format::read::Parsed;
 use crate::format::{
-    sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
+    packed, sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
     REQUANT_ENTRY_LEN,
 };
+use crate::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
 
 /// Check everything about a structurally sound blob.
 pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>(
@@ -204,8 +205,8 @@ impl<'t> Ctx<'t> {
         Ok(bytes)
     }
 
-    /// A layer's weights: `rows` rows of `row_len`, dense or in a sparse encoding of
-    /// the op set `OPS` (see `format::sparse`).
+    /// A layer's weights: `rows` rows of `row_len`, dense or in a sparse or packed
+    /// encoding of the op set `OPS` (see `format::sparse`, `format::packed`).
     fn weights<const OPS: u32>(&self, w: Weights, rows: u32, row_len: u64) -> Result<(), Error> {
         if w.encoding == Encoding::Dense {
             return self.data_ref(w.data, u64::from(rows) * row_len).map(|_| ());
@@ -217,7 +218,10 @@ impl<'t> Ctx<'t> {
             });
         }
         let bytes = self.data_ref(w.data, u64::from(w.data.len))?;
-        sparse::validate(self.op, bytes, rows, row_len, w.encoding)
+        match packed::bits_of(w.encoding) {
+            Some(_) => packed::validate(self.op, bytes, rows, row_len, w.encoding),
+            None => sparse::validate(self.op, bytes, rows, row_len, w.encoding),
+        }
     }
 
     /// Per-channel (or shared) requantization bytes: the lengths, then every pair.
@@ -343,14 +347,19 @@ impl<'t> Ctx<'t> {
                 if u64::from(c) * u64::from(p.depth_multiplier) != u64::from(oc) {
                     return Err(self.shape_err());
                 }
-                if p.filter.encoding != Encoding::Dense {
+                // Dense or packed (one row per tap), never sparse; a packed filter's
+                // taps must fit the kernel's unpacking buffer.
+                let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
+                let packs = packed::bits_of(p.filter.encoding).is_some()
+                    && taps <= PACKED_DEPTHWISE_MAX_TAPS as u64;
+                if p.filter.encoding != Encoding::Dense && !packs {
                     return Err(Error::EncodingNotSupported {
                         op: self.op,
                         encoding: p.filter.encoding as u32,
                     });
                 }
-                let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
-                self.data_ref(p.filter.data, taps * u64::from(oc))?;
+                let taps32 = u32::try_from(taps).map_err(|_| self.shape_err())?;
+                self.weights::<OPS>(p.filter, taps32, u64::from(oc))?;
                 self.bias(p.bias, oc)?;
                 self.requant(p.requant, oc)?;
                 self.act(p.act_min, p.act_max)

@@ -5,6 +5,7 @@ use std::vec::Vec;
 
 use super::{Model, OpKind};
 use crate::error::Error;
+use crate::format::packed::{self, PackedRows};
 use crate::format::sparse::{self, SparseRows};
 use crate::format::{Encoding, Op};
 
@@ -19,6 +20,9 @@ pub struct LayerWeights {
     pub encoding: Encoding,
     /// Bytes they take in the data section.
     pub bytes: usize,
+    /// Rows as the encodings see them: output channels (conv, fully connected) or
+    /// taps (depthwise).
+    pub rows: usize,
     /// The weights in the op's dense layout (`[OC, KH, KW, C]`, `[KH, KW, OC]` or
     /// `[OUT, IN]`), zeros included.
     pub dense: Vec<i8>,
@@ -56,7 +60,7 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             let last = |t: &crate::format::Tensor| t.shape.last().map_or(0, |&d| d as usize);
             let (rows, row_len) = match op {
                 Op::Conv2d(p) => (last(y), (p.kernel_h * p.kernel_w) as usize * last(x)),
-                Op::DepthwiseConv2d(p) => (1, (p.kernel_h * p.kernel_w) as usize * last(y)),
+                Op::DepthwiseConv2d(p) => ((p.kernel_h * p.kernel_w) as usize, last(y)),
                 _ => (last(y), last(x)),
             };
             let start = w.data.offset as usize;
@@ -64,15 +68,19 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 .data
                 .get(start..start + w.data.len as usize)
                 .ok_or(Error::KernelArgs)?;
-            let dense = match SparseRows::new(bytes, rows, w.encoding) {
-                Some(layout) => sparse::densify(&layout, rows, row_len)?,
-                None => bytes.iter().map(|&b| b as i8).collect(),
+            let dense = if let Some(layout) = PackedRows::new(bytes, rows, row_len, w.encoding) {
+                packed::densify(&layout)
+            } else if let Some(layout) = SparseRows::new(bytes, rows, w.encoding) {
+                sparse::densify(&layout, rows, row_len)?
+            } else {
+                bytes.iter().map(|&b| b as i8).collect()
             };
             layers.push(LayerWeights {
                 op: i,
                 kind: op.kind(),
                 encoding: w.encoding,
                 bytes: bytes.len(),
+                rows,
                 dense,
             });
         }

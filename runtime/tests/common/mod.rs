@@ -107,6 +107,25 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// Map every weight into the range the packed `encoding` holds (`±1` for binary).
+    fn fit(&mut self, encoding: Encoding) {
+        for w in &mut self.weights {
+            *w = match encoding {
+                Encoding::Packed4 => (*w as i16).rem_euclid(16) as i8 - 8,
+                Encoding::Packed2 => (*w as i16).rem_euclid(4) as i8 - 2,
+                _ => {
+                    if *w < 0 {
+                        -1
+                    } else {
+                        1
+                    }
+                }
+            };
+        }
+    }
+}
+
 /// A model plus its builder and layer parameters.
 pub struct Built {
     pub graph: GraphDef,
@@ -131,6 +150,11 @@ pub fn sparse_cnn(encoding: Encoding) -> Built {
     cnn_encoded(encoding)
 }
 
+/// [`cnn`] with weights the packed low-bit `encoding` holds, stored in it.
+pub fn packed_cnn(encoding: Encoding) -> Built {
+    cnn_encoded(encoding)
+}
+
 fn cnn_encoded(encoding: Encoding) -> Built {
     let mut rng = Lcg::new(7);
     let (s_in, s_conv, s_fc) = (0.05f32, 0.1f32, 0.2f32);
@@ -143,9 +167,16 @@ fn cnn_encoded(encoding: Encoding) -> Built {
     );
     let mut builder = BlobBuilder::new();
     let (mut conv, mut fc) = (conv, fc);
-    if encoding != Encoding::Dense {
-        conv.prune(&mut rng, 3);
-        fc.prune(&mut rng, 3);
+    match encoding {
+        Encoding::Dense => {}
+        Encoding::SparseRel8 | Encoding::SparseRel4 => {
+            conv.prune(&mut rng, 3);
+            fc.prune(&mut rng, 3);
+        }
+        packed => {
+            conv.fit(packed);
+            fc.fit(packed);
+        }
     }
     let (cw, cb, cr) = conv.push(&mut builder, 2, encoding);
     let (fw, fb, fr) = fc.push(&mut builder, 4, encoding);

@@ -1,0 +1,155 @@
+//! Malformed packed low-bit weights: each fault of a packed section has its own error,
+//! and no blob with packed layers (truncated, bit-flipped) makes the loader or a run
+//! panic.
+
+mod common;
+
+use common::{packed_cnn, zoo};
+use sprig_runtime::format::write::seal;
+use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
+use sprig_runtime::model::OpKind;
+use sprig_runtime::{op_set, Encoding, Error, Model, Op};
+
+const PACKED: [Encoding; 3] = [Encoding::Packed4, Encoding::Packed2, Encoding::Packed1];
+
+fn load(blob: &[u8]) -> Result<(), Error> {
+    Model::from_bytes(blob).map(|_| ())
+}
+
+/// Blob offset of op 0's (the conv's) packed filter, its length, and the blob.
+fn conv_filter(encoding: Encoding) -> (usize, usize, Vec<u8>) {
+    let blob = packed_cnn(encoding).blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    let Some(w) = model.ops()[0].weights() else {
+        panic!("op 0 is the conv")
+    };
+    assert_eq!(w.encoding, encoding);
+    let start = model.graph().data_offset as usize + w.data.offset as usize;
+    (start, w.data.len as usize, blob)
+}
+
+#[test]
+fn a_section_whose_length_disagrees_with_the_shape() {
+    // The conv's rows are 3×3×1 = 9 weights: 5, 3 or 2 bytes each, two rows.
+    for (encoding, expected) in PACKED.into_iter().zip([10u32, 6, 4]) {
+        for delta in [-1i32, 1] {
+            let mut built = packed_cnn(encoding);
+            if let Op::Conv2d(c) = &mut built.graph.ops[0] {
+                c.filter.data.len = (c.filter.data.len as i32 + delta) as u32;
+            }
+            assert_eq!(
+                load(&built.blob()).unwrap_err(),
+                Error::DataLengthMismatch {
+                    op: 0,
+                    expected,
+                    got: (expected as i32 + delta) as u32
+                },
+                "{encoding:?} {delta:+}"
+            );
+        }
+    }
+}
+
+#[test]
+fn padding_bits_after_a_row() {
+    // Row 1's last byte: 9 values leave 4, 6 or 7 bits of it spare.
+    for encoding in PACKED {
+        let (at, len, mut blob) = conv_filter(encoding);
+        blob[at + len - 1] |= 0x80;
+        seal(&mut blob, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+        assert_eq!(
+            load(&blob).unwrap_err(),
+            Error::PackedPaddingNotZero { op: 0, row: 1 },
+            "{encoding:?}"
+        );
+    }
+}
+
+#[test]
+fn an_encoding_outside_the_op_set() {
+    const DENSE_CNN: u32 = op_set(&[
+        OpKind::Conv2d,
+        OpKind::MaxPool2d,
+        OpKind::Reshape,
+        OpKind::FullyConnected,
+    ]);
+    for encoding in PACKED {
+        let blob = packed_cnn(encoding).blob();
+        assert_eq!(
+            Model::<8, 8, DENSE_CNN>::parse(&blob).unwrap_err(),
+            Error::EncodingNotInSet {
+                op: 0,
+                encoding: encoding as u32
+            }
+        );
+    }
+    // The set must name the blob's own width.
+    const WITH_PACKED4: u32 = DENSE_CNN | Encoding::Packed4.bit();
+    let four = packed_cnn(Encoding::Packed4).blob();
+    let two = packed_cnn(Encoding::Packed2).blob();
+    assert!(Model::<8, 8, WITH_PACKED4>::parse(&four).is_ok());
+    assert_eq!(
+        Model::<8, 8, WITH_PACKED4>::parse(&two).unwrap_err(),
+        Error::EncodingNotInSet { op: 0, encoding: 4 }
+    );
+}
+
+#[test]
+fn depthwise_filters_pack_but_never_sparse() {
+    // zoo's depthwise is 3×3: one packed row per tap.
+    let mut built = zoo();
+    let op = built
+        .graph
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::DepthwiseConv2d(_)))
+        .unwrap();
+    let ones = vec![1i8; 9 * 2];
+    let packed = built
+        .builder
+        .push_weights_as(&ones, 9, Encoding::Packed1)
+        .unwrap();
+    if let Op::DepthwiseConv2d(d) = &mut built.graph.ops[op] {
+        d.filter = packed;
+    }
+    load(&built.blob()).unwrap();
+    if let Op::DepthwiseConv2d(d) = &mut built.graph.ops[op] {
+        d.filter.encoding = Encoding::SparseRel4;
+    }
+    assert_eq!(
+        load(&built.blob()).unwrap_err(),
+        Error::EncodingNotSupported {
+            op: op as u32,
+            encoding: 2
+        }
+    );
+}
+
+#[test]
+fn every_truncation_and_bit_flip_of_a_packed_blob() {
+    for encoding in PACKED {
+        let (at, len, blob) = conv_filter(encoding);
+        load(&blob).unwrap();
+        for prefix in 0..blob.len() {
+            assert!(
+                load(&blob[..prefix]).is_err(),
+                "{encoding:?}: prefix {prefix} accepted"
+            );
+        }
+        // Flips inside the filter, re-sealed so the CRC does not catch them: whatever
+        // loads must run without panicking.
+        let input: Vec<i8> = (0..36).map(|i| (i * 7) as i8).collect();
+        let mut out = [0i8; 4];
+        for byte in at..at + len {
+            for bit in 0..8 {
+                let mut flipped = blob.clone();
+                flipped[byte] ^= 1 << bit;
+                seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+                if let Ok(model) = Model::from_bytes(&flipped) {
+                    let mut arena = vec![0u8; model.arena_size()];
+                    model.run(&mut arena, &input, &mut out).unwrap();
+                }
+            }
+        }
+    }
+}
