@@ -17,7 +17,7 @@ use sprig_compressor::prune::{LevelPruner, Pruner};
 use sprig_compressor::quant::{self, QatQuantizer, Quantizer};
 use sprig_compressor::train::{self, TrainConfig};
 use sprig_runtime::vectors::Vectors;
-use sprig_runtime::Op;
+use sprig_runtime::{Encoding, Op};
 
 /// QAT int8 on every Conv2d and Linear, as the default plan quantizes.
 const QAT8: &str = r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#;
@@ -245,13 +245,16 @@ fn unpackable_models_are_clear_errors() -> Result<()> {
         "{err}"
     );
 
-    // Sub-8-bit weights are a later issue.
+    // Activations are 8-bit on the chip (weights may be fewer bits).
     let four = QAT8.replace(
         "\"quant_bits\": 8",
-        "\"quant_bits\": {\"weight\": 4, \"input\": 8, \"output\": 8}",
+        "\"quant_bits\": {\"weight\": 8, \"input\": 8, \"output\": 4}",
     );
     let err = pack_error(&calibrated("lenet5", &four, false)?);
-    assert!(err.contains("4 bits") && err.contains("conv1"), "{err}");
+    assert!(
+        err.contains("output to 4 bits") && err.contains("conv1") && err.contains("activations"),
+        "{err}"
+    );
 
     // Batch norms must be folded first.
     let err = pack_error(&calibrated("resnet8", QAT8_ADD, false)?);
@@ -376,14 +379,18 @@ fn compress_run_writes_the_packed_model_or_says_why_not() -> Result<()> {
 
 /// The fake-quant model's integer weights: what the forward pass's weight hook computes
 /// (`integer · scale[c]`), divided back by the scales the hook recorded.
-fn fake_quant_integers(model: &Model, name: &str) -> Result<(Vec<i8>, Vec<usize>, Vec<f32>)> {
+fn fake_quant_integers(
+    model: &Model,
+    name: &str,
+    bits: u8,
+) -> Result<(Vec<i8>, Vec<usize>, Vec<f32>)> {
     let graph = &model.graph;
     let binding = graph.quant().context("no quantizer bound")?;
     let node = graph.node(name).context("no such layer")?;
     let w = graph.masked_weight(name, node.layer.weight().context("no weight")?)?;
     let fake = binding.quantize_weight(name, &w, false)?;
     let state = binding.layer(name).context("not quantized")?.state();
-    assert_eq!(state.weight_bits, Some(8), "{name}");
+    assert_eq!(state.weight_bits, Some(bits), "{name}");
     let scales = state.weight_scales;
     let dims = fake.dims().to_vec();
     let per_channel = fake.elem_count() / dims[0];
@@ -395,8 +402,9 @@ fn fake_quant_integers(model: &Model, name: &str) -> Result<(Vec<i8>, Vec<usize>
         .enumerate()
     {
         let q = v / scales[k / per_channel];
+        let qmax = ((1i32 << (bits - 1)) - 1).max(1) as f32;
         assert!(
-            (q - q.round()).abs() < 1e-3 && q.round().abs() <= 127.0,
+            (q - q.round()).abs() < 1e-3 && q.round().abs() <= qmax,
             "{name}: {v} is not on the grid ({q}, scale {})",
             scales[k / per_channel]
         );
@@ -449,9 +457,26 @@ fn runtime_layout(ints: &[i8], dims: &[usize], op: &Op, runtime: &sprig_runtime:
 }
 
 /// Issue 12, item 7: the packed model, calibration.json and the quantizer agree on
-/// every weight integer and scale, after a QAT fine-tune at 8 bits.
+/// every weight integer and scale, after a QAT fine-tune at 8 bits (weights int8,
+/// dense or sparse).
 #[test]
 fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
+    deployed_weights_match(
+        8,
+        &[Encoding::Dense, Encoding::SparseRel8, Encoding::SparseRel4],
+    )
+}
+
+/// The same at 4 and 2 bits: the weights are stored packed (smaller than sparse at
+/// 50 % sparsity), still exactly the quantizer's integers, and the deployed model
+/// agrees with the fake-quantized one.
+#[test]
+fn low_bit_weights_deploy_packed() -> Result<()> {
+    deployed_weights_match(4, &[Encoding::Packed4])?;
+    deployed_weights_match(2, &[Encoding::Packed2])
+}
+
+fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<()> {
     let (train_set, test) = bundled()?;
     let recipe = Recipe {
         images: 600,
@@ -461,7 +486,11 @@ fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
         sparsity: Some(0.5),
         qat_images: 300,
     };
-    let model = compress("lenet5", &train_set, &recipe, QAT8)?;
+    let config = QAT8.replace(
+        "\"quant_bits\": 8",
+        &format!("\"quant_bits\": {{\"weight\": {bits}, \"input\": 8, \"output\": 8}}"),
+    );
+    let model = compress("lenet5", &train_set, &recipe, &config)?;
     // The fake-quant model as deployed_eval runs it: an eval forward (the last optimizer
     // step moved the weights after the last recorded scales).
     let batch = data::Batcher::new(&test.subset(8), 8, data::Order::Sequential, &Device::Cpu)
@@ -490,12 +519,12 @@ fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
     let layer_weights = runtime.layer_weights()?;
     for ((node, op), stored) in weighted.into_iter().zip(ops).zip(&layer_weights) {
         let name = node.name.as_str();
-        let (ints, dims, scales) = fake_quant_integers(&model, name)?;
+        let (ints, dims, scales) = fake_quant_integers(&model, name, bits)?;
         assert!(ints.iter().any(|&q| q != 0), "{name}: all zero");
 
         // The quantizer's export form is what the forward computed with.
         let q = model.graph.weight_integers(name)?.context("no integers")?;
-        assert_eq!(q.bits, 8);
+        assert_eq!(q.bits, bits);
         assert_eq!(q.scales, scales, "{name}: scales");
         assert_eq!(q.to_i8()?, ints, "{name}: integers");
 
@@ -509,6 +538,11 @@ fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
             stored.dense,
             runtime_layout(&ints, &dims, op, &runtime),
             "{name}: deployed weights"
+        );
+        assert!(
+            encodings.contains(&stored.encoding),
+            "{name}: {bits}-bit weights stored {:?}",
+            stored.encoding
         );
         // ... and biases on the grid of those scales: round(b / (s_in · s_w[c])).
         let float_bias = match &node.layer {
@@ -539,6 +573,8 @@ fn deployed_weights_are_the_quantizers_integers() -> Result<()> {
             .collect();
         assert_eq!(reported, scales, "{name}: calibration.json scales");
     }
+    let report = packed::deployed_eval(&model.graph, &packed.blob, &test)?;
+    check_agreement(&format!("lenet5, {bits}-bit weights"), &report, false);
     Ok(())
 }
 
@@ -629,7 +665,7 @@ fn packed_weights_follow_the_quantizer_not_max_abs() -> Result<()> {
     let names = ["conv1", "conv2", "fc1", "fc2", "fc3"];
     let layer_weights = runtime.layer_weights()?;
     for ((name, op), stored) in names.into_iter().zip(ops).zip(&layer_weights) {
-        let (ints, dims, _) = fake_quant_integers(&model, name)?;
+        let (ints, dims, _) = fake_quant_integers(&model, name, 8)?;
         let widest = ints.iter().map(|q| q.unsigned_abs()).max().unwrap_or(0);
         assert!(
             (60..=64).contains(&widest),

@@ -9,7 +9,9 @@
 //! - Conv2d (groups 1) → `Conv2d`, filter `[OC, KH, KW, IC]`; depthwise (groups = in =
 //!   out channels) → `DepthwiseConv2d`, filter `[KH, KW, OC]`; Linear →
 //!   `FullyConnected` `[OUT, IN]`. Weights are the quantizer's own integers and scales
-//!   ([`Graph::weight_integers`], what the forward pass computes with), biases
+//!   ([`Graph::weight_integers`], what the forward pass computes with), stored in the
+//!   smallest encoding that holds them (dense int8, sparse, or packed at 4, 2 or 1
+//!   bits when the quantizer's width is that small); biases
 //!   `round(b / (s_in · s_w[c]))` as `i32`, requantization per output channel from
 //!   `s_in · s_w[c] / s_out`.
 //! - A fused ReLU / ReLU6 ([`Graph::fused_activation`]) becomes the producing op's
@@ -35,7 +37,8 @@ use crate::nn::{quant_plan, resolve_grids, Graph, Grids, Layer, OutputGrid, Quan
 use crate::quant::QParams;
 use crate::{Error, Result};
 
-/// The only weight and activation width this format version stores.
+/// The activation width the format stores, and the widest weights (weights of 4, 2
+/// or 1 bits are also stored packed, see [`super::ENCODINGS`]).
 pub const PACKED_BITS: u8 = 8;
 
 /// The lowered graph and its data section, with byte counts of what went in.
@@ -67,8 +70,8 @@ struct Value {
 
 struct Lowering<'a> {
     graph: &'a Graph,
-    /// The sparse encodings a conv filter or fully connected matrix may take.
-    sparse: &'a [Encoding],
+    /// The encodings besides dense a layer may take ([`super::ENCODINGS`] or fewer).
+    allowed: &'a [Encoding],
     path: &'a Path,
     plan: QuantPlan,
     grids: Grids,
@@ -85,12 +88,12 @@ struct Lowering<'a> {
     requant_bytes: usize,
 }
 
-/// Lowers `graph`, each conv filter and fully connected matrix stored in the smallest
-/// of dense and the `sparse` encodings; `path` is only used in error messages.
-pub(super) fn lower(graph: &Graph, sparse: &[Encoding], path: &Path) -> Result<Lowered> {
+/// Lowers `graph`, each layer's weights stored in the smallest of dense and the
+/// `allowed` encodings that suit it; `path` is only used in error messages.
+pub(super) fn lower(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<Lowered> {
     let mut l = Lowering {
         graph,
-        sparse,
+        allowed,
         path,
         plan: quant_plan(graph),
         grids: resolve_grids(graph),
@@ -188,13 +191,13 @@ impl<'a> Lowering<'a> {
             )));
         }
         for (name, layer) in binding.layers() {
-            for t in QuantType::ALL {
+            for t in [QuantType::Input, QuantType::Output] {
                 match layer.config.bits(t) {
                     Some(bits) if layer.config.quantizes(t) && bits != PACKED_BITS => {
                         return Err(self.fail(format!(
                             "layer `{name}` quantizes its {t} to {bits} bits; the packed format \
-                             stores {PACKED_BITS}-bit weights and activations only (sub-8-bit \
-                             packing is not implemented yet)"
+                             stores {PACKED_BITS}-bit activations only (weights may be 1 to 8 \
+                             bits)"
                         )));
                     }
                     _ => {}

@@ -1,8 +1,8 @@
 //! The packed int8 model (`model.sprig`) that `sprig-runtime` runs, its test vectors
 //! (`vectors.bin`), and the deployed model's evaluation on the host.
 //!
-//! [`pack`] lowers a quantized graph (batch norms folded, 8-bit weights and
-//! activations, every tensor on a grid) to the runtime's NHWC int8 graph (see
+//! [`pack`] lowers a quantized graph (batch norms folded, 8-bit activations, weights
+//! of 8 bits or fewer, every tensor on a grid) to the runtime's NHWC int8 graph (see
 //! `lower.rs` for the per-layer rules), plans the arena, writes the blob and loads it
 //! back with [`sprig_runtime::Model::from_bytes`]: an exporter bug is an error here,
 //! never a bad file. [`deployed_eval`] runs the blob over a dataset with the same
@@ -102,30 +102,38 @@ pub(crate) fn load<'a>(blob: &'a [u8], path: &Path) -> Result<Model<'a>> {
     })
 }
 
-/// The sparse encodings [`pack`] may store a layer in: each conv filter and fully
-/// connected matrix takes the smallest of dense and these, so pruned layers shrink.
-pub const SPARSE_ENCODINGS: [Encoding; 2] = [Encoding::SparseRel8, Encoding::SparseRel4];
+/// The encodings besides dense that [`pack`] may store a layer in: each conv filter
+/// and fully connected matrix takes the smallest of dense, the sparse encodings (so
+/// pruned layers shrink) and, for a layer the quantizer gave 4, 2 or 1-bit weights,
+/// the packed widths that hold them; a depthwise filter only the packed ones.
+pub const ENCODINGS: [Encoding; 5] = [
+    Encoding::SparseRel8,
+    Encoding::SparseRel4,
+    Encoding::Packed4,
+    Encoding::Packed2,
+    Encoding::Packed1,
+];
 
 /// Lowers `graph` to the packed int8 format (see the module docs).
 pub fn pack(graph: &Graph) -> Result<Packed> {
-    pack_with(graph, &SPARSE_ENCODINGS)
+    pack_with(graph, &ENCODINGS)
 }
 
-/// [`pack`] with only `sparse` besides dense (`&[]`: every layer dense, as before
-/// format 2.0).
-pub fn pack_with(graph: &Graph, sparse: &[Encoding]) -> Result<Packed> {
-    pack_for(graph, sparse, Path::new(PACKED_FILE))
+/// [`pack`] with only the `allowed` encodings besides dense (`&[]`: every layer dense
+/// int8, as before format 2.0).
+pub fn pack_with(graph: &Graph, allowed: &[Encoding]) -> Result<Packed> {
+    pack_for(graph, allowed, Path::new(PACKED_FILE))
 }
 
 /// [`pack`], then writes the blob to `path` atomically.
 pub fn write_packed(graph: &Graph, path: &Path) -> Result<Packed> {
-    let packed = pack_for(graph, &SPARSE_ENCODINGS, path)?;
+    let packed = pack_for(graph, &ENCODINGS, path)?;
     write_atomic(path, &packed.blob)?;
     Ok(packed)
 }
 
-fn pack_for(graph: &Graph, sparse: &[Encoding], path: &Path) -> Result<Packed> {
-    let lowered = lower::lower(graph, sparse, path)?;
+fn pack_for(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<Packed> {
+    let lowered = lower::lower(graph, allowed, path)?;
     let blob = lowered
         .data
         .finish(&lowered.graph)

@@ -3,9 +3,11 @@
 
 use candle_core::Tensor;
 use sprig_runtime::fixed_point::{quantize_multiplier, AddQuant};
+use sprig_runtime::format::packed::bits_of as packed_bits;
+use sprig_runtime::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
 use sprig_runtime::{
-    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, FullyConnected, Op, Padding, Pool2d, Reshape,
-    Weights,
+    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, Op, Padding, Pool2d,
+    Reshape, Weights,
 };
 
 use super::{u32_of, Lowering, Value, PACKED_BITS};
@@ -15,10 +17,11 @@ use crate::nn::{Layer, OutputGrid};
 use crate::{Error, Result};
 
 impl Lowering<'_> {
-    /// The layer's int8 weights (PyTorch layout, row-major) and per-channel scales: the
-    /// quantizer's own ([`Graph::weight_integers`](crate::nn::Graph::weight_integers)),
-    /// the integers its fake quantization computes with.
-    fn weights(&self, i: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+    /// The layer's integer weights (PyTorch layout, row-major, as int8), per-channel
+    /// scales and bit width: the quantizer's own
+    /// ([`Graph::weight_integers`](crate::nn::Graph::weight_integers)), the integers its
+    /// fake quantization computes with.
+    fn weights(&self, i: usize) -> Result<(Vec<i8>, Vec<f32>, u8)> {
         let name = &self.graph.nodes()[i].name;
         let configured = self
             .graph
@@ -42,12 +45,12 @@ impl Lowering<'_> {
                 format!("{quantizer} gives no integer form of its weights to pack"),
             ));
         };
-        if q.bits != PACKED_BITS {
+        if !(1..=PACKED_BITS).contains(&q.bits) {
             return Err(self.layer_fail(
                 i,
                 format!(
-                    "its weights are {}-bit integers; the packed format stores {PACKED_BITS}-bit \
-                     weights only",
+                    "its weights are {}-bit integers; the packed format stores 1 to \
+                     {PACKED_BITS}-bit weights",
                     q.bits
                 ),
             ));
@@ -56,7 +59,39 @@ impl Lowering<'_> {
             return Err(self.layer_fail(i, "a weight scale is not a positive number"));
         }
         let ints = q.to_i8().map_err(|e| self.layer_fail(i, e))?;
-        Ok((ints, q.scales))
+        Ok((ints, q.scales, q.bits))
+    }
+
+    /// The encodings besides dense that a layer's `bits`-bit weights may take: the
+    /// sparse ones where the op has sparse kernels, and the packed widths of at least
+    /// `bits` (4, 2, 1) where `bits` is that small; only those `allowed`.
+    fn candidates(&self, bits: u8, sparse: bool) -> Vec<Encoding> {
+        self.allowed
+            .iter()
+            .copied()
+            .filter(|&e| match packed_bits(e) {
+                Some(width) => u32::from(bits) <= width,
+                None => sparse,
+            })
+            .collect()
+    }
+
+    /// Pushes a layer's weights, `rows` rows, in the smallest of dense and `candidates`.
+    fn push_weights(
+        &mut self,
+        i: usize,
+        values: &[i8],
+        rows: usize,
+        candidates: &[Encoding],
+    ) -> Result<Weights> {
+        let w = self
+            .data
+            .push_weights(values, rows, candidates)
+            .map_err(|e| self.rt_fail(i, e))?;
+        self.weight_bytes += w.data.len as usize;
+        self.weighted_layers
+            .push(self.graph.nodes()[i].name.clone());
+        Ok(w)
     }
 
     /// Pushes bias and requantization data for an op with per-channel weight scales.
@@ -154,7 +189,7 @@ impl Lowering<'_> {
         }
         let (grid, act) = self.output_grid(i)?;
         let (act_min, act_max) = self.clamps(act, grid);
-        let (ints, scales) = self.weights(i)?;
+        let (ints, scales, bits) = self.weights(i)?;
         let (oc, k) = (c.out_channels, c.kernel_size);
         let filter = if depthwise {
             // [OC, 1, KH, KW] → [KH, KW, OC].
@@ -178,15 +213,20 @@ impl Lowering<'_> {
             }
             f
         };
-        let filter = if depthwise {
-            self.data.push_i8(&filter).map(Weights::dense)
+        // Depthwise: one row per tap, never sparse (no sparse depthwise kernel), and
+        // packed only while a channel's taps fit the kernel's unpacking buffer.
+        let (rows, candidates) = if depthwise {
+            let packs = k * k <= PACKED_DEPTHWISE_MAX_TAPS;
+            let candidates = if packs {
+                self.candidates(bits, false)
+            } else {
+                Vec::new()
+            };
+            (k * k, candidates)
         } else {
-            self.data.push_weights(&filter, oc, self.sparse)
+            (oc, self.candidates(bits, true))
         };
-        let filter = filter.map_err(|e| self.rt_fail(i, e))?;
-        self.weight_bytes += filter.data.len as usize;
-        self.weighted_layers
-            .push(self.graph.nodes()[i].name.clone());
+        let filter = self.push_weights(i, &filter, rows, &candidates)?;
         let (bias, requant) =
             self.bias_and_requant(i, conv.bias(), x.grid.scale, &scales, grid.scale)?;
         let out_shape = vec![1, c.output_size(h), c.output_size(w), oc];
@@ -244,7 +284,7 @@ impl Lowering<'_> {
         }
         let (grid, act) = self.output_grid(i)?;
         let (act_min, act_max) = self.clamps(act, grid);
-        let (ints, scales) = self.weights(i)?;
+        let (ints, scales, bits) = self.weights(i)?;
         let weights = match x.flattened_from {
             // PyTorch's column c·H·W + y·W + x is the runtime's (y·W + x)·C + c.
             Some([c, h, w]) if h * w > 1 => {
@@ -261,13 +301,8 @@ impl Lowering<'_> {
             }
             _ => ints,
         };
-        let weights = self
-            .data
-            .push_weights(&weights, n_out, self.sparse)
-            .map_err(|e| self.rt_fail(i, e))?;
-        self.weight_bytes += weights.data.len as usize;
-        self.weighted_layers
-            .push(self.graph.nodes()[i].name.clone());
+        let candidates = self.candidates(bits, true);
+        let weights = self.push_weights(i, &weights, n_out, &candidates)?;
         let (bias, requant) =
             self.bias_and_requant(i, lin.bias(), x.grid.scale, &scales, grid.scale)?;
         let y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;
