@@ -457,8 +457,46 @@ pub struct ArgMax {
     pub output: u32,
 }
 
-/// One operation. The wire tag is the variant's position (0 = `Conv2d` … 9 = `ArgMax`);
-/// new ops are only ever appended.
+/// Binary 2-D convolution (format 2.1): `±1` inputs times `±1` weights by XNOR and
+/// popcount, `±1` outputs. An input value counts `+1` where it is at least the input
+/// tensor's zero point (real value ≥ 0) and `−1` below; padded positions count 0. For
+/// output channel `oc` the kernel computes `d = Σ x · w` over the in-bounds window and
+/// writes the int8 value `+1` where `d ≥ thresholds[oc]`, else `−1` (a binarized
+/// network's folded batch norm and sign activation). Shapes and geometry as
+/// [`Conv2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[allow(missing_docs)]
+pub struct BinaryConv2d {
+    pub input: u32,
+    pub output: u32,
+    /// [`Encoding::Packed1`] rows `[OC][kernel_h · kernel_w · C]`.
+    pub filter: Weights,
+    /// `i32` LE per output channel.
+    pub thresholds: DataRef,
+    pub kernel_h: u32,
+    pub kernel_w: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub padding: Padding,
+}
+
+/// Binary fully connected (format 2.1): as [`BinaryConv2d`] with one `[OUT][IN]`
+/// matrix; `input` `[..., IN]`, `output` `[..., OUT]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[allow(missing_docs)]
+pub struct BinaryFullyConnected {
+    pub input: u32,
+    pub output: u32,
+    /// [`Encoding::Packed1`] rows `[OUT][IN]`.
+    pub weights: Weights,
+    /// `i32` LE per output.
+    pub thresholds: DataRef,
+}
+
+/// One operation. The wire tag is the variant's position (0 = `Conv2d` … 11 =
+/// `BinaryFullyConnected`); new ops are only ever appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[allow(missing_docs)]
@@ -473,6 +511,8 @@ pub enum Op {
     Reshape(Reshape),
     Softmax(Softmax),
     ArgMax(ArgMax),
+    BinaryConv2d(BinaryConv2d),
+    BinaryFullyConnected(BinaryFullyConnected),
 }
 
 /// The fixed fields at the start of the graph.
@@ -530,15 +570,20 @@ impl Op {
             Op::Reshape(p) => (p.input, None, p.output),
             Op::Softmax(p) => (p.input, None, p.output),
             Op::ArgMax(p) => (p.input, None, p.output),
+            Op::BinaryConv2d(p) => (p.input, None, p.output),
+            Op::BinaryFullyConnected(p) => (p.input, None, p.output),
         }
     }
 
-    /// The op's int8 weights (conv, depthwise, fully connected), `None` for the rest.
+    /// The op's weights (conv, depthwise, fully connected and their binary forms),
+    /// `None` for the rest.
     pub fn weights(&self) -> Option<Weights> {
         match self {
             Op::Conv2d(p) => Some(p.filter),
             Op::DepthwiseConv2d(p) => Some(p.filter),
             Op::FullyConnected(p) => Some(p.weights),
+            Op::BinaryConv2d(p) => Some(p.filter),
+            Op::BinaryFullyConnected(p) => Some(p.weights),
             _ => None,
         }
     }
@@ -572,6 +617,8 @@ impl Op {
             Op::Reshape(_) => OpKind::Reshape,
             Op::Softmax(_) => OpKind::Softmax,
             Op::ArgMax(_) => OpKind::ArgMax,
+            Op::BinaryConv2d(_) => OpKind::BinaryConv2d,
+            Op::BinaryFullyConnected(_) => OpKind::BinaryFullyConnected,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::format::REQUANT_ENTRY_LEN;
 
 pub mod add;
 pub mod argmax;
+pub mod binary;
 pub mod conv;
 pub mod depthwise;
 pub mod fully_connected;

@@ -74,7 +74,8 @@ pub mod vectors;
 pub use crc::{crc32, Crc32};
 pub use error::Error;
 pub use format::{
-    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, Graph,
-    GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind, Weights,
+    Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, DataRef, DepthwiseConv2d, Encoding,
+    FullyConnected, GlobalAvgPool, Graph, GraphHeader, Header, Op, Padding, Pool2d, Reshape,
+    Softmax, Tensor, TensorKind, Weights,
 };
 pub use model::{encoding_set, op_set, Model, OpKind, Quant, ALL_OPS};

@@ -13,6 +13,7 @@ use sprig_runtime::format::sparse::{self, SparseRows};
 use sprig_runtime::format::write::encode_requant;
 use sprig_runtime::kernels::add::{add, AddParams};
 use sprig_runtime::kernels::argmax::argmax;
+use sprig_runtime::kernels::binary::{binary_conv2d, binary_fully_connected};
 use sprig_runtime::kernels::conv::conv2d;
 use sprig_runtime::kernels::depthwise::depthwise_conv2d;
 use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
@@ -232,6 +233,60 @@ proptest! {
         let mut low = vec![0i8; out_len];
         conv2d_packed(&g, offset, &st.view(), &rows, &input, &mut low).unwrap();
         prop_assert_eq!(low, dense);
+    }
+
+    /// The XNOR-popcount conv equals the plain ±1 sum, at the borders (masked taps),
+    /// across word boundaries (windows of up to 42·16 bits), any zero point.
+    #[test]
+    fn binary_conv2d_matches_reference(
+        g in geometry(),
+        extra in prop::sample::select(vec![0usize, 0, 10, 26, 42]),
+        out_c in 1usize..=20,
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let g = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
+        let (in_len, out_len) = lens(&g);
+        // Mostly ±1 inputs (as a binary layer feeds the next), sometimes any int8.
+        let any = rng.one_in(3);
+        let input: Vec<i8> = (0..in_len)
+            .map(|_| if any { rng.i8() } else if rng.one_in(2) { 1 } else { -1 })
+            .collect();
+        let zero_point = if any { rng.range(-128, 127) } else { 0 };
+        let filter = low_bit(&mut rng, out_c * g.kernel_h * g.kernel_w * g.in_c, Encoding::Packed1);
+        let bytes = packed::encode(&filter, out_c, Encoding::Packed1).unwrap();
+        let rows = PackedRows::new(&bytes, out_c, filter.len() / out_c, Encoding::Packed1).unwrap();
+        let window = (g.kernel_h * g.kernel_w * g.in_c) as i32;
+        let thresholds: Vec<i32> = (0..out_c).map(|_| rng.range(-window - 1, window + 1)).collect();
+        let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
+        let mut slow = vec![0i8; out_len];
+        reference::binary_conv2d(&g, zero_point, &thresholds, &filter, &input, &mut slow);
+        let mut fast = vec![0i8; out_len];
+        binary_conv2d(&g, zero_point, &t_bytes, &rows, &input, &mut fast).unwrap();
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn binary_fully_connected_matches_reference(
+        batch in 1usize..=3,
+        k in 1usize..=700,
+        n in 1usize..=40,
+        seed: u64,
+    ) {
+        let mut rng = Lcg::new(seed);
+        let shape = FcShape { batch, in_features: k, out_features: n };
+        let input = rng.vec_i8(batch * k);
+        let zero_point = rng.range(-20, 20);
+        let weights = low_bit(&mut rng, n * k, Encoding::Packed1);
+        let bytes = packed::encode(&weights, n, Encoding::Packed1).unwrap();
+        let rows = PackedRows::new(&bytes, n, k, Encoding::Packed1).unwrap();
+        let thresholds: Vec<i32> = (0..n).map(|_| rng.range(-(k as i32) / 4, k as i32 / 4)).collect();
+        let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
+        let mut slow = vec![0i8; batch * n];
+        reference::binary_fully_connected(&shape, zero_point, &thresholds, &weights, &input, &mut slow);
+        let mut fast = vec![0i8; batch * n];
+        binary_fully_connected(&shape, zero_point, &t_bytes, &rows, &input, &mut fast).unwrap();
+        prop_assert_eq!(fast, slow);
     }
 
     /// Packed depthwise filters (one row per tap) in blocks narrower and wider than a

@@ -1,14 +1,15 @@
-//! Malformed packed low-bit weights: each fault of a packed section has its own error,
-//! and no blob with packed layers (truncated, bit-flipped) makes the loader or a run
-//! panic.
+//! Malformed packed low-bit weights and binary ops: each fault has its own error, and
+//! no blob with packed or binary layers (truncated, bit-flipped) makes the loader or a
+//! run panic.
 
 mod common;
 
-use common::{packed_cnn, zoo};
+use common::{binary_cnn, packed_cnn, tensor, zoo};
 use sprig_runtime::format::write::seal;
+use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use sprig_runtime::model::OpKind;
-use sprig_runtime::{op_set, Encoding, Error, Model, Op};
+use sprig_runtime::{op_set, BinaryFullyConnected, Encoding, Error, Model, Op, TensorKind};
 
 const PACKED: [Encoding; 3] = [Encoding::Packed4, Encoding::Packed2, Encoding::Packed1];
 
@@ -147,6 +148,81 @@ fn every_truncation_and_bit_flip_of_a_packed_blob() {
                 seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
                 if let Ok(model) = Model::from_bytes(&flipped) {
                     let mut arena = vec![0u8; model.arena_size()];
+                    model.run(&mut arena, &input, &mut out).unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_ops_refuse_other_encodings_short_thresholds_and_long_rows() {
+    // The conv's filter must be Packed1.
+    let mut b = binary_cnn();
+    if let Op::BinaryConv2d(c) = &mut b.built.graph.ops[0] {
+        c.filter.encoding = Encoding::Packed2;
+    }
+    assert_eq!(
+        load(&b.built.blob()).unwrap_err(),
+        Error::EncodingNotSupported { op: 0, encoding: 4 }
+    );
+    // One i32 threshold per output.
+    let mut b = binary_cnn();
+    if let Op::BinaryFullyConnected(f) = &mut b.built.graph.ops[3] {
+        f.thresholds.len -= 4;
+    }
+    assert_eq!(
+        load(&b.built.blob()).unwrap_err(),
+        Error::DataLengthMismatch {
+            op: 3,
+            expected: 16,
+            got: 12
+        }
+    );
+    // Rows longer than the kernel's bit buffer (4,096 weights): a 4,097-input layer.
+    let k = 4097u32;
+    let mut builder = BlobBuilder::new();
+    let weights = builder
+        .push_weights_as(&vec![1i8; 2 * k as usize], 2, Encoding::Packed1)
+        .unwrap();
+    let thresholds = builder.push_i32(&[0, 0]).unwrap();
+    let mut graph = GraphDef {
+        tensors: vec![
+            tensor(&[1, k], 1.0, 0, TensorKind::Input),
+            tensor(&[1, 2], 1.0, 0, TensorKind::Output),
+        ],
+        ops: vec![Op::BinaryFullyConnected(BinaryFullyConnected {
+            input: 0,
+            output: 1,
+            weights,
+            thresholds,
+        })],
+        input: 0,
+        output: 1,
+        arena_size: 0,
+    };
+    graph.plan_arena().unwrap();
+    let err = load(&builder.finish(&graph).unwrap()).unwrap_err();
+    assert_eq!(err, Error::BadParameter { op: 0 }, "{err}");
+}
+
+#[test]
+fn every_truncation_and_bit_flip_of_a_binary_blob() {
+    let blob = binary_cnn().built.blob();
+    load(&blob).unwrap();
+    for prefix in 0..blob.len() {
+        assert!(load(&blob[..prefix]).is_err(), "prefix {prefix} accepted");
+    }
+    let input: Vec<i8> = (0..36).map(|i| (i * 5) as i8).collect();
+    let mut out = [0i8; 4];
+    for byte in 20..blob.len() {
+        for bit in 0..8 {
+            let mut flipped = blob.clone();
+            flipped[byte] ^= 1 << bit;
+            seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+            if let Ok(model) = Model::from_bytes(&flipped) {
+                let mut arena = vec![0u8; model.arena_size()];
+                if model.input_len() == input.len() && model.output_len() == out.len() {
                     model.run(&mut arena, &input, &mut out).unwrap();
                 }
             }

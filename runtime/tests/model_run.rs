@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{cnn, cnn_expected, packed_cnn, sparse_cnn, tensor, zoo, zoo_expected, Lcg};
+use common::{
+    binary_cnn, binary_cnn_expected, cnn, cnn_expected, packed_cnn, sparse_cnn, tensor, zoo,
+    zoo_expected, Lcg,
+};
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use sprig_runtime::{ArgMax, Encoding, Error, FullyConnected, Model, Op, TensorKind};
@@ -171,6 +174,36 @@ fn packed_cnn_runs_and_matches_reference() {
             assert_eq!(out.to_vec(), cnn_expected(&built, &input), "{encoding:?}");
         }
     }
+}
+
+/// A binarized network (binary conv, max pool, binary fully connected) runs as the
+/// reference computes, and its op set needs no packed int8 kernels.
+#[test]
+fn binary_cnn_runs_and_matches_reference() {
+    let b = binary_cnn();
+    let blob = b.built.blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(
+        sprig_runtime::model::used_by(model.ops()),
+        sprig_runtime::op_set(&[
+            sprig_runtime::OpKind::BinaryConv2d,
+            sprig_runtime::OpKind::MaxPool2d,
+            sprig_runtime::OpKind::Reshape,
+            sprig_runtime::OpKind::BinaryFullyConnected,
+        ])
+    );
+    let mut arena = vec![0u8; model.arena_size()];
+    let mut rng = Lcg::new(21);
+    let mut distinct = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let input = rng.vec_i8(36);
+        let mut out = [0i8; 4];
+        model.run(&mut arena, &input, &mut out).unwrap();
+        assert_eq!(out.to_vec(), binary_cnn_expected(&b, &input));
+        assert!(out.iter().all(|&v| v == 1 || v == -1), "{out:?}");
+        distinct.insert(out);
+    }
+    assert!(distinct.len() > 2, "{distinct:?}");
 }
 
 /// A depthwise filter packed in 4 bits, one row per tap, runs as the reference
@@ -342,6 +375,7 @@ fn write_fuzz_seeds() {
         sparse_cnn(Encoding::SparseRel4).blob(),
     )
     .unwrap();
+    std::fs::write(dir.join("cnn-binary.sprig"), binary_cnn().built.blob()).unwrap();
     for encoding in [Encoding::Packed4, Encoding::Packed2, Encoding::Packed1] {
         let name = format!("cnn-{}.sprig", encoding.name());
         std::fs::write(dir.join(name), packed_cnn(encoding).blob()).unwrap();

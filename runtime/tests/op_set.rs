@@ -17,7 +17,11 @@ const CNN_OPS: u32 = op_set(&[
 ]);
 
 /// The test zoo's ops: every op but conv and max pool, weights dense.
-const ZOO_OPS: u32 = (ALL_OPS & !CNN_OPS & !encoding_set(&Encoding::ALL))
+const ZOO_OPS: u32 = (ALL_OPS
+    & !CNN_OPS
+    & !encoding_set(&Encoding::ALL)
+    & !OpKind::BinaryConv2d.bit()
+    & !OpKind::BinaryFullyConnected.bit())
     | OpKind::Reshape.bit()
     | OpKind::FullyConnected.bit();
 

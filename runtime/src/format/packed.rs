@@ -82,7 +82,7 @@ impl<'a> PackedRows<'a> {
 
     /// Row `r`'s bytes.
     #[inline]
-    fn row(&self, r: usize) -> Option<&'a [u8]> {
+    pub fn row(&self, r: usize) -> Option<&'a [u8]> {
         let n = row_bytes(self.row_len as u64, self.bits) as usize;
         let start = r.checked_mul(n)?;
         self.data.get(start..start.checked_add(n)?)

@@ -7,9 +7,9 @@
 use serde::Deserialize;
 
 use super::{
-    align_up, Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected,
-    GlobalAvgPool, GraphHeader, Header, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
-    Weights, HEADER_LEN,
+    align_up, Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, DataRef, DepthwiseConv2d,
+    Encoding, FullyConnected, GlobalAvgPool, GraphHeader, Header, Op, Padding, Pool2d, Reshape,
+    Softmax, Tensor, TensorKind, Weights, HEADER_LEN,
 };
 use crate::error::{sat_u32, Error};
 
@@ -237,6 +237,8 @@ fn op_layout(tag: u32) -> Option<(usize, Option<usize>, u32)> {
         6 => (11, None, 0xff << 3),   // Add: all but the three tensors
         7 | 9 => (2, None, 0),        // Reshape, ArgMax
         8 => (5, None, 0b111 << 2),   // Softmax: all but input, output
+        10 => (15, None, 0),          // BinaryConv2d
+        11 => (7, None, 0),           // BinaryFullyConnected
         _ => return None,
     })
 }
@@ -365,9 +367,26 @@ fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {
             input_left_shift: s(3),
             diff_min: s(4),
         }),
-        _ => Op::ArgMax(ArgMax {
+        9 => Op::ArgMax(ArgMax {
             input: u(0),
             output: u(1),
+        }),
+        10 => Op::BinaryConv2d(BinaryConv2d {
+            input: u(0),
+            output: u(1),
+            filter: weights()?,
+            thresholds: d(5),
+            kernel_h: u(7),
+            kernel_w: u(8),
+            stride_h: u(9),
+            stride_w: u(10),
+            padding: pad(11),
+        }),
+        _ => Op::BinaryFullyConnected(BinaryFullyConnected {
+            input: u(0),
+            output: u(1),
+            weights: weights()?,
+            thresholds: d(5),
         }),
     })
 }
@@ -489,6 +508,23 @@ mod tests {
             Op::ArgMax(ArgMax {
                 input: 8,
                 output: 9,
+            }),
+            Op::BinaryConv2d(BinaryConv2d {
+                input: 10,
+                output: 11,
+                filter: sparse(12, 13, Encoding::Packed1),
+                thresholds: r(14, 70_000),
+                kernel_h: 3,
+                kernel_w: 2,
+                stride_h: 1,
+                stride_w: 4,
+                padding: pad,
+            }),
+            Op::BinaryFullyConnected(BinaryFullyConnected {
+                input: 15,
+                output: 16,
+                weights: sparse(17, 300, Encoding::Packed1),
+                thresholds: r(19, 20),
             }),
         ];
         for op in ops {

@@ -7,7 +7,7 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version this runtime writes; newer minors of the same major are read.
 pub const FORMAT_MINOR: u16 = 1;
 /// Number of op tags this runtime knows (`0..OP_TAGS`).
-pub const OP_TAGS: u32 = 10;
+pub const OP_TAGS: u32 = 12;
 
 /// The kind of an [`Op`](super::Op), by wire tag (`OpKind::Conv2d as u32 == 0`).
 // Four bytes, like `Error`'s other payloads: as a one-byte field of
@@ -28,6 +28,8 @@ pub enum OpKind {
     Reshape,
     Softmax,
     ArgMax,
+    BinaryConv2d,
+    BinaryFullyConnected,
 }
 
 impl OpKind {
@@ -43,6 +45,8 @@ impl OpKind {
         OpKind::Reshape,
         OpKind::Softmax,
         OpKind::ArgMax,
+        OpKind::BinaryConv2d,
+        OpKind::BinaryFullyConnected,
     ];
 
     /// This kind's bit in an op set.

@@ -295,3 +295,77 @@ pub fn argmax(depth: usize, input: &[i8], output: &mut [i8]) {
 
 #[cfg(test)]
 mod tests;
+
+/// Oracle for [`super::binary::binary_conv2d`], the weights as `±1` int8
+/// `[OC, KH, KW, C]`.
+pub fn binary_conv2d(
+    g: &ConvGeometry,
+    input_zero_point: i32,
+    thresholds: &[i32],
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    let binary = |v: i8| {
+        if i32::from(v) >= input_zero_point {
+            1
+        } else {
+            -1
+        }
+    };
+    for b in 0..g.batch {
+        for oy in 0..g.out_h {
+            for ox in 0..g.out_w {
+                for oc in 0..g.out_c {
+                    let mut d = 0i32;
+                    for ky in 0..g.kernel_h {
+                        let Some(iy) = tap(oy, ky, g.stride_h, g.pad_top, g.in_h) else {
+                            continue;
+                        };
+                        for kx in 0..g.kernel_w {
+                            let Some(ix) = tap(ox, kx, g.stride_w, g.pad_left, g.in_w) else {
+                                continue;
+                            };
+                            for c in 0..g.in_c {
+                                let x = binary(input[nhwc(g.in_h, g.in_w, g.in_c, b, iy, ix, c)]);
+                                let w =
+                                    filter[((oc * g.kernel_h + ky) * g.kernel_w + kx) * g.in_c + c];
+                                d += x * i32::from(w);
+                            }
+                        }
+                    }
+                    let out = &mut output[nhwc(g.out_h, g.out_w, g.out_c, b, oy, ox, oc)];
+                    *out = if d >= thresholds[oc] { 1 } else { -1 };
+                }
+            }
+        }
+    }
+}
+
+/// Oracle for [`super::binary::binary_fully_connected`], the weights as `±1` int8
+/// `[OUT, IN]`.
+pub fn binary_fully_connected(
+    shape: &FcShape,
+    input_zero_point: i32,
+    thresholds: &[i32],
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    let (k, n) = (shape.in_features, shape.out_features);
+    for b in 0..shape.batch {
+        for o in 0..n {
+            let d: i32 = (0..k)
+                .map(|i| {
+                    let x = if i32::from(input[b * k + i]) >= input_zero_point {
+                        1
+                    } else {
+                        -1
+                    };
+                    x * i32::from(weights[o * k + i])
+                })
+                .sum();
+            output[b * n + o] = if d >= thresholds[o] { 1 } else { -1 };
+        }
+    }
+}

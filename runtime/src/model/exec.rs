@@ -19,6 +19,7 @@ use crate::format::sparse::SparseRows;
 use crate::format::{DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, AddParams};
 use crate::kernels::argmax::argmax;
+use crate::kernels::binary::{binary_conv2d, binary_fully_connected};
 use crate::kernels::conv::conv2d;
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
@@ -315,6 +316,36 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 };
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 softmax(depth, &params, input, output)
+            }
+            Op::BinaryConv2d(p) if has(OpKind::BinaryConv2d) => {
+                let g = geometry(
+                    x,
+                    y,
+                    (p.kernel_h, p.kernel_w),
+                    (p.stride_h, p.stride_w),
+                    &p.padding,
+                )?;
+                let row_len = g.kernel_h * g.kernel_w * g.in_c;
+                let filter = self.bytes(p.filter.data)?;
+                let rows = PackedRows::new(filter, g.out_c, row_len, Encoding::Packed1)?;
+                let thresholds = self.bytes(p.thresholds)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                binary_conv2d(&g, x.zero_point, thresholds, &rows, input, output)
+            }
+            Op::BinaryFullyConnected(p) if has(OpKind::BinaryFullyConnected) => {
+                let (batch, in_features) = rows(x)?;
+                let (_, out_features) = rows(y)?;
+                let shape = FcShape {
+                    batch,
+                    in_features,
+                    out_features,
+                };
+                let weights = self.bytes(p.weights.data)?;
+                let packed =
+                    PackedRows::new(weights, out_features, in_features, Encoding::Packed1)?;
+                let thresholds = self.bytes(p.thresholds)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                binary_fully_connected(&shape, x.zero_point, thresholds, &packed, input, output)
             }
             Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (_, depth) = rows(x)?;

@@ -65,7 +65,10 @@ pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
 /// with these ops.
 pub fn used_by(ops: &[Op]) -> u32 {
     ops.iter().fold(0, |set, op| {
-        set | op.kind().bit() | op.weights().map_or(0, |w| w.encoding.bit())
+        // Binary ops read their packed weights themselves: no encoding kernels needed.
+        let binary = matches!(op, Op::BinaryConv2d(_) | Op::BinaryFullyConnected(_));
+        let weights = op.weights().filter(|_| !binary);
+        set | op.kind().bit() | weights.map_or(0, |w| w.encoding.bit())
     })
 }
 

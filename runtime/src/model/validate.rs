@@ -15,6 +15,7 @@ use crate::format::{
     packed, sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
     REQUANT_ENTRY_LEN,
 };
+use crate::kernels::binary::BINARY_ROW_CAP;
 use crate::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
 
 /// Check everything about a structurally sound blob.
@@ -222,6 +223,22 @@ impl<'t> Ctx<'t> {
             Some(_) => packed::validate(self.op, bytes, rows, row_len, w.encoding),
             None => sparse::validate(self.op, bytes, rows, row_len, w.encoding),
         }
+    }
+
+    /// A binary op's weights: `Packed1` rows (whatever the op set's encodings: the
+    /// binary kernels read them directly), at most [`BINARY_ROW_CAP`] long.
+    fn binary_weights(&self, w: Weights, rows: u32, row_len: u64) -> Result<(), Error> {
+        if w.encoding != Encoding::Packed1 {
+            return Err(Error::EncodingNotSupported {
+                op: self.op,
+                encoding: w.encoding as u32,
+            });
+        }
+        if row_len > BINARY_ROW_CAP as u64 {
+            return Err(Error::BadParameter { op: self.op });
+        }
+        let bytes = self.data_ref(w.data, u64::from(w.data.len))?;
+        packed::validate(self.op, bytes, rows, row_len, w.encoding)
     }
 
     /// Per-channel (or shared) requantization bytes: the lengths, then every pair.
@@ -444,6 +461,27 @@ impl<'t> Ctx<'t> {
                     return Err(Error::BadParameter { op: self.op });
                 }
                 Ok(())
+            }
+            Op::BinaryConv2d(p) if has(OpKind::BinaryConv2d) => {
+                let (c, oc) = self.window_op(
+                    x,
+                    y,
+                    (p.kernel_h, p.kernel_w),
+                    (p.stride_h, p.stride_w),
+                    &p.padding,
+                )?;
+                let taps = u64::from(p.kernel_h) * u64::from(p.kernel_w);
+                self.binary_weights(p.filter, oc, taps * u64::from(c))?;
+                self.data_ref(p.thresholds, 4 * u64::from(oc)).map(|_| ())
+            }
+            Op::BinaryFullyConnected(p) if has(OpKind::BinaryFullyConnected) => {
+                let (lead_x, k) = self.split_last(x)?;
+                let (lead_y, n) = self.split_last(y)?;
+                if lead_x != lead_y {
+                    return Err(self.shape_err());
+                }
+                self.binary_weights(p.weights, n, u64::from(k))?;
+                self.data_ref(p.thresholds, 4 * u64::from(n)).map(|_| ())
             }
             Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (lead_x, depth) = self.split_last(x)?;

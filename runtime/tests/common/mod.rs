@@ -10,8 +10,9 @@ use sprig_runtime::kernels::pooling::{MeanParams, PoolKind};
 use sprig_runtime::kernels::softmax::SoftmaxParams;
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::{
-    Add, ArgMax, Conv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, Op,
-    Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind, Weights,
+    Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, DataRef, DepthwiseConv2d, Encoding,
+    FullyConnected, GlobalAvgPool, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
+    Weights,
 };
 
 /// Deterministic pseudo-random numbers (64-bit LCG, high bits).
@@ -552,4 +553,139 @@ pub fn zoo_expected(b: &Built, input: &[i8]) -> (Vec<i8>, i8) {
     let mut t8 = [0i8; 1];
     reference::argmax(3, &t7, &mut t8);
     (t7, t8[0])
+}
+
+/// A binarized network: input [1,6,6,1] (int8, binarized at its zero point) → binary
+/// conv 3×3 pad 1, 2 channels → [1,6,6,2] (±1) → max pool 2×2 → [1,3,3,2] → reshape
+/// [1,18] → binary fully connected → [1,4] (±1).
+pub struct BinaryBuilt {
+    pub built: Built,
+    pub conv_thresholds: Vec<i32>,
+    pub fc_thresholds: Vec<i32>,
+}
+
+pub fn binary_cnn() -> BinaryBuilt {
+    let mut rng = Lcg::new(13);
+    let mut conv = Layer::random(&mut rng, 2 * 9, 2, Vec::new());
+    let mut fc = Layer::random(&mut rng, 4 * 18, 4, Vec::new());
+    conv.fit(Encoding::Packed1);
+    fc.fit(Encoding::Packed1);
+    let (conv_thresholds, fc_thresholds) = (vec![-1, 2], vec![0, -3, 4, 1]);
+    let mut builder = BlobBuilder::new();
+    let cw = builder
+        .push_weights_as(&conv.weights, 2, Encoding::Packed1)
+        .unwrap();
+    let ct = builder.push_i32(&conv_thresholds).unwrap();
+    let fw = builder
+        .push_weights_as(&fc.weights, 4, Encoding::Packed1)
+        .unwrap();
+    let ft = builder.push_i32(&fc_thresholds).unwrap();
+    let tensors = vec![
+        tensor(&[1, 6, 6, 1], 0.05, -3, TensorKind::Input),
+        tensor(&[1, 6, 6, 2], 1.0, 0, TensorKind::Activation),
+        tensor(&[1, 3, 3, 2], 1.0, 0, TensorKind::Activation),
+        tensor(&[1, 18], 1.0, 0, TensorKind::Activation),
+        tensor(&[1, 4], 1.0, 0, TensorKind::Output),
+    ];
+    let ops = vec![
+        Op::BinaryConv2d(BinaryConv2d {
+            input: 0,
+            output: 1,
+            filter: cw,
+            thresholds: ct,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            padding: Padding {
+                top: 1,
+                left: 1,
+                bottom: 1,
+                right: 1,
+            },
+        }),
+        Op::MaxPool2d(Pool2d {
+            input: 1,
+            output: 2,
+            filter_h: 2,
+            filter_w: 2,
+            stride_h: 2,
+            stride_w: 2,
+            padding: Padding::default(),
+            act_min: -128,
+            act_max: 127,
+        }),
+        Op::Reshape(Reshape {
+            input: 2,
+            output: 3,
+        }),
+        Op::BinaryFullyConnected(BinaryFullyConnected {
+            input: 3,
+            output: 4,
+            weights: fw,
+            thresholds: ft,
+        }),
+    ];
+    let mut graph = GraphDef {
+        tensors,
+        ops,
+        input: 0,
+        output: 4,
+        arena_size: 0,
+    };
+    graph.plan_arena().unwrap();
+    BinaryBuilt {
+        built: Built {
+            graph,
+            builder,
+            layers: vec![conv, fc],
+        },
+        conv_thresholds,
+        fc_thresholds,
+    }
+}
+
+/// Expected output of [`binary_cnn`], from the reference kernels.
+pub fn binary_cnn_expected(b: &BinaryBuilt, input: &[i8]) -> Vec<i8> {
+    let g = ConvGeometry {
+        batch: 1,
+        in_h: 6,
+        in_w: 6,
+        in_c: 1,
+        out_h: 6,
+        out_w: 6,
+        out_c: 2,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 1,
+        stride_w: 1,
+        pad_top: 1,
+        pad_left: 1,
+    };
+    let mut t1 = vec![0i8; 72];
+    let conv = &b.built.layers[0].weights;
+    reference::binary_conv2d(&g, -3, &b.conv_thresholds, conv, input, &mut t1);
+    let pg = ConvGeometry {
+        out_h: 3,
+        out_w: 3,
+        in_c: 2,
+        kernel_h: 2,
+        kernel_w: 2,
+        stride_h: 2,
+        stride_w: 2,
+        pad_top: 0,
+        pad_left: 0,
+        ..g
+    };
+    let mut t2 = vec![0i8; 18];
+    reference::pool2d(PoolKind::Max, &pg, -128, 127, &t1, &mut t2);
+    let shape = FcShape {
+        batch: 1,
+        in_features: 18,
+        out_features: 4,
+    };
+    let mut out = vec![0i8; 4];
+    let fc = &b.built.layers[1].weights;
+    reference::binary_fully_connected(&shape, 0, &b.fc_thresholds, fc, &t2, &mut out);
+    out
 }
