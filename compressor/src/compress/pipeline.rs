@@ -16,7 +16,7 @@ use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
 use crate::prune::Pruner;
-use crate::quant::{NaiveQuantizer, QatQuantizer, Quantizer};
+use crate::quant;
 use crate::train::{self, evaluate};
 use crate::Result;
 
@@ -126,7 +126,8 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         false => None,
     };
 
-    // 3. Quantization (QAT fine-tunes; the naive quantizer only rounds weights).
+    // 3. Quantization (QAT, DoReFa and BNN fine-tune; the naive quantizer only rounds
+    //    weights).
     let mut quantized_accuracy = None;
     if let Some(stage) = &plan.quantizer {
         let kind = QuantizerKind::parse(&stage.algorithm)?;
@@ -140,15 +141,8 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
                 ),
             );
         }
-        match kind {
-            QuantizerKind::Naive => {
-                NaiveQuantizer.compress(&mut model.graph, &stage.config_list)?
-            }
-            QuantizerKind::Qat => {
-                QatQuantizer::new().compress(&mut model.graph, &stage.config_list)?
-            }
-        }
-        if kind == QuantizerKind::Qat {
+        quant::bind(kind.make(), &mut model.graph, &stage.config_list)?;
+        if kind.trains() {
             let ft_key = format!(
                 "{key}-{}-{}{}",
                 plan.pruner
@@ -157,12 +151,16 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
                 stage.algorithm,
                 if speedup.is_some() { "-speedup" } else { "" }
             );
+            let label = match kind {
+                QuantizerKind::Qat => "QAT fine-tune".to_string(),
+                _ => format!("{} fine-tune", stage.algorithm),
+            };
             let mut cfg = stage_config(
                 opts,
                 opts.qat_epochs,
                 &opts.out.join("checkpoints/quant"),
                 &ft_key,
-                "QAT fine-tune",
+                &label,
             );
             cfg.lr = stage.lr.unwrap_or(5e-4);
             train::train(&mut model, &train_set, &test, &cfg, None)?;
@@ -315,13 +313,9 @@ fn deploy(
 /// The quantizer's config list against the model, before anything trains (batch norms
 /// fold away first, so their names are not quantizable).
 fn check_quantizer(model: &Model, stage: &super::Stage) -> Result<()> {
-    let schema = match QuantizerKind::parse(&stage.algorithm)? {
-        QuantizerKind::Naive => NaiveQuantizer.schema(),
-        QuantizerKind::Qat => QatQuantizer::new().schema(),
-    };
-    stage
-        .config_list
-        .resolve(&model.graph.layer_infos(), &schema)?;
+    QuantizerKind::parse(&stage.algorithm)?
+        .make()
+        .resolve(&model.graph, &stage.config_list)?;
     Ok(())
 }
 

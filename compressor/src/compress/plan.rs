@@ -19,12 +19,19 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, ConfigList};
 use crate::prune::{Pruner, Registry, StageOptions};
+use crate::quant::{BnnQuantizer, DoReFaQuantizer, NaiveQuantizer, QatQuantizer, Quantizer};
 use crate::{Error, Result};
 
 /// The bundled default plan.
 pub const DEFAULT_PLAN: &str = include_str!("../../../configs/level80-qat8.json");
 
-pub const QUANTIZERS: [&str; 2] = ["NaiveQuantizer", "QAT_Quantizer"];
+/// The quantizers a plan may name (NNI's class names).
+pub const QUANTIZERS: [&str; 4] = [
+    "NaiveQuantizer",
+    "QAT_Quantizer",
+    "DoReFaQuantizer",
+    "BNNQuantizer",
+];
 
 /// One stage of a plan.
 #[derive(Debug, Clone)]
@@ -195,6 +202,8 @@ impl Stage {
 pub enum QuantizerKind {
     Naive,
     Qat,
+    DoReFa,
+    Bnn,
 }
 
 impl QuantizerKind {
@@ -202,6 +211,8 @@ impl QuantizerKind {
         match algorithm {
             "NaiveQuantizer" => Ok(Self::Naive),
             "QAT_Quantizer" => Ok(Self::Qat),
+            "DoReFaQuantizer" => Ok(Self::DoReFa),
+            "BNNQuantizer" => Ok(Self::Bnn),
             other => Err(plan_err(
                 "plan",
                 format!(
@@ -210,5 +221,21 @@ impl QuantizerKind {
                 ),
             )),
         }
+    }
+
+    /// The quantizer, with its default settings.
+    pub fn make(self) -> Box<dyn Quantizer> {
+        match self {
+            Self::Naive => Box::new(NaiveQuantizer),
+            Self::Qat => Box::new(QatQuantizer::new()),
+            Self::DoReFa => Box::new(DoReFaQuantizer::new()),
+            Self::Bnn => Box::new(BnnQuantizer::new()),
+        }
+    }
+
+    /// Whether the quantizer fine-tunes the model (every one but the naive quantizer,
+    /// which only rounds weights).
+    pub fn trains(self) -> bool {
+        self != Self::Naive
     }
 }

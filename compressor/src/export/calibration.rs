@@ -3,7 +3,8 @@
 //! `input` is the graph input's grid with its `source` (`"declared"`: the data
 //! pipeline's, or `"<layer>.input"`: that layer's tracked range); a layer with
 //! `"implicit": true` was named by no dict and quantized by the plan's rule
-//! (`nn::quant_plan`).
+//! (`nn::quant_plan`); `"binary_output": true` marks a sign activation (BNN's 1-bit
+//! outputs: ±1 of the pre-activation, replacing a fused ReLU).
 
 use std::path::Path;
 
@@ -62,6 +63,8 @@ pub fn calibration_json(graph: &Graph) -> Result<Value> {
                 "weight": weight,
                 "input": qparams(input_grid),
                 "output": qparams(state.output_qparams),
+                // A sign activation of the pre-activation (BNN's 1-bit outputs).
+                "binary_output": binding.binary_output(name),
                 "input_range": state.input_range.map(|r| json!([r.min, r.max])),
                 "output_range": state.output_range.map(|r| json!([r.min, r.max])),
                 "training_steps": state.steps,

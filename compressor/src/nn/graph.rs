@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor, Var};
 
-use super::{quant_plan, InputGrid, Layer, OutputGrid};
+use super::{bypassed_activation, quant_plan, InputGrid, Layer, OutputGrid};
 use crate::quant::{
     fake_quantize_tensor, round_average_onto_grid, QParams, QuantBinding, StraightThrough,
 };
@@ -295,6 +295,10 @@ impl Graph {
                 }
             };
             let y = match &node.layer {
+                // A sign activation owns this output: it binarizes the pre-activation.
+                Layer::ReLU(_) | Layer::ReLU6(_) if bypassed_activation(self, &plan, i) => {
+                    input(0).clone()
+                }
                 Layer::Conv2d(c) => {
                     let xin = quant_input(input(0))?;
                     c.forward_with(&xin, &effective_weight(c.weight())?, c.bias())?

@@ -27,8 +27,8 @@ pub use linear::Linear;
 pub use op_type::{OpType, UnknownOpType};
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d, Pool2dConfig};
 pub use quant_plan::{
-    implicit_output_grids, quant_plan, resolve_grids, Grids, InputGrid, NodeQuant, OutputGrid,
-    QuantPlan,
+    bypassed_activation, implicit_output_grids, quant_plan, resolve_grids, Grids, InputGrid,
+    NodeQuant, OutputGrid, QuantPlan,
 };
 pub use rewrite::{Rewrite, Side};
 pub use shapes::{infer_shapes, node_macs, weight_reuse};

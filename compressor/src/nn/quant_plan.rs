@@ -18,6 +18,10 @@
 //!   is bound, so its range is tracked by the same `output` hook as any other;
 //! - max pool, flatten and unfused activations keep their input's grid (their values
 //!   stay on it); average pools keep it too but round back onto it.
+//! - a layer whose `output` hook is a sign activation (BNN's 1-bit outputs,
+//!   [`crate::quant::Quantizer::binary_output`]) owns its grid like any other, but its
+//!   hook sees the pre-activation: a ReLU / ReLU6 fused after it is bypassed (passes its
+//!   input through, [`bypassed_activation`]), since the ±1 replace the activation.
 
 use std::collections::BTreeMap;
 
@@ -199,6 +203,19 @@ fn walk(
         on_grid.push(grid);
     }
     QuantPlan { input, nodes }
+}
+
+/// Whether node `i` is a ReLU / ReLU6 fused after a layer whose `output` hook is a sign
+/// activation ([`crate::quant::Quantizer::binary_output`]): the forward pass and the
+/// exporters pass its input through unchanged, and the owner's hook binarizes the
+/// pre-activation.
+pub fn bypassed_activation(graph: &Graph, plan: &QuantPlan, i: usize) -> bool {
+    match (graph.quant(), plan.nodes.get(i).map(|n| n.output)) {
+        (Some(q), Some(OutputGrid::Owned(owner))) if owner != i => {
+            q.binary_output(&graph.nodes()[owner].name)
+        }
+        _ => false,
+    }
 }
 
 /// The grid of every tensor as the bound quantizer's current state defines it.

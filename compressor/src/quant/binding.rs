@@ -150,6 +150,39 @@ impl QuantBinding {
             _ => Ok(None),
         }
     }
+    /// Whether layer `name`'s `output` hook is a sign activation that replaces the
+    /// layer's fused activation ([`Quantizer::binary_output`]).
+    pub fn binary_output(&self, name: &str) -> bool {
+        match self.layers.get(name) {
+            Some(layer) if layer.config.quantizes(QuantType::Output) => {
+                self.quantizer.binary_output(&QuantContext {
+                    config: &layer.config,
+                    training: false,
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs [`Quantizer::after_step`] on every bound layer of `graph` that has a weight
+    /// and stores what it returns in the layer's weight variable (the training loop
+    /// calls this after each optimizer step).
+    pub fn after_step(&self, graph: &crate::nn::Graph) -> Result<()> {
+        for (name, layer) in &self.layers {
+            let Some(weight) = graph.node(name).and_then(|n| n.layer.weight()) else {
+                continue;
+            };
+            let ctx = QuantContext {
+                config: &layer.config,
+                training: true,
+            };
+            if let Some(updated) = self.quantizer.after_step(weight, &ctx)? {
+                candle_core::Var::from_tensor(weight)?.set(&updated)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn quantize_input(&self, name: &str, x: &Tensor, training: bool) -> Result<Tensor> {
         self.hook(name, QuantType::Input, x, training, |q, t, c, s| {
             q.quantize_input(t, c, s)

@@ -44,6 +44,18 @@ impl QParams {
         }
     }
 
+    /// The grid of a sign activation (BNN's 1-bit outputs): the integers −1 and +1 at
+    /// scale 1 and zero point 0, so they are the float values ±1 (0 is never produced;
+    /// a binary consumer reads a value as +1 where it is at least the zero point).
+    pub fn binary() -> Self {
+        Self {
+            scale: 1.0,
+            zero_point: 0,
+            qmin: -1,
+            qmax: 1,
+        }
+    }
+
     /// The float interval the integer grid covers.
     pub fn range(&self) -> QuantRange {
         QuantRange {
@@ -58,9 +70,10 @@ impl QParams {
     }
 }
 
-/// Largest magnitude of a symmetric `bits`-bit weight (127 for 8 bits).
+/// Largest magnitude of a symmetric `bits`-bit weight: `2^(bits−1) − 1` (127 for 8
+/// bits, 7 for 4, 1 for 2), and 1 for 1 bit, whose integers are the binary values ±1.
 pub fn symmetric_qmax(bits: u8) -> i32 {
-    (1i32 << (bits - 1)) - 1
+    ((1i32 << (bits.max(1) - 1)) - 1).max(1)
 }
 
 /// Per-tensor asymmetric fake quantization of an activation.
@@ -77,17 +90,20 @@ pub fn fake_quantize_tensor(x: &Tensor, q: QParams, grad: &dyn QuantGrad) -> Res
 /// (1.0 for an all-zero channel, which quantizes to zeros either way).
 pub fn weight_scales(weight: &Tensor, bits: u8) -> Result<Vec<f32>> {
     let qmax = symmetric_qmax(bits) as f32;
-    let max_abs = weight
-        .detach()
-        .abs()?
-        .flatten_from(1)?
-        .max(D::Minus1)?
-        .to_dtype(DType::F32)?;
-    Ok(max_abs
-        .to_vec1::<f32>()?
+    Ok(channel_max_abs(weight)?
         .into_iter()
         .map(|m| if m > 0.0 { m / qmax } else { 1.0 })
         .collect())
+}
+
+/// `max |t_c|` per output channel of `t` `[out, ...]` (no gradient).
+pub(super) fn channel_max_abs(t: &Tensor) -> Result<Vec<f32>> {
+    t.detach()
+        .abs()?
+        .flatten_from(1)?
+        .max(D::Minus1)?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()
 }
 
 /// The integer weights (as f32 tensor) for the given per-channel scales.
@@ -108,7 +124,8 @@ pub fn quantize_weight_integers(weight: &Tensor, scales: &[f32], bits: u8) -> Re
 /// ([`crate::quant::Quantizer::weight_integers`]).
 #[derive(Debug, Clone)]
 pub struct WeightIntegers {
-    /// Bit width of the integers (symmetric: within `±(2^(bits−1) − 1)`).
+    /// Bit width of the integers (symmetric: within `±(2^(bits−1) − 1)`; 1 bit: the
+    /// values ±1, see [`binary`](Self::binary)).
     pub bits: u8,
     /// One scale per output channel.
     pub scales: Vec<f32>,
@@ -124,6 +141,37 @@ impl WeightIntegers {
         let integers = quantize_weight_integers(weight, &scales, bits)?;
         Ok(Self {
             bits,
+            scales,
+            integers,
+        })
+    }
+
+    /// Binary weights (XNOR-Net, DoReFa's 1 bit, BNN): `sign(w)` with `sign(0) = +1`
+    /// and per output channel the scale `mean |w_c|` (DoReFa's `E|w|`), so the
+    /// binarized channel keeps the latent channel's magnitude. An all-zero channel
+    /// (a pruned filter) gets integers 0 and scale 1.0, the one place a 1-bit layer
+    /// holds a 0.
+    pub fn binary(weight: &Tensor) -> Result<Self> {
+        let w = weight.detach();
+        let mean_abs = w
+            .abs()?
+            .flatten_from(1)?
+            .mean(D::Minus1)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        let live: Vec<f32> = mean_abs
+            .iter()
+            .map(|&m| if m > 0.0 { 1.0 } else { 0.0 })
+            .collect();
+        let scales = mean_abs
+            .iter()
+            .map(|&m| if m > 0.0 { m } else { 1.0 })
+            .collect();
+        // 2·[w ≥ 0] − 1, zeroed on dead channels.
+        let sign = ((w.ge(0f64)?.to_dtype(w.dtype())? * 2.0)? - 1.0)?;
+        let integers = sign.broadcast_mul(&channel_tensor(&w, &live)?)?;
+        Ok(Self {
+            bits: 1,
             scales,
             integers,
         })
@@ -205,7 +253,7 @@ pub fn fake_quantize_weight_recorded(
 }
 
 /// `scales` shaped `[out, 1, 1, ...]` to broadcast against `weight` (in its dtype).
-fn channel_tensor(weight: &Tensor, scales: &[f32]) -> Result<Tensor> {
+pub(super) fn channel_tensor(weight: &Tensor, scales: &[f32]) -> Result<Tensor> {
     let mut shape = vec![1usize; weight.rank()];
     shape[0] = scales.len();
     Tensor::from_slice(scales, shape, weight.device())?.to_dtype(weight.dtype())

@@ -4,8 +4,16 @@
 //! A quantizer is bound to a graph with [`Quantizer::compress`]: its `config_list` is
 //! resolved against the graph's layers, and every layer it selects gets a
 //! [`QuantState`] (tracked ranges, last scales) that export reads back.
+//!
+//! The built-in quantizers: [`NaiveQuantizer`] (8-bit weights, no training),
+//! [`QatQuantizer`] (2–8-bit symmetric weights, EMA-tracked activations),
+//! [`DoReFaQuantizer`] (1–8-bit weights through tanh, activations as QAT) and
+//! [`BnnQuantizer`] (binary weights and sign activations, int8 layers as QAT).
 
+mod activation;
 mod binding;
+mod bnn;
+mod dorefa;
 mod fake_quant;
 mod grad;
 mod naive;
@@ -13,7 +21,10 @@ mod qat;
 
 use candle_core::{Result, Tensor};
 
+pub use activation::EmaActivations;
 pub use binding::{LayerQuant, QuantBinding};
+pub use bnn::BnnQuantizer;
+pub use dorefa::DoReFaQuantizer;
 pub use fake_quant::{
     fake_quantize_tensor, fake_quantize_weight, fake_quantize_weight_as,
     fake_quantize_weight_recorded, quantize_weight_integers, round_average_onto_grid,
@@ -26,6 +37,7 @@ pub use qat::QatQuantizer;
 use crate::config::{ConfigList, LayerConfig, Schema};
 use crate::nn::{Graph, OpType};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What a hook knows about the call: the layer's resolved config and the mode.
 #[derive(Debug, Clone, Copy)]
@@ -117,22 +129,63 @@ pub trait Quantizer: Send + Sync {
         Ok(x.clone())
     }
 
-    /// Resolves `config` against `graph` and attaches this quantizer to it. A quantizer
-    /// that may quantize Add outputs also gets the output grids the chip needs and no
-    /// dict names ([`crate::nn::implicit_output_grids`]: residual Adds).
+    /// Whether this layer's `output` hook is a sign activation (BNN): it sees the
+    /// layer's pre-activation and its ±1 replace the activation, so the forward pass and
+    /// the exporters skip a ReLU / ReLU6 fused after the layer (sign ∘ ReLU would be
+    /// constantly +1). Default: false (the hook quantizes the activation's output).
+    fn binary_output(&self, _ctx: &QuantContext) -> bool {
+        false
+    }
+
+    /// Called by the training loop after every optimizer step (after masks are
+    /// re-applied) for each layer this quantizer holds, with the layer's stored (latent)
+    /// weight; returns the weight to store instead, or `None` to keep it. BNN clips its
+    /// binary layers' latent weights to [-1, 1] here. Default: `None`.
+    fn after_step(&self, _weight: &Tensor, _ctx: &QuantContext) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Checks the resolved layers against the graph before anything trains (a layer
+    /// the algorithm cannot quantize as configured); `source` names the config list.
+    /// The graph may still hold batch norms (they fold into their convolutions before
+    /// quantization). Default: nothing to check.
+    fn check(&self, _graph: &Graph, _layers: &[LayerConfig], _source: &str) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// Resolves `config` against `graph` with this quantizer's schema and runs
+    /// [`check`](Self::check): every error of the config list, before any training.
+    fn resolve(&self, graph: &Graph, config: &ConfigList) -> crate::Result<Vec<LayerConfig>> {
+        let layers = config.resolve(&graph.layer_infos(), &self.schema())?;
+        self.check(graph, &layers, &config.source)?;
+        Ok(layers)
+    }
+
+    /// Resolves `config` against `graph` and attaches this quantizer to it ([`bind`]).
     fn compress(self, graph: &mut Graph, config: &ConfigList) -> crate::Result<()>
     where
         Self: Sized + 'static,
     {
-        let schema = self.schema();
-        let layers = config.resolve(&graph.layer_infos(), &schema)?;
-        let implicit = if schema.supported_op_types.contains(&OpType::Add) {
-            crate::nn::implicit_output_grids(graph, &layers)
-        } else {
-            Vec::new()
-        };
-        let binding = QuantBinding::new(Box::new(self), layers).with_implicit(implicit);
-        graph.set_quant(Some(std::sync::Arc::new(binding)));
-        Ok(())
+        bind(Box::new(self), graph, config)
     }
+}
+
+/// [`Quantizer::compress`] for a quantizer chosen at run time: resolves `config` against
+/// `graph` ([`Quantizer::resolve`]) and attaches the quantizer. A quantizer that may
+/// quantize Add outputs also gets the output grids the chip needs and no dict names
+/// ([`crate::nn::implicit_output_grids`]: residual Adds). On error nothing is attached.
+pub fn bind(
+    quantizer: Box<dyn Quantizer>,
+    graph: &mut Graph,
+    config: &ConfigList,
+) -> crate::Result<()> {
+    let layers = quantizer.resolve(graph, config)?;
+    let implicit = if quantizer.schema().supported_op_types.contains(&OpType::Add) {
+        crate::nn::implicit_output_grids(graph, &layers)
+    } else {
+        Vec::new()
+    };
+    let binding = QuantBinding::new(quantizer, layers).with_implicit(implicit);
+    graph.set_quant(Some(Arc::new(binding)));
+    Ok(())
 }

@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::{
-    fake_quantize_tensor, fake_quantize_weight_recorded, QParams, QuantContext, QuantGrad,
-    QuantState, Quantizer, Range, StraightThrough, WeightIntegers,
+    fake_quantize_weight_recorded, EmaActivations, QuantContext, QuantGrad, QuantState, Quantizer,
+    StraightThrough, WeightIntegers,
 };
 use crate::config::{QuantType, Schema};
 use crate::nn::OpType;
@@ -20,14 +20,14 @@ use crate::nn::OpType;
 /// QAT quantizer; `ema_decay` smooths tracked activation ranges (NNI uses 0.99).
 #[derive(Clone)]
 pub struct QatQuantizer {
-    ema_decay: f32,
+    activations: EmaActivations,
     grad: Arc<dyn QuantGrad>,
 }
 
 impl Default for QatQuantizer {
     fn default() -> Self {
         Self {
-            ema_decay: 0.99,
+            activations: EmaActivations::default(),
             grad: Arc::new(StraightThrough),
         }
     }
@@ -42,45 +42,16 @@ impl QatQuantizer {
         Self { grad, ..self }
     }
     pub fn with_ema_decay(self, ema_decay: f32) -> Self {
-        Self { ema_decay, ..self }
+        Self {
+            activations: EmaActivations::new(ema_decay),
+            ..self
+        }
     }
 
     /// The weight's integers: symmetric per output channel (one function for the
     /// forward and the exporters).
     fn integers(&self, weight: &Tensor, ctx: &QuantContext) -> Result<WeightIntegers> {
         WeightIntegers::symmetric(weight, ctx.bits(QuantType::Weight))
-    }
-
-    /// Updates a tracked range with this batch (in training) and fake-quantizes `x`.
-    fn activation(
-        &self,
-        x: &Tensor,
-        ctx: &QuantContext,
-        bits: u8,
-        range: &mut Option<Range>,
-        qparams: &mut Option<QParams>,
-    ) -> Result<Tensor> {
-        if ctx.training {
-            let flat = x.detach().flatten_all()?.to_dtype(DType::F32)?;
-            let (lo, hi) = (
-                flat.min(0)?.to_scalar::<f32>()?,
-                flat.max(0)?.to_scalar::<f32>()?,
-            );
-            *range = Some(match *range {
-                None => Range { min: lo, max: hi },
-                Some(r) => Range {
-                    min: self.ema_decay * r.min + (1.0 - self.ema_decay) * lo,
-                    max: self.ema_decay * r.max + (1.0 - self.ema_decay) * hi,
-                },
-            });
-        }
-        let Some(r) = *range else {
-            // Never calibrated (eval before any training step): pass through.
-            return Ok(x.clone());
-        };
-        let q = QParams::asymmetric(r.min, r.max, bits);
-        *qparams = Some(q);
-        fake_quantize_tensor(x, q, self.grad.as_ref())
     }
 }
 
@@ -127,14 +98,8 @@ impl Quantizer for QatQuantizer {
         ctx: &QuantContext,
         state: &mut QuantState,
     ) -> Result<Tensor> {
-        let bits = ctx.bits(QuantType::Input);
-        self.activation(
-            x,
-            ctx,
-            bits,
-            &mut state.input_range,
-            &mut state.input_qparams,
-        )
+        self.activations
+            .quantize_input(x, ctx, state, self.grad.as_ref())
     }
 
     fn quantize_output(
@@ -143,13 +108,7 @@ impl Quantizer for QatQuantizer {
         ctx: &QuantContext,
         state: &mut QuantState,
     ) -> Result<Tensor> {
-        let bits = ctx.bits(QuantType::Output);
-        self.activation(
-            x,
-            ctx,
-            bits,
-            &mut state.output_range,
-            &mut state.output_qparams,
-        )
+        self.activations
+            .quantize_output(x, ctx, state, self.grad.as_ref())
     }
 }

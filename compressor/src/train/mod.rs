@@ -206,7 +206,9 @@ fn quant_states(model: &Model) -> std::collections::BTreeMap<String, crate::quan
 }
 
 /// Trains `model` on `train`, evaluating on `test` after each epoch. An attached pruner
-/// gets `update_epoch` / `step` calls and masks stay enforced after every update.
+/// gets `update_epoch` / `step` calls and masks stay enforced after every update; a
+/// bound quantizer gets [`crate::quant::Quantizer::after_step`] after every optimizer
+/// step.
 pub fn train(
     model: &mut Model,
     train_set: &Dataset,
@@ -285,6 +287,10 @@ pub fn train(
             )?;
             if !model.graph.masks().is_empty() {
                 apply_masks_to_weights(&model.graph)?;
+            }
+            // A bound quantizer's own update of its latent weights (BNN's clipping).
+            if let Some(binding) = model.graph.quant() {
+                binding.after_step(&model.graph)?;
             }
             if let Some(p) = pruner.as_deref_mut() {
                 p.step(&mut model.graph, &grads)?;

@@ -10,8 +10,8 @@ use super::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{
-    quant_plan, AvgPool2d, Graph, InputGrid, Layer, MaxPool2d, OutputGrid, QuantPlan, Source,
-    BATCH_NORM_EPS,
+    bypassed_activation, quant_plan, AvgPool2d, Graph, InputGrid, Layer, MaxPool2d, OutputGrid,
+    QuantPlan, Source, BATCH_NORM_EPS,
 };
 use crate::quant::{LayerQuant, QParams};
 use crate::{Error, Result};
@@ -216,6 +216,26 @@ impl<'a> Lowering<'a> {
         Ok(self.op("Clip", &format!("{base}_clipped"), vec![dq, lo, hi], vec![]))
     }
 
+    /// The sign activation of BNN's binary outputs, `+1` where `x ≥ 0` and `−1` below
+    /// (`sign(0) = +1`, which ONNX's `Sign` does not give): `Where(x ≥ 0, 1, −1)`.
+    fn sign(&mut self, x: String, base: &str) -> String {
+        let zero = self.init_f32(&format!("{base}_zero"), &[], &[0.0]);
+        let plus = self.init_f32(&format!("{base}_plus_one"), &[], &[1.0]);
+        let minus = self.init_f32(&format!("{base}_minus_one"), &[], &[-1.0]);
+        let ge = self.op(
+            "GreaterOrEqual",
+            &format!("{base}_nonnegative"),
+            vec![x, zero],
+            vec![],
+        );
+        self.op(
+            "Where",
+            &format!("{base}_sign"),
+            vec![ge, plus, minus],
+            vec![],
+        )
+    }
+
     /// The ONNX form of [`crate::quant::round_average_onto_grid`]: the average of
     /// `count` grid values back onto grid `q`, as the int8 average pool rounds it (integer
     /// sum, ties away from zero), which QuantizeLinear (ties to even) cannot express.
@@ -309,11 +329,15 @@ impl<'a> Lowering<'a> {
                     .layer_quant(owner)
                     .filter(|lq| lq.config.quantizes(QuantType::Output))
                     .and_then(|lq| lq.output_qparams());
+                let owner_name = &self.graph.nodes()[owner].name;
+                let base = format!("{owner_name}.output");
+                let binary = self
+                    .graph
+                    .quant()
+                    .is_some_and(|b| b.binary_output(owner_name));
                 match qp {
-                    Some(q) => {
-                        let base = format!("{}.output", self.graph.nodes()[owner].name);
-                        Ok((self.qdq(y, q, &base)?, Some(q)))
-                    }
+                    Some(q) if binary => Ok((self.sign(y, &base), Some(q))),
+                    Some(q) => Ok((self.qdq(y, q, &base)?, Some(q))),
                     None => Ok((y, None)),
                 }
             }
@@ -347,7 +371,7 @@ impl<'a> Lowering<'a> {
             return self.init_tensor(&format!("{name}.weight"), &fake);
         };
         let bits = q.bits;
-        if !(2..=8).contains(&bits) {
+        if !(1..=8).contains(&bits) {
             return Err(self.layer_fail(i, format!("{bits}-bit weights do not fit int8")));
         }
         let out_channels = masked.dim(0)?;
@@ -478,6 +502,10 @@ impl<'a> Lowering<'a> {
                     vec![AttributeProto::float("epsilon", BATCH_NORM_EPS as f32)],
                 );
                 (y, shape)
+            }
+            // The owner's sign activation replaces it (BNN's binary outputs).
+            Layer::ReLU(_) | Layer::ReLU6(_) if bypassed_activation(graph, &self.plan, i) => {
+                (x, shape)
             }
             Layer::ReLU(_) => (self.op("Relu", name, vec![x], vec![]), shape),
             Layer::ReLU6(_) => {

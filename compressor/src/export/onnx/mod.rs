@@ -18,6 +18,10 @@
 //! - activations of fewer than 8 bits are still stored as int8 (QuantizeLinear
 //!   saturates to [-128, 127]), so a Clip to the narrower grid follows the
 //!   DequantizeLinear.
+//! - a binary (sign) output of BNNQuantizer is `Where(x ≥ 0, 1, −1)` on the layer's
+//!   pre-activation, and the ReLU / ReLU6 fused after it is left out, as the forward
+//!   pass bypasses it ([`crate::nn::bypassed_activation`]); 1-bit weights are the int8
+//!   values ±1 with their per-channel scales.
 //!
 //! One known difference: QuantizeLinear rounds half to even, candle's fake quantization
 //! half away from zero, so a value exactly between two grid points can land one step
