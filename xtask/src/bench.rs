@@ -5,8 +5,11 @@
 //! per MAC on every QEMU board, runtime code size, peak RAM; `cargo xtask bench prune`:
 //! every pruner's accuracy on lenet5 / Fashion-MNIST beside NNI 2.10's, and a sparsity
 //! sweep charted as SVG; `cargo xtask bench sparse`: lenet5's blob bytes and QEMU
-//! instructions at Level 0–95 % and L1-filter 50 % after speedup. All append to BENCHMARKS.md with machine, command and date.
+//! instructions at Level 0–95 % and L1-filter 50 % after speedup; `cargo xtask bench
+//! binary`: a binary conv layer against the int8 conv of the same shape in QEMU
+//! instructions. All append to BENCHMARKS.md with machine, command and date.
 
+mod binary;
 mod mcu;
 mod prune;
 mod runtime;
@@ -28,7 +31,7 @@ use sprig_compressor::train::{Optimizer, OptimizerKind};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to measure: train, runtime, mcu, prune or sparse.
+    /// What to measure: train, runtime, mcu, prune, sparse or binary.
     what: String,
     #[arg(long, default_value = "lenet5")]
     model: String,
@@ -79,9 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "mcu" => mcu::run(&args.artifacts, &args.output),
         "prune" => prune::run(&args),
         "sparse" => sparse::run(&args),
-        other => {
-            anyhow::bail!("unknown benchmark `{other}`; valid: train, runtime, mcu, prune, sparse")
-        }
+        "binary" => binary::run(&args.output),
+        other => anyhow::bail!(
+            "unknown benchmark `{other}`; valid: train, runtime, mcu, prune, sparse, binary"
+        ),
     }
 }
 
