@@ -270,6 +270,9 @@ impl Graph {
             }
             _ => x,
         };
+        // Per node: for a sign output and the max pools / flattens after it, the owner
+        // and the pre-activation (pooled and flattened alike), see below.
+        let mut pre_sign: Vec<Option<(usize, Tensor)>> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             let input = |k: usize| -> &Tensor {
                 match node.inputs[k] {
@@ -316,11 +319,41 @@ impl Graph {
                 Layer::Flatten(f) => f.forward(input(0))?,
                 Layer::Add(a) => a.forward(input(0), input(1))?,
             };
+            let carried = match node.inputs[0] {
+                Source::Node(j) => pre_sign[j].as_ref(),
+                Source::Input => None,
+            };
+            let mut carry = None;
             let (y, grid) = match (quant, plan[i].output) {
                 (Some(q), OutputGrid::Owned(owner)) => {
-                    let owner = &self.nodes[owner].name;
-                    let y = q.quantize_output(owner, &y, train)?;
-                    (y, q.layer(owner).and_then(|l| l.output_qparams()))
+                    let name = &self.nodes[owner].name;
+                    if q.binary_output(name) {
+                        carry = Some((owner, y.clone()));
+                    }
+                    let y = q.quantize_output(name, &y, train)?;
+                    (y, q.layer(name).and_then(|l| l.output_qparams()))
+                }
+                // After a sign output, a max pool (or flatten) re-runs the owner's hook on
+                // the pooled pre-activation: the same ±1 (the max commutes with the
+                // sign), but the backward reaches each window's largest pre-activation
+                // only, as in the BNN paper's conv → pool → sign order, instead of every
+                // tied +1 of the window.
+                (Some(q), OutputGrid::Inherited) if carried.is_some() => {
+                    let pooled = match (&node.layer, carried) {
+                        (Layer::MaxPool2d(p), Some((owner, pre))) => {
+                            Some((*owner, p.forward(pre)?))
+                        }
+                        (Layer::Flatten(f), Some((owner, pre))) => Some((*owner, f.forward(pre)?)),
+                        _ => None,
+                    };
+                    match pooled {
+                        Some((owner, pre)) => {
+                            let y = q.quantize_output(&self.nodes[owner].name, &pre, train)?;
+                            carry = Some((owner, pre));
+                            (y, in_grid)
+                        }
+                        None => (y, in_grid),
+                    }
                 }
                 (_, OutputGrid::Inherited) => (y, in_grid),
                 (_, OutputGrid::Rounded) => match (in_grid, average_count(&node.layer, input(0))) {
@@ -337,6 +370,7 @@ impl Graph {
                 input_grid = q.layer(&node.name).and_then(|l| l.input_qparams());
             }
             observe(i, &y)?;
+            pre_sign.push(carry);
             values.push(y);
             grids.push(grid);
         }

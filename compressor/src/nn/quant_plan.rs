@@ -21,7 +21,9 @@
 //! - a layer whose `output` hook is a sign activation (BNN's 1-bit outputs,
 //!   [`crate::quant::Quantizer::binary_output`]) owns its grid like any other, but its
 //!   hook sees the pre-activation: a ReLU / ReLU6 fused after it is bypassed (passes its
-//!   input through, [`bypassed_activation`]), since the ±1 replace the activation.
+//!   input through, [`bypassed_activation`]), since the ±1 replace the activation; the
+//!   max pools and flattens that inherit the ±1 grid re-run the hook on the pooled
+//!   pre-activation (equal values, the gradient of sign-after-pool).
 
 use std::collections::BTreeMap;
 
