@@ -15,4 +15,4 @@ pub use plan::{Plan, QuantizerKind, Stage, DEFAULT_PLAN, QUANTIZERS};
 pub use speedup::{
     align_masks, max_output_change, parameter_count, speed_up, ChannelChange, SpeedupReport,
 };
-pub use summary::{layer_rows, LayerRow, RoundReport, Summary};
+pub use summary::{layer_rows, quantized_outputs, LayerRow, QuantizedOutput, RoundReport, Summary};

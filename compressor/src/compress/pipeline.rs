@@ -11,7 +11,7 @@ use super::options::{say, stage_config, CompressOptions};
 use super::plan::{Plan, QuantizerKind};
 use super::pruning::{checked_pruner, prune_and_fine_tune, PruneOutcome};
 use super::speedup::{max_output_change, speed_up, SpeedupReport};
-use super::summary::{layer_rows, Summary};
+use super::summary::{layer_rows, quantized_outputs, Summary};
 use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
@@ -205,6 +205,11 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         quantized_accuracy,
         layers: layer_rows(&model.graph)?,
         weight_bits: weight_bits(&model),
+        quantizer: model
+            .graph
+            .quant()
+            .map(|q| q.quantizer().name().to_string()),
+        quantized_outputs: quantized_outputs(&model.graph),
         deployed_accuracy: deployed.as_ref().ok().map(|d| d.report.deployed_accuracy),
         agreement: deployed.as_ref().ok().map(|d| d.report.agreement),
         blob_bytes: deployed.as_ref().ok().map(|d| d.packed.blob_bytes()),

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::SpeedupReport;
+use crate::config::QuantType;
 use crate::export::write_atomic;
 use crate::nn::{infer_shapes, node_macs, weight_reuse, Graph, Layer};
 use crate::prune::sparsity_of;
@@ -26,6 +27,21 @@ pub struct LayerRow {
     pub channels_kept: usize,
     pub macs: usize,
     pub nonzero_macs: usize,
+    /// Bit widths the quantizer's config gives the layer's weight, input and output
+    /// (`None`: not quantized, or no quantizer; a 1-bit output is a sign activation).
+    pub weight_bits: Option<u8>,
+    pub input_bits: Option<u8>,
+    pub output_bits: Option<u8>,
+}
+
+/// A quantized layer without weights (an Add, an activation): its output's bit width.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizedOutput {
+    pub name: String,
+    pub op_type: String,
+    pub output_bits: Option<u8>,
+    /// Named by no dict: quantized by the plan's rule (residual Adds).
+    pub implicit: bool,
 }
 
 /// Everything a compression run measured.
@@ -47,7 +63,12 @@ pub struct Summary {
     pub pruned_accuracy: Option<f32>,
     pub quantized_accuracy: Option<f32>,
     pub layers: Vec<LayerRow>,
+    /// The widest weight bit width of any quantized layer (per layer: [`LayerRow`]).
     pub weight_bits: Option<u8>,
+    /// The quantizer's name (`None`: none ran).
+    pub quantizer: Option<String>,
+    /// Quantized layers without weights (their rows are not in `layers`).
+    pub quantized_outputs: Vec<QuantizedOutput>,
     /// Top-1 of the packed int8 model run by sprig-runtime on the host.
     pub deployed_accuracy: Option<f32>,
     /// Fraction of test images where the deployed and the fake-quant model agree.
@@ -82,6 +103,12 @@ pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
             _ => continue,
         };
         let weight = compressed.masked_weight(&node.name, weight)?;
+        let bits = |t: QuantType| {
+            compressed
+                .quant()
+                .and_then(|q| q.layer(&node.name))
+                .and_then(|l| l.config.bits(t))
+        };
         let n = weight.elem_count();
         let sparsity = sparsity_of(&weight)?;
         let nonzero = n - (sparsity * n as f64).round() as usize;
@@ -105,9 +132,33 @@ pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
             channels_kept,
             macs: node_macs(compressed, i, &shapes[i]),
             nonzero_macs: nonzero * weight_reuse(compressed, i, &shapes[i]),
+            weight_bits: bits(QuantType::Weight),
+            input_bits: bits(QuantType::Input),
+            output_bits: bits(QuantType::Output),
         });
     }
     Ok(rows)
+}
+
+/// The quantized layers of `compressed` that have no weight, in graph order.
+pub fn quantized_outputs(compressed: &Graph) -> Vec<QuantizedOutput> {
+    let Some(binding) = compressed.quant() else {
+        return Vec::new();
+    };
+    compressed
+        .nodes()
+        .iter()
+        .filter(|n| n.layer.weight().is_none())
+        .filter_map(|n| {
+            let layer = binding.layer(&n.name)?;
+            Some(QuantizedOutput {
+                name: n.name.clone(),
+                op_type: n.layer.op_type().to_string(),
+                output_bits: layer.config.bits(QuantType::Output),
+                implicit: layer.is_implicit(),
+            })
+        })
+        .collect()
 }
 
 impl Summary {
@@ -118,15 +169,30 @@ impl Summary {
     pub fn float_bytes(&self) -> usize {
         4 * self.total(|r| r.weights + r.biases)
     }
-    /// Dense quantized bytes: weights at their bit width, int32 biases.
+    /// A row's weight bit width: its own, else 8 (what the chip stores unquantized
+    /// weights at).
+    fn row_bits(r: &LayerRow) -> usize {
+        usize::from(r.weight_bits.unwrap_or(8))
+    }
+    /// Dense quantized bytes: weights at their layer's bit width, int32 biases.
     pub fn quantized_bytes(&self) -> usize {
-        let bits = usize::from(self.weight_bits.unwrap_or(8));
-        (self.total(|r| r.weights) * bits).div_ceil(8) + 4 * self.total(|r| r.biases)
+        self.total(|r| r.weights * Self::row_bits(r)).div_ceil(8) + 4 * self.total(|r| r.biases)
     }
     /// Quantized bytes counting only nonzero weights (what sparse storage approaches).
     pub fn quantized_nonzero_bytes(&self) -> usize {
-        let bits = usize::from(self.weight_bits.unwrap_or(8));
-        (self.total(|r| r.nonzero_weights) * bits).div_ceil(8) + 4 * self.total(|r| r.biases)
+        self.total(|r| r.nonzero_weights * Self::row_bits(r))
+            .div_ceil(8)
+            + 4 * self.total(|r| r.biases)
+    }
+    /// `int8`, `int4`, ...: the layers' one weight width, or the span `1–8-bit` of mixed
+    /// widths.
+    pub fn weight_bits_label(&self) -> String {
+        let widths = self.layers.iter().map(Self::row_bits);
+        match (widths.clone().min(), widths.max()) {
+            (Some(lo), Some(hi)) if lo != hi => format!("{lo}–{hi}-bit"),
+            (Some(b), _) => format!("int{b}"),
+            _ => "int8".to_string(),
+        }
     }
 
     pub fn write_json(&self, path: &Path) -> Result<()> {
@@ -231,15 +297,27 @@ impl fmt::Display for Summary {
             }
             writeln!(f)?;
         }
+        // Bits of weight / input / output ("-": not quantized), with a quantizer only.
+        let quantized = self.quantizer.is_some();
+        let bits_header = if quantized { "  bits w/i/o" } else { "" };
         writeln!(
             f,
-            "{:<16} {:<8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}",
+            "{:<16} {:<8} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}{bits_header}",
             "layer", "type", "weights", "nonzero", "sparsity", "channels", "MACs", "nonzero MACs"
         )?;
         for r in &self.layers {
+            let bits = match quantized {
+                true => format!(
+                    "  {:>11}",
+                    [r.weight_bits, r.input_bits, r.output_bits]
+                        .map(|b| b.map_or("-".to_string(), |b| b.to_string()))
+                        .join("/")
+                ),
+                false => String::new(),
+            };
             writeln!(
                 f,
-                "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>9} {:>11} {:>11}",
+                "{:<16} {:<8} {:>9} {:>9} {:>8.2}% {:>9} {:>11} {:>11}{bits}",
                 r.name,
                 r.op_type,
                 r.weights,
@@ -267,6 +345,24 @@ impl fmt::Display for Summary {
             self.total(|r| r.macs),
             self.total(|r| r.nonzero_macs)
         )?;
+        if !self.quantized_outputs.is_empty() {
+            let outputs: Vec<String> = self
+                .quantized_outputs
+                .iter()
+                .map(|o| {
+                    let bits = o.output_bits.map_or("-".to_string(), |b| b.to_string());
+                    let implicit = if o.implicit { ", implicit" } else { "" };
+                    format!("{} ({}{implicit}) {bits}", o.name, o.op_type)
+                })
+                .collect();
+            writeln!(f, "output bits of other layers: {}", outputs.join(", "))?;
+        }
+        if self.layers.iter().any(|r| r.output_bits == Some(1)) {
+            writeln!(
+                f,
+                "1-bit outputs are sign activations (±1 of the pre-activation, replacing a fused ReLU)"
+            )?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -275,9 +371,7 @@ impl fmt::Display for Summary {
             self.total(|r| r.biases),
             nz
         )?;
-        let bits = self
-            .weight_bits
-            .map_or("int8".to_string(), |b| format!("int{b}"));
+        let bits = self.weight_bits_label();
         writeln!(
             f,
             "bytes: float32 {}  |  {bits} dense {}  |  {bits} nonzero-only {}",
