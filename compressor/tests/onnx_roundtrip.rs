@@ -22,7 +22,7 @@ use sprig_compressor::nn::{
     Linear, Pool2dConfig, ReLU6, Source,
 };
 use sprig_compressor::prune::{LevelPruner, Pruner};
-use sprig_compressor::quant::{QatQuantizer, Quantizer};
+use sprig_compressor::quant::{bind, BnnQuantizer, DoReFaQuantizer, QatQuantizer, Quantizer};
 
 const BATCH: usize = 8;
 
@@ -256,6 +256,57 @@ fn resnet8_pruned_qat_low_bits_qdq_matches_onnxruntime() -> Result<()> {
     ]"#;
     let (model, step) = pruned_qat(seeded_model("resnet8", 4)?, 4, config, 0.5)?;
     roundtrip(&model, 14, Some(step))
+}
+
+/// Binds `quantizer` with `config` (no pruning) and calibrates as [`pruned_qat`] does.
+fn calibrated(
+    mut model: Model,
+    seed: u64,
+    quantizer: Box<dyn Quantizer>,
+    config: &str,
+) -> Result<(Model, f32)> {
+    bind(
+        quantizer,
+        &mut model.graph,
+        &ConfigList::from_json_str(config)?,
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
+    for _ in 0..4 {
+        model.graph.forward_t(&batch(&mut rng, 16)?, true)?;
+    }
+    let binding = model.graph.quant().context("no quantizer bound")?;
+    let step = binding
+        .layer("fc3")
+        .and_then(|l| l.state().output_qparams)
+        .context("`fc3` has no calibrated output")?
+        .scale;
+    Ok((model, step))
+}
+
+/// DoReFa's 2-bit weights (int8 values −1, 0, 1 with per-channel scales), and BNN's
+/// binary weights and sign outputs: `Where(x ≥ 0, 1, −1)` on the pre-activation, the
+/// fused ReLUs left out.
+#[test]
+fn lenet5_dorefa_and_bnn_match_onnxruntime() -> Result<()> {
+    let dorefa = r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": {"weight": 2, "output": 8}}]"#;
+    let (model, step) = calibrated(
+        seeded_model("lenet5", 21)?,
+        21,
+        Box::new(DoReFaQuantizer::new()),
+        dorefa,
+    )?;
+    roundtrip(&model, 22, Some(step))?;
+    let bnn = r#"[
+        {"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": 8},
+        {"op_names": ["conv2", "fc1", "fc2"], "quant_types": ["weight", "output"], "quant_bits": 1}
+    ]"#;
+    let (model, step) = calibrated(
+        seeded_model("lenet5", 23)?,
+        23,
+        Box::new(BnnQuantizer::new()),
+        bnn,
+    )?;
+    roundtrip(&model, 24, Some(step))
 }
 
 #[test]
