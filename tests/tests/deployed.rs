@@ -360,12 +360,13 @@ fn compress_run_writes_the_packed_model_or_says_why_not() -> Result<()> {
     assert_eq!(Vectors::parse(&bytes)?.len(), packed::DEFAULT_VECTOR_COUNT);
     assert!(summary.to_string().contains("deployed int8"));
 
-    // 4-bit weights: the run still succeeds, says why, and leaves no stale blob behind.
+    // 4-bit activations (weights may be 4-bit, activations not): the run still
+    // succeeds, says why, and leaves no stale blob behind.
     std::fs::write(
         &plan,
         qat(&QAT8.replace(
             "\"quant_bits\": 8",
-            "\"quant_bits\": {\"weight\": 4, \"input\": 8, \"output\": 8}",
+            "\"quant_bits\": {\"weight\": 8, \"input\": 8, \"output\": 4}",
         )),
     )?;
     let summary = compress::run(&opts)?;
