@@ -171,16 +171,12 @@ pub fn binary_fully_connected(
     output: &mut [i8],
 ) -> Result<(), Error> {
     let FcShape {
-        batch,
         in_features,
         out_features,
+        ..
     } = *shape;
-    let ok = batch > 0
-        && in_features > 0
+    let ok = shape.fits(input.len(), output.len())
         && in_features <= BINARY_ROW_CAP
-        && out_features > 0
-        && batch.checked_mul(in_features) == Some(input.len())
-        && batch.checked_mul(out_features) == Some(output.len())
         && rows.bits() == 1
         && rows.rows() == out_features
         && rows.row_len() == in_features

@@ -21,6 +21,18 @@ pub struct FcShape {
     pub out_features: usize,
 }
 
+impl FcShape {
+    /// Whether `input`/`output` lengths agree with this shape and no size is 0 (the
+    /// checks every fully connected kernel starts with).
+    pub(crate) fn fits(&self, input_len: usize, output_len: usize) -> bool {
+        self.batch > 0
+            && self.in_features > 0
+            && self.out_features > 0
+            && self.batch.checked_mul(self.in_features) == Some(input_len)
+            && self.batch.checked_mul(self.out_features) == Some(output_len)
+    }
+}
+
 /// `output[b, o] = stage(Σ_i (input[b, i] + input_offset) · weights[o, i])`.
 pub fn fully_connected(
     shape: &FcShape,

@@ -198,15 +198,11 @@ pub fn fully_connected_packed(
 ) -> Result<(), Error> {
     stage.check()?;
     let FcShape {
-        batch,
         in_features,
         out_features,
+        ..
     } = *shape;
-    let ok = batch > 0
-        && in_features > 0
-        && out_features > 0
-        && batch.checked_mul(in_features) == Some(input.len())
-        && batch.checked_mul(out_features) == Some(output.len())
+    let ok = shape.fits(input.len(), output.len())
         && rows.rows() == out_features
         && rows.row_len() == in_features
         && stage.channels == out_features;

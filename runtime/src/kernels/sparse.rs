@@ -388,16 +388,11 @@ pub fn fully_connected_sparse(
 ) -> Result<(), Error> {
     stage.check()?;
     let FcShape {
-        batch,
         in_features,
         out_features,
+        ..
     } = *shape;
-    let ok = batch > 0
-        && in_features > 0
-        && out_features > 0
-        && batch.checked_mul(in_features) == Some(input.len())
-        && batch.checked_mul(out_features) == Some(output.len())
-        && stage.channels == out_features;
+    let ok = shape.fits(input.len(), output.len()) && stage.channels == out_features;
     if !ok {
         return Err(Error::KernelArgs);
     }
