@@ -8,6 +8,7 @@ pub mod export;
 pub mod import;
 pub mod models;
 pub mod nn;
+pub mod onnx_proto;
 pub mod prune;
 pub mod quant;
 pub mod train;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 
-use super::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::onnx_proto::{AttributeProto, NodeProto, TensorProto};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{
@@ -146,6 +146,7 @@ impl<'a> Lowering<'a> {
             name: out.clone(),
             op_type: op_type.into(),
             attribute,
+            ..Default::default()
         });
         out
     }

@@ -33,7 +33,6 @@
 //! (`tests/onnx_roundtrip.rs` has the measured bounds).
 
 mod lower;
-mod proto;
 
 use std::path::Path;
 
@@ -43,7 +42,7 @@ use prost::Message;
 use super::write_atomic;
 use crate::nn::Graph;
 use crate::{Error, Result};
-use proto::{Dimension, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
+use crate::onnx_proto::{Dimension, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
 
 /// The ONNX IR version written (ONNX 1.10+).
 pub const IR_VERSION: i64 = 8;
@@ -112,6 +111,7 @@ pub fn write_onnx(graph: &Graph, path: &Path, input_shape: [usize; 4]) -> Result
             initializer: lowered.initializers,
             input: vec![ValueInfoProto::float_tensor(lower::INPUT, input_dims)],
             output: vec![ValueInfoProto::float_tensor(lower::OUTPUT, output_dims)],
+            ..Default::default()
         }),
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),

@@ -1,20 +1,52 @@
-//! The subset of `onnx.proto` the exporter writes, as prost messages.
+//! The subset of `onnx.proto` sprig writes (`export::onnx`) and reads
+//! (`import::onnx`), as prost messages: one set of types for both directions.
 //!
 //! Field numbers follow `onnx/onnx.proto` (a proto2 file). Scalars are written in
 //! prost's proto3 style (a default value is left out), which every ONNX reader accepts:
 //! a missing `int64 i` reads as 0, exactly what was meant. `TensorShapeProto.Dimension`
 //! and `TypeProto` use a `oneof` upstream; one optional field per member encodes the same.
+//! Fields sprig never reads or writes (sparse initializers, subgraph attributes, training
+//! info, functions) are left out: prost skips unknown fields when decoding.
 
 /// `TensorProto.DataType` values used here.
 pub mod data_type {
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
     pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
+    pub const INT64: i32 = 7;
+    pub const DOUBLE: i32 = 11;
+
+    /// The ONNX spelling of a data type, for error messages.
+    pub fn name(t: i32) -> &'static str {
+        match t {
+            0 => "UNDEFINED",
+            1 => "FLOAT",
+            2 => "UINT8",
+            3 => "INT8",
+            4 => "UINT16",
+            5 => "INT16",
+            6 => "INT32",
+            7 => "INT64",
+            8 => "STRING",
+            9 => "BOOL",
+            10 => "FLOAT16",
+            11 => "DOUBLE",
+            12 => "UINT32",
+            13 => "UINT64",
+            16 => "BFLOAT16",
+            _ => "another type",
+        }
+    }
 }
 
 /// `AttributeProto.AttributeType` values used here.
 pub mod attribute_type {
     pub const FLOAT: i32 = 1;
     pub const INT: i32 = 2;
+    pub const STRING: i32 = 3;
+    pub const TENSOR: i32 = 4;
+    pub const FLOATS: i32 = 6;
     pub const INTS: i32 = 7;
 }
 
@@ -54,6 +86,9 @@ pub struct GraphProto {
     pub input: Vec<ValueInfoProto>,
     #[prost(message, repeated, tag = "12")]
     pub output: Vec<ValueInfoProto>,
+    /// Shapes of intermediate values (read only to name them in errors).
+    #[prost(message, repeated, tag = "13")]
+    pub value_info: Vec<ValueInfoProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -68,6 +103,9 @@ pub struct NodeProto {
     pub op_type: String,
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
+    /// Empty (or `ai.onnx`) for the default operator set.
+    #[prost(string, tag = "7")]
+    pub domain: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -78,6 +116,12 @@ pub struct AttributeProto {
     pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
     /// One of [`attribute_type`]; ONNX requires it since IR version 2.
@@ -118,11 +162,26 @@ pub struct TensorProto {
     pub dims: Vec<i64>,
     #[prost(int32, tag = "2")]
     pub data_type: i32,
+    /// FLOAT elements when `raw_data` is empty.
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    /// INT32 (and narrower integer) elements when `raw_data` is empty.
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    /// INT64 elements when `raw_data` is empty.
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
     /// Fixed-width little-endian elements.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    /// DOUBLE elements when `raw_data` is empty.
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    /// 1: the elements live in an external file (not supported by the importer).
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
 }
 
 impl TensorProto {
@@ -132,6 +191,7 @@ impl TensorProto {
             data_type: data_type::FLOAT,
             name: name.into(),
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
         }
     }
     pub fn int8(name: &str, dims: &[usize], values: &[i8]) -> Self {
@@ -140,6 +200,16 @@ impl TensorProto {
             data_type: data_type::INT8,
             name: name.into(),
             raw_data: values.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        }
+    }
+    pub fn int64(name: &str, dims: &[usize], values: &[i64]) -> Self {
+        Self {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::INT64,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
         }
     }
 }
