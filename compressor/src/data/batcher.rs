@@ -3,8 +3,9 @@
 //!
 //! # Normalization
 //!
-//! Pixels are mapped to `x = (pixel - 128) / 128`, so `0 → -1.0` and `255 → 0.9921875`.
-//! This is fixed, not computed from the data, because it makes the int8 runtime's input
+//! Pixels become floats by the dataset's [`Normalization`](super::Normalization). The
+//! default maps them to `x = (pixel - 128) / 128`, so `0 → -1.0` and `255 → 0.9921875`.
+//! It is fixed, not computed from the data, because it makes the int8 runtime's input
 //! quantization exact: with scale [`INPUT_SCALE`] = 1/128 and zero point
 //! [`INPUT_ZERO_POINT`] = 0, the quantized input is just `q = pixel - 128`
 //! ([`pixel_to_int8`]), and `q * scale` is exactly the float the model was trained on.
@@ -89,7 +90,7 @@ fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
 /// One batch: `len` examples as tensors on the batcher's device.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Normalized images, f32, shape `[len, 1, rows, cols]`.
+    /// Normalized images, f32, shape `[len, channels, rows, cols]`.
     pub images: Tensor,
     /// Class labels, u32, shape `[len]`.
     pub labels: Tensor,
@@ -143,15 +144,15 @@ impl<'a> Batcher<'a> {
     }
 
     fn make_batch(&self, indices: &[usize]) -> candle_core::Result<Batch> {
-        let (rows, cols) = (self.data.rows, self.data.cols);
-        let mut pixels = Vec::with_capacity(indices.len() * rows * cols);
+        let [channels, rows, cols] = self.data.shape();
+        let mut pixels = Vec::with_capacity(indices.len() * self.data.image_len());
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            pixels.extend(self.data.image(i).iter().map(|&p| normalize_pixel(p)));
+            pixels.extend(self.data.normalized(i));
             labels.push(u32::from(self.data.labels[i]));
         }
         let len = indices.len();
-        let images = Tensor::from_vec(pixels, (len, 1, rows, cols), &Device::Cpu)?
+        let images = Tensor::from_vec(pixels, (len, channels, rows, cols), &Device::Cpu)?
             .to_device(&self.device)?;
         let labels = Tensor::from_vec(labels, len, &Device::Cpu)?.to_device(&self.device)?;
         Ok(Batch {
@@ -193,13 +194,7 @@ mod tests {
         // Image i is filled with the value i (so a batch's images reveal their indices).
         let images = (0..n).flat_map(|i| vec![i as u8; rows * cols]).collect();
         let labels = (0..n).map(|i| (i % 10) as u8).collect();
-        Dataset {
-            images,
-            labels,
-            rows,
-            cols,
-            name: "toy".into(),
-        }
+        Dataset::from_parts(images, labels, [1, rows, cols], "toy".into())
     }
 
     fn indices_of(batch: &Batch) -> Vec<usize> {
@@ -258,19 +253,37 @@ mod tests {
 
     #[test]
     fn pixel_values_are_normalized() {
-        let data = Dataset {
-            images: vec![0, 255, 128, 64],
-            labels: vec![3],
-            rows: 2,
-            cols: 2,
-            name: "px".into(),
-        };
+        let data = Dataset::from_parts(vec![0, 255, 128, 64], vec![3], [1, 2, 2], "px".into());
         let batch = Batcher::new(&data, 8, Order::Sequential, &Device::Cpu)
             .next()
             .unwrap()
             .unwrap();
         let v: Vec<f32> = batch.images.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(v, [-1.0, 0.9921875, 0.0, -0.5]);
+    }
+
+    #[test]
+    fn channels_get_their_own_mean_and_std() {
+        // One 2-channel 1×2 image: channel 0 = [0, 255], channel 1 = [51, 102].
+        let data = Dataset::from_parts(vec![0, 255, 51, 102], vec![1], [2, 1, 2], "c".into())
+            .with_normalization("mean=0.5,0.2/std=0.5,0.1".parse().unwrap())
+            .unwrap();
+        let batch = Batcher::new(&data, 1, Order::Sequential, &Device::Cpu)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.images.dims(), &[1, 2, 1, 2]);
+        let v: Vec<f32> = batch.images.flatten_all().unwrap().to_vec1().unwrap();
+        let want = [-1.0, 1.0, 0.0, 2.0];
+        assert!(
+            v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5),
+            "{v:?}"
+        );
+        let err = data
+            .clone()
+            .with_normalization("mean=0.1,0.2,0.3/std=1".parse().unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("2 channel"), "{err}");
     }
 
     #[test]

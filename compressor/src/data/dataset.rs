@@ -1,13 +1,13 @@
-//! [`Dataset`]: labelled grayscale images in memory, and [`load_dir`] for the standard
+//! [`Dataset`]: labelled 8-bit images in memory, and [`load_dir`] for the standard
 //! four-file MNIST / Fashion-MNIST layout.
 
 use std::path::{Path, PathBuf};
 
 use super::batcher::permutation;
 use super::idx::{read_images, read_labels};
-use super::DataError;
+use super::{DataError, Normalization};
 
-/// Number of classes in MNIST and Fashion-MNIST; every label is below this.
+/// Number of classes in MNIST and Fashion-MNIST; every IDX label is below this.
 pub const NUM_CLASSES: usize = 10;
 
 /// Standard file names (without `.gz`) of the training images and labels.
@@ -15,20 +15,28 @@ pub const TRAIN_FILES: (&str, &str) = ("train-images-idx3-ubyte", "train-labels-
 /// Standard file names (without `.gz`) of the test images and labels.
 pub const TEST_FILES: (&str, &str) = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
 
-/// Labelled `rows × cols` grayscale images, pixels as stored in the IDX file (0 = background).
+/// Labelled `channels × rows × cols` 8-bit images, pixels as stored in the file (0 =
+/// dark), each image channels-first, and how they become model inputs.
 ///
-/// Invariants kept by every constructor in this module: `images.len() == len() * rows *
-/// cols` and every label is below [`NUM_CLASSES`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Invariants kept by every constructor in this module: `images.len() == len() *
+/// channels * rows * cols` and every label is below [`num_classes`](Self::num_classes).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
-    /// All images, row-major, one after the other.
+    /// All images, channels-first (`C, H, W`), one after the other.
     pub images: Vec<u8>,
-    /// One class label per image, each in `0..NUM_CLASSES`.
+    /// One class label per image.
     pub labels: Vec<u8>,
+    /// Channels per image (1 for IDX files).
+    pub channels: usize,
     /// Rows per image.
     pub rows: usize,
     /// Columns per image.
     pub cols: usize,
+    /// Number of classes: 10 for IDX files, the largest label + 1 over both splits of
+    /// a `.npz`.
+    pub classes: usize,
+    /// How pixels become the model's floats (and so the deployed input grid).
+    pub normalization: Normalization,
     /// Where the data came from, for messages, e.g. `/usr/share/datasets/fashion-mnist (train)`.
     pub name: String,
 }
@@ -66,10 +74,100 @@ impl Dataset {
         Ok(Dataset {
             images: images.pixels,
             labels,
+            channels: 1,
             rows: images.rows,
             cols: images.cols,
+            classes: NUM_CLASSES,
+            normalization: Normalization::default(),
             name: name.to_string(),
         })
+    }
+
+    /// Images already channels-first with their labels; [`num_classes`](Self::num_classes)
+    /// is the largest label + 1, the normalization the default.
+    pub(crate) fn from_parts(
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        [channels, rows, cols]: [usize; 3],
+        name: String,
+    ) -> Self {
+        debug_assert_eq!(images.len(), labels.len() * channels * rows * cols);
+        Dataset {
+            classes: labels
+                .iter()
+                .map(|&l| usize::from(l) + 1)
+                .max()
+                .unwrap_or(0),
+            images,
+            labels,
+            channels,
+            rows,
+            cols,
+            normalization: Normalization::default(),
+            name,
+        }
+    }
+
+    /// The shape of one image, `[C, H, W]`, as a model's input shape is written.
+    pub fn shape(&self) -> [usize; 3] {
+        [self.channels, self.rows, self.cols]
+    }
+
+    /// Uses `normalization` for this dataset's model inputs, after checking that its
+    /// per-channel lists fit the images.
+    pub fn with_normalization(mut self, normalization: Normalization) -> Result<Self, DataError> {
+        normalization
+            .check_channels(self.channels)
+            .map_err(|problem| DataError::ModelMismatch {
+                data: self.name.clone(),
+                problem,
+            })?;
+        self.normalization = normalization;
+        Ok(self)
+    }
+
+    /// Checks that a model taking `[C, H, W]` inputs `input_shape` and giving `classes`
+    /// outputs can use these images and labels; the error names both shapes.
+    pub fn check_model(
+        &self,
+        model: &str,
+        input_shape: [usize; 3],
+        classes: usize,
+    ) -> Result<(), DataError> {
+        let problem = |problem: String| DataError::ModelMismatch {
+            data: self.name.clone(),
+            problem,
+        };
+        if self.shape() != input_shape {
+            return Err(problem(format!(
+                "images are {:?} (C, H, W), but the model {model} takes {:?}",
+                self.shape(),
+                input_shape
+            )));
+        }
+        if let Some((i, &l)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| usize::from(l) >= classes)
+        {
+            return Err(problem(format!(
+                "label {l} (example {i}) is out of range for the model {model}, which has \
+                 {classes} classes (0 to {})",
+                classes.saturating_sub(1)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The model-input floats of image `i`, channels-first, under this dataset's
+    /// normalization.
+    pub fn normalized(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
+        let plane = self.rows * self.cols;
+        self.image(i)
+            .iter()
+            .enumerate()
+            .map(move |(k, &p)| self.normalization.apply(p, k / plane))
     }
 
     /// Number of examples.
@@ -82,14 +180,14 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Number of classes: always [`NUM_CLASSES`] (10).
+    /// Number of classes: [`NUM_CLASSES`] (10) for IDX files.
     pub fn num_classes(&self) -> usize {
-        NUM_CLASSES
+        self.classes
     }
 
-    /// Bytes per image, `rows * cols`.
+    /// Bytes per image, `channels * rows * cols`.
     pub fn image_len(&self) -> usize {
-        self.rows * self.cols
+        self.channels * self.rows * self.cols
     }
 
     /// The pixels of image `i`.
@@ -102,8 +200,8 @@ impl Dataset {
     }
 
     /// How many examples each class has, indexed by class.
-    pub fn class_counts(&self) -> [usize; NUM_CLASSES] {
-        let mut counts = [0; NUM_CLASSES];
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes];
         for &l in &self.labels {
             counts[usize::from(l)] += 1;
         }
@@ -116,9 +214,9 @@ impl Dataset {
         Dataset {
             images: self.images[..n * self.image_len()].to_vec(),
             labels: self.labels[..n].to_vec(),
-            rows: self.rows,
-            cols: self.cols,
             name: format!("{} [first {n}]", self.name),
+            normalization: self.normalization.clone(),
+            ..*self
         }
     }
 
@@ -126,7 +224,7 @@ impl Dataset {
     /// by walking [`permutation`]`(len, seed, 0)` and kept in their original file order.
     /// A class with fewer examples contributes all of them.
     pub fn balanced_subset(&self, per_class: usize, seed: u64) -> Dataset {
-        let mut taken = [0usize; NUM_CLASSES];
+        let mut taken = vec![0usize; self.classes];
         let mut chosen: Vec<usize> = permutation(self.len(), seed, 0)
             .into_iter()
             .filter(|&i| {
@@ -143,19 +241,27 @@ impl Dataset {
         Dataset {
             images,
             labels: chosen.iter().map(|&i| self.labels[i]).collect(),
-            rows: self.rows,
-            cols: self.cols,
             name: format!("{} [{per_class} per class, seed {seed}]", self.name),
+            normalization: self.normalization.clone(),
+            ..*self
         }
     }
 
     /// A short, stable cache key derived from the contents: 16 hex digits of FNV-1a 64
     /// over the shape, the labels and every pixel. Two datasets with the same examples in
     /// the same order get the same key on every machine; the `name` is not included.
+    /// Channels and normalization count only when they differ from IDX's one channel
+    /// and the default, so keys of existing caches stay valid.
     pub fn fingerprint(&self) -> String {
         let mut h = Fnv1a64::new();
         for word in [self.len(), self.rows, self.cols] {
             h.update(&(word as u64).to_le_bytes());
+        }
+        if self.channels != 1 {
+            h.update(&(self.channels as u64).to_le_bytes());
+        }
+        if !self.normalization.is_default() {
+            h.update(self.normalization.to_string().as_bytes());
         }
         h.update(&self.labels);
         h.update(&self.images);

@@ -204,6 +204,51 @@ pub enum DataError {
         test_cols: usize,
     },
 
+    /// A `.npz` file is not a readable zip archive (truncated, not a zip, bad entry).
+    #[error("{}: not a readable NumPy .npz archive: {message}", path.display())]
+    NpzArchive {
+        /// The `.npz` file.
+        path: PathBuf,
+        /// What the zip reader said.
+        message: String,
+    },
+
+    /// A `.npz` file lacks one of `x_train`, `y_train`, `x_test`, `y_test`.
+    #[error(
+        "{}: no array `{array}` in this .npz (it holds: {}); sprig needs x_train, y_train, \
+         x_test and y_test, as keras.datasets' load_data() returns them",
+        path.display(),
+        if found.is_empty() { "nothing".to_string() } else { found.join(", ") }
+    )]
+    NpzMissingArray {
+        /// The `.npz` file.
+        path: PathBuf,
+        /// The array looked for.
+        array: &'static str,
+        /// The arrays it does hold.
+        found: Vec<String>,
+    },
+
+    /// An array of a `.npz` file has the wrong dtype, shape or contents.
+    #[error("{}: array `{array}`: {problem}", path.display())]
+    NpzArray {
+        /// The `.npz` file.
+        path: PathBuf,
+        /// The array, e.g. `x_train`.
+        array: &'static str,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+
+    /// The data's images or labels do not fit the model.
+    #[error("{data}: {problem}")]
+    ModelMismatch {
+        /// The dataset's name (file and split).
+        data: String,
+        /// What does not fit, naming both shapes or counts.
+        problem: String,
+    },
+
     /// No dataset was given and none of the default places holds one.
     #[error(
         "no dataset found; searched: {}. Pass --data DIR, or install the Debian package \

@@ -1,10 +1,17 @@
-//! Datasets: IDX files (MNIST, Fashion-MNIST), where to find them, and batching.
+//! Datasets: IDX files (MNIST, Fashion-MNIST) and NumPy `.npz` files, where to find them,
+//! how pixels are normalized, and batching.
 //!
 //! - [`read_images`] / [`read_labels`] read IDX files, gzip or raw (detected from the
 //!   content), and reject anything that is not exactly what the header announces.
+//! - [`load_npz`] reads `x_train`, `y_train`, `x_test`, `y_test` from a `.npz` (keras'
+//!   `load_data()` arrays; NCHW or NHWC, uint8 or float intensities, any size and
+//!   channel count), with the `npyz` and `zip` crates.
+//! - [`Normalization`] says how pixels become model inputs (`--normalize`): the default
+//!   `(p − 128) / 128`, `p / 255`, or per-channel mean/std as torchvision's `Normalize`;
+//!   the graph's input grid follows from it ([`Normalization::input_grid`]).
 //! - [`Dataset`] holds labelled 8-bit images in memory; [`load_dir`] loads `(train, test)`
 //!   from a folder with the four standard file names.
-//! - [`resolve`] chooses the folder: `--data DIR`, else the system copy
+//! - [`resolve`] chooses the source: `--data DIR` or `--data FILE.npz`, else the system copy
 //!   (`/usr/share/datasets/fashion-mnist`, Debian package `dataset-fashion-mnist`), else the
 //!   bundled subset in `data/fashion-mnist-subset`; see [`DataSource`].
 //! - [`Batcher`] yields [`Batch`]es of candle tensors, sequential or in a seeded shuffle
@@ -31,6 +38,9 @@ mod batcher;
 mod dataset;
 mod error;
 mod idx;
+mod layout;
+mod normalize;
+mod npz;
 mod source;
 
 pub use batcher::{
@@ -42,6 +52,9 @@ pub use error::DataError;
 pub use idx::{
     read_images, read_labels, write_images, write_labels, Images, IMAGES_MAGIC, LABELS_MAGIC,
 };
+pub use layout::{Layout, MAX_CHANNELS};
+pub use normalize::Normalization;
+pub use npz::{load_npz, NPZ_ARRAYS};
 pub use source::{bundled_dir, resolve, DataSource, SYSTEM_DIR};
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //!
 //! Search order, first match wins:
 //!
-//! 1. **An explicit folder** (`--data DIR`). It is used as given, even if it turns out not
-//!    to hold a dataset: loading then fails with an error naming that folder, rather than
-//!    silently falling back to other data.
+//! 1. **An explicit folder or `.npz` file** (`--data DIR`, `--data FILE.npz`). It is used
+//!    as given, even if it turns out not to hold a dataset: loading then fails with an
+//!    error naming that folder or file, rather than silently falling back to other data.
+//!    A path ending in `.npz` (any case) is read as NumPy arrays ([`super::load_npz`]),
+//!    anything else as a folder of IDX files.
 //! 2. **The system copy**, [`SYSTEM_DIR`] = `/usr/share/datasets/fashion-mnist`, installed
 //!    by the Debian package `dataset-fashion-mnist` (60 000 train / 10 000 test images),
 //!    when it holds all four standard files.
@@ -18,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::dataset::{has_standard_files, load_dir};
-use super::{DataError, Dataset};
+use super::{load_npz, DataError, Dataset};
 
 /// Where the Debian package `dataset-fashion-mnist` installs Fashion-MNIST.
 pub const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -34,11 +36,13 @@ pub fn bundled_dir() -> PathBuf {
         .join("fashion-mnist-subset")
 }
 
-/// A folder of IDX files in the standard four-file layout, and how it was chosen.
+/// Where the dataset is read from, and how it was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
-    /// Given explicitly by the user (`--data DIR`).
+    /// A folder of IDX files given explicitly by the user (`--data DIR`).
     Dir(PathBuf),
+    /// A NumPy `.npz` file given explicitly by the user (`--data FILE.npz`).
+    Npz(PathBuf),
     /// The system-wide copy, [`SYSTEM_DIR`].
     System(PathBuf),
     /// The small subset bundled with the repository, [`bundled_dir`].
@@ -57,8 +61,15 @@ fn resolve_among(
     system: &Path,
     bundled: &Path,
 ) -> Result<DataSource, DataError> {
-    if let Some(dir) = explicit {
-        return Ok(DataSource::Dir(dir.to_path_buf()));
+    if let Some(path) = explicit {
+        let npz = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+        return Ok(if npz {
+            DataSource::Npz(path.to_path_buf())
+        } else {
+            DataSource::Dir(path.to_path_buf())
+        });
     }
     if has_standard_files(system) {
         return Ok(DataSource::System(system.to_path_buf()));
@@ -72,22 +83,29 @@ fn resolve_among(
 }
 
 impl DataSource {
-    /// The folder the data is read from.
+    /// The folder or file the data is read from.
     pub fn path(&self) -> &Path {
         match self {
-            DataSource::Dir(p) | DataSource::System(p) | DataSource::Bundled(p) => p,
+            DataSource::Dir(p)
+            | DataSource::Npz(p)
+            | DataSource::System(p)
+            | DataSource::Bundled(p) => p,
         }
     }
 
-    /// Loads `(train, test)` from the folder; see [`load_dir`].
+    /// Loads `(train, test)`; see [`load_dir`] and [`load_npz`].
     pub fn load(&self) -> Result<(Dataset, Dataset), DataError> {
-        load_dir(self.path())
+        match self {
+            DataSource::Npz(p) => load_npz(p),
+            _ => load_dir(self.path()),
+        }
     }
 
     /// One line saying where the data comes from, for logs and progress output.
     pub fn describe(&self) -> String {
         match self {
             DataSource::Dir(p) => format!("dataset from {} (--data)", p.display()),
+            DataSource::Npz(p) => format!("NumPy arrays from {} (--data)", p.display()),
             DataSource::System(p) => format!(
                 "Fashion-MNIST from {} (Debian package dataset-fashion-mnist)",
                 p.display()
@@ -162,6 +180,11 @@ mod tests {
         assert_eq!(
             resolve_among(Some(explicit), s, b).unwrap(),
             DataSource::Dir(explicit.into())
+        );
+        let npz = Path::new("/data/cifar.NPZ");
+        assert_eq!(
+            resolve_among(Some(npz), s, b).unwrap(),
+            DataSource::Npz(npz.into())
         );
     }
 
