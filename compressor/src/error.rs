@@ -44,6 +44,15 @@ pub enum Error {
     Layer { layer: String, message: String },
     #[error("export failed for {path}: {message}")]
     Export { path: PathBuf, message: String },
+    /// Boxed like `Config`: an ONNX model that cannot be imported (names file and node).
+    #[error(transparent)]
+    Onnx(Box<crate::import::onnx::OnnxError>),
+}
+
+impl From<crate::import::onnx::OnnxError> for Error {
+    fn from(e: crate::import::onnx::OnnxError) -> Self {
+        Error::Onnx(Box::new(e))
+    }
 }
 
 impl From<ConfigError> for Error {

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sprig_compressor::compress::{self, CompressOptions};
+use sprig_compressor::import::onnx::is_onnx_path;
 use sprig_compressor::models::MODEL_NAMES;
 use sprig_compressor::train::device;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model from the zoo (see `sprig_compressor::models::MODEL_NAMES`).
+    /// Model from the zoo (see `sprig_compressor::models::MODEL_NAMES`), or a float
+    /// ONNX file (`path/to/model.onnx`, imported with its trained weights).
     #[arg(long, default_value = "lenet5")]
     model: String,
     /// Folder with MNIST-format IDX files (default: the Debian dataset-fashion-mnist
@@ -25,8 +27,8 @@ pub struct Args {
     /// training a baseline.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Baseline training epochs (default 5; 0 with --weights, which then compresses the
-    /// given weights as they are).
+    /// Baseline training epochs (default 5; 0 with --weights or an ONNX model, whose
+    /// weights are then compressed as they are).
     #[arg(long)]
     epochs: Option<usize>,
     /// Network Slimming's L1 penalty λ on batch-norm γ while the baseline trains
@@ -59,23 +61,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !MODEL_NAMES.contains(&args.model.as_str()) {
+    let onnx = is_onnx_path(&args.model);
+    if !onnx && !MODEL_NAMES.contains(&args.model.as_str()) {
         anyhow::bail!(
-            "unknown model `{}`; valid models: {}",
+            "unknown model `{}`; valid models: {}, or a path ending in .onnx",
             args.model,
             MODEL_NAMES.join(", ")
         );
     }
+    // An ONNX file's stem names its run folder; its weights are trained already.
+    let stem = std::path::Path::new(&args.model)
+        .file_stem()
+        .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned());
     let out = args
         .out
-        .unwrap_or_else(|| PathBuf::from("runs").join(&args.model));
+        .unwrap_or_else(|| PathBuf::from("runs").join(&stem));
     let mut opts = CompressOptions::new(out);
     opts.model = args.model;
     opts.data = args.data;
     opts.plan = args.config;
     opts.epochs = args
         .epochs
-        .unwrap_or(if args.weights.is_some() { 0 } else { 5 });
+        .unwrap_or(if args.weights.is_some() || onnx { 0 } else { 5 });
     opts.weights = args.weights;
     opts.slim_l1 = args.slim_l1;
     opts.ft_epochs = args.ft_epochs;

@@ -20,6 +20,21 @@ use crate::quant;
 use crate::train::{self, evaluate};
 use crate::Result;
 
+/// The model's part of the baseline cache key: its zoo name, or for an imported ONNX
+/// file its stem and content fingerprint (a path would nest folders, and an edited file
+/// must not reuse a stale baseline).
+fn model_tag(opts: &CompressOptions) -> Result<String> {
+    if !crate::import::onnx::is_onnx_path(&opts.model) {
+        return Ok(opts.model.clone());
+    }
+    let path = Path::new(&opts.model);
+    let bytes = std::fs::read(path).map_err(crate::Error::io(path))?;
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "onnx".into(), |s| s.to_string_lossy());
+    Ok(format!("{stem}-onnx{}", data::content_fingerprint(&bytes)))
+}
+
 /// Runs the job and writes everything into `opts.out`.
 pub fn run(opts: &CompressOptions) -> Result<Summary> {
     let started = Instant::now();
@@ -76,7 +91,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     let baseline_tag = pruner.as_ref().and_then(|p| p.baseline_tag());
     let key = format!(
         "{}-{}-n{}-seed{}-ep{}{weights_tag}{}",
-        opts.model,
+        model_tag(opts)?,
         train_set.fingerprint(),
         train_set.len(),
         opts.seed,

@@ -1,4 +1,5 @@
-//! Importing int8 TensorFlow Lite models (`.tflite`) into the sprig format.
+//! Importing int8 TensorFlow Lite models (`.tflite`) into the sprig format; float ONNX
+//! models into the compressor's graph are [`onnx`]'s, a separate path.
 //!
 //! [`tflite_to_sprig`] reads the flatbuffer with a small bounds-checked reader
 //! (`tflite.rs`, no generated code), maps each operator onto a sprig op (`lower.rs`),
@@ -21,6 +22,7 @@
 
 mod error;
 mod lower;
+pub mod onnx;
 pub mod tflite;
 
 pub use error::ImportError;

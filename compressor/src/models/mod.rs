@@ -1,11 +1,13 @@
 //! The model zoo: small networks for 28×28×1 images (MNIST, Fashion-MNIST).
 //!
 //! Layer names are stable dotted `op_name`s (`conv1`, `stack2.conv1`, ...) that
-//! `config_list`s, checkpoints and exports refer to.
+//! `config_list`s, checkpoints and exports refer to. `--model file.onnx` imports a
+//! model instead (`onnx.rs`).
 
 mod dscnn;
 mod lenet5;
 mod mlp;
+mod onnx;
 mod pretrained;
 mod resnet8;
 mod seeded_init;
@@ -30,8 +32,13 @@ pub struct Model {
 }
 
 impl Model {
-    /// A freshly initialized model; the same `seed` gives the same weights.
+    /// A freshly initialized model; the same `seed` gives the same weights. A `name`
+    /// ending in `.onnx` is a file to import instead ([`Model::from_onnx`], `seed`
+    /// unused: the weights are the file's).
     pub fn new(name: &str, num_classes: usize, device: &Device, seed: u64) -> Result<Self> {
+        if crate::import::onnx::is_onnx_path(name) {
+            return Self::from_onnx(std::path::Path::new(name), num_classes, device);
+        }
         let varmap = VarMap::new();
         let backend = SeededVarMap {
             varmap: varmap.clone(),
