@@ -6,13 +6,13 @@ use std::path::Path;
 
 use candle_core::Tensor;
 
-use crate::onnx_proto::{AttributeProto, NodeProto, TensorProto};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{
     bypassed_activation, quant_plan, AvgPool2d, Graph, InputGrid, Layer, MaxPool2d, OutputGrid,
     QuantPlan, Source, BATCH_NORM_EPS,
 };
+use crate::onnx_proto::{AttributeProto, NodeProto, TensorProto};
 use crate::quant::{LayerQuant, QParams};
 use crate::{Error, Result};
 

@@ -41,8 +41,8 @@ use prost::Message;
 
 use super::write_atomic;
 use crate::nn::Graph;
-use crate::{Error, Result};
 use crate::onnx_proto::{Dimension, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
+use crate::{Error, Result};
 
 /// The ONNX IR version written (ONNX 1.10+).
 pub const IR_VERSION: i64 = 8;
