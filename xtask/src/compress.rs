@@ -15,10 +15,16 @@ pub struct Args {
     /// ONNX file (`path/to/model.onnx`, imported with its trained weights).
     #[arg(long, default_value = "lenet5")]
     model: String,
-    /// Folder with MNIST-format IDX files (default: the Debian dataset-fashion-mnist
-    /// package if installed, else the bundled subset in data/).
+    /// Folder with MNIST-format IDX files, or a NumPy .npz with x_train, y_train,
+    /// x_test, y_test (default: the Debian dataset-fashion-mnist package if installed,
+    /// else the bundled subset in data/).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// How pixels become model inputs: centered ((p-128)/128), unit (p/255) or
+    /// mean=M[,M..]/std=S[,S..] ((p/255-M)/S per channel, as torchvision's Normalize).
+    /// The deployed model's int8 input grid follows from it.
+    #[arg(long, default_value = "centered")]
+    normalize: sprig_compressor::data::Normalization,
     /// Compression plan (.json, .toml, .yaml): pruner and quantizer with their config_list.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -79,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut opts = CompressOptions::new(out);
     opts.model = args.model;
     opts.data = args.data;
+    opts.normalize = args.normalize;
     opts.plan = args.config;
     opts.epochs = args
         .epochs

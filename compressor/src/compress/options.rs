@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
+use crate::data::Normalization;
 use crate::prune::Registry;
 use crate::train::TrainConfig;
 
@@ -13,6 +14,8 @@ use crate::train::TrainConfig;
 pub struct CompressOptions {
     pub model: String,
     pub data: Option<PathBuf>,
+    /// How pixels become model inputs (`--normalize`); the graph's input grid follows.
+    pub normalize: Normalization,
     pub plan: Option<PathBuf>,
     /// Start from these weights (a `model.safetensors` of the same model) instead of a
     /// fresh initialization; `epochs` then trains further from them (0: use as they are).
@@ -44,6 +47,7 @@ impl CompressOptions {
         Self {
             model: "lenet5".into(),
             data: None,
+            normalize: Normalization::default(),
             plan: None,
             weights: None,
             slim_l1: None,

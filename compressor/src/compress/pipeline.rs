@@ -45,6 +45,10 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     let source = data::resolve(opts.data.as_deref())?;
     say(opts, format!("data: {}", source.describe()));
     let (train_full, test) = source.load()?;
+    let (train_full, test) = (
+        train_full.with_normalization(opts.normalize.clone())?,
+        test.with_normalization(opts.normalize.clone())?,
+    );
     let train_set = match opts.train_limit {
         Some(n) => train_full.subset(n),
         None => train_full,
@@ -58,6 +62,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         &opts.device,
         opts.seed,
     )?;
+    check_data(&mut model, &train_set, &opts.normalize)?;
     let mut pruner = match &plan.pruner {
         Some(stage) => Some(checked_pruner(
             opts,
@@ -346,6 +351,26 @@ fn weight_bits(model: &Model) -> Option<u8> {
         .values()
         .filter_map(|l| l.config.bits(crate::config::QuantType::Weight))
         .max()
+}
+
+/// Checks that the model takes the data's images and has a class for every label, and
+/// declares the input grid the normalization puts images on (kept off for a graph
+/// that declares none).
+fn check_data(model: &mut Model, data: &Dataset, normalize: &data::Normalization) -> Result<()> {
+    let shape = model.graph.input_shape();
+    data.check_model(&model.name, shape, usize::MAX)?;
+    // The class count is what the graph outputs (an imported model brings its own).
+    let probe = candle_core::Tensor::zeros(
+        (1, shape[0], shape[1], shape[2]),
+        candle_core::DType::F32,
+        &model.device,
+    )?;
+    let classes = model.graph.forward(&probe)?.elem_count();
+    data.check_model(&model.name, shape, classes)?;
+    if model.graph.input_grid().is_some() {
+        model.graph.set_input_grid(Some(normalize.input_grid()));
+    }
+    Ok(())
 }
 
 /// Loads the training split only (used by benchmarks).

@@ -36,6 +36,7 @@
 
 mod batcher;
 mod dataset;
+mod device_input;
 mod error;
 mod idx;
 mod layout;

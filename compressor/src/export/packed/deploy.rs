@@ -55,9 +55,10 @@ impl std::fmt::Display for DeployReport {
     }
 }
 
-/// An image's pixels as the device's int8 input: `x = (pixel − 128) / 128` (the
-/// training normalization), `q = clamp(round(x / scale) + zero_point)`, in the f32
-/// arithmetic the fake quantization uses, so both see the same integers.
+/// An image's pixels as the device's int8 input under the default normalization
+/// (`Dataset::device_input` follows the dataset's own): `x = (pixel − 128) / 128`,
+/// `q = clamp(round(x / scale) + zero_point)`, in the f32 arithmetic the fake
+/// quantization uses, so both see the same integers.
 pub fn quantize_image(pixels: &[u8], q: Quant) -> Vec<i8> {
     // candle's `x / scale` is `x · (1 / scale)` with the factor rounded to f32.
     let inv = (1.0 / f64::from(q.scale)) as f32;
@@ -75,9 +76,9 @@ fn run_fail(e: sprig_runtime::Error) -> Error {
     }
 }
 
-/// Checks that `model` takes `data`'s images (`[1, rows, cols, 1]`).
+/// Checks that `model` takes `data`'s images (`[1, rows, cols, channels]`).
 fn check_input(model: &Model, data: &Dataset) -> Result<()> {
-    let expected = [1, data.rows as u32, data.cols as u32, 1];
+    let expected = [1, data.rows as u32, data.cols as u32, data.channels as u32];
     if model.input_shape() != expected {
         return Err(Error::Export {
             path: PACKED_FILE.into(),
@@ -130,7 +131,8 @@ pub fn deployed_eval(graph: &Graph, blob: &[u8], data: &Dataset) -> Result<Deplo
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         for (k, float_row) in logits.chunks_exact(classes).enumerate() {
             let i = seen + k;
-            let input = quantize_image(data.image(i), model.input_quant());
+            let q = model.input_quant();
+            let input = data.device_input(i, q.scale, q.zero_point);
             model.run(&mut arena, &input, &mut out).map_err(run_fail)?;
             let label = usize::from(data.labels[i]);
             let deployed = first_argmax(&out);
@@ -182,7 +184,8 @@ pub fn test_vectors(blob: &[u8], data: &Dataset, count: usize) -> Result<Vec<u8>
     let mut arena = vec![0u8; model.arena_size()];
     let mut vectors = Vec::with_capacity(count.min(data.len()));
     for i in 0..count.min(data.len()) {
-        let input = quantize_image(data.image(i), model.input_quant());
+        let q = model.input_quant();
+        let input = data.device_input(i, q.scale, q.zero_point);
         let mut out = vec![0i8; model.output_len()];
         model.run(&mut arena, &input, &mut out).map_err(run_fail)?;
         vectors.push((data.labels[i], input, out));
