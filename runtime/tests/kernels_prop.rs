@@ -766,3 +766,38 @@ fn fully_connected_models_match_with_and_without_the_fast_path() {
         }
     }
 }
+
+/// Input rows too wide for the binary conv's band of packed rows (3 · 100·60 bits
+/// here) take the window-by-window path, with the same results.
+#[test]
+fn binary_conv2d_wide_rows_match_reference() {
+    let mut rng = Lcg::new(12);
+    let g = ConvGeometry {
+        batch: 1,
+        in_h: 4,
+        in_w: 100,
+        in_c: 60,
+        out_h: 4,
+        out_w: 100,
+        out_c: 5,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 1,
+        stride_w: 1,
+        pad_top: 1,
+        pad_left: 1,
+    };
+    let (in_len, out_len) = lens(&g);
+    let input = rng.vec_i8(in_len);
+    let filter = low_bit(&mut rng, g.out_c * 9 * g.in_c, Encoding::Packed1);
+    let bytes = packed::encode(&filter, g.out_c, Encoding::Packed1).unwrap();
+    let rows = PackedRows::new(&bytes, g.out_c, 9 * g.in_c, Encoding::Packed1).unwrap();
+    let thresholds: Vec<i32> = (0..g.out_c).map(|_| rng.range(-40, 40)).collect();
+    let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let mut slow = vec![0i8; out_len];
+    reference::binary_conv2d(&g, 3, &thresholds, &filter, &input, &mut slow);
+    let mut fast = vec![0i8; out_len];
+    binary_conv2d(&g, 3, &t_bytes, &rows, &input, &mut fast).unwrap();
+    assert_eq!(fast, slow);
+    assert!(fast.contains(&1) && fast.contains(&-1));
+}

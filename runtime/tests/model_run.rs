@@ -192,6 +192,10 @@ fn binary_cnn_runs_and_matches_reference() {
             sprig_runtime::OpKind::BinaryFullyConnected,
         ])
     );
+    // The stored ±1 rows read back as written (conv rows are windows of KH·KW·C).
+    let layers = model.layer_weights().unwrap();
+    assert_eq!(layers[0].dense, b.built.layers[0].weights);
+    assert_eq!(layers[1].dense, b.built.layers[1].weights);
     let mut arena = vec![0u8; model.arena_size()];
     let mut rng = Lcg::new(21);
     let mut distinct = std::collections::BTreeSet::new();

@@ -60,6 +60,7 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             let last = |t: &crate::format::Tensor| t.shape.last().map_or(0, |&d| d as usize);
             let (rows, row_len) = match op {
                 Op::Conv2d(p) => (last(y), (p.kernel_h * p.kernel_w) as usize * last(x)),
+                Op::BinaryConv2d(p) => (last(y), (p.kernel_h * p.kernel_w) as usize * last(x)),
                 Op::DepthwiseConv2d(p) => ((p.kernel_h * p.kernel_w) as usize, last(y)),
                 _ => (last(y), last(x)),
             };
