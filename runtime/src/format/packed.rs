@@ -80,6 +80,13 @@ impl<'a> PackedRows<'a> {
         self.bits
     }
 
+    /// Every row's bytes, in order.
+    #[inline]
+    pub fn iter(&self) -> core::slice::ChunksExact<'a, u8> {
+        let n = row_bytes(self.row_len as u64, self.bits) as usize;
+        self.data.chunks_exact(n.max(1))
+    }
+
     /// Row `r`'s bytes.
     #[inline]
     pub fn row(&self, r: usize) -> Option<&'a [u8]> {
