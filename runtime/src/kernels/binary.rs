@@ -64,56 +64,83 @@ fn pack_bits(words: &mut [u32], start: usize, values: &[i8], zero_point: i32) {
     }
 }
 
-/// `Σ popcount(words)`, SWAR: each word folds to 4-bit counts, three words' counts add
-/// up in one register (at most 12 per nibble), then fold to bytes and one multiply
-/// sums them (at most 96). About 11 operations per word where `count_ones` alone takes
-/// about 12 on cores without a popcount instruction (Cortex-M, RV32IMAC).
+/// `popcount(a) + popcount(b) + popcount(c)`, SWAR: each word folds to 4-bit counts,
+/// the three add up in one register (at most 12 per nibble), then fold to bytes and
+/// one multiply sums them (at most 96). About 11 operations per word where
+/// `count_ones` alone takes about 12 on cores without a popcount instruction
+/// (Cortex-M, RV32IMAC).
 #[inline(always)]
-fn popcount_sum(mut words: impl Iterator<Item = u32>) -> u32 {
+fn popcount3(a: u32, b: u32, c: u32) -> u32 {
     #[inline(always)]
     fn nibbles(v: u32) -> u32 {
         let v = v - ((v >> 1) & 0x5555_5555);
         (v & 0x3333_3333) + ((v >> 2) & 0x3333_3333)
     }
-    let mut total = 0;
-    while let Some(a) = words.next() {
-        let b = words.next().unwrap_or(0);
-        let c = words.next().unwrap_or(0);
-        let n = nibbles(a) + nibbles(b) + nibbles(c);
-        let bytes = (n & 0x0F0F_0F0F) + ((n >> 4) & 0x0F0F_0F0F);
-        total += bytes.wrapping_mul(0x0101_0101) >> 24;
-    }
-    total
+    let n = nibbles(a) + nibbles(b) + nibbles(c);
+    let bytes = (n & 0x0F0F_0F0F) + ((n >> 4) & 0x0F0F_0F0F);
+    bytes.wrapping_mul(0x0101_0101) >> 24
 }
 
-/// A packed row's 32-bit words (the last one from its remaining bytes, zero-filled as
-/// its padding bits are).
 #[inline(always)]
-fn row_words(row: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    let chunks = row.chunks_exact(4);
-    let tail = chunks.remainder();
-    let last = (!tail.is_empty()).then(|| {
-        tail.iter()
-            .rev()
-            .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte))
-    });
-    chunks
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .chain(last)
+fn le_word(b: &[u8]) -> u32 {
+    match *b {
+        [a, b, c, d, ..] => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
 }
 
-/// `popcount((x ⊕ w) & mask)` over a row's words (`mask` `None`: every bit counts).
+/// `popcount((x ⊕ w) & mask)` over a packed row `w` (`mask` `None`: every bit
+/// counts). Whole words three at a time; the row's last bytes (fewer than four, zero
+/// padded as its padding bits are) make the last word.
 #[inline(always)]
 fn mismatches(x: &[u32], mask: Option<&[u32]>, row: &[u8]) -> u32 {
-    match mask {
-        None => popcount_sum(x.iter().zip(row_words(row)).map(|(&xk, wk)| xk ^ wk)),
-        Some(m) => popcount_sum(
-            x.iter()
-                .zip(m)
-                .zip(row_words(row))
-                .map(|((&xk, &mk), wk)| (xk ^ wk) & mk),
-        ),
+    let full = row.len() / 4;
+    let (body, tail) = row.split_at(full * 4);
+    let last = tail
+        .iter()
+        .rev()
+        .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte));
+    let word = |k: usize| -> u32 {
+        let w = if k < full {
+            le_word(body.get(4 * k..).unwrap_or(&[]))
+        } else {
+            last
+        };
+        let v = x.get(k).map_or(0, |&xk| xk ^ w);
+        match mask {
+            Some(m) => v & m.get(k).copied().unwrap_or(0),
+            None => v,
+        }
+    };
+    let mut total = 0;
+    let mut k = 0;
+    let words = x.len();
+    while k + 3 <= full {
+        let (w0, w1, w2) = match body.get(4 * k..4 * k + 12) {
+            Some(&[a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3]) => (
+                u32::from_le_bytes([a0, a1, a2, a3]),
+                u32::from_le_bytes([b0, b1, b2, b3]),
+                u32::from_le_bytes([c0, c1, c2, c3]),
+            ),
+            _ => (0, 0, 0),
+        };
+        let (a, b, c) = match (x.get(k..k + 3), mask) {
+            (Some(&[x0, x1, x2]), None) => (x0 ^ w0, x1 ^ w1, x2 ^ w2),
+            (Some(&[x0, x1, x2]), Some(m)) => match m.get(k..k + 3) {
+                Some(&[m0, m1, m2]) => ((x0 ^ w0) & m0, (x1 ^ w1) & m1, (x2 ^ w2) & m2),
+                _ => (0, 0, 0),
+            },
+            _ => (0, 0, 0),
+        };
+        total += popcount3(a, b, c);
+        k += 3;
     }
+    while k < words {
+        let b = if k + 1 < words { word(k + 1) } else { 0 };
+        total += popcount3(word(k), b, 0);
+        k += 2;
+    }
+    total
 }
 
 /// ORs bits `from..from + len` of `src` into `dst` from bit `at` on (`dst`'s bits there
