@@ -1,4 +1,5 @@
-//! One dict of a `config_list`, and its conversion from a parsed document.
+//! One dict of a `config_list`, and its conversion from a parsed document: the keys of
+//! NNI v1, 2.x and 3.x (see `docs/CONFIG_KEYS.md` for which generation each comes from).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::raw::Raw;
-use super::ConfigError;
+use super::{ConfigError, MaxSparsity, QuantDtype, Target};
 
 /// What a quantizer acts on: a layer's weight, its input activation or its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,16 +69,42 @@ pub struct ConfigEntry {
     /// Exact dotted layer names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub op_names: Option<Vec<String>>,
+    /// NNI 2.x: substrings; a layer whose name contains one is selected (as if in
+    /// `op_names`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op_partial_names: Option<Vec<String>>,
     /// `true`: the layers this dict selects are not compressed.
     #[serde(skip_serializing_if = "is_false")]
     pub exclude: bool,
-    /// Fraction of weights to prune (`sparsity_per_layer` is read as an alias).
+    /// NNI 3.x: layer names this dict leaves out of its own selection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_op_names: Option<Vec<String>>,
+    /// NNI 3.x: op types this dict leaves out of its own selection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_op_types: Option<Vec<String>>,
+    /// NNI 3.x: what to compress in each selected layer (`weight`, `bias`, `_input_`,
+    /// `_output_`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_names: Option<Vec<Target>>,
+    /// Fraction of each layer's weights to prune (`sparsity_per_layer` and NNI 3.x's
+    /// `sparse_ratio` are read as aliases).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sparsity: Option<f64>,
+    /// NNI 2.x/3.x: fraction of all the selected layers' weights to prune together
+    /// (see [`super::global`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_sparsity: Option<f64>,
+    /// NNI 2.x/3.x: cap on each layer's sparsity under `total_sparsity`
+    /// (`max_sparse_ratio` is an alias).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sparsity_per_layer: Option<MaxSparsity>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quant_types: Option<Vec<QuantType>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quant_bits: Option<QuantBits>,
+    /// NNI 2.x (`int`, `uint`) or 3.x (`int8`, `uint4`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quant_dtype: Option<QuantDtype>,
     /// Every other key; only those the algorithm's schema lists pass resolution.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -88,11 +115,35 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// The keys every algorithm accepts.
-pub(crate) const COMMON_KEYS: [&str; 3] = ["op_types", "op_names", "exclude"];
+pub(crate) const COMMON_KEYS: [&str; 7] = [
+    "op_types",
+    "op_names",
+    "op_partial_names",
+    "exclude",
+    "exclude_op_names",
+    "exclude_op_types",
+    "target_names",
+];
 /// Keys of pruning algorithms.
-pub(crate) const PRUNING_KEYS: [&str; 2] = ["sparsity", "sparsity_per_layer"];
+pub(crate) const PRUNING_KEYS: [&str; 6] = [
+    "sparsity",
+    "sparsity_per_layer",
+    "sparse_ratio",
+    "total_sparsity",
+    "max_sparsity_per_layer",
+    "max_sparse_ratio",
+];
 /// Keys of quantization algorithms.
-pub(crate) const QUANTIZATION_KEYS: [&str; 2] = ["quant_types", "quant_bits"];
+pub(crate) const QUANTIZATION_KEYS: [&str; 3] = ["quant_types", "quant_bits", "quant_dtype"];
+
+/// The spelling every alias is stored under.
+fn canonical(key: &str) -> &str {
+    match key {
+        "sparsity_per_layer" | "sparse_ratio" => "sparsity",
+        "max_sparse_ratio" => "max_sparsity_per_layer",
+        k => k,
+    }
+}
 
 /// Where a value sits, for error messages.
 struct At<'a> {
@@ -138,6 +189,15 @@ impl At<'_> {
         }
     }
 
+    /// A number (ints are read as floats).
+    fn number(&self, key: &str, expected: &'static str, raw: &Raw) -> Result<f64, ConfigError> {
+        match raw {
+            Raw::Float(f) => Ok(*f),
+            Raw::Int(i) => Ok(*i as f64),
+            other => Err(self.invalid(key, expected, other)),
+        }
+    }
+
     fn bits(&self, key: &str, raw: &Raw) -> Result<u8, ConfigError> {
         const EXPECTED: &str = "a bit width (an integer from 0 to 255)";
         match raw {
@@ -164,10 +224,7 @@ impl ConfigEntry {
         // Canonical key -> spelling first seen, to catch duplicates and alias clashes.
         let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
         for (key, value) in pairs {
-            let canonical = match key.as_str() {
-                "sparsity_per_layer" => "sparsity",
-                k => k,
-            };
+            let canonical = canonical(key);
             if let Some(first) = seen.insert(canonical, key) {
                 return Err(ConfigError::DuplicateKey {
                     file: file.to_string(),
@@ -189,11 +246,59 @@ impl ConfigEntry {
                     Raw::Bool(b) => entry.exclude = *b,
                     other => return Err(at.invalid(key, "true or false", other)),
                 },
-                "sparsity" => match value {
-                    Raw::Float(f) => entry.sparsity = Some(*f),
-                    Raw::Int(i) => entry.sparsity = Some(*i as f64),
-                    other => return Err(at.invalid(key, "a number in [0, 1)", other)),
-                },
+                "op_partial_names" => {
+                    entry.op_partial_names =
+                        Some(at.strings(key, "a non-empty list of layer name parts", value)?)
+                }
+                "exclude_op_names" => {
+                    entry.exclude_op_names =
+                        Some(at.strings(key, "a non-empty list of layer names", value)?)
+                }
+                "exclude_op_types" => {
+                    entry.exclude_op_types =
+                        Some(at.strings(key, "a non-empty list of op type names", value)?)
+                }
+                "target_names" => {
+                    const EXPECTED: &str =
+                        "a non-empty list of targets (weight, bias, _input_, _output_)";
+                    let mut targets = Vec::new();
+                    for name in at.strings(key, EXPECTED, value)? {
+                        let t = name.parse().map_err(|name| ConfigError::UnknownTarget {
+                            file: file.to_string(),
+                            index,
+                            name,
+                        })?;
+                        if !targets.contains(&t) {
+                            targets.push(t);
+                        }
+                    }
+                    entry.target_names = Some(targets);
+                }
+                "sparsity" => entry.sparsity = Some(at.number(key, "a number in [0, 1)", value)?),
+                "total_sparsity" => {
+                    entry.total_sparsity = Some(at.number(key, "a number in [0, 1)", value)?)
+                }
+                "max_sparsity_per_layer" => {
+                    const EXPECTED: &str =
+                        "a number in (0, 1], or a map from layer name to such a number";
+                    entry.max_sparsity_per_layer = Some(match value {
+                        Raw::Map(pairs) => MaxSparsity::PerLayer(
+                            pairs
+                                .iter()
+                                .map(|(name, v)| Ok((name.clone(), at.number(key, EXPECTED, v)?)))
+                                .collect::<Result<_, ConfigError>>()?,
+                        ),
+                        other => MaxSparsity::All(at.number(key, EXPECTED, other)?),
+                    })
+                }
+                "quant_dtype" => {
+                    const EXPECTED: &str =
+                        "int or uint (NNI 2.x), or int/uint with a width such as int8, uint8, int4 (NNI 3.x)";
+                    entry.quant_dtype = Some(match value {
+                        Raw::Str(s) => s.parse().map_err(|()| at.invalid(key, EXPECTED, value))?,
+                        other => return Err(at.invalid(key, EXPECTED, other)),
+                    })
+                }
                 "quant_types" => {
                     const EXPECTED: &str =
                         "a non-empty list of quant types (weight, input, output)";

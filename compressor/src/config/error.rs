@@ -3,7 +3,7 @@
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use super::QuantType;
+use super::{QuantType, Target};
 
 /// An error reading or resolving a `config_list`.
 ///
@@ -96,7 +96,7 @@ pub enum ConfigError {
         valid: Vec<String>,
     },
 
-    #[error("{file}: config_list[{index}]: a dict needs `op_types`, `op_names` or both to select layers")]
+    #[error("{file}: config_list[{index}]: a dict needs `op_types`, `op_names` or `op_partial_names` to select layers")]
     NoTarget { file: String, index: usize },
 
     #[error("{file}: config_list[{index}]: unknown op type `{name}`; valid op types: {}", list(.valid))]
@@ -161,7 +161,8 @@ pub enum ConfigError {
     },
 
     #[error(
-        "{file}: config_list[{index}]: {algorithm} needs `quant_types` (a list of weight, input, output) \
+        "{file}: config_list[{index}]: {algorithm} needs `quant_types` (a list of weight, input, output), \
+         `target_names` (weight, _input_, _output_) or a `quant_dtype` with a width (int8, ...) \
          in every dict that is not `exclude: true`"
     )]
     MissingQuantTypes {
@@ -212,6 +213,49 @@ pub enum ConfigError {
         file: String,
         index: usize,
         name: String,
+    },
+
+    #[error(
+        "{file}: config_list[{index}]: unknown target `{name}` in target_names; valid: weight, bias, _input_, _output_"
+    )]
+    UnknownTarget {
+        file: String,
+        index: usize,
+        name: String,
+    },
+
+    #[error(
+        "{file}: config_list[{index}]: {algorithm} cannot compress target `{target}`; it compresses: {}",
+        list(.allowed)
+    )]
+    UnsupportedTarget {
+        file: String,
+        index: usize,
+        algorithm: &'static str,
+        target: Target,
+        allowed: Vec<Target>,
+    },
+
+    /// A key whose value, or whose combination with another key, is wrong.
+    #[error("{file}: config_list[{index}]: `{key}` {message}")]
+    Invalid {
+        file: String,
+        index: usize,
+        key: String,
+        message: String,
+    },
+
+    #[error(
+        "{file}: config_list[{index}]: total_sparsity {total} asks for {want} of the selected layers' \
+         {weights} weights, but max_sparsity_per_layer lets them give only {reachable}"
+    )]
+    GlobalSparsityUnreachable {
+        file: String,
+        index: usize,
+        total: f64,
+        want: usize,
+        reachable: usize,
+        weights: usize,
     },
 }
 

@@ -63,9 +63,11 @@
 
 mod entry;
 mod error;
+pub mod global;
 mod raw;
 mod resolve;
 mod schema;
+mod targets;
 #[cfg(test)]
 mod tests;
 
@@ -73,8 +75,10 @@ use std::path::Path;
 
 pub use self::entry::{ConfigEntry, QuantBits, QuantType};
 pub use self::error::ConfigError;
+pub use self::global::MaxSparsity;
 pub use self::resolve::{LayerConfig, LayerInfo};
 pub use self::schema::{Schema, SchemaKind};
+pub use self::targets::{QuantDtype, Target};
 
 use self::raw::Raw;
 

@@ -43,6 +43,9 @@ pub struct Schema {
     /// Pruning: whether every (non-exclude) dict must give `sparsity` (AGP takes
     /// `final_sparsity` instead and checks it itself).
     pub sparsity_required: bool,
+    /// Pruning: whether the algorithm ranks weights across layers, so dicts may give
+    /// `total_sparsity` (see [`super::global`]).
+    pub global_sparsity: bool,
 }
 
 impl Schema {
@@ -61,6 +64,7 @@ impl Schema {
             bits: 1..=32,
             extra_keys: Vec::new(),
             sparsity_required: true,
+            global_sparsity: false,
         }
     }
 
@@ -90,6 +94,13 @@ impl Schema {
     /// Lets dicts leave `sparsity` out (the algorithm reads its own keys instead).
     pub fn with_optional_sparsity(mut self) -> Self {
         self.sparsity_required = false;
+        self
+    }
+
+    /// Lets dicts give `total_sparsity`: the algorithm scores weights comparably across
+    /// layers and its caller runs [`ConfigList::allocate_global`](super::ConfigList::allocate_global).
+    pub fn with_global_sparsity(mut self) -> Self {
+        self.global_sparsity = true;
         self
     }
 

@@ -4,7 +4,8 @@
 use candle_core::{DType, Tensor};
 
 use super::{Mask, PruneTarget, Pruner, PrunerEntry};
-use crate::config::LayerConfig;
+use crate::config::{LayerConfig, Schema};
+use crate::nn::OpType;
 use crate::{Error, Result};
 
 pub(super) const ENTRY: PrunerEntry = PrunerEntry {
@@ -21,6 +22,11 @@ pub struct LevelPruner;
 impl Pruner for LevelPruner {
     fn name(&self) -> &'static str {
         "LevelPruner"
+    }
+
+    /// Magnitudes compare across layers, so `total_sparsity` ranks them globally.
+    fn schema(&self) -> Schema {
+        Schema::pruning(self.name(), [OpType::Conv2d, OpType::Linear]).with_global_sparsity()
     }
 
     fn calc_mask(&mut self, layer: &PruneTarget, config: &LayerConfig) -> Result<Mask> {

@@ -98,7 +98,12 @@ pub trait Pruner {
     /// Resolves `config` against `graph` and runs [`Pruner::check`]: the plan's errors,
     /// before any training.
     fn resolve(&self, graph: &Graph, config: &ConfigList) -> Result<Vec<LayerConfig>> {
-        let layers = config.resolve(&graph.layer_infos(), &self.schema())?;
+        let mut layers = config.resolve(&graph.layer_infos(), &self.schema())?;
+        // `total_sparsity` (schemas that allow it): one magnitude ranking over the
+        // dict's layers turns into each layer's sparsity.
+        if config.has_global_sparsity(&layers) {
+            config.allocate_global(&mut layers, |l| weight_magnitudes(graph, &l.name))?;
+        }
         self.check(graph, &layers, &config.source)?;
         Ok(layers)
     }
@@ -193,6 +198,22 @@ pub trait Pruner {
     ) -> Result<()> {
         crate::export::export_model(graph, model_path, mask_path, onnx_path, input_shape)
     }
+}
+
+/// |w| of layer `name`'s prunable weight, flattened.
+fn weight_magnitudes(graph: &Graph, name: &str) -> Result<Vec<f32>> {
+    let weight = graph
+        .node(name)
+        .and_then(|n| n.layer.maskable_weight())
+        .ok_or_else(|| Error::Layer {
+            layer: name.to_string(),
+            message: "has no weight to prune".into(),
+        })?;
+    Ok(weight
+        .abs()?
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?)
 }
 
 /// Computes `pruner`'s mask for every layer of `layers`, attaches them and zeroes the

@@ -27,9 +27,17 @@ fn unknown_key_lists_valid_keys_for_the_schema() {
         &[
             "op_types",
             "op_names",
+            "op_partial_names",
             "exclude",
+            "exclude_op_names",
+            "exclude_op_types",
+            "target_names",
             "sparsity",
-            "sparsity_per_layer"
+            "sparsity_per_layer",
+            "sparse_ratio",
+            "total_sparsity",
+            "max_sparsity_per_layer",
+            "max_sparse_ratio"
         ]
     );
     let msg = e.to_string();

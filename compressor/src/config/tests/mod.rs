@@ -7,6 +7,7 @@ use crate::nn::OpType;
 
 mod errors;
 mod formats;
+mod nni_keys;
 
 fn layers() -> Vec<LayerInfo> {
     vec![
