@@ -20,17 +20,20 @@ use crate::format::packed::PackedRows;
 /// op's `IN`); the loader refuses longer rows.
 pub const BINARY_ROW_CAP: usize = 4096;
 
-const WORDS: usize = BINARY_ROW_CAP / 32;
+/// Words of the longest row, rounded up to whole triples (the popcount's step).
+const WORDS: usize = (BINARY_ROW_CAP / 32).div_ceil(3) * 3;
 
-/// The rows, with their `i32` thresholds (little-endian, one per row).
+/// Weight words a binary conv keeps on the stack (its rows as aligned words, each
+/// padded to whole triples) when all its rows fit: 1 KiB.
+const WEIGHT_WORDS: usize = 256;
+
+/// A channel's `i32` threshold from its four little-endian bytes.
 #[inline(always)]
-fn with_thresholds<'a>(
-    rows: &PackedRows<'a>,
-    thresholds: &'a [u8],
-) -> impl Iterator<Item = (&'a [u8], i32)> {
-    rows.iter()
-        .zip(thresholds.chunks_exact(4))
-        .map(|(row, t)| (row, i32::from_le_bytes([t[0], t[1], t[2], t[3]])))
+fn threshold(bytes: &[u8]) -> i32 {
+    match *bytes {
+        [a, b, c, d] => i32::from_le_bytes([a, b, c, d]),
+        _ => i32::MAX,
+    }
 }
 
 /// `+1` / `−1` as int8.
@@ -101,10 +104,10 @@ fn mismatches(x: &[u32], mask: Option<&[u32]>, row: &[u8]) -> u32 {
         .rev()
         .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte));
     let word = |k: usize| -> u32 {
-        let w = if k < full {
-            le_word(body.get(4 * k..).unwrap_or(&[]))
-        } else {
-            last
+        let w = match k.cmp(&full) {
+            core::cmp::Ordering::Less => le_word(body.get(4 * k..).unwrap_or(&[])),
+            core::cmp::Ordering::Equal => last,
+            core::cmp::Ordering::Greater => 0,
         };
         let v = x.get(k).map_or(0, |&xk| xk ^ w);
         match mask {
@@ -141,6 +144,45 @@ fn mismatches(x: &[u32], mask: Option<&[u32]>, row: &[u8]) -> u32 {
         k += 2;
     }
     total
+}
+
+/// `popcount((x ⊕ w) & mask)` over rows of whole triples of words (zero past the
+/// row's end in both `x` and `w`).
+#[inline(always)]
+fn mismatches_words(x: &[u32], mask: Option<&[u32]>, w: &[u32]) -> u32 {
+    let mut total = 0;
+    let triples = x.chunks_exact(3).zip(w.chunks_exact(3));
+    match mask {
+        None => {
+            for (xs, ws) in triples {
+                if let (&[x0, x1, x2], &[w0, w1, w2]) = (xs, ws) {
+                    total += popcount3(x0 ^ w0, x1 ^ w1, x2 ^ w2);
+                }
+            }
+        }
+        Some(m) => {
+            for ((xs, ws), ms) in triples.zip(m.chunks_exact(3)) {
+                if let (&[x0, x1, x2], &[w0, w1, w2], &[m0, m1, m2]) = (xs, ws, ms) {
+                    total += popcount3((x0 ^ w0) & m0, (x1 ^ w1) & m1, (x2 ^ w2) & m2);
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Copies packed rows into `out` as little-endian words, `stride` words per row (the
+/// words past a row's bytes stay 0, as its padding bits are).
+fn load_rows(rows: &PackedRows<'_>, out: &mut [u32], stride: usize) {
+    out.fill(0);
+    for (dst, row) in out.chunks_exact_mut(stride).zip(rows.iter()) {
+        for (d, bytes) in dst.iter_mut().zip(row.chunks(4)) {
+            *d = bytes
+                .iter()
+                .rev()
+                .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte));
+        }
+    }
 }
 
 /// ORs bits `from..from + len` of `src` into `dst` from bit `at` on (`dst`'s bits there
@@ -220,11 +262,18 @@ pub fn binary_conv2d(
     {
         return Err(Error::KernelArgs);
     }
-    let words = row_len.div_ceil(32);
+    let words = row_len.div_ceil(32).div_ceil(3) * 3;
     let mut x_buf = [0u32; WORDS];
     let mut m_buf = [0u32; WORDS];
     let x = x_buf.get_mut(..words).ok_or(Error::KernelArgs)?;
     let m = m_buf.get_mut(..words).ok_or(Error::KernelArgs)?;
+    // The weights as aligned words when they all fit, else read from their bytes.
+    let mut w_buf = [0u32; WEIGHT_WORDS];
+    let cached = w_buf.get_mut(..g.out_c * words);
+    let cached = cached.map(|w| {
+        load_rows(rows, w, words);
+        &*w
+    });
     let in_row = g.in_w * g.in_c;
     let row_words = in_row.div_ceil(32);
     let banded = g.kernel_h <= BAND_ROWS && g.kernel_h * row_words <= BAND_WORDS;
@@ -283,9 +332,18 @@ pub fn binary_conv2d(
                 }
                 let mask = (!full).then_some(&*m);
                 let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                for (out, (row, t)) in out_px.iter_mut().zip(with_thresholds(rows, thresholds)) {
-                    let d = valid as i32 - 2 * mismatches(x, mask, row) as i32;
-                    *out = sign(d >= t);
+                if let Some(w) = cached {
+                    let rows = w.chunks_exact(words).zip(thresholds.chunks_exact(4));
+                    for (out, (row, t)) in out_px.iter_mut().zip(rows) {
+                        let d = valid as i32 - 2 * mismatches_words(x, mask, row) as i32;
+                        *out = sign(d >= threshold(t));
+                    }
+                } else {
+                    let rows = rows.iter().zip(thresholds.chunks_exact(4));
+                    for (out, (row, t)) in out_px.iter_mut().zip(rows) {
+                        let d = valid as i32 - 2 * mismatches(x, mask, row) as i32;
+                        *out = sign(d >= threshold(t));
+                    }
                 }
             }
         }
@@ -327,9 +385,10 @@ pub fn binary_fully_connected(
     {
         x.fill(0);
         pack_bits(x, 0, row_in, input_zero_point);
-        for (out, (row, t)) in out_row.iter_mut().zip(with_thresholds(rows, thresholds)) {
+        let rows = rows.iter().zip(thresholds.chunks_exact(4));
+        for (out, (row, t)) in out_row.iter_mut().zip(rows) {
             let d = in_features as i32 - 2 * mismatches(x, None, row) as i32;
-            *out = sign(d >= t);
+            *out = sign(d >= threshold(t));
         }
     }
     Ok(())
