@@ -7,15 +7,24 @@
 //! |-----|---------|
 //! | `op_types` | op type names (`Conv2d`, `Linear`, `BatchNorm2d`, ... see [`OpType`](crate::nn::OpType)); `default` stands for the algorithm's default types |
 //! | `op_names` | exact dotted layer names, e.g. `features.conv1` |
+//! | `op_partial_names` | NNI 2.x: a layer whose name contains one of these is selected too |
 //! | `exclude` | `true`: the selected layers are not compressed |
-//! | `sparsity` | pruners: fraction of weights to prune, in [0, 1); `sparsity_per_layer` is an alias |
+//! | `exclude_op_names`, `exclude_op_types` | NNI 3.x: removed from this dict's selection |
+//! | `target_names` | NNI 3.x: `weight`, `bias` (pruning), `_input_`, `_output_` (quantization) |
+//! | `sparsity` | pruners: fraction of each layer's weights to prune, in [0, 1); `sparsity_per_layer` (2.x) and `sparse_ratio` (3.x) are aliases |
+//! | `total_sparsity` | pruners that rank across layers: one fraction for all the dict's layers together ([`global`]); `max_sparsity_per_layer` / `max_sparse_ratio` caps each layer |
 //! | `quant_types` | quantizers: any of `weight`, `input`, `output` |
 //! | `quant_bits` | quantizers: an integer for every listed quant type, or a map such as `{weight: 4, output: 8}` |
+//! | `quant_dtype` | quantizers: `int`/`uint` (2.x, width from `quant_bits`) or `int8`, `uint4`, ... (3.x) ([`QuantDtype`]) |
 //! | others | only the keys the algorithm's [`Schema`] lists (e.g. `quant_start_step`), kept as JSON |
 //!
-//! **Matching.** A dict needs `op_types`, `op_names` or both. It matches a layer when
-//! the layer's type is in `op_types` (if given) *and* its name is in `op_names` (if
-//! given). For each layer the **last** matching dict wins entirely: fields are not
+//! Which NNI generation each key comes from, and what sprig does not read, is tabled in
+//! `docs/CONFIG_KEYS.md`.
+//!
+//! **Matching.** A dict needs `op_types`, `op_names` or `op_partial_names`. It matches a
+//! layer when the layer's type is in `op_types` (if given) *and* its name is in
+//! `op_names` or contains one of `op_partial_names` (if either is given), *and* neither
+//! `exclude_op_names` nor `exclude_op_types` names it. For each layer the **last** matching dict wins entirely: fields are not
 //! merged across dicts. If the winning dict has `exclude: true`, or no dict matches,
 //! the layer is not compressed; a later non-exclude dict re-includes a layer an
 //! earlier exclude removed. [`ConfigList::resolve`] returns the compressed layers in
