@@ -62,7 +62,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         &opts.device,
         opts.seed,
     )?;
-    check_data(&mut model, &train_set, &opts.normalize)?;
+    check_data(&mut model, [&train_set, &test], &opts.normalize)?;
     let mut pruner = match &plan.pruner {
         Some(stage) => Some(checked_pruner(
             opts,
@@ -353,12 +353,18 @@ fn weight_bits(model: &Model) -> Option<u8> {
         .max()
 }
 
-/// Checks that the model takes the data's images and has a class for every label, and
-/// declares the input grid the normalization puts images on (kept off for a graph
+/// Checks that the model takes both splits' images and has a class for every label,
+/// and declares the input grid the normalization puts images on (kept off for a graph
 /// that declares none).
-fn check_data(model: &mut Model, data: &Dataset, normalize: &data::Normalization) -> Result<()> {
+fn check_data(
+    model: &mut Model,
+    splits: [&Dataset; 2],
+    normalize: &data::Normalization,
+) -> Result<()> {
     let shape = model.graph.input_shape();
-    data.check_model(&model.name, shape, usize::MAX)?;
+    for data in splits {
+        data.check_model(&model.name, shape, usize::MAX)?;
+    }
     // The class count is what the graph outputs (an imported model brings its own).
     let probe = candle_core::Tensor::zeros(
         (1, shape[0], shape[1], shape[2]),
@@ -366,7 +372,9 @@ fn check_data(model: &mut Model, data: &Dataset, normalize: &data::Normalization
         &model.device,
     )?;
     let classes = model.graph.forward(&probe)?.elem_count();
-    data.check_model(&model.name, shape, classes)?;
+    for data in splits {
+        data.check_model(&model.name, shape, classes)?;
+    }
     if model.graph.input_grid().is_some() {
         model.graph.set_input_grid(Some(normalize.input_grid()));
     }
