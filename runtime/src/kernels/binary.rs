@@ -20,11 +20,11 @@ use crate::format::packed::PackedRows;
 /// op's `IN`); the loader refuses longer rows.
 pub const BINARY_ROW_CAP: usize = 4096;
 
-/// Words of the longest row.
-const WORDS: usize = BINARY_ROW_CAP / 32;
+/// Words of the longest row, rounded up to whole triples (the popcount's step).
+const WORDS: usize = (BINARY_ROW_CAP / 32).div_ceil(3) * 3;
 
-/// Weight words a binary conv keeps on the stack (its rows as aligned words) when all
-/// its rows fit: 1 KiB.
+/// Weight words a binary conv keeps on the stack (its rows as aligned words, each
+/// padded to whole triples) when all its rows fit: 1 KiB.
 const WEIGHT_WORDS: usize = 256;
 
 /// A channel's `i32` threshold from its four little-endian bytes.
@@ -150,37 +150,25 @@ fn mismatches(x: &[u32], mask: Option<&[u32]>, row: &[u8]) -> u32 {
     total
 }
 
-/// `popcount((x ⊕ w) & mask)` over a row of aligned words, three at a time.
+/// `popcount((x ⊕ w) & mask)` over rows of whole triples of words (zero past the
+/// row's end in both `x` and `w`).
 #[inline(always)]
 fn mismatches_words(x: &[u32], mask: Option<&[u32]>, w: &[u32]) -> u32 {
     let mut total = 0;
-    let (xs, ws) = (x.chunks_exact(3), w.chunks_exact(3));
-    let (x_rest, w_rest) = (xs.remainder(), ws.remainder());
-    let at = |r: &[u32], k: usize| r.get(k).copied().unwrap_or(0);
+    let triples = x.chunks_exact(3).zip(w.chunks_exact(3));
     match mask {
         None => {
-            for (xs, ws) in xs.zip(ws) {
+            for (xs, ws) in triples {
                 if let (&[x0, x1, x2], &[w0, w1, w2]) = (xs, ws) {
                     total += popcount3(x0 ^ w0, x1 ^ w1, x2 ^ w2);
                 }
             }
-            if !x_rest.is_empty() {
-                let (a, b) = (at(x_rest, 0) ^ at(w_rest, 0), at(x_rest, 1) ^ at(w_rest, 1));
-                total += popcount3(a, b, 0);
-            }
         }
         Some(m) => {
-            let ms = m.chunks_exact(3);
-            let m_rest = ms.remainder();
-            for ((xs, ws), ms) in xs.zip(ws).zip(ms) {
+            for ((xs, ws), ms) in triples.zip(m.chunks_exact(3)) {
                 if let (&[x0, x1, x2], &[w0, w1, w2], &[m0, m1, m2]) = (xs, ws, ms) {
                     total += popcount3((x0 ^ w0) & m0, (x1 ^ w1) & m1, (x2 ^ w2) & m2);
                 }
-            }
-            if !x_rest.is_empty() {
-                let a = (at(x_rest, 0) ^ at(w_rest, 0)) & at(m_rest, 0);
-                let b = (at(x_rest, 1) ^ at(w_rest, 1)) & at(m_rest, 1);
-                total += popcount3(a, b, 0);
             }
         }
     }
@@ -278,7 +266,8 @@ pub fn binary_conv2d(
     {
         return Err(Error::KernelArgs);
     }
-    let words = row_len.div_ceil(32);
+    // Whole triples of words (the popcount's step), zero past the row.
+    let words = row_len.div_ceil(32).div_ceil(3) * 3;
     let mut x_buf = [0u32; WORDS];
     let mut m_buf = [0u32; WORDS];
     let x = x_buf.get_mut(..words).ok_or(Error::KernelArgs)?;
