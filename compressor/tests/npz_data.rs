@@ -86,9 +86,9 @@ fn npz_data_compresses_and_deploys_with_the_grid_its_normalization_gives() -> Re
         // [0, 1] recovers from one-shot 80 % pruning more slowly than on centered ones
         // (measured: centered 62 %, unit 47 %, both 72 % before pruning).
         ensure!(deployed > 0.3, "{name}: deployed {deployed}");
-        // Deployed int8 against fake quantization: the same class on (nearly) every
-        // image; the input grid with a nonzero zero point leaves rare one-step
-        // differences in the outputs (unit: 2 of 300 images change class).
+        // Deployed int8 against fake quantization: outputs a step or two apart under
+        // every normalization (the default too), which flips the odd near tie
+        // (measured: centered 300/300, unit 298/300, mean/std 299/300 agree).
         ensure!(agreement >= 0.98, "{name}: agreement {agreement}");
 
         // The packed model's input quantization is the normalization's grid.

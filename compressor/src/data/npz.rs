@@ -123,6 +123,22 @@ fn open<'a>(
             "holds Python objects (pickled); save a numeric array".into()
         ));
     }
+    // A header may claim any shape: check it against the bytes present before anything
+    // allocates for it.
+    if let Some((_, size)) = plain_type(&npy) {
+        let claimed = npy
+            .shape()
+            .iter()
+            .try_fold(size, |acc, &d| acc.checked_mul(d));
+        if claimed.is_none_or(|c| c > bytes.len() as u64) {
+            return Err(bad(format!(
+                "its header claims shape {:?} of {}, more data than the {} bytes stored",
+                npy.shape(),
+                npy.dtype().descr(),
+                bytes.len()
+            )));
+        }
+    }
     if npy.order() == Order::Fortran {
         return Err(bad(
             "is in Fortran order; save np.ascontiguousarray(...) instead".into(),

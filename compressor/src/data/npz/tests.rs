@@ -337,6 +337,26 @@ fn truncated_and_corrupt_files_are_errors_not_panics() {
         "{msg}"
     );
 
+    // A header claiming a huge shape over a few bytes of data: refused, not allocated.
+    let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000, 28, 28), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = format!("{header:<117}\n");
+    npy.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    npy.extend_from_slice(padded.as_bytes());
+    npy.extend_from_slice(&[0; 64]);
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    for name in NPZ_ARRAYS {
+        zip.start_file(format!("{name}.npy"), options).unwrap();
+        zip.write_all(&npy).unwrap();
+    }
+    zip.finish().unwrap();
+    let (_, msg) = load_err(&path);
+    assert!(
+        msg.contains("`x_train`") && msg.contains("claims shape [1000000000000, 28, 28]"),
+        "{msg}"
+    );
+
     std::fs::write(&path, b"not a zip at all").unwrap();
     let (err, _) = load_err(&path);
     assert!(matches!(err, DataError::NpzArchive { .. }), "{err}");
