@@ -337,6 +337,21 @@ fn truncated_and_corrupt_files_are_errors_not_panics() {
         "{msg}"
     );
 
+    // Bytes flipped anywhere in the archive (seeded): an error or a load, never a panic.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..300 {
+        let mut damaged = good.clone();
+        for _ in 0..3 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = (state % damaged.len() as u64) as usize;
+            damaged[at] ^= (state >> 32) as u8 | 1;
+        }
+        std::fs::write(&path, &damaged).unwrap();
+        let _ = load_npz(&path);
+    }
+
     // A header claiming a huge shape over a few bytes of data: refused, not allocated.
     let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000, 28, 28), }";
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
