@@ -26,6 +26,7 @@
 //! - An unfused ReLU / ReLU6 on a grid becomes a 1×1 `MaxPool2d` that only clamps.
 
 mod layers;
+mod signs;
 
 use std::path::Path;
 
@@ -36,6 +37,7 @@ use crate::config::QuantType;
 use crate::nn::{quant_plan, resolve_grids, Graph, Grids, Layer, OutputGrid, QuantPlan, Source};
 use crate::quant::QParams;
 use crate::{Error, Result};
+use signs::Signs;
 
 /// The activation width the format stores, and the widest weights (weights of 4, 2
 /// or 1 bits are also stored packed, see [`super::ENCODINGS`]).
@@ -66,6 +68,8 @@ struct Value {
     /// For a flattened `[1, C·H·W]` tensor: the `[C, H, W]` it came from, whose NHWC
     /// flattening order the reading Linear must follow.
     flattened_from: Option<[usize; 3]>,
+    /// Whether it holds a sign activation's ±1, and how.
+    signs: Signs,
 }
 
 struct Lowering<'a> {
@@ -96,7 +100,7 @@ pub(super) fn lower(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<
         allowed,
         path,
         plan: quant_plan(graph),
-        grids: resolve_grids(graph),
+        grids: int8_grids(resolve_grids(graph)),
         tensors: Vec::new(),
         ops: Vec::new(),
         data: BlobBuilder::new(),
@@ -143,6 +147,18 @@ pub(super) fn lower(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<
         bias_bytes: l.bias_bytes,
         requant_bytes: l.requant_bytes,
     })
+}
+
+/// `grids` with each sign activation's grid ([`QParams::binary`], integers ±1) widened
+/// to int8's range: the runtime stores the ±1 as int8 at scale 1, zero point 0.
+fn int8_grids(mut grids: Grids) -> Grids {
+    for grid in grids.outputs.iter_mut().flatten() {
+        if *grid == QParams::binary() {
+            grid.qmin = i32::from(i8::MIN);
+            grid.qmax = i32::from(i8::MAX);
+        }
+    }
+    grids
 }
 
 fn u32_of(v: usize) -> u32 {
@@ -192,12 +208,13 @@ impl<'a> Lowering<'a> {
         }
         for (name, layer) in binding.layers() {
             for t in [QuantType::Input, QuantType::Output] {
+                let sign = t == QuantType::Output && binding.binary_output(name);
                 match layer.config.bits(t) {
-                    Some(bits) if layer.config.quantizes(t) && bits != PACKED_BITS => {
+                    Some(bits) if layer.config.quantizes(t) && bits != PACKED_BITS && !sign => {
                         return Err(self.fail(format!(
                             "layer `{name}` quantizes its {t} to {bits} bits; the packed format \
-                             stores {PACKED_BITS}-bit activations only (weights may be 1 to 8 \
-                             bits)"
+                             stores {PACKED_BITS}-bit activations only, and 1-bit sign \
+                             activations (weights may be 1 to 8 bits)"
                         )));
                     }
                     _ => {}
@@ -264,6 +281,7 @@ impl<'a> Lowering<'a> {
             shape,
             grid,
             flattened_from,
+            signs: Signs::No,
         })
     }
 
@@ -354,6 +372,16 @@ impl<'a> Lowering<'a> {
                 "its input is not on an int8 grid, so neither is its output; quantize the \
                  output of the layer that feeds it",
             ),
+        }
+    }
+
+    /// [`clamps`](Self::clamps), or `[−1, 1]` for a sign output (which replaces the
+    /// fused activation).
+    fn clamps_or_sign(&self, act: Option<usize>, grid: QParams, sign: bool) -> (i32, i32) {
+        if sign {
+            (-1, 1)
+        } else {
+            self.clamps(act, grid)
         }
     }
 

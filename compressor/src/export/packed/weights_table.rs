@@ -13,7 +13,7 @@ pub fn weights_table(model: &Model<'_>, names: &[String]) -> Result<String> {
         message: format!("cannot read the weights back: {e}"),
     })?;
     let mut out = format!(
-        "{:<12} {:<16} {:<12} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
+        "{:<12} {:<20} {:<12} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
         "layer", "op", "encoding", "weights", "nonzero", "density", "bytes", "/dense"
     );
     let (mut weights, mut nonzero, mut bytes) = (0, 0, 0);
@@ -23,7 +23,7 @@ pub fn weights_table(model: &Model<'_>, names: &[String]) -> Result<String> {
             .cloned()
             .unwrap_or_else(|| format!("op {}", l.op));
         out += &format!(
-            "{:<12} {:<16} {:<12} {:>8} {:>8} {:>7.1}% {:>8} {:>7.3}\n",
+            "{:<12} {:<20} {:<12} {:>8} {:>8} {:>7.1}% {:>8} {:>7.3}\n",
             name,
             format!("{:?}", l.kind),
             l.encoding.name(),
@@ -38,7 +38,7 @@ pub fn weights_table(model: &Model<'_>, names: &[String]) -> Result<String> {
         bytes += l.bytes;
     }
     out += &format!(
-        "{:<12} {:<16} {:<12} {:>8} {:>8} {:>7.1}% {:>8} {:>7.3}\n",
+        "{:<12} {:<20} {:<12} {:>8} {:>8} {:>7.1}% {:>8} {:>7.3}\n",
         "total",
         "",
         "",

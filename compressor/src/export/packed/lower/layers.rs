@@ -10,6 +10,7 @@ use sprig_runtime::{
     Reshape, Weights,
 };
 
+use super::signs::Signs;
 use super::{u32_of, Lowering, Value, PACKED_BITS};
 use crate::config::QuantType;
 use crate::export::host_f32;
@@ -146,7 +147,7 @@ impl Lowering<'_> {
         Ok((bias_ref, requant))
     }
 
-    fn rt_fail(&self, i: usize, e: sprig_runtime::Error) -> Error {
+    pub(super) fn rt_fail(&self, i: usize, e: sprig_runtime::Error) -> Error {
         self.layer_fail(i, format!("encoding failed: {e}"))
     }
 
@@ -188,8 +189,18 @@ impl Lowering<'_> {
             ));
         }
         let (grid, act) = self.output_grid(i)?;
-        let (act_min, act_max) = self.clamps(act, grid);
-        let (ints, scales, bits) = self.weights(i)?;
+        let (mut ints, scales, bits) = self.weights(i)?;
+        let sign = self.sign_output(i);
+        let binary = sign && bits == 1 && !depthwise && x.signs != Signs::No;
+        if !binary {
+            self.refuse_zero_is_plus(i, &x)?;
+        }
+        let thresholds = if sign {
+            let t = self.sign_thresholds(i, conv.bias(), &x, binary, &scales, &mut ints)?;
+            Some(t)
+        } else {
+            None
+        };
         let (oc, k) = (c.out_channels, c.kernel_size);
         let filter = if depthwise {
             // [OC, 1, KH, KW] → [KH, KW, OC].
@@ -213,6 +224,17 @@ impl Lowering<'_> {
             }
             f
         };
+        let out_shape = vec![1, c.output_size(h), c.output_size(w), oc];
+        let (kk, s, p) = (u32_of(k), u32_of(c.stride), u32_of(c.padding));
+        let padding = Padding {
+            top: p,
+            left: p,
+            bottom: p,
+            right: p,
+        };
+        if let (true, Some(t)) = (binary, &thresholds) {
+            return self.binary_conv(i, &x, &filter, t, out_shape, grid, (kk, s, padding));
+        }
         // Depthwise: one row per tap, never sparse (no sparse depthwise kernel), and
         // packed only while a channel's taps fit the kernel's unpacking buffer.
         let (rows, candidates) = if depthwise {
@@ -227,17 +249,15 @@ impl Lowering<'_> {
             (oc, self.candidates(bits, true))
         };
         let filter = self.push_weights(i, &filter, rows, &candidates)?;
-        let (bias, requant) =
-            self.bias_and_requant(i, conv.bias(), x.grid.scale, &scales, grid.scale)?;
-        let out_shape = vec![1, c.output_size(h), c.output_size(w), oc];
-        let y = self.new_tensor(Some(i), out_shape, grid, None)?;
-        let (kk, s, p) = (u32_of(k), u32_of(c.stride), u32_of(c.padding));
-        let padding = Padding {
-            top: p,
-            left: p,
-            bottom: p,
-            right: p,
+        let (bias, requant) = match &thresholds {
+            Some(t) => self.sign_bias_and_requant(i, t)?,
+            None => self.bias_and_requant(i, conv.bias(), x.grid.scale, &scales, grid.scale)?,
         };
+        let (act_min, act_max) = self.clamps_or_sign(act, grid, sign);
+        let mut y = self.new_tensor(Some(i), out_shape, grid, None)?;
+        if sign {
+            y.signs = Signs::ZeroIsPlus;
+        }
         self.ops.push(if depthwise {
             Op::DepthwiseConv2d(DepthwiseConv2d {
                 input: x.index,
@@ -283,8 +303,18 @@ impl Lowering<'_> {
             ));
         }
         let (grid, act) = self.output_grid(i)?;
-        let (act_min, act_max) = self.clamps(act, grid);
-        let (ints, scales, bits) = self.weights(i)?;
+        let (mut ints, scales, bits) = self.weights(i)?;
+        let sign = self.sign_output(i);
+        let binary = sign && bits == 1 && x.signs != Signs::No;
+        if !binary {
+            self.refuse_zero_is_plus(i, &x)?;
+        }
+        let thresholds = if sign {
+            let t = self.sign_thresholds(i, lin.bias(), &x, binary, &scales, &mut ints)?;
+            Some(t)
+        } else {
+            None
+        };
         let weights = match x.flattened_from {
             // PyTorch's column c·H·W + y·W + x is the runtime's (y·W + x)·C + c.
             Some([c, h, w]) if h * w > 1 => {
@@ -301,11 +331,20 @@ impl Lowering<'_> {
             }
             _ => ints,
         };
+        if let (true, Some(t)) = (binary, &thresholds) {
+            return self.binary_linear(i, &x, &weights, t, grid);
+        }
         let candidates = self.candidates(bits, true);
         let weights = self.push_weights(i, &weights, n_out, &candidates)?;
-        let (bias, requant) =
-            self.bias_and_requant(i, lin.bias(), x.grid.scale, &scales, grid.scale)?;
-        let y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;
+        let (bias, requant) = match &thresholds {
+            Some(t) => self.sign_bias_and_requant(i, t)?,
+            None => self.bias_and_requant(i, lin.bias(), x.grid.scale, &scales, grid.scale)?,
+        };
+        let (act_min, act_max) = self.clamps_or_sign(act, grid, sign);
+        let mut y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;
+        if sign {
+            y.signs = Signs::ZeroIsPlus;
+        }
         self.ops.push(Op::FullyConnected(FullyConnected {
             input: x.index,
             output: y.index,
@@ -327,6 +366,9 @@ impl Lowering<'_> {
         stride: [usize; 2],
     ) -> Result<Value> {
         let x = self.input(i, 0)?;
+        if average {
+            self.refuse_zero_is_plus(i, &x)?;
+        }
         let [h, w, c] = self.nhwc(i, &x)?;
         if kernel[0] > h || kernel[1] > w || kernel.contains(&0) || stride.contains(&0) {
             return Err(self.layer_fail(
@@ -349,7 +391,10 @@ impl Lowering<'_> {
             (w - kernel[1]) / stride[1] + 1,
             c,
         ];
-        let y = self.new_tensor(Some(i), out_shape, grid, None)?;
+        let mut y = self.new_tensor(Some(i), out_shape, grid, None)?;
+        if !average {
+            y.signs = x.signs; // the max of signs is a sign
+        }
         let p = Pool2d {
             input: x.index,
             output: y.index,
@@ -408,7 +453,8 @@ impl Lowering<'_> {
                 ));
             }
         }
-        let y = self.new_tensor(Some(i), vec![1, h * w * c], grid, Some([c, h, w]))?;
+        let mut y = self.new_tensor(Some(i), vec![1, h * w * c], grid, Some([c, h, w]))?;
+        y.signs = x.signs;
         self.ops.push(Op::Reshape(Reshape {
             input: x.index,
             output: y.index,
@@ -419,6 +465,8 @@ impl Lowering<'_> {
     pub(super) fn add(&mut self, i: usize) -> Result<Value> {
         let a = self.input(i, 0)?;
         let b = self.input(i, 1)?;
+        self.refuse_zero_is_plus(i, &a)?;
+        self.refuse_zero_is_plus(i, &b)?;
         if a.shape != b.shape {
             return Err(self.layer_fail(i, format!("adds shapes {:?} and {:?}", a.shape, b.shape)));
         }
@@ -453,6 +501,7 @@ impl Lowering<'_> {
     /// which a 1×1 max pool with `act_min`/`act_max` applies exactly.
     pub(super) fn unfused_activation(&mut self, i: usize) -> Result<Value> {
         let x = self.input(i, 0)?;
+        self.refuse_zero_is_plus(i, &x)?;
         let Some(grid) = self.grids.outputs[i] else {
             return Err(self.missing_grid(i, i));
         };
