@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use npyz::WriterBuilder;
-use sprig_compressor::compress::{self, CompressOptions};
+use sprig_compressor::compress::{self, CompressOptions, Plan};
 use sprig_compressor::data::{self, Normalization};
 use sprig_compressor::export::packed::sprig_runtime;
 
@@ -44,7 +44,7 @@ fn write_fashion_npz(path: &Path) -> Result<()> {
 fn run_options(dir: &Path, npz: &Path, name: &str, normalize: Normalization) -> CompressOptions {
     let mut opts = CompressOptions::new(dir.join(name));
     opts.data = Some(npz.to_path_buf());
-    opts.normalize = normalize;
+    opts.normalize = Some(normalize);
     opts.cache = dir.join("cache");
     opts.epochs = 3;
     opts.ft_epochs = 2;
@@ -70,7 +70,19 @@ fn npz_data_compresses_and_deploys_with_the_grid_its_normalization_gives() -> Re
                 .map_err(anyhow::Error::msg)?,
         ),
     ] {
-        let opts = run_options(dir.path(), &npz, name, normalize.clone());
+        let mut opts = run_options(dir.path(), &npz, name, normalize.clone());
+        if normalize == Normalization::Unit {
+            // Said by the plan's `normalize` key instead of the flag.
+            let default_plan =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/level80-qat8.json");
+            let mut plan: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(default_plan)?)?;
+            plan["normalize"] = "unit".into();
+            let plan_path = dir.path().join("unit-plan.json");
+            std::fs::write(&plan_path, plan.to_string())?;
+            opts.plan = Some(plan_path);
+            opts.normalize = None;
+        }
         let summary = compress::run(&opts)?;
         let deployed = summary.deployed_accuracy.context("no deployed accuracy")?;
         let agreement = summary.agreement.context("no agreement")?;
@@ -131,6 +143,22 @@ fn data_the_model_cannot_take_is_refused_naming_both_shapes() -> Result<()> {
         "{msg}"
     );
     ensure!(!dir.path().join("x").exists(), "nothing is written");
+
+    // The plan key: read like the flag, refused with the plan's name when wrong.
+    let plan = Plan::from_json_str(r#"{"normalize": "mean=0.5/std=0.25"}"#, "p.json")?;
+    assert_eq!(
+        plan.normalize,
+        Some("mean=0.5/std=0.25".parse().map_err(anyhow::Error::msg)?)
+    );
+    for (bad, want) in [
+        (r#"{"normalize": "zscore"}"#, "`zscore`"),
+        (r#"{"normalize": 5}"#, "must be a string"),
+    ] {
+        let msg = Plan::from_json_str(bad, "p.json")
+            .expect_err(bad)
+            .to_string();
+        ensure!(msg.contains("p.json") && msg.contains(want), "{msg}");
+    }
 
     // Three means for one-channel images.
     let bundled = dir.path().join("fashion.npz");

@@ -22,9 +22,10 @@ pub struct Args {
     data: Option<PathBuf>,
     /// How pixels become model inputs: centered ((p-128)/128), unit (p/255) or
     /// mean=M[,M..]/std=S[,S..] ((p/255-M)/S per channel, as torchvision's Normalize).
-    /// The deployed model's int8 input grid follows from it.
-    #[arg(long, default_value = "centered")]
-    normalize: sprig_compressor::data::Normalization,
+    /// The deployed model's int8 input grid follows from it. Default: the plan's
+    /// `normalize`, else centered.
+    #[arg(long)]
+    normalize: Option<sprig_compressor::data::Normalization>,
     /// Compression plan (.json, .toml, .yaml): pruner and quantizer with their config_list.
     #[arg(long)]
     config: Option<PathBuf>,

@@ -14,8 +14,9 @@ use crate::train::TrainConfig;
 pub struct CompressOptions {
     pub model: String,
     pub data: Option<PathBuf>,
-    /// How pixels become model inputs (`--normalize`); the graph's input grid follows.
-    pub normalize: Normalization,
+    /// How pixels become model inputs (`--normalize`); `None`: the plan's `normalize`,
+    /// else the default. The graph's input grid follows.
+    pub normalize: Option<Normalization>,
     pub plan: Option<PathBuf>,
     /// Start from these weights (a `model.safetensors` of the same model) instead of a
     /// fresh initialization; `epochs` then trains further from them (0: use as they are).
@@ -47,7 +48,7 @@ impl CompressOptions {
         Self {
             model: "lenet5".into(),
             data: None,
-            normalize: Normalization::default(),
+            normalize: None,
             plan: None,
             weights: None,
             slim_l1: None,

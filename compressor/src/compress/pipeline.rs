@@ -45,9 +45,15 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     let source = data::resolve(opts.data.as_deref())?;
     say(opts, format!("data: {}", source.describe()));
     let (train_full, test) = source.load()?;
+    let normalize = (opts.normalize.clone())
+        .or_else(|| plan.normalize.clone())
+        .unwrap_or_default();
+    if !normalize.is_default() {
+        say(opts, format!("normalize: {normalize}"));
+    }
     let (train_full, test) = (
-        train_full.with_normalization(opts.normalize.clone())?,
-        test.with_normalization(opts.normalize.clone())?,
+        train_full.with_normalization(normalize.clone())?,
+        test.with_normalization(normalize.clone())?,
     );
     let train_set = match opts.train_limit {
         Some(n) => train_full.subset(n),
@@ -62,7 +68,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         &opts.device,
         opts.seed,
     )?;
-    check_data(&mut model, [&train_set, &test], &opts.normalize)?;
+    check_data(&mut model, [&train_set, &test], &normalize)?;
     let mut pruner = match &plan.pruner {
         Some(stage) => Some(checked_pruner(
             opts,

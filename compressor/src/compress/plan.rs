@@ -11,13 +11,15 @@
 //! (`statistics_batches`, `slim_l1`, ...: see [`crate::prune::Registry`]; the channel
 //! pruners' `"speedup": false` keeps the pruned channels in place, as zeros); the
 //! pruner names are those of a [`Registry`] (the built-ins unless a program registers
-//! its own).
+//! its own). A top-level `"normalize"` (`"unit"`, `"mean=0.5/std=0.25"`, ...; see
+//! [`Normalization`]) says how the plan's data is normalized when `--normalize` does not.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::config::{ConfigError, ConfigList};
+use crate::data::Normalization;
 use crate::prune::{Pruner, Registry, StageOptions};
 use crate::quant::{BnnQuantizer, DoReFaQuantizer, NaiveQuantizer, QatQuantizer, Quantizer};
 use crate::{Error, Result};
@@ -50,6 +52,8 @@ pub struct Plan {
     pub source: String,
     pub pruner: Option<Stage>,
     pub quantizer: Option<Stage>,
+    /// How pixels become inputs, if the plan says (`--normalize` wins).
+    pub normalize: Option<Normalization>,
 }
 
 impl Plan {
@@ -95,13 +99,23 @@ impl Plan {
             ));
         };
         for key in map.keys() {
-            if key != "pruner" && key != "quantizer" {
+            if !["pruner", "quantizer", "normalize"].contains(&key.as_str()) {
                 return Err(plan_err(
                     source,
-                    format!("unknown key `{key}`; valid keys: pruner, quantizer"),
+                    format!("unknown key `{key}`; valid keys: pruner, quantizer, normalize"),
                 ));
             }
         }
+        let normalize = match map.get("normalize") {
+            None => None,
+            Some(Value::String(s)) => Some(s.parse().map_err(|e: String| plan_err(source, e))?),
+            Some(other) => {
+                return Err(plan_err(
+                    source,
+                    format!("`normalize` must be a string such as \"unit\", found {other}"),
+                ))
+            }
+        };
         let pruner_names = registry.names();
         let pruner_names: Vec<&str> = pruner_names.iter().map(String::as_str).collect();
         let stage = |name: &str, valid: &[&str]| -> Result<Option<Stage>> {
@@ -175,6 +189,7 @@ impl Plan {
             source: source.to_string(),
             pruner: stage("pruner", &pruner_names)?,
             quantizer: stage("quantizer", &QUANTIZERS)?,
+            normalize,
         })
     }
 }
