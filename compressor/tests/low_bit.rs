@@ -79,6 +79,19 @@ fn low_bit_example_plans_resolve_to_their_bit_widths() -> Result<()> {
         )
     );
     assert_eq!(
+        resolved_bits("bnn-binary-conv.json")?,
+        (
+            QuantizerKind::Bnn,
+            expected(&[
+                ("conv1", 8, 1),
+                ("conv2", 1, 1),
+                ("fc1", 1, 1),
+                ("fc2", 1, 1),
+                ("fc3", 8, 8)
+            ])
+        )
+    );
+    assert_eq!(
         resolved_bits("mixed-8-4.json")?,
         (
             QuantizerKind::Qat,
