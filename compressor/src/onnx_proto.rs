@@ -110,6 +110,18 @@ pub struct NodeProto {
     /// Empty (or `ai.onnx`) for the default operator set.
     #[prost(string, tag = "7")]
     pub domain: String,
+    /// Exporter annotations; PyTorch's dynamo exporter records each node's module path
+    /// under `pkg.torch.onnx.name_scopes`.
+    #[prost(message, repeated, tag = "9")]
+    pub metadata_props: Vec<StringStringEntryProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

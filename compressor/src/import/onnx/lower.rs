@@ -28,7 +28,7 @@ use crate::nn::{
 use crate::onnx_proto::NodeProto;
 
 /// The ops [`lower`] maps (listed in errors about any other).
-pub const SUPPORTED_OPS: [&str; 26] = [
+pub const SUPPORTED_OPS: [&str; 28] = [
     "Conv",
     "Gemm",
     "MatMul",
@@ -54,7 +54,9 @@ pub const SUPPORTED_OPS: [&str; 26] = [
     "Slice",
     "Concat",
     "Cast",
+    "CastLike",
     "Sub",
+    "Mul",
 ];
 
 /// A graph tensor: the node that computes it and its shape without the batch.
@@ -120,9 +122,9 @@ pub fn lower(d: &Decoded, file: &str, device: &Device) -> Result<Lowered, OnnxEr
     let nhwc_input = g
         .node
         .iter()
-        .filter(|n| n.input.iter().any(|i| *i == d.input))
+        .filter(|n| n.input.contains(&d.input))
         .all(|n| n.op_type == "Transpose" && perm(n) == Some(vec![0, 3, 1, 2]))
-        && g.node.iter().any(|n| n.input.iter().any(|i| *i == d.input));
+        && g.node.iter().any(|n| n.input.contains(&d.input));
     let [a, b, c] = d.dims;
     let input_shape = if nhwc_input { [c, a, b] } else { [a, b, c] };
     let mut l = Lowering {
@@ -236,6 +238,7 @@ impl Lowering<'_> {
             "MatMul" => self.matmul(n),
             "Add" => self.add(n),
             "Sub" => self.sub(n),
+            "Mul" => self.mul(n),
             "BatchNormalization" => self.batch_norm(n, &a),
             "Relu" => self.unary(n, Layer::ReLU(ReLU)),
             "Clip" => self.clip(n, &a),
@@ -254,6 +257,7 @@ impl Lowering<'_> {
                 self.set(n, v)
             }
             "Cast" => self.cast(n, &a),
+            "CastLike" => self.cast_like(n),
             "Constant" => self.constant(n, &a),
             "Shape" => self.shape(n),
             "Gather" => self.gather(n, &a),
@@ -367,9 +371,20 @@ impl Lowering<'_> {
 
     // ----- layers -------------------------------------------------------------------
 
+    /// The layer name of node `n`; `weight`: the input index of its weight (its
+    /// parameters' tensor names come first in naming it).
     fn layer_name(&mut self, n: &NodeProto, weight: Option<usize>) -> String {
-        let weight = weight.and_then(|k| n.input.get(k)).map(String::as_str);
-        self.namer.name(self.at.0, &n.op_type, &n.name, weight)
+        let params: Vec<&str> = match weight {
+            Some(k) => n.input.iter().skip(k).map(String::as_str).collect(),
+            None => Vec::new(),
+        };
+        let scopes = n
+            .metadata_props
+            .iter()
+            .find(|p| p.key == "pkg.torch.onnx.name_scopes")
+            .map(|p| p.value.as_str());
+        self.namer
+            .name(self.at.0, &n.op_type, &n.name, scopes, &params)
     }
     fn push(&mut self, n: &NodeProto, name: String, layer: Layer, inputs: &[Source]) -> Source {
         self.layers
@@ -566,8 +581,18 @@ impl Lowering<'_> {
         self.linear(n, x, transpose(&b.floats(), r, s), s, None, 1)
     }
 
-    /// Adds `c` to the bias of the Conv/Linear computing `x`, if `x` has no other reader.
-    fn fold_bias(&mut self, n: &NodeProto, x: &TensorValue, input: usize, c: &Const) -> Step<bool> {
+    /// Folds `x + c` (`scale` false) or `x · c` (`scale` true) into the Conv/Linear
+    /// computing `x`, if `x` has no other reader and `c` is a scalar or one value per
+    /// output channel (broadcast as ONNX does: `[M, 1, 1]` for a conv, `[M]` for a
+    /// fully connected layer). tf2onnx writes Keras biases and unfused batch norms so.
+    fn fold_affine(
+        &mut self,
+        n: &NodeProto,
+        x: &TensorValue,
+        input: usize,
+        c: &Const,
+        scale: bool,
+    ) -> Step<bool> {
         let Source::Node(i) = x.src else {
             return Ok(false);
         };
@@ -575,55 +600,86 @@ impl Lowering<'_> {
             return Ok(false);
         }
         let name = self.graph.nodes()[i].name.clone();
-        let (channels, weight, bias) = match &self.graph.nodes()[i].layer {
+        let (channels, weight, bias, tail) = match &self.graph.nodes()[i].layer {
             Layer::Conv2d(conv) => (
                 conv.config().out_channels,
                 conv.weight().clone(),
                 conv.bias().cloned(),
+                &[1usize, 1][..],
             ),
             Layer::Linear(lin) => (
                 lin.out_features(),
                 lin.weight().clone(),
                 lin.bias().cloned(),
+                &[][..],
             ),
             _ => return Ok(false),
         };
-        // [M], [1, M], [M, 1, 1], [1, M, 1, 1]: one value per channel.
-        let per_channel = c.count() == channels && c.dims.iter().filter(|&&d| d != 1).count() <= 1;
+        let dims: Vec<usize> = c.dims.iter().copied().skip_while(|&d| d == 1).collect();
+        let per_channel = dims.first() == Some(&channels) && dims[1..] == *tail;
         if !per_channel && c.count() != 1 {
             return Ok(false);
         }
-        let add = if c.count() == 1 {
+        let values = if c.count() == 1 {
             vec![c.floats()[0]; channels]
         } else {
             c.floats()
         };
-        let add = Tensor::from_vec(add, channels, self.device).map_err(|e| e.to_string())?;
         let fail = |e: candle_core::Error| e.to_string();
-        let bias = match bias {
-            Some(b) => {
-                Var::from_tensor(&b)
-                    .map_err(fail)?
-                    .set(&(&b + add).map_err(fail)?)
-                    .map_err(fail)?;
-                b
+        let v = Tensor::from_vec(values, channels, self.device).map_err(fail)?;
+        let set = |t: &Tensor, value: Tensor| -> Step {
+            Var::from_tensor(t).map_err(fail)?.set(&value).map_err(fail)
+        };
+        let bias = match (bias, scale) {
+            (Some(b), false) => {
+                set(&b, (&b + &v).map_err(fail)?)?;
+                Some(b)
             }
-            None => self.var(
+            (Some(b), true) => {
+                set(&b, (&b * &v).map_err(fail)?)?;
+                Some(b)
+            }
+            (None, false) => Some(self.var(
                 &name,
                 "bias",
-                add.to_vec1::<f32>().map_err(fail)?,
+                v.to_vec1::<f32>().map_err(fail)?,
                 &[channels],
-            )?,
+            )?),
+            (None, true) => None,
         };
+        if scale {
+            let mut shape = vec![channels];
+            shape.extend(std::iter::repeat_n(1, weight.rank() - 1));
+            let per_row = v.reshape(shape).map_err(fail)?;
+            set(&weight, weight.broadcast_mul(&per_row).map_err(fail)?)?;
+        }
         let layer = &mut self.graph.nodes_mut()[i].layer;
         match layer {
-            Layer::Conv2d(conv) => conv.set_parameters(weight, Some(bias)),
+            Layer::Conv2d(conv) => conv.set_parameters(weight, bias),
             Layer::Linear(_) => {
-                *layer = Layer::Linear(Linear::from_parts(weight, Some(bias)).map_err(fail)?)
+                *layer = Layer::Linear(Linear::from_parts(weight, bias).map_err(fail)?)
             }
             _ => {}
         }
         Ok(true)
+    }
+
+    /// `tensor · constant`: folded into the layer before it.
+    fn mul(&mut self, n: &NodeProto) -> Step {
+        let (x, k, c) = match (self.value(n, 0)?.clone(), self.value(n, 1)?.clone()) {
+            (Value::Tensor(x), Value::Const(c)) => (x, 0, c),
+            (Value::Const(c), Value::Tensor(x)) => (x, 1, c),
+            _ => return Err("Mul is supported only as `tensor × constant` (a scale folded into the Conv, Gemm or MatMul before it)".into()),
+        };
+        if !x.nhwc && x.hwc_columns.is_none() && self.fold_affine(n, &x, k, &c, true)? {
+            self.set(n, Value::Tensor(x))
+        } else {
+            Err(
+                "multiplies by a constant a tensor that is not the output of a Conv, Gemm or \
+                 MatMul read only here; sprig folds a constant Mul only into that layer"
+                    .into(),
+            )
+        }
     }
 
     fn add(&mut self, n: &NodeProto) -> Step {
@@ -642,7 +698,7 @@ impl Lowering<'_> {
             }
             (Value::Tensor(x), Value::Const(c)) | (Value::Const(c), Value::Tensor(x)) => {
                 let k = usize::from(matches!(self.value(n, 0)?, Value::Const(_)));
-                if self.fold_bias(n, &x, k, &c)? {
+                if !x.nhwc && self.fold_affine(n, &x, k, &c, false)? {
                     self.set(n, Value::Tensor(x))
                 } else {
                     Err("adds a constant to a tensor that is not the output of a Conv, Gemm or \
@@ -667,7 +723,7 @@ impl Lowering<'_> {
             dims: c.dims.clone(),
             data: ConstData::F32(c.floats().iter().map(|v| -v).collect()),
         };
-        if self.fold_bias(n, &x, 0, &neg)? {
+        if self.fold_affine(n, &x, 0, &neg, false)? {
             self.set(n, Value::Tensor(x))
         } else {
             Err(
@@ -731,7 +787,7 @@ impl Lowering<'_> {
         let (lo, hi) = (bound(1, "min")?, bound(2, "max")?);
         match (lo, hi) {
             (Some(l), Some(h)) if l == 0.0 && h == 6.0 => self.unary(n, Layer::ReLU6(ReLU6)),
-            (Some(l), None) if l == 0.0 => self.unary(n, Layer::ReLU(ReLU)),
+            (Some(0.0), None) => self.unary(n, Layer::ReLU(ReLU)),
             (Some(l), Some(h)) if l == 0.0 && h == f32::INFINITY => self.unary(n, Layer::ReLU(ReLU)),
             _ => Err(format!(
                 "Clip({lo:?}, {hi:?}) is not supported; sprig maps Clip(0, 6) (ReLU6) and Clip(0, ∞) (ReLU)"
@@ -870,7 +926,49 @@ impl Lowering<'_> {
         self.flat(n, x)
     }
 
+    /// Reshape of a constant (the dynamo exporter computes ReduceMean's axes so).
+    fn reshape_constant(&mut self, n: &NodeProto) -> Step {
+        let c = self.konst(n, 0)?;
+        let target = self.konst(n, 1)?;
+        let target = target
+            .ints()
+            .ok_or("the new shape is not an integer tensor")?;
+        let mut dims = Vec::with_capacity(target.len());
+        let mut infer = None;
+        for (k, &d) in target.iter().enumerate() {
+            match d {
+                -1 if infer.is_none() => {
+                    infer = Some(k);
+                    dims.push(1);
+                }
+                0 => dims.push(
+                    *c.dims
+                        .get(k)
+                        .ok_or("dimension 0 copies a dimension the input lacks")?,
+                ),
+                d if d > 0 => dims.push(usize::try_from(d).map_err(|_| "dimension too large")?),
+                _ => return Err(format!("new shape {target:?} is not valid")),
+            }
+        }
+        let known = dims
+            .iter()
+            .try_fold(1usize, |p, &d| p.checked_mul(d))
+            .unwrap_or(0);
+        if let Some(k) = infer {
+            if known == 0 || c.count() % known != 0 {
+                return Err(format!("cannot reshape {:?} to {target:?}", c.dims));
+            }
+            dims[k] = c.count() / known;
+        } else if known != c.count() {
+            return Err(format!("cannot reshape {:?} to {target:?}", c.dims));
+        }
+        self.set(n, Value::Const(Const { dims, data: c.data }))
+    }
+
     fn reshape(&mut self, n: &NodeProto) -> Step {
+        if matches!(self.value(n, 0)?, Value::Const(_)) {
+            return self.reshape_constant(n);
+        }
         let x = self.any_tensor(n, 0)?;
         let target = self.dims(n, 1).map_err(|e| {
             format!("{e}; the new shape must be a constant or computed from Shape (export with a fixed shape or do_constant_folding=True)")
@@ -923,7 +1021,7 @@ impl Lowering<'_> {
                 .iter()
                 .try_fold(1usize, |p, &d| p.checked_mul(d))
                 .unwrap_or(0);
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(format!(
                     "cannot reshape {onnx_shape:?} to {:?}",
                     target.dims
@@ -1030,6 +1128,29 @@ impl Lowering<'_> {
             ),
             (Value::Const(c), dt::INT64 | dt::INT32) if c.ints().is_some() => self.set(n, v),
             _ => Err(format!("cast to {} is not supported here", dt::name(to))),
+        }
+    }
+
+    /// `CastLike(x, like)`: `x` in the element type of `like` (the dynamo exporter
+    /// writes it for Clip's bounds).
+    fn cast_like(&mut self, n: &NodeProto) -> Step {
+        let v = self.value(n, 0)?.clone();
+        let float_like = match self.value(n, 1)? {
+            Value::Tensor(_) => true,
+            Value::Const(c) => matches!(c.data, ConstData::F32(_)),
+            Value::Dims(_) => false,
+        };
+        match (&v, float_like) {
+            (Value::Tensor(_), true) | (Value::Dims(_), false) => self.set(n, v),
+            (Value::Const(c), true) => self.set(
+                n,
+                Value::Const(Const {
+                    dims: c.dims.clone(),
+                    data: ConstData::F32(c.floats()),
+                }),
+            ),
+            (Value::Const(c), false) if c.ints().is_some() => self.set(n, v),
+            _ => Err("casts between float and integer values other than constants".into()),
         }
     }
 
@@ -1153,8 +1274,12 @@ fn padding(a: &Attributes, [h, w]: [usize; 2], k: usize, stride: usize) -> Step<
             Some(&[t, l, b, r]) if t == l && l == b && b == r && t >= 0 && (t as usize) < k => {
                 Ok(t as usize)
             }
+            // TensorFlow's SAME padding puts the odd pixel at the bottom/right (a
+            // stride-2 conv on an even image); sprig's kernels pad all sides alike.
             Some(p) => Err(format!(
-                "pads {p:?} are not supported; sprig pads symmetrically (all four equal, less than the kernel)"
+                "pads {p:?} are not supported; sprig pads symmetrically (all four equal, \
+                 less than the kernel). TensorFlow's padding=\"same\" with stride 2 on an even \
+                 size pads only bottom/right: use stride 1 + pooling, or an odd input size"
             )),
         },
         "VALID" => Ok(0),

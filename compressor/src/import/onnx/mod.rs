@@ -11,7 +11,7 @@
 //! |------|-------------|
 //! | Conv (square kernel, symmetric pads or `auto_pad`, dilation 1, any `group`) | Conv2d (depthwise when group = channels) |
 //! | Gemm (`transB` 0/1, `alpha`, `beta`), MatMul with a constant weight | Linear |
-//! | Add / Sub of a constant right after Conv, Gemm or MatMul | that layer's bias |
+//! | Add / Sub / Mul of a per-channel constant right after Conv, Gemm or MatMul (its only reader) | folded into that layer's bias / weight |
 //! | Add of two tensors of one shape | Add |
 //! | BatchNormalization (eval) | BatchNorm2d (ε ≠ 1e-5 moved into the running variance) |
 //! | Relu; Clip(0, 6); Clip(0, ∞) | ReLU; ReLU6; ReLU |
@@ -20,7 +20,7 @@
 //! | Flatten (axis 1); Reshape to `[N, -1]`; Squeeze of `[N, C, 1, 1]` | Flatten (a no-op reshape is dropped) |
 //! | Transpose NCHW ↔ NHWC around a flatten (tf2onnx) | none: the next Gemm/MatMul's columns are reordered |
 //! | Softmax as the last op | dropped (training wants logits; argmax is unchanged) |
-//! | Dropout, Identity, Cast | dropped |
+//! | Dropout, Identity, Cast, CastLike | dropped (constants converted) |
 //! | Constant, Shape → Gather/Slice → Unsqueeze → Concat | folded into constants / shape vectors |
 //!
 //! Layer names follow the source framework (`names.rs`): PyTorch's

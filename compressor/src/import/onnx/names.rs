@@ -7,14 +7,17 @@
 //!   module's full dotted name: `/features/features.0/Conv`. The layer is the segment
 //!   before the op: `features.0`. A weighted op whose weight initializer is called
 //!   `<module>.weight` (the state-dict name, which the dynamo exporter keeps) takes
-//!   `<module>` instead, so both exporters give the same names.
+//!   `<module>` instead, so both exporters give the same names. The dynamo exporter
+//!   names nodes `node_Conv_3` but records the module path in the node's
+//!   `pkg.torch.onnx.name_scopes` metadata (`['', 'stem', 'stem.2', 'hardtanh']`): the
+//!   entry before the op, `stem.2`, is the layer.
 //! - **tf2onnx** names a node `<model>/<layer>/<tf op>...` (`functional_1/conv1_1/
 //!   convolution`): the layer is the second segment. Keras 3 traces every layer under a
 //!   `<layer>_<n>` scope; when every node's layer segment carries such a suffix it is
 //!   removed (`conv1_1` → `conv1`). tf2onnx folds a batch norm into the convolution
-//!   before it and names the result after the batch norm, so a weighted op takes the
-//!   layer of its weight initializer (`functional_1/conv1_1/convolution/merged_input:0`)
-//!   when that has one.
+//!   before it and names the result after the batch norm, and leaves a depthwise conv
+//!   unscoped (`Conv__146`), so a weighted op takes the layer of its weight or bias
+//!   tensor (`functional_1/conv1_1/convolution/merged_input:0`) when one has a scope.
 //! - Anything else (other producers, single-segment names) keeps the node name, and an
 //!   unnamed node is `<op>_<index>` (`conv_3`).
 //!
@@ -116,17 +119,21 @@ impl Namer {
         }
     }
 
-    /// A fresh layer name for node `index` (`op`, named `node_name`, its weight
-    /// initializer `weight` if it has one).
+    /// A fresh layer name for node `index` (`op`, named `node_name`), from its
+    /// parameter tensors' names (weight first), else the dynamo exporter's
+    /// `name_scopes` metadata, else the node name.
     pub fn name(
         &mut self,
         index: usize,
         op: &str,
         node_name: &str,
-        weight: Option<&str>,
+        scopes: Option<&str>,
+        params: &[&str],
     ) -> String {
-        let base = weight
-            .and_then(|w| self.layer_of_weight(w))
+        let base = params
+            .iter()
+            .find_map(|w| self.layer_of_weight(w))
+            .or_else(|| scopes.and_then(module_of_scopes))
             .or_else(|| self.layer_of(node_name))
             .unwrap_or_else(|| format!("{}_{index}", op.to_ascii_lowercase()));
         let op = op.to_ascii_lowercase();
@@ -141,9 +148,25 @@ impl Namer {
         unreachable!("an unbounded list of candidates always has a free name")
     }
 
-    /// Marks `name` taken (names the importer makes up itself, like `<layer>.flatten`).
+    /// A fresh name based on `name` (names the importer makes up, like `<layer>.flatten`).
     pub fn reserve(&mut self, name: &str) -> String {
-        self.name(usize::MAX, "x", name, None)
+        self.name(usize::MAX, "x", name, None, &[])
+    }
+}
+
+/// The module in the dynamo exporter's `['', 'head', 'head.2', 'linear']`: the entry
+/// before the op (`head.2`); `None` at the root (a function called in `forward`).
+fn module_of_scopes(scopes: &str) -> Option<String> {
+    let entries: Vec<&str> = scopes
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|e| e.trim().trim_matches(|c| c == '\'' || c == '"'))
+        .collect();
+    match entries.as_slice() {
+        [.., module, _op] if !module.is_empty() => Some(module.to_string()),
+        _ => None,
     }
 }
 
@@ -155,20 +178,27 @@ mod tests {
     fn pytorch_scopes_give_module_names() {
         let names = ["/features/features.0/Conv", "/classifier/Gemm"];
         let mut n = Namer::new(Producer::PyTorch, names.into_iter());
-        assert_eq!(n.name(0, "Conv", names[0], None), "features.0");
+        assert_eq!(n.name(0, "Conv", names[0], None, &[]), "features.0");
         assert_eq!(
-            n.name(1, "Relu", "/features/features.0/Relu", None),
+            n.name(1, "Relu", "/features/features.0/Relu", None, &[]),
             "features.0.relu"
         );
         assert_eq!(
-            n.name(2, "Gemm", names[1], Some("classifier.weight")),
+            n.name(2, "Gemm", names[1], None, &["classifier.weight"]),
             "classifier"
         );
-        assert_eq!(n.name(3, "Add", "/Add", None), "Add");
-        assert_eq!(n.name(4, "Flatten", "", None), "flatten_4");
+        assert_eq!(n.name(3, "Add", "/Add", None, &[]), "Add");
+        assert_eq!(n.name(4, "Flatten", "", None, &[]), "flatten_4");
+        // The dynamo exporter: state-dict weights, module paths in metadata.
         assert_eq!(
-            n.name(5, "Conv", "node_conv2d", Some("stem.0.weight")),
+            n.name(5, "Conv", "node_Conv_3", None, &["stem.0.weight"]),
             "stem.0"
+        );
+        let scopes = Some("['', 'stem', 'stem.2', 'hardtanh']");
+        assert_eq!(n.name(6, "Clip", "n4", scopes, &[]), "stem.2");
+        assert_eq!(
+            n.name(7, "Relu", "node_relu", Some("['', 'relu']"), &[]),
+            "node_relu"
         );
     }
 
@@ -179,12 +209,23 @@ mod tests {
             "functional_1/dense_1_1/MatMul",
         ];
         let mut n = Namer::new(Producer::Tf2Onnx, names.into_iter());
-        assert_eq!(n.name(0, "Conv", names[0], None), "conv1");
-        assert_eq!(n.name(1, "MatMul", names[1], None), "dense_1");
+        assert_eq!(n.name(0, "Conv", names[0], None, &[]), "conv1");
+        assert_eq!(n.name(1, "MatMul", names[1], None, &[]), "dense_1");
+        // A depthwise conv tf2onnx left unnamed: its bias tensor has the scope.
+        assert_eq!(
+            n.name(
+                2,
+                "Conv",
+                "Conv__146",
+                None,
+                &["const_fold_opt__169", "functional_1/dw_1/Squeeze:0"]
+            ),
+            "dw"
+        );
         let names = ["model/conv1/Conv2D", "model/dense_1/MatMul"];
         let mut n = Namer::new(Producer::Tf2Onnx, names.into_iter());
-        assert_eq!(n.name(0, "Conv", names[0], None), "conv1");
-        assert_eq!(n.name(1, "MatMul", names[1], None), "dense_1");
+        assert_eq!(n.name(0, "Conv", names[0], None, &[]), "conv1");
+        assert_eq!(n.name(1, "MatMul", names[1], None, &[]), "dense_1");
         // A folded batch norm names the conv; its weight names the layer.
         let mut n = Namer::new(Producer::Tf2Onnx, names.into_iter());
         assert_eq!(
@@ -192,7 +233,8 @@ mod tests {
                 0,
                 "Conv",
                 "model/bn1/batchnorm/mul_1",
-                Some("model/conv1/convolution/merged_input:0")
+                None,
+                &["model/conv1/convolution/merged_input:0"]
             ),
             "conv1"
         );
