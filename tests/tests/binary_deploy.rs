@@ -57,9 +57,10 @@ fn op_kinds(runtime: &sprig_runtime::Model<'_>) -> Vec<String> {
             Op::Conv2d(c) => Some(format!("Conv2d/{}", c.filter.encoding.name())),
             Op::FullyConnected(f) => Some(format!("FullyConnected/{}", f.weights.encoding.name())),
             Op::BinaryConv2d(c) => Some(format!("BinaryConv2d/{}", c.filter.encoding.name())),
-            Op::BinaryFullyConnected(f) => {
-                Some(format!("BinaryFullyConnected/{}", f.weights.encoding.name()))
-            }
+            Op::BinaryFullyConnected(f) => Some(format!(
+                "BinaryFullyConnected/{}",
+                f.weights.encoding.name()
+            )),
             _ => None,
         })
         .collect()
@@ -79,7 +80,10 @@ fn deploys(plan: &str, expected_ops: &[&str]) -> Result<()> {
     );
     assert!(report.agreement >= 0.99, "agreement below 99 % ({report})");
     let gap = (report.deployed_accuracy - report.fake_quant_accuracy).abs();
-    assert!(gap <= 0.003, "deployed accuracy {gap} off the fake-quant one ({report})");
+    assert!(
+        gap <= 0.003,
+        "deployed accuracy {gap} off the fake-quant one ({report})"
+    );
     Ok(())
 }
 
@@ -126,7 +130,10 @@ fn int8_layer_reading_an_int8_sign_output_is_refused() -> Result<()> {
     fold_batch_norms(&mut model)?;
     BnnQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(plan)?)?;
     fit(&mut model, &train_set.subset(64), 1e-3)?;
-    let err = packed::pack(&model.graph).err().expect("refused").to_string();
+    let err = packed::pack(&model.graph)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("layer `conv2`"), "{err}");
     assert!(err.contains("reads the sign activation"), "{err}");
     Ok(())

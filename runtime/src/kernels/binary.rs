@@ -52,7 +52,11 @@ fn set_bits(words: &mut [u32], start: usize, len: usize) {
     while p < end {
         let b = p % 32;
         let n = (32 - b).min(end - p);
-        let ones = if n == 32 { u32::MAX } else { ((1 << n) - 1) << b };
+        let ones = if n == 32 {
+            u32::MAX
+        } else {
+            ((1 << n) - 1) << b
+        };
         if let Some(w) = words.get_mut(p / 32) {
             *w |= ones;
         }
@@ -322,9 +326,7 @@ pub fn binary_conv2d(
                     let at = ky * filter_row + kx0 * g.in_c;
                     if banded {
                         let slot = (iy % g.kernel_h) * row_words;
-                        let src = band
-                            .get(slot..slot + row_words)
-                            .ok_or(Error::KernelArgs)?;
+                        let src = band.get(slot..slot + row_words).ok_or(Error::KernelArgs)?;
                         copy_bits(x, at, src, ix0 * g.in_c, run);
                     } else {
                         let start = (iy * g.in_w + ix0) * g.in_c;

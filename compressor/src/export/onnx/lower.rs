@@ -597,9 +597,9 @@ mod tests {
     use super::*;
     use crate::config::ConfigList;
     use crate::models::Model;
+    use crate::onnx_proto::data_type;
     use crate::quant::{QatQuantizer, Quantizer};
     use candle_core::Device;
-    use crate::onnx_proto::data_type;
 
     /// lenet5 with `config` bound by QAT, ranges calibrated on a deterministic batch
     /// spanning [-1, 1].
@@ -663,7 +663,11 @@ mod tests {
         )?;
         let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
         assert!(lowered.int4);
-        let ints = model.graph.weight_integers("fc1")?.expect("quantized").to_i8()?;
+        let ints = model
+            .graph
+            .weight_integers("fc1")?
+            .expect("quantized")
+            .to_i8()?;
         let init = initializer(&lowered, "fc1.weight_quantized");
         assert_eq!(init.data_type, data_type::INT4);
         assert_eq!(init.raw_data.len(), ints.len().div_ceil(2));
@@ -676,7 +680,10 @@ mod tests {
         let zero_point = initializer(&lowered, "fc1.weight_zero_point");
         assert_eq!(zero_point.data_type, data_type::INT4);
         // The 8-bit layers stay INT8.
-        assert_eq!(initializer(&lowered, "fc2.weight_quantized").data_type, data_type::INT8);
+        assert_eq!(
+            initializer(&lowered, "fc2.weight_quantized").data_type,
+            data_type::INT8
+        );
         let all_8 = calibrated(
             r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#,
         )?;

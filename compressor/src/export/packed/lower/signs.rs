@@ -132,12 +132,18 @@ impl Lowering<'_> {
                 }
                 let t = (-b / unit).ceil();
                 if t.is_nan() {
-                    return Err(self.layer_fail(i, format!("channel {c}: bias {b} is not a number")));
+                    return Err(
+                        self.layer_fail(i, format!("channel {c}: bias {b} is not a number"))
+                    );
                 }
                 // Saturating float → int, then into the accumulator's reach.
                 t as i64
             };
-            let reach = if dead { in_range * row_len as i64 } else { reach };
+            let reach = if dead {
+                in_range * row_len as i64
+            } else {
+                reach
+            };
             thresholds.push(t.clamp(-reach - 1, reach + 1) as i32);
         }
         Ok(thresholds)
@@ -188,7 +194,10 @@ impl Lowering<'_> {
         self.weighted_layers
             .push(self.graph.nodes()[i].name.clone());
         self.bias_bytes += 4 * thresholds.len();
-        let t = self.data.push_i32(thresholds).map_err(|e| self.rt_fail(i, e))?;
+        let t = self
+            .data
+            .push_i32(thresholds)
+            .map_err(|e| self.rt_fail(i, e))?;
         Ok((w, t))
     }
 
@@ -234,12 +243,13 @@ impl Lowering<'_> {
         let (weights, thresholds) = self.binary_weights(i, weights, n_out, thresholds)?;
         let mut y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;
         y.signs = Signs::Exact;
-        self.ops.push(Op::BinaryFullyConnected(BinaryFullyConnected {
-            input: x.index,
-            output: y.index,
-            weights,
-            thresholds,
-        }));
+        self.ops
+            .push(Op::BinaryFullyConnected(BinaryFullyConnected {
+                input: x.index,
+                output: y.index,
+                weights,
+                thresholds,
+            }));
         Ok(y)
     }
 }
