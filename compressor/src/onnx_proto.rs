@@ -16,8 +16,6 @@ pub mod data_type {
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
     pub const DOUBLE: i32 = 11;
-    /// Signed 4-bit integers, two per byte (opset 21).
-    pub const INT4: i32 = 22;
 
     /// The ONNX spelling of a data type, for error messages.
     pub fn name(t: i32) -> &'static str {
@@ -37,8 +35,6 @@ pub mod data_type {
             12 => "UINT32",
             13 => "UINT64",
             16 => "BFLOAT16",
-            21 => "UINT4",
-            22 => "INT4",
             _ => "another type",
         }
     }
@@ -216,23 +212,6 @@ impl TensorProto {
             data_type: data_type::INT8,
             name: name.into(),
             raw_data: values.iter().map(|&v| v as u8).collect(),
-            ..Default::default()
-        }
-    }
-    /// Values in `[-8, 7]` as INT4: two per byte, the first in the low nibble, an odd
-    /// count's last byte padded with 0 (ONNX's packing).
-    pub fn int4(name: &str, dims: &[usize], values: &[i8]) -> Self {
-        Self {
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: data_type::INT4,
-            name: name.into(),
-            raw_data: values
-                .chunks(2)
-                .map(|pair| {
-                    let nibble = |k: usize| pair.get(k).map_or(0, |&v| (v as u8) & 0x0F);
-                    nibble(0) | (nibble(1) << 4)
-                })
-                .collect(),
             ..Default::default()
         }
     }

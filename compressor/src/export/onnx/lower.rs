@@ -26,8 +26,6 @@ pub struct Lowered {
     pub nodes: Vec<NodeProto>,
     pub initializers: Vec<TensorProto>,
     pub output_shape: Vec<usize>,
-    /// Some weight is stored as INT4, which needs opset 21.
-    pub int4: bool,
 }
 
 struct Lowering<'a> {
@@ -44,8 +42,6 @@ struct Lowering<'a> {
     /// The grid of each lowered value, and of the graph input.
     grids: Vec<Option<QParams>>,
     input_grid: Option<QParams>,
-    /// Some weight went out as INT4.
-    int4: bool,
 }
 
 /// Lowers `graph` for samples of `sample_shape` (`[C, H, W]`).
@@ -60,7 +56,6 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
         plan: quant_plan(graph),
         grids: Vec::new(),
         input_grid: None,
-        int4: false,
     };
     if graph.nodes().is_empty() {
         return Err(l.fail("the graph has no layers"));
@@ -108,7 +103,6 @@ pub fn lower(graph: &Graph, path: &Path, sample_shape: [usize; 3]) -> Result<Low
         nodes: l.nodes,
         initializers: l.initializers,
         output_shape: shapes.pop().unwrap_or_default(),
-        int4: l.int4,
     })
 }
 
@@ -393,27 +387,13 @@ impl<'a> Lowering<'a> {
             ));
         }
         let integers = q.to_i8().map_err(|e| self.layer_fail(i, e))?;
-        // Weights of 4 bits or fewer fit INT4 (1 and 2 bits too: ±1, [-1, 1]).
-        let int4 = bits <= 4;
-        self.int4 |= int4;
-        let init = |s: &mut Self, base: &str, dims: &[usize], values: &[i8]| {
-            let name = s.fresh(base);
-            s.initializers.push(if int4 {
-                TensorProto::int4(&name, dims, values)
-            } else {
-                TensorProto::int8(&name, dims, values)
-            });
-            name
-        };
-        let q = init(
-            self,
+        let q = self.init_i8(
             &format!("{name}.weight_quantized"),
             masked.dims(),
             &integers,
         );
         let scale = self.init_f32(&format!("{name}.weight_scale"), &[out_channels], &scales);
-        let zero_point = init(
-            self,
+        let zero_point = self.init_i8(
             &format!("{name}.weight_zero_point"),
             &[out_channels],
             &vec![0; out_channels],
@@ -597,7 +577,6 @@ mod tests {
     use super::*;
     use crate::config::ConfigList;
     use crate::models::Model;
-    use crate::onnx_proto::data_type;
     use crate::quant::{QatQuantizer, Quantizer};
     use candle_core::Device;
 
@@ -652,42 +631,6 @@ mod tests {
             let diff = (fake - q.dequantize()?)?.abs()?.max_all()?;
             assert_eq!(diff.to_scalar::<f32>()?, 0.0, "{name}");
         }
-        Ok(())
-    }
-
-    #[test]
-    fn four_bit_weights_go_out_as_int4() -> Result<()> {
-        let model = calibrated(
-            r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8},
-                {"op_names": ["fc1"], "quant_types": ["weight"], "quant_bits": 4}]"#,
-        )?;
-        let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
-        assert!(lowered.int4);
-        let ints = model
-            .graph
-            .weight_integers("fc1")?
-            .expect("quantized")
-            .to_i8()?;
-        let init = initializer(&lowered, "fc1.weight_quantized");
-        assert_eq!(init.data_type, data_type::INT4);
-        assert_eq!(init.raw_data.len(), ints.len().div_ceil(2));
-        let unpacked: Vec<i8> = init
-            .raw_data
-            .iter()
-            .flat_map(|&b| [((b << 4) as i8) >> 4, (b as i8) >> 4])
-            .collect();
-        assert_eq!(unpacked[..ints.len()], ints[..]);
-        let zero_point = initializer(&lowered, "fc1.weight_zero_point");
-        assert_eq!(zero_point.data_type, data_type::INT4);
-        // The 8-bit layers stay INT8.
-        assert_eq!(
-            initializer(&lowered, "fc2.weight_quantized").data_type,
-            data_type::INT8
-        );
-        let all_8 = calibrated(
-            r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#,
-        )?;
-        assert!(!lower(&all_8.graph, Path::new("model.onnx"), [1, 28, 28])?.int4);
         Ok(())
     }
 

@@ -1,6 +1,5 @@
-//! ONNX export: the graph as an ONNX model (IR version 8, opset 13; opset 21 when
-//! a weight is stored as INT4), with QuantizeLinear / DequantizeLinear where a
-//! quantizer fake-quantizes.
+//! ONNX export: the graph as an ONNX model (IR version 8, opset 13), with
+//! QuantizeLinear / DequantizeLinear where a quantizer fake-quantizes.
 //!
 //! Each layer becomes one ONNX operator: Conv (pads, strides, group, kernel_shape, bias),
 //! Gemm with `transB = 1` for Linear, BatchNormalization (eval, running statistics),
@@ -11,10 +10,7 @@
 //! fake quantization, so onnxruntime computes what candle's eval forward computes:
 //!
 //! - a quantized weight is stored as int8 integers and dequantized per output channel
-//!   (DequantizeLinear, axis 0, scale vector, zero points 0); weights of 4 bits or
-//!   fewer (DoReFa, QAT at 4/2 bits, BNN's ±1) as INT4, two per byte, which
-//!   DequantizeLinear reads from opset 21 on, so the model declares opset 21 then
-//!   (the other operators it writes mean the same there);
+//!   (DequantizeLinear, axis 0, scale vector, zero points 0);
 //! - a quantized input is a QuantizeLinear + DequantizeLinear pair (scalar scale, int8
 //!   zero point) in front of the Conv / Gemm;
 //! - a quantized output gets the pair after the layer, or after its fused ReLU / ReLU6
@@ -52,8 +48,6 @@ use crate::{Error, Result};
 pub const IR_VERSION: i64 = 8;
 /// The default-domain operator set the nodes are written against.
 pub const OPSET_VERSION: i64 = 13;
-/// The operator set of a model with INT4 weights (DequantizeLinear-21 reads INT4).
-pub const INT4_OPSET_VERSION: i64 = 21;
 /// The symbolic batch dimension of the input and output.
 const BATCH: &str = "batch";
 
@@ -121,11 +115,7 @@ pub fn write_onnx(graph: &Graph, path: &Path, input_shape: [usize; 4]) -> Result
         }),
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
-            version: if lowered.int4 {
-                INT4_OPSET_VERSION
-            } else {
-                OPSET_VERSION
-            },
+            version: OPSET_VERSION,
         }],
     };
     write_atomic(path, &model.encode_to_vec())
