@@ -101,6 +101,16 @@ fn le_word(b: &[u8]) -> u32 {
     }
 }
 
+/// A little-endian word from at most four bytes (missing high bytes read as 0, as a
+/// packed row's padding bits are).
+#[inline(always)]
+fn partial_word(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .rev()
+        .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte))
+}
+
 /// `popcount((x ⊕ w) & mask)` over a packed row `w` (`mask` `None`: every bit
 /// counts). Whole words three at a time; the row's last bytes (fewer than four, zero
 /// padded as its padding bits are) make the last word.
@@ -108,10 +118,7 @@ fn le_word(b: &[u8]) -> u32 {
 fn mismatches(x: &[u32], mask: Option<&[u32]>, row: &[u8]) -> u32 {
     let full = row.len() / 4;
     let (body, tail) = row.split_at(full * 4);
-    let last = tail
-        .iter()
-        .rev()
-        .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte));
+    let last = partial_word(tail);
     let word = |k: usize| -> u32 {
         let w = match k.cmp(&full) {
             core::cmp::Ordering::Less => le_word(body.get(4 * k..).unwrap_or(&[])),
@@ -185,10 +192,7 @@ fn load_rows(rows: &PackedRows<'_>, out: &mut [u32], stride: usize) {
     out.fill(0);
     for (dst, row) in out.chunks_exact_mut(stride).zip(rows.iter()) {
         for (d, bytes) in dst.iter_mut().zip(row.chunks(4)) {
-            *d = bytes
-                .iter()
-                .rev()
-                .fold(0u32, |acc, &byte| (acc << 8) | u32::from(byte));
+            *d = partial_word(bytes);
         }
     }
 }
@@ -390,8 +394,7 @@ pub fn binary_fully_connected(
         .chunks_exact(in_features)
         .zip(output.chunks_exact_mut(out_features))
     {
-        x.fill(0);
-        pack_bits(x, 0, row_in, input_zero_point);
+        pack_row(x, row_in, input_zero_point);
         let rows = rows.iter().zip(thresholds.chunks_exact(4));
         for (out, (row, t)) in out_row.iter_mut().zip(rows) {
             let d = in_features as i32 - 2 * mismatches(x, None, row) as i32;

@@ -89,10 +89,15 @@ impl Lowering<'_> {
             .data
             .push_weights(values, rows, candidates)
             .map_err(|e| self.rt_fail(i, e))?;
+        self.record_weights(i, &w);
+        Ok(w)
+    }
+
+    /// Counts layer `i`'s stored weights in the byte totals and the weighted layers.
+    pub(super) fn record_weights(&mut self, i: usize, w: &Weights) {
         self.weight_bytes += w.data.len as usize;
         self.weighted_layers
             .push(self.graph.nodes()[i].name.clone());
-        Ok(w)
     }
 
     /// Pushes bias and requantization data for an op with per-channel weight scales.
@@ -191,16 +196,8 @@ impl Lowering<'_> {
         let (grid, act) = self.output_grid(i)?;
         let (mut ints, scales, bits) = self.weights(i)?;
         let sign = self.sign_output(i);
-        let binary = sign && bits == 1 && !depthwise && x.signs != Signs::No;
-        if !binary {
-            self.refuse_zero_is_plus(i, &x)?;
-        }
-        let thresholds = if sign {
-            let t = self.sign_thresholds(i, conv.bias(), &x, binary, &scales, &mut ints)?;
-            Some(t)
-        } else {
-            None
-        };
+        let (binary, thresholds) =
+            self.sign_lowering(i, conv.bias(), &x, (bits, !depthwise), &scales, &mut ints)?;
         let (oc, k) = (c.out_channels, c.kernel_size);
         let filter = if depthwise {
             // [OC, 1, KH, KW] → [KH, KW, OC].
@@ -305,16 +302,8 @@ impl Lowering<'_> {
         let (grid, act) = self.output_grid(i)?;
         let (mut ints, scales, bits) = self.weights(i)?;
         let sign = self.sign_output(i);
-        let binary = sign && bits == 1 && x.signs != Signs::No;
-        if !binary {
-            self.refuse_zero_is_plus(i, &x)?;
-        }
-        let thresholds = if sign {
-            let t = self.sign_thresholds(i, lin.bias(), &x, binary, &scales, &mut ints)?;
-            Some(t)
-        } else {
-            None
-        };
+        let (binary, thresholds) =
+            self.sign_lowering(i, lin.bias(), &x, (bits, true), &scales, &mut ints)?;
         let weights = match x.flattened_from {
             // PyTorch's column c·H·W + y·W + x is the runtime's (y·W + x)·C + c.
             Some([c, h, w]) if h * w > 1 => {

@@ -69,11 +69,36 @@ impl Lowering<'_> {
         ))
     }
 
+    /// How node `i` (a Conv2d / Linear reading `x`, with `bits`-bit weights, binarizable
+    /// unless depthwise) lowers: whether it becomes a binary op, and the thresholds of
+    /// its sign output (`None` without one). Refuses [`Signs::ZeroIsPlus`] input for an
+    /// int8 op.
+    pub(super) fn sign_lowering(
+        &self,
+        i: usize,
+        bias: Option<&Tensor>,
+        x: &Value,
+        (bits, binarizable): (u8, bool),
+        scales: &[f32],
+        ints: &mut [i8],
+    ) -> Result<(bool, Option<Vec<i32>>)> {
+        let sign = self.sign_output(i);
+        let binary = sign && bits == 1 && binarizable && x.signs != Signs::No;
+        if !binary {
+            self.refuse_zero_is_plus(i, x)?;
+        }
+        let thresholds = match sign {
+            true => Some(self.sign_thresholds(i, bias, x, binary, scales, ints)?),
+            false => None,
+        };
+        Ok((binary, thresholds))
+    }
+
     /// The per-channel thresholds `T_c` of a sign output (see the module docs) of an op
     /// reading `x`, a binary op if `binary`. `ints` are the layer's integer weights, one
     /// row per output channel in PyTorch's order; dead rows of a 1-bit layer become `+1`
     /// here.
-    pub(super) fn sign_thresholds(
+    fn sign_thresholds(
         &self,
         i: usize,
         bias: Option<&Tensor>,
@@ -190,9 +215,7 @@ impl Lowering<'_> {
             .data
             .push_weights_as(values, rows, Encoding::Packed1)
             .map_err(|e| self.rt_fail(i, e))?;
-        self.weight_bytes += w.data.len as usize;
-        self.weighted_layers
-            .push(self.graph.nodes()[i].name.clone());
+        self.record_weights(i, &w);
         self.bias_bytes += 4 * thresholds.len();
         let t = self
             .data
