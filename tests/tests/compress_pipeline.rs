@@ -36,8 +36,16 @@ fn default_plan_prunes_quantizes_and_exports() -> Result<()> {
         "model.onnx",
         "calibration.json",
         "summary.json",
+        "report.svg",
     ] {
         assert!(opts.out.join(file).is_file(), "{file} missing");
+    }
+    // The chart names every layer and shows what each stored in model.sprig.
+    let report = std::fs::read_to_string(opts.out.join("report.svg"))?;
+    assert!(report.starts_with("<svg"));
+    for row in &summary.layers {
+        assert!(report.contains(&row.name), "{} not in report.svg", row.name);
+        assert!(row.stored_bytes.is_some_and(|b| b > 0), "{}", row.name);
     }
     // Well above chance (10 %) after one short epoch, and compression keeps it there.
     assert!(

@@ -10,8 +10,9 @@ use super::fold_batch_norms;
 use super::options::{say, stage_config, CompressOptions};
 use super::plan::{Plan, QuantizerKind};
 use super::pruning::{checked_pruner, prune_and_fine_tune, PruneOutcome};
+use super::report::{write_report, REPORT_FILE};
 use super::speedup::{max_output_change, speed_up, SpeedupReport};
-use super::summary::{layer_rows, quantized_outputs, Summary};
+use super::summary::{layer_rows, quantized_outputs, record_stored, Summary};
 use crate::data::{self, Dataset};
 use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
@@ -216,6 +217,10 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     // 5. The packed int8 model and its test vectors, run by sprig-runtime on the host.
     let deployed = deploy(opts, &model, &test)?;
 
+    let mut layers = layer_rows(&model.graph)?;
+    if let Ok(d) = &deployed {
+        record_stored(&mut layers, &d.packed)?;
+    }
     let summary = Summary {
         model: opts.model.clone(),
         data: source.describe(),
@@ -229,7 +234,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         prune_rounds: pruned.rounds,
         speedup,
         quantized_accuracy,
-        layers: layer_rows(&model.graph)?,
+        layers,
         weight_bits: weight_bits(&model),
         quantizer: model
             .graph
@@ -245,6 +250,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         out: opts.out.display().to_string(),
     };
     summary.write_json(&opts.out.join("summary.json"))?;
+    write_report(&summary, &opts.out.join(REPORT_FILE))?;
     Ok(summary)
 }
 

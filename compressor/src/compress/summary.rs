@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::SpeedupReport;
 use crate::config::QuantType;
+use crate::export::packed::{Packed, PACKED_FILE};
 use crate::export::write_atomic;
 use crate::nn::{infer_shapes, node_macs, weight_reuse, Graph, Layer};
 use crate::prune::sparsity_of;
@@ -32,6 +33,10 @@ pub struct LayerRow {
     pub weight_bits: Option<u8>,
     pub input_bits: Option<u8>,
     pub output_bits: Option<u8>,
+    /// How `model.sprig` stores the weights (dense, sparse, packed) and in how many
+    /// bytes (`None`: no `model.sprig` was written).
+    pub encoding: Option<String>,
+    pub stored_bytes: Option<usize>,
 }
 
 /// A quantized layer without weights (an Add, an activation): its output's bit width.
@@ -135,9 +140,30 @@ pub fn layer_rows(compressed: &Graph) -> Result<Vec<LayerRow>> {
             weight_bits: bits(QuantType::Weight),
             input_bits: bits(QuantType::Input),
             output_bits: bits(QuantType::Output),
+            encoding: None,
+            stored_bytes: None,
         });
     }
     Ok(rows)
+}
+
+/// Fills each row's encoding and stored bytes from the weighted ops of `packed` (named
+/// by the graph layers behind them).
+pub fn record_stored(rows: &mut [LayerRow], packed: &Packed) -> Result<()> {
+    let stored = packed
+        .model()?
+        .layer_weights()
+        .map_err(|e| crate::Error::Export {
+            path: PACKED_FILE.into(),
+            message: format!("cannot read the weights back: {e}"),
+        })?;
+    for (name, op) in packed.weighted_layers.iter().zip(&stored) {
+        if let Some(row) = rows.iter_mut().find(|r| &r.name == name) {
+            row.encoding = Some(op.encoding.name().to_string());
+            row.stored_bytes = Some(op.bytes);
+        }
+    }
+    Ok(())
 }
 
 /// The quantized layers of `compressed` that have no weight, in graph order.

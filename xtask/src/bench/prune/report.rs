@@ -5,6 +5,7 @@
 use std::path::{Component, Path};
 
 use anyhow::Context;
+use sprig_compressor::chart::{line_chart, LineChart};
 use sprig_compressor::compress::Summary;
 
 use super::{
@@ -140,94 +141,22 @@ fn render_sweep_table(sweep: &[(Spec, Outcome)]) -> String {
     md
 }
 
-/// The sweep's line chart as SVG text.
+/// The sweep's line chart as SVG text (the compressor's chart module, as `report.svg`).
 fn render_chart(
     series: &[(&str, Vec<(f64, f64)>)],
     baseline: Option<f64>,
     caption: &str,
 ) -> anyhow::Result<String> {
-    use plotters::prelude::*;
-    const COLORS: [RGBColor; 4] = [
-        RGBColor(31, 119, 180),
-        RGBColor(214, 39, 40),
-        RGBColor(44, 160, 44),
-        RGBColor(148, 103, 189),
-    ];
-    let ys: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
-        .chain(baseline)
-        .collect();
-    let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() {
-        ((lo - 1.0).floor(), (hi + 1.0).ceil())
-    } else {
-        (0.0, 100.0)
-    };
-    let x_lo = 100.0 * SWEEP_SPARSITIES[0] - 5.0;
-    let x_hi = 100.0 * SWEEP_SPARSITIES[SWEEP_SPARSITIES.len() - 1] + 5.0;
-    let draw_err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the chart: {e}");
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 18))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x_lo..x_hi, lo..hi)
-            .map_err(|e| draw_err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("sparsity of the pruned layers (%)")
-            .y_desc("top-1 after fine-tuning (%)")
-            .x_labels(6)
-            .y_labels(10)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw()
-            .map_err(|e| draw_err(&e))?;
-        if let Some(b) = baseline {
-            let grey = RGBColor(110, 110, 110);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x_lo, b), (x_hi, b)],
-                    6,
-                    4,
-                    grey.stroke_width(1),
-                ))
-                .map_err(|e| draw_err(&e))?
-                .label(format!("float baseline ({b:.2})"))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
-        }
-        // A family whose every run failed has no line; the report lists its errors.
-        for (i, (label, points)) in series.iter().enumerate() {
-            if points.is_empty() {
-                continue;
-            }
-            let color = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(
-                    LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(4),
-                )
-                .map_err(|e| draw_err(&e))?
-                .label(*label)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| draw_err(&e))?;
-        root.present().map_err(|e| draw_err(&e))?;
-    }
-    Ok(svg)
+    let reference = baseline.map(|b| (format!("float baseline ({b:.2})"), b));
+    Ok(line_chart(&LineChart {
+        caption,
+        x_desc: "sparsity of the pruned layers (%)",
+        y_desc: "top-1 after fine-tuning (%)",
+        x_range: 100.0 * SWEEP_SPARSITIES[0] - 5.0
+            ..100.0 * SWEEP_SPARSITIES[SWEEP_SPARSITIES.len() - 1] + 5.0,
+        series,
+        reference: reference.as_ref().map(|(label, b)| (label.as_str(), *b)),
+    })?)
 }
 
 /// `to` as a link relative to the folder of the markdown file `from`.
