@@ -363,3 +363,35 @@ fn sparse_fused_windows_are_capped() {
         );
     }
 }
+
+/// Re-export a blob with its conv + max pool pairs fused and the arena re-planned,
+/// same weights: `SPRIG_UNFUSED=runs/x/model.sprig SPRIG_FUSED=out.sprig cargo test -p
+/// sprig-runtime --features std --test fused -- --ignored fuse_a_blob` (how
+/// BENCHMARKS.md compares fused and unfused LeNet-5 on identical weights).
+#[test]
+#[ignore = "reads and writes files named by the environment"]
+fn fuse_a_blob() {
+    let input = std::env::var("SPRIG_UNFUSED").unwrap();
+    let output = std::env::var("SPRIG_FUSED").unwrap();
+    let blob = std::fs::read(input).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    let mut graph = GraphDef {
+        tensors: model.tensors().to_vec(),
+        ops: model.ops().to_vec(),
+        input: model.graph().input,
+        output: model.graph().output,
+        arena_size: 0,
+    };
+    let pairs = graph.fuse_conv_max_pools();
+    graph.plan_arena().unwrap();
+    let mut builder = BlobBuilder::new();
+    builder.push_bytes(model.data()).unwrap();
+    let fused_blob = builder.finish(&graph).unwrap();
+    let fused = Model::from_bytes(&fused_blob).unwrap();
+    println!(
+        "{pairs} pairs fused; arena {} B -> {} B",
+        model.arena_size(),
+        fused.arena_size()
+    );
+    std::fs::write(output, fused_blob).unwrap();
+}

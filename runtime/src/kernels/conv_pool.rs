@@ -60,9 +60,18 @@ pub fn conv2d_max_pool(
         let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
         stage.channels_into(c0, q);
         let q = &*q;
-        fold_pixels(conv, pool, input, output, c0..c0 + n, |image, at, out| {
-            dense.compute(image, at, f_block, c0, q, out)
-        })?;
+        fold_pixels(
+            conv,
+            pool,
+            input,
+            output,
+            c0..c0 + n,
+            |image, at, out, _| {
+                dense
+                    .compute(image, at, f_block, c0, q, out)
+                    .map(|()| false)
+            },
+        )?;
     }
     Ok(())
 }
@@ -109,9 +118,14 @@ pub fn conv2d_packed_max_pool(
         let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
         stage.channels_into(c0, q);
         let q = &*q;
-        fold_pixels(conv, pool, input, output, c0..c0 + n, |image, at, out| {
-            dense.compute(image, at, block, c0, q, out)
-        })?;
+        fold_pixels(
+            conv,
+            pool,
+            input,
+            output,
+            c0..c0 + n,
+            |image, at, out, _| dense.compute(image, at, block, c0, q, out).map(|()| false),
+        )?;
     }
     Ok(())
 }
@@ -168,34 +182,37 @@ pub fn conv2d_sparse_max_pool(
             let qs = q.get(done..done + len).ok_or(Error::KernelArgs)?;
             let lo = c0 + done;
             let taps = &taps;
-            fold_pixels(
-                conv,
-                pool,
-                input,
-                output,
-                lo..lo + len,
-                |image, (oy, ox), out| {
-                    let y0 = oy * g.stride_h;
+            let compute = |image: &[i8],
+                           (oy, ox): (usize, usize),
+                           out: &mut [i8],
+                           next: Option<&mut [i8]>| {
+                let y0 = oy * g.stride_h;
+                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                let inside_rows = lone.is_none() && ky0 == 0 && ky1 == g.kernel_h;
+                let inside = |ox: usize| {
                     let x0 = ox * g.stride_w;
-                    let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-                    let inside = lone.is_none()
-                        && ky0 == 0
-                        && ky1 == g.kernel_h
-                        && x0 >= g.pad_left
-                        && x0 + g.kernel_w <= g.in_w + g.pad_left;
-                    if inside {
-                        let origin = ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c;
-                        let window = image.get(origin..).ok_or(Error::KernelArgs)?;
-                        return taps.direct(window, 0, i32::from(offset), stage, qs, out, None);
-                    }
-                    let window = buf.get_mut(..window_len).ok_or(Error::KernelArgs)?;
-                    gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
-                    for ((y, q), row) in out.iter_mut().zip(qs).zip(group) {
-                        *y = stage.finish(q, dot_row(&buf, row, nibbles));
-                    }
-                    Ok(())
-                },
-            )?;
+                    inside_rows && x0 >= g.pad_left && x0 + g.kernel_w <= g.in_w + g.pad_left
+                };
+                if inside(ox) {
+                    let x0 = ox * g.stride_w;
+                    let origin = ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c;
+                    let window = image.get(origin..).ok_or(Error::KernelArgs)?;
+                    let (offset, step) = (i32::from(offset), g.stride_w * g.in_c);
+                    // Two pixels per walk over the entries where the next one is wanted
+                    // and interior too, as the sparse conv does.
+                    let pair = next.filter(|_| inside(ox + 1));
+                    let paired = pair.is_some();
+                    taps.direct(window, step, offset, stage, qs, out, pair)?;
+                    return Ok(paired);
+                }
+                let window = buf.get_mut(..window_len).ok_or(Error::KernelArgs)?;
+                gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
+                for ((y, q), row) in out.iter_mut().zip(qs).zip(group) {
+                    *y = stage.finish(q, dot_row(&buf, row, nibbles));
+                }
+                Ok(false)
+            };
+            fold_pixels(conv, pool, input, output, lo..lo + len, compute)?;
             done += len;
         }
     }
@@ -229,45 +246,80 @@ fn start(
 }
 
 /// For every image and every conv pixel `(oy, ox)` some pool window reads, in raster
-/// order: `compute(image, (oy, ox), out)` writes the pixel's channels `channels` into
-/// `out`, which is then folded into the maximum of each pool output covering it.
+/// order: `compute(image, (oy, ox), out, next)` writes the pixel's channels `channels`
+/// into `out`, which is then folded into the maximum of each pool output covering it.
+/// Where pixel `(oy, ox + 1)` is wanted too, `next` offers its buffer: `compute`
+/// returns `true` if it filled it as well (one pass for two pixels), `false` if not.
 fn fold_pixels(
     conv: &ConvGeometry,
     pool: &ConvGeometry,
     input: &[i8],
     output: &mut [i8],
     channels: core::ops::Range<usize>,
-    mut compute: impl FnMut(&[i8], (usize, usize), &mut [i8]) -> Result<(), Error>,
+    mut compute: impl FnMut(&[i8], (usize, usize), &mut [i8], Option<&mut [i8]>) -> Result<bool, Error>,
 ) -> Result<(), Error> {
     let image_in = conv.in_h * conv.in_w * conv.in_c;
     let image_out = pool.out_h * pool.out_w * pool.out_c;
-    let mut values = [0i8; QUANT_BLOCK];
-    let v = values.get_mut(..channels.len()).ok_or(Error::KernelArgs)?;
+    let mut values = [[0i8; QUANT_BLOCK]; 2];
+    let [first, second] = &mut values;
+    let n = channels.len();
+    let (v0, v1) = first
+        .get_mut(..n)
+        .zip(second.get_mut(..n))
+        .ok_or(Error::KernelArgs)?;
     for (image, pooled) in input
         .chunks_exact(image_in)
         .zip(output.chunks_exact_mut(image_out))
     {
+        // Half-open ranges: `a..=b` loops cost more on the Cortex-M.
+        let mut fold = |rows: (usize, usize), cols: (usize, usize), v: &[i8]| {
+            for py in rows.0..rows.1 + 1 {
+                for px in cols.0..cols.1 + 1 {
+                    let at = (py * pool.out_w + px) * pool.out_c;
+                    let dst = pooled
+                        .get_mut(at + channels.start..at + channels.end)
+                        .ok_or(Error::KernelArgs)?;
+                    for (d, &s) in dst.iter_mut().zip(v) {
+                        *d = (*d).max(s);
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        let mut row_cover = Cover::new(pool.kernel_h, pool.stride_h, pool.pad_top, pool.out_h);
         for oy in 0..conv.out_h {
-            let Some(rows) = covering(oy, pool.kernel_h, pool.stride_h, pool.pad_top, pool.out_h)
-            else {
+            let Some(rows) = row_cover.step() else {
                 continue; // no window reads this conv row: not computed at all
             };
-            for ox in 0..conv.out_w {
-                let Some(cols) =
-                    covering(ox, pool.kernel_w, pool.stride_w, pool.pad_left, pool.out_w)
-                else {
+            let mut col_cover = Cover::new(pool.kernel_w, pool.stride_w, pool.pad_left, pool.out_w);
+            let mut here = col_cover.step();
+            let mut ox = 0;
+            while ox < conv.out_w {
+                let next = if ox + 1 < conv.out_w {
+                    col_cover.step()
+                } else {
+                    None
+                };
+                let Some(cols) = here else {
+                    ox += 1;
+                    here = next;
                     continue;
                 };
-                compute(image, (oy, ox), v)?;
-                for py in rows.0..=rows.1 {
-                    for px in cols.0..=cols.1 {
-                        let at = (py * pool.out_w + px) * pool.out_c;
-                        let dst = pooled
-                            .get_mut(at + channels.start..at + channels.end)
-                            .ok_or(Error::KernelArgs)?;
-                        for (d, &s) in dst.iter_mut().zip(v.iter()) {
-                            *d = (*d).max(s);
-                        }
+                let paired = compute(image, (oy, ox), v0, next.and(Some(&mut *v1)))?;
+                fold(rows, cols, v0)?;
+                match (paired, next) {
+                    (true, Some(next_cols)) => {
+                        fold(rows, next_cols, v1)?;
+                        ox += 2;
+                        here = if ox < conv.out_w {
+                            col_cover.step()
+                        } else {
+                            None
+                        };
+                    }
+                    _ => {
+                        ox += 1;
+                        here = next;
                     }
                 }
             }
@@ -276,22 +328,52 @@ fn fold_pixels(
     Ok(())
 }
 
-/// The pool outputs `first..=last` along one axis whose windows (`kernel` wide,
-/// `stride` apart, `pad` before the first input) contain input `i`, among `count`
-/// outputs; `None` if no window does.
-#[inline]
-fn covering(
-    i: usize,
+/// Which pool outputs cover each input along one axis, input after input: windows
+/// `kernel` wide, `stride` apart, `pad` before the first input, `count` of them.
+/// Advanced by additions only (no division per pixel: the Cortex-M0 has none).
+struct Cover {
     kernel: usize,
     stride: usize,
     pad: usize,
     count: usize,
-) -> Option<(usize, usize)> {
-    // Output p covers inputs p·stride − pad .. p·stride − pad + kernel (exclusive).
-    let reach = i + pad;
-    let first = (reach + 1).saturating_sub(kernel).div_ceil(stride.max(1));
-    let last = (reach / stride.max(1)).min(count.checked_sub(1)?);
-    (first <= last).then_some((first, last))
+    /// The next input.
+    i: usize,
+    /// First window that has not ended before the current input.
+    first: usize,
+    /// Last window that has started at or before the current input (before clamping
+    /// to `count`).
+    last: usize,
+}
+
+impl Cover {
+    fn new(kernel: usize, stride: usize, pad: usize, count: usize) -> Self {
+        Cover {
+            kernel,
+            stride: stride.max(1),
+            pad,
+            count,
+            i: 0,
+            first: 0,
+            last: 0,
+        }
+    }
+
+    /// The pool outputs `first..=last` whose windows contain the next input (then
+    /// moves on to the one after); `None` if no window does.
+    #[inline]
+    fn step(&mut self) -> Option<(usize, usize)> {
+        // Window p covers inputs p·stride − pad .. p·stride − pad + kernel (exclusive).
+        let reach = self.i + self.pad;
+        self.i += 1;
+        while (self.last + 1) * self.stride <= reach {
+            self.last += 1;
+        }
+        while self.first * self.stride + self.kernel <= reach {
+            self.first += 1;
+        }
+        let last = self.last.min(self.count.checked_sub(1)?);
+        (self.first <= last).then_some((self.first, last))
+    }
 }
 
 /// One conv output pixel's channels from a dense filter block, computed as the conv
@@ -353,9 +435,9 @@ impl DensePixel<'_, '_, '_> {
 mod tests {
     use super::*;
 
-    /// `covering` agrees with listing every window's inputs.
+    /// `Cover` agrees with listing every window's inputs.
     #[test]
-    fn covering_lists_the_windows_of_an_input() {
+    fn cover_lists_the_windows_of_each_input() {
         for kernel in 1..=4 {
             for stride in 1..=3 {
                 for pad in 0..kernel {
@@ -364,6 +446,7 @@ mod tests {
                             continue;
                         };
                         let count = span / stride + 1;
+                        let mut cover = Cover::new(kernel, stride, pad, count);
                         for i in 0..size {
                             let hits: std::vec::Vec<usize> = (0..count)
                                 .filter(|p| {
@@ -373,7 +456,7 @@ mod tests {
                                 .collect();
                             let expected = hits.first().zip(hits.last()).map(|(&f, &l)| (f, l));
                             assert_eq!(
-                                covering(i, kernel, stride, pad, count),
+                                cover.step(),
                                 expected,
                                 "k{kernel} s{stride} p{pad} n{size} i{i}"
                             );
