@@ -36,6 +36,8 @@ use crate::crc::Crc32;
 use crate::error::{sat_u32, Error};
 pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 
+#[cfg(feature = "std")]
+mod fuse;
 pub mod packed;
 pub(crate) mod read;
 pub mod sparse;
@@ -495,8 +497,47 @@ pub struct BinaryFullyConnected {
     pub thresholds: DataRef,
 }
 
-/// One operation. The wire tag is the variant's position (0 = `Conv2d` … 11 =
-/// `BinaryFullyConnected`); new ops are only ever appended.
+/// A max pool's window, as fused into [`Conv2dMaxPool`]: one byte per field, so the
+/// fused op stays no larger than a depthwise conv in a model's op table (postcard
+/// writes each `u8` as its raw byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[allow(missing_docs)]
+pub struct PoolWindow {
+    pub filter_h: u8,
+    pub filter_w: u8,
+    pub stride_h: u8,
+    pub stride_w: u8,
+    pub pad_top: u8,
+    pub pad_left: u8,
+    pub pad_bottom: u8,
+    pub pad_right: u8,
+}
+
+/// Largest conv window (`kernel_h · kernel_w · C`) a [`Conv2dMaxPool`] with sparse or
+/// packed weights may have (dense ones have no limit): the fused kernels compute such
+/// pixels through one gathered window of this many values.
+pub const FUSED_WINDOW_CAP: u32 = 512;
+
+/// A convolution and the max pool that reads it, as one op (format 2.2): only the
+/// pooled tensor is stored; each conv output is computed, clamped to
+/// `conv.act_min..=conv.act_max` (the fused ReLU) and folded into the maximum of every
+/// pool window that covers it. `conv.output` is the *pooled* tensor `[N, PH, PW, OC]`;
+/// the conv's own output `[N, OH, OW, OC]` (sizes as for [`Conv2d`]) never exists and
+/// has the pooled tensor's quantization, which `conv.requant` targets. The pool adds no
+/// clamp of its own (an unfused pool with the full int8 range). Filters in any
+/// encoding; sparse and packed ones with windows of at most [`FUSED_WINDOW_CAP`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Conv2dMaxPool {
+    /// The convolution; its `output` is the pooled tensor.
+    pub conv: Conv2d,
+    /// The max pool over the conv's output.
+    pub pool: PoolWindow,
+}
+
+/// One operation. The wire tag is the variant's position (0 = `Conv2d` … 12 =
+/// `Conv2dMaxPool`); new ops are only ever appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[allow(missing_docs)]
@@ -513,6 +554,7 @@ pub enum Op {
     ArgMax(ArgMax),
     BinaryConv2d(BinaryConv2d),
     BinaryFullyConnected(BinaryFullyConnected),
+    Conv2dMaxPool(Conv2dMaxPool),
 }
 
 /// The fixed fields at the start of the graph.
@@ -572,6 +614,7 @@ impl Op {
             Op::ArgMax(p) => (p.input, None, p.output),
             Op::BinaryConv2d(p) => (p.input, None, p.output),
             Op::BinaryFullyConnected(p) => (p.input, None, p.output),
+            Op::Conv2dMaxPool(p) => (p.conv.input, None, p.conv.output),
         }
     }
 
@@ -584,6 +627,7 @@ impl Op {
             Op::FullyConnected(p) => Some(p.weights),
             Op::BinaryConv2d(p) => Some(p.filter),
             Op::BinaryFullyConnected(p) => Some(p.weights),
+            Op::Conv2dMaxPool(p) => Some(p.conv.filter),
             _ => None,
         }
     }
@@ -619,6 +663,7 @@ impl Op {
             Op::ArgMax(_) => OpKind::ArgMax,
             Op::BinaryConv2d(_) => OpKind::BinaryConv2d,
             Op::BinaryFullyConnected(_) => OpKind::BinaryFullyConnected,
+            Op::Conv2dMaxPool(_) => OpKind::Conv2dMaxPool,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod add;
 pub mod argmax;
 pub mod binary;
 pub mod conv;
+pub mod conv_pool;
 pub mod depthwise;
 pub mod fully_connected;
 pub mod low_bit;
@@ -252,6 +253,9 @@ pub(crate) fn dot(input: &[i8], weights: &[i8], input_offset: i32) -> i32 {
 /// Largest run of offset inputs (`x + input_offset` as `i16`) a kernel keeps on the
 /// stack: 512 entries, 1 KiB. Longer runs take the slower [`dot`] paths.
 pub(crate) const OFFSET_CAP: usize = 512;
+
+// The fused conv + pool kernels compute sparse and packed pixels through one window.
+const _: () = assert!(crate::format::FUSED_WINDOW_CAP as usize <= OFFSET_CAP);
 
 /// `input_offset` as an `i16` if `|input_offset| ≤ 256`, so that `x + input_offset`
 /// fits an `i16` for every `i8` `x` (always the case for a validated model, whose

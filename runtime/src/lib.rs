@@ -18,7 +18,9 @@
 //!   (rounding documented in [`fixed_point`]); integer-only, so it runs on cores
 //!   without an FPU.
 //! - Ops: Conv2d, DepthwiseConv2d, FullyConnected, MaxPool2d, AvgPool2d, global average
-//!   pool, Add, Reshape (no copy), Softmax, ArgMax; ReLU/ReLU6 are fused as clamps.
+//!   pool, Add, Reshape (no copy), Softmax, ArgMax, and Conv2dMaxPool (a conv and the
+//!   max pool reading it as one op that stores only the pooled tensor,
+//!   `kernels::conv_pool`); ReLU/ReLU6 are fused as clamps.
 //! - Weights dense, or for conv and fully connected sparse by row
 //!   ([`format::sparse`]: only nonzeros, with 8- or 4-bit gaps), run by kernels that
 //!   touch only the nonzeros (`kernels::sparse`), bit-exact with the dense ones; or
@@ -74,8 +76,8 @@ pub mod vectors;
 pub use crc::{crc32, Crc32};
 pub use error::Error;
 pub use format::{
-    Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, DataRef, DepthwiseConv2d, Encoding,
-    FullyConnected, GlobalAvgPool, Graph, GraphHeader, Header, Op, Padding, Pool2d, Reshape,
-    Softmax, Tensor, TensorKind, Weights,
+    Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, Conv2dMaxPool, DataRef,
+    DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, Graph, GraphHeader, Header, Op,
+    Padding, Pool2d, PoolWindow, Reshape, Softmax, Tensor, TensorKind, Weights,
 };
 pub use model::{encoding_set, op_set, Model, OpKind, Quant, ALL_OPS};

@@ -15,6 +15,9 @@ use sprig_runtime::kernels::add::{add, AddParams};
 use sprig_runtime::kernels::argmax::argmax;
 use sprig_runtime::kernels::binary::{binary_conv2d, binary_fully_connected};
 use sprig_runtime::kernels::conv::conv2d;
+use sprig_runtime::kernels::conv_pool::{
+    conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool,
+};
 use sprig_runtime::kernels::depthwise::depthwise_conv2d;
 use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
 use sprig_runtime::kernels::low_bit::{
@@ -417,6 +420,102 @@ proptest! {
         }) {
             prop_assert_eq!(&fast, &slow);
         }
+    }
+
+    /// The fused conv + max pool equals the conv kernel followed by the pool kernel
+    /// (and the reference oracles), on random conv and pool geometries: strides,
+    /// paddings, overlapping and gapped windows, more channels than one block; with
+    /// the filter dense, sparse (rel8, rel4, every density) or packed (4, 2, 1 bits),
+    /// each against the unfused conv kernel of its encoding.
+    #[test]
+    fn conv2d_max_pool_matches_conv_then_pool(
+        g in geometry(),
+        extra in extra_channels(),
+        out_c in 1usize..=40,
+        window in (1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
+        pads in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        encoding in prop::sample::select(Encoding::ALL.to_vec()),
+        keep_one_in in density(),
+        seed: u64,
+    ) {
+        let (kh, kw, sh, sw) = window;
+        let (pt, pl, pb, pr) = (pads.0 % kh, pads.1 % kw, pads.2 % kh, pads.3 % kw);
+        let conv = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
+        let (ph, pw) = (conv.out_h + pt + pb, conv.out_w + pl + pr);
+        prop_assume!(ph >= kh && pw >= kw);
+        let pool = ConvGeometry {
+            batch: conv.batch,
+            in_h: conv.out_h,
+            in_w: conv.out_w,
+            in_c: out_c,
+            out_h: (ph - kh) / sh + 1,
+            out_w: (pw - kw) / sw + 1,
+            out_c,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride_h: sh,
+            stride_w: sw,
+            pad_top: pt,
+            pad_left: pl,
+        };
+        let mut rng = Lcg::new(seed);
+        let (in_len, mid_len) = lens(&conv);
+        let (_, out_len) = lens(&pool);
+        let input = rng.vec_i8(in_len);
+        let n_weights = out_c * conv.kernel_h * conv.kernel_w * conv.in_c;
+        let filter = match encoding {
+            Encoding::Dense => rng.vec_i8(n_weights),
+            Encoding::SparseRel8 | Encoding::SparseRel4 => pruned(&mut rng, n_weights, keep_one_in),
+            packed => low_bit(&mut rng, n_weights, packed),
+        };
+        let st = Stage::random(&mut rng, out_c);
+        // Dense: sometimes an offset beyond ±256 (the row-by-row path); the sparse and
+        // packed fused kernels take validated offsets only.
+        let offset = if encoding == Encoding::Dense && rng.one_in(4) {
+            rng.range(-600, 600)
+        } else {
+            rng.range(-127, 128)
+        };
+        let s = st.view();
+        let mut mid = vec![0i8; mid_len];
+        let mut fused = vec![3i8; out_len];
+        match encoding {
+            Encoding::Dense => {
+                conv2d(&conv, offset, &s, &filter, &input, &mut mid).unwrap();
+                conv2d_max_pool(&conv, &pool, offset, &s, &filter, &input, &mut fused).unwrap();
+            }
+            Encoding::SparseRel8 | Encoding::SparseRel4 => {
+                let bytes = sparse::encode(&filter, out_c, encoding).unwrap();
+                let rows = SparseRows::new(&bytes, out_c, encoding).unwrap();
+                conv2d_sparse(&conv, offset, &s, &rows, &input, &mut mid).unwrap();
+                let r = conv2d_sparse_max_pool(&conv, &pool, offset, &s, &rows, &input, &mut fused);
+                if filter.len() / out_c > 512 {
+                    prop_assert!(r.is_err());
+                    return Ok(());
+                }
+                r.unwrap();
+            }
+            packed => {
+                let bytes = packed::encode(&filter, out_c, packed).unwrap();
+                let rows = PackedRows::new(&bytes, out_c, filter.len() / out_c, packed).unwrap();
+                conv2d_packed(&conv, offset, &s, &rows, &input, &mut mid).unwrap();
+                let r = conv2d_packed_max_pool(&conv, &pool, offset, &s, &rows, &input, &mut fused);
+                if filter.len() / out_c > 512 {
+                    prop_assert!(r.is_err());
+                    return Ok(());
+                }
+                r.unwrap();
+            }
+        }
+        let mut unfused = vec![2i8; out_len];
+        pool2d(PoolKind::Max, &pool, -128, 127, &mid, &mut unfused).unwrap();
+        let mut oracle = vec![1i8; out_len];
+        reference::conv2d_max_pool(&conv, &pool, offset, &s, &filter, &input, &mut oracle);
+        prop_assert_eq!(&fused, &unfused);
+        prop_assert_eq!(&fused, &oracle);
+        // A pool that does not read this conv's output is refused.
+        let wrong = ConvGeometry { in_h: conv.out_h + 1, ..pool };
+        prop_assert!(conv2d_max_pool(&conv, &wrong, offset, &s, &filter, &input, &mut fused).is_err());
     }
 
     #[test]

@@ -380,6 +380,7 @@ fn write_fuzz_seeds() {
     )
     .unwrap();
     std::fs::write(dir.join("cnn-binary.sprig"), binary_cnn().built.blob()).unwrap();
+    std::fs::write(dir.join("cnn-fused.sprig"), common::fused_cnn().blob()).unwrap();
     for encoding in [Encoding::Packed4, Encoding::Packed2, Encoding::Packed1] {
         let name = format!("cnn-{}.sprig", encoding.name());
         std::fs::write(dir.join(name), packed_cnn(encoding).blob()).unwrap();

@@ -16,9 +16,10 @@ const CNN_OPS: u32 = op_set(&[
     OpKind::FullyConnected,
 ]);
 
-/// The test zoo's ops: every op but conv and max pool, weights dense.
+/// The test zoo's ops: every op but conv and max pool (fused or not), weights dense.
 const ZOO_OPS: u32 = (ALL_OPS
     & !CNN_OPS
+    & !OpKind::Conv2dMaxPool.bit()
     & !encoding_set(&Encoding::ALL)
     & !OpKind::BinaryConv2d.bit()
     & !OpKind::BinaryFullyConnected.bit())

@@ -55,6 +55,9 @@ fn op_kinds(runtime: &sprig_runtime::Model<'_>) -> Vec<String> {
         .iter()
         .filter_map(|op| match op {
             Op::Conv2d(c) => Some(format!("Conv2d/{}", c.filter.encoding.name())),
+            Op::Conv2dMaxPool(p) => {
+                Some(format!("Conv2dMaxPool/{}", p.conv.filter.encoding.name()))
+            }
             Op::FullyConnected(f) => Some(format!("FullyConnected/{}", f.weights.encoding.name())),
             Op::BinaryConv2d(c) => Some(format!("BinaryConv2d/{}", c.filter.encoding.name())),
             Op::BinaryFullyConnected(f) => Some(format!(
@@ -93,8 +96,8 @@ fn bnn_plan_deploys_with_binary_fully_connected_ops() -> Result<()> {
     deploys(
         BNN,
         &[
-            "Conv2d/dense",
-            &format!("Conv2d/{packed1}"),
+            "Conv2dMaxPool/dense",
+            &format!("Conv2dMaxPool/{packed1}"),
             &format!("BinaryFullyConnected/{packed1}"),
             &format!("BinaryFullyConnected/{packed1}"),
             "FullyConnected/dense",
@@ -108,7 +111,7 @@ fn sign_inputs_make_the_conv_binary_too() -> Result<()> {
     deploys(
         BNN_SIGN_INPUTS,
         &[
-            "Conv2d/dense",
+            "Conv2dMaxPool/dense",
             &format!("BinaryConv2d/{packed1}"),
             &format!("BinaryFullyConnected/{packed1}"),
             &format!("BinaryFullyConnected/{packed1}"),

@@ -129,8 +129,8 @@ fn lenet5_deployed_matches_fake_quant() -> Result<()> {
     check_agreement("lenet5", &report, true);
     assert!(report.fake_quant_accuracy > 0.6, "{report}");
     // Issue 3's size bars, on the dense layout they were set for; the arena is what the
-    // greedy planner achieves with the max pools written in place (FORMAT.md §4;
-    // TFLite Micro: 5,888 B of activations).
+    // greedy planner achieves with each conv and max pool fused into one op (FORMAT.md
+    // §4; issue 13's bar 2,048 B; TFLite Micro: 5,888 B of activations).
     let dense = packed::pack_with(&model.graph, &[])?;
     assert!(
         dense.overhead_ratio() <= 1.03,
@@ -144,7 +144,14 @@ fn lenet5_deployed_matches_fake_quant() -> Result<()> {
         packed.blob_bytes(),
         dense.blob_bytes()
     );
-    assert!(packed.arena_bytes <= 5_600, "arena {}", packed.arena_bytes);
+    assert!(packed.arena_bytes <= 2_048, "arena {}", packed.arena_bytes);
+    let fused = packed
+        .model()?
+        .ops()
+        .iter()
+        .filter(|op| matches!(op, Op::Conv2dMaxPool(_)))
+        .count();
+    assert_eq!(fused, 2, "both conv + pool pairs fused");
 
     // vectors.bin replays bit for bit through the runtime.
     let bytes = packed::test_vectors(&packed.blob, &test, packed::DEFAULT_VECTOR_COUNT)?;
@@ -419,7 +426,7 @@ fn fake_quant_integers(
 /// has its columns in (h, w, c) order).
 fn runtime_layout(ints: &[i8], dims: &[usize], op: &Op, runtime: &sprig_runtime::Model) -> Vec<i8> {
     match op {
-        Op::Conv2d(_) => {
+        Op::Conv2d(_) | Op::Conv2dMaxPool(_) => {
             let (oc, ic, kk) = (dims[0], dims[1], dims[2] * dims[3]);
             let mut f = vec![0i8; ints.len()];
             for o in 0..oc {
@@ -513,7 +520,12 @@ fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<()> {
     let ops: Vec<&Op> = runtime
         .ops()
         .iter()
-        .filter(|op| matches!(op, Op::Conv2d(_) | Op::FullyConnected(_)))
+        .filter(|op| {
+            matches!(
+                op,
+                Op::Conv2d(_) | Op::Conv2dMaxPool(_) | Op::FullyConnected(_)
+            )
+        })
         .collect();
     assert_eq!(weighted.len(), ops.len());
     assert_eq!(ops.len(), 5, "lenet5: 2 conv + 3 fully connected");
@@ -532,6 +544,7 @@ fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<()> {
         // model.sprig holds exactly those integers ...
         let (bias, input) = match op {
             Op::Conv2d(c) => (c.bias, c.input),
+            Op::Conv2dMaxPool(p) => (p.conv.bias, p.conv.input),
             Op::FullyConnected(f) => (f.bias, f.input),
             _ => unreachable!(),
         };
@@ -661,7 +674,12 @@ fn packed_weights_follow_the_quantizer_not_max_abs() -> Result<()> {
     let ops: Vec<&Op> = runtime
         .ops()
         .iter()
-        .filter(|op| matches!(op, Op::Conv2d(_) | Op::FullyConnected(_)))
+        .filter(|op| {
+            matches!(
+                op,
+                Op::Conv2d(_) | Op::Conv2dMaxPool(_) | Op::FullyConnected(_)
+            )
+        })
         .collect();
     let names = ["conv1", "conv2", "fc1", "fc2", "fc3"];
     let layer_weights = runtime.layer_weights()?;

@@ -969,6 +969,8 @@ pub(super) fn lower(model: &TfModel<'_>, bytes: usize, name: &str) -> Result<Imp
         output,
         arena_size: 0,
     };
+    // Conv → max pool as one op (format 2.2): bit-exact, and the conv's output takes no arena.
+    graph.fuse_conv_max_pools();
     let arena = graph.plan_arena().map_err(rt)?;
     let blob = l.data.finish(&graph).map_err(rt)?;
     let m = Model::from_bytes(&blob).map_err(rt)?;

@@ -7,9 +7,9 @@
 use serde::Deserialize;
 
 use super::{
-    align_up, Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, DataRef, DepthwiseConv2d,
-    Encoding, FullyConnected, GlobalAvgPool, GraphHeader, Header, Op, Padding, Pool2d, Reshape,
-    Softmax, Tensor, TensorKind, Weights, HEADER_LEN,
+    align_up, Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, Conv2dMaxPool, DataRef,
+    DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, GraphHeader, Header, Op, Padding,
+    Pool2d, PoolWindow, Reshape, Softmax, Tensor, TensorKind, Weights, HEADER_LEN,
 };
 use crate::error::{sat_u32, Error};
 
@@ -41,6 +41,14 @@ impl<'a> Cursor<'a> {
         self.pos += self.rest.len() - rest.len();
         self.rest = rest;
         Some(value)
+    }
+
+    /// `N` raw bytes: postcard's encoding of `N` consecutive `u8` fields.
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.rest.split_first_chunk::<N>()?;
+        self.pos += N;
+        self.rest = rest;
+        Some(*head)
     }
 
     /// [`Error::Decode`] for an item starting where the cursor stands (a failed
@@ -229,16 +237,16 @@ fn read_tensor(cur: &mut Cursor<'_>) -> Result<Tensor, Error> {
 /// postcard's own encoding of every variant.
 fn op_layout(tag: u32) -> Option<(usize, Option<usize>, u32)> {
     Some(match tag {
-        0 => (20, Some(5), 3 << 18),  // Conv2d: act_min, act_max
-        1 => (21, Some(5), 3 << 19),  // DepthwiseConv2d: act_min, act_max
-        2 => (12, Some(5), 3 << 10),  // FullyConnected: act_min, act_max
-        3 | 4 => (12, None, 3 << 10), // MaxPool2d, AvgPool2d: act_min, act_max
-        5 => (6, None, 0b1111 << 2),  // GlobalAvgPool: all but input, output
-        6 => (11, None, 0xff << 3),   // Add: all but the three tensors
-        7 | 9 => (2, None, 0),        // Reshape, ArgMax
-        8 => (5, None, 0b111 << 2),   // Softmax: all but input, output
-        10 => (15, None, 0),          // BinaryConv2d
-        11 => (7, None, 0),           // BinaryFullyConnected
+        0 | 12 => (20, Some(5), 3 << 18), // Conv2d (and Conv2dMaxPool's conv): act_min, act_max
+        1 => (21, Some(5), 3 << 19),      // DepthwiseConv2d: act_min, act_max
+        2 => (12, Some(5), 3 << 10),      // FullyConnected: act_min, act_max
+        3 | 4 => (12, None, 3 << 10),     // MaxPool2d, AvgPool2d: act_min, act_max
+        5 => (6, None, 0b1111 << 2),      // GlobalAvgPool: all but input, output
+        6 => (11, None, 0xff << 3),       // Add: all but the three tensors
+        7 | 9 => (2, None, 0),            // Reshape, ArgMax
+        8 => (5, None, 0b111 << 2),       // Softmax: all but input, output
+        10 => (15, None, 0),              // BinaryConv2d
+        11 => (7, None, 0),               // BinaryFullyConnected
         _ => return None,
     })
 }
@@ -278,8 +286,8 @@ fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {
         })
     };
     let bias = (u(5) != 0).then(|| d(6));
-    Ok(match tag {
-        0 => Op::Conv2d(Conv2d {
+    let conv = || -> Result<Conv2d, Error> {
+        Ok(Conv2d {
             input: u(0),
             output: u(1),
             filter: weights()?,
@@ -292,7 +300,28 @@ fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {
             padding: pad(14),
             act_min: s(18),
             act_max: s(19),
-        }),
+        })
+    };
+    Ok(match tag {
+        0 => Op::Conv2d(conv()?),
+        12 => {
+            // The conv's fields, then the pool window's eight `u8`s.
+            let [filter_h, filter_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right] =
+                cur.bytes::<8>().ok_or_else(|| cur.fail())?;
+            Op::Conv2dMaxPool(Conv2dMaxPool {
+                conv: conv()?,
+                pool: PoolWindow {
+                    filter_h,
+                    filter_w,
+                    stride_h,
+                    stride_w,
+                    pad_top,
+                    pad_left,
+                    pad_bottom,
+                    pad_right,
+                },
+            })
+        }
         1 => Op::DepthwiseConv2d(DepthwiseConv2d {
             input: u(0),
             output: u(1),
@@ -451,6 +480,19 @@ mod tests {
             act_max: 100,
         };
         let ops = [
+            Op::Conv2dMaxPool(Conv2dMaxPool {
+                conv,
+                pool: PoolWindow {
+                    filter_h: 2,
+                    filter_w: 3,
+                    stride_h: 4,
+                    stride_w: 255,
+                    pad_top: 1,
+                    pad_left: 0,
+                    pad_bottom: 200,
+                    pad_right: 7,
+                },
+            }),
             Op::Conv2d(conv),
             Op::Conv2d(Conv2d {
                 bias: None,

@@ -5,9 +5,9 @@
 /// Format major version this runtime reads; any other major is refused.
 pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version this runtime writes; newer minors of the same major are read.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 /// Number of op tags this runtime knows (`0..OP_TAGS`).
-pub const OP_TAGS: u32 = 12;
+pub const OP_TAGS: u32 = 13;
 
 /// The kind of an [`Op`](super::Op), by wire tag (`OpKind::Conv2d as u32 == 0`).
 // Four bytes, like `Error`'s other payloads: as a one-byte field of
@@ -30,6 +30,7 @@ pub enum OpKind {
     ArgMax,
     BinaryConv2d,
     BinaryFullyConnected,
+    Conv2dMaxPool,
 }
 
 impl OpKind {
@@ -47,6 +48,7 @@ impl OpKind {
         OpKind::ArgMax,
         OpKind::BinaryConv2d,
         OpKind::BinaryFullyConnected,
+        OpKind::Conv2dMaxPool,
     ];
 
     /// This kind's bit in an op set.

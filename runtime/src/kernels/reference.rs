@@ -202,6 +202,22 @@ pub fn pool2d(
     }
 }
 
+/// Oracle for [`super::conv_pool::conv2d_max_pool`]: the conv's whole output, then a
+/// max pool over it with the full int8 range.
+pub fn conv2d_max_pool(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    let mut full = std::vec![0i8; conv.batch * conv.out_h * conv.out_w * conv.out_c];
+    conv2d(conv, input_offset, stage, filter, input, &mut full);
+    pool2d(PoolKind::Max, pool, -128, 127, &full, output);
+}
+
 /// Oracle for [`super::pooling::global_avg_pool`].
 pub fn global_avg_pool(dims: [usize; 4], p: &MeanParams, input: &[i8], output: &mut [i8]) {
     let [batch, h, w, c] = dims;

@@ -34,7 +34,7 @@ use crate::format::sparse::{RowIter, SparseRow, SparseRows};
 /// `OFFSET_CAP − 1` changes none and lets the compiler drop every bounds check, which
 /// otherwise doubled the instructions per entry on the Cortex-M4.
 #[inline(always)]
-fn dot_row(x: &[i16; OFFSET_CAP], row: &SparseRow<'_>, nibbles: bool) -> i32 {
+pub(crate) fn dot_row(x: &[i16; OFFSET_CAP], row: &SparseRow<'_>, nibbles: bool) -> i32 {
     const MASK: usize = OFFSET_CAP - 1;
     let at = |p: usize| i32::from(x.get(p & MASK).copied().unwrap_or(0));
     let w = |v: u8| i32::from(v as i8);
@@ -95,22 +95,22 @@ pub fn conv2d_sparse(
 /// the input) then read the input directly, with no window to gather. Filled once per
 /// group and op call, reused by every pixel; one table per call (kept in place: a
 /// copy of it would cost its 1.3 KiB of stack again).
-struct Taps<'a> {
+pub(crate) struct Taps<'a> {
     /// Every row's entry offsets, one row after another.
     offsets: [u16; OFFSET_CAP],
     /// Per row: its entries' weights and `Σ w` (for the input offset's share).
     sums: [i32; QUANT_BLOCK],
     /// Per row: the row itself (values and gaps, for border pixels).
-    rows: [SparseRow<'a>; QUANT_BLOCK],
+    pub(crate) rows: [SparseRow<'a>; QUANT_BLOCK],
     /// Rows in the group.
-    len: usize,
+    pub(crate) len: usize,
     /// One past the largest offset in the group: a window of this many bytes holds
     /// every input the group reads.
     reach: usize,
 }
 
 impl<'a> Taps<'a> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         const EMPTY: SparseRow<'static> = SparseRow {
             values: &[],
             gaps: &[],
@@ -126,7 +126,13 @@ impl<'a> Taps<'a> {
 
     /// Take rows from `rows` (at most `max`) while their entries fit the table. Leaves
     /// `len` 0 when the next row alone does not fit.
-    fn fill(&mut self, g: &ConvGeometry, rows: &mut RowIter<'a>, max: usize, nibbles: bool) {
+    pub(crate) fn fill(
+        &mut self,
+        g: &ConvGeometry,
+        rows: &mut RowIter<'a>,
+        max: usize,
+        nibbles: bool,
+    ) {
         let row_len = g.kernel_w * g.in_c;
         let row_stride = g.in_w * g.in_c;
         let mut used = 0;
@@ -175,7 +181,7 @@ impl<'a> Taps<'a> {
     /// of the 8.5 instructions per entry and pixel on the M4.
     #[inline(always)]
     #[allow(clippy::too_many_arguments, unsafe_code)]
-    fn direct(
+    pub(crate) fn direct(
         &self,
         window: &[i8],
         step: usize,

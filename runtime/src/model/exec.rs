@@ -16,11 +16,12 @@ use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split};
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::SparseRows;
-use crate::format::{DataRef, Encoding, Op, Padding, Tensor, Weights};
+use crate::format::{Conv2dMaxPool, DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, AddParams};
 use crate::kernels::argmax::argmax;
 use crate::kernels::binary::{binary_conv2d, binary_fully_connected};
 use crate::kernels::conv::conv2d;
+use crate::kernels::conv_pool::{conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool};
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
 use crate::kernels::low_bit::{conv2d_packed, depthwise_conv2d_packed, fully_connected_packed};
@@ -71,6 +72,57 @@ fn geometry(
         pad_top: pad.top as usize,
         pad_left: pad.left as usize,
     })
+}
+
+/// `(conv, pool)` geometries of a fused conv and max pool: the conv's output (never
+/// stored) is what the pool reads.
+fn fused_geometry(
+    x: &Tensor,
+    y: &Tensor,
+    p: &Conv2dMaxPool,
+) -> Option<(ConvGeometry, ConvGeometry)> {
+    let c = &p.conv;
+    let [batch, in_h, in_w, in_c] = dims4(x)?;
+    let [_, out_h, out_w, out_c] = dims4(y)?;
+    let size = |n: usize, k: u32, s: u32, a: u32, b: u32| {
+        let span = n.checked_add(a as usize)?.checked_add(b as usize)?;
+        Some(span.checked_sub(k as usize)?.checked_div(s as usize)? + 1)
+    };
+    let pad = &c.padding;
+    let conv_h = size(in_h, c.kernel_h, c.stride_h, pad.top, pad.bottom)?;
+    let conv_w = size(in_w, c.kernel_w, c.stride_w, pad.left, pad.right)?;
+    let w = &p.pool;
+    let conv = ConvGeometry {
+        batch,
+        in_h,
+        in_w,
+        in_c,
+        out_h: conv_h,
+        out_w: conv_w,
+        out_c,
+        kernel_h: c.kernel_h as usize,
+        kernel_w: c.kernel_w as usize,
+        stride_h: c.stride_h as usize,
+        stride_w: c.stride_w as usize,
+        pad_top: pad.top as usize,
+        pad_left: pad.left as usize,
+    };
+    let pool = ConvGeometry {
+        batch,
+        in_h: conv_h,
+        in_w: conv_w,
+        in_c: out_c,
+        out_h,
+        out_w,
+        out_c,
+        kernel_h: usize::from(w.filter_h),
+        kernel_w: usize::from(w.filter_w),
+        stride_h: usize::from(w.stride_h),
+        stride_w: usize::from(w.stride_w),
+        pad_top: usize::from(w.pad_top),
+        pad_left: usize::from(w.pad_left),
+    };
+    Some((conv, pool))
 }
 
 /// The arena bytes of `t`.
@@ -346,6 +398,23 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 let thresholds = self.bytes(p.thresholds)?;
                 let (input, _, output) = split(arena, &rin, &rin, &rout)?;
                 binary_fully_connected(&shape, x.zero_point, thresholds, &packed, input, output)
+            }
+            Op::Conv2dMaxPool(p) if has(OpKind::Conv2dMaxPool) => {
+                let (conv, pool) = fused_geometry(x, y, p)?;
+                let c = &p.conv;
+                let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
+                let filter = self.bytes(c.filter.data)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
+                let (g, off) = (&conv, input_offset);
+                if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
+                    conv2d_packed_max_pool(g, &pool, off, &stage, &rows, input, output)
+                } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
+                    conv2d_sparse_max_pool(g, &pool, off, &stage, &rows, input, output)
+                } else {
+                    let filter = bytes_as_i8(filter);
+                    conv2d_max_pool(g, &pool, off, &stage, filter, input, output)
+                }
             }
             Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (_, depth) = rows(x)?;

@@ -13,7 +13,7 @@ use crate::fixed_point::{multiplier_in_range, shift_in_range};
 use crate::format::read::Parsed;
 use crate::format::{
     packed, sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
-    REQUANT_ENTRY_LEN,
+    FUSED_WINDOW_CAP, REQUANT_ENTRY_LEN,
 };
 use crate::kernels::binary::BINARY_ROW_CAP;
 use crate::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
@@ -482,6 +482,50 @@ impl<'t> Ctx<'t> {
                 }
                 self.binary_weights(p.weights, n, u64::from(k))?;
                 self.data_ref(p.thresholds, 4 * u64::from(n)).map(|_| ())
+            }
+            Op::Conv2dMaxPool(p) if has(OpKind::Conv2dMaxPool) => {
+                let c = &p.conv;
+                let [n, h, w, ic] = self.dims4(x)?;
+                let [n2, ph, pw, oc] = self.dims4(y)?;
+                let pad = &c.padding;
+                let conv_h = self.out_dim(h, c.kernel_h, c.stride_h, pad.top, pad.bottom)?;
+                let conv_w = self.out_dim(w, c.kernel_w, c.stride_w, pad.left, pad.right)?;
+                let win = &p.pool;
+                let pooled = |size, k: u8, s: u8, a: u8, b: u8| {
+                    let [k, s, a, b] = [k, s, a, b].map(u32::from);
+                    self.out_dim(size, k, s, a, b)
+                };
+                let eh = pooled(
+                    conv_h,
+                    win.filter_h,
+                    win.stride_h,
+                    win.pad_top,
+                    win.pad_bottom,
+                )?;
+                let ew = pooled(
+                    conv_w,
+                    win.filter_w,
+                    win.stride_w,
+                    win.pad_left,
+                    win.pad_right,
+                )?;
+                if n != n2 || ph != eh || pw != ew {
+                    return Err(self.shape_err());
+                }
+                // Sparse and packed filters: the conv's windowed paths only (no
+                // piecewise fallback in the fused kernels).
+                let taps = u64::from(c.kernel_h) * u64::from(c.kernel_w);
+                let window = taps * u64::from(ic);
+                if c.filter.encoding != Encoding::Dense && window > u64::from(FUSED_WINDOW_CAP) {
+                    return Err(Error::EncodingNotSupported {
+                        op: self.op,
+                        encoding: c.filter.encoding as u32,
+                    });
+                }
+                self.weights::<OPS>(c.filter, oc, taps * u64::from(ic))?;
+                self.bias(c.bias, oc)?;
+                self.requant(c.requant, oc)?;
+                self.act(c.act_min, c.act_max)
             }
             Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (lead_x, depth) = self.split_last(x)?;

@@ -59,7 +59,9 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             let (x, y) = x.zip(y).ok_or(Error::KernelArgs)?;
             let last = |t: &crate::format::Tensor| t.shape.last().map_or(0, |&d| d as usize);
             let (rows, row_len) = match op {
-                Op::Conv2d(p) => (last(y), (p.kernel_h * p.kernel_w) as usize * last(x)),
+                Op::Conv2d(p) | Op::Conv2dMaxPool(crate::format::Conv2dMaxPool { conv: p, .. }) => {
+                    (last(y), (p.kernel_h * p.kernel_w) as usize * last(x))
+                }
                 Op::BinaryConv2d(p) => (last(y), (p.kernel_h * p.kernel_w) as usize * last(x)),
                 Op::DepthwiseConv2d(p) => ((p.kernel_h * p.kernel_w) as usize, last(y)),
                 _ => (last(y), last(x)),

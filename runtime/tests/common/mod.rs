@@ -146,6 +146,17 @@ pub fn cnn() -> Built {
     cnn_encoded(Encoding::Dense)
 }
 
+/// [`cnn`] with its conv and max pool fused into one `Conv2dMaxPool` (format 2.2):
+/// input [1,6,6,1] → fused conv + pool → [1,3,3,2] (tensor 1) → reshape → [1,18]
+/// (tensor 2) → fully connected → [1,4] (tensor 3). Same layers, same outputs
+/// ([`cnn_expected`]).
+pub fn fused_cnn() -> Built {
+    let mut built = cnn();
+    assert_eq!(built.graph.fuse_conv_max_pools(), 1);
+    built.graph.plan_arena().unwrap();
+    built
+}
+
 /// [`cnn`] with about two thirds of each layer's weights zero, stored in `encoding`.
 pub fn sparse_cnn(encoding: Encoding) -> Built {
     cnn_encoded(encoding)

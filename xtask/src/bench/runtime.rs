@@ -28,6 +28,7 @@ fn contents(model: &Model) -> Contents {
     for op in model.ops() {
         let (weights, bias) = match op {
             Op::Conv2d(p) => (p.filter, p.bias),
+            Op::Conv2dMaxPool(p) => (p.conv.filter, p.conv.bias),
             Op::DepthwiseConv2d(p) => (p.filter, p.bias),
             Op::FullyConnected(p) => (p.weights, p.bias),
             _ => continue,

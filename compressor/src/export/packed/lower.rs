@@ -24,6 +24,9 @@
 //!   its weight columns permuted to match.
 //! - Add → `Add` with per-input requantization ([`AddQuant::from_scales`]).
 //! - An unfused ReLU / ReLU6 on a grid becomes a 1×1 `MaxPool2d` that only clamps.
+//! - Last, a dense Conv2d whose only reader is the MaxPool2d after it (ReLU fused or
+//!   not) becomes one `Conv2dMaxPool` ([`GraphDef::fuse_conv_max_pools`], format 2.2),
+//!   so the conv's full-size output is never planned in the arena.
 
 mod layers;
 mod signs;
@@ -135,6 +138,8 @@ pub(super) fn lower(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<
         output: output.index,
         arena_size: 0,
     };
+    // Conv → (ReLU) → max pool as one op: the conv's full output never takes arena.
+    def.fuse_conv_max_pools();
     def.plan_arena().map_err(|e| Error::Export {
         path: path.to_path_buf(),
         message: format!("planning the arena failed (an exporter bug): {e}"),

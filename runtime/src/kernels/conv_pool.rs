@@ -1,0 +1,469 @@
+//! Convolution fused with the max pool that reads it (format 2.2's `Conv2dMaxPool`):
+//! the conv's output is never stored; each of its pixels is computed once, in raster
+//! order, and folded straight into the maxima of the pool windows that cover it, so
+//! the op needs no buffer beyond the pooled output (which holds the running maxima)
+//! and one pixel's block of channels on the stack.
+//!
+//! Bit-exact with the conv kernels followed by a max pool with the full int8 range:
+//! each conv value is computed by the conv kernels' own per-pixel code (dense window
+//! and `channels_offset`, sparse taps and rows, packed rows unpacked to dense), and a
+//! maximum does not depend on the order its values arrive in. Conv pixels that no
+//! pool window reads are skipped.
+
+use super::conv::{gather_window, window_columns};
+use super::sparse::{dot_row, Taps};
+use super::{
+    channels_offset, dot, small_offset, ChannelQuant, ConvGeometry, OutputStage, PackScratch,
+    OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
+};
+use crate::error::Error;
+use crate::format::packed::PackedRows;
+use crate::format::sparse::{SparseRow, SparseRows};
+use crate::kernels::low_bit::UNPACK_CAP;
+
+/// `output = max_pool(pool, conv2d(conv, input))` with a dense filter: `conv` is the
+/// convolution's geometry (its `out_*` the unstored conv output), `pool` the pool's
+/// (its `in_*` equal to `conv`'s `out_*`, `in_c = out_c`). Other arguments as
+/// [`conv2d`](super::conv::conv2d); `output` is the pooled `[N, PH, PW, OC]`.
+pub fn conv2d_max_pool(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_oc = conv.kernel_h * conv.kernel_w * conv.in_c;
+    if Some(filter.len()) != filter_oc.checked_mul(conv.out_c) {
+        return Err(Error::KernelArgs);
+    }
+    start(conv, pool, stage, input, output)?;
+    let mut window = [0i16; OFFSET_CAP];
+    let mut scratch = PACK_SCRATCH;
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    let gathered = small_offset(input_offset)
+        .filter(|_| filter_oc <= OFFSET_CAP)
+        .zip(window.get_mut(..filter_oc));
+    let mut dense = DensePixel {
+        g: conv,
+        input_offset,
+        stage,
+        gathered,
+        scratch: &mut scratch,
+    };
+    // Channel blocks outermost, as in the conv: each block's output stage is decoded
+    // once.
+    for (block, f_block) in filter.chunks(QUANT_BLOCK * filter_oc).enumerate() {
+        let c0 = block * QUANT_BLOCK;
+        let n = f_block.len() / filter_oc.max(1);
+        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+        stage.channels_into(c0, q);
+        let q = &*q;
+        fold_pixels(
+            conv,
+            pool,
+            input,
+            output,
+            c0..c0 + n,
+            |image, at, out, _| {
+                dense
+                    .compute(image, at, f_block, c0, q, out)
+                    .map(|()| false)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// [`conv2d_max_pool`] with packed low-bit filter rows: blocks of rows unpacked to
+/// int8, then the dense pixels. Windows of at most [`OFFSET_CAP`] values and offsets
+/// within ±256 (`KernelArgs` otherwise; the loader refuses larger fused windows).
+pub fn conv2d_packed_max_pool(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    rows: &PackedRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_oc = conv.kernel_h * conv.kernel_w * conv.in_c;
+    let offset = small_offset(input_offset).ok_or(Error::KernelArgs)?;
+    if rows.rows() != conv.out_c || rows.row_len() != filter_oc || filter_oc > OFFSET_CAP {
+        return Err(Error::KernelArgs);
+    }
+    start(conv, pool, stage, input, output)?;
+    let mut window = [0i16; OFFSET_CAP];
+    let mut scratch = PACK_SCRATCH;
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    let mut unpacked = [0i8; UNPACK_CAP];
+    let mut dense = DensePixel {
+        g: conv,
+        input_offset,
+        stage,
+        gathered: Some((
+            offset,
+            window.get_mut(..filter_oc).ok_or(Error::KernelArgs)?,
+        )),
+        scratch: &mut scratch,
+    };
+    // Whole filters per block: at least two (filter_oc ≤ 512).
+    let per_block = (UNPACK_CAP / filter_oc.max(1)).min(QUANT_BLOCK);
+    for c0 in (0..conv.out_c).step_by(per_block) {
+        let n = per_block.min(conv.out_c - c0);
+        let block = unpacked.get_mut(..n * filter_oc).ok_or(Error::KernelArgs)?;
+        rows.unpack_rows(c0, block).ok_or(Error::KernelArgs)?;
+        let block = &*block;
+        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+        stage.channels_into(c0, q);
+        let q = &*q;
+        fold_pixels(
+            conv,
+            pool,
+            input,
+            output,
+            c0..c0 + n,
+            |image, at, out, _| dense.compute(image, at, block, c0, q, out).map(|()| false),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`conv2d_max_pool`] with sparse filter rows (one per output channel), computed as
+/// [`conv2d_sparse`](super::sparse::conv2d_sparse) computes them: interior pixels
+/// straight from the input through the rows' tap table, border pixels over a gathered
+/// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
+/// (`KernelArgs` otherwise; the loader refuses larger fused windows).
+pub fn conv2d_sparse_max_pool(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let g = conv;
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
+    let offset = small_offset(input_offset).ok_or(Error::KernelArgs)?;
+    if window_len > OFFSET_CAP {
+        return Err(Error::KernelArgs);
+    }
+    start(conv, pool, stage, input, output)?;
+    // Offsets in the tap table are `u16`: the span of one window must fit.
+    let span = ((g.kernel_h - 1) * g.in_w + g.kernel_w) * g.in_c;
+    let direct = span <= usize::from(u16::MAX);
+    let mut buf = [0i16; OFFSET_CAP];
+    let mut taps = Taps::new();
+    let nibbles = filter.nibbles();
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    let mut rows = filter.iter();
+    for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
+        let n = (g.out_c - c0).min(QUANT_BLOCK);
+        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+        stage.channels_into(c0, q);
+        let mut done = 0;
+        while done < n {
+            taps.len = 0;
+            if direct {
+                taps.fill(g, &mut rows, n - done, nibbles);
+            }
+            // A row too long for the table (or windows too wide for `u16` offsets):
+            // that row alone, through the gathered window only.
+            let (len, lone) = match taps.len {
+                0 => (1, Some(rows.next().ok_or(Error::KernelArgs)?)),
+                len => (len, None),
+            };
+            let group: &[SparseRow<'_>] = match &lone {
+                Some(row) => core::slice::from_ref(row),
+                None => taps.rows.get(..len).unwrap_or(&[]),
+            };
+            let qs = q.get(done..done + len).ok_or(Error::KernelArgs)?;
+            let lo = c0 + done;
+            let taps = &taps;
+            let compute = |image: &[i8],
+                           (oy, ox): (usize, usize),
+                           out: &mut [i8],
+                           next: Option<&mut [i8]>| {
+                let y0 = oy * g.stride_h;
+                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                let inside_rows = lone.is_none() && ky0 == 0 && ky1 == g.kernel_h;
+                let inside = |ox: usize| {
+                    let x0 = ox * g.stride_w;
+                    inside_rows && x0 >= g.pad_left && x0 + g.kernel_w <= g.in_w + g.pad_left
+                };
+                if inside(ox) {
+                    let x0 = ox * g.stride_w;
+                    let origin = ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c;
+                    let window = image.get(origin..).ok_or(Error::KernelArgs)?;
+                    let (offset, step) = (i32::from(offset), g.stride_w * g.in_c);
+                    // Two pixels per walk over the entries where the next one is wanted
+                    // and interior too, as the sparse conv does.
+                    let pair = next.filter(|_| inside(ox + 1));
+                    let paired = pair.is_some();
+                    taps.direct(window, step, offset, stage, qs, out, pair)?;
+                    return Ok(paired);
+                }
+                let window = buf.get_mut(..window_len).ok_or(Error::KernelArgs)?;
+                gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
+                for ((y, q), row) in out.iter_mut().zip(qs).zip(group) {
+                    *y = stage.finish(q, dot_row(&buf, row, nibbles));
+                }
+                Ok(false)
+            };
+            fold_pixels(conv, pool, input, output, lo..lo + len, compute)?;
+            done += len;
+        }
+    }
+    Ok(())
+}
+
+/// The checks every flavour makes, then the pooled output set to `i8::MIN`, the
+/// identity of the maxima (every pool window holds at least one conv pixel, since
+/// padding is smaller than the window, so it is always replaced).
+fn start(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    stage: &OutputStage<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let (in_len, _) = conv.lens()?;
+    let (_, out_len) = pool.lens()?;
+    stage.check()?;
+    let chained = pool.batch == conv.batch
+        && pool.in_h == conv.out_h
+        && pool.in_w == conv.out_w
+        && pool.in_c == conv.out_c
+        && pool.out_c == conv.out_c;
+    if !chained || input.len() != in_len || output.len() != out_len || stage.channels != conv.out_c
+    {
+        return Err(Error::KernelArgs);
+    }
+    output.fill(i8::MIN);
+    Ok(())
+}
+
+/// For every image and every conv pixel `(oy, ox)` some pool window reads, in raster
+/// order: `compute(image, (oy, ox), out, next)` writes the pixel's channels `channels`
+/// into `out`, which is then folded into the maximum of each pool output covering it.
+/// Where pixel `(oy, ox + 1)` is wanted too, `next` offers its buffer: `compute`
+/// returns `true` if it filled it as well (one pass for two pixels), `false` if not.
+fn fold_pixels(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input: &[i8],
+    output: &mut [i8],
+    channels: core::ops::Range<usize>,
+    mut compute: impl FnMut(&[i8], (usize, usize), &mut [i8], Option<&mut [i8]>) -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let image_in = conv.in_h * conv.in_w * conv.in_c;
+    let image_out = pool.out_h * pool.out_w * pool.out_c;
+    let mut values = [[0i8; QUANT_BLOCK]; 2];
+    let [first, second] = &mut values;
+    let n = channels.len();
+    let (v0, v1) = first
+        .get_mut(..n)
+        .zip(second.get_mut(..n))
+        .ok_or(Error::KernelArgs)?;
+    for (image, pooled) in input
+        .chunks_exact(image_in)
+        .zip(output.chunks_exact_mut(image_out))
+    {
+        // Half-open ranges: `a..=b` loops cost more on the Cortex-M.
+        let mut fold = |rows: (usize, usize), cols: (usize, usize), v: &[i8]| {
+            for py in rows.0..rows.1 + 1 {
+                for px in cols.0..cols.1 + 1 {
+                    let at = (py * pool.out_w + px) * pool.out_c;
+                    let dst = pooled
+                        .get_mut(at + channels.start..at + channels.end)
+                        .ok_or(Error::KernelArgs)?;
+                    for (d, &s) in dst.iter_mut().zip(v) {
+                        *d = (*d).max(s);
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        let mut row_cover = Cover::new(pool.kernel_h, pool.stride_h, pool.pad_top, pool.out_h);
+        for oy in 0..conv.out_h {
+            let Some(rows) = row_cover.step() else {
+                continue; // no window reads this conv row: not computed at all
+            };
+            let mut col_cover = Cover::new(pool.kernel_w, pool.stride_w, pool.pad_left, pool.out_w);
+            let mut here = col_cover.step();
+            let mut ox = 0;
+            while ox < conv.out_w {
+                let next = if ox + 1 < conv.out_w {
+                    col_cover.step()
+                } else {
+                    None
+                };
+                let Some(cols) = here else {
+                    ox += 1;
+                    here = next;
+                    continue;
+                };
+                let paired = compute(image, (oy, ox), v0, next.and(Some(&mut *v1)))?;
+                fold(rows, cols, v0)?;
+                match (paired, next) {
+                    (true, Some(next_cols)) => {
+                        fold(rows, next_cols, v1)?;
+                        ox += 2;
+                        here = if ox < conv.out_w {
+                            col_cover.step()
+                        } else {
+                            None
+                        };
+                    }
+                    _ => {
+                        ox += 1;
+                        here = next;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which pool outputs cover each input along one axis, input after input: windows
+/// `kernel` wide, `stride` apart, `pad` before the first input, `count` of them.
+/// Advanced by additions only (no division per pixel: the Cortex-M0 has none).
+struct Cover {
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    count: usize,
+    /// The next input.
+    i: usize,
+    /// First window that has not ended before the current input.
+    first: usize,
+    /// Last window that has started at or before the current input (before clamping
+    /// to `count`).
+    last: usize,
+}
+
+impl Cover {
+    fn new(kernel: usize, stride: usize, pad: usize, count: usize) -> Self {
+        Cover {
+            kernel,
+            stride: stride.max(1),
+            pad,
+            count,
+            i: 0,
+            first: 0,
+            last: 0,
+        }
+    }
+
+    /// The pool outputs `first..=last` whose windows contain the next input (then
+    /// moves on to the one after); `None` if no window does.
+    #[inline]
+    fn step(&mut self) -> Option<(usize, usize)> {
+        // Window p covers inputs p·stride − pad .. p·stride − pad + kernel (exclusive).
+        let reach = self.i + self.pad;
+        self.i += 1;
+        while (self.last + 1) * self.stride <= reach {
+            self.last += 1;
+        }
+        while self.first * self.stride + self.kernel <= reach {
+            self.first += 1;
+        }
+        let last = self.last.min(self.count.checked_sub(1)?);
+        (self.first <= last).then_some((self.first, last))
+    }
+}
+
+/// One conv output pixel's channels from a dense filter block, computed as the conv
+/// kernel computes them.
+struct DensePixel<'g, 's, 'w> {
+    g: &'g ConvGeometry,
+    input_offset: i32,
+    stage: &'g OutputStage<'s>,
+    /// The offset as `i16` and a window buffer, where the window fits
+    /// [`OFFSET_CAP`] (the conv's gathered path); `None`: row-by-row dot products.
+    gathered: Option<(i16, &'w mut [i16])>,
+    scratch: &'w mut PackScratch,
+}
+
+impl DensePixel<'_, '_, '_> {
+    /// Channels `c0..c0 + out.len()` (filters `f_block`, decoded stages `q`) of conv
+    /// output pixel `(oy, ox)` of `image` into `out`.
+    #[inline(always)]
+    fn compute(
+        &mut self,
+        image: &[i8],
+        (oy, ox): (usize, usize),
+        f_block: &[i8],
+        c0: usize,
+        q: &[ChannelQuant],
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        let g = self.g;
+        let y0 = oy * g.stride_h;
+        let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+        if let Some((offset, window)) = self.gathered.as_mut() {
+            gather_window(g, image, (y0, ky0, ky1), ox, *offset, window)?;
+            return channels_offset(window, self.scratch, f_block, self.stage, q, out);
+        }
+        let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
+        let filter_row = g.kernel_w * g.in_c;
+        let (ix0, kx0, run) = window_columns(g, ox);
+        for (j, (y, f_oc)) in out
+            .iter_mut()
+            .zip(f_block.chunks_exact(filter_oc))
+            .enumerate()
+        {
+            let mut acc = 0i32;
+            for ky in ky0..ky1 {
+                let iy = y0 + ky - g.pad_top;
+                let start = (iy * g.in_w + ix0) * g.in_c;
+                let f_start = ky * filter_row + kx0 * g.in_c;
+                let x = image.get(start..start + run).ok_or(Error::KernelArgs)?;
+                let w = f_oc.get(f_start..f_start + run).ok_or(Error::KernelArgs)?;
+                acc = acc.wrapping_add(dot(x, w, self.input_offset));
+            }
+            *y = self.stage.apply(acc, c0 + j);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Cover` agrees with listing every window's inputs.
+    #[test]
+    fn cover_lists_the_windows_of_each_input() {
+        for kernel in 1..=4 {
+            for stride in 1..=3 {
+                for pad in 0..kernel {
+                    for size in 1..=9usize {
+                        let Some(span) = (size + pad).checked_sub(kernel) else {
+                            continue;
+                        };
+                        let count = span / stride + 1;
+                        let mut cover = Cover::new(kernel, stride, pad, count);
+                        for i in 0..size {
+                            let hits: std::vec::Vec<usize> = (0..count)
+                                .filter(|p| {
+                                    let start = (p * stride) as isize - pad as isize;
+                                    (start..start + kernel as isize).contains(&(i as isize))
+                                })
+                                .collect();
+                            let expected = hits.first().zip(hits.last()).map(|(&f, &l)| (f, l));
+                            assert_eq!(
+                                cover.step(),
+                                expected,
+                                "k{kernel} s{stride} p{pad} n{size} i{i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
