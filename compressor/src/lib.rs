@@ -2,6 +2,7 @@
 
 pub mod compress;
 pub mod config;
+pub mod cpu_threads;
 pub mod data;
 mod error;
 pub mod export;

@@ -3,7 +3,7 @@
 //! the batch spread over rayon's threads. The forward op's `bwd` applies the other two,
 //! so candle's autograd and `Var`s work as with `Tensor::conv2d`.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatRef};
@@ -11,7 +11,7 @@ use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
 use super::storage::contiguous_f32;
 
-/// `y = conv(x, w)`: x `[N, C, H, W]`, w `[O, C / groups, k, k]`, y `[N, O, OH, OW]`.
+/// `y = conv(x, w) (+ b)`: x `[N, C, H, W]`, w `[O, C / groups, k, k]`, y `[N, O, OH, OW]`.
 pub struct Conv2dForward(pub ConvGeometry);
 
 /// `dx = convᵀ(dy, w)`: the gradient with respect to the input.
@@ -19,6 +19,9 @@ pub struct Conv2dInputGrad(pub ConvGeometry);
 
 /// `dw = Σₙ dyₙ · im2col(xₙ)ᵀ`: the gradient with respect to the weight.
 pub struct Conv2dWeightGrad(pub ConvGeometry);
+
+/// `[N, C, H, W] -> [C]`: sums over everything but the channel (the bias gradient).
+pub struct ChannelSum;
 
 /// The column matrix of group `group` of one image: the image itself for pointwise
 /// convolutions, else im2col into `scratch`.
@@ -50,6 +53,53 @@ fn output_shape(g: &ConvGeometry) -> Shape {
     Shape::from((g.batch, g.out_channels, g.out_height, g.out_width))
 }
 
+/// The forward pass; with `bias`, each output channel starts from its bias.
+fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (go, k, p) = (g.group_out(), g.patch_len(), g.out_pixels());
+    let mut y = vec![0.0f32; g.batch * g.out_image_len()];
+    y.par_chunks_mut(g.out_image_len())
+        .zip(x.par_chunks(g.image_len()))
+        .for_each_init(
+            || scratch_for(g),
+            |scratch, (y, x)| {
+                if let Some(bias) = bias {
+                    for (plane, b) in y.chunks_exact_mut(p).zip(bias) {
+                        plane.fill(*b);
+                    }
+                }
+                for group in 0..g.groups {
+                    let cols = columns(x, group, g, scratch);
+                    let w = MatRef::rows(&w[group * go * k..(group + 1) * go * k], k);
+                    let y = &mut y[group * go * p..(group + 1) * go * p];
+                    matmul(go, p, k, y, bias.is_some(), w, MatRef::rows(cols, p));
+                }
+            },
+        );
+    y
+}
+
+/// The gradients of the input and the weight, each only where autograd can use it: the
+/// data batch is no variable's descendant, and skipping its gradient spares the first
+/// layer's whole transposed convolution.
+fn input_and_weight_grads(
+    g: ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = if x.track_op() {
+        Some(dy.apply_op2_no_bwd(w, &Conv2dInputGrad(g))?)
+    } else {
+        None
+    };
+    let dw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(dy, &Conv2dWeightGrad(g))?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
+}
+
 impl CustomOp2 for Conv2dForward {
     fn name(&self) -> &'static str {
         "sprig-conv2d"
@@ -62,33 +112,11 @@ impl CustomOp2 for Conv2dForward {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let x = contiguous_f32(xs, xl, self.name())?;
-        let w = contiguous_f32(ws, wl, self.name())?;
-        let (go, k, p) = (g.group_out(), g.patch_len(), g.out_pixels());
-        let mut y = vec![0.0f32; g.batch * g.out_image_len()];
-        y.par_chunks_mut(g.out_image_len())
-            .zip(x.par_chunks(g.image_len()))
-            .for_each_init(
-                || scratch_for(g),
-                |scratch, (y, x)| {
-                    for group in 0..g.groups {
-                        let cols = columns(x, group, g, scratch);
-                        let w = &w[group * go * k..(group + 1) * go * k];
-                        let y = &mut y[group * go * p..(group + 1) * go * p];
-                        matmul(
-                            go,
-                            p,
-                            k,
-                            y,
-                            false,
-                            MatRef::rows(w, k),
-                            MatRef::rows(cols, p),
-                        );
-                    }
-                },
-            );
-        Ok((CpuStorage::F32(y), output_shape(g)))
+        let name = CustomOp2::name(self);
+        let x = contiguous_f32(xs, xl, name)?;
+        let w = contiguous_f32(ws, wl, name)?;
+        let y = forward(&self.0, x, w, None);
+        Ok((CpuStorage::F32(y), output_shape(&self.0)))
     }
 
     fn bwd(
@@ -98,20 +126,50 @@ impl CustomOp2 for Conv2dForward {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        input_and_weight_grads(self.0, x, w, &dy.contiguous()?)
+    }
+}
+
+/// With a bias `[O]`: the bias add rides in the GEMM's accumulator, and its gradient (a
+/// per-channel sum) is one pass over `dy` instead of candle's generic reduction.
+impl CustomOp3 for Conv2dForward {
+    fn name(&self) -> &'static str {
+        "sprig-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        let x = contiguous_f32(xs, xl, name)?;
+        let w = contiguous_f32(ws, wl, name)?;
+        let b = contiguous_f32(bs, bl, name)?;
+        let y = forward(&self.0, x, w, Some(b));
+        Ok((CpuStorage::F32(y), output_shape(&self.0)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        // Inputs that no variable depends on (the data batch) need no gradient: skipping
-        // it spares the first layer's whole transposed convolution.
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(w, &Conv2dInputGrad(self.0))?)
+        let (dx, dw) = input_and_weight_grads(self.0, x, w, &dy)?;
+        let db = if b.track_op() {
+            Some(dy.apply_op1_no_bwd(&ChannelSum)?)
         } else {
             None
         };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&dy, &Conv2dWeightGrad(self.0))?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        Ok((dx, dw, db))
     }
 }
 
@@ -205,5 +263,25 @@ impl CustomOp2 for Conv2dWeightGrad {
         }
         let shape = Shape::from((g.out_channels, g.group_in(), g.kernel, g.kernel));
         Ok((CpuStorage::F32(dw), shape))
+    }
+}
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "sprig-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let data = contiguous_f32(s, l, self.name())?;
+        let mut sums = vec![0.0f32; c];
+        if h * w > 0 {
+            for image in data.chunks_exact(c * h * w).take(n) {
+                for (sum, plane) in sums.iter_mut().zip(image.chunks_exact(h * w)) {
+                    *sum += plane.iter().sum::<f32>();
+                }
+            }
+        }
+        Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }

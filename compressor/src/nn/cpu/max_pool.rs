@@ -39,19 +39,19 @@ impl PoolGeometry {
     /// Offset in `plane` of the first maximum of window (`oy`, `ox`), and its value.
     fn window_max(&self, plane: &[f32], oy: usize, ox: usize) -> (usize, f32) {
         let (y0, x0) = (oy * self.stride, ox * self.stride);
-        let mut best = (y0 * self.width + x0, plane[y0 * self.width + x0]);
+        let mut best_at = y0 * self.width + x0;
+        let mut best = plane[best_at];
         for y in y0..y0 + self.kernel {
-            for x in x0..x0 + self.kernel {
-                let at = y * self.width + x;
-                let v = plane[at];
-                // A NaN wins, as in PyTorch's max pool, so a diverging run still ends in
-                // a NaN loss that the training loop stops on.
-                if v > best.1 || (v.is_nan() && !best.1.is_nan()) {
-                    best = (at, v);
+            let start = y * self.width + x0;
+            for (at, &v) in (start..).zip(&plane[start..start + self.kernel]) {
+                // A NaN wins, as in PyTorch's max pool, so a diverging run still ends
+                // in a NaN loss that the training loop stops on.
+                if v > best || (v.is_nan() && !best.is_nan()) {
+                    (best_at, best) = (at, v);
                 }
             }
         }
-        best
+        (best_at, best)
     }
 }
 

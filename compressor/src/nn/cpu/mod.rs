@@ -22,8 +22,13 @@ fn on_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-/// `x.conv2d(weight, padding, stride, 1, groups)` without bias.
-pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
+/// `x.conv2d(weight, padding, stride, 1, groups)` plus `bias` (`[out_channels]`) per channel.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    config: &Conv2dConfig,
+) -> Result<Tensor> {
     let geometry = match x.dims4() {
         Ok((n, c, h, w)) if c == config.in_channels => ConvGeometry::new(config, [n, c, h, w]),
         _ => None,
@@ -44,12 +49,22 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tens
                 && g.out_channels % g.groups == 0
                 && g.image_len() > 0
                 && g.out_image_len() > 0
-                && weight.dims() == expected_weight =>
+                && weight.dims() == expected_weight
+                && bias.is_none_or(|b| on_cpu_f32(b) && b.dims() == [g.out_channels]) =>
         {
-            x.contiguous()?
-                .apply_op2(&weight.contiguous()?, Conv2dForward(g))
+            let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+            match bias {
+                Some(b) => x.apply_op3(&weight, &b.contiguous()?, Conv2dForward(g)),
+                None => x.apply_op2(&weight, Conv2dForward(g)),
+            }
         }
-        _ => x.conv2d(weight, config.padding, config.stride, 1, config.groups),
+        _ => {
+            let y = x.conv2d(weight, config.padding, config.stride, 1, config.groups)?;
+            match bias {
+                Some(b) => y.broadcast_add(&b.reshape((1, config.out_channels, 1, 1))?),
+                None => Ok(y),
+            }
+        }
     }
 }
 

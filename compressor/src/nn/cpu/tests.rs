@@ -96,7 +96,7 @@ fn conv2d_matches_candle_forward_and_gradients() -> Result<()> {
         ];
         let x = Var::from_tensor(&seeded(&dims, 3 * i as u64)?)?;
         let w = Var::from_tensor(&seeded(&wdims, 3 * i as u64 + 1)?)?;
-        let ours = super::conv2d(x.as_tensor(), w.as_tensor(), &cfg)?;
+        let ours = super::conv2d(x.as_tensor(), w.as_tensor(), None, &cfg)?;
         let r = seeded(ours.dims(), 3 * i as u64 + 2)?;
         let (y0, dx0, dw0) = run(
             |x, w| x.conv2d(w, cfg.padding, cfg.stride, 1, cfg.groups),
@@ -104,11 +104,54 @@ fn conv2d_matches_candle_forward_and_gradients() -> Result<()> {
             &w,
             &r,
         )?;
-        let (y1, dx1, dw1) = run(|x, w| super::conv2d(x, w, &cfg), &x, &w, &r)?;
+        let (y1, dx1, dw1) = run(|x, w| super::conv2d(x, w, None, &cfg), &x, &w, &r)?;
         assert_eq!(y0.dims(), y1.dims(), "{cfg:?}");
         assert_eq!(dx0.dims(), dx1.dims(), "{cfg:?}");
         assert_eq!(dw0.dims(), dw1.dims(), "{cfg:?}");
         for (what, a, b) in [("y", &y0, &y1), ("dx", &dx0, &dx1), ("dw", &dw0, &dw1)] {
+            let d = max_abs_diff(a, b)?;
+            assert!(d < 1e-4, "{cfg:?} {what}: max |Δ| = {d}");
+        }
+    }
+    Ok(())
+}
+
+/// With a bias: the same output as candle's conv plus a broadcast add, and the bias
+/// gradient equal to candle's.
+#[test]
+fn conv2d_with_bias_matches_candle() -> Result<()> {
+    for (i, (cfg, dims)) in configs().into_iter().enumerate() {
+        let wdims = [
+            cfg.out_channels,
+            cfg.in_channels / cfg.groups,
+            cfg.kernel_size,
+            cfg.kernel_size,
+        ];
+        let x = Var::from_tensor(&seeded(&dims, 30 + i as u64)?)?;
+        let w = Var::from_tensor(&seeded(&wdims, 40 + i as u64)?)?;
+        let b = Var::from_tensor(&seeded(&[cfg.out_channels], 50 + i as u64)?)?;
+        let candle = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            x.conv2d(w, cfg.padding, cfg.stride, 1, cfg.groups)?
+                .broadcast_add(&b.reshape((1, cfg.out_channels, 1, 1))?)
+        };
+        let ours = |x: &Tensor, w: &Tensor, b: &Tensor| super::conv2d(x, w, Some(b), &cfg);
+        let y0 = candle(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
+        let r = seeded(y0.dims(), 60 + i as u64)?;
+        let mut results = Vec::new();
+        for f in [
+            &candle as &dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+            &ours,
+        ] {
+            let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
+            let grads = (&y * &r)?.sum_all()?.backward()?;
+            let grad = |v: &Var| grads.get(v.as_tensor()).expect("gradient").clone();
+            results.push([y, grad(&x), grad(&w), grad(&b)]);
+        }
+        for (what, (a, b)) in ["y", "dx", "dw", "db"]
+            .iter()
+            .zip(results[0].iter().zip(&results[1]))
+        {
+            assert_eq!(a.dims(), b.dims(), "{cfg:?} {what}");
             let d = max_abs_diff(a, b)?;
             assert!(d < 1e-4, "{cfg:?} {what}: max |Δ| = {d}");
         }
@@ -129,11 +172,11 @@ fn conv2d_gradients_satisfy_linearity_on_non_square_strided_inputs() -> Result<(
         ];
         let x = Var::from_tensor(&seeded(&dims, 50 + i as u64)?)?;
         let w = Var::from_tensor(&seeded(&wdims, 60 + i as u64)?)?;
-        let y = super::conv2d(x.as_tensor(), w.as_tensor(), &cfg)?;
+        let y = super::conv2d(x.as_tensor(), w.as_tensor(), None, &cfg)?;
         let reference = x.conv2d(&w, cfg.padding, cfg.stride, 1, cfg.groups)?;
         assert!(max_abs_diff(&y, &reference)? < 1e-5, "{cfg:?} forward");
         let r = seeded(y.dims(), 70 + i as u64)?;
-        let (_, dx, dw) = run(|x, w| super::conv2d(x, w, &cfg), &x, &w, &r)?;
+        let (_, dx, dw) = run(|x, w| super::conv2d(x, w, None, &cfg), &x, &w, &r)?;
         let loss = (&y * &r)?.sum_all()?.to_scalar::<f32>()?;
         for (what, v, g) in [("x", x.as_tensor(), &dx), ("w", w.as_tensor(), &dw)] {
             let dot = (v * g)?.sum_all()?.to_scalar::<f32>()?;
@@ -153,7 +196,7 @@ fn conv2d_skips_the_gradient_of_a_constant_input() -> Result<()> {
     let cfg = Conv2dConfig::new(1, 2, 3).padding(1);
     let x = seeded(&[2, 1, 5, 5], 7)?;
     let w = Var::from_tensor(&seeded(&[2, 1, 3, 3], 8)?)?;
-    let grads = super::conv2d(&x, w.as_tensor(), &cfg)?
+    let grads = super::conv2d(&x, w.as_tensor(), None, &cfg)?
         .sum_all()?
         .backward()?;
     assert!(grads.get(&x).is_none());
@@ -167,7 +210,7 @@ fn conv2d_accepts_non_contiguous_inputs() -> Result<()> {
     let cfg = Conv2dConfig::new(3, 4, 3).padding(1);
     let x = seeded(&[2, 3, 6, 5], 9)?.transpose(2, 3)?;
     let w = seeded(&[4, 3, 3, 3], 10)?;
-    let ours = super::conv2d(&x, &w, &cfg)?;
+    let ours = super::conv2d(&x, &w, None, &cfg)?;
     let theirs = x.conv2d(&w, 1, 1, 1, 1)?;
     assert!(max_abs_diff(&ours, &theirs)? < 1e-5);
     Ok(())
