@@ -36,22 +36,49 @@ impl PoolGeometry {
         self.channels.max(1)
     }
 
-    /// Offset in `plane` of the first maximum of window (`oy`, `ox`), and its value.
-    fn window_max(&self, plane: &[f32], oy: usize, ox: usize) -> (usize, f32) {
+    /// Offsets in `plane` of window (`oy`, `ox`), row by row.
+    #[inline]
+    fn window(&self, oy: usize, ox: usize) -> impl Iterator<Item = usize> + '_ {
         let (y0, x0) = (oy * self.stride, ox * self.stride);
-        let mut best_at = y0 * self.width + x0;
-        let mut best = plane[best_at];
-        for y in y0..y0 + self.kernel {
-            let start = y * self.width + x0;
-            for (at, &v) in (start..).zip(&plane[start..start + self.kernel]) {
-                // A NaN wins, as in PyTorch's max pool, so a diverging run still ends
-                // in a NaN loss that the training loop stops on.
-                if v > best || (v.is_nan() && !best.is_nan()) {
-                    (best_at, best) = (at, v);
-                }
-            }
+        (y0..y0 + self.kernel)
+            .flat_map(move |y| y * self.width + x0..y * self.width + x0 + self.kernel)
+    }
+
+    /// The window's maximum; NaN if it holds one (as PyTorch's max pool does, so a
+    /// diverging run still ends in a NaN loss that the training loop stops on).
+    /// Branch-free: which element wins depends on the data, and branches on it
+    /// mispredicted often enough to make pooling a fifth of a training step.
+    #[inline]
+    fn window_max(&self, plane: &[f32], oy: usize, ox: usize) -> f32 {
+        let (mut max, mut nan) = (f32::NEG_INFINITY, false);
+        for at in self.window(oy, ox) {
+            max = max.max(plane[at]);
+            nan |= plane[at].is_nan();
         }
-        (best_at, best)
+        if nan {
+            f32::NAN
+        } else {
+            max
+        }
+    }
+
+    /// Offset in `plane` of the window's first maximum (its first NaN, if any).
+    #[inline]
+    fn window_argmax(&self, plane: &[f32], oy: usize, ox: usize) -> usize {
+        let max = self.window_max(plane, oy, ox);
+        if max.is_nan() {
+            return self
+                .window(oy, ox)
+                .find(|&at| plane[at].is_nan())
+                .unwrap_or(0);
+        }
+        // Keep the first offset that holds the maximum; arithmetic, not branches.
+        let mut first = usize::MAX;
+        for at in self.window(oy, ox) {
+            let take = usize::from((plane[at] == max) & (first == usize::MAX));
+            first = take * at + (1 - take) * first;
+        }
+        first
     }
 }
 
@@ -80,7 +107,7 @@ impl CustomOp1 for MaxPoolForward {
                 {
                     for oy in 0..oh {
                         for ox in 0..ow {
-                            y[oy * ow + ox] = g.window_max(x, oy, ox).1;
+                            y[oy * ow + ox] = g.window_max(x, oy, ox);
                         }
                     }
                 }
@@ -126,7 +153,7 @@ impl CustomOp2 for MaxPoolGrad {
                 for ((dx, x), dy) in planes.zip(dys.chunks_exact(g.out_plane())) {
                     for oy in 0..oh {
                         for ox in 0..ow {
-                            dx[g.window_max(x, oy, ox).0] += dy[oy * ow + ox];
+                            dx[g.window_argmax(x, oy, ox)] += dy[oy * ow + ox];
                         }
                     }
                 }

@@ -1,6 +1,6 @@
 //! CPU kernels for the layers that dominate training time (`docs/training-profile.md`):
-//! convolution (im2col + the `gemm` crate, batch spread over rayon's threads) and max
-//! pooling, as candle custom ops whose `bwd` keeps candle's autograd working. The
+//! convolution (im2col + the `gemm` crate, batch spread over rayon's threads), max
+//! pooling and ReLU, as candle custom ops whose `bwd` keeps candle's autograd working. The
 //! dispatchers below use them for contiguous-able `f32` tensors on the CPU and hand
 //! every other case (CUDA, other dtypes, shapes they do not cover) to candle's own ops.
 
@@ -9,6 +9,7 @@ mod gemm;
 mod geometry;
 mod im2col;
 mod max_pool;
+mod relu;
 mod storage;
 
 use candle_core::{DType, Result, Tensor};
@@ -17,6 +18,7 @@ use crate::nn::Conv2dConfig;
 use conv2d::Conv2dForward;
 use geometry::ConvGeometry;
 use max_pool::{MaxPoolForward, PoolGeometry};
+use relu::ReluForward;
 
 fn on_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
@@ -85,6 +87,15 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
             x.contiguous()?.apply_op1(MaxPoolForward(g))
         }
         _ => x.max_pool2d_with_stride(kernel, stride),
+    }
+}
+
+/// `x.relu()`, with the gradient PyTorch uses (zero at `x == 0`; candle passes it).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if on_cpu_f32(x) {
+        x.contiguous()?.apply_op1(ReluForward)
+    } else {
+        x.relu()
     }
 }
 

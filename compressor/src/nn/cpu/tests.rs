@@ -274,3 +274,37 @@ fn max_pool_gradient_goes_to_the_first_maximum() -> Result<()> {
     assert_eq!(dx.flatten_all()?.to_vec1::<f32>()?[4], 4.0);
     Ok(())
 }
+
+#[test]
+fn relu_matches_candle_and_passes_no_gradient_at_zero() -> Result<()> {
+    let x = Var::from_tensor(&Tensor::new(&[-1.5f32, 0.0, 2.0, -0.0, 3.5], &Device::Cpu)?)?;
+    let y = super::relu(x.as_tensor())?;
+    assert_eq!(y.to_vec1::<f32>()?, x.as_tensor().relu()?.to_vec1::<f32>()?);
+    let dy = Tensor::new(&[1.0f32, 2.0, 3.0, 4.0, 5.0], &Device::Cpu)?;
+    let dx = (y * &dy)?
+        .sum_all()?
+        .backward()?
+        .get(x.as_tensor())
+        .unwrap()
+        .clone();
+    assert_eq!(dx.to_vec1::<f32>()?, [0.0, 0.0, 3.0, 0.0, 5.0]);
+    let nan = Tensor::new(&[f32::NAN], &Device::Cpu)?;
+    assert!(super::relu(&nan)?.to_vec1::<f32>()?[0].is_nan());
+    Ok(())
+}
+
+/// A NaN in a window wins the max (forward) and takes the gradient (backward), so a
+/// diverging run is not hidden from the NaN stop.
+#[test]
+fn max_pool_propagates_nan() -> Result<()> {
+    let x = Var::from_tensor(&Tensor::from_vec(
+        vec![1.0f32, f32::NAN, 3.0, 2.0],
+        (1, 1, 2, 2),
+        &Device::Cpu,
+    )?)?;
+    let y = super::max_pool2d(x.as_tensor(), 2, 2)?;
+    assert!(y.flatten_all()?.to_vec1::<f32>()?[0].is_nan());
+    let dx = y.sum_all()?.backward()?.get(x.as_tensor()).unwrap().clone();
+    assert_eq!(dx.flatten_all()?.to_vec1::<f32>()?, [0.0, 1.0, 0.0, 0.0]);
+    Ok(())
+}
