@@ -31,17 +31,29 @@ impl PoolGeometry {
     fn out_plane(&self) -> usize {
         self.out_height() * self.out_width()
     }
+    /// The 2×2, stride-2 pool (LeNet-5's), which has a kernel of its own.
+    fn is_2x2(&self) -> bool {
+        self.kernel == 2 && self.stride == 2
+    }
     /// Planes per parallel task: whole images, so tasks stay large enough to pay off.
     fn task_planes(&self) -> usize {
         self.channels.max(1)
     }
 
-    /// Offsets in `plane` of window (`oy`, `ox`), row by row.
+    /// The rows of window (`oy`, `ox`), each with the offset in `plane` of its first
+    /// element.
     #[inline]
-    fn window(&self, oy: usize, ox: usize) -> impl Iterator<Item = usize> + '_ {
+    fn window_rows<'p>(
+        &self,
+        plane: &'p [f32],
+        oy: usize,
+        ox: usize,
+    ) -> impl Iterator<Item = (usize, &'p [f32])> + use<'p, '_> {
         let (y0, x0) = (oy * self.stride, ox * self.stride);
-        (y0..y0 + self.kernel)
-            .flat_map(move |y| y * self.width + x0..y * self.width + x0 + self.kernel)
+        (y0..y0 + self.kernel).map(move |y| {
+            let start = y * self.width + x0;
+            (start, &plane[start..start + self.kernel])
+        })
     }
 
     /// The window's maximum; NaN if it holds one (as PyTorch's max pool does, so a
@@ -51,9 +63,11 @@ impl PoolGeometry {
     #[inline]
     fn window_max(&self, plane: &[f32], oy: usize, ox: usize) -> f32 {
         let (mut max, mut nan) = (f32::NEG_INFINITY, false);
-        for at in self.window(oy, ox) {
-            max = max.max(plane[at]);
-            nan |= plane[at].is_nan();
+        for (_, row) in self.window_rows(plane, oy, ox) {
+            for &v in row {
+                max = max.max(v);
+                nan |= v.is_nan();
+            }
         }
         if nan {
             f32::NAN
@@ -66,19 +80,66 @@ impl PoolGeometry {
     #[inline]
     fn window_argmax(&self, plane: &[f32], oy: usize, ox: usize) -> usize {
         let max = self.window_max(plane, oy, ox);
-        if max.is_nan() {
-            return self
-                .window(oy, ox)
-                .find(|&at| plane[at].is_nan())
-                .unwrap_or(0);
-        }
+        let is_max = |v: f32| if max.is_nan() { v.is_nan() } else { v == max };
         // Keep the first offset that holds the maximum; arithmetic, not branches.
         let mut first = usize::MAX;
-        for at in self.window(oy, ox) {
-            let take = usize::from((plane[at] == max) & (first == usize::MAX));
-            first = take * at + (1 - take) * first;
+        for (start, row) in self.window_rows(plane, oy, ox) {
+            for (at, &v) in (start..).zip(row) {
+                let take = usize::from(is_max(v) & (first == usize::MAX));
+                first = take * at + (1 - take) * first;
+            }
         }
         first
+    }
+}
+
+/// 2×2 windows at stride 2 over one plane of width `width`: the window of output
+/// (`oy`, `ox`) is `[a0, a1]` from input row `2·oy` and `[b0, b1]` from row `2·oy + 1`.
+fn windows_2x2<'a>(
+    x: &'a [f32],
+    width: usize,
+    oy: usize,
+    ow: usize,
+) -> impl Iterator<Item = [f32; 4]> + 'a {
+    let row0 = &x[2 * oy * width..2 * oy * width + 2 * ow];
+    let row1 = &x[(2 * oy + 1) * width..(2 * oy + 1) * width + 2 * ow];
+    row0.chunks_exact(2)
+        .zip(row1.chunks_exact(2))
+        .map(|(a, b)| [a[0], a[1], b[0], b[1]])
+}
+
+/// The maximum of four, NaN if any is NaN (see [`PoolGeometry::window_max`]).
+#[inline]
+fn max4(v: [f32; 4]) -> f32 {
+    let nan = v[0].is_nan() | v[1].is_nan() | v[2].is_nan() | v[3].is_nan();
+    if nan {
+        f32::NAN
+    } else {
+        v[0].max(v[1]).max(v[2].max(v[3]))
+    }
+}
+
+fn max_2x2(x: &[f32], width: usize, oh: usize, ow: usize, y: &mut [f32]) {
+    for oy in 0..oh {
+        for (out, v) in y[oy * ow..(oy + 1) * ow]
+            .iter_mut()
+            .zip(windows_2x2(x, width, oy, ow))
+        {
+            *out = max4(v);
+        }
+    }
+}
+
+fn max_2x2_grad(x: &[f32], dy: &[f32], width: usize, oh: usize, ow: usize, dx: &mut [f32]) {
+    for oy in 0..oh {
+        let windows = windows_2x2(x, width, oy, ow);
+        for ((ox, v), &grad) in windows.enumerate().zip(&dy[oy * ow..(oy + 1) * ow]) {
+            let max = max4(v);
+            let hit = |v: f32| usize::from(if max.is_nan() { v.is_nan() } else { v == max });
+            // Index of the first maximum in [a0, a1, b0, b1], without branches.
+            let first = (1 - hit(v[0])) * (1 + (1 - hit(v[1])) * (1 + (1 - hit(v[2]))));
+            dx[(2 * oy + first / 2) * width + 2 * ox + first % 2] += grad;
+        }
     }
 }
 
@@ -105,6 +166,10 @@ impl CustomOp1 for MaxPoolForward {
                     .chunks_exact_mut(g.out_plane())
                     .zip(xs.chunks_exact(g.plane()))
                 {
+                    if g.is_2x2() {
+                        max_2x2(x, g.width, oh, ow, y);
+                        continue;
+                    }
                     for oy in 0..oh {
                         for ox in 0..ow {
                             y[oy * ow + ox] = g.window_max(x, oy, ox);
@@ -151,6 +216,10 @@ impl CustomOp2 for MaxPoolGrad {
                     .chunks_exact_mut(g.plane())
                     .zip(xs.chunks_exact(g.plane()));
                 for ((dx, x), dy) in planes.zip(dys.chunks_exact(g.out_plane())) {
+                    if g.is_2x2() {
+                        max_2x2_grad(x, dy, g.width, oh, ow, dx);
+                        continue;
+                    }
                     for oy in 0..oh {
                         for ox in 0..ow {
                             dx[g.window_argmax(x, oy, ox)] += dy[oy * ow + ox];

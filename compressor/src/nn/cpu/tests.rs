@@ -293,6 +293,43 @@ fn relu_matches_candle_and_passes_no_gradient_at_zero() -> Result<()> {
     Ok(())
 }
 
+/// The 2×2 / stride-2 kernel's gradient against a plain loop, on odd sizes (the last
+/// row and column belong to no window).
+#[test]
+fn max_pool_2x2_gradient_matches_a_plain_loop() -> Result<()> {
+    let (h, w) = (7, 9);
+    let x = Var::from_tensor(&seeded(&[2, 3, h, w], 77)?)?;
+    let dy = seeded(&[2, 3, h / 2, w / 2], 78)?;
+    let y = super::max_pool2d(x.as_tensor(), 2, 2)?;
+    let dx = (&y * &dy)?
+        .sum_all()?
+        .backward()?
+        .get(x.as_tensor())
+        .unwrap()
+        .clone();
+    let (xv, dyv) = (
+        x.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+        dy.flatten_all()?.to_vec1::<f32>()?,
+    );
+    let mut expected = vec![0.0f32; xv.len()];
+    for plane in 0..6 {
+        for oy in 0..h / 2 {
+            for ox in 0..w / 2 {
+                let mut best = (usize::MAX, f32::NEG_INFINITY);
+                for (ky, kx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let at = plane * h * w + (2 * oy + ky) * w + 2 * ox + kx;
+                    if xv[at] > best.1 {
+                        best = (at, xv[at]);
+                    }
+                }
+                expected[best.0] += dyv[plane * (h / 2) * (w / 2) + oy * (w / 2) + ox];
+            }
+        }
+    }
+    assert_eq!(dx.flatten_all()?.to_vec1::<f32>()?, expected);
+    Ok(())
+}
+
 /// A NaN in a window wins the max (forward) and takes the gradient (backward), so a
 /// diverging run is not hidden from the NaN stop.
 #[test]
