@@ -15,6 +15,7 @@ mod binding;
 mod bnn;
 mod dorefa;
 mod fake_quant;
+mod fake_quant_value;
 mod grad;
 mod naive;
 mod qat;
