@@ -19,6 +19,7 @@ mod fake_quant_value;
 mod grad;
 mod naive;
 mod qat;
+mod straight_through_op;
 
 use candle_core::{Result, Tensor};
 
