@@ -130,15 +130,28 @@ fn max_2x2(x: &[f32], width: usize, oh: usize, ow: usize, y: &mut [f32]) {
     }
 }
 
+/// The windows do not overlap, so each one writes its four gradient entries outright
+/// (the maximum's gets `dy`, the others zero) in row order, instead of a scattered add.
 fn max_2x2_grad(x: &[f32], dy: &[f32], width: usize, oh: usize, ow: usize, dx: &mut [f32]) {
     for oy in 0..oh {
+        let (upper, lower) = dx[2 * oy * width..(2 * oy + 2) * width].split_at_mut(width);
+        let outs = upper[..2 * ow]
+            .chunks_exact_mut(2)
+            .zip(lower[..2 * ow].chunks_exact_mut(2));
         let windows = windows_2x2(x, width, oy, ow);
-        for ((ox, v), &grad) in windows.enumerate().zip(&dy[oy * ow..(oy + 1) * ow]) {
+        for (((up, low), v), &grad) in outs.zip(windows).zip(&dy[oy * ow..(oy + 1) * ow]) {
             let max = max4(v);
-            let hit = |v: f32| usize::from(if max.is_nan() { v.is_nan() } else { v == max });
-            // Index of the first maximum in [a0, a1, b0, b1], without branches.
-            let first = (1 - hit(v[0])) * (1 + (1 - hit(v[1])) * (1 + (1 - hit(v[2]))));
-            dx[(2 * oy + first / 2) * width + 2 * ox + first % 2] += grad;
+            let max_is_nan = max.is_nan();
+            let hit = |v: f32| (v == max) | (max_is_nan & v.is_nan());
+            // The first maximum in [a0, a1, b0, b1] takes the gradient. Bit masks, not
+            // selects: the compiler turned selects into branches, which mispredicted.
+            let (h0, h1, h2) = (hit(v[0]), hit(v[1]), hit(v[2]));
+            let take = [h0, !h0 & h1, !h0 & !h1 & h2, !h0 & !h1 & !h2];
+            let keep = |take: bool| f32::from_bits(grad.to_bits() & u32::from(take).wrapping_neg());
+            up[0] = keep(take[0]);
+            up[1] = keep(take[1]);
+            low[0] = keep(take[2]);
+            low[1] = keep(take[3]);
         }
     }
 }
