@@ -80,8 +80,10 @@ fn deploys(plan: &str, expected_ops: &[&str]) -> Result<()> {
     );
     assert!(report.agreement >= 0.99, "agreement below 99 % ({report})");
     let gap = (report.deployed_accuracy - report.fake_quant_accuracy).abs();
+    // 0.3 % is 3 of the 1000 test images; the f32 difference of two accuracies lands a
+    // hair above 0.003 for exactly 3 (0.003000021), hence the slack.
     assert!(
-        gap <= 0.003,
+        gap <= 0.003 + 1e-6,
         "deployed accuracy {gap} off the fake-quant one ({report})"
     );
     Ok(())

@@ -575,7 +575,17 @@ fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<()> {
         assert_eq!(reported, scales, "{name}: calibration.json scales");
     }
     let report = packed::deployed_eval(&model.graph, &packed.blob, &test)?;
-    check_agreement(&format!("lenet5, {bits}-bit weights"), &report, false);
+    // This model sees 600 images for one epoch (≈ 65 % accurate), and its agreement sits
+    // near 99 %, on either side of it depending on round-off in training: 98.7–99.3 %
+    // for the 2- and 4-bit runs with candle's max-pool gradient and with sprig's
+    // (2026-12-05). The bit-exact checks above are this test's point; agreement only has
+    // to show that the deployed model is the same model.
+    eprintln!("lenet5, {bits}-bit weights: {report}");
+    assert!(
+        report.agreement >= 0.985,
+        "{bits}-bit weights: deployed/fake-quant agreement {:.2} % < 98.5 % ({report})",
+        100.0 * report.agreement
+    );
     Ok(())
 }
 
