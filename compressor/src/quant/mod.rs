@@ -17,6 +17,7 @@ mod dorefa;
 mod fake_quant;
 mod fake_quant_value;
 mod grad;
+mod min_max;
 mod naive;
 mod qat;
 mod straight_through_op;
