@@ -3,6 +3,7 @@
 pub mod chart;
 pub mod compress;
 pub mod config;
+pub mod cpu_threads;
 pub mod data;
 mod error;
 pub mod export;

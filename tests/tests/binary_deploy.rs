@@ -82,10 +82,14 @@ fn deploys(plan: &str, expected_ops: &[&str]) -> Result<()> {
         "the BNN did not learn ({report})"
     );
     assert!(report.agreement >= 0.99, "agreement below 99 % ({report})");
-    let gap = (report.deployed_accuracy - report.fake_quant_accuracy).abs();
+    // The bar is 0.3 % of the test set, counted in whole images: the f32 difference of
+    // two accuracies lands a hair above 0.003 for exactly 3 of 1000.
+    let correct = |accuracy: f32| (accuracy * report.images as f32).round() as usize;
+    let gap_images =
+        correct(report.deployed_accuracy).abs_diff(correct(report.fake_quant_accuracy));
     assert!(
-        gap <= 0.003,
-        "deployed accuracy {gap} off the fake-quant one ({report})"
+        gap_images * 1000 <= 3 * report.images,
+        "deployed accuracy {gap_images} images off the fake-quant one ({report})"
     );
     Ok(())
 }

@@ -487,12 +487,12 @@ fn low_bit_weights_deploy_packed() -> Result<()> {
 fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<()> {
     let (train_set, test) = bundled()?;
     let recipe = Recipe {
-        images: 600,
-        epochs: 1,
-        batch_size: 32,
+        images: 3000,
+        epochs: 2,
+        batch_size: 64,
         lr: 2e-3,
         sparsity: Some(0.5),
-        qat_images: 300,
+        qat_images: 3000,
     };
     let config = QAT8.replace(
         "\"quant_bits\": 8",

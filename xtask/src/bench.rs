@@ -1,5 +1,5 @@
 //! `cargo xtask bench train`: training throughput (images/s) for lenet5 plain, with
-//! masks, and with QAT; `cargo xtask bench runtime`: the packed int8 model of a
+//! masks, and with QAT, beside PyTorch's with `--pytorch PYTHON`; `cargo xtask bench runtime`: the packed int8 model of a
 //! compress run (`model.sprig` + `vectors.bin`) on the host: µs per inference on one
 //! thread, blob and arena bytes; `cargo xtask bench mcu`: instructions per inference and
 //! per MAC on every QEMU board, runtime code size, peak RAM; `cargo xtask bench prune`:
@@ -12,6 +12,7 @@
 mod binary;
 mod mcu;
 mod prune;
+mod pytorch;
 mod runtime;
 mod sparse;
 
@@ -21,9 +22,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::Device;
-use sprig_compressor::compress::load_train;
 use sprig_compressor::config::ConfigList;
-use sprig_compressor::data::{Batcher, Order};
+use sprig_compressor::data::{Batcher, DataSource, Order};
 use sprig_compressor::models::Model;
 use sprig_compressor::prune::{LevelPruner, Pruner};
 use sprig_compressor::quant::{QatQuantizer, Quantizer};
@@ -48,9 +48,13 @@ pub struct Args {
     /// runtime, mcu: the run folder holding model.sprig and vectors.bin.
     #[arg(long, default_value = "runs/lenet5")]
     artifacts: PathBuf,
-    /// runtime: timing rounds (the median is reported).
+    /// runtime, train: timing rounds (the median is reported).
     #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// train: also time the same training step in PyTorch with this Python interpreter
+    /// (runs docs/bench_train_pytorch.py; needs torch and numpy).
+    #[arg(long)]
+    pytorch: Option<PathBuf>,
     /// runtime: inferences per round.
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
@@ -123,7 +127,20 @@ fn throughput(
 }
 
 fn bench_train(args: &Args) -> anyhow::Result<()> {
-    let data = load_train(args.data.as_deref())?.subset(args.images);
+    let source = sprig_compressor::data::resolve(args.data.as_deref())?;
+    let data = source.load()?.0.subset(args.images);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pytorch_data = match (&args.pytorch, &source) {
+        (None, _) => None,
+        (Some(_), DataSource::Npz(path)) => anyhow::bail!(
+            "--pytorch reads IDX folders; {} is an .npz file",
+            path.display()
+        ),
+        (
+            Some(python),
+            DataSource::Dir(dir) | DataSource::System(dir) | DataSource::Bundled(dir),
+        ) => Some((python.clone(), dir.clone())),
+    };
     let device = Device::Cpu;
     let level =
         ConfigList::from_json_str(r#"[{"op_types": ["Conv2d", "Linear"], "sparsity": 0.8}]"#)?;
@@ -135,37 +152,92 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     LevelPruner.compress(&mut masked.graph, &level)?;
     let mut quantized = Model::new(&args.model, 10, &device, 0)?;
     QatQuantizer::new().compress(&mut quantized.graph, &qat)?;
-
-    let mut rows = Vec::new();
-    for (label, model) in [
+    let variants = [
         ("plain", &plain),
         ("Level 80% masks", &masked),
         ("QAT int8", &quantized),
-    ] {
-        let ips = throughput(model, &data, args.batch_size)?;
-        println!("{:<18} {:>8.0} images/s", label, ips);
-        rows.push((label, ips));
+    ];
+
+    // Rounds alternate between the variants (and PyTorch), so a slow stretch of a shared
+    // machine hits all of them alike; each figure is the median over the rounds.
+    let rounds = args.rounds.max(1);
+    let mut samples = vec![Vec::new(); variants.len() + 1];
+    let mut torch_version = None;
+    for round in 0..rounds {
+        for (i, (label, model)) in variants.iter().enumerate() {
+            let ips = throughput(model, &data, args.batch_size)?;
+            println!(
+                "round {}/{rounds}: {label:<18} {ips:>8.0} images/s",
+                round + 1
+            );
+            samples[i].push(ips);
+        }
+        if let Some((python, dir)) = &pytorch_data {
+            let run = pytorch::measure(python, dir, data.len(), args.batch_size, threads)?;
+            println!(
+                "round {}/{rounds}: {:<18} {:>8.0} images/s",
+                round + 1,
+                "PyTorch",
+                run.images_per_s
+            );
+            samples[variants.len()].push(run.images_per_s);
+            torch_version = Some(run.torch);
+        }
     }
-    let base = rows[0].1;
+    let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let base = medians[0];
     let mut md = String::new();
     md.push_str(&format!(
-        "\n## Training throughput, {} (batch {}, {} images, CPU, {} threads)\n\n",
+        "\n## Training throughput, {} (batch {}, {} images, CPU, {threads} threads)\n\n",
         args.model,
         args.batch_size,
         data.len(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
     ));
+    let mut command = format!("cargo xtask bench train --images {}", args.images);
+    if let Some(python) = &args.pytorch {
+        command.push_str(&format!(" --pytorch {}", python.display()));
+    }
+    md.push_str(&format!("- command: `{command}`\n"));
     md.push_str(&format!(
-        "- command: `cargo xtask bench train --images {}`\n",
-        args.images
+        "- median of {rounds} rounds; each round times every variant once (one warm-up batch each)\n"
     ));
+    if let Some(version) = &torch_version {
+        md.push_str(&format!(
+            "- PyTorch {version} (`docs/bench_train_pytorch.py`, same model, batch, AdamW and images, {threads} threads), in the same rounds\n"
+        ));
+    }
     md.push_str(&format!("- machine: {}\n", machine()));
     md.push_str(&format!("- date: {}\n\n", today()));
-    md.push_str("| variant | images/s | relative to plain |\n|---|---:|---:|\n");
-    for (label, ips) in &rows {
-        md.push_str(&format!("| {label} | {ips:.0} | {:.2} |\n", ips / base));
+    md.push_str("| variant | images/s | relative to plain |");
+    if torch_version.is_some() {
+        md.push_str(" relative to PyTorch |\n|---|---:|---:|---:|\n");
+    } else {
+        md.push_str("\n|---|---:|---:|\n");
     }
+    let torch = torch_version.as_ref().map(|_| medians[variants.len()]);
+    for ((label, _), ips) in variants.iter().zip(&medians) {
+        md.push_str(&format!("| {label} | {ips:.0} | {:.2} |", ips / base));
+        match torch {
+            Some(t) => md.push_str(&format!(" {:.2} |\n", ips / t)),
+            None => md.push('\n'),
+        }
+    }
+    if let Some(t) = torch {
+        md.push_str(&format!("| PyTorch | {t:.0} | {:.2} | 1.00 |\n", t / base));
+    }
+    print!("{md}");
     append_report(&args.output, &md)
+}
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// Appends a report section to `path` (BENCHMARKS.md by default) and says so.

@@ -53,6 +53,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    sprig_compressor::cpu_threads::configure();
     match Cli::parse().command {
         Command::Compress(args) => compress::run(args),
         Command::Build(args) => firmware::run(args),

@@ -4,6 +4,7 @@ mod activation;
 mod add;
 mod batch_norm;
 mod conv;
+mod cpu;
 mod dependencies;
 mod flatten;
 mod graph;

@@ -2,7 +2,7 @@
 //! 8-bit layers): asymmetric per tensor, the range tracked by an exponential moving
 //! average in training forward passes and frozen in eval.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::{fake_quantize_tensor, QParams, QuantContext, QuantGrad, QuantState, Range};
 use crate::config::QuantType;
@@ -78,11 +78,7 @@ impl EmaActivations {
         grad: &dyn QuantGrad,
     ) -> Result<Tensor> {
         if training {
-            let flat = x.detach().flatten_all()?.to_dtype(DType::F32)?;
-            let (lo, hi) = (
-                flat.min(0)?.to_scalar::<f32>()?,
-                flat.max(0)?.to_scalar::<f32>()?,
-            );
+            let (lo, hi) = super::min_max::min_max(x)?;
             *range = Some(match *range {
                 None => Range { min: lo, max: hi },
                 Some(r) => Range {

@@ -78,11 +78,7 @@ pub fn symmetric_qmax(bits: u8) -> i32 {
 
 /// Per-tensor asymmetric fake quantization of an activation.
 pub fn fake_quantize_tensor(x: &Tensor, q: QParams, grad: &dyn QuantGrad) -> Result<Tensor> {
-    let xd = x.detach();
-    let zp = f64::from(q.zero_point);
-    let integer =
-        ((xd / f64::from(q.scale))?.round()? + zp)?.clamp(q.qmin as f32, q.qmax as f32)?;
-    let dequant = ((integer - zp)? * f64::from(q.scale))?;
+    let dequant = super::fake_quant_value::fake_quant_value(x, q)?;
     grad.apply(x, &dequant, q.range())
 }
 

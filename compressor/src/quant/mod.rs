@@ -15,9 +15,12 @@ mod binding;
 mod bnn;
 mod dorefa;
 mod fake_quant;
+mod fake_quant_value;
 mod grad;
+mod min_max;
 mod naive;
 mod qat;
+mod straight_through_op;
 
 use candle_core::{Result, Tensor};
 
