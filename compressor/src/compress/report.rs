@@ -63,7 +63,9 @@ pub fn render_report(summary: &Summary) -> std::result::Result<String, DrawError
         let root = root
             .titled(&title(summary), ("sans-serif", 18))
             .map_err(draw_err)?;
-        let (body, footer) = root.split_vertically(SIZE.1 - 60);
+        // Room under the panels for the two footnote lines.
+        let body_height = root.dim_in_pixel().1 - 50;
+        let (body, footer) = root.split_vertically(body_height);
         let panels = body.split_evenly((2, 2));
         draw_bars(
             &panels[0],
@@ -113,13 +115,15 @@ pub fn render_report(summary: &Summary) -> std::result::Result<String, DrawError
                 empty_note: "no weighted layers",
             },
         )?;
-        footer
-            .draw(&Text::new(
-                footnote(summary),
-                (16, 20),
-                ("sans-serif", 13).into_font(),
-            ))
-            .map_err(draw_err)?;
+        for (i, line) in footnote(summary).into_iter().enumerate() {
+            footer
+                .draw(&Text::new(
+                    line,
+                    (16, 10 + 20 * i as i32),
+                    ("sans-serif", 13).into_font(),
+                ))
+                .map_err(draw_err)?;
+        }
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -165,14 +169,15 @@ fn layer_series(s: &Summary, label: &str, value: impl Fn(&LayerRow) -> Option<us
     }
 }
 
-/// The line under the panels: the data, weights kept, bytes, arena.
-fn footnote(s: &Summary) -> String {
+/// The two lines under the panels: the data; then weights kept, bytes, arena.
+fn footnote(s: &Summary) -> [String; 2] {
     let (w, nz) = (s.total(|r| r.weights), s.total(|r| r.nonzero_weights));
+    let data = format!(
+        "data: {} ({} train / {} test images)",
+        s.data, s.train_images, s.test_images
+    );
     let mut note = format!(
-        "{} ({} train / {} test images); {nz} of {w} weights kept ({:.1} % sparse); float32 {} B",
-        s.data,
-        s.train_images,
-        s.test_images,
+        "{nz} of {w} weights kept ({:.1} % sparse); float32 {} B",
         100.0 * (1.0 - nz as f64 / w.max(1) as f64),
         s.float_bytes()
     );
@@ -181,7 +186,7 @@ fn footnote(s: &Summary) -> String {
         (_, _, Some(why)) => note += &format!("; no model.sprig: {why}"),
         _ => {}
     }
-    note
+    [data, note]
 }
 
 #[cfg(test)]
