@@ -645,9 +645,12 @@ fn conv_maxpool_reshape_softmax_import_and_run() {
     assert_eq!(names, ["Conv2d", "MaxPool2d", "Reshape", "Softmax"]);
     assert_eq!(imported.macs, 16 * 4 * 9 * 2);
     let model = Model::from_bytes(&imported.blob).unwrap();
-    let sprig_runtime::Op::Conv2d(conv) = model.ops()[0] else {
-        panic!("not a conv");
+    // The importer runs the conv and the max pool after it as one op.
+    assert_eq!(model.ops().len(), 3, "{:?}", model.ops());
+    let sprig_runtime::Op::Conv2dMaxPool(fused) = model.ops()[0] else {
+        panic!("not a fused conv + max pool: {:?}", model.ops()[0]);
     };
+    let conv = fused.conv;
     // SAME, 3×3, stride 1: one row/column each side; RELU6 at 0.05/−128: [−128, −8].
     assert_eq!(
         (
