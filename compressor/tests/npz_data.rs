@@ -27,17 +27,7 @@ fn npy(shape: &[u64], data: &[u8]) -> Result<Vec<u8>> {
 /// The bundled subset's first 600 train / 300 test images as keras' NHWC uint8.
 fn write_fashion_npz(path: &Path) -> Result<()> {
     let (train, test) = data::load_dir(&data::bundled_dir())?;
-    let (train, test) = (train.subset(600), test.subset(300));
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
-    let options = zip::write::SimpleFileOptions::default();
-    for (split, d) in [("train", &train), ("test", &test)] {
-        let n = d.len() as u64;
-        zip.start_file(format!("x_{split}.npy"), options)?;
-        zip.write_all(&npy(&[n, 28, 28, 1], &d.images)?)?;
-        zip.start_file(format!("y_{split}.npy"), options)?;
-        zip.write_all(&npy(&[n], &d.labels)?)?;
-    }
-    zip.finish()?;
+    data::save_npz(path, &train.subset(600), &test.subset(300))?;
     Ok(())
 }
 

@@ -178,10 +178,15 @@ fn a_pytorch_named_config_list_selects_the_layers_it_names() -> Result<()> {
 #[test]
 fn fixtures_compress_and_deploy() -> Result<()> {
     let tmp = tempfile::tempdir()?;
+    // The user's own data as keras hands it out: the bundled subset (on which the
+    // fixtures were trained) as a NumPy .npz, NHWC uint8.
+    let npz = tmp.path().join("fashion-subset.npz");
+    let (train, test) = data::load_dir(&data::bundled_dir())?;
+    data::save_npz(&npz, &train, &test)?;
     for name in FIXTURES {
         let mut opts = CompressOptions::new(tmp.path().join(name));
         opts.model = fixture(name).display().to_string();
-        opts.data = Some(data::bundled_dir());
+        opts.data = Some(npz.clone());
         opts.cache = tmp.path().join("cache");
         opts.epochs = 0;
         // The bundled subset's 3,000 training images, two fine-tuning epochs after
@@ -202,6 +207,11 @@ fn fixtures_compress_and_deploy() -> Result<()> {
             summary.blob_bytes.unwrap_or(0)
         );
         ensure!(tmp.path().join(name).join("model.sprig").is_file());
+        ensure!(
+            summary.data.contains("fashion-subset.npz"),
+            "{}",
+            summary.data
+        );
         // Chance is 10 %. The fixtures are small models trained briefly (50–85 %).
         // Level 80 % with two fine-tuning epochs costs up to ~20 points where training
         // recovers; tf2onnx folds Keras 3's batch norms into the convs, and the

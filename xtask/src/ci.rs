@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the project's whole check, as the README gives it: formatting,
 //! clippy with warnings denied, every test, and the runtime built for each embedded
 //! target (with and without defmt), a short compress run whose model every board is
-//! built with and every QEMU board runs bit-exact, the TFLite Micro conformance run over
+//! built with and every QEMU board runs bit-exact, every ONNX fixture compressed on `.npz`
+//! data and run bit-exact on the simulated Cortex-M4, the TFLite Micro conformance run over
 //! `../shared/models/tflite`, then a one-minute fuzz run of the blob loader.
 
 use std::io::{BufRead, BufReader};
@@ -108,6 +109,7 @@ pub fn run() -> anyhow::Result<()> {
     cargo_test(&["test", "--workspace", "--all-targets"], &mut tally)?;
     cargo_test(&["test", "--workspace", "--doc"], &mut tally)?;
     firmware(&mut tally)?;
+    onnx_fixtures_on_the_m4()?;
     // Every int8 reference model imported and byte-identical with TensorFlow Lite Micro.
     cargo(&[
         "xtask",
@@ -167,4 +169,57 @@ fn firmware(tally: &mut Tally) -> anyhow::Result<()> {
     ])?;
     cargo(&["xtask", "build", "--all", "--artifacts", ARTIFACTS])?;
     cargo(&["xtask", "sim", "--all", "--artifacts", ARTIFACTS])
+}
+
+/// Every ONNX fixture (made by PyTorch and tf2onnx, `tools/onnx-fixtures`) compressed
+/// under the default plan on `.npz` data (the bundled subset, written as keras' arrays),
+/// then run on the simulated Cortex-M4 bit-exact with the host: a user's own model and
+/// data, through the README's commands, onto a board.
+fn onnx_fixtures_on_the_m4() -> anyhow::Result<()> {
+    const OUT: &str = "runs/ci-fixtures";
+    const FIXTURES: &str = "compressor/tests/fixtures/onnx";
+    std::fs::create_dir_all(OUT).with_context(|| format!("creating {OUT}"))?;
+    let npz = format!("{OUT}/fashion-subset.npz");
+    let bundled = sprig_compressor::data::bundled_dir();
+    let (train, test) = sprig_compressor::data::load_dir(&bundled)?;
+    sprig_compressor::data::save_npz(npz.as_ref(), &train, &test)?;
+    let mut models: Vec<_> = std::fs::read_dir(FIXTURES)
+        .with_context(|| format!("reading {FIXTURES}"))?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    models.sort();
+    if models.is_empty() {
+        bail!("{FIXTURES}: no .onnx fixtures");
+    }
+    for model in models {
+        let name = model
+            .file_stem()
+            .context("a fixture name")?
+            .to_string_lossy();
+        let out = format!("{OUT}/{name}");
+        cargo(&[
+            "xtask",
+            "compress",
+            "--model",
+            &model.to_string_lossy(),
+            "--data",
+            &npz,
+            "--ft-epochs",
+            "2",
+            "--qat-epochs",
+            "1",
+            "--out",
+            &out,
+        ])?;
+        cargo(&[
+            "xtask",
+            "sim",
+            "--board",
+            "qemu-mps2-an386",
+            "--artifacts",
+            &out,
+        ])?;
+    }
+    Ok(())
 }

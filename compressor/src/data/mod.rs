@@ -5,7 +5,8 @@
 //!   content), and reject anything that is not exactly what the header announces.
 //! - [`load_npz`] reads `x_train`, `y_train`, `x_test`, `y_test` from a `.npz` (keras'
 //!   `load_data()` arrays; NCHW or NHWC, uint8 or float intensities, any size and
-//!   channel count), with the `npyz` and `zip` crates.
+//!   channel count), with the `npyz` and `zip` crates; [`save_npz`] writes one in keras'
+//!   layout (how CI turns the bundled subset into the ONNX fixtures' `.npz` data).
 //! - [`Normalization`] says how pixels become model inputs (`--normalize`): the default
 //!   `(p − 128) / 128`, `p / 255`, or per-channel mean/std as torchvision's `Normalize`;
 //!   the graph's input grid follows from it ([`Normalization::input_grid`]).
@@ -42,6 +43,7 @@ mod idx;
 mod layout;
 mod normalize;
 mod npz;
+mod npz_writer;
 mod source;
 
 pub use batcher::{
@@ -56,6 +58,7 @@ pub use idx::{
 pub use layout::{Layout, MAX_CHANNELS};
 pub use normalize::Normalization;
 pub use npz::{load_npz, NPZ_ARRAYS};
+pub use npz_writer::save_npz;
 pub use source::{bundled_dir, resolve, DataSource, SYSTEM_DIR};
 
 #[cfg(test)]
