@@ -8,7 +8,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
-use super::fake_quant::QParams;
+use super::QParams;
 
 struct FakeQuantValue(QParams);
 
@@ -61,7 +61,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::{fake_quant_value, FakeQuantValue};
-    use crate::quant::fake_quant::QParams;
+    use crate::quant::QParams;
 
     /// Bit for bit the candle op chain it replaces, over values that straddle rounding
     /// ties, the clamp bounds and zero.

@@ -6,14 +6,7 @@
 
 use candle_core::{Result, Tensor};
 
-/// What a backward rule may look at besides the tensors: the representable float range.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QuantRange {
-    /// Smallest representable value, `(qmin - zero_point) · scale` (per-tensor; for
-    /// per-channel weights the widest channel's range).
-    pub low: f64,
-    pub high: f64,
-}
+use super::QuantRange;
 
 /// Backward rule of fake quantization.
 pub trait QuantGrad: Send + Sync {

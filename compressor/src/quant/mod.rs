@@ -20,6 +20,7 @@ mod grad;
 mod min_max;
 mod naive;
 mod qat;
+mod qparams;
 mod straight_through_op;
 
 use candle_core::{Result, Tensor};
@@ -31,11 +32,12 @@ pub use dorefa::DoReFaQuantizer;
 pub use fake_quant::{
     fake_quantize_tensor, fake_quantize_weight, fake_quantize_weight_as,
     fake_quantize_weight_recorded, quantize_weight_integers, round_average_onto_grid,
-    symmetric_qmax, weight_scales, QParams, WeightIntegers,
+    symmetric_qmax, weight_scales, WeightIntegers,
 };
-pub use grad::{ClippedStraightThrough, QuantGrad, QuantRange, StraightThrough};
+pub use grad::{ClippedStraightThrough, QuantGrad, StraightThrough};
 pub use naive::NaiveQuantizer;
 pub use qat::QatQuantizer;
+pub use qparams::{QParams, QuantRange};
 
 use crate::config::{ConfigList, LayerConfig, Schema};
 use crate::nn::{Graph, OpType};

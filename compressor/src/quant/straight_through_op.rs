@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::grad::QuantRange;
+use super::QuantRange;
 
 /// Value of `quantized`, gradient `dy` (or `dy · [low ≤ x ≤ high]`) into `x`.
 struct StraightThroughOp {
