@@ -20,6 +20,7 @@ mod grad;
 mod min_max;
 mod naive;
 mod qat;
+pub mod requant;
 mod straight_through_op;
 
 use candle_core::{Result, Tensor};
