@@ -12,7 +12,8 @@ use candle_core::{Module, Result, Tensor, Var};
 
 use super::{bypassed_activation, quant_plan, InputGrid, Layer, OutputGrid};
 use crate::quant::{
-    fake_quantize_tensor, round_average_onto_grid, QParams, QuantBinding, StraightThrough,
+    fake_quantize_tensor, requant, round_average_onto_grid, QParams, QuantBinding, QuantGrad,
+    StraightThrough,
 };
 
 /// Where a node's input comes from.
@@ -253,6 +254,29 @@ impl Graph {
         train: bool,
         observe: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
+        self.forward_inner(x, train, false, observe)
+    }
+
+    /// The eval forward as the int8 runtime computes it: every quantized Conv2d /
+    /// Linear output goes through the deployed op's output stage (int32 bias, TFLite's
+    /// double-rounding fixed-point requantization, clamps; [`crate::quant::requant`])
+    /// instead of the float rounding of [`forward`](Self::forward). The two differ by an
+    /// output step near rounding boundaries, more often the coarser the weights (the
+    /// requantization multiplier grows with the weight step). [`forward`](Self::forward)
+    /// keeps plain QDQ semantics (what QAT trains with and the ONNX export computes);
+    /// this is the model [`crate::export::packed::deployed_eval`] compares the packed
+    /// model with.
+    pub fn forward_deployed(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_inner(x, false, true, &mut |_, _| Ok(()))
+    }
+
+    fn forward_inner(
+        &self,
+        x: &Tensor,
+        train: bool,
+        deployed: bool,
+        observe: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let quant = self.quant.as_deref();
         let plan = quant_plan(self);
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
@@ -327,11 +351,34 @@ impl Graph {
             let (y, grid) = match (quant, plan[i].output) {
                 (Some(q), OutputGrid::Owned(owner)) => {
                     let name = &self.nodes[owner].name;
-                    if q.binary_output(name) {
+                    let binary = q.binary_output(name);
+                    if binary {
                         carry = Some((owner, y.clone()));
                     }
-                    let y = q.quantize_output(name, &y, train)?;
-                    (y, q.layer(name).and_then(|l| l.output_qparams()))
+                    let fq = q.quantize_output(name, &y, train)?;
+                    let grid = q.layer(name).and_then(|l| l.output_qparams());
+                    // `forward_deployed`: the value the deployed op computes (its int32
+                    // bias and fixed-point requantization), with the hook's gradient.
+                    let owner_in = if plan[owner].quantize_input {
+                        q.layer(name).and_then(|l| l.input_qparams())
+                    } else {
+                        match self.nodes[owner].inputs[0] {
+                            Source::Input => input_grid,
+                            Source::Node(j) => grids[j],
+                        }
+                    };
+                    let pre = if owner == i { &y } else { &values[owner] };
+                    let deployed = match (deployed && !train && !binary, owner_in, grid) {
+                        (true, Some(g_in), Some(g_out)) => {
+                            self.deployed_output(owner, i, pre, q, g_in, g_out)?
+                        }
+                        _ => None,
+                    };
+                    let y = match (deployed, grid) {
+                        (Some(d), Some(g)) => StraightThrough.apply(&fq, &d, g.range())?,
+                        _ => fq,
+                    };
+                    (y, grid)
                 }
                 // After a sign output, a max pool (or flatten) re-runs the owner's hook on
                 // the pooled pre-activation: the same ±1 (the max commutes with the
@@ -377,6 +424,46 @@ impl Graph {
         values
             .pop()
             .ok_or_else(|| candle_core::Error::Msg("empty graph".into()))
+    }
+}
+
+impl Graph {
+    /// The output of Conv2d / Linear node `owner` as the int8 runtime computes it from
+    /// its float pre-activation `pre` ([`crate::quant::requant`]), with the activation
+    /// node `act` fused when it is not `owner` itself; `None` where the layer's weights
+    /// have no recorded integer scales (not quantized).
+    fn deployed_output(
+        &self,
+        owner: usize,
+        act: usize,
+        pre: &Tensor,
+        q: &QuantBinding,
+        input: QParams,
+        output: QParams,
+    ) -> Result<Option<Tensor>> {
+        let bias = match &self.nodes[owner].layer {
+            Layer::Conv2d(c) => c.bias(),
+            Layer::Linear(l) => l.bias(),
+            _ => return Ok(None),
+        };
+        let Some(state) = q.layer(&self.nodes[owner].name).map(|l| l.state()) else {
+            return Ok(None);
+        };
+        if state.weight_bits.is_none() || state.weight_scales.is_empty() {
+            return Ok(None);
+        }
+        let activation = match (act != owner).then(|| &self.nodes[act].layer) {
+            Some(Layer::ReLU(_)) => Some(None),
+            Some(Layer::ReLU6(_)) => Some(Some(6.0)),
+            _ => None,
+        };
+        let stage = requant::OutputStage {
+            input,
+            weight_scales: &state.weight_scales,
+            output,
+            clamps: requant::activation_clamps(activation, output),
+        };
+        requant::simulate_output_stage(pre, bias, &stage).map(Some)
     }
 }
 

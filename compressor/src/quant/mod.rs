@@ -21,6 +21,7 @@ mod min_max;
 mod naive;
 mod qat;
 mod qparams;
+pub mod requant;
 mod straight_through_op;
 
 use candle_core::{Result, Tensor};

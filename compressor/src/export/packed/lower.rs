@@ -393,16 +393,12 @@ impl<'a> Lowering<'a> {
     /// `act_min`, `act_max` of an op whose output is on `grid`, with activation `act`
     /// fused.
     fn clamps(&self, act: Option<usize>, grid: QParams) -> (i32, i32) {
-        let (lo, hi) = (i32::from(i8::MIN), i32::from(i8::MAX));
-        match act.map(|j| &self.graph.nodes()[j].layer) {
-            Some(Layer::ReLU(_)) => (grid.zero_point.clamp(lo, hi), hi),
-            Some(Layer::ReLU6(_)) => {
-                let six = (6.0 / f64::from(grid.scale)).round();
-                let top = (f64::from(grid.zero_point) + six).min(f64::from(hi)) as i32;
-                (grid.zero_point.clamp(lo, hi), top.max(grid.zero_point))
-            }
-            _ => (lo, hi),
-        }
+        let activation = match act.map(|j| &self.graph.nodes()[j].layer) {
+            Some(Layer::ReLU(_)) => Some(None),
+            Some(Layer::ReLU6(_)) => Some(Some(6.0)),
+            _ => None,
+        };
+        crate::quant::requant::activation_clamps(activation, grid)
     }
 
     /// `[1, H, W, C]` of a value, or an error naming the layer.

@@ -2,7 +2,7 @@
 //! section (see the parent module for the rules).
 
 use candle_core::Tensor;
-use sprig_runtime::fixed_point::{quantize_multiplier, AddQuant};
+use sprig_runtime::fixed_point::AddQuant;
 use sprig_runtime::format::packed::bits_of as packed_bits;
 use sprig_runtime::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
 use sprig_runtime::{
@@ -15,6 +15,7 @@ use super::{u32_of, Lowering, Value, PACKED_BITS};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::nn::{Layer, OutputGrid};
+use crate::quant::requant;
 use crate::{Error, Result};
 
 impl Lowering<'_> {
@@ -124,7 +125,7 @@ impl Lowering<'_> {
                 }
                 let mut ints = Vec::with_capacity(values.len());
                 for (c, (&b, &sw)) in values.iter().zip(weight_scales).enumerate() {
-                    let q = (f64::from(b) / (f64::from(in_scale) * f64::from(sw))).round();
+                    let q = requant::bias_integer(b, in_scale, sw);
                     if !(q.is_finite() && q.abs() <= f64::from(i32::MAX)) {
                         return Err(self.layer_fail(
                             i,
@@ -140,9 +141,7 @@ impl Lowering<'_> {
         };
         let pairs: Vec<(i32, i32)> = weight_scales
             .iter()
-            .map(|&sw| {
-                quantize_multiplier(f64::from(in_scale) * f64::from(sw) / f64::from(out_scale))
-            })
+            .map(|&sw| requant::requant_multiplier(in_scale, sw, out_scale))
             .collect();
         self.requant_bytes += 5 * pairs.len();
         let requant = self
