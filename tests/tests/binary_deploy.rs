@@ -82,6 +82,10 @@ fn deploys(plan: &str, expected_ops: &[&str]) -> Result<()> {
         "the BNN did not learn ({report})"
     );
     assert!(report.agreement >= 0.99, "agreement below 99 % ({report})");
+    assert_eq!(
+        report.simulated_exact_outputs, 1.0,
+        "outputs differ from the simulated integer model ({report})"
+    );
     // The bar is 0.3 % of the test set, counted in whole images: the f32 difference of
     // two accuracies lands a hair above 0.003 for exactly 3 of 1000.
     let correct = |accuracy: f32| (accuracy * report.images as f32).round() as usize;

@@ -334,14 +334,15 @@ fn deploy(
         format!(
             "deployed int8 (sprig-runtime, host): {:.2}% top-1 beside fake-quant {:.2}%; \
              agreement {:.2}% ({} of {} images differ); outputs {:.3} steps off on average, \
-             {:.0} at most",
+             {:.0} at most; {:.2}% of outputs equal to the simulated integer model",
             100.0 * report.deployed_accuracy,
             100.0 * report.fake_quant_accuracy,
             100.0 * report.agreement,
             report.disagreements,
             report.images,
             report.mean_abs_diff_steps,
-            report.max_abs_diff_steps
+            report.max_abs_diff_steps,
+            100.0 * report.simulated_exact_outputs
         ),
     );
     Ok(Ok(Deployed { packed, report }))

@@ -264,8 +264,8 @@ impl Graph {
     /// output step near rounding boundaries, more often the coarser the weights (the
     /// requantization multiplier grows with the weight step). [`forward`](Self::forward)
     /// keeps plain QDQ semantics (what QAT trains with and the ONNX export computes);
-    /// this is the model [`crate::export::packed::deployed_eval`] compares the packed
-    /// model with.
+    /// [`crate::export::packed::deployed_eval`] checks the packed model against this one
+    /// output for output, and against [`forward`](Self::forward) image for image.
     pub fn forward_deployed(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_inner(x, false, true, &mut |_, _| Ok(()))
     }
