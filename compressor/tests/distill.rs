@@ -188,6 +188,17 @@ fn a_distilled_plan_runs_end_to_end_and_reports_its_teacher() -> Result<()> {
         dir.path().join("plain/summary.json"),
     )?)?;
     assert!(json.get("distill").is_none());
+
+    // A teacher from a file: the plain run's exported weights (same architecture).
+    let weights = dir.path().join("plain/model.safetensors");
+    let distill = format!(
+        r#"{{"teacher": "{}", "temperature": 2}}"#,
+        weights.display()
+    );
+    let from_file = run(dir.path(), "file", Some(&distill))?;
+    let report = from_file.distill.context("no distill in the summary")?;
+    assert_eq!(report.teacher, weights.display().to_string());
+    ensure!(report.teacher_accuracy > 0.3, "{}", report.teacher_accuracy);
     Ok(())
 }
 
