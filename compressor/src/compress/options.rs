@@ -2,12 +2,13 @@
 //! job shares: progress lines and a stage's training settings.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Device;
 
 use crate::data::Normalization;
 use crate::prune::Registry;
-use crate::train::TrainConfig;
+use crate::train::{DistillReport, Distiller, TrainConfig};
 
 /// Options of one compression run (the CLI flags).
 #[derive(Debug, Clone)]
@@ -91,4 +92,22 @@ pub(super) fn stage_config(
     cfg.progress = opts.progress;
     cfg.label = label.to_string();
     cfg
+}
+
+/// Knowledge distillation as the job's fine-tunes use it (a plan's `distill`).
+pub(super) struct Distillation {
+    pub distiller: Arc<Distiller>,
+    /// Appended to each distilled fine-tune's run key: its checkpoints are not a plain
+    /// fine-tune's.
+    pub tag: String,
+    pub report: DistillReport,
+}
+
+impl Distillation {
+    /// Makes `cfg` a distilled fine-tune.
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        cfg.distill = Some(Arc::clone(&self.distiller));
+        cfg.run_key.push_str(&self.tag);
+        cfg.label.push_str(" (KD)");
+    }
 }

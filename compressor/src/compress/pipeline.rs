@@ -1,13 +1,15 @@
 //! The whole job behind `cargo xtask compress`: plan checked against the model → data →
-//! cached baseline (or `--weights`) → prune and fine-tune (in rounds, for iterative
-//! pruners) → speedup (channel pruners) → fold batch norms, quantize and fine-tune →
-//! export → packed int8 model run on the host → summary.
+//! cached baseline (or `--weights`) → the distillation teacher, if the plan has one →
+//! prune and fine-tune (in rounds, for iterative pruners) → speedup (channel pruners) →
+//! fold batch norms, quantize and fine-tune → export → packed int8 model run on the host
+//! → summary.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::fold_batch_norms;
-use super::options::{say, stage_config, CompressOptions};
+use super::options::{say, stage_config, CompressOptions, Distillation};
 use super::plan::{Plan, QuantizerKind};
 use super::pruning::{checked_pruner, prune_and_fine_tune, PruneOutcome};
 use super::report::{write_report, REPORT_FILE};
@@ -18,7 +20,7 @@ use crate::export::{self, packed, write_atomic};
 use crate::models::Model;
 use crate::prune::Pruner;
 use crate::quant;
-use crate::train::{self, evaluate};
+use crate::train::{self, evaluate, DistillReport, DistillSpec, Distiller, TeacherSource};
 use crate::Result;
 
 /// The model's part of the baseline cache key: its zoo name, or for an imported ONNX
@@ -90,6 +92,19 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     if let Some(p) = pruner.as_mut() {
         p.on_init(&model.graph)?;
     }
+    let teacher_weights = match plan.distill.as_ref().map(|d| &d.teacher) {
+        Some(TeacherSource::Weights(path)) => {
+            let teacher = Model::new(
+                &opts.model,
+                train_set.num_classes(),
+                &opts.device,
+                opts.seed,
+            )?;
+            let fingerprint = teacher.load_weights(path)?;
+            Some((teacher, fingerprint))
+        }
+        _ => None,
+    };
     let weights_tag = match &opts.weights {
         Some(path) => {
             format!("-w{}", model.load_weights(path)?)
@@ -135,6 +150,13 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         ),
     );
 
+    // 1b. The distillation teacher: a frozen copy of the baseline (or of the plan's
+    //     teacher weights), taken before anything is compressed.
+    let distill = match &plan.distill {
+        Some(spec) => Some(teacher_stage(opts, spec, &model, teacher_weights, &test)?),
+        None => None,
+    };
+
     // 2. Pruning + fine-tuning.
     let pruned = match (&plan.pruner, pruner.as_mut()) {
         (Some(stage), Some(pruner)) => prune_and_fine_tune(
@@ -143,7 +165,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
             pruner.as_mut(),
             &mut model,
             (&train_set, &test),
-            &key,
+            (&key, distill.as_ref()),
             speedup,
         )?,
         _ => PruneOutcome::default(),
@@ -190,6 +212,9 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
                 &label,
             );
             cfg.lr = stage.lr.unwrap_or(5e-4);
+            if let Some(d) = &distill {
+                d.apply(&mut cfg);
+            }
             train::train(&mut model, &train_set, &test, &cfg, None)?;
         } else {
             // One eval pass records the weight scales for calibration.json.
@@ -225,6 +250,7 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
         model: opts.model.clone(),
         data: source.describe(),
         plan: plan.source.clone(),
+        distill: distill.map(|d| d.report),
         train_images: train_set.len(),
         test_images: test.len(),
         baseline_history: baseline.history,
@@ -252,6 +278,48 @@ pub fn run(opts: &CompressOptions) -> Result<Summary> {
     summary.write_json(&opts.out.join("summary.json"))?;
     write_report(&summary, &opts.out.join(REPORT_FILE))?;
     Ok(summary)
+}
+
+/// Freezes the teacher `spec` names (the trained `model`, or the weights loaded in
+/// `loaded` with their fingerprint) and measures it on `test`.
+fn teacher_stage(
+    opts: &CompressOptions,
+    spec: &DistillSpec,
+    model: &Model,
+    loaded: Option<(Model, String)>,
+    test: &Dataset,
+) -> Result<Distillation> {
+    let (distiller, fingerprint) = match &loaded {
+        Some((teacher, fingerprint)) => (
+            Distiller::new(teacher, spec.temperature, spec.alpha)?,
+            format!("w{fingerprint}"),
+        ),
+        None => (
+            Distiller::new(model, spec.temperature, spec.alpha)?,
+            "baseline".to_string(),
+        ),
+    };
+    let teacher_accuracy = evaluate(&distiller.teacher, test)?;
+    say(
+        opts,
+        format!(
+            "distillation: teacher {} ({:.2}% top-1), T {}, alpha {}",
+            spec.teacher,
+            100.0 * teacher_accuracy,
+            spec.temperature,
+            spec.alpha
+        ),
+    );
+    Ok(Distillation {
+        distiller: Arc::new(distiller),
+        tag: spec.tag(&fingerprint),
+        report: DistillReport {
+            teacher: spec.teacher.to_string(),
+            temperature: spec.temperature,
+            alpha: spec.alpha,
+            teacher_accuracy,
+        },
+    })
 }
 
 /// Cuts the channels the pruner removed and measures the cut model against the masked

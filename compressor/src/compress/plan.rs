@@ -13,6 +13,9 @@
 //! pruner names are those of a [`Registry`] (the built-ins unless a program registers
 //! its own). A top-level `"normalize"` (`"unit"`, `"mean=0.5/std=0.25"`, ...; see
 //! [`Normalization`]) says how the plan's data is normalized when `--normalize` does not.
+//! A top-level `"distill": {"teacher": "baseline", "temperature": 4, "alpha": 0.5}`
+//! fine-tunes every training stage against the float teacher's soft targets
+//! ([`crate::train::Distiller`]; keys and defaults in [`DistillSpec`]).
 
 use std::path::Path;
 
@@ -22,6 +25,7 @@ use crate::config::{ConfigError, ConfigList};
 use crate::data::Normalization;
 use crate::prune::{Pruner, Registry, StageOptions};
 use crate::quant::{BnnQuantizer, DoReFaQuantizer, NaiveQuantizer, QatQuantizer, Quantizer};
+use crate::train::DistillSpec;
 use crate::{Error, Result};
 
 /// The bundled default plan.
@@ -54,6 +58,8 @@ pub struct Plan {
     pub quantizer: Option<Stage>,
     /// How pixels become inputs, if the plan says (`--normalize` wins).
     pub normalize: Option<Normalization>,
+    /// Knowledge distillation for the fine-tunes (`None`: plain cross-entropy).
+    pub distill: Option<DistillSpec>,
 }
 
 impl Plan {
@@ -99,10 +105,12 @@ impl Plan {
             ));
         };
         for key in map.keys() {
-            if !["pruner", "quantizer", "normalize"].contains(&key.as_str()) {
+            if !["pruner", "quantizer", "normalize", "distill"].contains(&key.as_str()) {
                 return Err(plan_err(
                     source,
-                    format!("unknown key `{key}`; valid keys: pruner, quantizer, normalize"),
+                    format!(
+                        "unknown key `{key}`; valid keys: pruner, quantizer, normalize, distill"
+                    ),
                 ));
             }
         }
@@ -185,12 +193,28 @@ impl Plan {
             }
             Ok(Some(stage))
         };
-        Ok(Self {
+        let plan = Self {
             source: source.to_string(),
             pruner: stage("pruner", &pruner_names)?,
             quantizer: stage("quantizer", &QUANTIZERS)?,
             normalize,
-        })
+            distill: match map.get("distill") {
+                None => None,
+                Some(v) => Some(DistillSpec::from_value(v).map_err(|e| plan_err(source, e))?),
+            },
+        };
+        let trains = plan.pruner.is_some()
+            || plan.quantizer.as_ref().is_some_and(|q| {
+                QuantizerKind::parse(&q.algorithm).is_ok_and(QuantizerKind::trains)
+            });
+        if plan.distill.is_some() && !trains {
+            return Err(plan_err(
+                source,
+                "`distill` needs a stage that fine-tunes: a pruner, or a quantizer other \
+                 than NaiveQuantizer",
+            ));
+        }
+        Ok(plan)
     }
 }
 

@@ -2,7 +2,7 @@
 //! before anything trains, then (after the baseline) its statistics pass, `compress`, and
 //! one fine-tuning round per [`Pruner::rounds`], each with its own checkpoint folder.
 
-use super::options::{say, stage_config, CompressOptions};
+use super::options::{say, stage_config, CompressOptions, Distillation};
 use super::plan::Stage;
 use super::speedup::align_masks;
 use super::summary::RoundReport;
@@ -63,7 +63,8 @@ pub(super) fn checked_pruner(
 }
 
 /// Prunes the trained `model` and fine-tunes it, round by round. `key` identifies the
-/// baseline, so each round's checkpoints belong to this baseline only. With `speedup`,
+/// baseline, so each round's checkpoints belong to this baseline only; with `distill`,
+/// every round fine-tunes against the teacher. With `speedup`,
 /// the masks are first aligned with the channel groups, so what fine-tunes is what the
 /// speedup will cut.
 pub(super) fn prune_and_fine_tune(
@@ -72,7 +73,7 @@ pub(super) fn prune_and_fine_tune(
     pruner: &mut dyn Pruner,
     model: &mut Model,
     (train_set, test): (&Dataset, &Dataset),
-    key: &str,
+    (key, distill): (&str, Option<&Distillation>),
     speedup: bool,
 ) -> Result<PruneOutcome> {
     let images = collect_statistics(pruner, model, train_set, opts.batch_size, opts.seed)?;
@@ -130,6 +131,9 @@ pub(super) fn prune_and_fine_tune(
         let ft_key = format!("{key}-{}-round{}{aligned}", stage.algorithm, round + 1);
         let mut cfg = stage_config(opts, opts.ft_epochs, &dir, &ft_key, &label);
         cfg.lr = stage.lr.unwrap_or(3e-3);
+        if let Some(d) = distill {
+            d.apply(&mut cfg);
+        }
         train::train(model, train_set, test, &cfg, Some(&mut *pruner))?;
         let accuracy = evaluate(model, test)?;
         let sparsity = pruned_sparsity(model, &layers)?;

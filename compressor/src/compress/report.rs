@@ -226,6 +226,7 @@ mod tests {
             model: "lenet5".into(),
             data: "Fashion-MNIST".into(),
             plan: "configs/lottery-mixed.json".into(),
+            distill: None,
             train_images: 3000,
             test_images: 1000,
             baseline_history: vec![],

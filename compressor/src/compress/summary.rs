@@ -11,7 +11,7 @@ use crate::export::packed::{Packed, PACKED_FILE};
 use crate::export::write_atomic;
 use crate::nn::{infer_shapes, node_macs, weight_reuse, Graph, Layer};
 use crate::prune::sparsity_of;
-use crate::train::EpochStats;
+use crate::train::{DistillReport, EpochStats};
 use crate::Result;
 
 /// One weighted layer after compression.
@@ -55,6 +55,9 @@ pub struct Summary {
     pub model: String,
     pub data: String,
     pub plan: String,
+    /// Knowledge distillation, when the plan asked for it (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillReport>,
     pub train_images: usize,
     pub test_images: usize,
     pub baseline_history: Vec<EpochStats>,
@@ -242,6 +245,16 @@ impl fmt::Display for Summary {
             self.model, self.data, self.train_images, self.test_images
         )?;
         writeln!(f, "plan  {}", self.plan)?;
+        if let Some(d) = &self.distill {
+            writeln!(
+                f,
+                "distilled from {} ({} top-1), T {}, alpha {}",
+                d.teacher,
+                pct(d.teacher_accuracy),
+                d.temperature,
+                d.alpha
+            )?;
+        }
         writeln!(f)?;
         writeln!(f, "{:<22} {:>9}", "accuracy (top-1)", "")?;
         writeln!(f, "  {:<20} {:>9}", "float", pct(self.float_accuracy))?;

@@ -2,14 +2,20 @@
 //! every epoch and a stop on a non-finite loss.
 
 mod checkpoint;
+mod distill;
 mod optim;
 mod schedule;
 
 pub use checkpoint::{checkpoint_path, Checkpoint, TrainState, CHECKPOINT_FILE, STATE_FILE};
+pub use distill::{
+    distillation_loss, frozen_copy, DistillReport, DistillSpec, Distiller, TeacherSource,
+    DISTILL_KEYS,
+};
 pub use optim::{Optimizer, OptimizerKind};
 pub use schedule::Schedule;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,6 +47,9 @@ pub struct TrainConfig {
     pub progress: bool,
     /// A label for progress lines, e.g. "baseline" or "fine-tune".
     pub label: String,
+    /// Knowledge distillation: the loss against a frozen teacher's soft targets and the
+    /// labels ([`Distiller`]); `None` trains on cross-entropy alone.
+    pub distill: Option<Arc<Distiller>>,
 }
 
 impl TrainConfig {
@@ -60,6 +69,7 @@ impl TrainConfig {
             max_epochs_this_run: None,
             progress: true,
             label: "train".into(),
+            distill: None,
         }
     }
 }
@@ -205,7 +215,8 @@ fn quant_states(model: &Model) -> std::collections::BTreeMap<String, crate::quan
         .unwrap_or_default()
 }
 
-/// Trains `model` on `train`, evaluating on `test` after each epoch. An attached pruner
+/// Trains `model` on `train`, evaluating on `test` after each epoch, on cross-entropy or,
+/// with [`TrainConfig::distill`], the distillation loss. An attached pruner
 /// gets `update_epoch` / `step` calls and masks stay enforced after every update; a
 /// bound quantizer gets [`crate::quant::Quantizer::after_step`] after every optimizer
 /// step.
@@ -264,7 +275,10 @@ pub fn train(
         for batch in Batcher::new(train_set, cfg.batch_size, order, &model.device) {
             let batch = batch?;
             let logits = model.graph.forward_t(&batch.images, true)?;
-            let mut loss = candle_nn::loss::cross_entropy(&logits, &batch.labels)?;
+            let mut loss = match &cfg.distill {
+                None => candle_nn::loss::cross_entropy(&logits, &batch.labels)?,
+                Some(d) => d.loss(&logits, &batch.images, &batch.labels)?,
+            };
             if let Some(penalty) = match pruner.as_deref() {
                 Some(p) => p.regularizer(&model.graph)?,
                 None => None,
