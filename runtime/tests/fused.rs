@@ -161,21 +161,8 @@ fn fused_output_overlapping_a_live_tensor_is_refused() {
         b.graph.arena_size += 72;
         b.graph.tensors.push(copy);
         b.graph.tensors.push(dead);
-        let one = |input, output| {
-            Op::MaxPool2d(Pool2d {
-                input,
-                output,
-                filter_h: 1,
-                filter_w: 1,
-                stride_h: 1,
-                stride_w: 1,
-                padding: Default::default(),
-                act_min: -128,
-                act_max: 127,
-            })
-        };
-        b.graph.ops.insert(0, one(0, side));
-        b.graph.ops.push(one(side, side + 1));
+        b.graph.ops.insert(0, copy_op(0, side));
+        b.graph.ops.push(copy_op(side, side + 1));
         let o = b.graph.tensors[side as usize].arena_offset;
         b.graph.tensors[1].arena_offset = o + 8;
         b.graph.tensors[2].arena_offset = o + 8;
@@ -193,21 +180,8 @@ fn the_same_side_tensor_placed_apart_loads() {
     copy.kind = TensorKind::Activation;
     built.graph.tensors.push(copy.clone());
     built.graph.tensors.push(copy);
-    let one = |input, output| {
-        Op::MaxPool2d(Pool2d {
-            input,
-            output,
-            filter_h: 1,
-            filter_w: 1,
-            stride_h: 1,
-            stride_w: 1,
-            padding: Default::default(),
-            act_min: -128,
-            act_max: 127,
-        })
-    };
-    built.graph.ops.insert(0, one(0, side));
-    built.graph.ops.push(one(side, side + 1));
+    built.graph.ops.insert(0, copy_op(0, side));
+    built.graph.ops.push(copy_op(side, side + 1));
     built.graph.plan_arena().unwrap();
     let blob = built.blob();
     let model = Model::from_bytes(&blob).unwrap();
@@ -394,4 +368,19 @@ fn fuse_a_blob() {
         fused.arena_size()
     );
     std::fs::write(output, fused_blob).unwrap();
+}
+
+/// A 1×1 max pool with the full int8 range: an op that only copies `input` to `output`.
+fn copy_op(input: u32, output: u32) -> Op {
+    Op::MaxPool2d(Pool2d {
+        input,
+        output,
+        filter_h: 1,
+        filter_w: 1,
+        stride_h: 1,
+        stride_w: 1,
+        padding: Default::default(),
+        act_min: -128,
+        act_max: 127,
+    })
 }

@@ -12,8 +12,7 @@ use candle_core::{Module, Result, Tensor, Var};
 
 use super::{bypassed_activation, quant_plan, InputGrid, Layer, OutputGrid};
 use crate::quant::{
-    fake_quantize_tensor, requant, round_average_onto_grid, QParams, QuantBinding, QuantGrad,
-    StraightThrough,
+    fake_quantize_tensor, requant, round_average_onto_grid, QParams, QuantBinding, StraightThrough,
 };
 
 /// Where a node's input comes from.
@@ -357,26 +356,27 @@ impl Graph {
                     }
                     let fq = q.quantize_output(name, &y, train)?;
                     let grid = q.layer(name).and_then(|l| l.output_qparams());
-                    // `forward_deployed`: the value the deployed op computes (its int32
-                    // bias and fixed-point requantization), with the hook's gradient.
-                    let owner_in = if plan[owner].quantize_input {
-                        q.layer(name).and_then(|l| l.input_qparams())
+                    // `forward_deployed` (eval only, so no gradient to keep): the value
+                    // the deployed op computes, its int32 bias and fixed-point
+                    // requantization. Nothing of it runs in the training forward.
+                    let y = if deployed && !binary {
+                        let owner_in = if plan[owner].quantize_input {
+                            q.layer(name).and_then(|l| l.input_qparams())
+                        } else {
+                            match self.nodes[owner].inputs[0] {
+                                Source::Input => input_grid,
+                                Source::Node(j) => grids[j],
+                            }
+                        };
+                        let pre = if owner == i { &y } else { &values[owner] };
+                        match (owner_in, grid) {
+                            (Some(g_in), Some(g_out)) => self
+                                .deployed_output(owner, i, pre, q, g_in, g_out)?
+                                .unwrap_or(fq),
+                            _ => fq,
+                        }
                     } else {
-                        match self.nodes[owner].inputs[0] {
-                            Source::Input => input_grid,
-                            Source::Node(j) => grids[j],
-                        }
-                    };
-                    let pre = if owner == i { &y } else { &values[owner] };
-                    let deployed = match (deployed && !train && !binary, owner_in, grid) {
-                        (true, Some(g_in), Some(g_out)) => {
-                            self.deployed_output(owner, i, pre, q, g_in, g_out)?
-                        }
-                        _ => None,
-                    };
-                    let y = match (deployed, grid) {
-                        (Some(d), Some(g)) => StraightThrough.apply(&fq, &d, g.range())?,
-                        _ => fq,
+                        fq
                     };
                     (y, grid)
                 }
