@@ -44,6 +44,9 @@ pub enum Error {
     Layer { layer: String, message: String },
     #[error("export failed for {path}: {message}")]
     Export { path: PathBuf, message: String },
+    /// The search of `cargo xtask auto` (a budget, a calibration, a trial table).
+    #[error("auto-compression: {0}")]
+    Auto(String),
     /// Boxed like `Config`: an ONNX model that cannot be imported (names file and node).
     #[error(transparent)]
     Onnx(Box<crate::import::onnx::OnnxError>),

@@ -1,5 +1,6 @@
 //! sprig-compressor: NNI-style pruning and quantization on candle, exported for microcontrollers.
 
+pub mod auto;
 pub mod chart;
 pub mod compress;
 pub mod config;

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's entry points. This file only dispatches; each
 //! command lives in its own module.
 
+mod auto;
 mod bench;
 mod boards;
 mod ci;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Train (cached), prune, quantize, fine-tune and export a model.
     Compress(compress::Args),
+    /// Search per-layer sparsity and bit width for the most accurate model that fits a
+    /// board's flash, RAM and instruction budget; fine-tune the best as trials.
+    Auto(auto::Args),
     /// Build a board's firmware with a compress run's model and vectors embedded.
     Build(firmware::Args),
     /// Run simulated boards in QEMU: every vector bit-exact with the host, accuracy,
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     sprig_compressor::cpu_threads::configure();
     match Cli::parse().command {
         Command::Compress(args) => compress::run(args),
+        Command::Auto(args) => auto::run(args),
         Command::Build(args) => firmware::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Flash(args) => flash::run(args),

@@ -1,0 +1,241 @@
+//! One-shot measurement of a candidate on the trained baseline, without fine-tuning (as
+//! NNI's sensitivity analysis and its simulated-annealing pruner score candidates):
+//! magnitude masks and a QAT binding put on a copy of the graph, activation ranges
+//! calibrated on a few training batches, the real exporter and arena planner run for
+//! the bytes, and the fake-quantized model scored on a validation set.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use candle_core::{DType, D};
+use serde::{Deserialize, Serialize};
+
+use super::space::{Candidate, SearchSpace};
+use crate::compress::Plan;
+use crate::data::{Batcher, Dataset, Order};
+use crate::export::packed;
+use crate::export::packed::sprig_runtime::{Encoding, OpKind};
+use crate::models::Model;
+use crate::nn::{infer_shapes, node_macs, Graph};
+use crate::prune::magnitude_mask;
+use crate::quant::{self, QatQuantizer};
+use crate::{Error, Result};
+
+/// What one weighted layer costs on the chip, as the exporter stored it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerCost {
+    pub name: String,
+    /// `conv`, `depthwise` or `fc`: kernels of one kind share their prices.
+    pub kind: String,
+    /// The encoding `model.sprig` holds the weights in (`dense`, `sparse-rel8`, ...).
+    pub encoding: String,
+    /// Multiply-accumulates of a dense execution, and those whose weight is nonzero.
+    pub macs: usize,
+    pub nonzero_macs: usize,
+}
+
+/// A candidate as measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// One-shot top-1 of the fake-quantized model on the validation images.
+    pub accuracy: f64,
+    /// Bytes of the packed model (`model.sprig`).
+    pub model_bytes: usize,
+    /// Arena bytes the runtime's planner places.
+    pub arena_bytes: usize,
+    pub layers: Vec<LayerCost>,
+}
+
+impl Measurement {
+    /// The weighted layers of another blob of the same network (a fine-tuned trial's
+    /// `model.sprig`), priced like this measurement's: encodings and densities from the
+    /// blob, MACs from here.
+    pub fn layers_of_blob(&self, blob: &[u8]) -> Result<Vec<LayerCost>> {
+        let model = packed::sprig_runtime::Model::<'_>::from_bytes(blob).map_err(|e| {
+            Error::Auto(format!("the runtime refuses a trial's model.sprig: {e}"))
+        })?;
+        let stored = stored_weights(&model)?;
+        if stored.len() != self.layers.len() {
+            return Err(Error::Auto(format!(
+                "a trial's model.sprig has {} weighted ops, the searched network {}",
+                stored.len(),
+                self.layers.len()
+            )));
+        }
+        Ok((self.layers.iter().zip(&stored))
+            .map(|(l, &(_, encoding, density))| LayerCost {
+                name: l.name.clone(),
+                kind: l.kind.clone(),
+                encoding: encoding.name().to_string(),
+                macs: l.macs,
+                nonzero_macs: (l.macs as f64 * density).round() as usize,
+            })
+            .collect())
+    }
+}
+
+/// The baseline with its calibration and validation images, ready to measure candidates
+/// (each measured once; repeats come from memory).
+pub struct Probe {
+    model: Model,
+    space: SearchSpace,
+    calibration: Dataset,
+    validation: Dataset,
+    memo: RefCell<BTreeMap<String, Measurement>>,
+}
+
+impl Probe {
+    /// `model` holds the trained float baseline with its batch norms folded (a training
+    /// forward must not move any statistics); `calibration` sets the activation ranges,
+    /// `validation` scores.
+    pub fn new(
+        model: Model,
+        space: SearchSpace,
+        calibration: Dataset,
+        validation: Dataset,
+    ) -> Result<Self> {
+        if let Some(bn) = (model.graph.nodes().iter())
+            .find(|n| n.layer.op_type() == crate::nn::OpType::BatchNorm2d)
+        {
+            return Err(Error::Layer {
+                layer: bn.name.clone(),
+                message: "fold batch norms before probing: a calibration pass would \
+                          move their running statistics"
+                    .into(),
+            });
+        }
+        Ok(Self {
+            model,
+            space,
+            calibration,
+            validation,
+            memo: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn space(&self) -> &SearchSpace {
+        &self.space
+    }
+
+    /// Candidates measured so far.
+    pub fn measured(&self) -> usize {
+        self.memo.borrow().len()
+    }
+
+    /// Measures `candidate` (or recalls it).
+    pub fn measure(&self, candidate: &Candidate) -> Result<Measurement> {
+        let key = candidate.key(&self.space);
+        if let Some(m) = self.memo.borrow().get(&key) {
+            return Ok(m.clone());
+        }
+        let m = self.measure_fresh(candidate)?;
+        self.memo.borrow_mut().insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// The packed model of `candidate` (one-shot, no fine-tuning), for the board runs
+    /// that calibrate the instruction model.
+    pub fn pack(&self, candidate: &Candidate) -> Result<packed::Packed> {
+        packed::pack(&self.prepared(candidate)?)
+    }
+
+    fn measure_fresh(&self, candidate: &Candidate) -> Result<Measurement> {
+        let graph = self.prepared(candidate)?;
+        let packed = packed::pack(&graph)?;
+        Ok(Measurement {
+            accuracy: accuracy(&graph, &self.validation, &self.model.device)?,
+            model_bytes: packed.blob_bytes(),
+            arena_bytes: packed.arena_bytes,
+            layers: layer_costs(&graph, &packed)?,
+        })
+    }
+
+    /// The baseline graph with `candidate`'s masks and quantizer, ranges calibrated.
+    fn prepared(&self, candidate: &Candidate) -> Result<Graph> {
+        let mut graph = self.model.graph.clone();
+        for (layer, choice) in self.space.layers.iter().zip(&candidate.0) {
+            if choice.sparsity > 0.0 {
+                let weight = layer_weight(&graph, layer)?;
+                let magnitudes = weight.abs()?.flatten_all()?.to_vec1::<f32>()?;
+                let mask = magnitude_mask(&magnitudes, choice.sparsity, &weight)?;
+                graph.set_mask(layer, mask);
+            }
+        }
+        let plan = Plan::from_json_str(&candidate.plan(&self.space).to_string(), "candidate")?;
+        if let Some(stage) = &plan.quantizer {
+            quant::bind(Box::new(QatQuantizer::new()), &mut graph, &stage.config_list)?;
+        }
+        let device = &self.model.device;
+        for batch in Batcher::new(&self.calibration, 256, Order::Sequential, device) {
+            graph.forward_t(&batch?.images, true)?;
+        }
+        Ok(graph)
+    }
+}
+
+fn layer_weight(graph: &Graph, layer: &str) -> Result<candle_core::Tensor> {
+    let node = graph.node(layer).ok_or_else(|| Error::Layer {
+        layer: layer.to_string(),
+        message: "no such layer in the model".into(),
+    })?;
+    let weight = node.layer.maskable_weight().ok_or_else(|| Error::Layer {
+        layer: layer.to_string(),
+        message: "has no weight to prune".into(),
+    })?;
+    Ok(weight.to_dtype(DType::F32)?)
+}
+
+fn accuracy(graph: &Graph, data: &Dataset, device: &candle_core::Device) -> Result<f64> {
+    let mut correct = 0usize;
+    for batch in Batcher::new(data, 1000, Order::Sequential, device) {
+        let batch = batch?;
+        let predicted = graph.forward_t(&batch.images, false)?.argmax(D::Minus1)?;
+        correct += predicted
+            .eq(&batch.labels)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+    }
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// Each weighted op of `packed` with its encoding and MACs (dense and nonzero).
+fn layer_costs(graph: &Graph, packed: &packed::Packed) -> Result<Vec<LayerCost>> {
+    let shapes = infer_shapes(graph);
+    let stored = stored_weights(&packed.model()?)?;
+    let mut costs = Vec::with_capacity(stored.len());
+    for (name, &(kind, encoding, density)) in packed.weighted_layers.iter().zip(&stored) {
+        let macs = (graph.nodes().iter())
+            .position(|n| &n.name == name)
+            .map_or(0, |i| node_macs(graph, i, &shapes[i]));
+        costs.push(LayerCost {
+            name: name.clone(),
+            kind: kind.to_string(),
+            encoding: encoding.name().to_string(),
+            macs,
+            nonzero_macs: (macs as f64 * density).round() as usize,
+        });
+    }
+    Ok(costs)
+}
+
+/// Each weighted op's kind (as [`LayerCost::kind`]), encoding and density.
+fn stored_weights(
+    model: &packed::sprig_runtime::Model<'_>,
+) -> Result<Vec<(&'static str, Encoding, f64)>> {
+    let layers = model.layer_weights().map_err(|e| Error::Export {
+        path: packed::PACKED_FILE.into(),
+        message: format!("cannot read the weights back: {e}"),
+    })?;
+    Ok(layers
+        .iter()
+        .map(|l| {
+            let kind = match l.kind {
+                OpKind::DepthwiseConv2d => "depthwise",
+                OpKind::FullyConnected | OpKind::BinaryFullyConnected => "fc",
+                _ => "conv",
+            };
+            (kind, l.encoding, l.density())
+        })
+        .collect())
+}

@@ -1,0 +1,398 @@
+//! `cargo xtask auto`: the most accurate compressed model that fits a board's budget.
+//!
+//! 1. the float baseline, trained (or taken from the cache) by a `compress` trial;
+//! 2. the sensitivity table: every layer alone at every sparsity and bit width,
+//!    one-shot on the baseline ([`sprig_compressor::auto`]);
+//! 3. with a board: calibration runs in QEMU price each weight encoding in instructions
+//!    and measure the runtime's own flash and RAM;
+//! 4. a greedy start from the table, then simulated annealing on real one-shot
+//!    measurements (exporter bytes, planned arena, priced instructions);
+//! 5. the best fitting candidates, and the hand-written default plan beside them, run
+//!    as fine-tuning trials (`--jobs` local processes, or a Slurm job array);
+//! 6. the most accurate trial that fits is chosen: `chosen.json` (an ordinary plan),
+//!    `pareto.md`/`.json`/`.svg`, and its firmware run on the board, bit-exact.
+//!
+//! Every step keeps its result in the output folder, so a killed run resumes where it
+//! stopped (finished trials are not run again).
+
+mod calibration;
+mod probe_setup;
+mod report;
+mod trials;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{de::DeserializeOwned, Serialize};
+use sprig_compressor::auto::{
+    anneal, greedy_start, pareto_front, AnnealSettings, Budget, Estimate, Evaluated,
+    Measurement, Sensitivity,
+};
+
+use crate::boards::{self, Kind};
+use crate::firmware::{kernels, Input};
+use crate::sim;
+use calibration::BoardCosts;
+use report::{Report, TrialRow};
+use trials::{Common, Outcome, Trial};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model from the zoo, or a float ONNX file.
+    #[arg(long, default_value = "lenet5")]
+    model: String,
+    /// Training data, as for `cargo xtask compress`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Pixel normalization, as for `cargo xtask compress`.
+    #[arg(long)]
+    normalize: Option<String>,
+    /// A simulated board: its flash and RAM (memory.x) become the budget, and QEMU
+    /// counts its instructions.
+    #[arg(long)]
+    board: Option<String>,
+    /// Most bytes the packed model (`model.sprig`) may take in flash.
+    #[arg(long)]
+    max_flash: Option<usize>,
+    /// Most peak RAM on the board: arena plus the runtime's statics and stack.
+    #[arg(long)]
+    max_ram: Option<usize>,
+    /// Most instructions per inference on the board (needs --board).
+    #[arg(long)]
+    max_instructions: Option<f64>,
+    /// Least deployed top-1 (percent) the chosen model must reach.
+    #[arg(long)]
+    min_accuracy: Option<f64>,
+    /// Output folder (default: runs/auto-<model>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where trained baselines are cached (shared with `compress`).
+    #[arg(long, default_value = "runs/cache")]
+    cache: PathBuf,
+    /// Baseline training epochs.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Fine-tuning epochs of each trial after pruning.
+    #[arg(long, default_value_t = 3)]
+    ft_epochs: usize,
+    /// Quantization-aware fine-tuning epochs of each trial.
+    #[arg(long, default_value_t = 1)]
+    qat_epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training images (quick runs).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Searched candidates fine-tuned as trials (besides the default plan).
+    #[arg(long, default_value_t = 3)]
+    trials: usize,
+    /// Trials run at once on this machine.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Annealing steps.
+    #[arg(long, default_value_t = 150)]
+    iterations: usize,
+    /// A layer choice whose one-shot top-1 alone falls more than this many points below
+    /// the uncompressed model's is left out of the search.
+    #[arg(long, default_value_t = 15.0)]
+    max_drop: f64,
+}
+
+/// The settings a run folder was made with; a resumed run must match them.
+#[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+struct Settings {
+    model: String,
+    data: Option<PathBuf>,
+    normalize: Option<String>,
+    board: Option<String>,
+    epochs: usize,
+    ft_epochs: usize,
+    qat_epochs: usize,
+    seed: u64,
+    train_limit: Option<usize>,
+    max_drop: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let board = match &args.board {
+        Some(name) => Some(boards::find(name)?),
+        None => None,
+    };
+    if let Some(b) = &board {
+        if b.kind != Kind::Simulated {
+            let simulated: Vec<String> = boards::simulated()?.iter().map(|b| b.name.clone()).collect();
+            bail!(
+                "`{b}` is a hardware board; auto counts instructions in QEMU, so --board takes \
+                 a simulated one: {}",
+                simulated.join(", ")
+            );
+        }
+    }
+    if args.max_instructions.is_some() && board.is_none() {
+        bail!("--max-instructions needs --board: instructions are counted on a simulated board");
+    }
+    let stem = Path::new(&args.model)
+        .file_stem()
+        .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned());
+    let out = (args.out.clone()).unwrap_or_else(|| PathBuf::from("runs").join(format!("auto-{stem}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    check_settings(&out, &args)?;
+    let common = Common {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        normalize: args.normalize.clone(),
+        epochs: args.epochs,
+        ft_epochs: args.ft_epochs,
+        qat_epochs: args.qat_epochs,
+        seed: args.seed,
+        train_limit: args.train_limit,
+        cache: args.cache.clone(),
+    };
+
+    // 1. The float baseline.
+    let baseline = Trial {
+        name: "baseline".into(),
+        dir: out.join("baseline"),
+        plan: Some(serde_json::json!({})),
+    };
+    let ended = trials::run_local(std::slice::from_ref(&baseline), &common, 1)?;
+    let float = match &ended[0].result {
+        Ok(s) => s.float_accuracy,
+        Err(e) => bail!("the baseline trial failed: {e}"),
+    };
+    eprintln!("baseline: {:.2} % top-1 (float)", 100.0 * float);
+
+    // 2. Sensitivity.
+    let setup = probe_setup::setup(&args.model, args.data.as_deref(), args.normalize.as_deref(), args.seed, &baseline.dir)?;
+    let probe = &setup.probe;
+    let space = probe.space().clone();
+    let sensitivity: Sensitivity = cached(&out.join("sensitivity.json"), || {
+        eprintln!("sensitivity: {} layers × {} choices, one-shot", space.layers.len(), space.choices().len() - 1);
+        Ok(Sensitivity::analyse(probe)?)
+    })?;
+    let table = sensitivity.table(&space.layers);
+    write(&out.join("sensitivity.md"), &table)?;
+    eprintln!("{table}");
+
+    // 3. The board's costs.
+    let costs: Option<BoardCosts> = match &board {
+        Some(b) => Some(cached(&out.join(format!("calibration-{}.json", b.name)), || {
+            calibration::calibrate(probe, b, &setup.test, &out.join("calibration"))
+        })?),
+        None => None,
+    };
+    if let Some(c) = &costs {
+        let prices: Vec<String> = (c.instructions.prices.iter())
+            .filter(|(_, p)| *p > 0.0)
+            .map(|(n, p)| format!("{n} {p:.2}"))
+            .collect();
+        eprintln!(
+            "{}: instructions per unit of work: {}; fixed {:.0}; code {} B, RAM beyond the arena {} B",
+            c.board,
+            prices.join(", "),
+            c.instructions.fixed,
+            c.code_bytes,
+            c.ram_beyond_arena
+        );
+        for (name, measured, predicted) in c.residuals() {
+            eprintln!(
+                "  calibration `{name}`: {measured:.0} measured, {predicted:.0} fitted ({:+.1} %)",
+                100.0 * (predicted / measured.max(1.0) - 1.0)
+            );
+        }
+    }
+    let budget = budget(&args, board.as_ref(), costs.as_ref());
+    eprintln!("budget: {}", budget.describe());
+    let estimate = |m: &Measurement| Estimate {
+        accuracy: m.accuracy,
+        model_bytes: m.model_bytes,
+        ram_bytes: m.arena_bytes + costs.as_ref().map_or(0, |c| c.ram_beyond_arena as usize),
+        instructions: costs.as_ref().map_or(0.0, |c| c.instructions.predict(m)),
+    };
+
+    // 4. Search.
+    let seen: Vec<Evaluated> = cached(&out.join("search.json"), || {
+        let allowed = sensitivity.allowed(&space.layers, args.max_drop / 100.0);
+        let start = greedy_start(&allowed, &budget, &|c| sensitivity.predict(&space, c, &estimate));
+        eprintln!("search: greedy start {}", start.key(&space));
+        let settings = AnnealSettings {
+            iterations: args.iterations,
+            seed: args.seed,
+            ..AnnealSettings::default()
+        };
+        Ok(anneal(start, &allowed, &budget, &settings, &mut |c| {
+            Ok(estimate(&probe.measure(c)?))
+        })?)
+    })?;
+    let estimates: Vec<Estimate> = seen.iter().map(|e| e.estimate).collect();
+    let front = pareto_front(&estimates);
+    let mut fitting: Vec<&Evaluated> = seen.iter().filter(|e| budget.fits(&e.estimate)).collect();
+    if fitting.is_empty() {
+        let smallest = (seen.iter())
+            .min_by(|a, b| budget.overshoot(&a.estimate).total_cmp(&budget.overshoot(&b.estimate)))
+            .context("the search measured nothing")?;
+        bail!(
+            "no candidate fits the budget ({}); the nearest of {} measured is {}: model {} B, \
+             RAM {} B, {:.0} instructions, {:.2} % one-shot",
+            budget.describe(),
+            seen.len(),
+            smallest.candidate.key(&space),
+            smallest.estimate.model_bytes,
+            smallest.estimate.ram_bytes,
+            smallest.estimate.instructions,
+            100.0 * smallest.estimate.accuracy
+        );
+    }
+    fitting.sort_by(|a, b| b.estimate.accuracy.total_cmp(&a.estimate.accuracy));
+    let picks: Vec<&Evaluated> = fitting.into_iter().take(args.trials).collect();
+
+    // 5. Trials: the picks and the hand-written default plan.
+    let mut trial_list = vec![Trial {
+        name: "default".into(),
+        dir: out.join("trials/default"),
+        plan: None,
+    }];
+    for (i, pick) in picks.iter().enumerate() {
+        trial_list.push(Trial {
+            name: format!("candidate{}", i + 1),
+            dir: out.join(format!("trials/candidate{}", i + 1)),
+            plan: Some(pick.candidate.plan(&space)),
+        });
+    }
+    let outcomes: Vec<Outcome> = trials::run_local(&trial_list, &common, args.jobs)?;
+
+    // 6. Measured trials, the choice, the report, the board check.
+    let rows: Vec<TrialRow> = outcomes
+        .iter()
+        .map(|o| TrialRow::of(o, &sensitivity.reference, &estimate, &budget))
+        .collect();
+    let chosen = (rows.iter())
+        .filter(|r| r.fits && r.estimate.is_some())
+        .filter(|r| {
+            let deployed = r.estimate.map_or(0.0, |e| e.accuracy);
+            args.min_accuracy.is_none_or(|m| 100.0 * deployed >= m)
+        })
+        .max_by(|a, b| {
+            let acc = |r: &TrialRow| r.estimate.map_or(0.0, |e| e.accuracy);
+            acc(a).total_cmp(&acc(b))
+        })
+        .cloned();
+    let mut report = Report {
+        model: args.model.clone(),
+        board: board.as_ref().map(|b| b.name.clone()),
+        budget: budget.clone(),
+        float_accuracy: float as f64,
+        layers: space.layers.clone(),
+        search: seen.clone(),
+        front,
+        trials: rows,
+        chosen: chosen.as_ref().map(|c| c.name.clone()),
+        board_check: None,
+    };
+    let Some(chosen) = chosen else {
+        report.write(&out)?;
+        bail!(
+            "no fine-tuned trial fits the budget{}; see {}",
+            args.min_accuracy.map_or(String::new(), |m| format!(" at ≥ {m} % top-1")),
+            out.join(report::MARKDOWN_FILE).display()
+        );
+    };
+    let plan_text = match outcomes.iter().find(|o| o.trial.name == chosen.name).and_then(|o| o.trial.plan.clone()) {
+        Some(plan) => serde_json::to_string_pretty(&plan)? + "\n",
+        None => sprig_compressor::compress::DEFAULT_PLAN.to_string(),
+    };
+    write(&out.join("chosen.json"), &plan_text)?;
+    if let Some(b) = &board {
+        let input = Input {
+            artifacts: chosen.dir.clone(),
+            max_vectors: None,
+        };
+        eprintln!("the chosen model ({}) on {b}:", chosen.name);
+        let result = sim::simulate(b, &input, kernels(false), Duration::from_secs(600))
+            .with_context(|| format!("running the chosen model on {b}"))?;
+        report.board_check = Some(report::BoardCheck {
+            vectors: result.vectors,
+            instructions: result.per_inference,
+            predicted_instructions: chosen.estimate.map_or(0.0, |e| e.instructions),
+            peak_ram: result.peak_ram(),
+            flash: result.size.flash() - result.size.vectors,
+            board_flash: b.flash,
+            board_ram: b.ram,
+        });
+    }
+    report.write(&out)?;
+    println!("{}", report.markdown());
+    println!("chosen plan: {}", out.join("chosen.json").display());
+    Ok(())
+}
+
+/// The budget from the flags and the board (whichever is tighter).
+fn budget(args: &Args, board: Option<&boards::Board>, costs: Option<&BoardCosts>) -> Budget {
+    let tighter = |a: Option<usize>, b: Option<usize>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let board_flash = board
+        .zip(costs)
+        .map(|(b, c)| b.flash.saturating_sub(c.code_bytes) as usize);
+    Budget {
+        max_model_bytes: tighter(args.max_flash, board_flash),
+        max_ram_bytes: tighter(args.max_ram, board.map(|b| b.ram as usize)),
+        max_instructions: args.max_instructions,
+    }
+}
+
+/// Refuses a run folder made with other settings (its cached steps would not match).
+fn check_settings(out: &Path, args: &Args) -> anyhow::Result<()> {
+    let settings = Settings {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        normalize: args.normalize.clone(),
+        board: args.board.clone(),
+        epochs: args.epochs,
+        ft_epochs: args.ft_epochs,
+        qat_epochs: args.qat_epochs,
+        seed: args.seed,
+        train_limit: args.train_limit,
+        max_drop: args.max_drop,
+    };
+    let path = out.join("settings.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let earlier: Settings = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an auto run's settings", path.display()))?;
+        if earlier != settings {
+            bail!(
+                "{} holds a run with other settings ({}); resume it with those, or use another --out",
+                out.display(),
+                text.trim()
+            );
+        }
+        eprintln!("resuming the run in {}", out.display());
+        return Ok(());
+    }
+    write(&path, &(serde_json::to_string_pretty(&settings)? + "\n"))
+}
+
+/// The value kept in `path`, or `make`'s, kept there for a resumed run.
+fn cached<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(value) = serde_json::from_str(&text) {
+            eprintln!("{}: kept from an earlier run", path.display());
+            return Ok(value);
+        }
+    }
+    let value = make()?;
+    write(path, &serde_json::to_string_pretty(&value)?)?;
+    Ok(value)
+}
+
+/// Writes `text` to `path` atomically.
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    sprig_compressor::export::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
