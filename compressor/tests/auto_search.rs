@@ -1,0 +1,181 @@
+//! The library half of `cargo xtask auto`: a candidate is an ordinary plan the
+//! compressor reads with the per-layer sparsities and bit widths it names; the probe
+//! prices candidates with the real exporter (sparse and packed encodings shrink the
+//! blob) and scores them one-shot; the sensitivity table covers every layer and choice.
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use sprig_compressor::auto::{Candidate, Choice, Probe, SearchSpace, Sensitivity};
+use sprig_compressor::compress::{fold_batch_norms, Plan, QuantizerKind};
+use sprig_compressor::config::QuantType;
+use sprig_compressor::data::{self, Dataset};
+use sprig_compressor::models::Model;
+use sprig_compressor::prune::LevelPruner;
+use sprig_compressor::prune::Pruner;
+use sprig_compressor::train::{self, TrainConfig};
+
+fn bundled() -> Result<(Dataset, Dataset)> {
+    Ok(data::load_dir(&data::bundled_dir())?)
+}
+
+/// LeNet-5 trained one epoch on the bundled subset, as the probe takes it.
+fn trained_lenet5(train_set: &Dataset, test: &Dataset) -> Result<Model> {
+    let mut model = Model::new("lenet5", 10, &Device::Cpu, 0)?;
+    let mut cfg = TrainConfig::new(1, 0);
+    cfg.progress = false;
+    train::train(&mut model, train_set, test, &cfg, None)?;
+    Ok(model)
+}
+
+fn choice(sparsity: f64, bits: u8) -> Choice {
+    Choice { sparsity, bits }
+}
+
+#[test]
+fn a_candidate_is_a_plan_with_its_per_layer_sparsity_and_bits() -> Result<()> {
+    let model = Model::new("lenet5", 10, &Device::Cpu, 0)?;
+    let space = SearchSpace::of(&model.graph);
+    assert_eq!(space.layers, ["conv1", "conv2", "fc1", "fc2", "fc3"]);
+    let candidate = Candidate(vec![
+        choice(0.0, 8),
+        choice(0.5, 8),
+        choice(0.9, 4),
+        choice(0.0, 2),
+        choice(0.0, 8),
+    ]);
+    assert_eq!(
+        candidate.key(&space),
+        "conv1=s0b8,conv2=s50b8,fc1=s90b4,fc2=s0b2,fc3=s0b8"
+    );
+    let plan = Plan::from_json_str(&candidate.plan(&space).to_string(), "candidate")?;
+    let pruner = plan.pruner.context("a pruner stage")?;
+    assert_eq!(pruner.algorithm, "LevelPruner");
+    let pruned = pruner
+        .config_list
+        .resolve(&model.graph.layer_infos(), &LevelPruner.schema())?;
+    let sparsity: Vec<(String, f64)> = (pruned.iter())
+        .map(|l| (l.name.clone(), l.sparsity.unwrap_or(0.0)))
+        .collect();
+    assert_eq!(
+        sparsity,
+        [("conv2".to_string(), 0.5), ("fc1".to_string(), 0.9)]
+    );
+    let quantizer = plan.quantizer.context("a quantizer stage")?;
+    let layers = QuantizerKind::parse(&quantizer.algorithm)?
+        .make()
+        .resolve(&model.graph, &quantizer.config_list)?;
+    let bits: Vec<(String, Option<u8>, Option<u8>)> = (layers.iter())
+        .map(|l| {
+            let b = |t| l.bits(t);
+            (l.name.clone(), b(QuantType::Weight), b(QuantType::Output))
+        })
+        .collect();
+    assert_eq!(
+        bits,
+        [
+            ("conv1".to_string(), Some(8), Some(8)),
+            ("conv2".to_string(), Some(8), Some(8)),
+            ("fc1".to_string(), Some(4), Some(8)),
+            ("fc2".to_string(), Some(2), Some(8)),
+            ("fc3".to_string(), Some(8), Some(8)),
+        ]
+    );
+    // Nothing pruned: no pruner stage at all.
+    let dense = Plan::from_json_str(&space.uncompressed().plan(&space).to_string(), "dense")?;
+    assert!(dense.pruner.is_none() && dense.quantizer.is_some());
+    Ok(())
+}
+
+#[test]
+fn the_probe_prices_candidates_with_the_real_exporter() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let model = trained_lenet5(&train_set, &test)?;
+    let space = SearchSpace::of(&model.graph);
+    let probe = Probe::new(
+        model,
+        space.clone(),
+        train_set.subset(256),
+        test.subset(500),
+    )?;
+    let dense = probe.measure(&space.uncompressed())?;
+    assert!(dense.accuracy > 0.5, "trained: {}", dense.accuracy);
+    assert!(dense.layers.iter().all(|l| l.encoding == "dense"));
+    let macs: Vec<usize> = dense.layers.iter().map(|l| l.macs).collect();
+    assert_eq!(macs, [117_600, 240_000, 48_000, 10_080, 840]);
+    let kinds: Vec<&str> = dense.layers.iter().map(|l| l.kind.as_str()).collect();
+    assert_eq!(kinds, ["conv", "conv", "fc", "fc", "fc"]);
+
+    let sparse = probe.measure(&Candidate(vec![choice(0.9, 8); 5]))?;
+    assert!(sparse.layers.iter().all(|l| l.encoding.starts_with("sparse")));
+    assert!(sparse.model_bytes * 3 < dense.model_bytes, "{} vs {}", sparse.model_bytes, dense.model_bytes);
+    let fc1 = &sparse.layers[2];
+    assert!((fc1.nonzero_macs as f64 / fc1.macs as f64 - 0.1).abs() < 0.01);
+
+    let packed = probe.measure(&Candidate(vec![choice(0.0, 4); 5]))?;
+    assert!(packed.layers.iter().all(|l| l.encoding == "packed4"));
+    assert!(packed.model_bytes < dense.model_bytes * 6 / 10);
+    // The arena depends on activations only.
+    assert_eq!(packed.arena_bytes, dense.arena_bytes);
+    // Measured once each; a repeat comes from memory.
+    assert_eq!(probe.measured(), 3);
+    assert_eq!(probe.measure(&space.uncompressed())?, dense);
+    assert_eq!(probe.measured(), 3);
+    // The blob a trial writes is priced the same way.
+    let blob = probe.pack(&Candidate(vec![choice(0.9, 8); 5]))?.blob;
+    assert_eq!(dense.layers_of_blob(&blob)?, sparse.layers);
+    Ok(())
+}
+
+#[test]
+fn the_sensitivity_table_covers_every_layer_and_choice() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let model = trained_lenet5(&train_set, &test)?;
+    let mut space = SearchSpace::of(&model.graph);
+    space.sparsities = vec![0.0, 0.98];
+    space.bits = vec![8, 2];
+    let probe = Probe::new(model, space.clone(), train_set.subset(256), test.subset(500))?;
+    let table = Sensitivity::analyse(&probe)?;
+    assert_eq!(table.rows.len(), space.layers.len() * 3);
+    for layer in &space.layers {
+        assert_eq!(table.rows.iter().filter(|r| &r.layer == layer).count(), 3);
+    }
+    // Everything allowed at a 100-point drop; dense int8 always, whatever the drop.
+    let all = table.allowed(&space.layers, 1.0);
+    assert!(all.iter().all(|choices| choices.len() == 4));
+    let none = table.allowed(&space.layers, -1.0);
+    assert!(none.iter().all(|choices| choices == &[Choice::DENSE_INT8]));
+    // Pruning conv1 to 98 % alone costs accuracy; the table shows every layer.
+    let conv1 = (table.rows.iter())
+        .find(|r| r.layer == "conv1" && r.choice == choice(0.98, 8))
+        .context("conv1 at 98 %")?;
+    assert!(conv1.measurement.accuracy < table.reference.accuracy);
+    let markdown = table.table(&space.layers);
+    for layer in &space.layers {
+        assert!(markdown.contains(&format!("| {layer} |")));
+    }
+    // A prediction from the table alone is the reference for the uncompressed model.
+    let predicted = table.predict(&space, &space.uncompressed(), &|m| {
+        sprig_compressor::auto::Estimate {
+            accuracy: m.accuracy,
+            model_bytes: m.model_bytes,
+            ram_bytes: m.arena_bytes,
+            instructions: 0.0,
+        }
+    });
+    assert_eq!(predicted.model_bytes, table.reference.model_bytes);
+    Ok(())
+}
+
+#[test]
+fn the_probe_refuses_batch_norms_it_would_move() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let mut model = Model::new("lenet5_bn", 10, &Device::Cpu, 0)?;
+    let space = SearchSpace::of(&model.graph);
+    let err = Probe::new(model.clone(), space.clone(), train_set.subset(64), test.subset(64))
+        .err()
+        .context("an unfolded batch norm is refused")?;
+    assert!(err.to_string().contains("fold batch norms"), "{err}");
+    fold_batch_norms(&mut model)?;
+    Probe::new(model, space, train_set.subset(64), test.subset(64))?;
+    Ok(())
+}
