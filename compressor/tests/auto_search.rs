@@ -106,8 +106,16 @@ fn the_probe_prices_candidates_with_the_real_exporter() -> Result<()> {
     assert_eq!(kinds, ["conv", "conv", "fc", "fc", "fc"]);
 
     let sparse = probe.measure(&Candidate(vec![choice(0.9, 8); 5]))?;
-    assert!(sparse.layers.iter().all(|l| l.encoding.starts_with("sparse")));
-    assert!(sparse.model_bytes * 3 < dense.model_bytes, "{} vs {}", sparse.model_bytes, dense.model_bytes);
+    assert!(sparse
+        .layers
+        .iter()
+        .all(|l| l.encoding.starts_with("sparse")));
+    assert!(
+        sparse.model_bytes * 3 < dense.model_bytes,
+        "{} vs {}",
+        sparse.model_bytes,
+        dense.model_bytes
+    );
     let fc1 = &sparse.layers[2];
     assert!((fc1.nonzero_macs as f64 / fc1.macs as f64 - 0.1).abs() < 0.01);
 
@@ -133,7 +141,12 @@ fn the_sensitivity_table_covers_every_layer_and_choice() -> Result<()> {
     let mut space = SearchSpace::of(&model.graph);
     space.sparsities = vec![0.0, 0.98];
     space.bits = vec![8, 2];
-    let probe = Probe::new(model, space.clone(), train_set.subset(256), test.subset(500))?;
+    let probe = Probe::new(
+        model,
+        space.clone(),
+        train_set.subset(256),
+        test.subset(500),
+    )?;
     let table = Sensitivity::analyse(&probe)?;
     assert_eq!(table.rows.len(), space.layers.len() * 3);
     for layer in &space.layers {
@@ -171,9 +184,14 @@ fn the_probe_refuses_batch_norms_it_would_move() -> Result<()> {
     let (train_set, test) = bundled()?;
     let mut model = Model::new("lenet5_bn", 10, &Device::Cpu, 0)?;
     let space = SearchSpace::of(&model.graph);
-    let err = Probe::new(model.clone(), space.clone(), train_set.subset(64), test.subset(64))
-        .err()
-        .context("an unfolded batch norm is refused")?;
+    let err = Probe::new(
+        model.clone(),
+        space.clone(),
+        train_set.subset(64),
+        test.subset(64),
+    )
+    .err()
+    .context("an unfolded batch norm is refused")?;
     assert!(err.to_string().contains("fold batch norms"), "{err}");
     fold_batch_norms(&mut model)?;
     Probe::new(model, space, train_set.subset(64), test.subset(64))?;

@@ -110,6 +110,7 @@ pub fn run() -> anyhow::Result<()> {
     cargo_test(&["test", "--workspace", "--doc"], &mut tally)?;
     firmware(&mut tally)?;
     onnx_fixtures_on_the_m4()?;
+    crate::ci_auto::run()?;
     // Every int8 reference model imported and byte-identical with TensorFlow Lite Micro.
     cargo(&[
         "xtask",

@@ -5,6 +5,7 @@ mod auto;
 mod bench;
 mod boards;
 mod ci;
+mod ci_auto;
 mod compress;
 mod conformance;
 mod firmware;

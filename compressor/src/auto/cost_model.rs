@@ -12,7 +12,13 @@ use crate::{Error, Result};
 /// Kernel kinds, priced apart (a 5×5 conv and a fully connected row differ per MAC).
 pub const KINDS: [&str; 3] = ["conv", "depthwise", "fc"];
 /// Work classes of one kind, in feature order.
-pub const WORK_CLASSES: [&str; 5] = ["dense", "sparse-nonzero", "sparse-walk", "packed4", "packed2"];
+pub const WORK_CLASSES: [&str; 5] = [
+    "dense",
+    "sparse-nonzero",
+    "sparse-walk",
+    "packed4",
+    "packed2",
+];
 const FEATURES: usize = KINDS.len() * WORK_CLASSES.len() + 1;
 
 /// A measured calibration point.
@@ -80,7 +86,12 @@ impl InstructionModel {
         // Normal equations over the used columns, each scaled to at most 1 so that MAC
         // counts and the constant column are of one magnitude.
         let scale: Vec<f64> = (used.iter())
-            .map(|&j| points.iter().map(|p| p.features[j].abs()).fold(0.0, f64::max))
+            .map(|&j| {
+                points
+                    .iter()
+                    .map(|p| p.features[j].abs())
+                    .fold(0.0, f64::max)
+            })
             .collect();
         let target = points.iter().map(|p| p.measured.abs()).fold(1.0, f64::max);
         let n = used.len();
@@ -131,7 +142,10 @@ impl InstructionModel {
 
     /// The price of `kind/class` (`conv/dense`, `fc/packed4`, ...).
     pub fn price(&self, feature: &str) -> Option<f64> {
-        self.prices.iter().find(|(n, _)| n == feature).map(|(_, p)| *p)
+        self.prices
+            .iter()
+            .find(|(n, _)| n == feature)
+            .map(|(_, p)| *p)
     }
 }
 
@@ -189,7 +203,10 @@ mod tests {
         for kind in KINDS {
             for class in WORK_CLASSES {
                 let name = format!("{kind}/{class}");
-                let p = prices.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, p)| *p);
+                let p = prices
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0.0, |(_, p)| *p);
                 all.push((name, p));
             }
         }
@@ -237,7 +254,11 @@ mod tests {
             let (got, want) = (fitted.price(name).unwrap(), truth.price(name).unwrap());
             assert!((got - want).abs() < 1e-6, "{name}: {got} vs {want}");
         }
-        assert!((fitted.fixed - truth.fixed).abs() < 1e-3, "{}", fitted.fixed);
+        assert!(
+            (fitted.fixed - truth.fixed).abs() < 1e-3,
+            "{}",
+            fitted.fixed
+        );
         for m in &models {
             assert!((fitted.predict(m) - truth.predict(m)).abs() < 1e-3);
         }

@@ -40,7 +40,9 @@ pub fn pareto_chart(caption: &str, series: &[(&str, Vec<Estimate>)]) -> Result<S
         })
         .collect();
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|&(x, _)| x));
-    let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
     let lo = if lo.is_finite() { lo } else { 0.0 };
     let pad = ((hi - lo) * 0.05).max(0.5);
     line_chart(&LineChart {
@@ -69,11 +71,11 @@ mod tests {
     #[test]
     fn the_front_keeps_exactly_the_undominated() {
         let points = [
-            e(0.90, 60_000, 2e6), // biggest, most accurate: on the front
-            e(0.88, 20_000, 1e6), // on the front
+            e(0.90, 60_000, 2e6),   // biggest, most accurate: on the front
+            e(0.88, 20_000, 1e6),   // on the front
             e(0.87, 25_000, 1.5e6), // dominated by the one above
-            e(0.80, 8_000, 1.2e6), // smallest: on the front
-            e(0.88, 20_000, 1e6), // a tie with #1 is not dominated either
+            e(0.80, 8_000, 1.2e6),  // smallest: on the front
+            e(0.88, 20_000, 1e6),   // a tie with #1 is not dominated either
         ];
         assert_eq!(pareto_front(&points), vec![3, 1, 4, 0]);
         let svg = pareto_chart("front", &[("search", points.to_vec())]).unwrap();

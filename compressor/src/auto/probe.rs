@@ -51,9 +51,8 @@ impl Measurement {
     /// `model.sprig`), priced like this measurement's: encodings and densities from the
     /// blob, MACs from here.
     pub fn layers_of_blob(&self, blob: &[u8]) -> Result<Vec<LayerCost>> {
-        let model = packed::sprig_runtime::Model::<'_>::from_bytes(blob).map_err(|e| {
-            Error::Auto(format!("the runtime refuses a trial's model.sprig: {e}"))
-        })?;
+        let model = packed::sprig_runtime::Model::<'_>::from_bytes(blob)
+            .map_err(|e| Error::Auto(format!("the runtime refuses a trial's model.sprig: {e}")))?;
         let stored = stored_weights(&model)?;
         if stored.len() != self.layers.len() {
             return Err(Error::Auto(format!(
@@ -163,7 +162,11 @@ impl Probe {
         }
         let plan = Plan::from_json_str(&candidate.plan(&self.space).to_string(), "candidate")?;
         if let Some(stage) = &plan.quantizer {
-            quant::bind(Box::new(QatQuantizer::new()), &mut graph, &stage.config_list)?;
+            quant::bind(
+                Box::new(QatQuantizer::new()),
+                &mut graph,
+                &stage.config_list,
+            )?;
         }
         let device = &self.model.device;
         for batch in Batcher::new(&self.calibration, 256, Order::Sequential, device) {

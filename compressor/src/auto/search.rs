@@ -110,7 +110,9 @@ pub fn anneal(
         candidate: start,
     };
     let mut seen = vec![current.clone()];
-    let movable: Vec<usize> = (0..allowed.len()).filter(|&i| allowed[i].len() > 1).collect();
+    let movable: Vec<usize> = (0..allowed.len())
+        .filter(|&i| allowed[i].len() > 1)
+        .collect();
     if movable.is_empty() {
         return Ok(seen);
     }
@@ -199,9 +201,13 @@ mod tests {
         let kept = |ch: &Choice| (1.0 - ch.sparsity) * ch.bits as f64;
         assert!(kept(&best.candidate.0[0]) >= kept(&best.candidate.0[1]));
         // Same seed, same walk.
-        let again = anneal(start, &allowed, &budget, &AnnealSettings::default(), &mut |c| {
-            Ok(synthetic(c))
-        })
+        let again = anneal(
+            start,
+            &allowed,
+            &budget,
+            &AnnealSettings::default(),
+            &mut |c| Ok(synthetic(c)),
+        )
         .unwrap();
         assert_eq!(again, seen);
     }

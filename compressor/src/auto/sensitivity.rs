@@ -122,7 +122,11 @@ impl Sensitivity {
         for layer in layers {
             out += &format!("| {layer} |");
             for c in &choices {
-                match self.rows.iter().find(|r| &r.layer == layer && r.choice == *c) {
+                match self
+                    .rows
+                    .iter()
+                    .find(|r| &r.layer == layer && r.choice == *c)
+                {
                     Some(r) => out += &format!(" {:.1} |", 100.0 * r.measurement.accuracy),
                     None => out += " |",
                 }

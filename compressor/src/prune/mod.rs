@@ -35,8 +35,8 @@ pub use activation_rank::{
 pub use agp::{agp_sparsity, agp_step_sparsity, AgpPruner, AgpSchedule, StepSchedule};
 pub use channels::{channel_mask, channels_to_prune, filter_pruner_check};
 pub use fpgm::FPGMPruner;
-pub use level::LevelPruner;
 pub(crate) use level::magnitude_mask;
+pub use level::LevelPruner;
 pub use lottery_ticket::{round_sparsity, LotteryTicketPruner};
 pub use mask::{apply_masks_to_weights, sparsity_of, Mask};
 pub use norm_filter::{L1FilterPruner, L2FilterPruner, NormFilterPruner};

@@ -58,10 +58,34 @@ fn calibration_candidates(kinds: &[String]) -> Vec<(String, Candidate)> {
     present.dedup();
     for kind in present {
         for (what, choice) in [
-            ("level 50 %", Choice { sparsity: 0.5, bits: 8 }),
-            ("level 90 %", Choice { sparsity: 0.9, bits: 8 }),
-            ("4-bit", Choice { sparsity: 0.0, bits: 4 }),
-            ("2-bit", Choice { sparsity: 0.0, bits: 2 }),
+            (
+                "level 50 %",
+                Choice {
+                    sparsity: 0.5,
+                    bits: 8,
+                },
+            ),
+            (
+                "level 90 %",
+                Choice {
+                    sparsity: 0.9,
+                    bits: 8,
+                },
+            ),
+            (
+                "4-bit",
+                Choice {
+                    sparsity: 0.0,
+                    bits: 4,
+                },
+            ),
+            (
+                "2-bit",
+                Choice {
+                    sparsity: 0.0,
+                    bits: 2,
+                },
+            ),
         ] {
             let mut c = all(0.0, 8);
             for (slot, k) in c.0.iter_mut().zip(kinds) {
@@ -110,8 +134,13 @@ pub fn calibrate(
         let result = sim::simulate(board, &input, kernels(false), Duration::from_secs(300))
             .with_context(|| format!("calibration run `{name}` on {board}"))?;
         code_bytes = code_bytes.max(result.size.code());
-        ram_beyond_arena = ram_beyond_arena.max(result.peak_ram().saturating_sub(result.size.arena));
-        points.push(CalibrationPoint::new(name, &measurement, result.per_inference));
+        ram_beyond_arena =
+            ram_beyond_arena.max(result.peak_ram().saturating_sub(result.size.arena));
+        points.push(CalibrationPoint::new(
+            name,
+            &measurement,
+            result.per_inference,
+        ));
     }
     Ok(BoardCosts {
         board: board.name.clone(),

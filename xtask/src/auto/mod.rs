@@ -18,6 +18,7 @@
 mod calibration;
 mod probe_setup;
 mod report;
+mod slurm;
 mod trials;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +27,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{de::DeserializeOwned, Serialize};
 use sprig_compressor::auto::{
-    anneal, greedy_start, pareto_front, AnnealSettings, Budget, Estimate, Evaluated,
-    Measurement, Sensitivity,
+    anneal, greedy_start, pareto_front, AnnealSettings, Budget, Estimate, Evaluated, Measurement,
+    Sensitivity,
 };
 
 use crate::boards::{self, Kind};
@@ -90,6 +91,16 @@ pub struct Args {
     /// Trials run at once on this machine.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Where trials run: `local` (this machine, --jobs at a time) or `slurm` (one job
+    /// array through sbatch; see docs/AUTO.md).
+    #[arg(long, default_value = "local")]
+    executor: String,
+    /// Times a trial that failed under Slurm is submitted again.
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
+    /// Hand-written plans to run as trials too, beside the default plan (repeatable).
+    #[arg(long)]
+    compare: Vec<PathBuf>,
     /// Annealing steps.
     #[arg(long, default_value_t = 150)]
     iterations: usize,
@@ -97,6 +108,14 @@ pub struct Args {
     /// the uncompressed model's is left out of the search.
     #[arg(long, default_value_t = 15.0)]
     max_drop: f64,
+}
+
+/// The search's result with what it depends on besides the settings.
+#[derive(Serialize, serde::Deserialize)]
+struct SearchRecord {
+    budget: Budget,
+    iterations: usize,
+    seen: Vec<Evaluated>,
 }
 
 /// The settings a run folder was made with; a resumed run must match them.
@@ -115,13 +134,19 @@ struct Settings {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if !["local", "slurm"].contains(&args.executor.as_str()) {
+        bail!("unknown executor `{}`; use local or slurm", args.executor);
+    }
     let board = match &args.board {
         Some(name) => Some(boards::find(name)?),
         None => None,
     };
     if let Some(b) = &board {
         if b.kind != Kind::Simulated {
-            let simulated: Vec<String> = boards::simulated()?.iter().map(|b| b.name.clone()).collect();
+            let simulated: Vec<String> = boards::simulated()?
+                .iter()
+                .map(|b| b.name.clone())
+                .collect();
             bail!(
                 "`{b}` is a hardware board; auto counts instructions in QEMU, so --board takes \
                  a simulated one: {}",
@@ -135,7 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stem = Path::new(&args.model)
         .file_stem()
         .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned());
-    let out = (args.out.clone()).unwrap_or_else(|| PathBuf::from("runs").join(format!("auto-{stem}")));
+    let out =
+        (args.out.clone()).unwrap_or_else(|| PathBuf::from("runs").join(format!("auto-{stem}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     check_settings(&out, &args)?;
     let common = Common {
@@ -164,11 +190,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("baseline: {:.2} % top-1 (float)", 100.0 * float);
 
     // 2. Sensitivity.
-    let setup = probe_setup::setup(&args.model, args.data.as_deref(), args.normalize.as_deref(), args.seed, &baseline.dir)?;
+    let setup = probe_setup::setup(
+        &args.model,
+        args.data.as_deref(),
+        args.normalize.as_deref(),
+        args.seed,
+        &baseline.dir,
+    )?;
     let probe = &setup.probe;
     let space = probe.space().clone();
     let sensitivity: Sensitivity = cached(&out.join("sensitivity.json"), || {
-        eprintln!("sensitivity: {} layers × {} choices, one-shot", space.layers.len(), space.choices().len() - 1);
+        eprintln!(
+            "sensitivity: {} layers × {} choices, one-shot",
+            space.layers.len(),
+            space.choices().len() - 1
+        );
         Ok(Sensitivity::analyse(probe)?)
     })?;
     let table = sensitivity.table(&space.layers);
@@ -177,9 +213,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     // 3. The board's costs.
     let costs: Option<BoardCosts> = match &board {
-        Some(b) => Some(cached(&out.join(format!("calibration-{}.json", b.name)), || {
-            calibration::calibrate(probe, b, &setup.test, &out.join("calibration"))
-        })?),
+        Some(b) => Some(cached(
+            &out.join(format!("calibration-{}.json", b.name)),
+            || calibration::calibrate(probe, b, &setup.test, &out.join("calibration")),
+        )?),
         None => None,
     };
     if let Some(c) = &costs {
@@ -212,25 +249,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // 4. Search.
-    let seen: Vec<Evaluated> = cached(&out.join("search.json"), || {
-        let allowed = sensitivity.allowed(&space.layers, args.max_drop / 100.0);
-        let start = greedy_start(&allowed, &budget, &|c| sensitivity.predict(&space, c, &estimate));
-        eprintln!("search: greedy start {}", start.key(&space));
-        let settings = AnnealSettings {
-            iterations: args.iterations,
-            seed: args.seed,
-            ..AnnealSettings::default()
-        };
-        Ok(anneal(start, &allowed, &budget, &settings, &mut |c| {
-            Ok(estimate(&probe.measure(c)?))
-        })?)
-    })?;
+    let search_path = out.join("search.json");
+    let kept: Option<SearchRecord> = std::fs::read_to_string(&search_path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .filter(|r: &SearchRecord| r.budget == budget && r.iterations == args.iterations);
+    let seen: Vec<Evaluated> = match kept {
+        Some(record) => {
+            eprintln!("{}: kept from an earlier run", search_path.display());
+            record.seen
+        }
+        None => {
+            let allowed = sensitivity.allowed(&space.layers, args.max_drop / 100.0);
+            let start = greedy_start(&allowed, &budget, &|c| {
+                sensitivity.predict(&space, c, &estimate)
+            });
+            eprintln!("search: greedy start {}", start.key(&space));
+            let settings = AnnealSettings {
+                iterations: args.iterations,
+                seed: args.seed,
+                ..AnnealSettings::default()
+            };
+            let seen = anneal(start, &allowed, &budget, &settings, &mut |c| {
+                Ok(estimate(&probe.measure(c)?))
+            })?;
+            let record = SearchRecord {
+                budget: budget.clone(),
+                iterations: args.iterations,
+                seen,
+            };
+            write(&search_path, &serde_json::to_string_pretty(&record)?)?;
+            record.seen
+        }
+    };
     let estimates: Vec<Estimate> = seen.iter().map(|e| e.estimate).collect();
     let front = pareto_front(&estimates);
     let mut fitting: Vec<&Evaluated> = seen.iter().filter(|e| budget.fits(&e.estimate)).collect();
     if fitting.is_empty() {
         let smallest = (seen.iter())
-            .min_by(|a, b| budget.overshoot(&a.estimate).total_cmp(&budget.overshoot(&b.estimate)))
+            .min_by(|a, b| {
+                budget
+                    .overshoot(&a.estimate)
+                    .total_cmp(&budget.overshoot(&b.estimate))
+            })
             .context("the search measured nothing")?;
         bail!(
             "no candidate fits the budget ({}); the nearest of {} measured is {}: model {} B, \
@@ -253,14 +314,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dir: out.join("trials/default"),
         plan: None,
     }];
-    for (i, pick) in picks.iter().enumerate() {
+    for path in &args.compare {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the plan {}", path.display()))?;
+        let plan: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON plan", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map_or("plan".into(), |s| s.to_string_lossy());
         trial_list.push(Trial {
-            name: format!("candidate{}", i + 1),
-            dir: out.join(format!("trials/candidate{}", i + 1)),
-            plan: Some(pick.candidate.plan(&space)),
+            name: stem.into_owned(),
+            dir: out.join("trials").join(trials::folder_of(&plan)),
+            plan: Some(plan),
         });
     }
-    let outcomes: Vec<Outcome> = trials::run_local(&trial_list, &common, args.jobs)?;
+    for (i, pick) in picks.iter().enumerate() {
+        // Named by its rank, kept in a folder named by its plan: a resumed run with
+        // another budget never takes a different plan's results.
+        let plan = pick.candidate.plan(&space);
+        trial_list.push(Trial {
+            name: format!("candidate{}", i + 1),
+            dir: out.join("trials").join(trials::folder_of(&plan)),
+            plan: Some(plan),
+        });
+    }
+    let outcomes: Vec<Outcome> = match args.executor.as_str() {
+        "slurm" => slurm::run_array(&trial_list, &common, &out.join("slurm"), args.retries)?,
+        _ => trials::run_local(&trial_list, &common, args.jobs)?,
+    };
 
     // 6. Measured trials, the choice, the report, the board check.
     let rows: Vec<TrialRow> = outcomes
@@ -294,11 +375,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.write(&out)?;
         bail!(
             "no fine-tuned trial fits the budget{}; see {}",
-            args.min_accuracy.map_or(String::new(), |m| format!(" at ≥ {m} % top-1")),
+            args.min_accuracy
+                .map_or(String::new(), |m| format!(" at ≥ {m} % top-1")),
             out.join(report::MARKDOWN_FILE).display()
         );
     };
-    let plan_text = match outcomes.iter().find(|o| o.trial.name == chosen.name).and_then(|o| o.trial.plan.clone()) {
+    let plan_text = match outcomes
+        .iter()
+        .find(|o| o.trial.name == chosen.name)
+        .and_then(|o| o.trial.plan.clone())
+    {
         Some(plan) => serde_json::to_string_pretty(&plan)? + "\n",
         None => sprig_compressor::compress::DEFAULT_PLAN.to_string(),
     };
@@ -359,7 +445,8 @@ fn check_settings(out: &Path, args: &Args) -> anyhow::Result<()> {
     };
     let path = out.join("settings.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let earlier: Settings = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an auto run's settings", path.display()))?;
         if earlier != settings {

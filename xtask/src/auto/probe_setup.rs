@@ -29,7 +29,9 @@ pub fn setup(
     baseline_dir: &Path,
 ) -> anyhow::Result<Setup> {
     let normalization: Normalization = match normalize {
-        Some(text) => text.parse().map_err(|e: String| anyhow::anyhow!("--normalize: {e}"))?,
+        Some(text) => text
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--normalize: {e}"))?,
         None => Normalization::default(),
     };
     let (train, test) = data::resolve(data_path)?.load()?;
@@ -42,7 +44,9 @@ pub fn setup(
         .with_context(|| format!("loading the baseline from {}", weights.display()))?;
     fold_batch_norms(&mut baseline)?;
     if baseline.graph.input_grid().is_some() {
-        baseline.graph.set_input_grid(Some(normalization.input_grid()));
+        baseline
+            .graph
+            .set_input_grid(Some(normalization.input_grid()));
     }
     let space = SearchSpace::of(&baseline.graph);
     let calibration = train.balanced_subset(CALIBRATION_PER_CLASS, seed);

@@ -38,7 +38,11 @@ impl TrialRow {
             Err(e) => Err(e.clone()),
             Ok(summary) => {
                 let path = trial.dir.join(PACKED_FILE);
-                match (std::fs::read(&path), summary.deployed_accuracy, summary.arena_bytes) {
+                match (
+                    std::fs::read(&path),
+                    summary.deployed_accuracy,
+                    summary.arena_bytes,
+                ) {
                     (Ok(blob), Some(accuracy), Some(arena)) => reference
                         .layers_of_blob(&blob)
                         .map(|layers| {
@@ -50,7 +54,10 @@ impl TrialRow {
                             })
                         })
                         .map_err(|e| format!("{}: {e}", path.display())),
-                    _ => Err(format!("{}: no deployed model", path.display())),
+                    _ => Err(format!(
+                        "no {PACKED_FILE}: {}",
+                        (summary.packed_skipped.as_deref()).unwrap_or("the trial deployed nothing")
+                    )),
                 }
             }
         };
@@ -103,11 +110,18 @@ impl Report {
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         super::write(&dir.join(JSON_FILE), &serde_json::to_string_pretty(self)?)?;
         super::write(&dir.join(MARKDOWN_FILE), &self.markdown())?;
-        let front: Vec<Estimate> = self.front.iter().map(|&i| self.search[i].estimate).collect();
+        let front: Vec<Estimate> = self
+            .front
+            .iter()
+            .map(|&i| self.search[i].estimate)
+            .collect();
         let trials: Vec<Estimate> = self.trials.iter().filter_map(|t| t.estimate).collect();
         let svg = pareto_chart(
             &format!("{}: top-1 against model size", self.model),
-            &[("search front (one-shot)", front), ("trials (fine-tuned, deployed)", trials)],
+            &[
+                ("search front (one-shot)", front),
+                ("trials (fine-tuned, deployed)", trials),
+            ],
         )?;
         super::write(&dir.join(CHART_FILE), &svg)
     }
@@ -121,7 +135,9 @@ impl Report {
         let mut out = format!(
             "# auto: {}{}\n\nBudget: {}. Float baseline {:.2} % top-1.\n\n",
             self.model,
-            self.board.as_ref().map_or(String::new(), |b| format!(" on {b}")),
+            self.board
+                .as_ref()
+                .map_or(String::new(), |b| format!(" on {b}")),
             self.budget.describe(),
             100.0 * self.float_accuracy
         );
@@ -132,7 +148,11 @@ impl Report {
         out += "| candidate (layer=sparsity %, bits) | top-1 % | model B | RAM B | instructions | fits |\n|---|---:|---:|---:|---:|---|\n";
         for &i in &self.front {
             let e = &self.search[i];
-            out += &row(&e.candidate.key(&space), &e.estimate, self.budget.fits(&e.estimate));
+            out += &row(
+                &e.candidate.key(&space),
+                &e.estimate,
+                self.budget.fits(&e.estimate),
+            );
         }
         out += "\n## Trials (fine-tuned; deployed top-1 on the test split)\n\n";
         out += "| trial | top-1 % | model B | RAM B | instructions (predicted) | fits |\n|---|---:|---:|---:|---:|---|\n";

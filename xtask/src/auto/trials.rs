@@ -37,6 +37,8 @@ pub struct Common {
 pub struct TrialSummary {
     pub float_accuracy: f32,
     pub deployed_accuracy: Option<f32>,
+    /// Why no `model.sprig` was written (a plan without a quantizer...).
+    pub packed_skipped: Option<String>,
     pub arena_bytes: Option<usize>,
     pub seconds: f32,
 }
@@ -104,13 +106,26 @@ impl Trial {
     pub fn outcome(&self, status: &str) -> Outcome {
         let result = match read_summary(&self.dir.join(SUMMARY_FILE)) {
             Ok(s) => Ok(s),
-            Err(_) => Err(format!("{status}; {}", log_tail(&self.dir.join(LOG_FILE), 3))),
+            Err(_) => Err(format!(
+                "{status}; {}",
+                log_tail(&self.dir.join(LOG_FILE), 3)
+            )),
         };
         Outcome {
             trial: self.clone(),
             result,
         }
     }
+}
+
+/// A trial folder's name for `plan`: `plan-` and a hash of its text (FNV-1a, stable
+/// across builds), so that the same plan always finds its earlier results.
+pub fn folder_of(plan: &serde_json::Value) -> String {
+    let text = plan.to_string();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("plan-{hash:016x}")
 }
 
 fn path_arg(p: &Path) -> String {
@@ -122,12 +137,23 @@ fn read_summary(path: &Path) -> anyhow::Result<TrialSummary> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a summary", path.display()))
 }
 
-/// The last `n` non-empty lines of a log, joined (for a failed trial's message).
+/// What a failed trial's log says: its `Error:` report with the causes (without a
+/// backtrace), or else its last `n` non-empty lines.
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(n)..].join(" | ");
-    format!("{}: {tail}", path.display())
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let report: Vec<&str> = match lines.iter().position(|l| l.starts_with("Error: ")) {
+        Some(at) => (lines[at..].iter())
+            .take_while(|l| !l.starts_with("Stack backtrace:"))
+            .copied()
+            .collect(),
+        None => lines[lines.len().saturating_sub(n)..].to_vec(),
+    };
+    format!("{}: {}", path.display(), report.join(" "))
 }
 
 /// Runs the unfinished `trials` on this machine, `jobs` at a time, each a process of
@@ -163,7 +189,10 @@ pub fn run_local(trials: &[Trial], common: &Common, jobs: usize) -> anyhow::Resu
                     ),
                     Err(e) => eprintln!("trial {}: FAILED: {e}", trial.name),
                 }
-                ended.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
+                ended
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(outcome);
             });
         }
     });
