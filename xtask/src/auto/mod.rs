@@ -98,6 +98,16 @@ pub struct Args {
     /// Times a trial that failed under Slurm is submitted again.
     #[arg(long, default_value_t = 1)]
     retries: usize,
+    /// Fine-tune every trial against the float baseline's soft targets (knowledge
+    /// distillation, a plan's `distill`; the default plan's trial too).
+    #[arg(long)]
+    distill: bool,
+    /// Distillation temperature (with --distill).
+    #[arg(long, default_value_t = 2.0, requires = "distill")]
+    distill_temperature: f64,
+    /// Weight of the soft targets (with --distill).
+    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    distill_alpha: f64,
     /// Hand-written plans to run as trials too, beside the default plan (repeatable).
     #[arg(long)]
     compare: Vec<PathBuf>,
@@ -309,10 +319,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let picks: Vec<&Evaluated> = fitting.into_iter().take(args.trials).collect();
 
     // 5. Trials: the picks and the hand-written default plan.
-    let mut trial_list = vec![Trial {
-        name: "default".into(),
-        dir: out.join("trials/default"),
-        plan: None,
+    let distill = args.distill.then(|| {
+        serde_json::json!({
+            "teacher": "baseline",
+            "temperature": args.distill_temperature,
+            "alpha": args.distill_alpha
+        })
+    });
+    let with_distill = |mut plan: serde_json::Value| {
+        if let (Some(d), Some(map)) = (&distill, plan.as_object_mut()) {
+            map.insert("distill".into(), d.clone());
+        }
+        plan
+    };
+    let mut trial_list = vec![match &distill {
+        // The default plan distilled too, so that the comparison stays fair.
+        Some(_) => {
+            let plan = with_distill(serde_json::from_str(
+                sprig_compressor::compress::DEFAULT_PLAN,
+            )?);
+            Trial {
+                name: "default".into(),
+                dir: out.join("trials").join(trials::folder_of(&plan)),
+                plan: Some(plan),
+            }
+        }
+        None => Trial {
+            name: "default".into(),
+            dir: out.join("trials/default"),
+            plan: None,
+        },
     }];
     for path in &args.compare {
         let text = std::fs::read_to_string(path)
@@ -331,7 +367,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (i, pick) in picks.iter().enumerate() {
         // Named by its rank, kept in a folder named by its plan: a resumed run with
         // another budget never takes a different plan's results.
-        let plan = pick.candidate.plan(&space);
+        let plan = with_distill(pick.candidate.plan(&space));
         trial_list.push(Trial {
             name: format!("candidate{}", i + 1),
             dir: out.join("trials").join(trials::folder_of(&plan)),
