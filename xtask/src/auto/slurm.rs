@@ -192,3 +192,19 @@ fn slurm_command(name: &str) -> Command {
         Path::new("/usr/bin").join(name)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("runs/a b"), "'runs/a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        let out = Command::new("sh")
+            .args(["-c", &format!("printf %s {}", shell_quote("a 'b' $HOME"))])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a 'b' $HOME");
+    }
+}

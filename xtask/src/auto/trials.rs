@@ -232,3 +232,41 @@ fn run_one(exe: &Path, args: &[String], dir: &Path, threads: usize) -> String {
         Err(e) => format!("could not start {}: {e}", exe.display()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_keeps_its_folder_and_another_plan_gets_another() {
+        let a = serde_json::json!({ "pruner": { "algorithm": "LevelPruner" } });
+        let b = serde_json::json!({ "pruner": { "algorithm": "AGP_Pruner" } });
+        assert_eq!(folder_of(&a), folder_of(&a.clone()));
+        assert_ne!(folder_of(&a), folder_of(&b));
+        // Pinned: a folder name must not change between builds, or resumed runs would
+        // redo their trials.
+        assert_eq!(folder_of(&serde_json::json!({})), "plan-08f44b07b5901a25");
+    }
+
+    #[test]
+    fn a_failed_trial_is_told_by_its_error_report_not_its_backtrace() {
+        let dir = std::env::temp_dir().join(format!("sprig-log-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(LOG_FILE);
+        std::fs::write(
+            &log,
+            "data: subset\nError: compress failed\n\nCaused by:\n    plan.json: op name `x` matches no layer\n\nStack backtrace:\n   0: main\n",
+        )
+        .unwrap();
+        let told = log_tail(&log, 3);
+        assert!(
+            told.ends_with(
+                "Error: compress failed Caused by: plan.json: op name `x` matches no layer"
+            ),
+            "{told}"
+        );
+        std::fs::write(&log, "one\ntwo\n\nthree\nfour\n").unwrap();
+        assert!(log_tail(&log, 2).ends_with(": three four"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
