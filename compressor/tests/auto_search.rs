@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use sprig_compressor::auto::{Candidate, Choice, Probe, SearchSpace, Sensitivity};
+use sprig_compressor::auto::{Candidate, Choice, FineTune, Probe, SearchSpace, Sensitivity};
 use sprig_compressor::compress::{fold_batch_norms, Plan, QuantizerKind};
 use sprig_compressor::config::QuantType;
 use sprig_compressor::data::{self, Dataset};
@@ -195,5 +195,80 @@ fn the_probe_refuses_batch_norms_it_would_move() -> Result<()> {
     assert!(err.to_string().contains("fold batch norms"), "{err}");
     fold_batch_norms(&mut model)?;
     Probe::new(model, space, train_set.subset(64), test.subset(64))?;
+    Ok(())
+}
+
+#[test]
+fn a_short_fine_tune_recovers_what_one_shot_pruning_loses_and_leaves_the_baseline_alone(
+) -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let model = trained_lenet5(&train_set, &test)?;
+    let weights = tempfile::tempdir()?;
+    let path = weights.path().join("model.safetensors");
+    sprig_compressor::export::write_weights(&model.graph, &path)?;
+    let before = model
+        .graph
+        .node("fc1")
+        .context("fc1")?
+        .layer
+        .weight()
+        .context("w")?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let space = SearchSpace::of(&model.graph);
+    let sparse = Candidate(vec![
+        choice(0.0, 8),
+        choice(0.7, 8),
+        choice(0.95, 8),
+        choice(0.9, 8),
+        choice(0.7, 8),
+    ]);
+    let one_shot = Probe::new(
+        model.clone(),
+        space.clone(),
+        train_set.subset(256),
+        test.subset(500),
+    )?;
+    let load = path.clone();
+    let tuned = Probe::new(
+        model.clone(),
+        space,
+        train_set.subset(256),
+        test.subset(500),
+    )?
+    .with_fine_tune(FineTune {
+        fresh: Box::new(move || {
+            let fresh = Model::new("lenet5", 10, &Device::Cpu, 0)?;
+            fresh.load_weights(&load)?;
+            Ok(fresh)
+        }),
+        images: train_set.subset(20 * 64),
+        lr: 1e-3,
+        seed: 0,
+    });
+    let (a, b) = (one_shot.measure(&sparse)?, tuned.measure(&sparse)?);
+    eprintln!("one-shot {:.3}, fine-tuned {:.3}", a.accuracy, b.accuracy);
+    assert!(
+        b.accuracy > a.accuracy + 0.05,
+        "fine-tuned {} vs one-shot {}",
+        b.accuracy,
+        a.accuracy
+    );
+    assert!(
+        a.model_bytes.abs_diff(b.model_bytes) < 200,
+        "{} vs {}",
+        a.model_bytes,
+        b.model_bytes
+    );
+    let after = model
+        .graph
+        .node("fc1")
+        .context("fc1")?
+        .layer
+        .weight()
+        .context("w")?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    assert_eq!(before, after, "the probe's baseline was trained");
     Ok(())
 }

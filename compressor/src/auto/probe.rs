@@ -1,8 +1,11 @@
-//! One-shot measurement of a candidate on the trained baseline, without fine-tuning (as
-//! NNI's sensitivity analysis and its simulated-annealing pruner score candidates):
-//! magnitude masks and a QAT binding put on a copy of the graph, activation ranges
-//! calibrated on a few training batches, the real exporter and arena planner run for
-//! the bytes, and the fake-quantized model scored on a validation set.
+//! Measurement of a candidate on the trained baseline: magnitude masks and a QAT binding
+//! put on a copy of the graph, activation ranges calibrated on a few training batches,
+//! the real exporter and arena planner run for the bytes, and the fake-quantized model
+//! scored on a validation set. One-shot by default, as NNI's sensitivity analysis and
+//! its simulated-annealing pruner score candidates; with [`Probe::with_fine_tune`],
+//! each candidate is first fine-tuned for a few steps on a fresh copy of the baseline,
+//! so that the score sees what fine-tuning recovers (a pruned layer loses much more
+//! one-shot than after its trial's fine-tune; a narrow one less so).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,6 +22,7 @@ use crate::models::Model;
 use crate::nn::{infer_shapes, node_macs, Graph};
 use crate::prune::magnitude_mask;
 use crate::quant::{self, QatQuantizer};
+use crate::train::{self, TrainConfig};
 use crate::{Error, Result};
 
 /// What one weighted layer costs on the chip, as the exporter stored it.
@@ -73,6 +77,17 @@ impl Measurement {
     }
 }
 
+/// A short fine-tune of every measured candidate.
+pub struct FineTune {
+    /// A fresh copy of the baseline as the probe holds it (batch norms folded, input
+    /// grid set): each candidate trains its own.
+    pub fresh: Box<dyn Fn() -> Result<Model>>,
+    /// One epoch over these images (64 per step).
+    pub images: Dataset,
+    pub lr: f64,
+    pub seed: u64,
+}
+
 /// The baseline with its calibration and validation images, ready to measure candidates
 /// (each measured once; repeats come from memory).
 pub struct Probe {
@@ -80,6 +95,7 @@ pub struct Probe {
     space: SearchSpace,
     calibration: Dataset,
     validation: Dataset,
+    fine_tune: Option<FineTune>,
     memo: RefCell<BTreeMap<String, Measurement>>,
 }
 
@@ -108,8 +124,15 @@ impl Probe {
             space,
             calibration,
             validation,
+            fine_tune: None,
             memo: RefCell::new(BTreeMap::new()),
         })
+    }
+
+    /// Fine-tunes each candidate before measuring it (see the module docs).
+    pub fn with_fine_tune(mut self, fine_tune: FineTune) -> Self {
+        self.fine_tune = Some(fine_tune);
+        self
     }
 
     pub fn space(&self) -> &SearchSpace {
@@ -135,11 +158,38 @@ impl Probe {
     /// The packed model of `candidate` (one-shot, no fine-tuning), for the board runs
     /// that calibrate the instruction model.
     pub fn pack(&self, candidate: &Candidate) -> Result<packed::Packed> {
-        packed::pack(&self.prepared(candidate)?)
+        let mut graph = self.model.graph.clone();
+        self.prepare(&mut graph, candidate)?;
+        self.calibrate(&graph)?;
+        packed::pack(&graph)
     }
 
     fn measure_fresh(&self, candidate: &Candidate) -> Result<Measurement> {
-        let graph = self.prepared(candidate)?;
+        let graph = match &self.fine_tune {
+            None => {
+                let mut graph = self.model.graph.clone();
+                self.prepare(&mut graph, candidate)?;
+                self.calibrate(&graph)?;
+                graph
+            }
+            Some(tune) => {
+                let mut model = (tune.fresh)()?;
+                self.prepare(&mut model.graph, candidate)?;
+                let mut cfg = TrainConfig::new(1, tune.seed);
+                cfg.lr = tune.lr;
+                cfg.progress = false;
+                cfg.label = "probe".into();
+                // QAT's ranges are tracked while it trains: no separate calibration.
+                train::train(
+                    &mut model,
+                    &tune.images,
+                    &self.validation.subset(1),
+                    &cfg,
+                    None,
+                )?;
+                model.graph
+            }
+        };
         let packed = packed::pack(&graph)?;
         Ok(Measurement {
             accuracy: accuracy(&graph, &self.validation, &self.model.device)?,
@@ -149,12 +199,11 @@ impl Probe {
         })
     }
 
-    /// The baseline graph with `candidate`'s masks and quantizer, ranges calibrated.
-    fn prepared(&self, candidate: &Candidate) -> Result<Graph> {
-        let mut graph = self.model.graph.clone();
+    /// Puts `candidate`'s magnitude masks and quantizer on `graph`.
+    fn prepare(&self, graph: &mut Graph, candidate: &Candidate) -> Result<()> {
         for (layer, choice) in self.space.layers.iter().zip(&candidate.0) {
             if choice.sparsity > 0.0 {
-                let weight = layer_weight(&graph, layer)?;
+                let weight = layer_weight(graph, layer)?;
                 let magnitudes = weight.abs()?.flatten_all()?.to_vec1::<f32>()?;
                 let mask = magnitude_mask(&magnitudes, choice.sparsity, &weight)?;
                 graph.set_mask(layer, mask);
@@ -162,17 +211,19 @@ impl Probe {
         }
         let plan = Plan::from_json_str(&candidate.plan(&self.space).to_string(), "candidate")?;
         if let Some(stage) = &plan.quantizer {
-            quant::bind(
-                Box::new(QatQuantizer::new()),
-                &mut graph,
-                &stage.config_list,
-            )?;
+            quant::bind(Box::new(QatQuantizer::new()), graph, &stage.config_list)?;
         }
+        Ok(())
+    }
+
+    /// Tracks activation ranges over the calibration images (training-mode forwards,
+    /// no step).
+    fn calibrate(&self, graph: &Graph) -> Result<()> {
         let device = &self.model.device;
         for batch in Batcher::new(&self.calibration, 256, Order::Sequential, device) {
             graph.forward_t(&batch?.images, true)?;
         }
-        Ok(graph)
+        Ok(())
     }
 }
 

@@ -111,6 +111,10 @@ pub struct Args {
     /// Hand-written plans to run as trials too, beside the default plan (repeatable).
     #[arg(long)]
     compare: Vec<PathBuf>,
+    /// Steps (of 64 training images) each measured candidate is fine-tuned before it is
+    /// scored; 0 scores one-shot, as NNI's sensitivity analysis does.
+    #[arg(long, default_value_t = 50)]
+    probe_steps: usize,
     /// Annealing steps.
     #[arg(long, default_value_t = 150)]
     iterations: usize,
@@ -141,6 +145,7 @@ struct Settings {
     seed: u64,
     train_limit: Option<usize>,
     max_drop: f64,
+    probe_steps: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -206,14 +211,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.normalize.as_deref(),
         args.seed,
         &baseline.dir,
+        args.probe_steps,
     )?;
     let probe = &setup.probe;
     let space = probe.space().clone();
     let sensitivity: Sensitivity = cached(&out.join("sensitivity.json"), || {
         eprintln!(
-            "sensitivity: {} layers × {} choices, one-shot",
+            "sensitivity: {} layers × {} choices, {}",
             space.layers.len(),
-            space.choices().len() - 1
+            space.choices().len() - 1,
+            match args.probe_steps {
+                0 => "one-shot".to_string(),
+                n => format!("each fine-tuned {n} steps"),
+            }
         );
         Ok(Sensitivity::analyse(probe)?)
     })?;
@@ -478,6 +488,7 @@ fn check_settings(out: &Path, args: &Args) -> anyhow::Result<()> {
         seed: args.seed,
         train_limit: args.train_limit,
         max_drop: args.max_drop,
+        probe_steps: args.probe_steps,
     };
     let path = out.join("settings.json");
     if path.exists() {
