@@ -110,7 +110,7 @@ impl Sensitivity {
             seen
         };
         let mut out = format!(
-            "one-shot top-1 (%) with one layer compressed; every layer dense int8: {:.2}\n\n| layer |",
+            "probe top-1 (%) with one layer compressed; every layer dense int8: {:.2}\n\n| layer |",
             100.0 * self.reference.accuracy
         );
         for c in &choices {

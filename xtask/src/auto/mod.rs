@@ -2,10 +2,10 @@
 //!
 //! 1. the float baseline, trained (or taken from the cache) by a `compress` trial;
 //! 2. the sensitivity table: every layer alone at every sparsity and bit width,
-//!    one-shot on the baseline ([`sprig_compressor::auto`]);
+//!    scored by the probe (a short fine-tune of the baseline, or one-shot) ([`sprig_compressor::auto`]);
 //! 3. with a board: calibration runs in QEMU price each weight encoding in instructions
 //!    and measure the runtime's own flash and RAM;
-//! 4. a greedy start from the table, then simulated annealing on real one-shot
+//! 4. a greedy start from the table, then simulated annealing on real probe
 //!    measurements (exporter bytes, planned arena, priced instructions);
 //! 5. the best fitting candidates, and the hand-written default plan beside them, run
 //!    as fine-tuning trials (`--jobs` local processes, or a Slurm job array);
@@ -118,7 +118,7 @@ pub struct Args {
     /// Annealing steps.
     #[arg(long, default_value_t = 150)]
     iterations: usize,
-    /// A layer choice whose one-shot top-1 alone falls more than this many points below
+    /// A layer choice whose probe top-1 alone falls more than this many points below
     /// the uncompressed model's is left out of the search.
     #[arg(long, default_value_t = 15.0)]
     max_drop: f64,
@@ -315,7 +315,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("the search measured nothing")?;
         bail!(
             "no candidate fits the budget ({}); the nearest of {} measured is {}: model {} B, \
-             RAM {} B, {:.0} instructions, {:.2} % one-shot",
+             RAM {} B, {:.0} instructions, {:.2} % in the probe",
             budget.describe(),
             seen.len(),
             smallest.candidate.key(&space),

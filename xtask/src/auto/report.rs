@@ -119,7 +119,7 @@ impl Report {
         let svg = pareto_chart(
             &format!("{}: top-1 against model size", self.model),
             &[
-                ("search front (one-shot)", front),
+                ("search front (probe, validation images)", front),
                 ("trials (fine-tuned, deployed)", trials),
             ],
         )?;
@@ -142,7 +142,7 @@ impl Report {
             100.0 * self.float_accuracy
         );
         out += &format!(
-            "## Search: Pareto front of {} candidates (one-shot, validation images)\n\n",
+            "## Search: Pareto front of {} candidates (probe top-1 on validation images)\n\n",
             self.search.len()
         );
         out += "| candidate (layer=sparsity %, bits) | top-1 % | model B | RAM B | instructions | fits |\n|---|---:|---:|---:|---:|---|\n";
