@@ -1,8 +1,8 @@
 //! `cargo xtask auto`: the most accurate compressed model that fits a board's budget.
 //!
 //! 1. the float baseline, trained (or taken from the cache) by a `compress` trial;
-//! 2. the sensitivity table: every layer alone at every sparsity and bit width,
-//!    scored by the probe (a short fine-tune of the baseline, or one-shot) ([`sprig_compressor::auto`]);
+//! 2. the sensitivity table: every layer alone at every sparsity and bit width, scored
+//!    by the probe ([`sprig_compressor::auto`]: a short fine-tune, or one-shot);
 //! 3. with a board: calibration runs in QEMU price each weight encoding in instructions
 //!    and measure the runtime's own flash and RAM;
 //! 4. a greedy start from the table, then simulated annealing on real probe
