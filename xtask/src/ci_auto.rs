@@ -47,7 +47,7 @@ fn auto_args(out: &str, board: &str, extra: &[&str]) -> Vec<String> {
 }
 
 fn xtask(args: &[String]) -> Command {
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("xtask"));
+    let exe = crate::auto::xtask_exe().unwrap_or_else(|_| PathBuf::from("xtask"));
     let mut cmd = Command::new(exe);
     cmd.args(args);
     cmd

@@ -36,6 +36,7 @@ use crate::firmware::{kernels, Input};
 use crate::sim;
 use calibration::BoardCosts;
 use report::{Report, TrialRow};
+pub use trials::xtask_exe;
 use trials::{Common, Outcome, Trial};
 
 #[derive(clap::Args)]

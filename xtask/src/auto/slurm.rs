@@ -33,7 +33,7 @@ pub fn run_array(
     retries: usize,
 ) -> anyhow::Result<Vec<Outcome>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let exe = super::trials::xtask_exe()?;
     let root = std::env::current_dir()?;
     let mut pending: Vec<usize> = (0..trials.len())
         .filter(|&i| trials[i].finished().is_none())

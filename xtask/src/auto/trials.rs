@@ -160,7 +160,7 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 /// this same xtask binary with the CPU's threads shared out; finished ones are taken as
 /// they are. Outcomes come back in `trials` order.
 pub fn run_local(trials: &[Trial], common: &Common, jobs: usize) -> anyhow::Result<Vec<Outcome>> {
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let exe = xtask_exe()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / jobs.max(1)).max(1);
     let mut prepared = Vec::new();
@@ -207,6 +207,24 @@ pub fn run_local(trials: &[Trial], common: &Common, jobs: usize) -> anyhow::Resu
                 .unwrap_or_else(|| t.outcome("finished in an earlier run"))
         })
         .collect())
+}
+
+/// The xtask binary that trials run: this process's own, or, when a rebuild has
+/// replaced it while the search ran (Linux then names the old one `… (deleted)`), the
+/// new one at the same path.
+pub fn xtask_exe() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let text = exe.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) if Path::new(path).exists() => Ok(PathBuf::from(path)),
+        _ => anyhow::bail!(
+            "the xtask binary {} is gone; rebuild it and rerun",
+            exe.display()
+        ),
+    }
 }
 
 /// Runs one trial process with its output in the trial's log; returns its exit status
