@@ -34,6 +34,30 @@ pub struct BoardCosts {
 }
 
 impl BoardCosts {
+    /// The fitted prices, the runtime's own flash and RAM, and the fit's residuals, on
+    /// stderr.
+    pub fn print(&self) {
+        let prices: Vec<String> = (self.instructions.prices.iter())
+            .filter(|(_, p)| *p > 0.0)
+            .map(|(n, p)| format!("{n} {p:.2}"))
+            .collect();
+        eprintln!(
+            "{}: instructions per unit of work: {}; fixed {:.0}; code {} B, RAM beyond the \
+             arena {} B",
+            self.board,
+            prices.join(", "),
+            self.instructions.fixed,
+            self.code_bytes,
+            self.ram_beyond_arena
+        );
+        for (name, measured, predicted) in self.residuals() {
+            eprintln!(
+                "  calibration `{name}`: {measured:.0} measured, {predicted:.0} fitted ({:+.1} %)",
+                100.0 * (predicted / measured.max(1.0) - 1.0)
+            );
+        }
+    }
+
     /// Each calibration point's measured count and the model's prediction of it.
     pub fn residuals(&self) -> Vec<(String, f64, f64)> {
         (self.points.iter())

@@ -19,23 +19,24 @@ mod calibration;
 mod probe_setup;
 mod report;
 mod slurm;
+mod state;
 mod trials;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde::{de::DeserializeOwned, Serialize};
 use sprig_compressor::auto::{
-    anneal, greedy_start, pareto_front, AnnealSettings, Budget, Estimate, Evaluated, Measurement,
-    Sensitivity,
+    anneal, greedy_start, pareto_front, AnnealSettings, Budget, Candidate, Estimate, Evaluated,
+    Measurement, SearchSpace, Sensitivity,
 };
 
-use crate::boards::{self, Kind};
+use crate::boards::{self, Board, Kind};
 use crate::firmware::{kernels, Input};
 use crate::sim;
 use calibration::BoardCosts;
 use report::{Report, TrialRow};
+use state::SearchRecord;
 pub use trials::xtask_exe;
 use trials::{Common, Outcome, Trial};
 
@@ -125,61 +126,15 @@ pub struct Args {
     max_drop: f64,
 }
 
-/// The search's result with what it depends on besides the settings.
-#[derive(Serialize, serde::Deserialize)]
-struct SearchRecord {
-    budget: Budget,
-    iterations: usize,
-    seen: Vec<Evaluated>,
-}
-
-/// The settings a run folder was made with; a resumed run must match them.
-#[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
-struct Settings {
-    model: String,
-    data: Option<PathBuf>,
-    normalize: Option<String>,
-    board: Option<String>,
-    epochs: usize,
-    ft_epochs: usize,
-    qat_epochs: usize,
-    seed: u64,
-    train_limit: Option<usize>,
-    max_drop: f64,
-    probe_steps: usize,
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !["local", "slurm"].contains(&args.executor.as_str()) {
-        bail!("unknown executor `{}`; use local or slurm", args.executor);
-    }
-    let board = match &args.board {
-        Some(name) => Some(boards::find(name)?),
-        None => None,
-    };
-    if let Some(b) = &board {
-        if b.kind != Kind::Simulated {
-            let simulated: Vec<String> = boards::simulated()?
-                .iter()
-                .map(|b| b.name.clone())
-                .collect();
-            bail!(
-                "`{b}` is a hardware board; auto counts instructions in QEMU, so --board takes \
-                 a simulated one: {}",
-                simulated.join(", ")
-            );
-        }
-    }
-    if args.max_instructions.is_some() && board.is_none() {
-        bail!("--max-instructions needs --board: instructions are counted on a simulated board");
-    }
+    let board = checked_board(&args)?;
     let stem = Path::new(&args.model)
         .file_stem()
         .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned());
     let out =
         (args.out.clone()).unwrap_or_else(|| PathBuf::from("runs").join(format!("auto-{stem}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    check_settings(&out, &args)?;
+    state::check_settings(&out, &args)?;
     let common = Common {
         model: args.model.clone(),
         data: args.data.clone(),
@@ -216,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let probe = &setup.probe;
     let space = probe.space().clone();
-    let sensitivity: Sensitivity = cached(&out.join("sensitivity.json"), || {
+    let sensitivity: Sensitivity = state::cached(&out.join("sensitivity.json"), || {
         eprintln!(
             "sensitivity: {} layers × {} choices, {}",
             space.layers.len(),
@@ -229,36 +184,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(Sensitivity::analyse(probe)?)
     })?;
     let table = sensitivity.table(&space.layers);
-    write(&out.join("sensitivity.md"), &table)?;
+    state::write(&out.join("sensitivity.md"), &table)?;
     eprintln!("{table}");
 
     // 3. The board's costs.
     let costs: Option<BoardCosts> = match &board {
-        Some(b) => Some(cached(
+        Some(b) => Some(state::cached(
             &out.join(format!("calibration-{}.json", b.name)),
             || calibration::calibrate(probe, b, &setup.test, &out.join("calibration")),
         )?),
         None => None,
     };
     if let Some(c) = &costs {
-        let prices: Vec<String> = (c.instructions.prices.iter())
-            .filter(|(_, p)| *p > 0.0)
-            .map(|(n, p)| format!("{n} {p:.2}"))
-            .collect();
-        eprintln!(
-            "{}: instructions per unit of work: {}; fixed {:.0}; code {} B, RAM beyond the arena {} B",
-            c.board,
-            prices.join(", "),
-            c.instructions.fixed,
-            c.code_bytes,
-            c.ram_beyond_arena
-        );
-        for (name, measured, predicted) in c.residuals() {
-            eprintln!(
-                "  calibration `{name}`: {measured:.0} measured, {predicted:.0} fitted ({:+.1} %)",
-                100.0 * (predicted / measured.max(1.0) - 1.0)
-            );
-        }
+        c.print();
     }
     let budget = budget(&args, board.as_ref(), costs.as_ref());
     eprintln!("budget: {}", budget.describe());
@@ -270,121 +208,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // 4. Search.
-    let search_path = out.join("search.json");
-    let kept: Option<SearchRecord> = std::fs::read_to_string(&search_path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .filter(|r: &SearchRecord| r.budget == budget && r.iterations == args.iterations);
-    let seen: Vec<Evaluated> = match kept {
-        Some(record) => {
-            eprintln!("{}: kept from an earlier run", search_path.display());
-            record.seen
-        }
-        None => {
-            let allowed = sensitivity.allowed(&space.layers, args.max_drop / 100.0);
-            let start = greedy_start(&allowed, &budget, &|c| {
-                sensitivity.predict(&space, c, &estimate)
-            });
-            eprintln!("search: greedy start {}", start.key(&space));
-            let settings = AnnealSettings {
-                iterations: args.iterations,
-                seed: args.seed,
-                ..AnnealSettings::default()
-            };
-            let seen = anneal(start, &allowed, &budget, &settings, &mut |c| {
-                Ok(estimate(&probe.measure(c)?))
-            })?;
-            let record = SearchRecord {
-                budget: budget.clone(),
-                iterations: args.iterations,
-                seen,
-            };
-            write(&search_path, &serde_json::to_string_pretty(&record)?)?;
-            record.seen
-        }
-    };
+    let measure = |c: &Candidate| Ok(estimate(&probe.measure(c)?));
+    let seen = search(
+        &out,
+        &args,
+        &space,
+        &sensitivity,
+        &budget,
+        &measure,
+        &estimate,
+    )?;
     let estimates: Vec<Estimate> = seen.iter().map(|e| e.estimate).collect();
     let front = pareto_front(&estimates);
-    let mut fitting: Vec<&Evaluated> = seen.iter().filter(|e| budget.fits(&e.estimate)).collect();
-    if fitting.is_empty() {
-        let smallest = (seen.iter())
-            .min_by(|a, b| {
-                budget
-                    .overshoot(&a.estimate)
-                    .total_cmp(&budget.overshoot(&b.estimate))
-            })
-            .context("the search measured nothing")?;
-        bail!(
-            "no candidate fits the budget ({}); the nearest of {} measured is {}: model {} B, \
-             RAM {} B, {:.0} instructions, {:.2} % in the probe",
-            budget.describe(),
-            seen.len(),
-            smallest.candidate.key(&space),
-            smallest.estimate.model_bytes,
-            smallest.estimate.ram_bytes,
-            smallest.estimate.instructions,
-            100.0 * smallest.estimate.accuracy
-        );
-    }
-    fitting.sort_by(|a, b| b.estimate.accuracy.total_cmp(&a.estimate.accuracy));
-    let picks: Vec<&Evaluated> = fitting.into_iter().take(args.trials).collect();
+    let picks = best_fitting(&seen, &budget, &space, args.trials)?;
 
-    // 5. Trials: the picks and the hand-written default plan.
-    let distill = args.distill.then(|| {
-        serde_json::json!({
-            "teacher": "baseline",
-            "temperature": args.distill_temperature,
-            "alpha": args.distill_alpha
-        })
-    });
-    let with_distill = |mut plan: serde_json::Value| {
-        if let (Some(d), Some(map)) = (&distill, plan.as_object_mut()) {
-            map.insert("distill".into(), d.clone());
-        }
-        plan
-    };
-    let mut trial_list = vec![match &distill {
-        // The default plan distilled too, so that the comparison stays fair.
-        Some(_) => {
-            let plan = with_distill(serde_json::from_str(
-                sprig_compressor::compress::DEFAULT_PLAN,
-            )?);
-            Trial {
-                name: "default".into(),
-                dir: out.join("trials").join(trials::folder_of(&plan)),
-                plan: Some(plan),
-            }
-        }
-        None => Trial {
-            name: "default".into(),
-            dir: out.join("trials/default"),
-            plan: None,
-        },
-    }];
-    for path in &args.compare {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the plan {}", path.display()))?;
-        let plan: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a JSON plan", path.display()))?;
-        let stem = path
-            .file_stem()
-            .map_or("plan".into(), |s| s.to_string_lossy());
-        trial_list.push(Trial {
-            name: stem.into_owned(),
-            dir: out.join("trials").join(trials::folder_of(&plan)),
-            plan: Some(plan),
-        });
-    }
-    for (i, pick) in picks.iter().enumerate() {
-        // Named by its rank, kept in a folder named by its plan: a resumed run with
-        // another budget never takes a different plan's results.
-        let plan = with_distill(pick.candidate.plan(&space));
-        trial_list.push(Trial {
-            name: format!("candidate{}", i + 1),
-            dir: out.join("trials").join(trials::folder_of(&plan)),
-            plan: Some(plan),
-        });
-    }
+    // 5. Trials: the picks, the hand-written default plan and any --compare plans.
+    let trial_list = trial_list(&out, &args, &space, &picks)?;
     let outcomes: Vec<Outcome> = match args.executor.as_str() {
         "slurm" => slurm::run_array(&trial_list, &common, &out.join("slurm"), args.retries)?,
         _ => trials::run_local(&trial_list, &common, args.jobs)?,
@@ -412,7 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         budget: budget.clone(),
         float_accuracy: float as f64,
         layers: space.layers.clone(),
-        search: seen.clone(),
+        search: seen,
         front,
         trials: rows,
         chosen: chosen.as_ref().map(|c| c.name.clone()),
@@ -427,32 +266,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             out.join(report::MARKDOWN_FILE).display()
         );
     };
-    let plan_text = match outcomes
+    let plan_text = match trial_list
         .iter()
-        .find(|o| o.trial.name == chosen.name)
-        .and_then(|o| o.trial.plan.clone())
+        .find(|t| t.name == chosen.name)
+        .and_then(|t| t.plan.clone())
     {
         Some(plan) => serde_json::to_string_pretty(&plan)? + "\n",
         None => sprig_compressor::compress::DEFAULT_PLAN.to_string(),
     };
-    write(&out.join("chosen.json"), &plan_text)?;
+    state::write(&out.join("chosen.json"), &plan_text)?;
     if let Some(b) = &board {
-        let input = Input {
-            artifacts: chosen.dir.clone(),
-            max_vectors: None,
-        };
-        eprintln!("the chosen model ({}) on {b}:", chosen.name);
-        let result = sim::simulate(b, &input, kernels(false), Duration::from_secs(600))
-            .with_context(|| format!("running the chosen model on {b}"))?;
-        report.board_check = Some(report::BoardCheck {
-            vectors: result.vectors,
-            instructions: result.per_inference,
-            predicted_instructions: chosen.estimate.map_or(0.0, |e| e.instructions),
-            peak_ram: result.peak_ram(),
-            flash: result.size.flash() - result.size.vectors,
-            board_flash: b.flash,
-            board_ram: b.ram,
-        });
+        report.board_check = Some(board_check(b, &chosen)?);
     }
     report.write(&out)?;
     println!("{}", report.markdown());
@@ -460,8 +284,188 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The board `--board` names, which must be a simulated one; and the flags that need it.
+fn checked_board(args: &Args) -> anyhow::Result<Option<Board>> {
+    if !["local", "slurm"].contains(&args.executor.as_str()) {
+        bail!("unknown executor `{}`; use local or slurm", args.executor);
+    }
+    let board = match &args.board {
+        Some(name) => Some(boards::find(name)?),
+        None => None,
+    };
+    if let Some(b) = &board {
+        if b.kind != Kind::Simulated {
+            let simulated: Vec<String> = boards::simulated()?
+                .iter()
+                .map(|b| b.name.clone())
+                .collect();
+            bail!(
+                "`{b}` is a hardware board; auto counts instructions in QEMU, so --board takes \
+                 a simulated one: {}",
+                simulated.join(", ")
+            );
+        }
+    }
+    if args.max_instructions.is_some() && board.is_none() {
+        bail!("--max-instructions needs --board: instructions are counted on a simulated board");
+    }
+    Ok(board)
+}
+
+/// The search (kept in `search.json` for the same budget and steps): a greedy start
+/// from the sensitivity table, then annealing on `measure`d candidates.
+fn search(
+    out: &Path,
+    args: &Args,
+    space: &SearchSpace,
+    sensitivity: &Sensitivity,
+    budget: &Budget,
+    measure: &dyn Fn(&Candidate) -> sprig_compressor::Result<Estimate>,
+    price: &dyn Fn(&Measurement) -> Estimate,
+) -> anyhow::Result<Vec<Evaluated>> {
+    let path = out.join("search.json");
+    let kept: Option<SearchRecord> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .filter(|r: &SearchRecord| &r.budget == budget && r.iterations == args.iterations);
+    if let Some(record) = kept {
+        eprintln!("{}: kept from an earlier run", path.display());
+        return Ok(record.seen);
+    }
+    let allowed = sensitivity.allowed(&space.layers, args.max_drop / 100.0);
+    let start = greedy_start(&allowed, budget, &|c| sensitivity.predict(space, c, price));
+    eprintln!("search: greedy start {}", start.key(space));
+    let settings = AnnealSettings {
+        iterations: args.iterations,
+        seed: args.seed,
+        ..AnnealSettings::default()
+    };
+    let seen = anneal(start, &allowed, budget, &settings, &mut |c| measure(c))?;
+    let record = SearchRecord {
+        budget: budget.clone(),
+        iterations: args.iterations,
+        seen,
+    };
+    state::write(&path, &serde_json::to_string_pretty(&record)?)?;
+    Ok(record.seen)
+}
+
+/// The `n` most accurate candidates that fit; a clear error naming the nearest one
+/// when none does.
+fn best_fitting<'a>(
+    seen: &'a [Evaluated],
+    budget: &Budget,
+    space: &SearchSpace,
+    n: usize,
+) -> anyhow::Result<Vec<&'a Evaluated>> {
+    let mut fitting: Vec<&Evaluated> = seen.iter().filter(|e| budget.fits(&e.estimate)).collect();
+    if fitting.is_empty() {
+        let nearest = (seen.iter())
+            .min_by(|a, b| {
+                budget
+                    .overshoot(&a.estimate)
+                    .total_cmp(&budget.overshoot(&b.estimate))
+            })
+            .context("the search measured nothing")?;
+        bail!(
+            "no candidate fits the budget ({}); the nearest of {} measured is {}: model {} B, \
+             RAM {} B, {:.0} instructions, {:.2} % in the probe",
+            budget.describe(),
+            seen.len(),
+            nearest.candidate.key(space),
+            nearest.estimate.model_bytes,
+            nearest.estimate.ram_bytes,
+            nearest.estimate.instructions,
+            100.0 * nearest.estimate.accuracy
+        );
+    }
+    fitting.sort_by(|a, b| b.estimate.accuracy.total_cmp(&a.estimate.accuracy));
+    fitting.truncate(n);
+    Ok(fitting)
+}
+
+/// The trials: the hand-written default plan, the `--compare` plans and the picks, each
+/// distilled if `--distill` asks.
+fn trial_list(
+    out: &Path,
+    args: &Args,
+    space: &SearchSpace,
+    picks: &[&Evaluated],
+) -> anyhow::Result<Vec<Trial>> {
+    let distill = args.distill.then(|| {
+        serde_json::json!({
+            "teacher": "baseline",
+            "temperature": args.distill_temperature,
+            "alpha": args.distill_alpha
+        })
+    });
+    let with_distill = |mut plan: serde_json::Value| {
+        if let (Some(d), Some(map)) = (&distill, plan.as_object_mut()) {
+            map.insert("distill".into(), d.clone());
+        }
+        plan
+    };
+    // A trial is kept in a folder named by its plan: a resumed run with another budget
+    // never takes a different plan's results.
+    let trial = |name: String, plan: serde_json::Value| Trial {
+        name,
+        dir: out.join("trials").join(trials::folder_of(&plan)),
+        plan: Some(plan),
+    };
+    let mut list = vec![match &distill {
+        // The default plan distilled too, so that the comparison stays fair.
+        Some(_) => trial(
+            "default".into(),
+            with_distill(serde_json::from_str(
+                sprig_compressor::compress::DEFAULT_PLAN,
+            )?),
+        ),
+        None => Trial {
+            name: "default".into(),
+            dir: out.join("trials/default"),
+            plan: None,
+        },
+    }];
+    for path in &args.compare {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the plan {}", path.display()))?;
+        let plan: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON plan", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map_or("plan".into(), |s| s.to_string_lossy());
+        list.push(trial(stem.into_owned(), plan));
+    }
+    for (i, pick) in picks.iter().enumerate() {
+        let plan = with_distill(pick.candidate.plan(space));
+        list.push(trial(format!("candidate{}", i + 1), plan));
+    }
+    Ok(list)
+}
+
+/// The chosen trial's firmware on `board`: bit-exact on every vector that fits, or an
+/// error; its instructions and peak RAM measured.
+fn board_check(board: &Board, chosen: &TrialRow) -> anyhow::Result<report::BoardCheck> {
+    let input = Input {
+        artifacts: chosen.dir.clone(),
+        max_vectors: None,
+    };
+    eprintln!("the chosen model ({}) on {board}:", chosen.name);
+    let result = sim::simulate(board, &input, kernels(false), Duration::from_secs(600))
+        .with_context(|| format!("running the chosen model on {board}"))?;
+    Ok(report::BoardCheck {
+        vectors: result.vectors,
+        instructions: result.per_inference,
+        predicted_instructions: chosen.estimate.map_or(0.0, |e| e.instructions),
+        peak_ram: result.peak_ram(),
+        flash: result.size.flash() - result.size.vectors,
+        board_flash: board.flash,
+        board_ram: board.ram,
+    })
+}
+
 /// The budget from the flags and the board (whichever is tighter).
-fn budget(args: &Args, board: Option<&boards::Board>, costs: Option<&BoardCosts>) -> Budget {
+fn budget(args: &Args, board: Option<&Board>, costs: Option<&BoardCosts>) -> Budget {
     let tighter = |a: Option<usize>, b: Option<usize>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -474,60 +478,4 @@ fn budget(args: &Args, board: Option<&boards::Board>, costs: Option<&BoardCosts>
         max_ram_bytes: tighter(args.max_ram, board.map(|b| b.ram as usize)),
         max_instructions: args.max_instructions,
     }
-}
-
-/// Refuses a run folder made with other settings (its cached steps would not match).
-fn check_settings(out: &Path, args: &Args) -> anyhow::Result<()> {
-    let settings = Settings {
-        model: args.model.clone(),
-        data: args.data.clone(),
-        normalize: args.normalize.clone(),
-        board: args.board.clone(),
-        epochs: args.epochs,
-        ft_epochs: args.ft_epochs,
-        qat_epochs: args.qat_epochs,
-        seed: args.seed,
-        train_limit: args.train_limit,
-        max_drop: args.max_drop,
-        probe_steps: args.probe_steps,
-    };
-    let path = out.join("settings.json");
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let earlier: Settings = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an auto run's settings", path.display()))?;
-        if earlier != settings {
-            bail!(
-                "{} holds a run with other settings ({}); resume it with those, or use another --out",
-                out.display(),
-                text.trim()
-            );
-        }
-        eprintln!("resuming the run in {}", out.display());
-        return Ok(());
-    }
-    write(&path, &(serde_json::to_string_pretty(&settings)? + "\n"))
-}
-
-/// The value kept in `path`, or `make`'s, kept there for a resumed run.
-fn cached<T: Serialize + DeserializeOwned>(
-    path: &Path,
-    make: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(value) = serde_json::from_str(&text) {
-            eprintln!("{}: kept from an earlier run", path.display());
-            return Ok(value);
-        }
-    }
-    let value = make()?;
-    write(path, &serde_json::to_string_pretty(&value)?)?;
-    Ok(value)
-}
-
-/// Writes `text` to `path` atomically.
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    sprig_compressor::export::write_atomic(path, text.as_bytes())?;
-    Ok(())
 }

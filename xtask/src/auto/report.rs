@@ -108,8 +108,8 @@ pub struct Report {
 
 impl Report {
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        super::write(&dir.join(JSON_FILE), &serde_json::to_string_pretty(self)?)?;
-        super::write(&dir.join(MARKDOWN_FILE), &self.markdown())?;
+        super::state::write(&dir.join(JSON_FILE), &serde_json::to_string_pretty(self)?)?;
+        super::state::write(&dir.join(MARKDOWN_FILE), &self.markdown())?;
         let front: Vec<Estimate> = self
             .front
             .iter()
@@ -123,7 +123,7 @@ impl Report {
                 ("trials (fine-tuned, deployed)", trials),
             ],
         )?;
-        super::write(&dir.join(CHART_FILE), &svg)
+        super::state::write(&dir.join(CHART_FILE), &svg)
     }
 
     pub fn markdown(&self) -> String {
