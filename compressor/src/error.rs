@@ -26,6 +26,11 @@ pub enum Error {
     UnknownModel { name: String, valid: String },
     #[error("device `cuda` requested, but this build has no CUDA support; rebuild with `--features cuda`")]
     CudaNotBuilt,
+    #[error(
+        "device `cuda`: no usable CUDA device ({0}); check the NVIDIA driver (`nvidia-smi`), \
+         or train with `--device cpu`"
+    )]
+    CudaUnavailable(String),
     #[error("device `{0}` is not valid; choose `cpu` or `cuda`")]
     UnknownDevice(String),
     #[error(

@@ -385,7 +385,9 @@ fn progress_bar(cfg: &TrainConfig, epoch: usize, steps: usize) -> ProgressBar {
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" if cfg!(feature = "cuda") => Ok(Device::new_cuda(0)?),
+        "cuda" if cfg!(feature = "cuda") => {
+            Device::new_cuda(0).map_err(|e| Error::CudaUnavailable(e.to_string()))
+        }
         "cuda" => Err(Error::CudaNotBuilt),
         other => Err(Error::UnknownDevice(other.to_string())),
     }
