@@ -5,7 +5,9 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use sprig_compressor::auto::{Candidate, Choice, FineTune, Probe, SearchSpace, Sensitivity};
+use sprig_compressor::auto::{
+    Candidate, Choice, FineTune, FreshCopy, Probe, SearchSpace, Sensitivity,
+};
 use sprig_compressor::compress::{fold_batch_norms, Plan, QuantizerKind};
 use sprig_compressor::config::QuantType;
 use sprig_compressor::data::{self, Dataset};
@@ -27,8 +29,18 @@ fn trained_lenet5(train_set: &Dataset, test: &Dataset) -> Result<Model> {
     Ok(model)
 }
 
+/// Fresh copies of LeNet-5 with the weights in `path`.
+fn fresh_from(path: &std::path::Path) -> FreshCopy {
+    let path = path.to_path_buf();
+    Box::new(move || {
+        let fresh = Model::new("lenet5", 10, &Device::Cpu, 0)?;
+        fresh.load_weights(&path)?;
+        Ok(fresh)
+    })
+}
+
 fn choice(sparsity: f64, bits: u8) -> Choice {
-    Choice { sparsity, bits }
+    Choice::level(sparsity, bits)
 }
 
 #[test]
@@ -141,6 +153,7 @@ fn the_sensitivity_table_covers_every_layer_and_choice() -> Result<()> {
     let mut space = SearchSpace::of(&model.graph);
     space.sparsities = vec![0.0, 0.98];
     space.bits = vec![8, 2];
+    space.filter_sparsities = Vec::new(); // no fresh copies here to cut filters from
     let probe = Probe::new(
         model,
         space.clone(),
@@ -229,19 +242,14 @@ fn a_short_fine_tune_recovers_what_one_shot_pruning_loses_and_leaves_the_baselin
         train_set.subset(256),
         test.subset(500),
     )?;
-    let load = path.clone();
     let tuned = Probe::new(
         model.clone(),
         space,
         train_set.subset(256),
         test.subset(500),
     )?
+    .with_fresh_copies(fresh_from(&path))
     .with_fine_tune(FineTune {
-        fresh: Box::new(move || {
-            let fresh = Model::new("lenet5", 10, &Device::Cpu, 0)?;
-            fresh.load_weights(&load)?;
-            Ok(fresh)
-        }),
         images: train_set.subset(20 * 64),
         lr: 1e-3,
         seed: 0,
@@ -270,5 +278,70 @@ fn a_short_fine_tune_recovers_what_one_shot_pruning_loses_and_leaves_the_baselin
         .flatten_all()?
         .to_vec1::<f32>()?;
     assert_eq!(before, after, "the probe's baseline was trained");
+    Ok(())
+}
+
+#[test]
+fn filter_candidates_cut_channels_out_as_compress_does() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let model = trained_lenet5(&train_set, &test)?;
+    let weights = tempfile::tempdir()?;
+    let path = weights.path().join("model.safetensors");
+    sprig_compressor::export::write_weights(&model.graph, &path)?;
+    let space = SearchSpace::of(&model.graph);
+    assert_eq!(space.filterable, [true, true, false, false, false]);
+    // conv1 may lose filters, fc1 may not: 7 sparsities × 3 widths, + 2 filter fractions.
+    assert_eq!(space.choices(0).len(), 7 * 3 + 2 * 3);
+    assert_eq!(space.choices(2).len(), 7 * 3);
+
+    // A plan has one pruner: choosing filters clears Level sparsity, and back.
+    let level = space.uncompressed().with(2, choice(0.9, 8));
+    let both = level
+        .with(0, Choice::filters(0.5, 8))
+        .with(1, Choice::filters(0.5, 4));
+    assert_eq!(both.0[2], choice(0.0, 8));
+    assert!(both.prunes_filters());
+    assert_eq!(
+        both.key(&space),
+        "conv1=f50b8,conv2=f50b4,fc1=s0b8,fc2=s0b8,fc3=s0b8"
+    );
+    let plan = Plan::from_json_str(&both.plan(&space).to_string(), "filters")?;
+    assert_eq!(plan.pruner.context("a pruner")?.algorithm, "L1FilterPruner");
+    assert!(!both.with(3, choice(0.5, 8)).prunes_filters());
+
+    let probe = Probe::new(
+        model.clone(),
+        space.clone(),
+        train_set.subset(256),
+        test.subset(500),
+    )?
+    .with_fresh_copies(fresh_from(&path));
+    let dense = probe.measure(&space.uncompressed())?;
+    let cut = probe.measure(&both)?;
+    let macs: Vec<usize> = cut.layers.iter().map(|l| l.macs).collect();
+    // conv1 keeps 3 of 6 filters, conv2 8 of 16 on 3 input channels, fc1 200 inputs.
+    assert_eq!(macs, [58_800, 60_000, 24_000, 10_080, 840]);
+    assert!(
+        cut.model_bytes < dense.model_bytes * 6 / 10,
+        "{} vs {}",
+        cut.model_bytes,
+        dense.model_bytes
+    );
+    assert!(cut.arena_bytes < dense.arena_bytes);
+    // Without fresh copies there is nothing to cut from: a clear error, not a cut baseline.
+    let bare = Probe::new(model.clone(), space, train_set.subset(64), test.subset(64))?;
+    let err = bare.measure(&both).err().context("refused")?;
+    assert!(err.to_string().contains("fresh copies"), "{err}");
+    assert_eq!(
+        model
+            .graph
+            .node("conv1")
+            .context("conv1")?
+            .layer
+            .weight()
+            .context("w")?
+            .dim(0)?,
+        6
+    );
     Ok(())
 }

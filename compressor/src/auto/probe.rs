@@ -1,5 +1,6 @@
-//! Measurement of a candidate on the trained baseline: magnitude masks and a QAT binding
-//! put on a copy of the graph, activation ranges calibrated on a few training batches,
+//! Measurement of a candidate on the trained baseline: the candidate's plan applied to a
+//! copy as `compress` applies it (the pruner's masks, the speedup after filter pruning,
+//! the QAT binding), activation ranges calibrated on a few training batches,
 //! the real exporter and arena planner run for the bytes, and the fake-quantized model
 //! scored on a validation set. One-shot by default, as NNI's sensitivity analysis and
 //! its simulated-annealing pruner score candidates; with [`Probe::with_fine_tune`],
@@ -14,13 +15,13 @@ use candle_core::{DType, D};
 use serde::{Deserialize, Serialize};
 
 use super::space::{Candidate, SearchSpace};
-use crate::compress::Plan;
+use crate::compress::{speed_up, Plan};
 use crate::data::{Batcher, Dataset, Order};
 use crate::export::packed;
 use crate::export::packed::sprig_runtime::{Encoding, OpKind};
 use crate::models::Model;
 use crate::nn::{infer_shapes, node_macs, Graph};
-use crate::prune::magnitude_mask;
+use crate::prune::{attach_masks, Registry};
 use crate::quant::{self, QatQuantizer};
 use crate::train::{self, TrainConfig};
 use crate::{Error, Result};
@@ -79,14 +80,15 @@ impl Measurement {
 
 /// A short fine-tune of every measured candidate.
 pub struct FineTune {
-    /// A fresh copy of the baseline as the probe holds it (batch norms folded, input
-    /// grid set): each candidate trains its own.
-    pub fresh: Box<dyn Fn() -> Result<Model>>,
     /// One epoch over these images (64 per step).
     pub images: Dataset,
     pub lr: f64,
     pub seed: u64,
 }
+
+/// A fresh copy of the baseline as the probe holds it (batch norms folded, input grid
+/// set), for candidates that change weights: a fine-tune, or filters cut out.
+pub type FreshCopy = Box<dyn Fn() -> Result<Model>>;
 
 /// The baseline with its calibration and validation images, ready to measure candidates
 /// (each measured once; repeats come from memory).
@@ -95,6 +97,7 @@ pub struct Probe {
     space: SearchSpace,
     calibration: Dataset,
     validation: Dataset,
+    fresh: Option<FreshCopy>,
     fine_tune: Option<FineTune>,
     memo: RefCell<BTreeMap<String, Measurement>>,
 }
@@ -124,12 +127,21 @@ impl Probe {
             space,
             calibration,
             validation,
+            fresh: None,
             fine_tune: None,
             memo: RefCell::new(BTreeMap::new()),
         })
     }
 
-    /// Fine-tunes each candidate before measuring it (see the module docs).
+    /// Where fresh copies of the baseline come from: candidates that remove filters
+    /// (their channels are cut out of the weights) and fine-tuned ones need them.
+    pub fn with_fresh_copies(mut self, fresh: FreshCopy) -> Self {
+        self.fresh = Some(fresh);
+        self
+    }
+
+    /// Fine-tunes each candidate before measuring it (see the module docs; needs
+    /// [`Probe::with_fresh_copies`]).
     pub fn with_fine_tune(mut self, fine_tune: FineTune) -> Self {
         self.fine_tune = Some(fine_tune);
         self
@@ -155,41 +167,14 @@ impl Probe {
         Ok(m)
     }
 
-    /// The packed model of `candidate` (one-shot, no fine-tuning), for the board runs
-    /// that calibrate the instruction model.
+    /// The packed model of `candidate` (not fine-tuned), for the board runs that
+    /// calibrate the instruction model.
     pub fn pack(&self, candidate: &Candidate) -> Result<packed::Packed> {
-        let mut graph = self.model.graph.clone();
-        self.prepare(&mut graph, candidate)?;
-        self.calibrate(&graph)?;
-        packed::pack(&graph)
+        packed::pack(&self.build(candidate, false)?)
     }
 
     fn measure_fresh(&self, candidate: &Candidate) -> Result<Measurement> {
-        let graph = match &self.fine_tune {
-            None => {
-                let mut graph = self.model.graph.clone();
-                self.prepare(&mut graph, candidate)?;
-                self.calibrate(&graph)?;
-                graph
-            }
-            Some(tune) => {
-                let mut model = (tune.fresh)()?;
-                self.prepare(&mut model.graph, candidate)?;
-                let mut cfg = TrainConfig::new(1, tune.seed);
-                cfg.lr = tune.lr;
-                cfg.progress = false;
-                cfg.label = "probe".into();
-                // QAT's ranges are tracked while it trains: no separate calibration.
-                train::train(
-                    &mut model,
-                    &tune.images,
-                    &self.validation.subset(1),
-                    &cfg,
-                    None,
-                )?;
-                model.graph
-            }
-        };
+        let graph = self.build(candidate, true)?;
         let packed = packed::pack(&graph)?;
         Ok(Measurement {
             accuracy: accuracy(&graph, &self.validation, &self.model.device)?,
@@ -199,44 +184,67 @@ impl Probe {
         })
     }
 
-    /// Puts `candidate`'s magnitude masks and quantizer on `graph`.
-    fn prepare(&self, graph: &mut Graph, candidate: &Candidate) -> Result<()> {
-        for (layer, choice) in self.space.layers.iter().zip(&candidate.0) {
-            if choice.sparsity > 0.0 {
-                let weight = layer_weight(graph, layer)?;
-                let magnitudes = weight.abs()?.flatten_all()?.to_vec1::<f32>()?;
-                let mask = magnitude_mask(&magnitudes, choice.sparsity, &weight)?;
-                graph.set_mask(layer, mask);
+    /// The baseline with `candidate`'s plan applied as `compress` applies it: the plan's
+    /// pruner (through the built-in registry) and its speedup, then the quantizer; then
+    /// fine-tuned (when `tune` and the probe fine-tunes) or calibrated.
+    fn build(&self, candidate: &Candidate, tune: bool) -> Result<Graph> {
+        let tune = self.fine_tune.as_ref().filter(|_| tune);
+        let plan = Plan::from_json_str(&candidate.plan(&self.space).to_string(), "candidate")?;
+        let registry = Registry::builtin();
+        let speedup = match &plan.pruner {
+            Some(stage) => registry.speedup(&stage.algorithm, &stage.options)?,
+            None => false,
+        };
+        // A copy of the baseline's variables when there is one to be had; else the
+        // baseline's own, which only masks and a quantizer on the graph may touch.
+        let (mut model, owned) = match &self.fresh {
+            Some(fresh) => (fresh()?, true),
+            None if tune.is_some() || speedup => {
+                return Err(Error::Auto(format!(
+                    "{} needs fresh copies of the baseline (Probe::with_fresh_copies)",
+                    candidate.key(&self.space)
+                )))
+            }
+            None => (self.model.clone(), false),
+        };
+        if let Some(stage) = &plan.pruner {
+            let mut pruner = registry.make(&stage.algorithm, &stage.options)?;
+            if owned {
+                pruner.compress(&mut model.graph, &stage.config_list)?;
+            } else {
+                let layers = pruner.resolve(&model.graph, &stage.config_list)?;
+                attach_masks(pruner.as_mut(), &mut model.graph, &layers)?;
+            }
+            if speedup {
+                speed_up(&mut model)?;
             }
         }
-        let plan = Plan::from_json_str(&candidate.plan(&self.space).to_string(), "candidate")?;
         if let Some(stage) = &plan.quantizer {
-            quant::bind(Box::new(QatQuantizer::new()), graph, &stage.config_list)?;
+            quant::bind(
+                Box::new(QatQuantizer::new()),
+                &mut model.graph,
+                &stage.config_list,
+            )?;
         }
-        Ok(())
-    }
-
-    /// Tracks activation ranges over the calibration images (training-mode forwards,
-    /// no step).
-    fn calibrate(&self, graph: &Graph) -> Result<()> {
-        let device = &self.model.device;
-        for batch in Batcher::new(&self.calibration, 256, Order::Sequential, device) {
-            graph.forward_t(&batch?.images, true)?;
+        match tune {
+            Some(tune) => {
+                let mut cfg = TrainConfig::new(1, tune.seed);
+                cfg.lr = tune.lr;
+                cfg.progress = false;
+                cfg.label = "probe".into();
+                // QAT's ranges are tracked while it trains: no separate calibration.
+                let check = self.validation.subset(1);
+                train::train(&mut model, &tune.images, &check, &cfg, None)?;
+            }
+            None => {
+                let device = &self.model.device;
+                for batch in Batcher::new(&self.calibration, 256, Order::Sequential, device) {
+                    model.graph.forward_t(&batch?.images, true)?;
+                }
+            }
         }
-        Ok(())
+        Ok(model.graph)
     }
-}
-
-fn layer_weight(graph: &Graph, layer: &str) -> Result<candle_core::Tensor> {
-    let node = graph.node(layer).ok_or_else(|| Error::Layer {
-        layer: layer.to_string(),
-        message: "no such layer in the model".into(),
-    })?;
-    let weight = node.layer.maskable_weight().ok_or_else(|| Error::Layer {
-        layer: layer.to_string(),
-        message: "has no weight to prune".into(),
-    })?;
-    Ok(weight.to_dtype(DType::F32)?)
 }
 
 fn accuracy(graph: &Graph, data: &Dataset, device: &candle_core::Device) -> Result<f64> {

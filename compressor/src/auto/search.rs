@@ -73,8 +73,7 @@ pub fn greedy_start(
                 if choice == current.0[i] {
                     continue;
                 }
-                let mut next = current.clone();
-                next.0[i] = choice;
+                let next = current.with(i, choice);
                 let e = predict(&next);
                 let gained = over - budget.overshoot(&e);
                 if gained <= 0.0 {
@@ -122,8 +121,7 @@ pub fn anneal(
         let others: Vec<Choice> = (allowed[layer].iter().copied())
             .filter(|c| *c != current.candidate.0[layer])
             .collect();
-        let mut candidate = current.candidate.clone();
-        candidate.0[layer] = others[rng.random_range(0..others.len())];
+        let candidate = (current.candidate).with(layer, others[rng.random_range(0..others.len())]);
         let estimate = evaluate(&candidate)?;
         let next = Evaluated {
             candidate,
@@ -168,7 +166,7 @@ mod tests {
         let mut choices = Vec::new();
         for bits in [8, 4, 2] {
             for sparsity in [0.0, 0.5, 0.8, 0.9] {
-                choices.push(Choice { sparsity, bits });
+                choices.push(Choice::level(sparsity, bits));
             }
         }
         vec![choices; layers]
@@ -221,10 +219,7 @@ mod tests {
         let allowed = allowed(2);
         let start = greedy_start(&allowed, &budget, &synthetic);
         assert!(!budget.fits(&synthetic(&start)));
-        let smallest = Choice {
-            sparsity: 0.9,
-            bits: 2,
-        };
+        let smallest = Choice::level(0.9, 2);
         assert_eq!(start.0, vec![smallest; 2]);
     }
 }

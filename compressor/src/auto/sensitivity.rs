@@ -32,12 +32,11 @@ impl Sensitivity {
         let reference = probe.measure(&space.uncompressed())?;
         let mut rows = Vec::new();
         for (i, layer) in space.layers.iter().enumerate() {
-            for choice in space.choices() {
+            for choice in space.choices(i) {
                 if choice == Choice::DENSE_INT8 {
                     continue;
                 }
-                let mut candidate: Candidate = space.uncompressed();
-                candidate.0[i] = choice;
+                let candidate: Candidate = space.uncompressed().with(i, choice);
                 let m = probe.measure(&candidate)?;
                 rows.push(SensitivityRow {
                     layer: layer.clone(),
@@ -110,11 +109,12 @@ impl Sensitivity {
             seen
         };
         let mut out = format!(
-            "probe top-1 (%) with one layer compressed; every layer dense int8: {:.2}\n\n| layer |",
+            "probe top-1 (%) with one layer compressed (s: Level sparsity %, f: filters removed %, \
+             b: weight bits); every layer dense int8: {:.2}\n\n| layer |",
             100.0 * self.reference.accuracy
         );
         for c in &choices {
-            out += &format!(" {:.0}% b{} |", 100.0 * c.sparsity, c.bits);
+            out += &format!(" {} |", c.label());
         }
         out += "\n|---|";
         out += &"---:|".repeat(choices.len());

@@ -35,7 +35,6 @@ pub use activation_rank::{
 pub use agp::{agp_sparsity, agp_step_sparsity, AgpPruner, AgpSchedule, StepSchedule};
 pub use channels::{channel_mask, channels_to_prune, filter_pruner_check};
 pub use fpgm::FPGMPruner;
-pub(crate) use level::magnitude_mask;
 pub use level::LevelPruner;
 pub use lottery_ticket::{round_sparsity, LotteryTicketPruner};
 pub use mask::{apply_masks_to_weights, sparsity_of, Mask};
@@ -224,6 +223,18 @@ pub fn mask_layers<P: Pruner + ?Sized>(
     graph: &mut Graph,
     layers: &[LayerConfig],
 ) -> Result<()> {
+    attach_masks(pruner, graph, layers)?;
+    apply_masks_to_weights(graph)
+}
+
+/// Computes `pruner`'s mask for every layer of `layers` and attaches them, leaving the
+/// parameters as they are (the forward pass applies masks): for a graph whose variables
+/// another graph shares.
+pub fn attach_masks<P: Pruner + ?Sized>(
+    pruner: &mut P,
+    graph: &mut Graph,
+    layers: &[LayerConfig],
+) -> Result<()> {
     for layer in layers {
         let mask = {
             let node = graph.node(&layer.name).ok_or_else(|| Error::Layer {
@@ -244,7 +255,7 @@ pub fn mask_layers<P: Pruner + ?Sized>(
         };
         attach_mask(graph, &layer.name, mask, pruner.name())?;
     }
-    apply_masks_to_weights(graph)
+    Ok(())
 }
 
 /// Attaches `mask` to layer `name` after checking its shapes against the layer's

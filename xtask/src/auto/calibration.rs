@@ -75,41 +75,17 @@ impl BoardCosts {
 /// encoding's price from the fixed part, with a few points to spare.
 fn calibration_candidates(kinds: &[String]) -> Vec<(String, Candidate)> {
     let layers = kinds.len();
-    let all = |sparsity: f64, bits: u8| Candidate(vec![Choice { sparsity, bits }; layers]);
+    let all = |sparsity: f64, bits: u8| Candidate(vec![Choice::level(sparsity, bits); layers]);
     let mut points = vec![("dense int8".to_string(), all(0.0, 8))];
     let mut present: Vec<&String> = kinds.iter().collect();
     present.sort();
     present.dedup();
     for kind in present {
         for (what, choice) in [
-            (
-                "level 50 %",
-                Choice {
-                    sparsity: 0.5,
-                    bits: 8,
-                },
-            ),
-            (
-                "level 90 %",
-                Choice {
-                    sparsity: 0.9,
-                    bits: 8,
-                },
-            ),
-            (
-                "4-bit",
-                Choice {
-                    sparsity: 0.0,
-                    bits: 4,
-                },
-            ),
-            (
-                "2-bit",
-                Choice {
-                    sparsity: 0.0,
-                    bits: 2,
-                },
-            ),
+            ("level 50 %", Choice::level(0.5, 8)),
+            ("level 90 %", Choice::level(0.9, 8)),
+            ("4-bit", Choice::level(0.0, 4)),
+            ("2-bit", Choice::level(0.0, 2)),
         ] {
             let mut c = all(0.0, 8);
             for (slot, k) in c.0.iter_mut().zip(kinds) {

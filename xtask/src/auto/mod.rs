@@ -173,9 +173,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let space = probe.space().clone();
     let sensitivity: Sensitivity = state::cached(&out.join("sensitivity.json"), || {
         eprintln!(
-            "sensitivity: {} layers × {} choices, {}",
+            "sensitivity: {} layers, {} one-layer candidates, {}",
             space.layers.len(),
-            space.choices().len() - 1,
+            (0..space.layers.len())
+                .map(|i| space.choices(i).len() - 1)
+                .sum::<usize>(),
             match args.probe_steps {
                 0 => "one-shot".to_string(),
                 n => format!("each fine-tuned {n} steps"),
@@ -250,7 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         board: board.as_ref().map(|b| b.name.clone()),
         budget: budget.clone(),
         float_accuracy: float as f64,
-        layers: space.layers.clone(),
+        space: space.clone(),
         search: seen,
         front,
         trials: rows,

@@ -62,12 +62,12 @@ pub fn setup(
     let space = SearchSpace::of(&baseline.graph);
     let calibration = train.balanced_subset(CALIBRATION_PER_CLASS, seed);
     let validation = train.balanced_subset(VALIDATION_PER_CLASS, seed + 1);
-    let mut probe = Probe::new(baseline, space, calibration, validation)?;
+    let mut probe =
+        Probe::new(baseline, space, calibration, validation)?.with_fresh_copies(Box::new(fresh));
     if probe_steps > 0 {
         let images = probe_steps * 64;
         let per_class = images.div_ceil(classes.max(1));
         probe = probe.with_fine_tune(FineTune {
-            fresh: Box::new(fresh),
             images: train.balanced_subset(per_class, seed + 2).subset(images),
             lr: PROBE_LR,
             seed,

@@ -96,7 +96,8 @@ pub struct Report {
     pub board: Option<String>,
     pub budget: Budget,
     pub float_accuracy: f64,
-    pub layers: Vec<String>,
+    /// What was searched (its layers name the candidates' choices).
+    pub space: SearchSpace,
     /// Every candidate the search measured (one-shot).
     pub search: Vec<Evaluated>,
     /// Indices into `search` of its Pareto front.
@@ -127,11 +128,7 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let space = SearchSpace {
-            layers: self.layers.clone(),
-            sparsities: Vec::new(),
-            bits: Vec::new(),
-        };
+        let space = &self.space;
         let mut out = format!(
             "# auto: {}{}\n\nBudget: {}. Float baseline {:.2} % top-1.\n\n",
             self.model,
@@ -149,7 +146,7 @@ impl Report {
         for &i in &self.front {
             let e = &self.search[i];
             out += &row(
-                &e.candidate.key(&space),
+                &e.candidate.key(space),
                 &e.estimate,
                 self.budget.fits(&e.estimate),
             );
