@@ -283,6 +283,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     report.write(&out)?;
     println!("{}", report.markdown());
     println!("chosen plan: {}", out.join("chosen.json").display());
+    if let Some(check) = &report.board_check {
+        // The search priced instructions and RAM; the board has the last word.
+        let over = check.over(&budget);
+        if !over.is_empty() {
+            bail!(
+                "the chosen model ({}) measured over the budget on the board: {}; rerun with a \
+                 tighter limit to leave room for the prediction's error",
+                chosen.name,
+                over.join(", ")
+            );
+        }
+    }
     Ok(())
 }
 

@@ -89,6 +89,27 @@ pub struct BoardCheck {
     pub board_ram: u64,
 }
 
+impl BoardCheck {
+    /// The limits of `budget` the measured figures break, in words (empty: none).
+    pub fn over(&self, budget: &Budget) -> Vec<String> {
+        let mut over = Vec::new();
+        if let Some(limit) = budget.max_ram_bytes {
+            if self.peak_ram > limit as u64 {
+                over.push(format!("peak RAM {} B > {limit} B", self.peak_ram));
+            }
+        }
+        if let Some(limit) = budget.max_instructions {
+            if self.instructions > limit {
+                over.push(format!(
+                    "{:.0} instructions per inference > {limit:.0}",
+                    self.instructions
+                ));
+            }
+        }
+        over
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -172,7 +193,8 @@ impl Report {
         if let Some(c) = &self.board_check {
             out += &format!(
                 "\nOn the board: {} vectors bit-exact with the host; {:.0} instructions per \
-                 inference (predicted {:.0}, {:+.1} %); peak RAM {} of {} B; flash {} of {} B.\n",
+                 inference (predicted {:.0}, {:+.1} %); peak RAM {} of {} B; flash {} of {} B; \
+                 {}.\n",
                 c.vectors,
                 c.instructions,
                 c.predicted_instructions,
@@ -180,7 +202,11 @@ impl Report {
                 c.peak_ram,
                 c.board_ram,
                 c.flash,
-                c.board_flash
+                c.board_flash,
+                match c.over(&self.budget) {
+                    over if over.is_empty() => "within the budget".to_string(),
+                    over => format!("**over the budget**: {}", over.join(", ")),
+                }
             );
         }
         out
@@ -196,4 +222,37 @@ fn row(name: &str, e: &Estimate, fits: bool) -> String {
         e.instructions,
         if fits { "yes" } else { "no" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_check_names_each_limit_the_measurement_breaks() {
+        let check = BoardCheck {
+            vectors: 100,
+            instructions: 5_000_000.0,
+            predicted_instructions: 4_800_000.0,
+            peak_ram: 7_456,
+            flash: 50_000,
+            board_flash: 262_144,
+            board_ram: 16_384,
+        };
+        let mut budget = Budget {
+            max_model_bytes: Some(16_384),
+            max_ram_bytes: Some(16_384),
+            max_instructions: Some(6e6),
+        };
+        assert!(check.over(&budget).is_empty());
+        budget.max_ram_bytes = Some(7_000);
+        budget.max_instructions = Some(4.9e6);
+        assert_eq!(
+            check.over(&budget),
+            [
+                "peak RAM 7456 B > 7000 B",
+                "5000000 instructions per inference > 4900000"
+            ]
+        );
+    }
 }
