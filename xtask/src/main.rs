@@ -32,8 +32,9 @@ struct Cli {
 enum Command {
     /// Train (cached), prune, quantize, fine-tune and export a model.
     Compress(compress::Args),
-    /// Search per-layer sparsity and bit width for the most accurate model that fits a
-    /// board's flash, RAM and instruction budget; fine-tune the best as trials.
+    /// Search per-layer pruning (Level or filters) and bit width for the most accurate
+    /// model that fits a board's flash, RAM and instruction budget; fine-tune the best
+    /// as trials.
     Auto(auto::Args),
     /// Build a board's firmware with a compress run's model and vectors embedded.
     Build(firmware::Args),

@@ -82,6 +82,7 @@ pub struct Args {
     /// Quantization-aware fine-tuning epochs of each trial.
     #[arg(long, default_value_t = 1)]
     qat_epochs: usize,
+    /// Seed of the baseline, the trials, the probe's fine-tunes and the annealing.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images (quick runs).
