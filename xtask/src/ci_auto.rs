@@ -249,11 +249,9 @@ fn refused(args: &[String], message: &str) -> anyhow::Result<()> {
         stderr.contains(message),
         "its error does not say `{message}`:\n{stderr}"
     );
-    let last = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    println!("refused: {last}");
+    let error = (stderr.lines())
+        .find(|l| l.starts_with("Error: "))
+        .unwrap_or(message);
+    println!("refused: {error}");
     Ok(())
 }
