@@ -71,9 +71,11 @@ impl BoardCosts {
 
 /// The calibration candidates: every layer dense int8; for each kernel kind present,
 /// its layers at 50 % and 90 % sparsity, 4-bit and 2-bit with the rest dense; every
-/// layer at 70 % and at 95 % sparsity. Together they separate each kind's and each
-/// encoding's price from the fixed part, with a few points to spare.
-fn calibration_candidates(kinds: &[String]) -> Vec<(String, Candidate)> {
+/// layer at 70 % and at 95 % sparsity; and where convolutions may lose filters, half
+/// their filters cut out (8-bit) and a quarter (4-bit), so that channel counts change
+/// too. Together they separate each kind's and each encoding's price from the fixed
+/// part, with a few points to spare.
+fn calibration_candidates(kinds: &[String], filterable: &[bool]) -> Vec<(String, Candidate)> {
     let layers = kinds.len();
     let all = |sparsity: f64, bits: u8| Candidate(vec![Choice::level(sparsity, bits); layers]);
     let mut points = vec![("dense int8".to_string(), all(0.0, 8))];
@@ -98,6 +100,18 @@ fn calibration_candidates(kinds: &[String]) -> Vec<(String, Candidate)> {
     }
     points.push(("level 70 %".into(), all(0.7, 8)));
     points.push(("level 95 %".into(), all(0.95, 8)));
+    if filterable.iter().any(|&f| f) {
+        for (what, choice) in [
+            ("filters 50 %", Choice::filters(0.5, 8)),
+            ("filters 25 %, 4-bit", Choice::filters(0.25, 4)),
+        ] {
+            let mut c = all(0.0, 8);
+            for (slot, _) in c.0.iter_mut().zip(filterable).filter(|(_, &f)| f) {
+                *slot = choice;
+            }
+            points.push((what.into(), c));
+        }
+    }
     points
 }
 
@@ -119,7 +133,11 @@ pub fn calibrate(
                 .map_or_else(|| "conv".to_string(), |l| l.kind.clone())
         })
         .collect();
-    for (i, (name, candidate)) in calibration_candidates(&kinds).into_iter().enumerate() {
+    let filterable = &probe.space().filterable;
+    for (i, (name, candidate)) in calibration_candidates(&kinds, filterable)
+        .into_iter()
+        .enumerate()
+    {
         let run = dir.join(format!("point{i}"));
         std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
         let packed = probe.pack(&candidate)?;
