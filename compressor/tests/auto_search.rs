@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use sprig_compressor::auto::{
-    Candidate, Choice, FineTune, FreshCopy, Probe, SearchSpace, Sensitivity,
+    layers_of_blob, Candidate, Choice, FineTune, FreshCopy, Probe, SearchSpace, Sensitivity,
 };
 use sprig_compressor::compress::{fold_batch_norms, Plan, QuantizerKind};
 use sprig_compressor::config::QuantType;
@@ -27,6 +27,14 @@ fn trained_lenet5(train_set: &Dataset, test: &Dataset) -> Result<Model> {
     cfg.progress = false;
     train::train(&mut model, train_set, test, &cfg, None)?;
     Ok(model)
+}
+
+/// `model`'s weights in a temporary `model.safetensors` (kept while the folder lives).
+fn saved(model: &Model) -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("model.safetensors");
+    sprig_compressor::export::write_weights(&model.graph, &path)?;
+    Ok((dir, path))
 }
 
 /// Fresh copies of LeNet-5 with the weights in `path`.
@@ -140,9 +148,12 @@ fn the_probe_prices_candidates_with_the_real_exporter() -> Result<()> {
     assert_eq!(probe.measured(), 3);
     assert_eq!(probe.measure(&space.uncompressed())?, dense);
     assert_eq!(probe.measured(), 3);
-    // The blob a trial writes is priced the same way.
-    let blob = probe.pack(&Candidate(vec![choice(0.9, 8); 5]))?.blob;
-    assert_eq!(dense.layers_of_blob(&blob)?, sparse.layers);
+    // The blob a trial writes is priced the same way, from its own layers' MACs.
+    let (packed, layers) = probe.pack(&Candidate(vec![choice(0.9, 8); 5]))?;
+    assert_eq!(layers, sparse.layers);
+    let macs: Vec<(String, usize)> = layers.iter().map(|l| (l.name.clone(), l.macs)).collect();
+    assert_eq!(layers_of_blob(&packed.blob, &macs)?, sparse.layers);
+    assert!(layers_of_blob(&packed.blob, &macs[1..]).is_err());
     Ok(())
 }
 
@@ -216,9 +227,7 @@ fn a_short_fine_tune_recovers_what_one_shot_pruning_loses_and_leaves_the_baselin
 ) -> Result<()> {
     let (train_set, test) = bundled()?;
     let model = trained_lenet5(&train_set, &test)?;
-    let weights = tempfile::tempdir()?;
-    let path = weights.path().join("model.safetensors");
-    sprig_compressor::export::write_weights(&model.graph, &path)?;
+    let (_weights, path) = saved(&model)?;
     let before = model
         .graph
         .node("fc1")
@@ -285,9 +294,7 @@ fn a_short_fine_tune_recovers_what_one_shot_pruning_loses_and_leaves_the_baselin
 fn filter_candidates_cut_channels_out_as_compress_does() -> Result<()> {
     let (train_set, test) = bundled()?;
     let model = trained_lenet5(&train_set, &test)?;
-    let weights = tempfile::tempdir()?;
-    let path = weights.path().join("model.safetensors");
-    sprig_compressor::export::write_weights(&model.graph, &path)?;
+    let (_weights, path) = saved(&model)?;
     let space = SearchSpace::of(&model.graph);
     assert_eq!(space.filterable, [true, true, false, false, false]);
     // conv1 may lose filters, fc1 may not: 7 sparsities × 3 widths, + 2 filter fractions.
@@ -321,6 +328,8 @@ fn filter_candidates_cut_channels_out_as_compress_does() -> Result<()> {
     let macs: Vec<usize> = cut.layers.iter().map(|l| l.macs).collect();
     // conv1 keeps 3 of 6 filters, conv2 8 of 16 on 3 input channels, fc1 200 inputs.
     assert_eq!(macs, [58_800, 60_000, 24_000, 10_080, 840]);
+    // The calibration builds are priced with the cut MACs too.
+    assert_eq!(probe.pack(&both)?.1, cut.layers);
     assert!(
         cut.model_bytes < dense.model_bytes * 6 / 10,
         "{} vs {}",

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::probe::Measurement;
+use super::probe::{LayerCost, Measurement};
 use crate::{Error, Result};
 
 /// Kernel kinds, priced apart (a 5×5 conv and a fully connected row differ per MAC).
@@ -31,10 +31,11 @@ pub struct CalibrationPoint {
 }
 
 impl CalibrationPoint {
-    pub fn new(name: impl Into<String>, m: &Measurement, measured: f64) -> Self {
+    /// A model of `layers` (as stored) that ran `measured` instructions.
+    pub fn new(name: impl Into<String>, layers: &[LayerCost], measured: f64) -> Self {
         Self {
             name: name.into(),
-            features: features(m),
+            features: features(layers),
             measured,
         }
     }
@@ -49,9 +50,9 @@ pub struct InstructionModel {
 }
 
 /// A measurement's work by (kind, class), then 1 for the fixed part.
-fn features(m: &Measurement) -> Vec<f64> {
+fn features(layers: &[LayerCost]) -> Vec<f64> {
     let mut f = vec![0.0; FEATURES];
-    for l in &m.layers {
+    for l in layers {
         let kind = KINDS.iter().position(|k| *k == l.kind).unwrap_or(0);
         let at = |class: usize| kind * WORK_CLASSES.len() + class;
         match l.encoding.as_str() {
@@ -129,7 +130,7 @@ impl InstructionModel {
 
     /// Predicted instructions per inference of `m`.
     pub fn predict(&self, m: &Measurement) -> f64 {
-        self.predict_features(&features(m))
+        self.predict_features(&features(&m.layers))
     }
 
     /// Predicted instructions of a calibration point (to show the fit's residuals).
@@ -177,7 +178,6 @@ fn nonnegative_least_squares(a: &[Vec<f64>]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auto::probe::LayerCost;
 
     fn layer(kind: &str, encoding: &str, macs: usize, nonzero: usize) -> LayerCost {
         LayerCost {
@@ -240,7 +240,7 @@ mod tests {
             measurement(vec![c("dense", 100_000, 100_000), f("packed2", 20_000)]),
         ];
         let points: Vec<CalibrationPoint> = (models.iter().enumerate())
-            .map(|(i, m)| CalibrationPoint::new(format!("p{i}"), m, truth.predict(m)))
+            .map(|(i, m)| CalibrationPoint::new(format!("p{i}"), &m.layers, truth.predict(m)))
             .collect();
         let fitted = InstructionModel::fit(&points).unwrap();
         for name in [
@@ -269,8 +269,8 @@ mod tests {
         let a = measurement(vec![layer("fc", "dense", 1_000, 1_000)]);
         let b = measurement(vec![layer("fc", "dense", 3_000, 3_000)]);
         let points = [
-            CalibrationPoint::new("a", &a, 5_000.0 + 1_000.0 * 5.0),
-            CalibrationPoint::new("b", &b, 5_000.0 + 3_000.0 * 5.0),
+            CalibrationPoint::new("a", &a.layers, 5_000.0 + 1_000.0 * 5.0),
+            CalibrationPoint::new("b", &b.layers, 5_000.0 + 3_000.0 * 5.0),
         ];
         let fitted = InstructionModel::fit(&points).unwrap();
         assert!((fitted.price("fc/dense").unwrap() - 5.0).abs() < 1e-6);

@@ -21,7 +21,7 @@ mod space;
 pub use budget::{Budget, Estimate};
 pub use cost_model::{CalibrationPoint, InstructionModel, KINDS, WORK_CLASSES};
 pub use pareto::{pareto_chart, pareto_front};
-pub use probe::{FineTune, FreshCopy, LayerCost, Measurement, Probe};
+pub use probe::{layers_of_blob, FineTune, FreshCopy, LayerCost, Measurement, Probe};
 pub use search::{anneal, greedy_start, score, AnnealSettings, Evaluated};
 pub use sensitivity::{Sensitivity, SensitivityRow};
 pub use space::{

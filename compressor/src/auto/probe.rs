@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use candle_core::{DType, D};
 use serde::{Deserialize, Serialize};
 
 use super::space::{Candidate, SearchSpace};
@@ -51,31 +50,24 @@ pub struct Measurement {
     pub layers: Vec<LayerCost>,
 }
 
-impl Measurement {
-    /// The weighted layers of another blob of the same network (a fine-tuned trial's
-    /// `model.sprig`), priced like this measurement's: encodings and densities from the
-    /// blob, MACs from here.
-    pub fn layers_of_blob(&self, blob: &[u8]) -> Result<Vec<LayerCost>> {
-        let model = packed::sprig_runtime::Model::<'_>::from_bytes(blob)
-            .map_err(|e| Error::Auto(format!("the runtime refuses a trial's model.sprig: {e}")))?;
-        let stored = stored_weights(&model)?;
-        if stored.len() != self.layers.len() {
-            return Err(Error::Auto(format!(
-                "a trial's model.sprig has {} weighted ops, the searched network {}",
-                stored.len(),
-                self.layers.len()
-            )));
-        }
-        Ok((self.layers.iter().zip(&stored))
-            .map(|(l, &(_, encoding, density))| LayerCost {
-                name: l.name.clone(),
-                kind: l.kind.clone(),
-                encoding: encoding.name().to_string(),
-                macs: l.macs,
-                nonzero_macs: (l.macs as f64 * density).round() as usize,
-            })
-            .collect())
+/// The weighted layers of a packed model (a fine-tuned trial's `model.sprig`) priced as
+/// [`Measurement::layers`] are: encodings and densities from the blob, and each layer's
+/// dense MACs from `macs` (name and MACs of its weighted layers in op order, as the
+/// trial's `summary.json` lists them; a speedup changes them).
+pub fn layers_of_blob(blob: &[u8], macs: &[(String, usize)]) -> Result<Vec<LayerCost>> {
+    let model = packed::sprig_runtime::Model::<'_>::from_bytes(blob)
+        .map_err(|e| Error::Auto(format!("the runtime refuses a trial's model.sprig: {e}")))?;
+    let stored = stored_weights(&model)?;
+    if stored.len() != macs.len() {
+        return Err(Error::Auto(format!(
+            "a trial's model.sprig has {} weighted ops, its summary {} weighted layers",
+            stored.len(),
+            macs.len()
+        )));
     }
+    Ok((macs.iter().zip(&stored))
+        .map(|((name, macs), &stored)| layer_cost(name, *macs, stored))
+        .collect())
 }
 
 /// A short fine-tune of every measured candidate.
@@ -167,27 +159,30 @@ impl Probe {
         Ok(m)
     }
 
-    /// The packed model of `candidate` (not fine-tuned), for the board runs that
-    /// calibrate the instruction model.
-    pub fn pack(&self, candidate: &Candidate) -> Result<packed::Packed> {
-        packed::pack(&self.build(candidate, false)?)
+    /// The packed model of `candidate` (not fine-tuned) with its layers priced, for the
+    /// board runs that calibrate the instruction model.
+    pub fn pack(&self, candidate: &Candidate) -> Result<(packed::Packed, Vec<LayerCost>)> {
+        let model = self.build(candidate, false)?;
+        let packed = packed::pack(&model.graph)?;
+        let layers = layer_costs(&model.graph, &packed)?;
+        Ok((packed, layers))
     }
 
     fn measure_fresh(&self, candidate: &Candidate) -> Result<Measurement> {
-        let graph = self.build(candidate, true)?;
-        let packed = packed::pack(&graph)?;
+        let model = self.build(candidate, true)?;
+        let packed = packed::pack(&model.graph)?;
         Ok(Measurement {
-            accuracy: accuracy(&graph, &self.validation, &self.model.device)?,
+            accuracy: train::evaluate(&model, &self.validation)? as f64,
             model_bytes: packed.blob_bytes(),
             arena_bytes: packed.arena_bytes,
-            layers: layer_costs(&graph, &packed)?,
+            layers: layer_costs(&model.graph, &packed)?,
         })
     }
 
     /// The baseline with `candidate`'s plan applied as `compress` applies it: the plan's
     /// pruner (through the built-in registry) and its speedup, then the quantizer; then
     /// fine-tuned (when `tune` and the probe fine-tunes) or calibrated.
-    fn build(&self, candidate: &Candidate, tune: bool) -> Result<Graph> {
+    fn build(&self, candidate: &Candidate, tune: bool) -> Result<Model> {
         let tune = self.fine_tune.as_ref().filter(|_| tune);
         let plan = Plan::from_json_str(&candidate.plan(&self.space).to_string(), "candidate")?;
         let registry = Registry::builtin();
@@ -243,48 +238,40 @@ impl Probe {
                 }
             }
         }
-        Ok(model.graph)
+        Ok(model)
     }
-}
-
-fn accuracy(graph: &Graph, data: &Dataset, device: &candle_core::Device) -> Result<f64> {
-    let mut correct = 0usize;
-    for batch in Batcher::new(data, 1000, Order::Sequential, device) {
-        let batch = batch?;
-        let predicted = graph.forward_t(&batch.images, false)?.argmax(D::Minus1)?;
-        correct += predicted
-            .eq(&batch.labels)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()? as usize;
-    }
-    Ok(correct as f64 / data.len().max(1) as f64)
 }
 
 /// Each weighted op of `packed` with its encoding and MACs (dense and nonzero).
 fn layer_costs(graph: &Graph, packed: &packed::Packed) -> Result<Vec<LayerCost>> {
     let shapes = infer_shapes(graph);
     let stored = stored_weights(&packed.model()?)?;
-    let mut costs = Vec::with_capacity(stored.len());
-    for (name, &(kind, encoding, density)) in packed.weighted_layers.iter().zip(&stored) {
-        let macs = (graph.nodes().iter())
-            .position(|n| &n.name == name)
-            .map_or(0, |i| node_macs(graph, i, &shapes[i]));
-        costs.push(LayerCost {
-            name: name.clone(),
-            kind: kind.to_string(),
-            encoding: encoding.name().to_string(),
-            macs,
-            nonzero_macs: (macs as f64 * density).round() as usize,
-        });
-    }
-    Ok(costs)
+    Ok((packed.weighted_layers.iter().zip(&stored))
+        .map(|(name, &stored)| {
+            let macs = (graph.nodes().iter())
+                .position(|n| &n.name == name)
+                .map_or(0, |i| node_macs(graph, i, &shapes[i]));
+            layer_cost(name, macs, stored)
+        })
+        .collect())
 }
 
-/// Each weighted op's kind (as [`LayerCost::kind`]), encoding and density.
-fn stored_weights(
-    model: &packed::sprig_runtime::Model<'_>,
-) -> Result<Vec<(&'static str, Encoding, f64)>> {
+/// Layer `name` of `macs` dense MACs, stored as `(kind, encoding, density)`.
+fn layer_cost(name: &str, macs: usize, (kind, encoding, density): StoredWeights) -> LayerCost {
+    LayerCost {
+        name: name.to_string(),
+        kind: kind.to_string(),
+        encoding: encoding.name().to_string(),
+        macs,
+        nonzero_macs: (macs as f64 * density).round() as usize,
+    }
+}
+
+/// A weighted op as stored: its kind (as [`LayerCost::kind`]), encoding and density.
+type StoredWeights = (&'static str, Encoding, f64);
+
+/// Each weighted op as stored.
+fn stored_weights(model: &packed::sprig_runtime::Model<'_>) -> Result<Vec<StoredWeights>> {
     let layers = model.layer_weights().map_err(|e| Error::Export {
         path: packed::PACKED_FILE.into(),
         message: format!("cannot read the weights back: {e}"),

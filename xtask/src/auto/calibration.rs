@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sprig_compressor::auto::{
-    CalibrationPoint, Candidate, Choice, InstructionModel, Measurement, Probe,
-};
+use sprig_compressor::auto::{CalibrationPoint, Candidate, Choice, InstructionModel, Probe};
 use sprig_compressor::data::Dataset;
 use sprig_compressor::export::{packed, write_atomic};
 
@@ -140,8 +138,7 @@ pub fn calibrate(
     {
         let run = dir.join(format!("point{i}"));
         std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
-        let packed = probe.pack(&candidate)?;
-        let measurement: Measurement = probe.measure(&candidate)?;
+        let (packed, layers) = probe.pack(&candidate)?;
         write_atomic(&run.join(packed::PACKED_FILE), &packed.blob)?;
         packed::write_vectors(&packed.blob, test, VECTORS, &run.join(packed::VECTORS_FILE))?;
         eprintln!("calibration {i} ({name}) on {board}:");
@@ -154,11 +151,7 @@ pub fn calibrate(
         code_bytes = code_bytes.max(result.size.code());
         ram_beyond_arena =
             ram_beyond_arena.max(result.peak_ram().saturating_sub(result.size.arena));
-        points.push(CalibrationPoint::new(
-            name,
-            &measurement,
-            result.per_inference,
-        ));
+        points.push(CalibrationPoint::new(name, &layers, result.per_inference));
     }
     Ok(BoardCosts {
         board: board.name.clone(),

@@ -235,7 +235,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // 6. Measured trials, the choice, the report, the board check.
     let rows: Vec<TrialRow> = outcomes
         .iter()
-        .map(|o| TrialRow::of(o, &sensitivity.reference, &estimate, &budget))
+        .map(|o| TrialRow::of(o, &estimate, &budget))
         .collect();
     let chosen = (rows.iter())
         .filter(|r| r.fits && r.estimate.is_some())

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sprig_compressor::auto::{pareto_chart, Budget, Estimate, Evaluated, Measurement, SearchSpace};
+use sprig_compressor::auto::{
+    layers_of_blob, pareto_chart, Budget, Estimate, Evaluated, Measurement, SearchSpace,
+};
 use sprig_compressor::export::packed::PACKED_FILE;
 
 use super::trials::Outcome;
@@ -29,7 +31,6 @@ pub struct TrialRow {
 impl TrialRow {
     pub fn of(
         outcome: &Outcome,
-        reference: &Measurement,
         estimate: &dyn Fn(&Measurement) -> Estimate,
         budget: &Budget,
     ) -> Self {
@@ -43,9 +44,11 @@ impl TrialRow {
                     summary.deployed_accuracy,
                     summary.arena_bytes,
                 ) {
-                    (Ok(blob), Some(accuracy), Some(arena)) => reference
-                        .layers_of_blob(&blob)
-                        .map(|layers| {
+                    (Ok(blob), Some(accuracy), Some(arena)) => {
+                        let macs: Vec<(String, usize)> = (summary.layers.iter())
+                            .map(|l| (l.name.clone(), l.macs))
+                            .collect();
+                        layers_of_blob(&blob, &macs).map(|layers| {
                             estimate(&Measurement {
                                 accuracy: accuracy as f64,
                                 model_bytes: blob.len(),
@@ -53,7 +56,8 @@ impl TrialRow {
                                 layers,
                             })
                         })
-                        .map_err(|e| format!("{}: {e}", path.display())),
+                    }
+                    .map_err(|e| format!("{}: {e}", path.display())),
                     _ => Err(format!(
                         "no {PACKED_FILE}: {}",
                         (summary.packed_skipped.as_deref()).unwrap_or("the trial deployed nothing")

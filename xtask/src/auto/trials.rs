@@ -39,8 +39,17 @@ pub struct TrialSummary {
     pub deployed_accuracy: Option<f32>,
     /// Why no `model.sprig` was written (a plan without a quantizer...).
     pub packed_skipped: Option<String>,
+    /// The weighted layers as the trial left them (a speedup changes their MACs).
+    pub layers: Vec<TrialLayer>,
     pub arena_bytes: Option<usize>,
     pub seconds: f32,
+}
+
+/// One weighted layer of a trial's summary.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrialLayer {
+    pub name: String,
+    pub macs: usize,
 }
 
 /// A trial's end: its summary, or why it has none.
