@@ -134,7 +134,7 @@ pub enum Error {
         /// The shift found.
         shift: i32,
     },
-    /// A requantization multiplier that is neither 0 nor in `[2^30, 2^31)`.
+    /// A negative requantization multiplier.
     MultiplierOutOfRange {
         /// Index of the op.
         op: u32,
@@ -353,7 +353,7 @@ impl fmt::Display for Error {
             MultiplierOutOfRange { op, multiplier } => {
                 write!(
                     f,
-                    "op {op}: multiplier {multiplier} not 0 or in [2^30, 2^31)"
+                    "op {op}: multiplier {multiplier} is negative"
                 )
             }
             ZeroStride { op } => write!(f, "op {op}: stride is zero"),

@@ -189,10 +189,12 @@ pub fn multiply_by_quantized_multiplier_greater_than_one(
     saturating_rounding_doubling_high_mul(x.wrapping_mul(1i32 << left), multiplier)
 }
 
-/// Whether `(multiplier, shift)` is a valid stored requantization pair: multiplier `0`
-/// or in `[2^30, 2^31)`, shift in [`MIN_SHIFT`]`..=`[`MAX_SHIFT`].
+/// Whether a stored requantization multiplier is valid: any non-negative `i32`.
+/// [`quantize_multiplier`] writes them normalized to `[2^30, 2^31)` (or 0);
+/// [`quantize_multiplier_single_rounding`] writes smaller ones with shift 0 (format
+/// 2.3). [`Requant::apply`] is exact for every one of them.
 pub fn multiplier_in_range(multiplier: i32) -> bool {
-    multiplier == 0 || multiplier >= (1 << 30)
+    multiplier >= 0
 }
 
 /// Whether a shift is in [`MIN_SHIFT`]`..=`[`MAX_SHIFT`].
@@ -238,6 +240,35 @@ pub fn quantize_multiplier(real: f64) -> (i32, i32) {
         return (i32::MAX, MAX_SHIFT);
     }
     (q_fixed as i32, shift)
+}
+
+/// Smallest multiplier [`quantize_multiplier_single_rounding`] stores unnormalized:
+/// `2^20`, i.e. 20 significant bits, enough that an output within ±2^8 steps is off
+/// by at most 2^-13 step.
+pub const SINGLE_ROUNDING_MIN_MULTIPLIER: i32 = 1 << 20;
+
+/// `real` as a pair whose requantization rounds **once**: for `real ∈ [2^-11, 1)`,
+/// `(round(real · 2^31), 0)`, an unnormalized multiplier with shift 0, so
+/// [`Requant::apply`] computes `(x · m + 2^30) >> 31`, the nearest integer to `x · real`
+/// (ties up), with no second rounding divide (TFLite's `TFLITE_SINGLE_ROUNDING` result,
+/// to 20 or more bits of the multiplier). Outside that range it is
+/// [`quantize_multiplier`]: at `real ≥ 1` that pair already rounds once (a left shift,
+/// then one rounding multiply), and below `2^-11` an unnormalized multiplier would keep
+/// too few bits.
+///
+/// sprig's own conv and fully connected layers use it, because the fake-quant forward
+/// that QAT trains and the ONNX export computes rounds once: TFLite's double rounding
+/// (first to `2^shift` of a step) moved 1–7 % of 4- and 2-bit layers' outputs by a step
+/// (docs/ARCHITECTURE.md, "Deployed vs fake-quant"). Imported TFLite models keep
+/// [`quantize_multiplier`], which is what TFLite Micro computes for them.
+pub fn quantize_multiplier_single_rounding(real: f64) -> (i32, i32) {
+    if real.is_finite() && real < 1.0 {
+        let fixed = (real * 2_147_483_648.0).round();
+        if fixed >= f64::from(SINGLE_ROUNDING_MIN_MULTIPLIER) && fixed < 2_147_483_648.0 {
+            return (fixed as i32, 0);
+        }
+    }
+    quantize_multiplier(real)
 }
 
 /// The six fixed-point parameters of an int8 Add, from the three tensor scales, as

@@ -26,9 +26,10 @@
 //!   `input_scale · weight_scale[c]`;
 //! - requantization ([`DataRef`] `requant`) is `C` little-endian `i32` multipliers
 //!   followed by `C` `i8` shifts (`5·C` bytes) for `C` output channels, or a single
-//!   pair (5 bytes) shared by all channels; multiplier in `[2^30, 2^31)` or 0, shift in
+//!   pair (5 bytes) shared by all channels; multiplier non-negative, shift in
 //!   `-31..=30`, meaning `real ≈ multiplier · 2^(shift − 31)`
-//!   (see [`crate::fixed_point::quantize_multiplier`]).
+//!   (see [`crate::fixed_point::quantize_multiplier`], whose multipliers are normalized
+//!   to `[2^30, 2^31)`, and [`crate::fixed_point::quantize_multiplier_single_rounding`]).
 
 use serde::{Deserialize, Serialize};
 

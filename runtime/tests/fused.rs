@@ -6,6 +6,7 @@ mod common;
 
 use common::{cnn, cnn_expected, fused_cnn, packed_cnn, sparse_cnn, tensor, Built, Lcg};
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+use sprig_runtime::format::FORMAT_MINOR;
 use sprig_runtime::model::{op_set, OpKind};
 use sprig_runtime::{Conv2d, Conv2dMaxPool, Padding, PoolWindow};
 use sprig_runtime::{Encoding, Error, Model, Op, Pool2d, TensorKind};
@@ -49,7 +50,8 @@ fn fusion_removes_the_conv_output_and_halves_the_arena() {
     assert_eq!(fused.graph.arena_size, 54); // 36 + 18
     let blob = fused.blob();
     let model = Model::from_bytes(&blob).unwrap();
-    assert_eq!(model.header().minor, 2);
+    // Written at the current minor, which knows `Conv2dMaxPool` (2.2 and later).
+    assert_eq!(model.header().minor, FORMAT_MINOR);
     assert_eq!(model.arena_size(), 54);
 }
 

@@ -51,6 +51,8 @@ impl Stage {
                     0 => 0,
                     1 => i32::MAX,
                     2 => 1 << 30,
+                    // Unnormalized, as sprig's single-rounding pairs are (format 2.3).
+                    3 => (rng.next() % (1 << 30)) as i32,
                     _ => (1 << 30) + (rng.next() % (1 << 30)) as i32,
                 };
                 let s = if wide {

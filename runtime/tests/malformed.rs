@@ -267,7 +267,7 @@ fn requantization_out_of_range() {
         });
         assert_eq!(e, Error::ShiftOutOfRange { op: 0, shift });
     }
-    for m in [1, (1 << 30) - 1, -(1 << 30), i32::MIN] {
+    for m in [-1, -(1 << 30), i32::MIN] {
         let e = with_conv(|c, bb| c.requant = bb.push_requant(&[(1 << 30, 0), (m, 0)]).unwrap());
         assert_eq!(
             e,
@@ -276,6 +276,18 @@ fn requantization_out_of_range() {
                 multiplier: m
             }
         );
+    }
+}
+
+/// Format 2.3: multipliers below 2^30 (unnormalized, single rounding) load.
+#[test]
+fn unnormalized_multipliers_load() {
+    for m in [0, 1, 1 << 20, (1 << 30) - 1] {
+        let mut built = cnn();
+        if let Op::Conv2d(c) = &mut built.graph.ops[0] {
+            c.requant = built.builder.push_requant(&[(m, 0), (m, 0)]).unwrap();
+        }
+        load(&built.blob()).unwrap_or_else(|e| panic!("multiplier {m}: {e}"));
     }
 }
 

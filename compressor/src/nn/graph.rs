@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{Module, Result, Tensor, Var};
 
-use super::{bypassed_activation, quant_plan, InputGrid, Layer, OutputGrid};
+use super::{bypassed_activation, quant_plan, InputGrid, Layer, OutputGrid, QuantPlan};
 use crate::quant::{
     fake_quantize_tensor, requant, round_average_onto_grid, QParams, QuantBinding, StraightThrough,
 };
@@ -257,12 +257,11 @@ impl Graph {
     }
 
     /// The eval forward as the int8 runtime computes it: every quantized Conv2d /
-    /// Linear output goes through the deployed op's output stage (int32 bias, TFLite's
-    /// double-rounding fixed-point requantization, clamps; [`crate::quant::requant`])
-    /// instead of the float rounding of [`forward`](Self::forward). The two differ by an
-    /// output step near rounding boundaries, more often the coarser the weights (the
-    /// requantization multiplier grows with the weight step). [`forward`](Self::forward)
-    /// keeps plain QDQ semantics (what QAT trains with and the ONNX export computes);
+    /// Linear output goes through the deployed op's output stage (int32 bias, the
+    /// fixed-point requantization, clamps; [`crate::quant::requant`]) instead of the
+    /// float arithmetic of [`forward`](Self::forward), which keeps plain QDQ semantics
+    /// (what QAT trains with and the ONNX export computes). The two agree but for float
+    /// error: both add the bias on its int32 grid and round once.
     /// [`crate::export::packed::deployed_eval`] checks the packed model against this one
     /// output for output, and against [`forward`](Self::forward) image for image.
     pub fn forward_deployed(&self, x: &Tensor) -> Result<Tensor> {
@@ -327,11 +326,15 @@ impl Graph {
                 }
                 Layer::Conv2d(c) => {
                     let xin = quant_input(input(0))?;
-                    c.forward_with(&xin, &effective_weight(c.weight())?, c.bias())?
+                    let w = effective_weight(c.weight())?;
+                    let b = self.eval_bias(&plan, i, in_grid, train)?;
+                    c.forward_with(&xin, &w, b.as_ref().or(c.bias()))?
                 }
                 Layer::Linear(l) => {
                     let xin = quant_input(input(0))?;
-                    l.forward_with(&xin, &effective_weight(l.weight())?, l.bias())?
+                    let w = effective_weight(l.weight())?;
+                    let b = self.eval_bias(&plan, i, in_grid, train)?;
+                    l.forward_with(&xin, &w, b.as_ref().or(l.bias()))?
                 }
                 Layer::BatchNorm2d(b) => b.forward_t(input(0), train)?,
                 Layer::ReLU(a) => a.forward(input(0))?,
@@ -371,7 +374,7 @@ impl Graph {
                         let pre = if owner == i { &y } else { &values[owner] };
                         match (owner_in, grid) {
                             (Some(g_in), Some(g_out)) => self
-                                .deployed_output(owner, i, pre, q, g_in, g_out)?
+                                .deployed_output(&plan, owner, i, pre, q, g_in, g_out)?
                                 .unwrap_or(fq),
                             _ => fq,
                         }
@@ -434,6 +437,7 @@ impl Graph {
     /// have no recorded integer scales (not quantized).
     fn deployed_output(
         &self,
+        plan: &QuantPlan,
         owner: usize,
         act: usize,
         pre: &Tensor,
@@ -441,9 +445,10 @@ impl Graph {
         input: QParams,
         output: QParams,
     ) -> Result<Option<Tensor>> {
+        let on_grid = self.deployed_bias(plan, owner, Some(input))?;
         let bias = match &self.nodes[owner].layer {
-            Layer::Conv2d(c) => c.bias(),
-            Layer::Linear(l) => l.bias(),
+            Layer::Conv2d(c) => on_grid.as_ref().or(c.bias()),
+            Layer::Linear(l) => on_grid.as_ref().or(l.bias()),
             _ => return Ok(None),
         };
         let Some(state) = q.layer(&self.nodes[owner].name).map(|l| l.state()) else {
@@ -464,6 +469,72 @@ impl Graph {
             clamps: requant::activation_clamps(activation, output),
         };
         requant::simulate_output_stage(pre, bias, &stage).map(Some)
+    }
+}
+
+impl Graph {
+    /// The bias node `i` adds in an eval forward (`None`: its own float bias): the
+    /// [`deployed_bias`](Self::deployed_bias). Training keeps the float bias, which the
+    /// grid moves by under half an accumulator step.
+    fn eval_bias(
+        &self,
+        plan: &QuantPlan,
+        i: usize,
+        producer_grid: Option<QParams>,
+        train: bool,
+    ) -> Result<Option<Tensor>> {
+        if train {
+            return Ok(None);
+        }
+        let in_grid = if plan[i].quantize_input {
+            self.quant
+                .as_deref()
+                .and_then(|q| q.layer(&self.nodes[i].name))
+                .and_then(|l| l.input_qparams())
+        } else {
+            producer_grid
+        };
+        self.deployed_bias(plan, i, in_grid)
+    }
+
+    /// The bias of Conv2d / Linear node `i` on its int32 grid
+    /// ([`requant::bias_on_grid`]) where the node deploys as an int8 output stage: its
+    /// weights have recorded integer scales, its input lies on `in_grid`, and it owns an
+    /// int8 output grid (its own, or its fused activation's). `None` anywhere else (no
+    /// bias, float, binary outputs, whose sign thresholds use the float bias).
+    pub fn deployed_bias(
+        &self,
+        plan: &QuantPlan,
+        i: usize,
+        in_grid: Option<QParams>,
+    ) -> Result<Option<Tensor>> {
+        let (Some(q), Some(in_grid)) = (self.quant.as_deref(), in_grid) else {
+            return Ok(None);
+        };
+        let node = &self.nodes[i];
+        let Some(bias) = (match &node.layer {
+            Layer::Conv2d(c) => c.bias(),
+            Layer::Linear(l) => l.bias(),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let owns_output = plan
+            .nodes
+            .iter()
+            .any(|n| n.output == OutputGrid::Owned(i));
+        let Some(layer) = q.layer(&node.name) else {
+            return Ok(None);
+        };
+        let state = layer.state();
+        if !owns_output
+            || q.binary_output(&node.name)
+            || state.weight_bits.is_none()
+            || state.weight_scales.is_empty()
+        {
+            return Ok(None);
+        }
+        requant::bias_on_grid(bias, in_grid.scale, &state.weight_scales).map(Some)
     }
 }
 

@@ -2,22 +2,23 @@
 //! simulated on the float model's pre-activation.
 //!
 //! The deployed op adds an int32 bias `round(b / (s_in · s_w[c]))` to its integer
-//! accumulator and requantizes with TFLite Micro's fixed-point multiplier for
-//! `s_in · s_w[c] / s_out` (`sprig_runtime::fixed_point`): *two* roundings, the first to
-//! a resolution of `2^shift` output steps. Float fake quantization rounds
-//! `(acc + b / (s_in · s_w)) · M` once. The two differ near rounding boundaries by an
-//! amount that scales with the multiplier `M`, which scales with the weight step: on
-//! LeNet-5 `M` is about 0.002 with 8-bit weights, 0.03 with 4-bit and 0.2 with 2-bit,
-//! and one layer's outputs differ in 0.05 %, 1 % and 5 % of places respectively, which
-//! compounds over five layers to a quarter of the 2-bit logits off by a step.
-//! [`Graph::forward_deployed`](crate::nn::Graph::forward_deployed) therefore computes a
-//! quantized Conv2d / Linear's output exactly as the runtime does
+//! accumulator and requantizes with a fixed-point multiplier for `s_in · s_w[c] / s_out`
+//! that rounds **once** ([`requant_multiplier`]), as the float fake quantization rounds
+//! `(acc + b / (s_in · s_w)) · M` once. TFLite Micro's own pairs round twice, the first
+//! time to `2^shift` output steps, which moved 0.05 %, 1 % and 5 % of one LeNet-5
+//! layer's outputs by a step at 8-, 4- and 2-bit weights (the multiplier grows with the
+//! weight step); sprig's layers therefore use the single-rounding form, and imported
+//! TFLite models keep TFLite's. What remains between the two forwards is the int32 bias
+//! grid and float error. [`Graph::forward_deployed`](crate::nn::Graph::forward_deployed)
+//! computes a quantized Conv2d / Linear's output exactly as the runtime does
 //! ([`simulate_output_stage`]); the packed exporter reads the same parameters
 //! ([`bias_integer`], [`requant_multiplier`], [`activation_clamps`]). The plain eval
-//! forward keeps the single float rounding of QDQ (ONNX) semantics.
+//! forward keeps the float arithmetic of QDQ (ONNX) semantics.
 
 use candle_core::{DType, Device, Result, Tensor};
-use sprig_runtime::fixed_point::{multiply_by_quantized_multiplier, quantize_multiplier};
+use sprig_runtime::fixed_point::{
+    multiply_by_quantized_multiplier, quantize_multiplier_single_rounding,
+};
 
 use super::QParams;
 
@@ -27,10 +28,45 @@ pub fn bias_integer(bias: f32, in_scale: f32, weight_scale: f32) -> f64 {
     (f64::from(bias) / (f64::from(in_scale) * f64::from(weight_scale))).round()
 }
 
-/// The requantization pair `(multiplier, shift)` of a channel: TFLite's
-/// `QuantizeMultiplier` of `s_in · s_w / s_out`, formed in `f64` as TFLite does.
+/// `bias` moved onto its int32 grid, channel by channel: `bias_integer · s_in · s_w[c]`,
+/// the value the deployed op adds. The eval forward and the ONNX export use it, so the
+/// fake-quant model adds the same bias as the chip (off by up to half an accumulator
+/// step otherwise, i.e. half the multiplier in output steps: a tenth of a step at 2-bit
+/// weights). Same device and dtype as `bias`; no gradient.
+pub fn bias_on_grid(bias: &Tensor, in_scale: f32, weight_scales: &[f32]) -> Result<Tensor> {
+    let values = bias.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    if values.len() != weight_scales.len() {
+        candle_core::bail!(
+            "bias on grid: {} biases, {} weight scales",
+            values.len(),
+            weight_scales.len()
+        );
+    }
+    let snapped: Vec<f32> = values
+        .iter()
+        .zip(weight_scales)
+        .map(|(&b, &sw)| {
+            let step = f64::from(in_scale) * f64::from(sw);
+            let q = bias_integer(b, in_scale, sw);
+            if q.is_finite() && step > 0.0 {
+                (q * step) as f32
+            } else {
+                b
+            }
+        })
+        .collect();
+    Tensor::from_vec(snapped, values.len(), &Device::Cpu)?
+        .to_dtype(bias.dtype())?
+        .to_device(bias.device())
+}
+
+/// The requantization pair `(multiplier, shift)` of a channel: the single-rounding
+/// pair of `s_in · s_w / s_out` (`fixed_point::quantize_multiplier_single_rounding`),
+/// the ratio formed in `f64` as TFLite forms it.
 pub fn requant_multiplier(in_scale: f32, weight_scale: f32, out_scale: f32) -> (i32, i32) {
-    quantize_multiplier(f64::from(in_scale) * f64::from(weight_scale) / f64::from(out_scale))
+    quantize_multiplier_single_rounding(
+        f64::from(in_scale) * f64::from(weight_scale) / f64::from(out_scale),
+    )
 }
 
 /// The integer clamp `(act_min, act_max)` of an op writing to `grid` with a fused ReLU
@@ -134,10 +170,10 @@ mod tests {
 
     /// A linear op of one output with `M = 0.25` (2-bit-weight sized): the accumulator 6
     /// is 1.5 output steps exactly, a tie the single rounding sends to 2; 5 is 1.25,
-    /// which TFLite's double rounding also sends to 2 (`round(5 · 0.5) = 3`, then
-    /// `round(3 / 2) = 2`), where the float fake quantization gives 1.
+    /// which rounds to 1 as the float fake quantization does (TFLite's double rounding
+    /// gave 2: `round(5 · 0.5) = 3`, then `round(3 / 2) = 2`).
     #[test]
-    fn double_rounding_as_deployed() -> Result<()> {
+    fn single_rounding_as_deployed() -> Result<()> {
         let input = QParams::asymmetric(-1.0, 1.0, 8);
         // s_in · s_w / s_out = 0.25 exactly: s_w = 2^-3, s_out = s_in / 2.
         let output = QParams {
@@ -162,8 +198,7 @@ mod tests {
         .round()?
         .to_vec2::<f32>()?
         .concat();
-        // Single rounding would give [1, 2, 2, -1, 127].
-        assert_eq!(levels, [2.0, 2.0, 2.0, -1.0, 127.0]);
+        assert_eq!(levels, [1.0, 2.0, 2.0, -1.0, 127.0]);
         // And the fused ReLU clamps at the zero point.
         let relu = OutputStage {
             clamps: activation_clamps(Some(None), output),
@@ -173,7 +208,28 @@ mod tests {
             .round()?
             .to_vec2::<f32>()?
             .concat();
-        assert_eq!(levels, [2.0, 2.0, 2.0, 0.0, 127.0]);
+        assert_eq!(levels, [1.0, 2.0, 2.0, 0.0, 127.0]);
+        Ok(())
+    }
+
+    /// The bias on its grid is the deployed int32 bias times the accumulator step, and
+    /// moving it again changes nothing.
+    #[test]
+    fn bias_on_grid_is_the_deployed_integer() -> Result<()> {
+        let (s_in, scales) = (0.02f32, [0.1f32, 0.003]);
+        let bias = Tensor::new(&[0.0123f32, -0.5], &Device::Cpu)?;
+        let on_grid = bias_on_grid(&bias, s_in, &scales)?;
+        let values = on_grid.to_vec1::<f32>()?;
+        for ((&b, &g), &sw) in [0.0123f32, -0.5].iter().zip(&values).zip(&scales) {
+            let step = f64::from(s_in) * f64::from(sw);
+            assert_eq!(f64::from(g), ((bias_integer(b, s_in, sw) * step) as f32).into());
+            assert_eq!(bias_integer(g, s_in, sw), bias_integer(b, s_in, sw));
+            assert!((f64::from(g) - f64::from(b)).abs() <= 0.5 * step + 1e-9);
+        }
+        // 0.0123 / 0.002 = 6.15 → 6 steps.
+        assert_eq!(bias_integer(0.0123, s_in, scales[0]), 6.0);
+        assert_eq!(bias_on_grid(&on_grid, s_in, &scales)?.to_vec1::<f32>()?, values);
+        assert!(bias_on_grid(&bias, s_in, &scales[..1]).is_err());
         Ok(())
     }
 }

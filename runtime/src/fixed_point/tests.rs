@@ -185,3 +185,56 @@ fn requant_matches_multiply_by_quantized_multiplier() {
         );
     }
 }
+
+#[test]
+fn single_rounding_multiplier_rounds_once() {
+    // 0.25 · 2^31 unnormalized, shift 0.
+    assert_eq!(quantize_multiplier_single_rounding(0.25), (1 << 29, 0));
+    // 5 · 0.25 = 1.25 → 1 once; TFLite's pair (2^30, −1) rounds 2.5 → 3 first, then
+    // 3 / 2 = 1.5 → 2.
+    let (m, s) = quantize_multiplier_single_rounding(0.25);
+    assert_eq!(Requant::new(m, s).apply(5), 1);
+    let (m, s) = quantize_multiplier(0.25);
+    assert_eq!(Requant::new(m, s).apply(5), 2);
+    // Ties go up, as in SRDHM: ±0.5 → 1 and 0.
+    let (m, s) = quantize_multiplier_single_rounding(0.25);
+    assert_eq!(Requant::new(m, s).apply(2), 1);
+    assert_eq!(Requant::new(m, s).apply(-2), 0);
+    // Below 2^-11, or at 1 and above, TFLite's normalized pair.
+    assert_eq!(quantize_multiplier_single_rounding(1e-4), quantize_multiplier(1e-4));
+    assert_eq!(quantize_multiplier_single_rounding(1.0), quantize_multiplier(1.0));
+    assert_eq!(quantize_multiplier_single_rounding(3.5), quantize_multiplier(3.5));
+    assert_eq!(quantize_multiplier_single_rounding(f64::NAN), (0, 0));
+    assert_eq!(quantize_multiplier_single_rounding(-0.5), (0, 0));
+    // Just below 1 rounds to 2^31, which does not fit: the normalized pair.
+    assert_eq!(
+        quantize_multiplier_single_rounding(1.0 - 1e-12),
+        quantize_multiplier(1.0 - 1e-12)
+    );
+}
+
+#[test]
+fn single_rounding_is_nearest_of_the_stored_multiplier() {
+    let mut seed = 0x2545_f491_u32;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for _ in 0..20_000 {
+        let real = 2f64.powf(-11.0 + 11.0 * f64::from(next()) / f64::from(u32::MAX));
+        let (m, s) = quantize_multiplier_single_rounding(real);
+        assert!(multiplier_in_range(m) && shift_in_range(s));
+        let x = (next() as i32) >> (next() % 24);
+        let got = Requant::new(m, s).apply(x);
+        if s == 0 {
+            // floor(x·m / 2^31 + 1/2), exactly.
+            let want = ((i64::from(x) * i64::from(m) + (1 << 30)) >> 31) as i32;
+            assert_eq!(got, want, "x {x}, real {real}");
+        }
+        assert_eq!(got, multiply_by_quantized_multiplier(x, m, s));
+        let err = (f64::from(got) - f64::from(x) * real).abs();
+        assert!(err <= 0.5 + f64::from(x).abs() * real * 2f64.powi(-20), "x {x}, real {real}");
+    }
+}

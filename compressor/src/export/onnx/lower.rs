@@ -312,6 +312,20 @@ impl<'a> Lowering<'a> {
         self.qdq(x, q, &base)
     }
 
+    /// Conv2d / Linear node `i`'s bias on its int32 grid, as the eval forward adds it
+    /// ([`Graph::deployed_bias`]); `None` where the float bias stands.
+    fn deployed_bias(&self, i: usize) -> Result<Option<Tensor>> {
+        let in_grid = if self.plan[i].quantize_input {
+            self.layer_quant(i).and_then(|lq| lq.input_qparams())
+        } else {
+            match self.graph.nodes()[i].inputs[0] {
+                Source::Input => self.input_grid,
+                Source::Node(j) => self.grids[j],
+            }
+        };
+        Ok(self.graph.deployed_bias(&self.plan, i, in_grid)?)
+    }
+
     /// The output fake-quant of node `i` as the plan places it; returns the value and
     /// the grid it is on.
     fn quantize_output(
@@ -449,7 +463,8 @@ impl<'a> Lowering<'a> {
                 }
                 let x = self.quantize_input(i, x)?;
                 let mut args = vec![x, self.weight(i, conv.weight())?];
-                if let Some(b) = conv.bias() {
+                let on_grid = self.deployed_bias(i)?;
+                if let Some(b) = on_grid.as_ref().or(conv.bias()) {
                     args.push(self.init_tensor(&format!("{name}.bias"), b)?);
                 }
                 let (k, s, p) = (c.kernel_size, c.stride, c.padding);
@@ -475,7 +490,8 @@ impl<'a> Lowering<'a> {
                 }
                 let x = self.quantize_input(i, x)?;
                 let mut args = vec![x, self.weight(i, lin.weight())?];
-                if let Some(b) = lin.bias() {
+                let on_grid = self.deployed_bias(i)?;
+                if let Some(b) = on_grid.as_ref().or(lin.bias()) {
                     args.push(self.init_tensor(&format!("{name}.bias"), b)?);
                 }
                 let y = self.op("Gemm", name, args, vec![AttributeProto::int("transB", 1)]);

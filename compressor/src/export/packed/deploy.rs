@@ -247,9 +247,7 @@ mod tests {
 
     /// The simulated integer model (`Graph::forward_deployed`) computes what the packed
     /// model computes, output for output, at every weight width: the int32 biases and
-    /// TFLite's double-rounding requantization included, whose difference from the
-    /// plain eval forward's single float rounding grows with the weight step (with
-    /// trained 2-bit weights about one output in twenty of each layer is a step off).
+    /// the fixed-point requantization included.
     #[test]
     fn simulated_integer_model_is_the_deployed_model_exactly() -> crate::Result<()> {
         let (train_set, test) = data::load_dir(&data::bundled_dir())?;
