@@ -16,6 +16,8 @@ pub mod data_type {
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
     pub const DOUBLE: i32 = 11;
+    /// Signed 4-bit, two per byte in `raw_data` (IR version 10, opset 21).
+    pub const INT4: i32 = 22;
 
     /// The ONNX spelling of a data type, for error messages.
     pub fn name(t: i32) -> &'static str {
@@ -35,6 +37,8 @@ pub mod data_type {
             12 => "UINT32",
             13 => "UINT64",
             16 => "BFLOAT16",
+            21 => "UINT4",
+            22 => "INT4",
             _ => "another type",
         }
     }
@@ -212,6 +216,23 @@ impl TensorProto {
             data_type: data_type::INT8,
             name: name.into(),
             raw_data: values.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        }
+    }
+    /// INT4 elements (each in `-8..=7`) packed two per byte, the first in the low nibble,
+    /// as ONNX stores 4-bit tensors; an odd count leaves the last high nibble 0.
+    pub fn int4(name: &str, dims: &[usize], values: &[i8]) -> Self {
+        Self {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::INT4,
+            name: name.into(),
+            raw_data: values
+                .chunks(2)
+                .map(|pair| {
+                    let nibble = |v: Option<&i8>| v.map_or(0, |&v| (v as u8) & 0x0f);
+                    nibble(pair.first()) | (nibble(pair.get(1)) << 4)
+                })
+                .collect(),
             ..Default::default()
         }
     }

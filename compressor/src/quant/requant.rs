@@ -222,7 +222,7 @@ mod tests {
         let values = on_grid.to_vec1::<f32>()?;
         for ((&b, &g), &sw) in [0.0123f32, -0.5].iter().zip(&values).zip(&scales) {
             let step = f64::from(s_in) * f64::from(sw);
-            assert_eq!(f64::from(g), ((bias_integer(b, s_in, sw) * step) as f32).into());
+            assert_eq!(g, (bias_integer(b, s_in, sw) * step) as f32);
             assert_eq!(bias_integer(g, s_in, sw), bias_integer(b, s_in, sw));
             assert!((f64::from(g) - f64::from(b)).abs() <= 0.5 * step + 1e-9);
         }

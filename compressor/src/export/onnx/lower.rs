@@ -165,6 +165,13 @@ impl<'a> Lowering<'a> {
         name
     }
 
+    fn init_int4(&mut self, base: &str, dims: &[usize], values: &[i8]) -> String {
+        let name = self.fresh(base);
+        self.initializers
+            .push(TensorProto::int4(&name, dims, values));
+        name
+    }
+
     fn init_tensor(&mut self, base: &str, t: &Tensor) -> Result<String> {
         let values = host_f32(t)?;
         Ok(self.init_f32(base, t.dims(), &values))
@@ -401,13 +408,19 @@ impl<'a> Lowering<'a> {
             ));
         }
         let integers = q.to_i8().map_err(|e| self.layer_fail(i, e))?;
-        let q = self.init_i8(
+        // Up to 4 bits, ONNX's INT4 (opset 21) holds them at half the bytes; the zero
+        // point must have the same type.
+        let int4 = bits <= 4 && integers.iter().all(|v| (-8..=7).contains(v));
+        let init = if int4 { Self::init_int4 } else { Self::init_i8 };
+        let q = init(
+            self,
             &format!("{name}.weight_quantized"),
             masked.dims(),
             &integers,
         );
         let scale = self.init_f32(&format!("{name}.weight_scale"), &[out_channels], &scales);
-        let zero_point = self.init_i8(
+        let zero_point = init(
+            self,
             &format!("{name}.weight_zero_point"),
             &[out_channels],
             &vec![0; out_channels],
@@ -593,6 +606,7 @@ mod tests {
     use super::*;
     use crate::config::ConfigList;
     use crate::models::Model;
+    use crate::onnx_proto::data_type;
     use crate::quant::{QatQuantizer, Quantizer};
     use candle_core::Device;
 
@@ -647,6 +661,34 @@ mod tests {
             let diff = (fake - q.dequantize()?)?.abs()?.max_all()?;
             assert_eq!(diff.to_scalar::<f32>()?, 0.0, "{name}");
         }
+        Ok(())
+    }
+
+    /// 4-bit weights go out as INT4 (two per byte, low nibble first) with INT4 zero
+    /// points; a layer kept at 8 bits stays INT8.
+    #[test]
+    fn four_bit_weights_are_int4_initializers() -> Result<()> {
+        let model = calibrated(
+            r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["input", "weight", "output"], "quant_bits": {"input": 8, "weight": 4, "output": 8}},
+                {"op_names": ["fc3"], "quant_types": ["input", "weight", "output"], "quant_bits": 8}]"#,
+        )?;
+        let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
+        for name in ["conv1", "conv2", "fc1", "fc2"] {
+            let ints = model.graph.weight_integers(name)?.expect("quantized").to_i8()?;
+            assert!(ints.iter().all(|v| (-8..=7).contains(v)), "{name}");
+            let init = initializer(&lowered, &format!("{name}.weight_quantized"));
+            assert_eq!(init.data_type, data_type::INT4, "{name}");
+            assert_eq!(init.raw_data.len(), ints.len().div_ceil(2), "{name}");
+            for (k, &v) in ints.iter().enumerate() {
+                let nibble = (init.raw_data[k / 2] >> (4 * (k % 2))) & 0x0f;
+                assert_eq!(((nibble << 4) as i8) >> 4, v, "{name}[{k}]");
+            }
+            let zero = initializer(&lowered, &format!("{name}.weight_zero_point"));
+            assert_eq!(zero.data_type, data_type::INT4, "{name}");
+            assert!(zero.raw_data.iter().all(|&b| b == 0), "{name}");
+        }
+        let fc3 = initializer(&lowered, "fc3.weight_quantized");
+        assert_eq!(fc3.data_type, data_type::INT8);
         Ok(())
     }
 

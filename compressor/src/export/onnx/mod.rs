@@ -1,5 +1,6 @@
-//! ONNX export: the graph as an ONNX model (IR version 8, opset 13), with
-//! QuantizeLinear / DequantizeLinear where a quantizer fake-quantizes.
+//! ONNX export: the graph as an ONNX model (IR version 8, opset 13; IR version 10,
+//! opset 21 when it holds 4-bit weights), with QuantizeLinear / DequantizeLinear where a
+//! quantizer fake-quantizes.
 //!
 //! Each layer becomes one ONNX operator: Conv (pads, strides, group, kernel_shape, bias),
 //! Gemm with `transB = 1` for Linear, BatchNormalization (eval, running statistics),
@@ -10,7 +11,12 @@
 //! fake quantization, so onnxruntime computes what candle's eval forward computes:
 //!
 //! - a quantized weight is stored as int8 integers and dequantized per output channel
-//!   (DequantizeLinear, axis 0, scale vector, zero points 0);
+//!   (DequantizeLinear, axis 0, scale vector, zero points 0); weights of 4 bits or
+//!   fewer (DoReFa, QAT at 4 or 2 bits, BNN's ±1) are stored as INT4, two per byte,
+//!   which needs opset 21 (onnxruntime 1.18+), so only such models are written at it;
+//! - a conv or linear bias is the one the eval forward adds: on its int32 grid
+//!   (`round(b / (s_in · s_w[c]))` steps of `s_in · s_w[c]`) where the layer deploys as
+//!   an int8 output stage ([`Graph::deployed_bias`]);
 //! - a quantized input is a QuantizeLinear + DequantizeLinear pair (scalar scale, int8
 //!   zero point) in front of the Conv / Gemm;
 //! - a quantized output gets the pair after the layer, or after its fused ReLU / ReLU6
@@ -30,7 +36,11 @@
 //! output exactly on the tests' models; its default optimizations fuse the QDQ
 //! patterns into int8 kernels (QLinearConv, QGemm) that accumulate in int32 and
 //! requantize per layer, which moves some outputs by a step or two
-//! (`tests/onnx_roundtrip.rs` has the measured bounds).
+//! (`tests/onnx_roundtrip.rs` has the measured bounds). On x86 CPUs with AVX2 but no
+//! VNNI those int8 kernels saturate pairs of products at int16 (onnxruntime#16105),
+//! and full-range int8 weights then come out up to 127 steps off (seen on this
+//! project's AMD EPYC CI machine, onnxruntime 1.31 and 1.32); `tests/onnx_check.py`
+//! checks the basic optimization level there instead.
 
 mod lower;
 
@@ -41,13 +51,20 @@ use prost::Message;
 
 use super::write_atomic;
 use crate::nn::Graph;
-use crate::onnx_proto::{Dimension, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto};
+use crate::onnx_proto::{
+    data_type, Dimension, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto,
+};
 use crate::{Error, Result};
 
 /// The ONNX IR version written (ONNX 1.10+).
 pub const IR_VERSION: i64 = 8;
 /// The default-domain operator set the nodes are written against.
 pub const OPSET_VERSION: i64 = 13;
+/// The IR version of a model with INT4 weights (ONNX 1.16+).
+pub const INT4_IR_VERSION: i64 = 10;
+/// The first opset whose DequantizeLinear takes INT4; every op sprig writes means the
+/// same there as at [`OPSET_VERSION`].
+pub const INT4_OPSET_VERSION: i64 = 21;
 /// The symbolic batch dimension of the input and output.
 const BATCH: &str = "batch";
 
@@ -94,8 +111,17 @@ pub fn write_onnx(graph: &Graph, path: &Path, input_shape: [usize; 4]) -> Result
     let output_dims = std::iter::once(batch())
         .chain(lowered.output_shape.iter().map(|&d| Dimension::value(d)))
         .collect();
+    let int4 = lowered
+        .initializers
+        .iter()
+        .any(|t| t.data_type == data_type::INT4);
+    let (ir_version, opset) = if int4 {
+        (INT4_IR_VERSION, INT4_OPSET_VERSION)
+    } else {
+        (IR_VERSION, OPSET_VERSION)
+    };
     let model = ModelProto {
-        ir_version: IR_VERSION,
+        ir_version,
         producer_name: "sprig".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: format!(
@@ -115,7 +141,7 @@ pub fn write_onnx(graph: &Graph, path: &Path, input_shape: [usize; 4]) -> Result
         }),
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
-            version: OPSET_VERSION,
+            version: opset,
         }],
     };
     write_atomic(path, &model.encode_to_vec())
@@ -132,4 +158,32 @@ fn refresh_quant_state(graph: &Graph, sample_shape: [usize; 3]) -> Result<()> {
     let x = Tensor::zeros((1, c, h, w), dtype, &device)?;
     graph.forward(&x)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigList;
+    use crate::models::Model;
+    use crate::quant::{QatQuantizer, Quantizer};
+
+    /// The opset a written model declares: 13 for int8 weights, 21 (IR 10) once a
+    /// layer's weights are INT4.
+    #[test]
+    fn int4_weights_raise_the_opset() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        for (bits, ir, opset) in [(8, IR_VERSION, OPSET_VERSION), (4, 10, 21)] {
+            let mut model = Model::new("lenet5", 10, &Device::Cpu, 3)?;
+            let config = format!(
+                r#"[{{"op_types": ["Conv2d", "Linear"], "quant_types": ["weight"], "quant_bits": {bits}}}]"#
+            );
+            QatQuantizer::new().compress(&mut model.graph, &ConfigList::from_json_str(&config)?)?;
+            let path = dir.path().join(format!("w{bits}.onnx"));
+            write_onnx(&model.graph, &path, [1, 1, 28, 28])?;
+            let written = ModelProto::decode(std::fs::read(&path)?.as_slice())?;
+            assert_eq!(written.ir_version, ir, "{bits}-bit");
+            assert_eq!(written.opset_import[0].version, opset, "{bits}-bit");
+        }
+        Ok(())
+    }
 }
