@@ -262,9 +262,10 @@ pub const SINGLE_ROUNDING_MIN_MULTIPLIER: i32 = 1 << 20;
 /// (docs/ARCHITECTURE.md, "Deployed vs fake-quant"). Imported TFLite models keep
 /// [`quantize_multiplier`], which is what TFLite Micro computes for them.
 pub fn quantize_multiplier_single_rounding(real: f64) -> (i32, i32) {
-    if real.is_finite() && real < 1.0 {
-        let fixed = (real * 2_147_483_648.0).round();
-        if fixed >= f64::from(SINGLE_ROUNDING_MIN_MULTIPLIER) && fixed < 2_147_483_648.0 {
+    if real.is_finite() && real > 0.0 && real < 1.0 {
+        // `real · 2^31` is exact; adding 0.5 and truncating rounds it (it is positive).
+        let fixed = (real * 2_147_483_648.0 + 0.5) as i64;
+        if fixed >= i64::from(SINGLE_ROUNDING_MIN_MULTIPLIER) && fixed < 1i64 << 31 {
             return (fixed as i32, 0);
         }
     }
