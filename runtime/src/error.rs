@@ -351,10 +351,7 @@ impl fmt::Display for Error {
             }
             ShiftOutOfRange { op, shift } => write!(f, "op {op}: shift {shift} out of range"),
             MultiplierOutOfRange { op, multiplier } => {
-                write!(
-                    f,
-                    "op {op}: multiplier {multiplier} is negative"
-                )
+                write!(f, "op {op}: multiplier {multiplier} is negative")
             }
             ZeroStride { op } => write!(f, "op {op}: stride is zero"),
             BadPadding { op } => write!(f, "op {op}: padding not smaller than the kernel"),

@@ -359,6 +359,73 @@ mod dual {
         }
     }
 
+    /// `(Σ a·w, Σ b·w)` over `packed`, groups of four words `(a0,a2) (a1,a3) (b0,b2)
+    /// (b1,b3)` (two pixels' offset inputs, see `pack_pixel_pair`), against the weight
+    /// bytes `w0 w1 w2 w3` of each group, added to `acc`; `w` holds at least one word
+    /// per group. On SMLAD targets one loop in assembly: per group one `LDM` of the four
+    /// input words, one weight word, two `SXTB16` shared by both pixels and four
+    /// `SMLAD`s, 10 instructions for 8 products (LLVM's code for the same loop took 18
+    /// for one pixel's 8, with accumulator moves and three pointer bumps).
+    #[inline(always)]
+    pub(super) fn dot_pair(packed: &[u32], w: &[i8], acc: (i32, i32)) -> (i32, i32) {
+        let groups = packed.len() / 4;
+        if groups == 0 || w.len() < groups * 4 {
+            return acc;
+        }
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        {
+            let (mut a, mut b) = acc;
+            // SAFETY: the loop reads `groups` groups of four words from `packed` (checked
+            // above: `packed.len() ≥ 4·groups`, word aligned as a `u32` slice) and
+            // `groups` words from `w` (`w.len() ≥ 4·groups` bytes; unaligned word loads
+            // are allowed on Armv7E-M, as the portable code's `word` compiles to), runs
+            // at least once (`groups > 0`), writes only the named registers and leaves
+            // memory and the stack alone. `LDM` fills r0–r3 in register order, hence the
+            // fixed registers.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldm {p}!, {{r0, r1, r2, r3}}",
+                    "ldr {w}, [{wp}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {a}, r0, {t}, {a}",
+                    "smlad {b}, r2, {t}, {b}",
+                    "sxtb16 {t}, {w}, ror #8",
+                    "smlad {a}, r1, {t}, {a}",
+                    "smlad {b}, r3, {t}, {b}",
+                    "cmp {p}, {end}",
+                    "bne 2b",
+                    p = inout(reg) packed.as_ptr() => _,
+                    wp = inout(reg) w.as_ptr() => _,
+                    end = in(reg) packed.as_ptr().add(groups * 4),
+                    a = inout(reg) a,
+                    b = inout(reg) b,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    out("r0") _,
+                    out("r1") _,
+                    out("r2") _,
+                    out("r3") _,
+                    options(pure, readonly, nostack),
+                );
+            }
+            (a, b)
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        {
+            let (mut a, mut b) = acc;
+            for (g, wg) in packed.chunks_exact(4).zip(w.chunks_exact(4)) {
+                if let &[a_even, a_odd, b_even, b_odd] = g {
+                    let word = super::word(wg);
+                    let (even, odd) = (sxtb16(word), sxtb16_ror8(word));
+                    a = smlad(smlad(a, a_even, even), a_odd, odd);
+                    b = smlad(smlad(b, b_even, even), b_odd, odd);
+                }
+            }
+            (a, b)
+        }
+    }
+
     /// Bytes 1 and 3 of `w`, each sign-extended to a 16-bit half (`SXTB16 …, ROR #8`).
     #[inline(always)]
     pub(super) fn sxtb16_ror8(w: u32) -> u32 {
@@ -541,6 +608,91 @@ pub(crate) fn channels_offset(
     Ok(())
 }
 
+/// Largest window the two-pixel path takes ([`channels_offset_pair`]): two windows fit
+/// the one window buffer of [`OFFSET_CAP`] entries, and their packed pairs the one
+/// [`PackScratch`].
+pub(crate) const PAIR_CAP: usize = OFFSET_CAP / 2;
+
+/// Whether conv kernels compute two pixels per pass over the weights
+/// ([`channels_offset_pair`]): where [`PACKED`], for windows of at most [`PAIR_CAP`].
+#[inline]
+pub(crate) fn pairs_pixels(window_len: usize) -> bool {
+    PACKED && window_len <= PAIR_CAP
+}
+
+/// Pack two equal-length runs of offset inputs for `dual::dot_pair`: each group of four
+/// becomes the words `(a0,a2) (a1,a3) (b0,b2) (b1,b3)`. `out.len() = a.len() / 4 · 4`;
+/// the `a.len() % 4` tails are left to the caller.
+#[inline]
+fn pack_pixel_pair(a: &[i16], b: &[i16], out: &mut [u32]) {
+    let h = |v: i16| u32::from(v as u16);
+    for ((ga, gb), o) in a
+        .chunks_exact(4)
+        .zip(b.chunks_exact(4))
+        .zip(out.chunks_exact_mut(4))
+    {
+        if let (&[a0, a1, a2, a3], &[b0, b1, b2, b3], [p0, p1, p2, p3]) = (ga, gb, o) {
+            *p0 = h(a0) | (h(a2) << 16);
+            *p1 = h(a1) | (h(a3) << 16);
+            *p2 = h(b0) | (h(b2) << 16);
+            *p3 = h(b1) | (h(b3) << 16);
+        }
+    }
+}
+
+/// [`channels_offset`] for two pixels at once: `out_a[j]` from window `xa`, `out_b[j]`
+/// from `xb` (equal lengths, at most [`PAIR_CAP`]). Where [`PACKED`], both windows are
+/// packed side by side and each weight word, loaded and sign-extended once, feeds both
+/// pixels (`dual::dot_pair`); elsewhere it is two calls of [`channels_offset`]. Same
+/// sums, wrapping, so bit-identical.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn channels_offset_pair(
+    xa: &[i16],
+    xb: &[i16],
+    scratch: &mut PackScratch,
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
+    out_a: &mut [i8],
+    out_b: &mut [i8],
+) -> Result<(), Error> {
+    if !PACKED {
+        channels_offset(xa, scratch, weights, stage, quants, out_a)?;
+        return channels_offset(xb, scratch, weights, stage, quants, out_b);
+    }
+    let len = xa.len();
+    let body = len / 4 * 4;
+    if len == 0
+        || xb.len() != len
+        || out_a.len() != quants.len()
+        || out_b.len() != quants.len()
+        || out_a.len().checked_mul(len) != Some(weights.len())
+    {
+        return Err(Error::KernelArgs);
+    }
+    let packed = scratch.get_mut(..body).ok_or(Error::KernelArgs)?;
+    pack_pixel_pair(xa, xb, packed);
+    let packed = &*packed;
+    let (tail_a, tail_b) = xa
+        .get(body..)
+        .zip(xb.get(body..))
+        .ok_or(Error::KernelArgs)?;
+    for (((w, q), ya), yb) in weights
+        .chunks_exact(len)
+        .zip(quants)
+        .zip(out_a.iter_mut())
+        .zip(out_b.iter_mut())
+    {
+        let (w_body, w_tail) = w.split_at_checked(body).ok_or(Error::KernelArgs)?;
+        let acc = (dot_offset(tail_a, w_tail), dot_offset(tail_b, w_tail));
+        let (a, b) = dual::dot_pair(packed, w_body, acc);
+        *ya = stage.finish(q, a);
+        *yb = stage.finish(q, b);
+    }
+    Ok(())
+}
+
 /// Largest number of channels a pooling kernel accumulates at once on the stack.
 pub(crate) const CHANNEL_BLOCK: usize = 32;
 
@@ -548,6 +700,75 @@ pub(crate) const CHANNEL_BLOCK: usize = 32;
 mod packed_tests {
     use super::*;
     use std::vec::Vec;
+
+    /// The two-pixel path gives each pixel's plain `Σ x·w`, for every window length up
+    /// to [`PAIR_CAP`] and channel count.
+    #[test]
+    fn pixel_pairs_match_plain_dot() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let requant = [0x00, 0x00, 0x10, 0x00, 0x00]; // 2^20, shift 0: single rounding
+        for len in (1..=40usize).chain([150, 255, PAIR_CAP]) {
+            for channels in 1..=5usize {
+                let mut x =
+                    || -> Vec<i16> { (0..len).map(|_| (next() % 769) as i16 - 384).collect() };
+                let (xa, xb) = (x(), x());
+                let w: Vec<i8> = (0..len * channels).map(|_| next() as i8).collect();
+                let stage = OutputStage {
+                    bias: None,
+                    requant: &requant,
+                    channels,
+                    output_offset: 3,
+                    act_min: -128,
+                    act_max: 127,
+                };
+                let quants: Vec<ChannelQuant> = (0..channels).map(|c| stage.channel(c)).collect();
+                let mut scratch = PACK_SCRATCH;
+                let (mut ya, mut yb) = (std::vec![0i8; channels], std::vec![0i8; channels]);
+                channels_offset_pair(
+                    &xa,
+                    &xb,
+                    &mut scratch,
+                    &w,
+                    &stage,
+                    &quants,
+                    &mut ya,
+                    &mut yb,
+                )
+                .unwrap();
+                for c in 0..channels {
+                    let wc = &w[c * len..(c + 1) * len];
+                    let body = len / 4 * 4;
+                    let (a, b) = dual::dot_pair(&scratch[..body], &wc[..body], (0, 0));
+                    assert_eq!(
+                        a,
+                        dot_offset(&xa[..body], &wc[..body]),
+                        "len {len} channel {c}"
+                    );
+                    assert_eq!(
+                        b,
+                        dot_offset(&xb[..body], &wc[..body]),
+                        "len {len} channel {c}"
+                    );
+                    assert_eq!(
+                        ya[c],
+                        stage.apply(dot_offset(&xa, wc), c),
+                        "len {len} channel {c}"
+                    );
+                    assert_eq!(
+                        yb[c],
+                        stage.apply(dot_offset(&xb, wc), c),
+                        "len {len} channel {c}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The packed dual-MAC path (with the portable SMLAD/SXTB16 here) gives the plain
     /// `Σ x·w` for every length and channel count, so the Armv7E-M build, whose only

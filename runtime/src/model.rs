@@ -212,6 +212,33 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     // Not inlined: see `parse`.
     #[inline(never)]
     pub fn run_in_arena<'r>(&self, arena: &'r mut [u8], input: &[i8]) -> Result<&'r [i8], Error> {
+        self.load_input(arena, input)?;
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        for op in self.ops.iter() {
+            self.exec(op, arena)?;
+        }
+        // x86_64 hosts: small fully connected ops run as prepared at load (the loop
+        // is `Plan`'s, not generic: optimized whatever profile builds the caller).
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        self.plan.run_ops(
+            self.ops.len(),
+            arena,
+            &mut |i, arena| match self.ops.get(i) {
+                Some(op) => self.exec(op, arena),
+                None => Err(Error::KernelArgs),
+            },
+        )?;
+        let arena: &'r [u8] = arena;
+        exec::range(self.output_tensor())
+            .and_then(|r| arena.get(r))
+            .map(arena::bytes_as_i8)
+            .ok_or(Error::KernelArgs)
+    }
+
+    /// Check `arena` and `input` and copy `input` into the input tensor: the first step
+    /// of [`run_in_arena`](Self::run_in_arena), for running the ops one by one with
+    /// [`run_op`](Self::run_op).
+    pub fn load_input(&self, arena: &mut [u8], input: &[i8]) -> Result<(), Error> {
         let needed = self.arena_size();
         if arena.len() < needed {
             return Err(Error::ArenaTooSmall {
@@ -234,26 +261,23 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             .filter(|dst| dst.len() == input.len())
             .ok_or(Error::KernelArgs)?;
         input_bytes.copy_from_slice(input);
-        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-        for op in self.ops.iter() {
-            self.exec(op, arena)?;
+        Ok(())
+    }
+
+    /// Run op `index` alone, on an arena whose earlier ops (after
+    /// [`load_input`](Self::load_input)) have run: the ops of
+    /// [`run_in_arena`](Self::run_in_arena) one at a time, so a board can time each
+    /// (`SPRIG_PROFILE=1`, boards/README.md). Always the portable kernels' dispatch
+    /// (on x86_64 hosts `run_in_arena` may prepare small fully connected ops instead).
+    pub fn run_op(&self, index: usize, arena: &mut [u8]) -> Result<(), Error> {
+        if arena.len() < self.arena_size() {
+            return Err(Error::ArenaTooSmall {
+                needed: self.graph.arena_size,
+                got: sat_u32(arena.len()),
+            });
         }
-        // x86_64 hosts: small fully connected ops run as prepared at load (the loop
-        // is `Plan`'s, not generic: optimized whatever profile builds the caller).
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        self.plan.run_ops(
-            self.ops.len(),
-            arena,
-            &mut |i, arena| match self.ops.get(i) {
-                Some(op) => self.exec(op, arena),
-                None => Err(Error::KernelArgs),
-            },
-        )?;
-        let arena: &'r [u8] = arena;
-        exec::range(self.output_tensor())
-            .and_then(|r| arena.get(r))
-            .map(arena::bytes_as_i8)
-            .ok_or(Error::KernelArgs)
+        let op = self.ops.get(index).ok_or(Error::KernelArgs)?;
+        self.exec(op, arena)
     }
 
     /// Run the model and return the predicted class: the value written by a final

@@ -34,6 +34,8 @@ pub const ARTIFACTS_ENV: &str = "SPRIG_ARTIFACTS";
 pub const MAX_VECTORS_ENV: &str = "SPRIG_MAX_VECTORS";
 /// Environment variable that, set to `1`, links every kernel instead of the model's.
 pub const ALL_OPS_ENV: &str = "SPRIG_ALL_OPS";
+/// Environment variable: `1` adds a per-op instruction profile of the first vector.
+pub const PROFILE_ENV: &str = "SPRIG_PROFILE";
 /// The packed model inside the run folder.
 pub const MODEL_FILE: &str = "model.sprig";
 /// The test vectors inside the run folder.
@@ -186,6 +188,19 @@ pub enum Kernels {
     All,
 }
 
+/// `SPRIG_PROFILE`: `1` times every op of the first vector after the run and logs one
+/// line per op; unset, empty or `0`: no profile.
+pub fn profile() -> bool {
+    println!("cargo:rerun-if-env-changed={PROFILE_ENV}");
+    match std::env::var(PROFILE_ENV).as_deref() {
+        Err(_) | Ok("" | "0") => false,
+        Ok("1") => true,
+        Ok(other) => fail(format_args!(
+            "{PROFILE_ENV}={other:?}: set it to 1 (time every op) or 0 (no profile)"
+        )),
+    }
+}
+
 /// `SPRIG_ALL_OPS`: `1` links every kernel; unset, empty or `0` the model's.
 pub fn kernels() -> Kernels {
     println!("cargo:rerun-if-env-changed={ALL_OPS_ENV}");
@@ -249,13 +264,16 @@ pub fn embed() -> Artifacts {
          /// Vectors in the run folder's `vectors.bin`.\n\
          pub const TOTAL_VECTORS: usize = {};\n\
          /// Int8 output elements of the model.\n\
-         pub const OUTPUT_LEN: usize = {};\n",
+         pub const OUTPUT_LEN: usize = {};\n\
+         /// Whether to log a per-op profile of the first vector (`SPRIG_PROFILE=1`).\n\
+         pub const PROFILE: bool = {};\n",
         artifacts.arena_size.max(1),
         artifacts.ops.max(1),
         artifacts.tensors.max(1),
         op_set_rs(&artifacts, kernels()),
         artifacts.total_vectors,
         artifacts.output_len.max(1),
+        profile(),
     );
     write(&out.join("artifacts.rs"), consts);
     artifacts

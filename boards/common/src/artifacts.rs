@@ -9,7 +9,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 }
 
-pub use generated::{ARENA_SIZE, MAX_OPS, MAX_TENSORS, OP_SET, OUTPUT_LEN, TOTAL_VECTORS};
+pub use generated::{ARENA_SIZE, MAX_OPS, MAX_TENSORS, OP_SET, OUTPUT_LEN, PROFILE, TOTAL_VECTORS};
 
 /// A value aligned to 16 bytes: the packed format's data section is 16-byte aligned
 /// relative to the blob start, so the blob itself must be too for zero-copy reads.

@@ -4,7 +4,7 @@ use sprig_runtime::model::first_argmax;
 use sprig_runtime::vectors::Vectors;
 use sprig_runtime::{Model, Op};
 
-use crate::artifacts::{self, MAX_OPS, MAX_TENSORS, OP_SET, TOTAL_VECTORS};
+use crate::artifacts::{self, MAX_OPS, MAX_TENSORS, OP_SET, PROFILE, TOTAL_VECTORS};
 use crate::{arena, stack, Counter};
 
 /// Mismatching vectors reported one by one; the rest are only counted.
@@ -146,6 +146,9 @@ pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackA
     if outcome.vectors == 0 {
         min_ticks = 0;
     }
+    if let Some(first) = vectors.iter().next().filter(|_| PROFILE) {
+        profile(&model, arena, first.input, counter);
+    }
     defmt::info!(
         "sprig result: board={=istr} vectors={=u32} total_vectors={=u32} mismatches={=u32} correct={=u32} host_correct={=u32} unit={=istr} units_per_tick={=f32} ticks={=u64} min_ticks={=u32} max_ticks={=u32} stack={=u32} arena={=u32} model={=u32}",
         board,
@@ -164,6 +167,39 @@ pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackA
         blob.len() as u32
     );
     outcome
+}
+
+/// `SPRIG_PROFILE=1`: run `input` again one op at a time, timing each, and log one
+/// `sprig profile:` line per op (after all of them, so logging is never timed).
+fn profile(
+    model: &Model<MAX_OPS, MAX_TENSORS, OP_SET>,
+    arena: &mut [u8],
+    input: &[i8],
+    counter: &mut impl Counter,
+) {
+    let mut ticks = [0u32; MAX_OPS];
+    if let Err(e) = model.load_input(arena, input) {
+        defmt::error!("profile: {}", e);
+        return;
+    }
+    for (i, t) in ticks.iter_mut().enumerate().take(model.ops().len()) {
+        let start = counter.now();
+        let result = model.run_op(i, arena);
+        *t = counter.since(start);
+        if let Err(e) = result {
+            defmt::error!("profile: op {=u32}: {}", i as u32, e);
+            return;
+        }
+    }
+    for (i, (op, &t)) in model.ops().iter().zip(&ticks).enumerate() {
+        defmt::info!(
+            "sprig profile: op={=u32} kind={} {=istr}={=f32}",
+            i as u32,
+            op.kind(),
+            counter.unit(),
+            t as f32 * counter.units_per_tick()
+        );
+    }
 }
 
 /// Log a panic's location over defmt (without `core::fmt`, which would cost flash);

@@ -519,10 +519,7 @@ impl Graph {
         }) else {
             return Ok(None);
         };
-        let owns_output = plan
-            .nodes
-            .iter()
-            .any(|n| n.output == OutputGrid::Owned(i));
+        let owns_output = plan.nodes.iter().any(|n| n.output == OutputGrid::Owned(i));
         let Some(layer) = q.layer(&node.name) else {
             return Ok(None);
         };

@@ -34,7 +34,10 @@ pub fn bias_integer(bias: f32, in_scale: f32, weight_scale: f32) -> f64 {
 /// step otherwise, i.e. half the multiplier in output steps: a tenth of a step at 2-bit
 /// weights). Same device and dtype as `bias`; no gradient.
 pub fn bias_on_grid(bias: &Tensor, in_scale: f32, weight_scales: &[f32]) -> Result<Tensor> {
-    let values = bias.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let values = bias
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
     if values.len() != weight_scales.len() {
         candle_core::bail!(
             "bias on grid: {} biases, {} weight scales",
@@ -228,7 +231,10 @@ mod tests {
         }
         // 0.0123 / 0.002 = 6.15 → 6 steps.
         assert_eq!(bias_integer(0.0123, s_in, scales[0]), 6.0);
-        assert_eq!(bias_on_grid(&on_grid, s_in, &scales)?.to_vec1::<f32>()?, values);
+        assert_eq!(
+            bias_on_grid(&on_grid, s_in, &scales)?.to_vec1::<f32>()?,
+            values
+        );
         assert!(bias_on_grid(&bias, s_in, &scales[..1]).is_err());
         Ok(())
     }

@@ -201,9 +201,18 @@ fn single_rounding_multiplier_rounds_once() {
     assert_eq!(Requant::new(m, s).apply(2), 1);
     assert_eq!(Requant::new(m, s).apply(-2), 0);
     // Below 2^-11, or at 1 and above, TFLite's normalized pair.
-    assert_eq!(quantize_multiplier_single_rounding(1e-4), quantize_multiplier(1e-4));
-    assert_eq!(quantize_multiplier_single_rounding(1.0), quantize_multiplier(1.0));
-    assert_eq!(quantize_multiplier_single_rounding(3.5), quantize_multiplier(3.5));
+    assert_eq!(
+        quantize_multiplier_single_rounding(1e-4),
+        quantize_multiplier(1e-4)
+    );
+    assert_eq!(
+        quantize_multiplier_single_rounding(1.0),
+        quantize_multiplier(1.0)
+    );
+    assert_eq!(
+        quantize_multiplier_single_rounding(3.5),
+        quantize_multiplier(3.5)
+    );
     assert_eq!(quantize_multiplier_single_rounding(f64::NAN), (0, 0));
     assert_eq!(quantize_multiplier_single_rounding(-0.5), (0, 0));
     // Just below 1 rounds to 2^31, which does not fit: the normalized pair.
@@ -235,6 +244,9 @@ fn single_rounding_is_nearest_of_the_stored_multiplier() {
         }
         assert_eq!(got, multiply_by_quantized_multiplier(x, m, s));
         let err = (f64::from(got) - f64::from(x) * real).abs();
-        assert!(err <= 0.5 + f64::from(x).abs() * real * 2f64.powi(-20), "x {x}, real {real}");
+        assert!(
+            err <= 0.5 + f64::from(x).abs() * real * 2f64.powi(-20),
+            "x {x}, real {real}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! 2-D convolution, int8 (TFLite's `reference_integer_ops::ConvPerChannel`).
 
 use super::{
-    channels_offset, dot, offset_into, small_offset, ChannelQuant, ConvGeometry, OutputStage,
-    OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
+    channels_offset, channels_offset_pair, dot, offset_into, pairs_pixels, small_offset,
+    ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 
@@ -63,7 +63,6 @@ fn gathered(
 ) -> Result<(), Error> {
     let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
     let mut buf = [0i16; OFFSET_CAP];
-    let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
     // Channel blocks outermost, so each block's output stage is decoded once; the
     // window is gathered again per block (cheap next to the block's dot products).
     for (block, f_block) in filter.chunks(QUANT_BLOCK * filter_oc).enumerate() {
@@ -73,7 +72,7 @@ fn gathered(
             stage,
             block * QUANT_BLOCK,
             f_block,
-            window,
+            &mut buf,
             input,
             output,
         )?;
@@ -82,9 +81,10 @@ fn gathered(
 }
 
 /// Output channels `c0..c0 + n` of every pixel, `f_block` their `n` filters (at most
-/// [`QUANT_BLOCK`]), `window` a buffer of one window (`KH·KW·C` entries): the body of
-/// [`conv2d`]'s gathered path, shared with the packed low-bit kernels, which unpack a
-/// block of filters and hand it here.
+/// [`QUANT_BLOCK`]), `buf` room for one window (`KH·KW·C` entries) or, where
+/// [`pairs_pixels`], two: the body of [`conv2d`]'s gathered path, shared with the packed
+/// low-bit kernels, which unpack a block of filters and hand it here. Two neighbouring
+/// pixels of a row go through [`channels_offset_pair`] together where it pays.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_block(
@@ -93,29 +93,57 @@ pub(crate) fn conv_block(
     stage: &OutputStage<'_>,
     c0: usize,
     f_block: &[i8],
-    window: &mut [i16],
+    buf: &mut [i16],
     input: &[i8],
     output: &mut [i8],
 ) -> Result<(), Error> {
-    let filter_oc = window.len();
+    let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
     let image_len = g.in_h * g.in_w * g.in_c;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
     let mut scratch = PACK_SCRATCH;
     let n = f_block.len() / filter_oc.max(1);
     let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
     stage.channels_into(c0, q);
+    let (window, rest) = buf
+        .split_at_mut_checked(filter_oc)
+        .ok_or(Error::KernelArgs)?;
+    let mut second = rest
+        .get_mut(..filter_oc)
+        .filter(|_| pairs_pixels(filter_oc));
     let mut pixels = output.chunks_exact_mut(g.out_c);
+    let mut next_pixel = || {
+        pixels
+            .next()
+            .and_then(|p| p.get_mut(c0..c0 + n))
+            .ok_or(Error::KernelArgs)
+    };
     for image in input.chunks_exact(image_len) {
         for oy in 0..g.out_h {
             let y0 = oy * g.stride_h;
             let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-            for ox in 0..g.out_w {
-                gather_window(g, image, (y0, ky0, ky1), ox, offset, window)?;
-                let out_px = pixels
-                    .next()
-                    .and_then(|p| p.get_mut(c0..c0 + n))
-                    .ok_or(Error::KernelArgs)?;
-                channels_offset(window, &mut scratch, f_block, stage, q, out_px)?;
+            let rows = (y0, ky0, ky1);
+            let mut ox = 0;
+            while ox < g.out_w {
+                if let Some(w2) = second.as_deref_mut().filter(|_| ox + 1 < g.out_w) {
+                    gather_window(g, image, rows, ox, offset, window)?;
+                    gather_window(g, image, rows, ox + 1, offset, w2)?;
+                    let (out_a, out_b) = (next_pixel()?, next_pixel()?);
+                    channels_offset_pair(
+                        window,
+                        w2,
+                        &mut scratch,
+                        f_block,
+                        stage,
+                        q,
+                        out_a,
+                        out_b,
+                    )?;
+                    ox += 2;
+                    continue;
+                }
+                gather_window(g, image, rows, ox, offset, window)?;
+                channels_offset(window, &mut scratch, f_block, stage, q, next_pixel()?)?;
+                ox += 1;
             }
         }
     }
@@ -273,6 +301,67 @@ mod tests {
             conv2d(&g, -7, &stage, &filter, &input, &mut fast).unwrap();
             reference::conv2d(&g, -7, &stage, &filter, &input, &mut slow);
             assert_eq!(fast, slow, "out_c {out_c}");
+            assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
+        }
+    }
+
+    /// The gathered path itself (the host's `conv2d` takes AVX2 first): two pixels per
+    /// pass where the window fits [`super::super::PAIR_CAP`] (unit tests turn the
+    /// packed path on), odd and even row widths, one pixel per pass above it.
+    #[test]
+    fn gathered_pixel_pairs_match_reference() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // (in_h, in_w, in_c, kernel, pad, stride, out_c): windows 25, 27, 150 and 300.
+        for (h, w, c, k, pad, stride, out_c) in [
+            (9usize, 9usize, 1usize, 5usize, 2usize, 1usize, 6usize),
+            (7, 6, 3, 3, 1, 1, 5),
+            (8, 7, 6, 5, 0, 1, 17),
+            (6, 5, 12, 5, 2, 2, 3),
+        ] {
+            let out = |n: usize| (n + 2 * pad - k) / stride + 1;
+            let g = ConvGeometry {
+                batch: 2,
+                in_h: h,
+                in_w: w,
+                in_c: c,
+                out_h: out(h),
+                out_w: out(w),
+                out_c,
+                kernel_h: k,
+                kernel_w: k,
+                stride_h: stride,
+                stride_w: stride,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let (in_len, out_len) = g.lens().unwrap();
+            let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
+            let filter: Vec<i8> = (0..out_c * k * k * c).map(|_| next() as i8).collect();
+            let bias: Vec<u8> = (0..out_c)
+                .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
+                .collect();
+            let mut requant: Vec<u8> = (0..out_c)
+                .flat_map(|_| ((next() as u32) >> 11).to_le_bytes())
+                .collect();
+            requant.extend((0..out_c).map(|_| 0u8));
+            let stage = OutputStage {
+                bias: Some(&bias),
+                requant: &requant,
+                channels: out_c,
+                output_offset: -3,
+                act_min: -128,
+                act_max: 127,
+            };
+            let (mut fast, mut slow) = (std::vec![0i8; out_len], std::vec![1i8; out_len]);
+            gathered(&g, 9, &stage, &filter, &input, &mut fast).unwrap();
+            reference::conv2d(&g, 9, &stage, &filter, &input, &mut slow);
+            assert_eq!(fast, slow, "{g:?}");
             assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
         }
     }

@@ -13,8 +13,8 @@
 use super::conv::{gather_window, window_columns};
 use super::sparse::{dot_row, Taps};
 use super::{
-    channels_offset, dot, small_offset, ChannelQuant, ConvGeometry, OutputStage, PackScratch,
-    OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
+    channels_offset, channels_offset_pair, dot, pairs_pixels, small_offset, ChannelQuant,
+    ConvGeometry, OutputStage, PackScratch, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 use crate::format::packed::PackedRows;
@@ -44,7 +44,7 @@ pub fn conv2d_max_pool(
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
     let gathered = small_offset(input_offset)
         .filter(|_| filter_oc <= OFFSET_CAP)
-        .zip(window.get_mut(..filter_oc));
+        .map(|offset| (offset, &mut window[..]));
     let mut dense = DensePixel {
         g: conv,
         input_offset,
@@ -66,11 +66,7 @@ pub fn conv2d_max_pool(
             input,
             output,
             c0..c0 + n,
-            |image, at, out, _| {
-                dense
-                    .compute(image, at, f_block, c0, q, out)
-                    .map(|()| false)
-            },
+            |image, at, out, next| dense.compute(image, at, f_block, c0, q, out, next),
         )?;
     }
     Ok(())
@@ -102,10 +98,7 @@ pub fn conv2d_packed_max_pool(
         g: conv,
         input_offset,
         stage,
-        gathered: Some((
-            offset,
-            window.get_mut(..filter_oc).ok_or(Error::KernelArgs)?,
-        )),
+        gathered: Some((offset, &mut window[..])),
         scratch: &mut scratch,
     };
     // Whole filters per block: at least two (filter_oc ≤ 512).
@@ -124,7 +117,7 @@ pub fn conv2d_packed_max_pool(
             input,
             output,
             c0..c0 + n,
-            |image, at, out, _| dense.compute(image, at, block, c0, q, out).map(|()| false),
+            |image, at, out, next| dense.compute(image, at, block, c0, q, out, next),
         )?;
     }
     Ok(())
@@ -382,16 +375,19 @@ struct DensePixel<'g, 's, 'w> {
     g: &'g ConvGeometry,
     input_offset: i32,
     stage: &'g OutputStage<'s>,
-    /// The offset as `i16` and a window buffer, where the window fits
-    /// [`OFFSET_CAP`] (the conv's gathered path); `None`: row-by-row dot products.
+    /// The offset as `i16` and a buffer of [`OFFSET_CAP`] entries, where the window
+    /// fits it (the conv's gathered path); `None`: row-by-row dot products.
     gathered: Option<(i16, &'w mut [i16])>,
     scratch: &'w mut PackScratch,
 }
 
 impl DensePixel<'_, '_, '_> {
     /// Channels `c0..c0 + out.len()` (filters `f_block`, decoded stages `q`) of conv
-    /// output pixel `(oy, ox)` of `image` into `out`.
+    /// output pixel `(oy, ox)` of `image` into `out`, and where `next` is offered and
+    /// the window is small enough for [`channels_offset_pair`], those of pixel
+    /// `(oy, ox + 1)` into `next` too (then `true`).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn compute(
         &mut self,
         image: &[i8],
@@ -400,15 +396,30 @@ impl DensePixel<'_, '_, '_> {
         c0: usize,
         q: &[ChannelQuant],
         out: &mut [i8],
-    ) -> Result<(), Error> {
+        next: Option<&mut [i8]>,
+    ) -> Result<bool, Error> {
         let g = self.g;
         let y0 = oy * g.stride_h;
         let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-        if let Some((offset, window)) = self.gathered.as_mut() {
-            gather_window(g, image, (y0, ky0, ky1), ox, *offset, window)?;
-            return channels_offset(window, self.scratch, f_block, self.stage, q, out);
-        }
         let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
+        if let Some((offset, buf)) = self.gathered.as_mut() {
+            let (window, rest) = buf
+                .split_at_mut_checked(filter_oc)
+                .ok_or(Error::KernelArgs)?;
+            let rows = (y0, ky0, ky1);
+            gather_window(g, image, rows, ox, *offset, window)?;
+            if let Some((next, second)) = next
+                .zip(rest.get_mut(..filter_oc))
+                .filter(|_| pairs_pixels(filter_oc))
+            {
+                gather_window(g, image, rows, ox + 1, *offset, second)?;
+                let (stage, scratch) = (self.stage, &mut *self.scratch);
+                channels_offset_pair(window, second, scratch, f_block, stage, q, out, next)?;
+                return Ok(true);
+            }
+            channels_offset(window, self.scratch, f_block, self.stage, q, out)?;
+            return Ok(false);
+        }
         let filter_row = g.kernel_w * g.in_c;
         let (ix0, kx0, run) = window_columns(g, ox);
         for (j, (y, f_oc)) in out
@@ -427,13 +438,83 @@ impl DensePixel<'_, '_, '_> {
             }
             *y = self.stage.apply(acc, c0 + j);
         }
-        Ok(())
+        Ok(false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::reference;
+
+    /// The dense fused kernel against the conv then pool oracle, with the two-pixel
+    /// path on (unit tests turn the packed path on): LeNet-5's conv1 shape (window 25,
+    /// pairs) and a window of 300 (one pixel per pass), odd widths included.
+    #[test]
+    fn dense_pixel_pairs_match_reference() {
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (h, w, c, k, pad, out_c) in [
+            (12usize, 12usize, 1usize, 5usize, 2usize, 6usize),
+            (9, 11, 12, 5, 0, 3),
+        ] {
+            let conv = ConvGeometry {
+                batch: 1,
+                in_h: h,
+                in_w: w,
+                in_c: c,
+                out_h: h + 2 * pad - k + 1,
+                out_w: w + 2 * pad - k + 1,
+                out_c,
+                kernel_h: k,
+                kernel_w: k,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let pool = ConvGeometry {
+                in_h: conv.out_h,
+                in_w: conv.out_w,
+                in_c: out_c,
+                out_h: conv.out_h / 2,
+                out_w: conv.out_w / 2,
+                kernel_h: 2,
+                kernel_w: 2,
+                stride_h: 2,
+                stride_w: 2,
+                pad_top: 0,
+                pad_left: 0,
+                ..conv
+            };
+            let (in_len, _) = conv.lens().unwrap();
+            let (_, out_len) = pool.lens().unwrap();
+            let input: std::vec::Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
+            let filter: std::vec::Vec<i8> = (0..out_c * k * k * c).map(|_| next() as i8).collect();
+            let mut requant: std::vec::Vec<u8> = (0..out_c)
+                .flat_map(|_| ((next() as u32) >> 12).to_le_bytes())
+                .collect();
+            requant.extend((0..out_c).map(|_| 0u8));
+            let stage = OutputStage {
+                bias: None,
+                requant: &requant,
+                channels: out_c,
+                output_offset: 4,
+                act_min: -128,
+                act_max: 127,
+            };
+            let (mut fast, mut slow) = (std::vec![0i8; out_len], std::vec![1i8; out_len]);
+            conv2d_max_pool(&conv, &pool, -5, &stage, &filter, &input, &mut fast).unwrap();
+            reference::conv2d_max_pool(&conv, &pool, -5, &stage, &filter, &input, &mut slow);
+            assert_eq!(fast, slow, "{conv:?}");
+            assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
+        }
+    }
 
     /// `Cover` agrees with listing every window's inputs.
     #[test]

@@ -57,12 +57,11 @@ pub fn conv2d_packed(
             let per_block = (UNPACK_CAP / filter_oc).min(QUANT_BLOCK);
             let mut unpacked = [0i8; UNPACK_CAP];
             let mut buf = [0i16; OFFSET_CAP];
-            let window = buf.get_mut(..filter_oc).ok_or(Error::KernelArgs)?;
             for c0 in (0..g.out_c).step_by(per_block) {
                 let n = per_block.min(g.out_c - c0);
                 let block = unpacked.get_mut(..n * filter_oc).ok_or(Error::KernelArgs)?;
                 rows.unpack_rows(c0, block).ok_or(Error::KernelArgs)?;
-                conv_block(g, offset, stage, c0, block, window, input, output)?;
+                conv_block(g, offset, stage, c0, block, &mut buf, input, output)?;
             }
             Ok(())
         }

@@ -674,7 +674,11 @@ mod tests {
         )?;
         let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
         for name in ["conv1", "conv2", "fc1", "fc2"] {
-            let ints = model.graph.weight_integers(name)?.expect("quantized").to_i8()?;
+            let ints = model
+                .graph
+                .weight_integers(name)?
+                .expect("quantized")
+                .to_i8()?;
             assert!(ints.iter().all(|v| (-8..=7).contains(v)), "{name}");
             let init = initializer(&lowered, &format!("{name}.weight_quantized"));
             assert_eq!(init.data_type, data_type::INT4, "{name}");
