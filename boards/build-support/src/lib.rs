@@ -14,7 +14,9 @@
 //!   `cargo xtask compress` writes);
 //! - `SPRIG_MAX_VECTORS`: keep only the first N vectors (small boards);
 //! - `SPRIG_ALL_OPS=1`: link every kernel instead of the model's op set (to measure
-//!   the all-ops code size; `cargo xtask build | sim | size --all-ops`).
+//!   the all-ops code size; `cargo xtask build | sim | size --all-ops`);
+//! - `SPRIG_PROFILE=1`: log the instructions of every op of the first vector
+//!   (boards/README.md, "Counting instructions").
 //!
 //! Errors are printed to stderr and end the build script with status 1, so cargo shows
 //! the message instead of a panic backtrace.
