@@ -426,6 +426,76 @@ mod dual {
         }
     }
 
+    /// `(Σ x·w0, Σ x·w1)` over `packed`, pairs of words `(x0,x2) (x1,x3)` (one run of
+    /// offset inputs, see `pack_pairs`), against the weight bytes of each group of four
+    /// in `w0` and `w1`, added to `acc`; each of `w0`, `w1` holds at least one word per
+    /// pair. On SMLAD targets one loop in assembly: `LDRD` of the pair, one word of each
+    /// weight run, four `SXTB16`, four `SMLAD`: 13 instructions for 8 products (LLVM's
+    /// loop took 18).
+    #[inline(always)]
+    pub(super) fn dot_two(packed: &[u32], w0: &[i8], w1: &[i8], acc: (i32, i32)) -> (i32, i32) {
+        let groups = packed.len() / 2;
+        if groups == 0 || w0.len() < groups * 4 || w1.len() < groups * 4 {
+            return acc;
+        }
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        {
+            let (mut a, mut b) = acc;
+            // SAFETY: the loop reads `groups` pairs of words from `packed` (checked above:
+            // `packed.len() ≥ 2·groups`; word aligned as a `u32` slice, as `LDRD` needs)
+            // and `groups` words from each of `w0` and `w1` (at least `4·groups` bytes
+            // each; unaligned `LDR` is allowed on Armv7E-M), runs at least once
+            // (`groups > 0`), writes only the named registers and touches no other
+            // memory or the stack.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldrd {e}, {o}, [{p}], #8",
+                    "ldr {w}, [{wp0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {a}, {e}, {t}, {a}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a}, {o}, {w}, {a}",
+                    "ldr {w}, [{wp1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "smlad {b}, {e}, {t}, {b}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {b}, {o}, {w}, {b}",
+                    "cmp {p}, {end}",
+                    "bne 2b",
+                    p = inout(reg) packed.as_ptr() => _,
+                    wp0 = inout(reg) w0.as_ptr() => _,
+                    wp1 = inout(reg) w1.as_ptr() => _,
+                    end = in(reg) packed.as_ptr().add(groups * 2),
+                    a = inout(reg) a,
+                    b = inout(reg) b,
+                    e = out(reg) _,
+                    o = out(reg) _,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    options(pure, readonly, nostack),
+                );
+            }
+            (a, b)
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        {
+            let (mut a, mut b) = acc;
+            for ((p, v0), v1) in packed
+                .chunks_exact(2)
+                .zip(w0.chunks_exact(4))
+                .zip(w1.chunks_exact(4))
+            {
+                if let &[even, odd] = p {
+                    let (v0, v1) = (super::word(v0), super::word(v1));
+                    a = smlad(smlad(a, even, sxtb16(v0)), odd, sxtb16_ror8(v0));
+                    b = smlad(smlad(b, even, sxtb16(v1)), odd, sxtb16_ror8(v1));
+                }
+            }
+            (a, b)
+        }
+    }
+
     /// Bytes 1 and 3 of `w`, each sign-extended to a 16-bit half (`SXTB16 …, ROR #8`).
     #[inline(always)]
     pub(super) fn sxtb16_ror8(w: u32) -> u32 {
@@ -453,7 +523,7 @@ mod dual {
 /// Whether [`channels_offset`] uses the packed dual-MAC path: on SMLAD targets, and in
 /// this crate's unit tests (with the portable SMLAD), which check it against the plain
 /// path that the integration tests run on the host.
-const PACKED: bool = cfg!(any(
+pub(crate) const PACKED: bool = cfg!(any(
     test,
     all(
         target_arch = "arm",
@@ -500,20 +570,7 @@ fn dot_packed2(packed: &[u32], tail: &[i16], w0: &[i8], w1: &[i8]) -> [i32; 2] {
     let body = packed.len() * 2;
     let (b0, t0) = w0.split_at_checked(body).unwrap_or((&[], &[]));
     let (b1, t1) = w1.split_at_checked(body).unwrap_or((&[], &[]));
-    let (mut a0, mut a1) = (0i32, 0i32);
-    for ((p, v0), v1) in packed
-        .chunks_exact(2)
-        .zip(b0.chunks_exact(4))
-        .zip(b1.chunks_exact(4))
-    {
-        if let &[even, odd] = p {
-            let (v0, v1) = (word(v0), word(v1));
-            a0 = dual::smlad(a0, even, dual::sxtb16(v0));
-            a1 = dual::smlad(a1, even, dual::sxtb16(v1));
-            a0 = dual::smlad(a0, odd, dual::sxtb16_ror8(v0));
-            a1 = dual::smlad(a1, odd, dual::sxtb16_ror8(v1));
-        }
-    }
+    let (a0, a1) = dual::dot_two(packed, b0, b1, (0, 0));
     [
         a0.wrapping_add(dot_offset(tail, t0)),
         a1.wrapping_add(dot_offset(tail, t1)),
@@ -531,10 +588,52 @@ fn channels_packed(
     quants: &[ChannelQuant],
     out: &mut [i8],
 ) -> Result<(), Error> {
-    let len = x.len();
-    let packed = scratch.get_mut(..len / 4 * 2).ok_or(Error::KernelArgs)?;
+    pack_input(x, scratch)?;
+    channels_from_packed(x, scratch, weights, stage, quants, out)
+}
+
+/// Pack `x` into `scratch` for [`channels_prepacked`] (its first `x.len() / 4 · 2`
+/// words), where several blocks of channels read the same input.
+#[inline]
+pub(crate) fn pack_input(x: &[i16], scratch: &mut PackScratch) -> Result<(), Error> {
+    let packed = scratch
+        .get_mut(..x.len() / 4 * 2)
+        .ok_or(Error::KernelArgs)?;
     pack_pairs(x, packed);
-    let packed = &*packed;
+    Ok(())
+}
+
+/// [`channels_offset`] where [`PACKED`], on an `x` that [`pack_input`] has already
+/// packed into `scratch` (a fully connected row, for all its blocks of channels).
+#[inline(never)]
+pub(crate) fn channels_prepacked(
+    x: &[i16],
+    scratch: &PackScratch,
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
+    out: &mut [i8],
+) -> Result<(), Error> {
+    channels_from_packed(x, scratch, weights, stage, quants, out)
+}
+
+/// The body of [`channels_packed`] and [`channels_prepacked`]. Always inlined: a call
+/// here from the conv kernels' pixel loops cost lenet5's conv1 4 % more instructions on
+/// the Cortex-M4 (LLVM then laid out the fused kernel's loops worse).
+#[inline(always)]
+fn channels_from_packed(
+    x: &[i16],
+    scratch: &PackScratch,
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
+    out: &mut [i8],
+) -> Result<(), Error> {
+    let len = x.len();
+    if len == 0 || out.len() != quants.len() || out.len().checked_mul(len) != Some(weights.len()) {
+        return Err(Error::KernelArgs);
+    }
+    let packed = scratch.get(..len / 4 * 2).ok_or(Error::KernelArgs)?;
     let tail = x.get(len / 4 * 4..).ok_or(Error::KernelArgs)?;
     let mut outs = out.chunks_exact_mut(2);
     let mut filters = weights.chunks_exact(2 * len);
@@ -604,6 +703,54 @@ pub(crate) fn channels_offset(
         {
             *y = stage.finish(q, a);
         }
+    }
+    Ok(())
+}
+
+/// `acc[j] += Σ x·w` over piece `start..start + x.len()` of each of the `acc.len()`
+/// weight rows `rows[j·row_len ..][..row_len]`, wrapping: a row longer than
+/// [`OFFSET_CAP`] summed in pieces of offset inputs. Where [`PACKED`], `x` is packed
+/// into `scratch` once and two rows go per `SMLAD` pass, as in [`channels_offset`].
+#[inline]
+pub(crate) fn accumulate_offset(
+    x: &[i16],
+    scratch: &mut PackScratch,
+    rows: &[i8],
+    row_len: usize,
+    start: usize,
+    acc: &mut [i32],
+) -> Result<(), Error> {
+    let len = x.len();
+    let piece = |j: usize| {
+        rows.get(j * row_len + start..)
+            .and_then(|r| r.get(..len))
+            .ok_or(Error::KernelArgs)
+    };
+    if start.checked_add(len).is_none_or(|end| end > row_len) {
+        return Err(Error::KernelArgs);
+    }
+    if PACKED {
+        let packed = scratch.get_mut(..len / 4 * 2).ok_or(Error::KernelArgs)?;
+        pack_pairs(x, packed);
+        let packed = &*packed;
+        let tail = x.get(len / 4 * 4..).ok_or(Error::KernelArgs)?;
+        let mut j = 0;
+        while j < acc.len() {
+            let w0 = piece(j)?;
+            let w1 = if j + 1 < acc.len() { piece(j + 1)? } else { w0 };
+            let [s0, s1] = dot_packed2(packed, tail, w0, w1);
+            if let Some(a) = acc.get_mut(j) {
+                *a = a.wrapping_add(s0);
+            }
+            if let Some(a) = acc.get_mut(j + 1) {
+                *a = a.wrapping_add(s1);
+            }
+            j += 2;
+        }
+        return Ok(());
+    }
+    for (j, a) in acc.iter_mut().enumerate() {
+        *a = a.wrapping_add(dot_offset(x, piece(j)?));
     }
     Ok(())
 }

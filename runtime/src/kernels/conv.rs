@@ -1,8 +1,8 @@
 //! 2-D convolution, int8 (TFLite's `reference_integer_ops::ConvPerChannel`).
 
 use super::{
-    channels_offset, channels_offset_pair, dot, offset_into, pairs_pixels, small_offset,
-    ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
+    accumulate_offset, channels_offset, channels_offset_pair, dot, offset_into, pairs_pixels,
+    small_offset, ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 
@@ -49,8 +49,64 @@ pub fn conv2d(
         Some(offset) if filter_oc <= OFFSET_CAP => {
             gathered(g, offset, stage, filter, input, output)
         }
+        Some(offset) if g.kernel_w * g.in_c <= OFFSET_CAP => {
+            gathered_in_pieces(g, offset, stage, filter, input, output)
+        }
         _ => by_rows(g, input_offset, stage, filter, input, output),
     }
+}
+
+/// Windows longer than [`OFFSET_CAP`] (pretrainedResnet's 3×3×64 = 576) whose rows
+/// fit it: each window gathered a piece of whole kernel rows at a time, every channel of
+/// a block accumulating over the pieces ([`accumulate_offset`]: the piece packed once,
+/// two channels per `SMLAD` pass), then finished.
+fn gathered_in_pieces(
+    g: &ConvGeometry,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_row = g.kernel_w * g.in_c;
+    let filter_oc = g.kernel_h * filter_row;
+    let piece_rows = (OFFSET_CAP / filter_row.max(1)).max(1);
+    let image_len = g.in_h * g.in_w * g.in_c;
+    let mut buf = [0i16; OFFSET_CAP];
+    let mut scratch = PACK_SCRATCH;
+    let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
+    for (block, f_block) in filter.chunks(QUANT_BLOCK * filter_oc).enumerate() {
+        let c0 = block * QUANT_BLOCK;
+        let n = f_block.len() / filter_oc.max(1);
+        let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+        stage.channels_into(c0, q);
+        let mut pixels = output.chunks_exact_mut(g.out_c);
+        for image in input.chunks_exact(image_len) {
+            for oy in 0..g.out_h {
+                let y0 = oy * g.stride_h;
+                let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
+                for ox in 0..g.out_w {
+                    let mut sums = [0i32; QUANT_BLOCK];
+                    let sums = sums.get_mut(..n).ok_or(Error::KernelArgs)?;
+                    for first in (0..g.kernel_h).step_by(piece_rows) {
+                        let rows = piece_rows.min(g.kernel_h - first);
+                        let x = buf.get_mut(..rows * filter_row).ok_or(Error::KernelArgs)?;
+                        gather_rows(g, image, (y0, ky0, ky1), ox, offset, first, x)?;
+                        let start = first * filter_row;
+                        accumulate_offset(x, &mut scratch, f_block, filter_oc, start, sums)?;
+                    }
+                    let out_px = pixels
+                        .next()
+                        .and_then(|p| p.get_mut(c0..c0 + n))
+                        .ok_or(Error::KernelArgs)?;
+                    for ((y, &acc), q) in out_px.iter_mut().zip(sums.iter()).zip(q.iter()) {
+                        *y = stage.finish(q, acc);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn gathered(
@@ -157,17 +213,33 @@ pub(crate) fn conv_block(
 pub(crate) fn gather_window(
     g: &ConvGeometry,
     image: &[i8],
-    (y0, ky0, ky1): (usize, usize, usize),
+    rows: (usize, usize, usize),
     ox: usize,
     offset: i16,
     window: &mut [i16],
+) -> Result<(), Error> {
+    gather_rows(g, image, rows, ox, offset, 0, window)
+}
+
+/// [`gather_window`] for kernel rows `first_ky..` only, as many as `out` holds (whole
+/// rows of `KW·C` entries): one piece of a window too long for the buffer.
+#[inline(always)]
+fn gather_rows(
+    g: &ConvGeometry,
+    image: &[i8],
+    (y0, ky0, ky1): (usize, usize, usize),
+    ox: usize,
+    offset: i16,
+    first_ky: usize,
+    out: &mut [i16],
 ) -> Result<(), Error> {
     let filter_row = g.kernel_w * g.in_c;
     let x0 = ox * g.stride_w;
     let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
     let (left, run) = (kx0 * g.in_c, (kx1 - kx0) * g.in_c);
     let ix0 = x0 + kx0 - g.pad_left;
-    for (ky, row) in window.chunks_exact_mut(filter_row).enumerate() {
+    for (i, row) in out.chunks_exact_mut(filter_row).enumerate() {
+        let ky = first_ky + i;
         if ky < ky0 || ky >= ky1 {
             zero(row);
             continue;
@@ -305,9 +377,10 @@ mod tests {
         }
     }
 
-    /// The gathered path itself (the host's `conv2d` takes AVX2 first): two pixels per
-    /// pass where the window fits [`super::super::PAIR_CAP`] (unit tests turn the
-    /// packed path on), odd and even row widths, one pixel per pass above it.
+    /// The gathered paths themselves (the host's `conv2d` takes AVX2 first): two pixels
+    /// per pass where the window fits [`super::super::PAIR_CAP`] (unit tests turn the
+    /// packed path on), odd and even row widths, one pixel per pass above it, and
+    /// windows above [`OFFSET_CAP`] in pieces.
     #[test]
     fn gathered_pixel_pairs_match_reference() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -318,11 +391,17 @@ mod tests {
             state
         };
         // (in_h, in_w, in_c, kernel, pad, stride, out_c): windows 25, 27, 150 and 300.
-        for (h, w, c, k, pad, stride, out_c) in [
-            (9usize, 9usize, 1usize, 5usize, 2usize, 1usize, 6usize),
-            (7, 6, 3, 3, 1, 1, 5),
-            (8, 7, 6, 5, 0, 1, 17),
-            (6, 5, 12, 5, 2, 2, 3),
+        for (h, w, c, k, pad, stride, out_c, pieces) in [
+            (
+                9usize, 9usize, 1usize, 5usize, 2usize, 1usize, 6usize, false,
+            ),
+            (7, 6, 3, 3, 1, 1, 5, false),
+            (8, 7, 6, 5, 0, 1, 17, false),
+            (6, 5, 12, 5, 2, 2, 3, false),
+            // Windows above 512 values, in pieces of whole kernel rows: 3×3×64 (pieces
+            // of 2 rows + 1) and 5×5×24 (4 rows + 1).
+            (5, 6, 64, 3, 1, 1, 19, true),
+            (6, 6, 24, 5, 2, 2, 4, true),
         ] {
             let out = |n: usize| (n + 2 * pad - k) / stride + 1;
             let g = ConvGeometry {
@@ -359,7 +438,11 @@ mod tests {
                 act_max: 127,
             };
             let (mut fast, mut slow) = (std::vec![0i8; out_len], std::vec![1i8; out_len]);
-            gathered(&g, 9, &stage, &filter, &input, &mut fast).unwrap();
+            if pieces {
+                gathered_in_pieces(&g, 9, &stage, &filter, &input, &mut fast).unwrap();
+            } else {
+                gathered(&g, 9, &stage, &filter, &input, &mut fast).unwrap();
+            }
             reference::conv2d(&g, 9, &stage, &filter, &input, &mut slow);
             assert_eq!(fast, slow, "{g:?}");
             assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");

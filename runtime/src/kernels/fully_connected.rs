@@ -2,8 +2,8 @@
 //! output channel).
 
 use super::{
-    channels_offset, dot, offset_into, small_offset, ChannelQuant, OutputStage, OFFSET_CAP,
-    PACK_SCRATCH, QUANT_BLOCK,
+    accumulate_offset, channels_offset, channels_prepacked, dot, offset_into, pack_input,
+    small_offset, ChannelQuant, OutputStage, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 
@@ -82,6 +82,10 @@ pub fn fully_connected(
             .zip(output.chunks_exact_mut(out_features))
         {
             offset_into(x, row, offset);
+            // Packed once per row for all its blocks of channels, where `PACKED`.
+            if PACKED {
+                pack_input(x, &mut scratch)?;
+            }
             let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
             // Each block's length is a visible `min(.., QUANT_BLOCK)`, a bound LLVM
             // carries into `channels_offset` (slicing `out_row` to
@@ -95,7 +99,38 @@ pub fn fully_connected(
                 let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
                 let out_block = out_row.get_mut(c0..c0 + q.len()).ok_or(Error::KernelArgs)?;
                 stage.channels_into(c0, q);
-                channels_offset(x, &mut scratch, w_block, stage, q, out_block)?;
+                if PACKED {
+                    channels_prepacked(x, &scratch, w_block, stage, q, out_block)?;
+                } else {
+                    channels_offset(x, &mut scratch, w_block, stage, q, out_block)?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    // Rows longer than the offset buffer (ad01's 640 inputs): the same, in pieces of
+    // `OFFSET_CAP` inputs, with one block of channels' partial sums on the stack.
+    if let Some(offset) = small_offset(input_offset).filter(|_| in_features > OFFSET_CAP) {
+        let mut buf = [0i16; OFFSET_CAP];
+        let mut scratch = PACK_SCRATCH;
+        for (row, out_row) in input
+            .chunks_exact(in_features)
+            .zip(output.chunks_exact_mut(out_features))
+        {
+            for (block, w_block) in weights.chunks(QUANT_BLOCK * in_features).enumerate() {
+                let c0 = block * QUANT_BLOCK;
+                let n = out_features.saturating_sub(c0).min(QUANT_BLOCK);
+                let mut sums = [0i32; QUANT_BLOCK];
+                let sums = sums.get_mut(..n).ok_or(Error::KernelArgs)?;
+                for (p, piece) in row.chunks(OFFSET_CAP).enumerate() {
+                    let x = buf.get_mut(..piece.len()).ok_or(Error::KernelArgs)?;
+                    offset_into(x, piece, offset);
+                    accumulate_offset(x, &mut scratch, w_block, in_features, p * OFFSET_CAP, sums)?;
+                }
+                let out_block = out_row.get_mut(c0..c0 + n).ok_or(Error::KernelArgs)?;
+                for ((y, &acc), c) in out_block.iter_mut().zip(sums.iter()).zip(c0..) {
+                    *y = stage.apply(acc, c);
+                }
             }
         }
         return Ok(());
@@ -113,4 +148,58 @@ pub fn fully_connected(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference;
+    use std::vec::Vec;
+
+    /// Rows longer than the offset buffer, summed in pieces, and a row packed once for
+    /// three blocks of channels (the packed path is on in unit tests), against the
+    /// reference; the AVX2 path off so the portable one runs.
+    #[test]
+    fn packed_rows_match_reference() {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        crate::kernels::x86::set_enabled(false);
+        let mut state = 0x0f1e_2d3c_4b5a_6978u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (in_features, out_features) in [(640usize, 21usize), (1027, 5), (513, 16), (100, 37)] {
+            let shape = FcShape {
+                batch: 2,
+                in_features,
+                out_features,
+            };
+            let input: Vec<i8> = (0..2 * in_features).map(|_| next() as i8).collect();
+            let weights: Vec<i8> = (0..in_features * out_features)
+                .map(|_| next() as i8)
+                .collect();
+            let mut requant: Vec<u8> = (0..out_features)
+                .flat_map(|_| ((next() as u32) >> 14).to_le_bytes())
+                .collect();
+            requant.extend((0..out_features).map(|_| 0u8));
+            let stage = OutputStage {
+                bias: None,
+                requant: &requant,
+                channels: out_features,
+                output_offset: 2,
+                act_min: -128,
+                act_max: 127,
+            };
+            let mut fast = std::vec![0i8; 2 * out_features];
+            let mut slow = std::vec![1i8; 2 * out_features];
+            fully_connected(&shape, 11, &stage, &weights, &input, &mut fast).unwrap();
+            reference::fully_connected(&shape, 11, &stage, &weights, &input, &mut slow);
+            assert_eq!(fast, slow, "{shape:?}");
+            assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        crate::kernels::x86::set_enabled(true);
+    }
 }
