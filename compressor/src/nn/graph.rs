@@ -374,7 +374,7 @@ impl Graph {
                         let pre = if owner == i { &y } else { &values[owner] };
                         match (owner_in, grid) {
                             (Some(g_in), Some(g_out)) => self
-                                .deployed_output(&plan, owner, i, pre, q, g_in, g_out)?
+                                .deployed_output(&plan, owner, i, pre, g_in, g_out)?
                                 .unwrap_or(fq),
                             _ => fq,
                         }
@@ -441,10 +441,12 @@ impl Graph {
         owner: usize,
         act: usize,
         pre: &Tensor,
-        q: &QuantBinding,
         input: QParams,
         output: QParams,
     ) -> Result<Option<Tensor>> {
+        let Some(q) = self.quant.as_deref() else {
+            return Ok(None);
+        };
         let on_grid = self.deployed_bias(plan, owner, Some(input))?;
         let bias = match &self.nodes[owner].layer {
             Layer::Conv2d(c) => on_grid.as_ref().or(c.bias()),
