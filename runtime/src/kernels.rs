@@ -301,62 +301,34 @@ pub(crate) fn dot_offset4(x: &[i16], w0: &[i8], w1: &[i8], w2: &[i8], w3: &[i8])
     [a0, a1, a2, a3]
 }
 
-/// Dual 16-bit multiply-accumulate primitives: Armv7E-M DSP instructions where the
-/// target has them, bit-identical portable code elsewhere.
+/// Dual 16-bit multiply-accumulate loops: Armv7E-M assembly where the target has the
+/// DSP extension, bit-identical portable code elsewhere (and in the unit tests), written
+/// with the three helpers below, which model `SMLAD` and `SXTB16`.
 #[allow(unsafe_code)]
 mod dual {
     /// `acc + lo(a)·lo(b) + hi(a)·hi(b)` on signed 16-bit halves, wrapping (`SMLAD`).
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
     #[inline(always)]
-    pub(super) fn smlad(acc: i32, a: u32, b: u32) -> i32 {
-        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
-        {
-            let r: i32;
-            // SAFETY: SMLAD only reads its three registers and writes one (and the
-            // sticky Q flag, which nothing here reads); no memory or stack access.
-            // Its result, the 32-bit wrapping sum, is what the portable code computes.
-            unsafe {
-                core::arch::asm!(
-                    "smlad {r}, {a}, {b}, {acc}",
-                    r = lateout(reg) r,
-                    a = in(reg) a,
-                    b = in(reg) b,
-                    acc = in(reg) acc,
-                    options(pure, nomem, nostack),
-                );
-            }
-            r
-        }
-        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
-        {
-            let lo = i32::from(a as i16) * i32::from(b as i16);
-            let hi = i32::from((a >> 16) as i16) * i32::from((b >> 16) as i16);
-            acc.wrapping_add(lo).wrapping_add(hi)
-        }
+    fn smlad(acc: i32, a: u32, b: u32) -> i32 {
+        let lo = i32::from(a as i16) * i32::from(b as i16);
+        let hi = i32::from((a >> 16) as i16) * i32::from((b >> 16) as i16);
+        acc.wrapping_add(lo).wrapping_add(hi)
     }
 
     /// Bytes 0 and 2 of `w`, each sign-extended to a 16-bit half (`SXTB16`).
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
     #[inline(always)]
-    pub(super) fn sxtb16(w: u32) -> u32 {
-        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
-        {
-            let r: u32;
-            // SAFETY: register-only instruction, no memory, stack or flags.
-            unsafe {
-                core::arch::asm!(
-                    "sxtb16 {r}, {w}",
-                    r = lateout(reg) r,
-                    w = in(reg) w,
-                    options(pure, nomem, nostack, preserves_flags),
-                );
-            }
-            r
-        }
-        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
-        {
-            let b0 = u32::from(i16::from(w as u8 as i8) as u16);
-            let b2 = u32::from(i16::from((w >> 16) as u8 as i8) as u16);
-            b0 | (b2 << 16)
-        }
+    fn sxtb16(w: u32) -> u32 {
+        let b0 = u32::from(i16::from(w as u8 as i8) as u16);
+        let b2 = u32::from(i16::from((w >> 16) as u8 as i8) as u16);
+        b0 | (b2 << 16)
+    }
+
+    /// Bytes 1 and 3 of `w`, each sign-extended to a 16-bit half (`SXTB16 …, ROR #8`).
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+    #[inline(always)]
+    fn sxtb16_ror8(w: u32) -> u32 {
+        sxtb16(w.rotate_right(8))
     }
 
     /// `(Σ a·w, Σ b·w)` over `packed`, groups of four words `(a0,a2) (a1,a3) (b0,b2)
@@ -495,29 +467,6 @@ mod dual {
             (a, b)
         }
     }
-
-    /// Bytes 1 and 3 of `w`, each sign-extended to a 16-bit half (`SXTB16 …, ROR #8`).
-    #[inline(always)]
-    pub(super) fn sxtb16_ror8(w: u32) -> u32 {
-        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
-        {
-            let r: u32;
-            // SAFETY: register-only instruction, no memory, stack or flags.
-            unsafe {
-                core::arch::asm!(
-                    "sxtb16 {r}, {w}, ror #8",
-                    r = lateout(reg) r,
-                    w = in(reg) w,
-                    options(pure, nomem, nostack, preserves_flags),
-                );
-            }
-            r
-        }
-        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
-        {
-            sxtb16(w.rotate_right(8))
-        }
-    }
 }
 
 /// Whether [`channels_offset`] uses the packed dual-MAC path: on SMLAD targets, and in
@@ -538,9 +487,9 @@ pub(crate) type PackScratch = [u32; if PACKED { OFFSET_CAP / 2 } else { 0 }];
 /// An empty [`PackScratch`].
 pub(crate) const PACK_SCRATCH: PackScratch = [0; if PACKED { OFFSET_CAP / 2 } else { 0 }];
 
-/// Pack offset inputs for [`dual::smlad`]: each group `x0 x1 x2 x3` becomes the words
-/// `(x0, x2)` and `(x1, x3)` (low half first), matching [`dual::sxtb16`] and
-/// [`dual::sxtb16_ror8`] of the four weight bytes. `out.len() = x.len() / 4 · 2`;
+/// Pack offset inputs for `SMLAD` (`dual::dot_two`): each group `x0 x1 x2 x3` becomes
+/// the words `(x0, x2)` and `(x1, x3)` (low half first), matching `SXTB16` and
+/// `SXTB16 …, ROR #8` of the four weight bytes. `out.len() = x.len() / 4 · 2`;
 /// the `x.len() % 4` tail is left to the caller.
 #[inline]
 fn pack_pairs(x: &[i16], out: &mut [u32]) {
@@ -553,7 +502,8 @@ fn pack_pairs(x: &[i16], out: &mut [u32]) {
     }
 }
 
-/// Four weight bytes as a little-endian word (one unaligned load on Armv7E-M).
+/// Four weight bytes as a little-endian word (the portable loops' load).
+#[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
 #[inline(always)]
 fn word(w: &[i8]) -> u32 {
     match *w {

@@ -108,9 +108,11 @@ pub fn fully_connected(
         }
         return Ok(());
     }
-    // Rows longer than the offset buffer (ad01's 640 inputs): the same, in pieces of
-    // `OFFSET_CAP` inputs, with one block of channels' partial sums on the stack.
-    if let Some(offset) = small_offset(input_offset).filter(|_| in_features > OFFSET_CAP) {
+    // Rows longer than the offset buffer (ad01's 640 inputs), where `PACKED`: the same,
+    // in pieces of `OFFSET_CAP` inputs, with one block of channels' partial sums on the
+    // stack. (Without SMLAD the plain loop below is kept: not measured against it.)
+    if let Some(offset) = small_offset(input_offset).filter(|_| PACKED && in_features > OFFSET_CAP)
+    {
         let mut buf = [0i16; OFFSET_CAP];
         let mut scratch = PACK_SCRATCH;
         for (row, out_row) in input
