@@ -30,6 +30,8 @@ pub mod pooling;
 pub mod reference;
 pub mod softmax;
 pub mod sparse;
+#[cfg(test)]
+mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub mod x86;
 
@@ -659,8 +661,9 @@ pub(crate) fn channels_offset(
 
 /// `acc[j] += Σ x·w` over piece `start..start + x.len()` of each of the `acc.len()`
 /// weight rows `rows[j·row_len ..][..row_len]`, wrapping: a row longer than
-/// [`OFFSET_CAP`] summed in pieces of offset inputs. Where [`PACKED`], `x` is packed
-/// into `scratch` once and two rows go per `SMLAD` pass, as in [`channels_offset`].
+/// [`OFFSET_CAP`] summed in pieces of offset inputs, `x` packed into `scratch` once and
+/// two rows per `SMLAD` pass, as in [`channels_offset`]. Only where [`PACKED`] (the
+/// callers check): elsewhere `scratch` has no room and the call is `KernelArgs`.
 #[inline]
 pub(crate) fn accumulate_offset(
     x: &[i16],
@@ -671,36 +674,27 @@ pub(crate) fn accumulate_offset(
     acc: &mut [i32],
 ) -> Result<(), Error> {
     let len = x.len();
+    if start.checked_add(len).is_none_or(|end| end > row_len) {
+        return Err(Error::KernelArgs);
+    }
     let piece = |j: usize| {
         rows.get(j * row_len + start..)
             .and_then(|r| r.get(..len))
             .ok_or(Error::KernelArgs)
     };
-    if start.checked_add(len).is_none_or(|end| end > row_len) {
-        return Err(Error::KernelArgs);
-    }
-    if PACKED {
-        let packed = scratch.get_mut(..len / 4 * 2).ok_or(Error::KernelArgs)?;
-        pack_pairs(x, packed);
-        let packed = &*packed;
-        let tail = x.get(len / 4 * 4..).ok_or(Error::KernelArgs)?;
-        let mut j = 0;
-        while j < acc.len() {
-            let w0 = piece(j)?;
-            let w1 = if j + 1 < acc.len() { piece(j + 1)? } else { w0 };
-            let [s0, s1] = dot_packed2(packed, tail, w0, w1);
-            if let Some(a) = acc.get_mut(j) {
-                *a = a.wrapping_add(s0);
-            }
-            if let Some(a) = acc.get_mut(j + 1) {
-                *a = a.wrapping_add(s1);
-            }
-            j += 2;
+    pack_input(x, scratch)?;
+    let packed = scratch.get(..len / 4 * 2).ok_or(Error::KernelArgs)?;
+    let tail = x.get(len / 4 * 4..).ok_or(Error::KernelArgs)?;
+    for (k, pair) in acc.chunks_mut(2).enumerate() {
+        let w0 = piece(2 * k)?;
+        let w1 = if pair.len() == 2 {
+            piece(2 * k + 1)?
+        } else {
+            w0
+        };
+        for (a, sum) in pair.iter_mut().zip(dot_packed2(packed, tail, w0, w1)) {
+            *a = a.wrapping_add(sum);
         }
-        return Ok(());
-    }
-    for (j, a) in acc.iter_mut().enumerate() {
-        *a = a.wrapping_add(dot_offset(x, piece(j)?));
     }
     Ok(())
 }
@@ -738,10 +732,10 @@ fn pack_pixel_pair(a: &[i16], b: &[i16], out: &mut [u32]) {
 }
 
 /// [`channels_offset`] for two pixels at once: `out_a[j]` from window `xa`, `out_b[j]`
-/// from `xb` (equal lengths, at most [`PAIR_CAP`]). Where [`PACKED`], both windows are
-/// packed side by side and each weight word, loaded and sign-extended once, feeds both
-/// pixels (`dual::dot_pair`); elsewhere it is two calls of [`channels_offset`]. Same
-/// sums, wrapping, so bit-identical.
+/// from `xb` (equal lengths, at most [`PAIR_CAP`]). Both windows are packed side by side
+/// and each weight word, loaded and sign-extended once, feeds both pixels
+/// (`dual::dot_pair`). Same sums, wrapping, so bit-identical. Only where
+/// [`pairs_pixels`] (the callers check).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn channels_offset_pair(
@@ -754,10 +748,6 @@ pub(crate) fn channels_offset_pair(
     out_a: &mut [i8],
     out_b: &mut [i8],
 ) -> Result<(), Error> {
-    if !PACKED {
-        channels_offset(xa, scratch, weights, stage, quants, out_a)?;
-        return channels_offset(xb, scratch, weights, stage, quants, out_b);
-    }
     let len = xa.len();
     let body = len / 4 * 4;
     if len == 0
@@ -795,6 +785,7 @@ pub(crate) const CHANNEL_BLOCK: usize = 32;
 
 #[cfg(test)]
 mod packed_tests {
+    use super::test_support::xorshift;
     use super::*;
     use std::vec::Vec;
 
@@ -802,13 +793,7 @@ mod packed_tests {
     /// to [`PAIR_CAP`] and channel count.
     #[test]
     fn pixel_pairs_match_plain_dot() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let requant = [0x00, 0x00, 0x10, 0x00, 0x00]; // 2^20, shift 0: single rounding
         for len in (1..=40usize).chain([150, 255, PAIR_CAP]) {
             for channels in 1..=5usize {
@@ -872,13 +857,7 @@ mod packed_tests {
     /// difference is the three instructions, is bit-exact too.
     #[test]
     fn packed_channels_match_plain_dot() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let requant = [0x00, 0x00, 0x00, 0x40, 0xfe]; // 2^30, shift −2
         for len in 1..=70usize {
             for channels in 1..=9usize {

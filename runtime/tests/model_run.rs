@@ -10,6 +10,44 @@ use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use sprig_runtime::{ArgMax, Encoding, Error, FullyConnected, Model, Op, TensorKind};
 
+/// The ops one at a time (`load_input`, then `run_op` for each, as a board's per-op
+/// profile runs them) leave the same output as `run`; bad indices and arenas are errors.
+#[test]
+fn ops_one_at_a_time_match_run() {
+    let built = cnn();
+    let blob = built.blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    let mut arena = vec![0u8; model.arena_size()];
+    let mut rng = Lcg::new(7);
+    for _ in 0..10 {
+        let input = rng.vec_i8(36);
+        // The same arena, byte for byte, both ways (from the same filler).
+        arena.fill(0x55);
+        let whole = model.run_in_arena(&mut arena, &input).unwrap().to_vec();
+        assert_eq!(whole, cnn_expected(&built, &input));
+        let after_run = arena.clone();
+        arena.fill(0x55);
+        model.load_input(&mut arena, &input).unwrap();
+        for i in 0..model.ops().len() {
+            model.run_op(i, &mut arena).unwrap();
+        }
+        assert_eq!(arena, after_run);
+    }
+    assert_eq!(
+        model.run_op(model.ops().len(), &mut arena),
+        Err(Error::KernelArgs)
+    );
+    let mut small = vec![0u8; model.arena_size() - 1];
+    assert!(matches!(
+        model.run_op(0, &mut small),
+        Err(Error::ArenaTooSmall { .. })
+    ));
+    assert!(matches!(
+        model.load_input(&mut arena, &[0i8; 35]),
+        Err(Error::InputSizeMismatch { .. })
+    ));
+}
+
 #[test]
 fn cnn_runs_and_matches_reference() {
     let built = cnn();

@@ -295,6 +295,9 @@ impl Graph {
         // Per node: for a sign output and the max pools / flattens after it, the owner
         // and the pre-activation (pooled and flattened alike), see below.
         let mut pre_sign: Vec<Option<(usize, Tensor)>> = Vec::with_capacity(self.nodes.len());
+        // Per node: the bias an eval forward adds in place of the float one (on its int32
+        // grid, `deployed_bias`); `forward_deployed`'s output stage reuses it.
+        let mut eval_biases: Vec<Option<Tensor>> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             let input = |k: usize| -> &Tensor {
                 match node.inputs[k] {
@@ -312,6 +315,14 @@ impl Graph {
                     _ => Ok(t.clone()),
                 }
             };
+            // After the weight hook has recorded this forward's weight scales.
+            let bias_on_grid = || -> Result<Option<Tensor>> {
+                if train {
+                    return Ok(None);
+                }
+                self.deployed_bias(&plan, i, self.layer_input_grid(&plan, i, in_grid))
+            };
+            let mut eval_bias = None;
             let effective_weight = |w: &Tensor| -> Result<Tensor> {
                 let w = self.masked_weight(&node.name, w)?;
                 match quant {
@@ -327,14 +338,14 @@ impl Graph {
                 Layer::Conv2d(c) => {
                     let xin = quant_input(input(0))?;
                     let w = effective_weight(c.weight())?;
-                    let b = self.eval_bias(&plan, i, in_grid, train)?;
-                    c.forward_with(&xin, &w, b.as_ref().or(c.bias()))?
+                    eval_bias = bias_on_grid()?;
+                    c.forward_with(&xin, &w, eval_bias.as_ref().or(c.bias()))?
                 }
                 Layer::Linear(l) => {
                     let xin = quant_input(input(0))?;
                     let w = effective_weight(l.weight())?;
-                    let b = self.eval_bias(&plan, i, in_grid, train)?;
-                    l.forward_with(&xin, &w, b.as_ref().or(l.bias()))?
+                    eval_bias = bias_on_grid()?;
+                    l.forward_with(&xin, &w, eval_bias.as_ref().or(l.bias()))?
                 }
                 Layer::BatchNorm2d(b) => b.forward_t(input(0), train)?,
                 Layer::ReLU(a) => a.forward(input(0))?,
@@ -363,18 +374,19 @@ impl Graph {
                     // the deployed op computes, its int32 bias and fixed-point
                     // requantization. Nothing of it runs in the training forward.
                     let y = if deployed && !binary {
-                        let owner_in = if plan[owner].quantize_input {
-                            q.layer(name).and_then(|l| l.input_qparams())
-                        } else {
-                            match self.nodes[owner].inputs[0] {
-                                Source::Input => input_grid,
-                                Source::Node(j) => grids[j],
-                            }
+                        let producer = match self.nodes[owner].inputs[0] {
+                            Source::Input => input_grid,
+                            Source::Node(j) => grids[j],
                         };
-                        let pre = if owner == i { &y } else { &values[owner] };
+                        let owner_in = self.layer_input_grid(&plan, owner, producer);
+                        let (pre, bias) = if owner == i {
+                            (&y, eval_bias.as_ref())
+                        } else {
+                            (&values[owner], eval_biases[owner].as_ref())
+                        };
                         match (owner_in, grid) {
                             (Some(g_in), Some(g_out)) => self
-                                .deployed_output(&plan, owner, i, pre, g_in, g_out)?
+                                .deployed_output(owner, i, pre, bias, g_in, g_out)?
                                 .unwrap_or(fq),
                             _ => fq,
                         }
@@ -420,6 +432,7 @@ impl Graph {
                 input_grid = q.layer(&node.name).and_then(|l| l.input_qparams());
             }
             observe(i, &y)?;
+            eval_biases.push(eval_bias);
             pre_sign.push(carry);
             values.push(y);
             grids.push(grid);
@@ -433,24 +446,24 @@ impl Graph {
 impl Graph {
     /// The output of Conv2d / Linear node `owner` as the int8 runtime computes it from
     /// its float pre-activation `pre` ([`crate::quant::requant`]), with the activation
-    /// node `act` fused when it is not `owner` itself; `None` where the layer's weights
-    /// have no recorded integer scales (not quantized).
+    /// node `act` fused when it is not `owner` itself; `on_grid` is the bias the eval
+    /// forward added in place of the float one, if any. `None` where the layer's
+    /// weights have no recorded integer scales (not quantized).
     fn deployed_output(
         &self,
-        plan: &QuantPlan,
         owner: usize,
         act: usize,
         pre: &Tensor,
+        on_grid: Option<&Tensor>,
         input: QParams,
         output: QParams,
     ) -> Result<Option<Tensor>> {
         let Some(q) = self.quant.as_deref() else {
             return Ok(None);
         };
-        let on_grid = self.deployed_bias(plan, owner, Some(input))?;
         let bias = match &self.nodes[owner].layer {
-            Layer::Conv2d(c) => on_grid.as_ref().or(c.bias()),
-            Layer::Linear(l) => on_grid.as_ref().or(l.bias()),
+            Layer::Conv2d(c) => on_grid.or(c.bias()),
+            Layer::Linear(l) => on_grid.or(l.bias()),
             _ => return Ok(None),
         };
         let Some(state) = q.layer(&self.nodes[owner].name).map(|l| l.state()) else {
@@ -475,28 +488,22 @@ impl Graph {
 }
 
 impl Graph {
-    /// The bias node `i` adds in an eval forward (`None`: its own float bias): the
-    /// [`deployed_bias`](Self::deployed_bias). Training keeps the float bias, which the
-    /// grid moves by under half an accumulator step.
-    fn eval_bias(
+    /// The grid node `i`'s layer reads its input on: its own `input` hook's, where the
+    /// plan quantizes its input, else `producer`, the grid of the value it reads.
+    pub fn layer_input_grid(
         &self,
         plan: &QuantPlan,
         i: usize,
-        producer_grid: Option<QParams>,
-        train: bool,
-    ) -> Result<Option<Tensor>> {
-        if train {
-            return Ok(None);
-        }
-        let in_grid = if plan[i].quantize_input {
+        producer: Option<QParams>,
+    ) -> Option<QParams> {
+        if plan[i].quantize_input {
             self.quant
                 .as_deref()
                 .and_then(|q| q.layer(&self.nodes[i].name))
                 .and_then(|l| l.input_qparams())
         } else {
-            producer_grid
-        };
-        self.deployed_bias(plan, i, in_grid)
+            producer
+        }
     }
 
     /// The bias of Conv2d / Linear node `i` on its int32 grid

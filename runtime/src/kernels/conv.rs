@@ -329,19 +329,14 @@ fn by_rows(
 mod tests {
     use super::*;
     use crate::kernels::reference;
+    use crate::kernels::test_support::{single_rounding_requant, xorshift};
     use std::vec::Vec;
 
     /// More output channels than one [`QUANT_BLOCK`] (the property tests stop at 6),
     /// per-channel bias and requantization, padding and both strides.
     #[test]
     fn many_channels_match_reference() {
-        let mut state = 0x0123_4567_89ab_cdefu64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x0123_4567_89ab_cdefu64);
         for (out_c, stride) in [(17usize, 1usize), (37, 2), (33, 1)] {
             let g = ConvGeometry {
                 batch: 2,
@@ -390,13 +385,7 @@ mod tests {
     /// windows above [`OFFSET_CAP`] in pieces.
     #[test]
     fn gathered_pixel_pairs_match_reference() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         // (in_h, in_w, in_c, kernel, pad, stride, out_c): windows 25, 27, 150 and 300.
         for (h, w, c, k, pad, stride, out_c, pieces) in [
             (
@@ -432,10 +421,7 @@ mod tests {
             let bias: Vec<u8> = (0..out_c)
                 .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
                 .collect();
-            let mut requant: Vec<u8> = (0..out_c)
-                .flat_map(|_| ((next() as u32) >> 11).to_le_bytes())
-                .collect();
-            requant.extend((0..out_c).map(|_| 0u8));
+            let requant = single_rounding_requant(&mut next, out_c, 11);
             let stage = OutputStage {
                 bias: Some(&bias),
                 requant: &requant,

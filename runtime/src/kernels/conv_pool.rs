@@ -446,19 +446,14 @@ impl DensePixel<'_, '_, '_> {
 mod tests {
     use super::*;
     use crate::kernels::reference;
+    use crate::kernels::test_support::{single_rounding_requant, xorshift};
 
     /// The dense fused kernel against the conv then pool oracle, with the two-pixel
     /// path on (unit tests turn the packed path on): LeNet-5's conv1 shape (window 25,
     /// pairs) and a window of 300 (one pixel per pass), odd widths included.
     #[test]
     fn dense_pixel_pairs_match_reference() {
-        let mut state = 0x0123_4567_89ab_cdefu64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x0123_4567_89ab_cdefu64);
         for (h, w, c, k, pad, out_c) in [
             (12usize, 12usize, 1usize, 5usize, 2usize, 6usize),
             (9, 11, 12, 5, 0, 3),
@@ -496,10 +491,7 @@ mod tests {
             let (_, out_len) = pool.lens().unwrap();
             let input: std::vec::Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
             let filter: std::vec::Vec<i8> = (0..out_c * k * k * c).map(|_| next() as i8).collect();
-            let mut requant: std::vec::Vec<u8> = (0..out_c)
-                .flat_map(|_| ((next() as u32) >> 12).to_le_bytes())
-                .collect();
-            requant.extend((0..out_c).map(|_| 0u8));
+            let requant = single_rounding_requant(&mut next, out_c, 12);
             let stage = OutputStage {
                 bias: None,
                 requant: &requant,

@@ -156,6 +156,7 @@ pub fn fully_connected(
 mod tests {
     use super::*;
     use crate::kernels::reference;
+    use crate::kernels::test_support::{single_rounding_requant, xorshift};
     use std::vec::Vec;
 
     /// Rows longer than the offset buffer, summed in pieces, and a row packed once for
@@ -165,13 +166,7 @@ mod tests {
     fn packed_rows_match_reference() {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         crate::kernels::x86::set_enabled(false);
-        let mut state = 0x0f1e_2d3c_4b5a_6978u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x0f1e_2d3c_4b5a_6978u64);
         for (in_features, out_features) in [(640usize, 21usize), (1027, 5), (513, 16), (100, 37)] {
             let shape = FcShape {
                 batch: 2,
@@ -182,10 +177,7 @@ mod tests {
             let weights: Vec<i8> = (0..in_features * out_features)
                 .map(|_| next() as i8)
                 .collect();
-            let mut requant: Vec<u8> = (0..out_features)
-                .flat_map(|_| ((next() as u32) >> 14).to_le_bytes())
-                .collect();
-            requant.extend((0..out_features).map(|_| 0u8));
+            let requant = single_rounding_requant(&mut next, out_features, 14);
             let stage = OutputStage {
                 bias: None,
                 requant: &requant,

@@ -322,14 +322,11 @@ impl<'a> Lowering<'a> {
     /// Conv2d / Linear node `i`'s bias on its int32 grid, as the eval forward adds it
     /// ([`Graph::deployed_bias`]); `None` where the float bias stands.
     fn deployed_bias(&self, i: usize) -> Result<Option<Tensor>> {
-        let in_grid = if self.plan[i].quantize_input {
-            self.layer_quant(i).and_then(|lq| lq.input_qparams())
-        } else {
-            match self.graph.nodes()[i].inputs[0] {
-                Source::Input => self.input_grid,
-                Source::Node(j) => self.grids[j],
-            }
+        let producer = match self.graph.nodes()[i].inputs[0] {
+            Source::Input => self.input_grid,
+            Source::Node(j) => self.grids[j],
         };
+        let in_grid = self.graph.layer_input_grid(&self.plan, i, producer);
         Ok(self.graph.deployed_bias(&self.plan, i, in_grid)?)
     }
 
