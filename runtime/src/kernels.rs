@@ -34,6 +34,7 @@ pub mod sparse;
 mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub mod x86;
+pub mod xor_popcount;
 
 /// What happens to a channel's `i32` accumulator: add the bias, requantize, add the
 /// output zero point, clamp to the fused activation range.

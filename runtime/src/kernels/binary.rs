@@ -12,6 +12,7 @@
 
 use super::conv::window_columns;
 use super::fully_connected::FcShape;
+use super::xor_popcount::{steps, xor_popcount, Row, STEP};
 use super::ConvGeometry;
 use crate::error::Error;
 use crate::format::packed::PackedRows;
@@ -20,11 +21,11 @@ use crate::format::packed::PackedRows;
 /// op's `IN`); the loader refuses longer rows.
 pub const BINARY_ROW_CAP: usize = 4096;
 
-/// Words of the longest row, rounded up to whole triples (the popcount's step).
-const WORDS: usize = (BINARY_ROW_CAP / 32).div_ceil(3) * 3;
+/// Words of the longest row, rounded up to whole steps of [`xor_popcount`].
+const WORDS: usize = (BINARY_ROW_CAP / 32).div_ceil(STEP) * STEP;
 
-/// Weight words a binary conv keeps on the stack (its rows as aligned words, each
-/// padded to whole triples) when all its rows fit: 1 KiB.
+/// Weight words a binary conv keeps on the stack (its rows as aligned words, each zero
+/// padded to whole steps of [`xor_popcount`]) when all its rows fit: 1 KiB.
 const WEIGHT_WORDS: usize = 256;
 
 /// A channel's `i32` threshold from its four little-endian bytes.
@@ -76,23 +77,6 @@ fn pack_bits(words: &mut [u32], start: usize, values: &[i8], zero_point: i32) {
     }
 }
 
-/// `popcount(a) + popcount(b) + popcount(c)`, SWAR: each word folds to 4-bit counts,
-/// the three add up in one register (at most 12 per nibble), then fold to bytes and
-/// one multiply sums them (at most 96). About 11 operations per word where
-/// `count_ones` alone takes about 12 on cores without a popcount instruction
-/// (Cortex-M, RV32IMAC).
-#[inline(always)]
-fn popcount3(a: u32, b: u32, c: u32) -> u32 {
-    #[inline(always)]
-    fn nibbles(v: u32) -> u32 {
-        let v = v - ((v >> 1) & 0x5555_5555);
-        (v & 0x3333_3333) + ((v >> 2) & 0x3333_3333)
-    }
-    let n = nibbles(a) + nibbles(b) + nibbles(c);
-    let bytes = (n & 0x0F0F_0F0F) + ((n >> 4) & 0x0F0F_0F0F);
-    bytes.wrapping_mul(0x0101_0101) >> 24
-}
-
 #[inline(always)]
 fn le_word(b: &[u8]) -> u32 {
     match *b {
@@ -112,76 +96,20 @@ fn partial_word(bytes: &[u8]) -> u32 {
 }
 
 /// `popcount((x ⊕ w) & mask)` over a packed row `w` (`mask` `None`: every bit
-/// counts). Whole words three at a time; the row's last bytes (fewer than four, zero
-/// padded as its padding bits are) make the last word.
+/// counts). Whole steps of three words in [`xor_popcount`]; the words past the row's
+/// last whole step (its last bytes zero padded, as its padding bits are) one at a time.
 #[inline(always)]
 fn mismatches(x: &[u32], mask: Option<&[u32]>, row: &[u8]) -> u32 {
-    let full = row.len() / 4;
-    let (body, tail) = row.split_at(full * 4);
-    let last = partial_word(tail);
-    let word = |k: usize| -> u32 {
-        let w = match k.cmp(&full) {
-            core::cmp::Ordering::Less => le_word(body.get(4 * k..).unwrap_or(&[])),
-            core::cmp::Ordering::Equal => last,
-            core::cmp::Ordering::Greater => 0,
+    let mut total = xor_popcount(x, mask, Row::Bytes(row));
+    let done = STEP * steps(x, mask, Row::Bytes(row));
+    for (k, &xk) in x.iter().enumerate().skip(done) {
+        let w = match row.get(4 * k..) {
+            Some(bytes) if bytes.len() >= 4 => le_word(bytes),
+            Some(bytes) => partial_word(bytes),
+            None => 0,
         };
-        let v = x.get(k).map_or(0, |&xk| xk ^ w);
-        match mask {
-            Some(m) => v & m.get(k).copied().unwrap_or(0),
-            None => v,
-        }
-    };
-    let mut total = 0;
-    let mut k = 0;
-    let words = x.len();
-    while k + 3 <= full {
-        let (w0, w1, w2) = match body.get(4 * k..4 * k + 12) {
-            Some(&[a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3]) => (
-                u32::from_le_bytes([a0, a1, a2, a3]),
-                u32::from_le_bytes([b0, b1, b2, b3]),
-                u32::from_le_bytes([c0, c1, c2, c3]),
-            ),
-            _ => (0, 0, 0),
-        };
-        let (a, b, c) = match (x.get(k..k + 3), mask) {
-            (Some(&[x0, x1, x2]), None) => (x0 ^ w0, x1 ^ w1, x2 ^ w2),
-            (Some(&[x0, x1, x2]), Some(m)) => match m.get(k..k + 3) {
-                Some(&[m0, m1, m2]) => ((x0 ^ w0) & m0, (x1 ^ w1) & m1, (x2 ^ w2) & m2),
-                _ => (0, 0, 0),
-            },
-            _ => (0, 0, 0),
-        };
-        total += popcount3(a, b, c);
-        k += 3;
-    }
-    while k < words {
-        total += popcount3(word(k), word(k + 1), word(k + 2));
-        k += 3;
-    }
-    total
-}
-
-/// `popcount((x ⊕ w) & mask)` over rows of whole triples of words (zero past the
-/// row's end in both `x` and `w`).
-#[inline(always)]
-fn mismatches_words(x: &[u32], mask: Option<&[u32]>, w: &[u32]) -> u32 {
-    let mut total = 0;
-    let triples = x.chunks_exact(3).zip(w.chunks_exact(3));
-    match mask {
-        None => {
-            for (xs, ws) in triples {
-                if let (&[x0, x1, x2], &[w0, w1, w2]) = (xs, ws) {
-                    total += popcount3(x0 ^ w0, x1 ^ w1, x2 ^ w2);
-                }
-            }
-        }
-        Some(m) => {
-            for ((xs, ws), ms) in triples.zip(m.chunks_exact(3)) {
-                if let (&[x0, x1, x2], &[w0, w1, w2], &[m0, m1, m2]) = (xs, ws, ms) {
-                    total += popcount3((x0 ^ w0) & m0, (x1 ^ w1) & m1, (x2 ^ w2) & m2);
-                }
-            }
-        }
+        let m = mask.map_or(u32::MAX, |m| m.get(k).copied().unwrap_or(0));
+        total += ((xk ^ w) & m).count_ones();
     }
     total
 }
@@ -274,8 +202,8 @@ pub fn binary_conv2d(
     {
         return Err(Error::KernelArgs);
     }
-    // Whole triples of words (the popcount's step), zero past the row.
-    let words = row_len.div_ceil(32).div_ceil(3) * 3;
+    // Whole steps of `xor_popcount`, zero past the row.
+    let words = row_len.div_ceil(32).div_ceil(STEP) * STEP;
     let mut x_buf = [0u32; WORDS];
     let mut m_buf = [0u32; WORDS];
     let x = x_buf.get_mut(..words).ok_or(Error::KernelArgs)?;
@@ -346,7 +274,7 @@ pub fn binary_conv2d(
                 if let Some(w) = cached {
                     let rows = w.chunks_exact(words).zip(thresholds.chunks_exact(4));
                     for (out, (row, t)) in out_px.iter_mut().zip(rows) {
-                        let d = valid as i32 - 2 * mismatches_words(x, mask, row) as i32;
+                        let d = valid as i32 - 2 * xor_popcount(x, mask, Row::Words(row)) as i32;
                         *out = sign(d >= threshold(t));
                     }
                 } else {
