@@ -2,7 +2,7 @@
 //! to the window's first maximum, as PyTorch does (candle 0.11's own max-pool backward
 //! scales it by the share of the window that ties for the maximum instead).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::storage::contiguous_f32;
@@ -76,10 +76,10 @@ impl PoolGeometry {
         }
     }
 
-    /// Offset in `plane` of the window's first maximum (its first NaN, if any).
+    /// Offset in `plane` of the window's first element equal to `max` (the window's
+    /// maximum, as the forward pass computed it; its first NaN if `max` is NaN).
     #[inline]
-    fn window_argmax(&self, plane: &[f32], oy: usize, ox: usize) -> usize {
-        let max = self.window_max(plane, oy, ox);
+    fn window_argmax(&self, plane: &[f32], oy: usize, ox: usize, max: f32) -> usize {
         let is_max = |v: f32| if max.is_nan() { v.is_nan() } else { v == max };
         // Keep the first offset that holds the maximum; arithmetic, not branches.
         let mut first = usize::MAX;
@@ -132,26 +132,39 @@ fn max_2x2(x: &[f32], width: usize, oh: usize, ow: usize, y: &mut [f32]) {
 
 /// The windows do not overlap, so each one writes its four gradient entries outright
 /// (the maximum's gets `dy`, the others zero) in row order, instead of a scattered add.
-fn max_2x2_grad(x: &[f32], dy: &[f32], width: usize, oh: usize, ow: usize, dx: &mut [f32]) {
+/// The maximum is the forward pass's output `y`, not recomputed: the window's elements
+/// equal to it form a 4-bit mask whose lowest set bit (`h & −h`) is the first maximum.
+fn max_2x2_grad(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    width: usize,
+    oh: usize,
+    ow: usize,
+    dx: &mut [f32],
+) {
     for oy in 0..oh {
         let (upper, lower) = dx[2 * oy * width..(2 * oy + 2) * width].split_at_mut(width);
         let outs = upper[..2 * ow]
             .chunks_exact_mut(2)
             .zip(lower[..2 * ow].chunks_exact_mut(2));
         let windows = windows_2x2(x, width, oy, ow);
-        for (((up, low), v), &grad) in outs.zip(windows).zip(&dy[oy * ow..(oy + 1) * ow]) {
-            let max = max4(v);
+        let rows = y[oy * ow..(oy + 1) * ow]
+            .iter()
+            .zip(&dy[oy * ow..(oy + 1) * ow]);
+        for (((up, low), v), (&max, &grad)) in outs.zip(windows).zip(rows) {
             let max_is_nan = max.is_nan();
-            let hit = |v: f32| (v == max) | (max_is_nan & v.is_nan());
-            // The first maximum in [a0, a1, b0, b1] takes the gradient. Bit masks, not
-            // selects: the compiler turned selects into branches, which mispredicted.
-            let (h0, h1, h2) = (hit(v[0]), hit(v[1]), hit(v[2]));
-            let take = [h0, !h0 & h1, !h0 & !h1 & h2, !h0 & !h1 & !h2];
-            let keep = |take: bool| f32::from_bits(grad.to_bits() & u32::from(take).wrapping_neg());
-            up[0] = keep(take[0]);
-            up[1] = keep(take[1]);
-            low[0] = keep(take[2]);
-            low[1] = keep(take[3]);
+            let hit = |v: f32| u32::from((v == max) | (max_is_nan & v.is_nan()));
+            let hits = hit(v[0]) | hit(v[1]) << 1 | hit(v[2]) << 2 | hit(v[3]) << 3;
+            let first = hits & hits.wrapping_neg();
+            // Bit masks, not selects: the compiler turned selects into branches, which
+            // mispredicted.
+            let keep =
+                |bit: u32| f32::from_bits(grad.to_bits() & (first >> bit & 1).wrapping_neg());
+            up[0] = keep(0);
+            up[1] = keep(1);
+            low[0] = keep(2);
+            low[1] = keep(3);
         }
     }
 }
@@ -159,7 +172,8 @@ fn max_2x2_grad(x: &[f32], dy: &[f32], width: usize, oh: usize, ow: usize, dx: &
 /// `y = max_pool(x)`.
 pub struct MaxPoolForward(pub PoolGeometry);
 
-/// `dx`: each output gradient added at its window's first maximum in `x`.
+/// `dx` from `(x, y, dy)`: each output gradient added at its window's first element
+/// equal to the forward output `y`, i.e. the window's first maximum in `x`.
 pub struct MaxPoolGrad(pub PoolGeometry);
 
 impl CustomOp1 for MaxPoolForward {
@@ -196,15 +210,16 @@ impl CustomOp1 for MaxPoolForward {
         ))
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(
+    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op3_no_bwd(
+            y,
             &dy.contiguous()?,
             &MaxPoolGrad(self.0),
         )?))
     }
 }
 
-impl CustomOp2 for MaxPoolGrad {
+impl CustomOp3 for MaxPoolGrad {
     fn name(&self) -> &'static str {
         "sprig-max-pool2d-grad"
     }
@@ -213,29 +228,37 @@ impl CustomOp2 for MaxPoolGrad {
         &self,
         xs: &CpuStorage,
         xl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
         dys: &CpuStorage,
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let x = contiguous_f32(xs, xl, self.name())?;
+        let y = contiguous_f32(ys, yl, self.name())?;
         let dy = contiguous_f32(dys, dyl, self.name())?;
         let (oh, ow) = (g.out_height(), g.out_width());
         let mut dx = vec![0.0f32; x.len()];
+        let out_chunk = g.task_planes() * g.out_plane();
         dx.par_chunks_mut(g.task_planes() * g.plane())
             .zip(x.par_chunks(g.task_planes() * g.plane()))
-            .zip(dy.par_chunks(g.task_planes() * g.out_plane()))
-            .for_each(|((dxs, xs), dys)| {
+            .zip(y.par_chunks(out_chunk).zip(dy.par_chunks(out_chunk)))
+            .for_each(|((dxs, xs), (ys, dys))| {
                 let planes = dxs
                     .chunks_exact_mut(g.plane())
                     .zip(xs.chunks_exact(g.plane()));
-                for ((dx, x), dy) in planes.zip(dys.chunks_exact(g.out_plane())) {
+                let outs = ys
+                    .chunks_exact(g.out_plane())
+                    .zip(dys.chunks_exact(g.out_plane()));
+                for ((dx, x), (y, dy)) in planes.zip(outs) {
                     if g.is_2x2() {
-                        max_2x2_grad(x, dy, g.width, oh, ow, dx);
+                        max_2x2_grad(x, y, dy, g.width, oh, ow, dx);
                         continue;
                     }
                     for oy in 0..oh {
                         for ox in 0..ow {
-                            dx[g.window_argmax(x, oy, ox)] += dy[oy * ow + ox];
+                            let at = oy * ow + ox;
+                            dx[g.window_argmax(x, oy, ox, y[at])] += dy[at];
                         }
                     }
                 }
