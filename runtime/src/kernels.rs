@@ -20,6 +20,7 @@ use crate::format::REQUANT_ENTRY_LEN;
 pub mod add;
 pub mod argmax;
 pub mod binary;
+pub mod binary_narrow;
 pub mod conv;
 pub mod conv_pool;
 pub mod depthwise;

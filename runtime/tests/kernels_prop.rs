@@ -14,6 +14,7 @@ use sprig_runtime::format::write::encode_requant;
 use sprig_runtime::kernels::add::{add, AddParams};
 use sprig_runtime::kernels::argmax::argmax;
 use sprig_runtime::kernels::binary::{binary_conv2d, binary_fully_connected};
+use sprig_runtime::kernels::binary_narrow;
 use sprig_runtime::kernels::conv::conv2d;
 use sprig_runtime::kernels::conv_pool::{
     conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool,
@@ -249,25 +250,44 @@ proptest! {
         out_c in 1usize..=20,
         seed: u64,
     ) {
-        let mut rng = Lcg::new(seed);
         let g = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
-        let (in_len, out_len) = lens(&g);
-        // Mostly ±1 inputs (as a binary layer feeds the next), sometimes any int8.
-        let any = rng.one_in(3);
-        let input: Vec<i8> = (0..in_len)
-            .map(|_| if any { rng.i8() } else if rng.one_in(2) { 1 } else { -1 })
-            .collect();
-        let zero_point = if any { rng.range(-128, 127) } else { 0 };
-        let filter = low_bit(&mut rng, out_c * g.kernel_h * g.kernel_w * g.in_c, Encoding::Packed1);
-        let bytes = packed::encode(&filter, out_c, Encoding::Packed1).unwrap();
-        let rows = PackedRows::new(&bytes, out_c, filter.len() / out_c, Encoding::Packed1).unwrap();
-        let window = (g.kernel_h * g.kernel_w * g.in_c) as i32;
-        let thresholds: Vec<i32> = (0..out_c).map(|_| rng.range(-window - 1, window + 1)).collect();
-        let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
-        let mut slow = vec![0i8; out_len];
-        reference::binary_conv2d(&g, zero_point, &thresholds, &filter, &input, &mut slow);
-        let mut fast = vec![0i8; out_len];
-        binary_conv2d(&g, zero_point, &t_bytes, &rows, &input, &mut fast).unwrap();
+        let (fast, slow) = binary_conv2d_both(&g, seed);
+        prop_assert_eq!(fast, slow);
+    }
+
+    /// Windows whose kernel rows fit a word each (the narrow kernel: up to five rows of
+    /// up to 32 bits, up to 64 channels), at every border, stride and padding.
+    #[test]
+    fn binary_conv2d_narrow_windows_match_reference(
+        (kh, kw) in (1usize..=5, 1usize..=5),
+        c_pick in 0usize..32,
+        (in_h, in_w) in (1usize..=12, 1usize..=12),
+        (sh, sw) in (1usize..=3, 1usize..=3),
+        pads in (0usize..5, 0usize..5, 0usize..5, 0usize..5),
+        out_c in prop::sample::select(vec![1usize, 3, 16, 64]),
+        seed: u64,
+    ) {
+        let in_c = 1 + c_pick % (32 / kw);
+        let (pt, pb, pl, pr) = (pads.0 % kh, pads.1 % kh, pads.2 % kw, pads.3 % kw);
+        let (ph, pw) = (in_h + pt + pb, in_w + pl + pr);
+        prop_assume!(ph >= kh && pw >= kw);
+        let g = ConvGeometry {
+            batch: 1 + (seed % 2) as usize,
+            in_h,
+            in_w,
+            in_c,
+            out_h: (ph - kh) / sh + 1,
+            out_w: (pw - kw) / sw + 1,
+            out_c,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride_h: sh,
+            stride_w: sw,
+            pad_top: pt,
+            pad_left: pl,
+        };
+        prop_assert!(binary_narrow::fits(&g));
+        let (fast, slow) = binary_conv2d_both(&g, seed);
         prop_assert_eq!(fast, slow);
     }
 
@@ -866,6 +886,39 @@ fn fully_connected_models_match_with_and_without_the_fast_path() {
             );
         }
     }
+}
+
+/// `binary_conv2d` and the reference on the same random filter, thresholds and input
+/// (mostly ±1, as a binary layer feeds the next; a third of the time any int8 with any
+/// zero point): `(fast, slow)`.
+fn binary_conv2d_both(g: &ConvGeometry, seed: u64) -> (Vec<i8>, Vec<i8>) {
+    let mut rng = Lcg::new(seed);
+    let (in_len, out_len) = lens(g);
+    let any = rng.one_in(3);
+    let input: Vec<i8> = (0..in_len)
+        .map(|_| {
+            if any {
+                rng.i8()
+            } else if rng.one_in(2) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let zero_point = if any { rng.range(-128, 127) } else { 0 };
+    let window = g.kernel_h * g.kernel_w * g.in_c;
+    let filter = low_bit(&mut rng, g.out_c * window, Encoding::Packed1);
+    let bytes = packed::encode(&filter, g.out_c, Encoding::Packed1).unwrap();
+    let rows = PackedRows::new(&bytes, g.out_c, window, Encoding::Packed1).unwrap();
+    let w = window as i32;
+    let thresholds: Vec<i32> = (0..g.out_c).map(|_| rng.range(-w - 1, w + 1)).collect();
+    let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let mut slow = vec![0i8; out_len];
+    reference::binary_conv2d(g, zero_point, &thresholds, &filter, &input, &mut slow);
+    let mut fast = vec![0i8; out_len];
+    binary_conv2d(g, zero_point, &t_bytes, &rows, &input, &mut fast).unwrap();
+    (fast, slow)
 }
 
 /// Input rows too wide for the binary conv's band of packed rows (3 · 100·60 bits

@@ -10,6 +10,7 @@
 //! in-bounds taps (a mask drops the padded ones at the borders). One word holds 32
 //! multiply-accumulates.
 
+use super::binary_narrow;
 use super::conv::window_columns;
 use super::fully_connected::FcShape;
 use super::xor_popcount::{steps, xor_popcount, Row, STEP};
@@ -30,7 +31,7 @@ const WEIGHT_WORDS: usize = 256;
 
 /// A channel's `i32` threshold from its four little-endian bytes.
 #[inline(always)]
-fn threshold(bytes: &[u8]) -> i32 {
+pub(super) fn threshold(bytes: &[u8]) -> i32 {
     match *bytes {
         [a, b, c, d] => i32::from_le_bytes([a, b, c, d]),
         _ => i32::MAX,
@@ -39,7 +40,7 @@ fn threshold(bytes: &[u8]) -> i32 {
 
 /// `+1` / `−1` as int8.
 #[inline(always)]
-fn sign(on: bool) -> i8 {
+pub(super) fn sign(on: bool) -> i8 {
     if on {
         1
     } else {
@@ -67,7 +68,7 @@ fn set_bits(words: &mut [u32], start: usize, len: usize) {
 
 /// Pack `values` (int8, `+1` where `≥ zero_point`) into `words` from bit `start` on.
 #[inline]
-fn pack_bits(words: &mut [u32], start: usize, values: &[i8], zero_point: i32) {
+pub(super) fn pack_bits(words: &mut [u32], start: usize, values: &[i8], zero_point: i32) {
     for (p, &v) in (start..).zip(values) {
         if i32::from(v) >= zero_point {
             if let Some(w) = words.get_mut(p / 32) {
@@ -201,6 +202,16 @@ pub fn binary_conv2d(
         || thresholds.len() != 4 * g.out_c
     {
         return Err(Error::KernelArgs);
+    }
+    if binary_narrow::fits(g) {
+        return binary_narrow::binary_conv2d_narrow(
+            g,
+            input_zero_point,
+            thresholds,
+            rows,
+            input,
+            output,
+        );
     }
     // Whole steps of `xor_popcount`, zero past the row.
     let words = row_len.div_ceil(32).div_ceil(STEP) * STEP;

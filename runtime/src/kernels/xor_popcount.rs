@@ -58,7 +58,7 @@ fn le_words3(b: &[u8]) -> (u32, u32, u32) {
     not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))
 ))]
 #[inline(always)]
-fn popcount3(a: u32, b: u32, c: u32) -> u32 {
+pub(super) fn popcount3(a: u32, b: u32, c: u32) -> u32 {
     #[inline(always)]
     fn nibbles(v: u32) -> u32 {
         let v = v - ((v >> 1) & 0x5555_5555);
