@@ -244,6 +244,25 @@ fn mismatches(x: &[u32; ROWS], w: &[u32; ROWS], m: Option<&[u32; ROWS]>) -> u32 
     count
 }
 
+/// One output pixel's channels: `+1` where `valid − 2 · count(w_c) ≥ threshold_c`.
+#[inline(always)]
+fn channels(
+    out_px: &mut [i8],
+    weights: &[[u32; ROWS]],
+    thresholds: &[u8],
+    valid: usize,
+    count: impl Fn(&[u32; ROWS]) -> u32,
+) {
+    let rows = out_px
+        .iter_mut()
+        .zip(weights)
+        .zip(thresholds.chunks_exact(4));
+    for ((out, w), t) in rows {
+        let d = valid as i32 - 2 * count(w) as i32;
+        *out = sign(d >= threshold(t));
+    }
+}
+
 /// Binary convolution for geometries that [`fits`] accepts, with the arguments already
 /// checked by [`super::binary::binary_conv2d`] (which dispatches here); the same
 /// results bit for bit. Out of line: inlined into the op dispatcher, its channel loop
@@ -316,13 +335,14 @@ pub(super) fn binary_conv2d_narrow(
                     rows_in.map(|m| columns & m)
                 });
                 let out_px = pixels.next().ok_or(Error::KernelArgs)?;
-                let channels = out_px
-                    .iter_mut()
-                    .zip(weights)
-                    .zip(thresholds.chunks_exact(4));
-                for ((out, w), t) in channels {
-                    let d = valid as i32 - 2 * mismatches(&x, w, mask.as_ref()) as i32;
-                    *out = sign(d >= threshold(t));
+                // One loop per case: with the mask test inside, LLVM branched per channel.
+                match mask {
+                    None => channels(out_px, weights, thresholds, valid, |w| {
+                        mismatches(&x, w, None)
+                    }),
+                    Some(m) => channels(out_px, weights, thresholds, valid, |w| {
+                        mismatches(&x, w, Some(&m))
+                    }),
                 }
             }
         }
