@@ -10,7 +10,7 @@
 //! per call. Every channel then counts five words held in registers: 48 instructions on
 //! Armv7E-M, 58 where border taps are masked.
 
-use super::binary::{pack_bits, sign, threshold};
+use super::binary::{pack_bits, refresh_band, sign, threshold};
 use super::ConvGeometry;
 use crate::error::Error;
 use crate::format::packed::PackedRows;
@@ -296,23 +296,19 @@ pub(super) fn binary_conv2d_narrow(
         for oy in 0..g.out_h {
             let y0 = oy * g.stride_h;
             let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
-            for ky in ky0..ky1 {
-                let iy = y0 + ky - g.pad_top;
-                let slot = iy % g.kernel_h;
-                if held.get(slot) != Some(&iy) {
-                    let words = band
-                        .get_mut(slot * row_words..(slot + 1) * row_words)
-                        .ok_or(Error::KernelArgs)?;
+            let rows = (y0, ky0, ky1);
+            refresh_band(
+                g,
+                image,
+                &mut band,
+                &mut held,
+                row_words,
+                rows,
+                |words, src| {
                     words.fill(0);
-                    let src = image
-                        .get(iy * in_row..(iy + 1) * in_row)
-                        .ok_or(Error::KernelArgs)?;
                     pack_bits(words, g.pad_left * g.in_c, src, input_zero_point);
-                    if let Some(h) = held.get_mut(slot) {
-                        *h = iy;
-                    }
-                }
-            }
+                },
+            )?;
             // Each kernel row's band row (empty outside the image: its words read 0),
             // and which rows count.
             let mut band_rows: [&[u32]; ROWS] = [&[]; ROWS];

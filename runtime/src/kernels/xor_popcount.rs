@@ -170,6 +170,76 @@ pub fn xor_popcount(x: &[u32], mask: Option<&[u32]>, w: Row<'_>) -> u32 {
         Row::Bytes(b) => b.as_ptr(),
     };
     let mut total = 0u32;
+    // `v = v − ((v & 0xAAAAAAAA) >> 1); v = (v & 0x33333333) + ((v & 0xCCCCCCCC) >> 2)`:
+    // each nibble of `v` its popcount.
+    macro_rules! nibbles {
+        ($v:literal) => {
+            concat!(
+                "and {t}, ",
+                $v,
+                ", #0xAAAAAAAA\n",
+                "sub ",
+                $v,
+                ", ",
+                $v,
+                ", {t}, lsr #1\n",
+                "and {t}, ",
+                $v,
+                ", #0xCCCCCCCC\n",
+                "and ",
+                $v,
+                ", ",
+                $v,
+                ", #0x33333333\n",
+                "add ",
+                $v,
+                ", ",
+                $v,
+                ", {t}, lsr #2\n",
+            )
+        };
+    }
+    // r0–r2 &= the next three mask words.
+    macro_rules! masked {
+        () => {
+            concat!(
+                "ldr {t}, [{mp}], #4\n",
+                "and r0, r0, {t}\n",
+                "ldr {t}, [{mp}], #4\n",
+                "and r1, r1, {t}\n",
+                "ldr {t}, [{mp}], #4\n",
+                "and r2, r2, {t}\n",
+            )
+        };
+    }
+    // The loop: three words of `x` XOR `w` (and the mask), to nibble counts, summed,
+    // folded to bytes, added to `acc` by `USADA8`.
+    macro_rules! steps {
+        ($($mask:ident)?) => {
+            concat!(
+                "2:\n",
+                "ldm {xp}!, {{r0, r1, r2}}\n",
+                "ldr {t}, [{wp}], #4\n",
+                "eor r0, r0, {t}\n",
+                "ldr {t}, [{wp}], #4\n",
+                "eor r1, r1, {t}\n",
+                "ldr {t}, [{wp}], #4\n",
+                "eor r2, r2, {t}\n",
+                $($mask!(),)?
+                nibbles!("r0"),
+                nibbles!("r1"),
+                nibbles!("r2"),
+                "add r0, r0, r1\n",
+                "add r0, r0, r2\n",
+                "and {t}, r0, #0xF0F0F0F0\n",
+                "and r0, r0, #0x0F0F0F0F\n",
+                "add r0, r0, {t}, lsr #4\n",
+                "usada8 {acc}, r0, {zero}, {acc}\n",
+                "cmp {xp}, {end}\n",
+                "bne 2b\n",
+            )
+        };
+    }
     // SAFETY (both loops): they read `n` steps of three words from `x` (and `mask`),
     // word aligned as `u32` slices (`LDM` needs it), and `12·n` bytes from `w` by `LDR`
     // (unaligned word loads are allowed on Armv7E-M); `steps` checked that every slice
@@ -179,37 +249,7 @@ pub fn xor_popcount(x: &[u32], mask: Option<&[u32]>, w: Row<'_>) -> u32 {
     unsafe {
         match mask {
             None => core::arch::asm!(
-                "2:",
-                "ldm {xp}!, {{r0, r1, r2}}",
-                "ldr {t}, [{wp}], #4",
-                "eor r0, r0, {t}",
-                "ldr {t}, [{wp}], #4",
-                "eor r1, r1, {t}",
-                "ldr {t}, [{wp}], #4",
-                "eor r2, r2, {t}",
-                "and {t}, r0, #0xAAAAAAAA",
-                "sub r0, r0, {t}, lsr #1",
-                "and {t}, r0, #0xCCCCCCCC",
-                "and r0, r0, #0x33333333",
-                "add r0, r0, {t}, lsr #2",
-                "and {t}, r1, #0xAAAAAAAA",
-                "sub r1, r1, {t}, lsr #1",
-                "and {t}, r1, #0xCCCCCCCC",
-                "and r1, r1, #0x33333333",
-                "add r1, r1, {t}, lsr #2",
-                "and {t}, r2, #0xAAAAAAAA",
-                "sub r2, r2, {t}, lsr #1",
-                "and {t}, r2, #0xCCCCCCCC",
-                "and r2, r2, #0x33333333",
-                "add r2, r2, {t}, lsr #2",
-                "add r0, r0, r1",
-                "add r0, r0, r2",
-                "and {t}, r0, #0xF0F0F0F0",
-                "and r0, r0, #0x0F0F0F0F",
-                "add r0, r0, {t}, lsr #4",
-                "usada8 {acc}, r0, {zero}, {acc}",
-                "cmp {xp}, {end}",
-                "bne 2b",
+                steps!(),
                 xp = inout(reg) x.as_ptr() => _,
                 wp = inout(reg) w => _,
                 end = in(reg) x.as_ptr().add(n * STEP),
@@ -222,43 +262,7 @@ pub fn xor_popcount(x: &[u32], mask: Option<&[u32]>, w: Row<'_>) -> u32 {
                 options(pure, readonly, nostack),
             ),
             Some(m) => core::arch::asm!(
-                "2:",
-                "ldm {xp}!, {{r0, r1, r2}}",
-                "ldr {t}, [{wp}], #4",
-                "eor r0, r0, {t}",
-                "ldr {t}, [{wp}], #4",
-                "eor r1, r1, {t}",
-                "ldr {t}, [{wp}], #4",
-                "eor r2, r2, {t}",
-                "ldr {t}, [{mp}], #4",
-                "and r0, r0, {t}",
-                "ldr {t}, [{mp}], #4",
-                "and r1, r1, {t}",
-                "ldr {t}, [{mp}], #4",
-                "and r2, r2, {t}",
-                "and {t}, r0, #0xAAAAAAAA",
-                "sub r0, r0, {t}, lsr #1",
-                "and {t}, r0, #0xCCCCCCCC",
-                "and r0, r0, #0x33333333",
-                "add r0, r0, {t}, lsr #2",
-                "and {t}, r1, #0xAAAAAAAA",
-                "sub r1, r1, {t}, lsr #1",
-                "and {t}, r1, #0xCCCCCCCC",
-                "and r1, r1, #0x33333333",
-                "add r1, r1, {t}, lsr #2",
-                "and {t}, r2, #0xAAAAAAAA",
-                "sub r2, r2, {t}, lsr #1",
-                "and {t}, r2, #0xCCCCCCCC",
-                "and r2, r2, #0x33333333",
-                "add r2, r2, {t}, lsr #2",
-                "add r0, r0, r1",
-                "add r0, r0, r2",
-                "and {t}, r0, #0xF0F0F0F0",
-                "and r0, r0, #0x0F0F0F0F",
-                "add r0, r0, {t}, lsr #4",
-                "usada8 {acc}, r0, {zero}, {acc}",
-                "cmp {xp}, {end}",
-                "bne 2b",
+                steps!(masked),
                 xp = inout(reg) x.as_ptr() => _,
                 wp = inout(reg) w => _,
                 mp = inout(reg) m.as_ptr() => _,
