@@ -19,6 +19,7 @@ use crate::format::REQUANT_ENTRY_LEN;
 
 pub mod add;
 pub mod argmax;
+mod binarize;
 pub mod binary;
 pub mod binary_narrow;
 pub mod conv;

@@ -10,7 +10,7 @@
 //! per call. Every channel then counts five words held in registers: 48 instructions on
 //! Armv7E-M, 58 where border taps are masked.
 
-use super::binary::{pack_bits, refresh_band, sign, threshold};
+use super::binarize::{pack_bits, refresh_band, sign, threshold};
 use super::ConvGeometry;
 use crate::error::Error;
 use crate::format::packed::PackedRows;
