@@ -20,6 +20,10 @@ use crate::format::REQUANT_ENTRY_LEN;
 pub mod add;
 pub mod argmax;
 mod binarize;
+// Declared first: its assembly-text macros (`nibbles!`, `bytes!`) serve the binary
+// kernels below.
+#[macro_use]
+pub mod xor_popcount;
 pub mod binary;
 pub mod binary_narrow;
 pub mod conv;
@@ -36,7 +40,6 @@ pub mod sparse;
 mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub mod x86;
-pub mod xor_popcount;
 
 /// What happens to a channel's `i32` accumulator: add the bias, requantize, add the
 /// output zero point, clamp to the fused activation range.

@@ -99,87 +99,26 @@ fn portable(x: &[u32; ROWS], w: &[u32; ROWS], m: Option<&[u32; ROWS]>) -> u32 {
 fn mismatches(x: &[u32; ROWS], w: &[u32; ROWS], m: Option<&[u32; ROWS]>) -> u32 {
     let [x0, x1, x2, x3, x4] = *x;
     let count: u32;
-    // Each word folds to 4-bit counts with immediate masks; words 0–2 add up in `a`
-    // (≤ 12 per nibble) and words 3–4 in `b` (≤ 8), each folds to bytes (≤ 40 in their
-    // sum), and the four bytes add up in the low byte (≤ 160).
-    macro_rules! nibbles {
-        ($v:literal) => {
-            concat!(
-                "and {t}, ",
-                $v,
-                ", #0xAAAAAAAA\n",
-                "sub ",
-                $v,
-                ", ",
-                $v,
-                ", {t}, lsr #1\n",
-                "and {t}, ",
-                $v,
-                ", #0xCCCCCCCC\n",
-                "and ",
-                $v,
-                ", ",
-                $v,
-                ", #0x33333333\n",
-                "add ",
-                $v,
-                ", ",
-                $v,
-                ", {t}, lsr #2\n",
-            )
-        };
-    }
-    macro_rules! bytes {
-        ($v:literal) => {
-            concat!(
-                "and {t}, ",
-                $v,
-                ", #0xF0F0F0F0\n",
-                "and ",
-                $v,
-                ", ",
-                $v,
-                ", #0x0F0F0F0F\n",
-                "add ",
-                $v,
-                ", ",
-                $v,
-                ", {t}, lsr #4\n",
-            )
-        };
-    }
     // `v = w[k] ⊕ x_k`, masked by `m[k]` in the second form.
+    #[rustfmt::skip]
     macro_rules! word {
         ($v:literal, $k:literal, $x:literal) => {
             concat!(
-                "ldr ",
-                $v,
-                ", [{w}, #",
-                $k,
-                "]\n",
-                "eor ",
-                $v,
-                ", ",
-                $v,
-                ", ",
-                $x,
-                "\n"
+                "ldr ", $v, ", [{w}, #", $k, "]\n",
+                "eor ", $v, ", ", $v, ", ", $x, "\n",
             )
         };
         ($v:literal, $k:literal, $x:literal, masked) => {
             concat!(
                 word!($v, $k, $x),
-                "ldr {t}, [{m}, #",
-                $k,
-                "]\n",
-                "and ",
-                $v,
-                ", ",
-                $v,
-                ", {t}\n",
+                "ldr {t}, [{m}, #", $k, "]\n",
+                "and ", $v, ", ", $v, ", {t}\n",
             )
         };
     }
+    // Each word folds to 4-bit counts with immediate masks; words 0–2 add up in `a`
+    // (≤ 12 per nibble) and words 3–4 in `b` (≤ 8), each folds to bytes (≤ 40 in their
+    // sum), and the four bytes add up in the low byte (≤ 160).
     macro_rules! sum {
         ($($masked:ident)?) => {
             concat!(

@@ -11,6 +11,37 @@
 //! loads a word at a time, where bytes in flash would take four loads on cores without
 //! unaligned access (Cortex-M0, RV32).
 
+/// Assembly text (Armv7E-M): each nibble of register `$v` becomes its popcount,
+/// `v −= (v & 0xAAAAAAAA) >> 1; v = (v & 0x33333333) + ((v & 0xCCCCCCCC) >> 2)`, with
+/// `{t}` as scratch. The masks are Thumb-2 modified immediates: no register holds them.
+#[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+#[rustfmt::skip]
+macro_rules! nibbles {
+    ($v:literal) => {
+        concat!(
+            "and {t}, ", $v, ", #0xAAAAAAAA\n",
+            "sub ", $v, ", ", $v, ", {t}, lsr #1\n",
+            "and {t}, ", $v, ", #0xCCCCCCCC\n",
+            "and ", $v, ", ", $v, ", #0x33333333\n",
+            "add ", $v, ", ", $v, ", {t}, lsr #2\n",
+        )
+    };
+}
+
+/// Assembly text (Armv7E-M): register `$v`'s nibble counts (at most 15 each) folded
+/// into byte counts, with `{t}` as scratch.
+#[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+#[rustfmt::skip]
+macro_rules! bytes {
+    ($v:literal) => {
+        concat!(
+            "and {t}, ", $v, ", #0xF0F0F0F0\n",
+            "and ", $v, ", ", $v, ", #0x0F0F0F0F\n",
+            "add ", $v, ", ", $v, ", {t}, lsr #4\n",
+        )
+    };
+}
+
 /// Words per step of the loop.
 pub const STEP: usize = 3;
 
@@ -170,35 +201,6 @@ pub fn xor_popcount(x: &[u32], mask: Option<&[u32]>, w: Row<'_>) -> u32 {
         Row::Bytes(b) => b.as_ptr(),
     };
     let mut total = 0u32;
-    // `v = v − ((v & 0xAAAAAAAA) >> 1); v = (v & 0x33333333) + ((v & 0xCCCCCCCC) >> 2)`:
-    // each nibble of `v` its popcount.
-    macro_rules! nibbles {
-        ($v:literal) => {
-            concat!(
-                "and {t}, ",
-                $v,
-                ", #0xAAAAAAAA\n",
-                "sub ",
-                $v,
-                ", ",
-                $v,
-                ", {t}, lsr #1\n",
-                "and {t}, ",
-                $v,
-                ", #0xCCCCCCCC\n",
-                "and ",
-                $v,
-                ", ",
-                $v,
-                ", #0x33333333\n",
-                "add ",
-                $v,
-                ", ",
-                $v,
-                ", {t}, lsr #2\n",
-            )
-        };
-    }
     // r0–r2 &= the next three mask words.
     macro_rules! masked {
         () => {
@@ -231,9 +233,7 @@ pub fn xor_popcount(x: &[u32], mask: Option<&[u32]>, w: Row<'_>) -> u32 {
                 nibbles!("r2"),
                 "add r0, r0, r1\n",
                 "add r0, r0, r2\n",
-                "and {t}, r0, #0xF0F0F0F0\n",
-                "and r0, r0, #0x0F0F0F0F\n",
-                "add r0, r0, {t}, lsr #4\n",
+                bytes!("r0"),
                 "usada8 {acc}, r0, {zero}, {acc}\n",
                 "cmp {xp}, {end}\n",
                 "bne 2b\n",
