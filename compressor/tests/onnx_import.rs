@@ -281,6 +281,26 @@ fn truncated_and_garbage_files_name_the_file() -> Result<()> {
     Ok(())
 }
 
+/// A 10-output model takes data with fewer classes (a subset of its classes, as a
+/// user's own data may be) but not data with labels past its outputs.
+#[test]
+fn a_model_may_have_more_outputs_than_the_data_has_classes() -> Result<()> {
+    use sprig_compressor::models::Model;
+    let path = fixture("torch_cnn_bn").display().to_string();
+    let model = Model::new(&path, 8, &Device::Cpu, 0)?;
+    let probe = Tensor::zeros((1, 1, 28, 28), candle_core::DType::F32, &Device::Cpu)?;
+    ensure!(model.graph.forward(&probe)?.elem_count() == 10);
+    let e = Model::new(&path, 11, &Device::Cpu, 0)
+        .err()
+        .context("a 10-output model took 11 classes")?
+        .to_string();
+    ensure!(
+        e.contains(&path) && e.contains("10 outputs") && e.contains("labels up to 10"),
+        "{e}"
+    );
+    Ok(())
+}
+
 #[test]
 fn opset_outside_11_to_21_is_refused() -> Result<()> {
     for version in [9, 22] {
