@@ -256,7 +256,7 @@ proptest! {
     }
 
     /// Windows whose kernel rows fit a word each (the narrow kernel: up to five rows of
-    /// up to 32 bits, up to 64 channels), at every border, stride and padding.
+    /// up to 32 bits, up to 51 channels), at every border, stride and padding.
     #[test]
     fn binary_conv2d_narrow_windows_match_reference(
         (kh, kw) in (1usize..=5, 1usize..=5),
@@ -264,7 +264,7 @@ proptest! {
         (in_h, in_w) in (1usize..=12, 1usize..=12),
         (sh, sw) in (1usize..=3, 1usize..=3),
         pads in (0usize..5, 0usize..5, 0usize..5, 0usize..5),
-        out_c in prop::sample::select(vec![1usize, 3, 16, 64]),
+        out_c in prop::sample::select(vec![1usize, 3, 16, 51]),
         seed: u64,
     ) {
         let in_c = 1 + c_pick % (32 / kw);

@@ -1,6 +1,14 @@
 //! Between int8 and ±1, for the binary kernels: int8 inputs binarized at their zero
 //! point into packed bits (a row, a run, or the band of input rows a conv slides over),
-//! and `±1` int8 outputs from a count and a channel's threshold.
+//! and `±1` int8 outputs from a count and a channel's threshold. Also the sizes of the
+//! two stack buffers both binary convs use, which the caller owns and lends to the
+//! narrow kernel, so that the two kernels' buffers never sit on the stack together.
+
+/// Weight words a binary conv keeps on the stack: 1 KiB.
+pub const WEIGHT_WORDS: usize = 256;
+
+/// Words of packed input rows a binary conv keeps (a band row per kernel row): 1 KiB.
+pub const BAND_WORDS: usize = 256;
 
 use super::ConvGeometry;
 use crate::error::Error;

@@ -10,7 +10,9 @@
 //! in-bounds taps (a mask drops the padded ones at the borders). One word holds 32
 //! multiply-accumulates.
 
-use super::binarize::{pack_bits, pack_row, refresh_band, sign, threshold};
+use super::binarize::{
+    pack_bits, pack_row, refresh_band, sign, threshold, BAND_WORDS, WEIGHT_WORDS,
+};
 use super::binary_narrow;
 use super::conv::window_columns;
 use super::fully_connected::FcShape;
@@ -25,10 +27,6 @@ pub const BINARY_ROW_CAP: usize = 4096;
 
 /// Words of the longest row, rounded up to whole steps of [`xor_popcount`].
 const WORDS: usize = (BINARY_ROW_CAP / 32).div_ceil(STEP) * STEP;
-
-/// Weight words a binary conv keeps on the stack (its rows as aligned words, each zero
-/// padded to whole steps of [`xor_popcount`]) when all its rows fit: 1 KiB.
-const WEIGHT_WORDS: usize = 256;
 
 /// Set bits `start..start + len` of `words`, up to a word at a time.
 fn set_bits(words: &mut [u32], start: usize, len: usize) {
@@ -127,8 +125,6 @@ fn copy_bits(dst: &mut [u32], at: usize, src: &[u32], from: usize, len: usize) {
     }
 }
 
-/// Words of packed input rows a binary conv keeps (one per kernel row): 1 KiB.
-const BAND_WORDS: usize = 256;
 /// Most kernel rows the band holds.
 const BAND_ROWS: usize = 16;
 
@@ -160,14 +156,18 @@ pub fn binary_conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    // Both kernels' stack buffers, lent to the narrow one: as its own, they sat on the
+    // stack beside these (6.9 KiB peak, against 3.5 KiB shared).
+    let mut w_buf = [0u32; WEIGHT_WORDS];
+    let mut band = [0u32; BAND_WORDS];
     if binary_narrow::fits(g) {
+        let args = (input_zero_point, thresholds, rows);
         return binary_narrow::binary_conv2d_narrow(
             g,
-            input_zero_point,
-            thresholds,
-            rows,
+            args,
             input,
             output,
+            (&mut w_buf, &mut band),
         );
     }
     // Whole steps of `xor_popcount`, zero past the row.
@@ -176,8 +176,8 @@ pub fn binary_conv2d(
     let mut m_buf = [0u32; WORDS];
     let x = x_buf.get_mut(..words).ok_or(Error::KernelArgs)?;
     let m = m_buf.get_mut(..words).ok_or(Error::KernelArgs)?;
-    // The weights as aligned words when they all fit, else read from their bytes.
-    let mut w_buf = [0u32; WEIGHT_WORDS];
+    // The weights (rows as aligned words, each zero padded to whole steps of
+    // `xor_popcount`) when they all fit, else read from their bytes.
     let cached = w_buf.get_mut(..g.out_c * words);
     let cached = cached.map(|w| {
         load_rows(rows, w, words);
@@ -186,7 +186,6 @@ pub fn binary_conv2d(
     let in_row = g.in_w * g.in_c;
     let row_words = in_row.div_ceil(32);
     let banded = g.kernel_h <= BAND_ROWS && g.kernel_h * row_words <= BAND_WORDS;
-    let mut band = [0u32; BAND_WORDS];
     let filter_row = g.kernel_w * g.in_c;
     let mut pixels = output.chunks_exact_mut(g.out_c);
     for image in input.chunks_exact(g.in_h * in_row) {

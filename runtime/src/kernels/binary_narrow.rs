@@ -10,7 +10,7 @@
 //! per call. Every channel then counts five words held in registers: 48 instructions on
 //! Armv7E-M, 58 where border taps are masked.
 
-use super::binarize::{pack_bits, refresh_band, sign, threshold};
+use super::binarize::{pack_bits, refresh_band, sign, threshold, BAND_WORDS, WEIGHT_WORDS};
 use super::ConvGeometry;
 use crate::error::Error;
 use crate::format::packed::PackedRows;
@@ -18,12 +18,9 @@ use crate::format::packed::PackedRows;
 /// Most kernel rows (words per window).
 pub const ROWS: usize = 5;
 
-/// Most output channels: their filter rows, one word per kernel row, stay on the stack
-/// (1.25 KiB).
-const MAX_CHANNELS: usize = 64;
-
-/// Words of packed input rows kept (one band row per kernel row): 1 KiB.
-const BAND_WORDS: usize = 256;
+/// Most output channels: their filter rows, one word per kernel row, in the caller's
+/// weight buffer.
+const MAX_CHANNELS: usize = WEIGHT_WORDS / ROWS;
 
 /// Whether [`binary_conv2d_narrow`] takes geometry `g`.
 pub fn fits(g: &ConvGeometry) -> bool {
@@ -204,29 +201,30 @@ fn channels(
 
 /// Binary convolution for geometries that [`fits`] accepts, with the arguments already
 /// checked by [`super::binary::binary_conv2d`] (which dispatches here); the same
-/// results bit for bit. Out of line: inlined into the op dispatcher, its channel loop
-/// kept the five window words and its counters on the stack.
+/// results bit for bit. `w_buf` and `band` are the caller's buffers. Out of line:
+/// inlined into the op dispatcher, its channel loop kept the five window words and its
+/// counters on the stack.
 #[inline(never)]
 pub(super) fn binary_conv2d_narrow(
     g: &ConvGeometry,
-    input_zero_point: i32,
-    thresholds: &[u8],
-    rows: &PackedRows<'_>,
+    (input_zero_point, thresholds, rows): (i32, &[u8], &PackedRows<'_>),
     input: &[i8],
     output: &mut [i8],
+    (w_buf, band): (&mut [u32; WEIGHT_WORDS], &mut [u32; BAND_WORDS]),
 ) -> Result<(), Error> {
     let row_len = g.kernel_w * g.in_c;
     let row_mask = low_bits(row_len);
     // The filters, one word per kernel row (rows past the kernel's stay 0).
-    let mut w_buf = [[0u32; ROWS]; MAX_CHANNELS];
-    for (dst, row) in w_buf.iter_mut().zip(rows.iter()) {
+    let (w_rows, _) = w_buf.as_chunks_mut::<ROWS>();
+    let weights = w_rows.get_mut(..g.out_c).ok_or(Error::KernelArgs)?;
+    for (dst, row) in weights.iter_mut().zip(rows.iter()) {
+        *dst = [0; ROWS];
         for (ky, d) in dst.iter_mut().enumerate().take(g.kernel_h) {
             *d = row_bits(row, ky * row_len, row_len);
         }
     }
-    let weights = w_buf.get(..g.out_c).ok_or(Error::KernelArgs)?;
+    let weights = &*weights;
     let row_words = band_row_words(g);
-    let mut band = [0u32; BAND_WORDS];
     let in_row = g.in_w * g.in_c;
     let mut pixels = output.chunks_exact_mut(g.out_c);
     for image in input.chunks_exact(g.in_h * in_row) {
@@ -239,7 +237,7 @@ pub(super) fn binary_conv2d_narrow(
             refresh_band(
                 g,
                 image,
-                &mut band,
+                &mut band[..],
                 &mut held,
                 row_words,
                 rows,
