@@ -16,6 +16,18 @@ pub(crate) fn split<'r>(
     b: &Range<usize>,
     out: &Range<usize>,
 ) -> Option<(&'r [i8], &'r [i8], &'r mut [i8])> {
+    let (a, b, out) = split_bytes(arena, a, b, out)?;
+    Some((bytes_as_i8(a), bytes_as_i8(b), bytes_as_i8_mut(out)))
+}
+
+/// As [`split`], the views as bytes (packed bits are bytes, not `i8` values).
+#[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
+pub(crate) fn split_bytes<'r>(
+    arena: &'r mut [u8],
+    a: &Range<usize>,
+    b: &Range<usize>,
+    out: &Range<usize>,
+) -> Option<(&'r [u8], &'r [u8], &'r mut [u8])> {
     let (left, rest) = arena.split_at_mut_checked(out.start)?;
     let (out_bytes, right) = rest.split_at_mut_checked(out.end.checked_sub(out.start)?)?;
     let (left, right): (&'r [u8], &'r [u8]) = (left, right);
@@ -28,11 +40,7 @@ pub(crate) fn split<'r>(
             None
         }
     };
-    Some((
-        bytes_as_i8(view(a)?),
-        bytes_as_i8(view(b)?),
-        bytes_as_i8_mut(out_bytes),
-    ))
+    Some((view(a)?, view(b)?, out_bytes))
 }
 
 /// Reinterpret bytes as `i8`.

@@ -219,6 +219,12 @@ pub enum Error {
         /// The tensor.
         tensor: u32,
     },
+    /// A tensor of packed bits read or written by an op other than a binary op or a
+    /// reshape, or a reshape between packed bits and int8.
+    PackedBitsOperand {
+        /// Index of the op.
+        op: u32,
+    },
     /// The graph output is never produced.
     OutputNotProduced,
     /// An op whose kind is not in the `Model` type's op set (its `OPS` parameter), so
@@ -377,6 +383,10 @@ impl fmt::Display for Error {
             TensorNotProduced { tensor } => write!(f, "tensor {tensor} read before written"),
             TensorWrittenTwice { tensor } => write!(f, "tensor {tensor} written twice"),
             BadTensorKind { tensor } => write!(f, "tensor {tensor} kind disagrees with graph"),
+            PackedBitsOperand { op } => write!(
+                f,
+                "op {op}: packed-bit tensors are only for binary ops and reshapes between them"
+            ),
             OutputNotProduced => f.write_str("graph output is never produced"),
             OpNotInSet { op, kind } => write!(
                 f,

@@ -41,6 +41,8 @@ pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 mod fuse;
 pub mod packed;
 pub(crate) mod read;
+#[cfg(feature = "std")]
+mod sign_bits;
 pub mod sparse;
 pub(crate) mod tags;
 #[cfg(feature = "std")]
@@ -250,8 +252,9 @@ impl Weights {
     }
 }
 
-/// What a tensor is for. Exactly one tensor is `Input` (the graph input) and one is
-/// `Output` (the graph output); all others are `Activation`.
+/// What a tensor is for, and how it is stored. Exactly one tensor is `Input` (the
+/// graph input) and one is `Output` (the graph output); all others are `Activation`
+/// or `PackedBits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TensorKind {
@@ -261,6 +264,9 @@ pub enum TensorKind {
     Input,
     /// The graph output (wire tag 2).
     Output,
+    /// Intermediate activation of `±1` values stored as bits, eight per byte (bit set
+    /// `+1`), between binary ops (wire tag 3, format 2.4; FORMAT.md §4).
+    PackedBits,
 }
 
 /// An int8 activation tensor: shape, quantization and place in the arena.
@@ -280,12 +286,23 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    /// Number of elements (= bytes), with checked arithmetic.
+    /// Number of elements, with checked arithmetic.
     pub fn elements(&self) -> Result<u32, Error> {
         self.shape
             .iter()
             .try_fold(1u32, |acc, &d| acc.checked_mul(d))
             .ok_or(Error::ShapeOverflow)
+    }
+
+    /// Whether its values are stored as bits ([`TensorKind::PackedBits`]).
+    pub fn is_bits(&self) -> bool {
+        self.kind == TensorKind::PackedBits
+    }
+
+    /// Arena bytes it occupies: one per element, or one per eight for packed bits.
+    pub fn bytes(&self) -> Result<u32, Error> {
+        let n = self.elements()?;
+        Ok(if self.is_bits() { n.div_ceil(8) } else { n })
     }
 }
 

@@ -31,6 +31,7 @@ pub mod conv_pool;
 pub mod depthwise;
 pub mod fully_connected;
 pub mod low_bit;
+pub mod pool_bits;
 pub mod pooling;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;

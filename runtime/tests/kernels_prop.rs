@@ -13,7 +13,9 @@ use sprig_runtime::format::sparse::{self, SparseRows};
 use sprig_runtime::format::write::encode_requant;
 use sprig_runtime::kernels::add::{add, AddParams};
 use sprig_runtime::kernels::argmax::argmax;
-use sprig_runtime::kernels::binary::{binary_conv2d, binary_fully_connected};
+use sprig_runtime::kernels::binary::{
+    binary_conv2d, binary_fully_connected, SignInput, SignOutput,
+};
 use sprig_runtime::kernels::binary_narrow;
 use sprig_runtime::kernels::conv::conv2d;
 use sprig_runtime::kernels::conv_pool::{
@@ -24,6 +26,7 @@ use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
 use sprig_runtime::kernels::low_bit::{
     conv2d_packed, depthwise_conv2d_packed, fully_connected_packed,
 };
+use sprig_runtime::kernels::pool_bits::max_pool_bits;
 use sprig_runtime::kernels::pooling::{
     global_avg_pool, in_place_ok, pool2d, pool2d_in_place, MeanParams, PoolKind,
 };
@@ -309,9 +312,14 @@ proptest! {
         let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
         let mut slow = vec![0i8; batch * n];
         reference::binary_fully_connected(&shape, zero_point, &thresholds, &weights, &input, &mut slow);
-        let mut fast = vec![0i8; batch * n];
-        binary_fully_connected(&shape, zero_point, &t_bytes, &rows, &input, &mut fast).unwrap();
-        prop_assert_eq!(fast, slow);
+        let run = |input: SignInput<'_>| {
+            signs_both_ways(batch * n, |output| {
+                binary_fully_connected(&shape, &t_bytes, &rows, input, output)
+            })
+        };
+        prop_assert_eq!(run(SignInput::Int8 { values: &input, zero_point }), slow.clone());
+        let bits = to_bits(&input, zero_point);
+        prop_assert_eq!(run(SignInput::Bits(&bits)), slow);
     }
 
     /// Packed depthwise filters (one row per tap) in blocks narrower and wider than a
@@ -656,6 +664,42 @@ proptest! {
         }
     }
 
+    /// Max pooling on packed bits is the int8 max pool of the `±1` they stand for,
+    /// channels up to 80 (reads of 32 and a remainder), separate or in place.
+    #[test]
+    fn max_pool_on_packed_bits_matches_reference(g in geometry(), extra in 0usize..=72, seed: u64) {
+        let mut rng = Lcg::new(seed);
+        let in_c = g.in_c + extra;
+        let g = ConvGeometry { in_c, out_c: in_c, ..g };
+        let (in_len, out_len) = lens(&g);
+        let input: Vec<i8> = (0..in_len).map(|_| if rng.one_in(3) { 1 } else { -1 }).collect();
+        let mut slow = vec![0i8; out_len];
+        reference::pool2d(PoolKind::Max, &g, -128, 127, &input, &mut slow);
+        let bits = to_bits(&input, 0);
+        let (in_bytes, out_bytes) = (in_len.div_ceil(8), out_len.div_ceil(8));
+        let unpack = |bytes: &[u8]| -> Vec<i8> {
+            (0..out_len).map(|i| if bytes[i / 8] >> (i % 8) & 1 == 1 { 1 } else { -1 }).collect()
+        };
+        // Separate: the output after the input, in bytes full of stale bits.
+        let mut buf = bits.clone();
+        buf.extend(std::iter::repeat_n(0xA5, out_bytes));
+        max_pool_bits(&g, &mut buf, 0, in_bytes).unwrap();
+        prop_assert_eq!(&buf[..in_bytes], &bits[..], "input untouched");
+        prop_assert_eq!(unpack(&buf[in_bytes..]), slow.clone());
+        // In place, the output at or before the input (disjoint when the output's
+        // bytes end before it starts).
+        let shift = (rng.next() % 3) as usize;
+        let mut buf = vec![0x5Au8; shift + in_bytes.max(out_bytes)];
+        buf[shift..shift + in_bytes].copy_from_slice(&bits);
+        let r = max_pool_bits(&g, &mut buf, shift, 0);
+        if in_place_ok(&g) || shift >= out_bytes {
+            r.unwrap();
+            prop_assert_eq!(unpack(&buf[..out_bytes]), slow);
+        } else {
+            prop_assert!(r.is_err());
+        }
+    }
+
     #[test]
     fn global_avg_pool_matches_reference(
         dims in (1usize..=2, 1usize..=8, 1usize..=8, 1usize..=40),
@@ -916,9 +960,55 @@ fn binary_conv2d_both(g: &ConvGeometry, seed: u64) -> (Vec<i8>, Vec<i8>) {
     let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
     let mut slow = vec![0i8; out_len];
     reference::binary_conv2d(g, zero_point, &thresholds, &filter, &input, &mut slow);
-    let mut fast = vec![0i8; out_len];
-    binary_conv2d(g, zero_point, &t_bytes, &rows, &input, &mut fast).unwrap();
+    let run = |input: SignInput<'_>| {
+        signs_both_ways(out_len, |output| {
+            binary_conv2d(g, &t_bytes, &rows, input, output)
+        })
+    };
+    let fast = run(SignInput::Int8 {
+        values: &input,
+        zero_point,
+    });
+    let bits = to_bits(&input, zero_point);
+    assert_eq!(run(SignInput::Bits(&bits)), fast, "packed-bit input");
     (fast, slow)
+}
+
+/// `values` as packed bits (`+1` where at least `zero_point`), as a binary op writes them.
+fn to_bits(values: &[i8], zero_point: i32) -> Vec<u8> {
+    let mut bytes = vec![0u8; values.len().div_ceil(8)];
+    for (i, &v) in values.iter().enumerate() {
+        if i32::from(v) >= zero_point {
+            bytes[i / 8] |= 1 << (i % 8);
+        }
+    }
+    bytes
+}
+
+/// A binary kernel's `n` outputs written by `run` as int8 and as packed bits (into
+/// bytes full of ones and zeros beforehand, so stale bits would show), asserted equal;
+/// the int8 ones.
+fn signs_both_ways(
+    n: usize,
+    run: impl Fn(SignOutput<'_>) -> Result<(), sprig_runtime::Error>,
+) -> Vec<i8> {
+    let mut values = vec![0i8; n];
+    run(SignOutput::Int8(&mut values)).unwrap();
+    for fill in [0x00u8, 0xFF, 0xA5] {
+        let mut bytes = vec![fill; n.div_ceil(8)];
+        run(SignOutput::Bits(&mut bytes)).unwrap();
+        let unpacked: Vec<i8> = (0..n)
+            .map(|i| {
+                if bytes[i / 8] >> (i % 8) & 1 == 1 {
+                    1
+                } else {
+                    -1
+                }
+            })
+            .collect();
+        assert_eq!(unpacked, values, "packed-bit output");
+    }
+    values
 }
 
 /// Input rows too wide for the binary conv's band of packed rows (3 · 100·60 bits
@@ -950,8 +1040,16 @@ fn binary_conv2d_wide_rows_match_reference() {
     let t_bytes: Vec<u8> = thresholds.iter().flat_map(|t| t.to_le_bytes()).collect();
     let mut slow = vec![0i8; out_len];
     reference::binary_conv2d(&g, 3, &thresholds, &filter, &input, &mut slow);
-    let mut fast = vec![0i8; out_len];
-    binary_conv2d(&g, 3, &t_bytes, &rows, &input, &mut fast).unwrap();
+    let run = |input: SignInput<'_>| {
+        signs_both_ways(out_len, |output| {
+            binary_conv2d(&g, &t_bytes, &rows, input, output)
+        })
+    };
+    let fast = run(SignInput::Int8 {
+        values: &input,
+        zero_point: 3,
+    });
     assert_eq!(fast, slow);
+    assert_eq!(run(SignInput::Bits(&to_bits(&input, 3))), slow);
     assert!(fast.contains(&1) && fast.contains(&-1));
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{binary_cnn, packed_cnn, tensor, zoo};
+use common::{binary_chain, binary_cnn, packed_cnn, tensor, zoo};
 use sprig_runtime::format::write::seal;
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
@@ -214,6 +214,99 @@ fn every_truncation_and_bit_flip_of_a_binary_blob() {
         assert!(load(&blob[..prefix]).is_err(), "prefix {prefix} accepted");
     }
     let input: Vec<i8> = (0..36).map(|i| (i * 5) as i8).collect();
+    let mut out = [0i8; 4];
+    for byte in 20..blob.len() {
+        for bit in 0..8 {
+            let mut flipped = blob.clone();
+            flipped[byte] ^= 1 << bit;
+            seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+            if let Ok(model) = Model::from_bytes(&flipped) {
+                let mut arena = vec![0u8; model.arena_size()];
+                if model.input_len() == input.len() && model.output_len() == out.len() {
+                    model.run(&mut arena, &input, &mut out).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Packed bits only between binary ops: each misuse is refused at load, with its own
+/// error.
+#[test]
+fn packed_bits_outside_binary_ops_are_refused() {
+    let with_kind = |tensor: usize, kind: TensorKind| {
+        let mut b = binary_cnn();
+        b.built.graph.tensors[tensor].kind = kind;
+        b.built.graph.plan_arena().unwrap();
+        load(&b.built.blob())
+    };
+    // The conv's output read by the max pool (an int8 op): op 1.
+    assert_eq!(
+        with_kind(1, TensorKind::PackedBits).unwrap_err(),
+        Error::PackedBitsOperand { op: 1 }
+    );
+    // The pool's output written as bits: op 1 again.
+    assert_eq!(
+        with_kind(2, TensorKind::PackedBits).unwrap_err(),
+        Error::PackedBitsOperand { op: 1 }
+    );
+    // A reshape from int8 to bits: op 2.
+    assert_eq!(
+        with_kind(3, TensorKind::PackedBits).unwrap_err(),
+        Error::PackedBitsOperand { op: 2 }
+    );
+    // The graph output (and input) are int8.
+    assert_eq!(
+        with_kind(4, TensorKind::PackedBits).unwrap_err(),
+        Error::BadTensorKind { tensor: 4 }
+    );
+    // A max pool on bits whose clamp would turn −1 into 0: op 1, and the exporter's
+    // pass leaves such a pool's input as int8.
+    let mut b = binary_cnn();
+    if let Op::MaxPool2d(p) = &mut b.built.graph.ops[1] {
+        p.act_min = 0;
+    }
+    let mut bits = b.built.graph.clone();
+    assert_eq!(b.built.graph.pack_sign_activations(), 0);
+    for t in 1..=3 {
+        bits.tensors[t].kind = TensorKind::PackedBits;
+    }
+    bits.plan_arena().unwrap();
+    let blob = b.built.builder.finish(&bits).unwrap();
+    assert_eq!(load(&blob).unwrap_err(), Error::PackedBitsOperand { op: 1 });
+}
+
+/// A tensor kind past `PackedBits` is unknown, as a newer minor's would be.
+#[test]
+fn an_unknown_tensor_kind_is_refused() {
+    let blob = binary_chain(true).built.blob();
+    // Tensor 1's kind byte: the graph's postcard bytes hold kind 3 only for bits.
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(model.tensors()[1].kind, TensorKind::PackedBits);
+    let graph_end = model.graph().data_offset as usize;
+    let mut hits = 0;
+    for at in 20..graph_end {
+        if blob[at] != 3 {
+            continue;
+        }
+        let mut changed = blob.clone();
+        changed[at] = 4;
+        seal(&mut changed, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+        if load(&changed) == Err(Error::UnknownTensorKind { tag: 4 }) {
+            hits += 1;
+        }
+    }
+    assert_eq!(hits, 3, "one kind byte per packed-bit tensor");
+}
+
+#[test]
+fn every_truncation_and_bit_flip_of_a_packed_bits_blob() {
+    let blob = binary_chain(true).built.blob();
+    load(&blob).unwrap();
+    for prefix in 0..blob.len() {
+        assert!(load(&blob[..prefix]).is_err(), "prefix {prefix} accepted");
+    }
+    let input: Vec<i8> = (0..36).map(|i| (i * 7) as i8).collect();
     let mut out = [0i8; 4];
     for byte in 20..blob.len() {
         for bit in 0..8 {

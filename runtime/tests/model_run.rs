@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    binary_cnn, binary_cnn_expected, cnn, cnn_expected, packed_cnn, sparse_cnn, tensor, zoo,
-    zoo_expected, Lcg,
+    binary_chain, binary_chain_expected, binary_cnn, binary_cnn_expected, cnn, cnn_expected,
+    packed_cnn, sparse_cnn, tensor, zoo, zoo_expected, Lcg,
 };
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
@@ -248,6 +248,33 @@ fn binary_cnn_runs_and_matches_reference() {
     assert!(distinct.len() > 2, "{distinct:?}");
 }
 
+/// The binary conv's signs max-pooled and flattened as packed bits (the pool in place)
+/// give what the int8 `±1` do.
+#[test]
+fn binary_cnn_pooling_packed_bits_matches_reference() {
+    let mut b = binary_cnn();
+    let int8_arena = b.built.graph.arena_size;
+    assert_eq!(b.built.graph.pack_sign_activations(), 3);
+    b.built.graph.plan_arena().unwrap();
+    let blob = b.built.blob();
+    let model = Model::from_bytes(&blob).unwrap();
+    let t = model.tensors();
+    assert!(t[1].is_bits() && t[2].is_bits() && t[3].is_bits());
+    assert_eq!(
+        t[1].arena_offset, t[2].arena_offset,
+        "the pool runs in place"
+    );
+    assert!(model.arena_size() < int8_arena as usize);
+    let mut arena = vec![0u8; model.arena_size()];
+    let mut rng = Lcg::new(22);
+    for _ in 0..50 {
+        let input = rng.vec_i8(36);
+        let mut out = [0i8; 4];
+        model.run(&mut arena, &input, &mut out).unwrap();
+        assert_eq!(out.to_vec(), binary_cnn_expected(&b, &input));
+    }
+}
+
 /// A depthwise filter packed in 4 bits, one row per tap, runs as the reference
 /// computes with its weights.
 #[test]
@@ -418,6 +445,8 @@ fn write_fuzz_seeds() {
     )
     .unwrap();
     std::fs::write(dir.join("cnn-binary.sprig"), binary_cnn().built.blob()).unwrap();
+    let chain = binary_chain(true).built.blob();
+    std::fs::write(dir.join("binary-bits.sprig"), chain).unwrap();
     std::fs::write(dir.join("cnn-fused.sprig"), common::fused_cnn().blob()).unwrap();
     for encoding in [Encoding::Packed4, Encoding::Packed2, Encoding::Packed1] {
         let name = format!("cnn-{}.sprig", encoding.name());
@@ -467,4 +496,45 @@ fn lenet5_replanned_in_place() {
         replanned.run(&mut a2, &input, &mut o2).unwrap();
         assert_eq!(o1, o2);
     }
+}
+
+/// Binary ops passing packed bits compute what they compute on int8 `±1`, in a smaller
+/// arena.
+#[test]
+fn binary_ops_passing_packed_bits_match_their_int8_form() {
+    let (int8, bits) = (binary_chain(false), binary_chain(true));
+    let (blob8, blob1) = (int8.built.blob(), bits.built.blob());
+    let (m8, m1) = (
+        Model::from_bytes(&blob8).unwrap(),
+        Model::from_bytes(&blob1).unwrap(),
+    );
+    let kinds: Vec<TensorKind> = m1.tensors().iter().map(|t| t.kind).collect();
+    assert_eq!(
+        kinds[1..4],
+        [
+            TensorKind::PackedBits,
+            TensorKind::PackedBits,
+            TensorKind::PackedBits
+        ]
+    );
+    // 18 signs in 3 bytes beside the 36-byte input, against 18 bytes.
+    assert!(
+        m1.arena_size() < m8.arena_size(),
+        "{} vs {}",
+        m1.arena_size(),
+        m8.arena_size()
+    );
+    let (mut a8, mut a1) = (vec![0u8; m8.arena_size()], vec![0xA5u8; m1.arena_size()]);
+    let mut rng = Lcg::new(33);
+    let mut distinct = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let input = rng.vec_i8(36);
+        let (mut o8, mut o1) = ([0i8; 4], [0i8; 4]);
+        m8.run(&mut a8, &input, &mut o8).unwrap();
+        m1.run(&mut a1, &input, &mut o1).unwrap();
+        assert_eq!(o1, o8);
+        assert_eq!(o1.to_vec(), binary_chain_expected(&bits, &input));
+        distinct.insert(o1);
+    }
+    assert!(distinct.len() > 2, "{distinct:?}");
 }

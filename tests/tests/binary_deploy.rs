@@ -15,13 +15,14 @@ use sprig_compressor::train::{self, TrainConfig};
 use sprig_runtime::{Encoding, Op};
 
 /// `configs/bnn.json`: conv1 and fc3 int8, conv2, fc1 and fc2 binary (conv2 reads
-/// conv1's int8 ReLU output).
+/// conv1's int8 ReLU output; fc1 passes its signs to fc2 as packed bits).
 const BNN: &str = r#"[
   {"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": 8},
   {"op_names": ["conv2", "fc1", "fc2"], "quant_types": ["weight", "output"], "quant_bits": 1}
 ]"#;
 
-/// As [`BNN`], and conv1's output a sign activation too, so conv2 reads signs.
+/// As [`BNN`], and conv1's output a sign activation too, so conv2 reads signs (and
+/// passes its own through the max pool and the flatten to fc1 as packed bits).
 const BNN_SIGN_INPUTS: &str = r#"[
   {"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": 8},
   {"op_names": ["conv1"], "quant_types": ["weight", "output"], "quant_bits": {"weight": 8, "output": 1}},
@@ -69,12 +70,16 @@ fn op_kinds(runtime: &sprig_runtime::Model<'_>) -> Vec<String> {
         .collect()
 }
 
-fn deploys(plan: &str, expected_ops: &[&str]) -> Result<()> {
+/// `plan` deploys as `expected_ops` with `bits` tensors passed between binary ops as
+/// packed bits, and predicts what the fake-quantized model predicts.
+fn deploys(plan: &str, expected_ops: &[&str], bits: usize) -> Result<()> {
     let (train_set, test) = data::load_dir(&data::bundled_dir())?;
     let model = bnn_lenet5(&train_set, plan)?;
     let packed = packed::pack(&model.graph)?;
     let runtime = packed.model()?;
     assert_eq!(op_kinds(&runtime), expected_ops);
+    let packed_bits = runtime.tensors().iter().filter(|t| t.is_bits()).count();
+    assert_eq!(packed_bits, bits, "tensors stored as packed bits");
     let report = packed::deployed_eval(&model.graph, &packed.blob, &test)?;
     eprintln!("{report}");
     assert!(
@@ -110,6 +115,7 @@ fn bnn_plan_deploys_with_binary_fully_connected_ops() -> Result<()> {
             &format!("BinaryFullyConnected/{packed1}"),
             "FullyConnected/dense",
         ],
+        1,
     )
 }
 
@@ -125,6 +131,7 @@ fn sign_inputs_make_the_conv_binary_too() -> Result<()> {
             &format!("BinaryFullyConnected/{packed1}"),
             "FullyConnected/dense",
         ],
+        4,
     )
 }
 

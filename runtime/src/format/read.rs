@@ -219,6 +219,7 @@ fn read_tensor(cur: &mut Cursor<'_>) -> Result<Tensor, Error> {
         0 => TensorKind::Activation,
         1 => TensorKind::Input,
         2 => TensorKind::Output,
+        3 => TensorKind::PackedBits,
         tag => return Err(Error::UnknownTensorKind { tag }),
     };
     Ok(Tensor {

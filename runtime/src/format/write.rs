@@ -75,7 +75,7 @@ impl GraphDef {
         let mut bufs = Vec::with_capacity(n);
         for (t, l) in self.tensors.iter().zip(&live) {
             bufs.push(Buf {
-                size: u64::from(t.elements()?),
+                size: u64::from(t.bytes()?),
                 live: *l,
                 offset: 0,
             });

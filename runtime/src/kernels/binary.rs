@@ -2,16 +2,20 @@
 //! weights ([`crate::format::BinaryConv2d`]), with `±1` outputs by per-channel
 //! integer thresholds.
 //!
-//! Inputs arrive as int8: a value counts `+1` where it is at least the input zero
-//! point. For each output pixel the kernel packs its window into bits, in the filter
+//! Inputs arrive as int8, where a value counts `+1` where it is at least the input zero
+//! point, or as the packed bits another binary op wrote ([`SignInput`]); outputs leave
+//! as `±1` int8 or as packed bits ([`SignOutput`]). For each output pixel the kernel packs its window into bits, in the filter
 //! rows' order (`[ky][kx][c]`, bit `i` of the row at bit `i % 32` of word `i / 32`,
 //! as [`crate::format::packed`] lays out `Packed1` rows), once for all output
 //! channels; then each channel's dot product is `n − 2 · popcount(x ⊕ w)` over the `n`
 //! in-bounds taps (a mask drops the padded ones at the borders). One word holds 32
 //! multiply-accumulates.
 
+pub use super::binarize::{SignInput, SignOutput};
+
 use super::binarize::{
-    pack_bits, pack_row, refresh_band, sign, threshold, BAND_WORDS, WEIGHT_WORDS,
+    low_bits, or_bits, refresh_band, threshold, word_bits, BitSigns, Int8Signs, SignSink,
+    BAND_WORDS, WEIGHT_WORDS,
 };
 use super::binary_narrow;
 use super::conv::window_columns;
@@ -96,33 +100,11 @@ fn load_rows(rows: &PackedRows<'_>, out: &mut [u32], stride: usize) {
 
 /// ORs bits `from..from + len` of `src` into `dst` from bit `at` on (`dst`'s bits there
 /// are 0), up to 32 at a time.
-#[inline]
+#[inline(always)]
 fn copy_bits(dst: &mut [u32], at: usize, src: &[u32], from: usize, len: usize) {
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(32);
-        let (sw, sb) = ((from + done) / 32, (from + done) % 32);
-        let lo = src.get(sw).map_or(0, |&w| w >> sb);
-        let hi = match sb {
-            0 => 0,
-            _ => src.get(sw + 1).map_or(0, |&w| w << (32 - sb)),
-        };
-        let bits = if n == 32 {
-            lo | hi
-        } else {
-            (lo | hi) & ((1 << n) - 1)
-        };
-        let (dw, db) = ((at + done) / 32, (at + done) % 32);
-        if let Some(w) = dst.get_mut(dw) {
-            *w |= bits << db;
-        }
-        if db != 0 && n > 32 - db {
-            if let Some(w) = dst.get_mut(dw + 1) {
-                *w |= bits >> (32 - db);
-            }
-        }
-        done += n;
-    }
+    or_bits(dst, at, len, |done, n| {
+        word_bits(src, from + done) & low_bits(n)
+    });
 }
 
 /// Most kernel rows the band holds.
@@ -137,16 +119,15 @@ const BAND_ROWS: usize = 16;
 /// binarized window by window instead.
 pub fn binary_conv2d(
     g: &ConvGeometry,
-    input_zero_point: i32,
     thresholds: &[u8],
     rows: &PackedRows<'_>,
-    input: &[i8],
-    output: &mut [i8],
+    input: SignInput<'_>,
+    output: SignOutput<'_>,
 ) -> Result<(), Error> {
     let (in_len, out_len) = g.lens()?;
     let row_len = g.kernel_h * g.kernel_w * g.in_c;
-    if input.len() != in_len
-        || output.len() != out_len
+    if !input.holds(in_len)
+        || !output.holds(out_len)
         || rows.bits() != 1
         || rows.rows() != g.out_c
         || rows.row_len() != row_len
@@ -156,17 +137,32 @@ pub fn binary_conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    let args = (thresholds, rows);
+    match output {
+        SignOutput::Int8(out) => conv(g, args, input, Int8Signs::new(out, g.out_c)),
+        SignOutput::Bits(out) => conv(g, args, input, BitSigns::new(out)),
+    }
+}
+
+/// [`binary_conv2d`] on checked arguments, into `sink`.
+fn conv(
+    g: &ConvGeometry,
+    (thresholds, rows): (&[u8], &PackedRows<'_>),
+    input: SignInput<'_>,
+    mut sink: impl SignSink,
+) -> Result<(), Error> {
+    let row_len = g.kernel_h * g.kernel_w * g.in_c;
     // Both kernels' stack buffers, lent to the narrow one: as its own, they sat on the
     // stack beside these (6.9 KiB peak, against 3.5 KiB shared).
     let mut w_buf = [0u32; WEIGHT_WORDS];
     let mut band = [0u32; BAND_WORDS];
     if binary_narrow::fits(g) {
-        let args = (input_zero_point, thresholds, rows);
+        let args = (thresholds, rows);
         return binary_narrow::binary_conv2d_narrow(
             g,
             args,
             input,
-            output,
+            &mut sink,
             (&mut w_buf, &mut band),
         );
     }
@@ -187,8 +183,8 @@ pub fn binary_conv2d(
     let row_words = in_row.div_ceil(32);
     let banded = g.kernel_h <= BAND_ROWS && g.kernel_h * row_words <= BAND_WORDS;
     let filter_row = g.kernel_w * g.in_c;
-    let mut pixels = output.chunks_exact_mut(g.out_c);
-    for image in input.chunks_exact(g.in_h * in_row) {
+    for b in 0..g.batch {
+        let image = b * g.in_h * in_row;
         // The input row each band slot holds.
         let mut held = [usize::MAX; BAND_ROWS];
         for oy in 0..g.out_h {
@@ -203,7 +199,7 @@ pub fn binary_conv2d(
                     &mut held,
                     row_words,
                     rows,
-                    |words, src| pack_row(words, src, input_zero_point),
+                    |words, from| input.pack_row(words, from, in_row),
                 )?;
             }
             for ox in 0..g.out_w {
@@ -222,28 +218,27 @@ pub fn binary_conv2d(
                         let src = band.get(slot..slot + row_words).ok_or(Error::KernelArgs)?;
                         copy_bits(x, at, src, ix0 * g.in_c, run);
                     } else {
-                        let start = (iy * g.in_w + ix0) * g.in_c;
-                        let src = image.get(start..start + run).ok_or(Error::KernelArgs)?;
-                        pack_bits(x, at, src, input_zero_point);
+                        let start = image + (iy * g.in_w + ix0) * g.in_c;
+                        input.pack(x, at, start, run)?;
                     }
                     if !full {
                         set_bits(m, at, run);
                     }
                 }
                 let mask = (!full).then_some(&*m);
-                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
+                let x = &*x;
                 if let Some(w) = cached {
                     let rows = w.chunks_exact(words).zip(thresholds.chunks_exact(4));
-                    for (out, (row, t)) in out_px.iter_mut().zip(rows) {
+                    sink.put(rows.map(|(row, t)| {
                         let d = valid as i32 - 2 * xor_popcount(x, mask, Row::Words(row)) as i32;
-                        *out = sign(d >= threshold(t));
-                    }
+                        d >= threshold(t)
+                    }))?;
                 } else {
                     let rows = rows.iter().zip(thresholds.chunks_exact(4));
-                    for (out, (row, t)) in out_px.iter_mut().zip(rows) {
+                    sink.put(rows.map(|(row, t)| {
                         let d = valid as i32 - 2 * mismatches(x, mask, row) as i32;
-                        *out = sign(d >= threshold(t));
-                    }
+                        d >= threshold(t)
+                    }))?;
                 }
             }
         }
@@ -255,18 +250,18 @@ pub fn binary_conv2d(
 /// thresholds[o]`, else `−1`.
 pub fn binary_fully_connected(
     shape: &FcShape,
-    input_zero_point: i32,
     thresholds: &[u8],
     rows: &PackedRows<'_>,
-    input: &[i8],
-    output: &mut [i8],
+    input: SignInput<'_>,
+    output: SignOutput<'_>,
 ) -> Result<(), Error> {
     let FcShape {
+        batch,
         in_features,
         out_features,
-        ..
     } = *shape;
-    let ok = shape.fits(input.len(), output.len())
+    let ok = input.holds(batch * in_features)
+        && output.holds(batch * out_features)
         && in_features <= BINARY_ROW_CAP
         && rows.bits() == 1
         && rows.rows() == out_features
@@ -275,20 +270,32 @@ pub fn binary_fully_connected(
     if !ok {
         return Err(Error::KernelArgs);
     }
+    let args = (shape, thresholds, rows);
+    match output {
+        SignOutput::Int8(out) => fc(args, input, Int8Signs::new(out, out_features)),
+        SignOutput::Bits(out) => fc(args, input, BitSigns::new(out)),
+    }
+}
+
+/// [`binary_fully_connected`] on checked arguments, into `sink`.
+fn fc(
+    (shape, thresholds, rows): (&FcShape, &[u8], &PackedRows<'_>),
+    input: SignInput<'_>,
+    mut sink: impl SignSink,
+) -> Result<(), Error> {
+    let in_features = shape.in_features;
     let mut x_buf = [0u32; WORDS];
     let x = x_buf
         .get_mut(..in_features.div_ceil(32))
         .ok_or(Error::KernelArgs)?;
-    for (row_in, out_row) in input
-        .chunks_exact(in_features)
-        .zip(output.chunks_exact_mut(out_features))
-    {
-        pack_row(x, row_in, input_zero_point);
+    for b in 0..shape.batch {
+        input.pack_row(x, b * in_features, in_features)?;
+        let x = &*x;
         let rows = rows.iter().zip(thresholds.chunks_exact(4));
-        for (out, (row, t)) in out_row.iter_mut().zip(rows) {
+        sink.put(rows.map(|(row, t)| {
             let d = in_features as i32 - 2 * mismatches(x, None, row) as i32;
-            *out = sign(d >= threshold(t));
-        }
+            d >= threshold(t)
+        }))?;
     }
     Ok(())
 }

@@ -10,7 +10,10 @@
 //! per call. Every channel then counts five words held in registers: 48 instructions on
 //! Armv7E-M, 58 where border taps are masked.
 
-use super::binarize::{pack_bits, refresh_band, sign, threshold, BAND_WORDS, WEIGHT_WORDS};
+use super::binarize::{
+    byte_bits, low_bits, refresh_band, threshold, word_bits, SignInput, SignSink, BAND_WORDS,
+    WEIGHT_WORDS,
+};
 use super::ConvGeometry;
 use crate::error::Error;
 use crate::format::packed::PackedRows;
@@ -34,38 +37,6 @@ pub fn fits(g: &ConvGeometry) -> bool {
 /// the right padding for a 32-bit read at any window's start.
 fn band_row_words(g: &ConvGeometry) -> usize {
     ((g.pad_left + g.in_w + g.kernel_w) * g.in_c).div_ceil(32) + 1
-}
-
-/// The low `n` bits set (`n ≤ 32`).
-#[inline(always)]
-fn low_bits(n: usize) -> u32 {
-    if n >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << n) - 1
-    }
-}
-
-/// 32 bits of `words` from bit `start` on (bits past the end read as 0).
-#[inline(always)]
-fn bits_at(words: &[u32], start: usize) -> u32 {
-    let (i, s) = (start / 32, start % 32);
-    let lo = words.get(i).map_or(0, |&w| w >> s);
-    let hi = match s {
-        0 => 0,
-        _ => words.get(i + 1).map_or(0, |&w| w << (32 - s)),
-    };
-    lo | hi
-}
-
-/// Bits `start..start + len` (`len ≤ 32`) of a packed row's bytes, at bit 0 of a word.
-fn row_bits(row: &[u8], start: usize, len: usize) -> u32 {
-    let first = start / 8;
-    let mut v = 0u64;
-    for k in 0..5 {
-        v |= u64::from(row.get(first + k).copied().unwrap_or(0)) << (8 * k);
-    }
-    ((v >> (start % 8)) as u32) & low_bits(len)
 }
 
 /// `Σ popcount((x_k ⊕ w_k) & m_k)` over the five words (`m` `None`: every bit counts).
@@ -183,20 +154,14 @@ fn mismatches(x: &[u32; ROWS], w: &[u32; ROWS], m: Option<&[u32; ROWS]>) -> u32 
 /// One output pixel's channels: `+1` where `valid − 2 · count(w_c) ≥ threshold_c`.
 #[inline(always)]
 fn channels(
-    out_px: &mut [i8],
+    sink: &mut impl SignSink,
     weights: &[[u32; ROWS]],
     thresholds: &[u8],
     valid: usize,
     count: impl Fn(&[u32; ROWS]) -> u32,
-) {
-    let rows = out_px
-        .iter_mut()
-        .zip(weights)
-        .zip(thresholds.chunks_exact(4));
-    for ((out, w), t) in rows {
-        let d = valid as i32 - 2 * count(w) as i32;
-        *out = sign(d >= threshold(t));
-    }
+) -> Result<(), Error> {
+    let rows = weights.iter().zip(thresholds.chunks_exact(4));
+    sink.put(rows.map(|(w, t)| valid as i32 - 2 * count(w) as i32 >= threshold(t)))
 }
 
 /// Binary convolution for geometries that [`fits`] accepts, with the arguments already
@@ -207,9 +172,9 @@ fn channels(
 #[inline(never)]
 pub(super) fn binary_conv2d_narrow(
     g: &ConvGeometry,
-    (input_zero_point, thresholds, rows): (i32, &[u8], &PackedRows<'_>),
-    input: &[i8],
-    output: &mut [i8],
+    (thresholds, rows): (&[u8], &PackedRows<'_>),
+    input: SignInput<'_>,
+    sink: &mut impl SignSink,
     (w_buf, band): (&mut [u32; WEIGHT_WORDS], &mut [u32; BAND_WORDS]),
 ) -> Result<(), Error> {
     let row_len = g.kernel_w * g.in_c;
@@ -220,14 +185,14 @@ pub(super) fn binary_conv2d_narrow(
     for (dst, row) in weights.iter_mut().zip(rows.iter()) {
         *dst = [0; ROWS];
         for (ky, d) in dst.iter_mut().enumerate().take(g.kernel_h) {
-            *d = row_bits(row, ky * row_len, row_len);
+            *d = byte_bits(row, ky * row_len, row_len);
         }
     }
     let weights = &*weights;
     let row_words = band_row_words(g);
     let in_row = g.in_w * g.in_c;
-    let mut pixels = output.chunks_exact_mut(g.out_c);
-    for image in input.chunks_exact(g.in_h * in_row) {
+    for b in 0..g.batch {
+        let image = b * g.in_h * in_row;
         // The input row each band slot holds.
         let mut held = [usize::MAX; ROWS];
         for oy in 0..g.out_h {
@@ -241,9 +206,9 @@ pub(super) fn binary_conv2d_narrow(
                 &mut held,
                 row_words,
                 rows,
-                |words, src| {
+                |words, from| {
                     words.fill(0);
-                    pack_bits(words, g.pad_left * g.in_c, src, input_zero_point);
+                    input.pack(words, g.pad_left * g.in_c, from, in_row)
                 },
             )?;
             // Each kernel row's band row (empty outside the image: its words read 0),
@@ -261,21 +226,20 @@ pub(super) fn binary_conv2d_narrow(
                 let x0 = ox * g.stride_w;
                 let (kx0, kx1) = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
                 let start = x0 * g.in_c;
-                let x = band_rows.map(|r| bits_at(r, start) & row_mask);
+                let x = band_rows.map(|r| word_bits(r, start) & row_mask);
                 let valid = (ky1 - ky0) * (kx1 - kx0) * g.in_c;
                 let mask: Option<[u32; ROWS]> = (valid != g.kernel_h * row_len).then(|| {
                     let columns = low_bits(kx1 * g.in_c) & !low_bits(kx0 * g.in_c);
                     rows_in.map(|m| columns & m)
                 });
-                let out_px = pixels.next().ok_or(Error::KernelArgs)?;
                 // One loop per case: with the mask test inside, LLVM branched per channel.
                 match mask {
-                    None => channels(out_px, weights, thresholds, valid, |w| {
+                    None => channels(sink, weights, thresholds, valid, |w| {
                         mismatches(&x, w, None)
-                    }),
-                    Some(m) => channels(out_px, weights, thresholds, valid, |w| {
+                    })?,
+                    Some(m) => channels(sink, weights, thresholds, valid, |w| {
                         mismatches(&x, w, Some(&m))
-                    }),
+                    })?,
                 }
             }
         }
@@ -308,12 +272,12 @@ mod tests {
     #[test]
     fn bits_read_across_words_and_bytes() {
         let words = [0x8000_0001u32, 0x0000_00FF];
-        assert_eq!(bits_at(&words, 31), 0x1FF);
-        assert_eq!(bits_at(&words, 0), 0x8000_0001);
-        assert_eq!(bits_at(&words, 40), 0);
+        assert_eq!(word_bits(&words, 31), 0x1FF);
+        assert_eq!(word_bits(&words, 0), 0x8000_0001);
+        assert_eq!(word_bits(&words, 40), 0);
         let bytes = [0b1010_0000u8, 0xFF, 0x01];
-        assert_eq!(row_bits(&bytes, 5, 4), 0b1101);
-        assert_eq!(row_bits(&bytes, 5, 12), 0b1111_1111_1101);
-        assert_eq!(row_bits(&bytes, 20, 30), 0);
+        assert_eq!(byte_bits(&bytes, 5, 4), 0b1101);
+        assert_eq!(byte_bits(&bytes, 5, 12), 0b1111_1111_1101);
+        assert_eq!(byte_bits(&bytes, 20, 30), 0);
     }
 }

@@ -12,19 +12,20 @@
 use core::ops::Range;
 
 use super::{Model, OpKind};
-use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split};
+use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split, split_bytes};
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::SparseRows;
 use crate::format::{Conv2dMaxPool, DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, AddParams};
 use crate::kernels::argmax::argmax;
-use crate::kernels::binary::{binary_conv2d, binary_fully_connected};
+use crate::kernels::binary::{binary_conv2d, binary_fully_connected, SignInput, SignOutput};
 use crate::kernels::conv::conv2d;
 use crate::kernels::conv_pool::{conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool};
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
 use crate::kernels::low_bit::{conv2d_packed, depthwise_conv2d_packed, fully_connected_packed};
+use crate::kernels::pool_bits::max_pool_bits;
 use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind};
 use crate::kernels::softmax::{softmax, SoftmaxParams};
 use crate::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
@@ -125,11 +126,35 @@ fn fused_geometry(
     Some((conv, pool))
 }
 
+/// A binary op's input and output in the arena, as int8 or packed bits as their
+/// tensors are stored.
+fn signs<'b>(
+    arena: &'b mut [u8],
+    x: &Tensor,
+    y: &Tensor,
+    rin: &Range<usize>,
+    rout: &Range<usize>,
+) -> Option<(SignInput<'b>, SignOutput<'b>)> {
+    let (input, _, output) = split_bytes(arena, rin, rin, rout)?;
+    let input = match x.is_bits() {
+        true => SignInput::Bits(input),
+        false => SignInput::Int8 {
+            values: bytes_as_i8(input),
+            zero_point: x.zero_point,
+        },
+    };
+    let output = match y.is_bits() {
+        true => SignOutput::Bits(output),
+        false => SignOutput::Int8(bytes_as_i8_mut(output)),
+    };
+    Some((input, output))
+}
+
 /// The arena bytes of `t`.
 #[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
     let start = t.arena_offset as usize;
-    Some(start..start.checked_add(t.elements().ok()? as usize)?)
+    Some(start..start.checked_add(t.bytes().ok()? as usize)?)
 }
 
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
@@ -314,7 +339,14 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 // One buffer spanning both tensors, whether they overlap (in place,
                 // validated: same offset, no top/left padding) or not.
                 let lo = rin.start.min(rout.start);
-                let buf = bytes_as_i8_mut(arena.get_mut(lo..rin.end.max(rout.end))?);
+                let buf = arena.get_mut(lo..rin.end.max(rout.end))?;
+                // Packed bits come only from binary ops: without them in the set, this
+                // branch and its kernel are not linked.
+                let binary = has(OpKind::BinaryConv2d) || has(OpKind::BinaryFullyConnected);
+                if binary && x.is_bits() {
+                    return Some(max_pool_bits(&g, buf, rin.start - lo, rout.start - lo));
+                }
+                let buf = bytes_as_i8_mut(buf);
                 let (act_min, act_max) = (p.act_min, p.act_max);
                 pool2d_any(
                     kind,
@@ -381,8 +413,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 let filter = self.bytes(p.filter.data)?;
                 let rows = PackedRows::new(filter, g.out_c, row_len, Encoding::Packed1)?;
                 let thresholds = self.bytes(p.thresholds)?;
-                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                binary_conv2d(&g, x.zero_point, thresholds, &rows, input, output)
+                let (input, output) = signs(arena, x, y, &rin, &rout)?;
+                binary_conv2d(&g, thresholds, &rows, input, output)
             }
             Op::BinaryFullyConnected(p) if has(OpKind::BinaryFullyConnected) => {
                 let (batch, in_features) = rows(x)?;
@@ -396,8 +428,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 let packed =
                     PackedRows::new(weights, out_features, in_features, Encoding::Packed1)?;
                 let thresholds = self.bytes(p.thresholds)?;
-                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                binary_fully_connected(&shape, x.zero_point, thresholds, &packed, input, output)
+                let (input, output) = signs(arena, x, y, &rin, &rout)?;
+                binary_fully_connected(&shape, thresholds, &packed, input, output)
             }
             Op::Conv2dMaxPool(p) if has(OpKind::Conv2dMaxPool) => {
                 let (conv, pool) = fused_geometry(x, y, p)?;

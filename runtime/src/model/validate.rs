@@ -56,7 +56,7 @@ pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS
 }
 
 fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
-    let elements = t.elements()?;
+    t.elements()?;
     if t.shape.contains(&0) {
         return Err(Error::ZeroSizedTensor { tensor: i });
     }
@@ -66,7 +66,7 @@ fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
     if !(-128..=127).contains(&t.zero_point) {
         return Err(Error::BadZeroPoint { tensor: i });
     }
-    let end = t.arena_offset.checked_add(elements);
+    let end = t.arena_offset.checked_add(t.bytes()?);
     if end.is_none_or(|e| e > g.arena_size) {
         return Err(Error::ArenaOffsetOutOfBounds { tensor: i });
     }
@@ -79,7 +79,12 @@ fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
     } else {
         Some(TensorKind::Activation)
     };
-    if expected != Some(t.kind) {
+    // An intermediate activation may be stored as bits.
+    let kind = match t.kind {
+        TensorKind::PackedBits => TensorKind::Activation,
+        kind => kind,
+    };
+    if expected != Some(kind) {
         return Err(Error::BadTensorKind { tensor: i });
     }
     Ok(())
@@ -96,7 +101,7 @@ fn check_overlaps(ops: &[Op], tensors: &[Tensor], live: &[Live]) -> Result<(), E
     };
     let range = |t: &Tensor| {
         let start = u64::from(t.arena_offset);
-        (start, start + u64::from(t.elements().unwrap_or(0)))
+        (start, start + u64::from(t.bytes().unwrap_or(0)))
     };
     let roots = tensors.iter().zip(live).enumerate().filter(|(i, (_, l))| {
         usize::try_from(l.root).ok() == Some(*i) && l.first != lifetimes::NONE
@@ -314,6 +319,28 @@ impl<'t> Ctx<'t> {
         Ok((c, oc))
     }
 
+    /// Packed bits only between binary ops, through reshapes and max pools that keep
+    /// them bits (a pool whose clamp keeps `±1`).
+    fn bits_operands(
+        &self,
+        op: &Op,
+        x: &Tensor,
+        b: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<(), Error> {
+        let ok = match op {
+            Op::BinaryConv2d(_) | Op::BinaryFullyConnected(_) => true,
+            Op::Reshape(_) => x.is_bits() == y.is_bits(),
+            Op::MaxPool2d(p) if x.is_bits() => y.is_bits() && p.act_min <= -1 && p.act_max >= 1,
+            _ => !(x.is_bits() || b.is_some_and(Tensor::is_bits) || y.is_bits()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::PackedBitsOperand { op: self.op })
+        }
+    }
+
     /// Check one op of a model whose op set is `OPS`.
     fn check<const OPS: u32>(&self, op: &Op) -> Result<(), Error> {
         let has = |kind: OpKind| kind.is_in(OPS);
@@ -335,6 +362,7 @@ impl<'t> Ctx<'t> {
             None => None,
         };
         let y = self.t(yi)?;
+        self.bits_operands(op, x, b, y)?;
         match op {
             Op::Conv2d(p) if has(OpKind::Conv2d) => {
                 let (c, oc) = self.window_op(

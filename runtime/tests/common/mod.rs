@@ -700,3 +700,132 @@ pub fn binary_cnn_expected(b: &BinaryBuilt, input: &[i8]) -> Vec<i8> {
     reference::binary_fully_connected(&shape, 0, &b.fc_thresholds, fc, &t2, &mut out);
     out
 }
+
+/// Binary ops feeding binary ops: input [1,6,6,1] (int8) → binary conv 3×3 stride 2 pad
+/// 1, 2 channels → [1,3,3,2] → reshape [1,18] → binary fully connected → [1,8] →
+/// binary fully connected → [1,4] (±1 int8). With `bits`, the three tensors between
+/// binary ops are stored as packed bits (`GraphDef::pack_sign_activations`).
+pub struct BinaryChain {
+    pub built: Built,
+    /// Per layer (conv, fc1, fc2): its thresholds.
+    pub thresholds: [Vec<i32>; 3],
+}
+
+pub fn binary_chain(bits: bool) -> BinaryChain {
+    let mut rng = Lcg::new(17);
+    let shapes = [(2usize, 9usize), (8, 18), (4, 8)];
+    let mut layers: Vec<Layer> = shapes
+        .iter()
+        .map(|&(rows, row_len)| Layer::random(&mut rng, rows * row_len, rows, Vec::new()))
+        .collect();
+    let thresholds = [
+        vec![-1, 2],
+        vec![1, -2, 0, 3, -4, 2, 0, -1],
+        vec![0, 2, -1, 1],
+    ];
+    let mut builder = BlobBuilder::new();
+    let mut refs = Vec::new();
+    for (layer, &(rows, _)) in layers.iter_mut().zip(&shapes) {
+        layer.fit(Encoding::Packed1);
+        let w = builder
+            .push_weights_as(&layer.weights, rows, Encoding::Packed1)
+            .unwrap();
+        refs.push(w);
+    }
+    let t: Vec<DataRef> = thresholds
+        .iter()
+        .map(|t| builder.push_i32(t).unwrap())
+        .collect();
+    let tensors = vec![
+        tensor(&[1, 6, 6, 1], 0.05, -3, TensorKind::Input),
+        tensor(&[1, 3, 3, 2], 1.0, 0, TensorKind::Activation),
+        tensor(&[1, 18], 1.0, 0, TensorKind::Activation),
+        tensor(&[1, 8], 1.0, 0, TensorKind::Activation),
+        tensor(&[1, 4], 1.0, 0, TensorKind::Output),
+    ];
+    let fc = |input, output, k: usize| {
+        Op::BinaryFullyConnected(BinaryFullyConnected {
+            input,
+            output,
+            weights: refs[k],
+            thresholds: t[k],
+        })
+    };
+    let ops = vec![
+        Op::BinaryConv2d(BinaryConv2d {
+            input: 0,
+            output: 1,
+            filter: refs[0],
+            thresholds: t[0],
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            padding: Padding {
+                top: 1,
+                left: 1,
+                bottom: 0,
+                right: 0,
+            },
+        }),
+        Op::Reshape(Reshape {
+            input: 1,
+            output: 2,
+        }),
+        fc(2, 3, 1),
+        fc(3, 4, 2),
+    ];
+    let mut graph = GraphDef {
+        tensors,
+        ops,
+        input: 0,
+        output: 4,
+        arena_size: 0,
+    };
+    if bits {
+        assert_eq!(graph.pack_sign_activations(), 3);
+    }
+    graph.plan_arena().unwrap();
+    BinaryChain {
+        built: Built {
+            graph,
+            builder,
+            layers,
+        },
+        thresholds,
+    }
+}
+
+/// [`binary_chain`]'s output by the reference kernels (on int8 `±1` throughout).
+pub fn binary_chain_expected(b: &BinaryChain, input: &[i8]) -> Vec<i8> {
+    let g = ConvGeometry {
+        batch: 1,
+        in_h: 6,
+        in_w: 6,
+        in_c: 1,
+        out_h: 3,
+        out_w: 3,
+        out_c: 2,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 2,
+        stride_w: 2,
+        pad_top: 1,
+        pad_left: 1,
+    };
+    let [t_conv, t_fc1, t_fc2] = &b.thresholds;
+    let layers = &b.built.layers;
+    let mut x = vec![0i8; 18];
+    reference::binary_conv2d(&g, -3, t_conv, &layers[0].weights, input, &mut x);
+    for (k, t, n) in [(1, t_fc1, 8), (2, t_fc2, 4)] {
+        let shape = FcShape {
+            batch: 1,
+            in_features: x.len(),
+            out_features: n,
+        };
+        let mut y = vec![0i8; n];
+        reference::binary_fully_connected(&shape, 0, t, &layers[k].weights, &x, &mut y);
+        x = y;
+    }
+    x
+}

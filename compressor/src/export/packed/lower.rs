@@ -27,6 +27,9 @@
 //! - Last, a dense Conv2d whose only reader is the MaxPool2d after it (ReLU fused or
 //!   not) becomes one `Conv2dMaxPool` ([`GraphDef::fuse_conv_max_pools`], format 2.2),
 //!   so the conv's full-size output is never planned in the arena.
+//! - Then a binary op's output that only binary ops read (through flattens) is stored as
+//!   packed bits ([`GraphDef::pack_sign_activations`], format 2.4): an eighth of the
+//!   arena, and its reader does not binarize it again.
 
 mod layers;
 mod signs;
@@ -140,6 +143,8 @@ pub(super) fn lower(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<
     };
     // Conv → (ReLU) → max pool as one op: the conv's full output never takes arena.
     def.fuse_conv_max_pools();
+    // Signs passed from binary op to binary op as bits: an eighth of the bytes.
+    def.pack_sign_activations();
     def.plan_arena().map_err(|e| Error::Export {
         path: path.to_path_buf(),
         message: format!("planning the arena failed (an exporter bug): {e}"),
