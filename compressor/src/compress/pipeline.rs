@@ -387,11 +387,15 @@ fn deploy(
     say(
         opts,
         format!(
-            "{}: {} bytes ({:.4} x stored weights + int32 biases), arena {} bytes; {} with {n} test vectors",
+            "{}: {} bytes ({:.4} x stored weights + int32 biases), arena {} bytes{}; {} with {n} test vectors",
             sprig.display(),
             packed.blob_bytes(),
             packed.overhead_ratio(),
             packed.arena_bytes,
+            match packed.packed_bit_tensors {
+                0 => String::new(),
+                n => format!(" ({n} activations between binary ops as packed bits)"),
+            },
             packed::VECTORS_FILE
         ),
     );

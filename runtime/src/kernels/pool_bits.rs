@@ -2,26 +2,10 @@
 //! values is `+1` exactly where any of them is, so each output is the OR of its
 //! window's in-bounds bits, up to 32 channels per read.
 
-use super::binarize::byte_bits;
+use super::binarize::{byte_bits, put_bits};
 use super::pooling::in_place_ok;
 use super::ConvGeometry;
 use crate::error::Error;
-
-/// Writes bits `at..at + n` (`n ≤ 32`) of `bytes` from the low bits of `bits`, leaving
-/// every other bit as it was.
-#[inline]
-fn put_bits(bytes: &mut [u8], at: usize, n: usize, bits: u32) {
-    let mut done = 0;
-    while done < n {
-        let (i, s) = ((at + done) / 8, (at + done) % 8);
-        let m = (8 - s).min(n - done);
-        let mask = (((1u16 << m) - 1) as u8) << s;
-        if let Some(b) = bytes.get_mut(i) {
-            *b = (*b & !mask) | (((bits >> done) as u8) << s & mask);
-        }
-        done += m;
-    }
-}
 
 /// Max pool of geometry `g` on one buffer holding the input's bits from byte `input`
 /// and the output's from byte `output`: disjoint, or overlapping as an in-place int8
@@ -75,18 +59,4 @@ pub fn max_pool_bits(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn put_bits_touches_only_its_bits() {
-        let mut bytes = [0xFFu8, 0x00, 0xFF];
-        put_bits(&mut bytes, 6, 12, 0b1010_1010_1010);
-        assert_eq!(bytes, [0b1011_1111, 0b1010_1010, 0b1111_1110]);
-        put_bits(&mut bytes, 0, 32, 0);
-        assert_eq!(bytes, [0, 0, 0]);
-    }
 }

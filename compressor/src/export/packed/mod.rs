@@ -52,6 +52,8 @@ pub struct Packed {
     pub blob: Vec<u8>,
     /// Arena bytes the runtime needs.
     pub arena_bytes: usize,
+    /// Activations passed between binary ops as packed bits (format 2.4).
+    pub packed_bit_tensors: usize,
     /// Weight bytes as stored (each layer dense or sparse, whichever is smaller).
     pub weight_bytes: usize,
     /// int32 bias bytes.
@@ -151,6 +153,7 @@ fn pack_for(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<Packed> 
     let dims = |s: &[u32]| s.iter().map(|&d| d as usize).collect::<Vec<_>>();
     let facts = Packed {
         arena_bytes: model.arena_size(),
+        packed_bit_tensors: model.tensors().iter().filter(|t| t.is_bits()).count(),
         weight_bytes: lowered.weight_bytes,
         bias_bytes: lowered.bias_bytes,
         requant_bytes: lowered.requant_bytes,
