@@ -19,6 +19,7 @@ use crate::format::REQUANT_ENTRY_LEN;
 
 pub mod add;
 pub mod argmax;
+mod band;
 mod binarize;
 // Declared first: its assembly-text macros (`nibbles!`, `bytes!`) serve the binary
 // kernels below.

@@ -2,14 +2,14 @@
 //! weights ([`crate::format::BinaryConv2d`]), with `±1` outputs by per-channel
 //! integer thresholds.
 //!
-//! Inputs arrive as int8, where a value counts `+1` where it is at least the input zero
+//! Inputs arrive as int8, a value counting `+1` where it is at least the input zero
 //! point, or as the packed bits another binary op wrote ([`SignInput`]); outputs leave
-//! as `±1` int8 or as packed bits ([`SignOutput`]). For each output pixel the kernel packs its window into bits, in the filter
-//! rows' order (`[ky][kx][c]`, bit `i` of the row at bit `i % 32` of word `i / 32`,
-//! as [`crate::format::packed`] lays out `Packed1` rows), once for all output
-//! channels; then each channel's dot product is `n − 2 · popcount(x ⊕ w)` over the `n`
-//! in-bounds taps (a mask drops the padded ones at the borders). One word holds 32
-//! multiply-accumulates.
+//! as `±1` int8 or as packed bits ([`SignOutput`]). For each output pixel the kernel
+//! packs its window into bits, in the filter rows' order (`[ky][kx][c]`, bit `i` of
+//! the row at bit `i % 32` of word `i / 32`, as [`crate::format::packed`] lays out
+//! `Packed1` rows), once for all output channels; then each channel's dot product is
+//! `n − 2 · popcount(x ⊕ w)` over the `n` in-bounds taps (a mask drops the padded ones
+//! at the borders). One word holds 32 multiply-accumulates.
 
 pub use super::binarize::{SignInput, SignOutput};
 

@@ -1,5 +1,6 @@
 //! 2-D convolution, int8 (TFLite's `reference_integer_ops::ConvPerChannel`).
 
+use super::band::Band;
 use super::{
     accumulate_offset, channels_offset, channels_offset_pair, dot, offset_into, pairs_pixels,
     small_offset, ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP, PACKED, PACK_SCRATCH,
@@ -167,12 +168,17 @@ pub(crate) fn conv_block(
     let n = f_block.len() / filter_oc.max(1);
     let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
     stage.channels_into(c0, q);
-    let (window, rest) = buf
+    // Two windows, then the band of offset input rows where it fits.
+    let (windows, tail) = buf
+        .split_at_mut_checked((2 * filter_oc).min(buf.len()))
+        .ok_or(Error::KernelArgs)?;
+    let (window, rest) = windows
         .split_at_mut_checked(filter_oc)
         .ok_or(Error::KernelArgs)?;
     let mut second = rest
         .get_mut(..filter_oc)
         .filter(|_| pairs_pixels(filter_oc));
+    let mut band = Band::new(g, tail);
     let mut pixels = output.chunks_exact_mut(g.out_c);
     let mut next_pixel = || {
         pixels
@@ -185,11 +191,19 @@ pub(crate) fn conv_block(
             let y0 = oy * g.stride_h;
             let (ky0, ky1) = ConvGeometry::window(y0, g.pad_top, g.kernel_h, g.in_h);
             let rows = (y0, ky0, ky1);
+            if let Some(band) = band.as_mut() {
+                band.load(g, image, rows, offset)?;
+            }
+            let band = band.as_ref();
+            let gather = |ox: usize, window: &mut [i16]| match band {
+                Some(band) => band.window(g, ox, window),
+                None => gather_window(g, image, rows, ox, offset, window),
+            };
             let mut ox = 0;
             while ox < g.out_w {
                 if let Some(w2) = second.as_deref_mut().filter(|_| ox + 1 < g.out_w) {
-                    gather_window(g, image, rows, ox, offset, window)?;
-                    gather_window(g, image, rows, ox + 1, offset, w2)?;
+                    gather(ox, window)?;
+                    gather(ox + 1, w2)?;
                     let (out_a, out_b) = (next_pixel()?, next_pixel()?);
                     channels_offset_pair(
                         window,
@@ -204,7 +218,7 @@ pub(crate) fn conv_block(
                     ox += 2;
                     continue;
                 }
-                gather_window(g, image, rows, ox, offset, window)?;
+                gather(ox, window)?;
                 channels_offset(window, &mut scratch, f_block, stage, q, next_pixel()?)?;
                 ox += 1;
             }

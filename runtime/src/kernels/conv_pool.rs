@@ -10,6 +10,7 @@
 //! maximum does not depend on the order its values arrive in. Conv pixels that no
 //! pool window reads are skipped.
 
+use super::band::Band;
 use super::conv::{gather_window, window_columns};
 use super::sparse::{dot_row, Taps};
 use super::{
@@ -42,16 +43,8 @@ pub fn conv2d_max_pool(
     let mut window = [0i16; OFFSET_CAP];
     let mut scratch = PACK_SCRATCH;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
-    let gathered = small_offset(input_offset)
-        .filter(|_| filter_oc <= OFFSET_CAP)
-        .map(|offset| (offset, &mut window[..]));
-    let mut dense = DensePixel {
-        g: conv,
-        input_offset,
-        stage,
-        gathered,
-        scratch: &mut scratch,
-    };
+    let offset = small_offset(input_offset).filter(|_| filter_oc <= OFFSET_CAP);
+    let mut dense = DensePixel::new(conv, input_offset, stage, offset, &mut window, &mut scratch);
     // Channel blocks outermost, as in the conv: each block's output stage is decoded
     // once.
     for (block, f_block) in filter.chunks(QUANT_BLOCK * filter_oc).enumerate() {
@@ -94,13 +87,8 @@ pub fn conv2d_packed_max_pool(
     let mut scratch = PACK_SCRATCH;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
     let mut unpacked = [0i8; UNPACK_CAP];
-    let mut dense = DensePixel {
-        g: conv,
-        input_offset,
-        stage,
-        gathered: Some((offset, &mut window[..])),
-        scratch: &mut scratch,
-    };
+    let offset = Some(offset);
+    let mut dense = DensePixel::new(conv, input_offset, stage, offset, &mut window, &mut scratch);
     // Whole filters per block: at least two (filter_oc ≤ 512).
     let per_block = (UNPACK_CAP / filter_oc.max(1)).min(QUANT_BLOCK);
     for c0 in (0..conv.out_c).step_by(per_block) {
@@ -378,10 +366,37 @@ struct DensePixel<'g, 's, 'w> {
     /// The offset as `i16` and a buffer of [`OFFSET_CAP`] entries, where the window
     /// fits it (the conv's gathered path); `None`: row-by-row dot products.
     gathered: Option<(i16, &'w mut [i16])>,
+    /// The gathered path's input rows, offset once per output row, where they fit
+    /// beside the windows, and the `(image, oy)` they hold.
+    band: Option<Band<'w>>,
+    band_row: Option<(usize, usize)>,
     scratch: &'w mut PackScratch,
 }
 
-impl DensePixel<'_, '_, '_> {
+impl<'g, 's, 'w> DensePixel<'g, 's, 'w> {
+    /// Gathered (with `offset`) into `buf`: two windows, then the band of offset input
+    /// rows where it fits; row by row without an offset.
+    fn new(
+        g: &'g ConvGeometry,
+        input_offset: i32,
+        stage: &'g OutputStage<'s>,
+        offset: Option<i16>,
+        buf: &'w mut [i16; OFFSET_CAP],
+        scratch: &'w mut PackScratch,
+    ) -> Self {
+        let filter_oc = g.kernel_h * g.kernel_w * g.in_c;
+        let (windows, tail) = buf.split_at_mut(filter_oc.min(OFFSET_CAP / 2) * 2);
+        DensePixel {
+            g,
+            input_offset,
+            stage,
+            band: offset.and_then(|_| Band::new(g, tail)),
+            gathered: offset.map(|offset| (offset, windows)),
+            band_row: None,
+            scratch,
+        }
+    }
+
     /// Channels `c0..c0 + out.len()` (filters `f_block`, decoded stages `q`) of conv
     /// output pixel `(oy, ox)` of `image` into `out`, and where `next` is offered and
     /// the window is small enough for [`channels_offset_pair`], those of pixel
@@ -407,12 +422,28 @@ impl DensePixel<'_, '_, '_> {
                 .split_at_mut_checked(filter_oc)
                 .ok_or(Error::KernelArgs)?;
             let rows = (y0, ky0, ky1);
-            gather_window(g, image, rows, ox, *offset, window)?;
+            // The band when it fits: loaded once per output row (and image).
+            let band = match self.band.as_mut() {
+                Some(band) => {
+                    let at = (image.as_ptr() as usize, oy);
+                    if self.band_row != Some(at) {
+                        band.load(g, image, rows, *offset)?;
+                        self.band_row = Some(at);
+                    }
+                    Some(&*band)
+                }
+                None => None,
+            };
+            let gather = |ox: usize, window: &mut [i16]| match band {
+                Some(band) => band.window(g, ox, window),
+                None => gather_window(g, image, rows, ox, *offset, window),
+            };
+            gather(ox, window)?;
             if let Some((next, second)) = next
                 .zip(rest.get_mut(..filter_oc))
                 .filter(|_| pairs_pixels(filter_oc))
             {
-                gather_window(g, image, rows, ox + 1, *offset, second)?;
+                gather(ox + 1, second)?;
                 let (stage, scratch) = (self.stage, &mut *self.scratch);
                 channels_offset_pair(window, second, scratch, f_block, stage, q, out, next)?;
                 return Ok(true);
