@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use sprig_compressor::compress::{self, CompressOptions, Summary};
+use sprig_compressor::compress::{self, CompressOptions, LayerRow, Summary};
 
 use self::report::{epochs, top1};
 use super::Args;
@@ -311,19 +311,35 @@ struct Measured {
 }
 
 impl Measured {
+    /// After a speedup the summary's layers are the cut ones: weights and channels are
+    /// counted against the layers as they were before it (from the speedup's report),
+    /// so a 50 % filter pruner reads "3/6", not "3/3".
     fn from_summary(s: &Summary) -> Self {
+        let cut = |name: &str| {
+            s.speedup
+                .as_ref()
+                .and_then(|sp| sp.layers.iter().find(|c| c.name == name))
+        };
+        let weights_before = |r: &LayerRow| match cut(&r.name) {
+            // Per (output, input) pair the kernel's taps are unchanged by the cut.
+            Some(c) => r.weights / (c.outputs.1 * c.inputs.1).max(1) * c.outputs.0 * c.inputs.0,
+            None => r.weights,
+        };
         Self {
             float: s.float_accuracy,
             one_shot: s.one_shot_accuracy,
             rounds: s.prune_rounds.iter().map(|r| r.accuracy).collect(),
             pruned: s.pruned_accuracy,
-            weights: s.total(|r| r.weights),
+            weights: s.layers.iter().map(weights_before).sum(),
             nonzero: s.total(|r| r.nonzero_weights),
             channels: s
                 .layers
                 .iter()
                 .filter(|r| r.op_type == "Conv2d")
-                .map(|r| (r.name.clone(), r.channels_kept, r.channels))
+                .map(|r| match cut(&r.name) {
+                    Some(c) => (r.name.clone(), c.outputs.1, c.outputs.0),
+                    None => (r.name.clone(), r.channels_kept, r.channels),
+                })
                 .collect(),
             seconds: s.seconds,
         }
