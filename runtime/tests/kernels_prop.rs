@@ -123,24 +123,37 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
         .prop_filter_map(
             "kernel larger than padded input",
             |((batch, in_h, in_w, in_c, kh, kw, sh, sw), pt, pb, pl, pr)| {
-                let (ph, pw) = (in_h + pt + pb, in_w + pl + pr);
-                (ph >= kh && pw >= kw).then(|| ConvGeometry {
-                    batch,
-                    in_h,
-                    in_w,
-                    in_c,
-                    out_h: (ph - kh) / sh + 1,
-                    out_w: (pw - kw) / sw + 1,
-                    out_c: in_c,
-                    kernel_h: kh,
-                    kernel_w: kw,
-                    stride_h: sh,
-                    stride_w: sw,
-                    pad_top: pt,
-                    pad_left: pl,
-                })
+                let input = (batch, in_h, in_w, in_c);
+                window_geometry(input, in_c, (kh, kw, sh, sw), (pt, pb, pl, pr))
             },
         )
+}
+
+/// A window op over `(batch, in_h, in_w, in_c)` with `out_c` output channels, kernel and
+/// strides `(kh, kw, sh, sw)` and paddings `(top, bottom, left, right)`; `None` where
+/// the kernel is larger than the padded input.
+fn window_geometry(
+    (batch, in_h, in_w, in_c): (usize, usize, usize, usize),
+    out_c: usize,
+    (kh, kw, sh, sw): (usize, usize, usize, usize),
+    (pt, pb, pl, pr): (usize, usize, usize, usize),
+) -> Option<ConvGeometry> {
+    let (ph, pw) = (in_h + pt + pb, in_w + pl + pr);
+    (ph >= kh && pw >= kw).then(|| ConvGeometry {
+        batch,
+        in_h,
+        in_w,
+        in_c,
+        out_h: (ph - kh) / sh + 1,
+        out_w: (pw - kw) / sw + 1,
+        out_c,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        pad_top: pt,
+        pad_left: pl,
+    })
 }
 
 fn lens(g: &ConvGeometry) -> (usize, usize) {
@@ -271,24 +284,11 @@ proptest! {
         seed: u64,
     ) {
         let in_c = 1 + c_pick % (32 / kw);
-        let (pt, pb, pl, pr) = (pads.0 % kh, pads.1 % kh, pads.2 % kw, pads.3 % kw);
-        let (ph, pw) = (in_h + pt + pb, in_w + pl + pr);
-        prop_assume!(ph >= kh && pw >= kw);
-        let g = ConvGeometry {
-            batch: 1 + (seed % 2) as usize,
-            in_h,
-            in_w,
-            in_c,
-            out_h: (ph - kh) / sh + 1,
-            out_w: (pw - kw) / sw + 1,
-            out_c,
-            kernel_h: kh,
-            kernel_w: kw,
-            stride_h: sh,
-            stride_w: sw,
-            pad_top: pt,
-            pad_left: pl,
-        };
+        let paddings = (pads.0 % kh, pads.1 % kh, pads.2 % kw, pads.3 % kw);
+        let input = (1 + (seed % 2) as usize, in_h, in_w, in_c);
+        let g = window_geometry(input, out_c, (kh, kw, sh, sw), paddings);
+        prop_assume!(g.is_some());
+        let g = g.unwrap();
         prop_assert!(binary_narrow::fits(&g));
         let (fast, slow) = binary_conv2d_both(&g, seed);
         prop_assert_eq!(fast, slow);
@@ -468,26 +468,13 @@ proptest! {
         keep_one_in in density(),
         seed: u64,
     ) {
-        let (kh, kw, sh, sw) = window;
+        let (kh, kw, _, _) = window;
         let (pt, pl, pb, pr) = (pads.0 % kh, pads.1 % kw, pads.2 % kh, pads.3 % kw);
         let conv = ConvGeometry { in_c: g.in_c + extra, out_c, ..g };
-        let (ph, pw) = (conv.out_h + pt + pb, conv.out_w + pl + pr);
-        prop_assume!(ph >= kh && pw >= kw);
-        let pool = ConvGeometry {
-            batch: conv.batch,
-            in_h: conv.out_h,
-            in_w: conv.out_w,
-            in_c: out_c,
-            out_h: (ph - kh) / sh + 1,
-            out_w: (pw - kw) / sw + 1,
-            out_c,
-            kernel_h: kh,
-            kernel_w: kw,
-            stride_h: sh,
-            stride_w: sw,
-            pad_top: pt,
-            pad_left: pl,
-        };
+        let pooled = (conv.batch, conv.out_h, conv.out_w, out_c);
+        let pool = window_geometry(pooled, out_c, window, (pt, pb, pl, pr));
+        prop_assume!(pool.is_some());
+        let pool = pool.unwrap();
         let mut rng = Lcg::new(seed);
         let (in_len, mid_len) = lens(&conv);
         let (_, out_len) = lens(&pool);
@@ -677,15 +664,12 @@ proptest! {
         reference::pool2d(PoolKind::Max, &g, -128, 127, &input, &mut slow);
         let bits = to_bits(&input, 0);
         let (in_bytes, out_bytes) = (in_len.div_ceil(8), out_len.div_ceil(8));
-        let unpack = |bytes: &[u8]| -> Vec<i8> {
-            (0..out_len).map(|i| if bytes[i / 8] >> (i % 8) & 1 == 1 { 1 } else { -1 }).collect()
-        };
         // Separate: the output after the input, in bytes full of stale bits.
         let mut buf = bits.clone();
         buf.extend(std::iter::repeat_n(0xA5, out_bytes));
         max_pool_bits(&g, &mut buf, 0, in_bytes).unwrap();
         prop_assert_eq!(&buf[..in_bytes], &bits[..], "input untouched");
-        prop_assert_eq!(unpack(&buf[in_bytes..]), slow.clone());
+        prop_assert_eq!(from_bits(&buf[in_bytes..], out_len), slow.clone());
         // In place, the output at or before the input (disjoint when the output's
         // bytes end before it starts).
         let shift = (rng.next() % 3) as usize;
@@ -694,7 +678,7 @@ proptest! {
         let r = max_pool_bits(&g, &mut buf, shift, 0);
         if in_place_ok(&g) || shift >= out_bytes {
             r.unwrap();
-            prop_assert_eq!(unpack(&buf[..out_bytes]), slow);
+            prop_assert_eq!(from_bits(&buf[..out_bytes], out_len), slow);
         } else {
             prop_assert!(r.is_err());
         }
@@ -974,15 +958,21 @@ fn binary_conv2d_both(g: &ConvGeometry, seed: u64) -> (Vec<i8>, Vec<i8>) {
     (fast, slow)
 }
 
-/// `values` as packed bits (`+1` where at least `zero_point`), as a binary op writes them.
+/// `values` as packed bits (`+1` where at least `zero_point`), as a binary op writes them:
+/// the layout of one `Packed1` row.
 fn to_bits(values: &[i8], zero_point: i32) -> Vec<u8> {
-    let mut bytes = vec![0u8; values.len().div_ceil(8)];
-    for (i, &v) in values.iter().enumerate() {
-        if i32::from(v) >= zero_point {
-            bytes[i / 8] |= 1 << (i % 8);
-        }
-    }
-    bytes
+    let signs: Vec<i8> = values
+        .iter()
+        .map(|&v| if i32::from(v) >= zero_point { 1 } else { -1 })
+        .collect();
+    packed::encode(&signs, 1, Encoding::Packed1).unwrap()
+}
+
+/// The first `n` of packed bits as `±1` (the spare bits of the last byte ignored).
+fn from_bits(bytes: &[u8], n: usize) -> Vec<i8> {
+    let mut values = vec![0i8; n];
+    packed::unpack_range(bytes, 1, 0, &mut values);
+    values
 }
 
 /// A binary kernel's `n` outputs written by `run` as int8 and as packed bits (into
@@ -997,16 +987,7 @@ fn signs_both_ways(
     for fill in [0x00u8, 0xFF, 0xA5] {
         let mut bytes = vec![fill; n.div_ceil(8)];
         run(SignOutput::Bits(&mut bytes)).unwrap();
-        let unpacked: Vec<i8> = (0..n)
-            .map(|i| {
-                if bytes[i / 8] >> (i % 8) & 1 == 1 {
-                    1
-                } else {
-                    -1
-                }
-            })
-            .collect();
-        assert_eq!(unpacked, values, "packed-bit output");
+        assert_eq!(from_bits(&bytes, n), values, "packed-bit output");
     }
     values
 }

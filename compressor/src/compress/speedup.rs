@@ -46,6 +46,8 @@ pub struct ChannelChange {
     pub inputs: (usize, usize),
     /// Output channels (a Linear's output features) before and after.
     pub outputs: (usize, usize),
+    /// Weights (a batch norm's γ) before and after.
+    pub weights: (usize, usize),
 }
 
 /// Masks the channel-wise layers (batch norms, depthwise convs) of every channel that all
@@ -109,11 +111,12 @@ pub fn speed_up(model: &mut Model) -> Result<SpeedupReport> {
         .zip(after)
         .filter(|(b, a)| b != a)
         .map(
-            |((name, op_type, inputs, outputs), (_, _, i, o))| ChannelChange {
+            |((name, op_type, inputs, outputs, weights), (_, _, i, o, w))| ChannelChange {
                 name,
                 op_type,
                 inputs: (inputs, i),
                 outputs: (outputs, o),
+                weights: (weights, w),
             },
         )
         .collect();
@@ -270,7 +273,8 @@ fn drop_full_masks(graph: &mut Graph) -> Result<()> {
 }
 
 /// `(name, op type, input channels, output channels)` of every layer with parameters.
-fn channel_counts(graph: &Graph) -> Vec<(String, String, usize, usize)> {
+/// Per Conv2d, Linear and BatchNorm2d: name, op type, input and output channels, weights.
+fn channel_counts(graph: &Graph) -> Vec<(String, String, usize, usize, usize)> {
     graph
         .nodes()
         .iter()
@@ -281,11 +285,13 @@ fn channel_counts(graph: &Graph) -> Vec<(String, String, usize, usize)> {
                 Layer::BatchNorm2d(b) => (b.num_features(), b.num_features()),
                 _ => return None,
             };
+            let weights = n.layer.maskable_weight().map_or(0, |w| w.elem_count());
             Some((
                 n.name.clone(),
                 n.layer.op_type().to_string(),
                 inputs,
                 outputs,
+                weights,
             ))
         })
         .collect()

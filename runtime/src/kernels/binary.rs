@@ -38,13 +38,8 @@ fn set_bits(words: &mut [u32], start: usize, len: usize) {
     while p < end {
         let b = p % 32;
         let n = (32 - b).min(end - p);
-        let ones = if n == 32 {
-            u32::MAX
-        } else {
-            ((1 << n) - 1) << b
-        };
         if let Some(w) = words.get_mut(p / 32) {
-            *w |= ones;
+            *w |= low_bits(n) << b;
         }
         p += n;
     }

@@ -320,11 +320,7 @@ impl Measured {
                 .as_ref()
                 .and_then(|sp| sp.layers.iter().find(|c| c.name == name))
         };
-        let weights_before = |r: &LayerRow| match cut(&r.name) {
-            // Per (output, input) pair the kernel's taps are unchanged by the cut.
-            Some(c) => r.weights / (c.outputs.1 * c.inputs.1).max(1) * c.outputs.0 * c.inputs.0,
-            None => r.weights,
-        };
+        let weights_before = |r: &LayerRow| cut(&r.name).map_or(r.weights, |c| c.weights.0);
         Self {
             float: s.float_accuracy,
             one_shot: s.one_shot_accuracy,
