@@ -297,9 +297,10 @@ fn filter_candidates_cut_channels_out_as_compress_does() -> Result<()> {
     let (_weights, path) = saved(&model)?;
     let space = SearchSpace::of(&model.graph);
     assert_eq!(space.filterable, [true, true, false, false, false]);
-    // conv1 may lose filters, fc1 may not: 7 sparsities × 3 widths, + 2 filter fractions.
-    assert_eq!(space.choices(0).len(), 7 * 3 + 2 * 3);
-    assert_eq!(space.choices(2).len(), 7 * 3);
+    // conv1 may lose filters, fc1 may not: 7 sparsities × 3 widths, + 2 filter
+    // fractions; and binary (dense) for both.
+    assert_eq!(space.choices(0).len(), 7 * 3 + 2 * 3 + 1);
+    assert_eq!(space.choices(2).len(), 7 * 3 + 1);
 
     // A plan has one pruner: choosing filters clears Level sparsity, and back.
     let level = space.uncompressed().with(2, choice(0.9, 8));
@@ -352,5 +353,84 @@ fn filter_candidates_cut_channels_out_as_compress_does() -> Result<()> {
             .dim(0)?,
         6
     );
+    Ok(())
+}
+
+#[test]
+fn binary_candidates_are_bnn_plans_that_every_mix_of_layers_can_deploy() -> Result<()> {
+    let (train_set, test) = bundled()?;
+    let model = Model::new("lenet5", 10, &Device::Cpu, 0)?;
+    let space = SearchSpace::of(&model.graph);
+    assert_eq!(space.binarizable, [true; 5]);
+    // conv1's signs reach conv2, conv2's fc1 (through pool and flatten); fc3 is the output.
+    let readers: Vec<Option<Vec<usize>>> = space.sign_readers.clone();
+    assert_eq!(
+        readers,
+        [
+            Some(vec![1]),
+            Some(vec![2]),
+            Some(vec![3]),
+            Some(vec![4]),
+            None
+        ]
+    );
+    let binary = choice(0.0, 1);
+    assert_eq!(space.choices(2).last(), Some(&binary));
+
+    // One quantizer per plan: binary widens 4- and 2-bit layers to 8, and back.
+    let low = space
+        .uncompressed()
+        .with(2, choice(0.0, 4))
+        .with(3, choice(0.9, 2));
+    let bnn = low.with(1, binary);
+    assert_eq!(bnn.0[2], choice(0.0, 8));
+    assert_eq!(bnn.0[3], choice(0.9, 8));
+    assert!(bnn.binarizes());
+    assert!(!bnn.with(4, choice(0.0, 2)).binarizes());
+    // Level sparsity stays beside binary layers (one pruner, one quantizer).
+    assert_eq!(bnn.with(0, choice(0.5, 8)).0[1], binary);
+
+    // configs/bnn.json's choice: conv2, fc1, fc2 binary; conv2 reads int8, so its sign
+    // (clamped int8) goes only to binary ops; fc2's sign is exact, so fc3 may read it.
+    let bnn_json = Candidate(vec![choice(0.0, 8), binary, binary, binary, choice(0.0, 8)]);
+    assert_eq!(
+        bnn_json.sign_outputs(&space),
+        [false, true, true, true, false]
+    );
+    let plan = Plan::from_json_str(&bnn_json.plan(&space).to_string(), "binary")?;
+    let quantizer = plan.quantizer.context("a quantizer stage")?;
+    assert_eq!(quantizer.algorithm, "BNNQuantizer");
+    assert_eq!(quantizer.lr, Some(sprig_compressor::auto::BNN_LR));
+    // A lone binary layer reading int8 keeps an int8 output (an int8 layer reads it).
+    let alone = space.uncompressed().with(2, binary);
+    assert_eq!(alone.sign_outputs(&space), [false; 5]);
+
+    // Every mix of binary layers binds and deploys: no int8 op reads a clamped sign.
+    let probe = Probe::new(model, space.clone(), train_set.subset(64), test.subset(64))?;
+    for mask in 1u32..32 {
+        let candidate = Candidate(
+            (0..5)
+                .map(|i| match mask >> i & 1 {
+                    1 => binary,
+                    _ => choice(0.0, 8),
+                })
+                .collect(),
+        );
+        let key = candidate.key(&space);
+        let (_, layers) = probe.pack(&candidate).with_context(|| key.clone())?;
+        let sign = candidate.sign_outputs(&space);
+        for (i, layer) in layers.iter().enumerate() {
+            let reads_signs = i > 0 && sign[i - 1];
+            let expected = match (candidate.0[i].bits, sign[i] && reads_signs) {
+                (1, true) => "binary",
+                (1, false) => "packed1",
+                _ => "dense",
+            };
+            assert_eq!(layer.encoding, expected, "{key}: {}", layer.name);
+        }
+    }
+    let (_, layers) = probe.pack(&bnn_json)?;
+    let ops: Vec<&str> = layers.iter().map(|l| l.encoding.as_str()).collect();
+    assert_eq!(ops, ["dense", "packed1", "binary", "binary", "dense"]);
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Instructions per inference predicted from what the exporter stored: a linear model
 //! over each kernel kind's work in each weight encoding (dense MACs; the nonzero MACs
 //! of sparse rows, and their dense MACs for the per-row walk; MACs of packed 4- and
-//! 2-bit rows) plus a fixed part (pooling, requantization, dispatch), fitted by least
+//! 2-bit rows, 1-bit rows unpacked into int8 loops with them; MACs of binary ops, XNOR
+//! + popcount) plus a fixed part (pooling, requantization, dispatch), fitted by least
 //! squares to QEMU counts of a few calibration models on the board.
 
 use serde::{Deserialize, Serialize};
@@ -12,12 +13,13 @@ use crate::{Error, Result};
 /// Kernel kinds, priced apart (a 5×5 conv and a fully connected row differ per MAC).
 pub const KINDS: [&str; 3] = ["conv", "depthwise", "fc"];
 /// Work classes of one kind, in feature order.
-pub const WORK_CLASSES: [&str; 5] = [
+pub const WORK_CLASSES: [&str; 6] = [
     "dense",
     "sparse-nonzero",
     "sparse-walk",
     "packed4",
     "packed2",
+    "binary",
 ];
 const FEATURES: usize = KINDS.len() * WORK_CLASSES.len() + 1;
 
@@ -62,6 +64,7 @@ fn features(layers: &[LayerCost]) -> Vec<f64> {
             }
             "packed4" => f[at(3)] += l.macs as f64,
             "packed2" | "packed1" => f[at(4)] += l.macs as f64,
+            "binary" => f[at(5)] += l.macs as f64,
             _ => f[at(0)] += l.macs as f64,
         }
     }
@@ -223,6 +226,7 @@ mod tests {
                 ("conv/packed4", 6.0),
                 ("fc/dense", 2.0),
                 ("fc/packed2", 9.0),
+                ("fc/binary", 0.6),
             ],
             50_000.0,
         );
@@ -238,6 +242,8 @@ mod tests {
             measurement(vec![c("packed4", 100_000, 100_000), f("dense", 48_000)]),
             measurement(vec![c("packed4", 60_000, 60_000), f("packed2", 48_000)]),
             measurement(vec![c("dense", 100_000, 100_000), f("packed2", 20_000)]),
+            measurement(vec![c("dense", 100_000, 100_000), f("binary", 48_000)]),
+            measurement(vec![c("packed4", 60_000, 60_000), f("binary", 20_000)]),
         ];
         let points: Vec<CalibrationPoint> = (models.iter().enumerate())
             .map(|(i, m)| CalibrationPoint::new(format!("p{i}"), &m.layers, truth.predict(m)))
@@ -250,6 +256,7 @@ mod tests {
             "conv/packed4",
             "fc/dense",
             "fc/packed2",
+            "fc/binary",
         ] {
             let (got, want) = (fitted.price(name).unwrap(), truth.price(name).unwrap());
             assert!((got - want).abs() < 1e-6, "{name}: {got} vs {want}");

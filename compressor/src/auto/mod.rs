@@ -1,7 +1,7 @@
 //! Auto-compression to a budget (`cargo xtask auto`): the search's library half.
 //!
-//! A [`SearchSpace`] gives every Conv2d and Linear a Level sparsity and a weight bit
-//! width; a [`Probe`] measures a [`Candidate`] one-shot on the trained baseline (the
+//! A [`SearchSpace`] gives every Conv2d and Linear a Level sparsity or a fraction of
+//! its filters, and a weight bit width (binary included); a [`Probe`] measures a [`Candidate`] one-shot on the trained baseline (the
 //! real exporter's bytes and arena, fake-quantized top-1 on validation images); the
 //! [`Sensitivity`] table measures every layer alone at every choice; [`greedy_start`]
 //! and [`anneal`] search over it for the most accurate candidate that fits a
@@ -25,5 +25,6 @@ pub use probe::{layers_of_blob, FineTune, FreshCopy, LayerCost, Measurement, Pro
 pub use search::{anneal, greedy_start, score, AnnealSettings, Evaluated};
 pub use sensitivity::{Sensitivity, SensitivityRow};
 pub use space::{
-    Candidate, Choice, SearchSpace, DEFAULT_BITS, DEFAULT_FILTER_SPARSITIES, DEFAULT_SPARSITIES,
+    Candidate, Choice, SearchSpace, BNN_LR, DEFAULT_BITS, DEFAULT_FILTER_SPARSITIES,
+    DEFAULT_SPARSITIES,
 };

@@ -14,14 +14,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::space::{Candidate, SearchSpace};
-use crate::compress::{speed_up, Plan};
+use crate::compress::{speed_up, Plan, QuantizerKind};
 use crate::data::{Batcher, Dataset, Order};
 use crate::export::packed;
-use crate::export::packed::sprig_runtime::{Encoding, OpKind};
+use crate::export::packed::sprig_runtime::OpKind;
 use crate::models::Model;
 use crate::nn::{infer_shapes, node_macs, Graph};
 use crate::prune::{attach_masks, Registry};
-use crate::quant::{self, QatQuantizer};
+use crate::quant;
 use crate::train::{self, TrainConfig};
 use crate::{Error, Result};
 
@@ -31,7 +31,8 @@ pub struct LayerCost {
     pub name: String,
     /// `conv`, `depthwise` or `fc`: kernels of one kind share their prices.
     pub kind: String,
-    /// The encoding `model.sprig` holds the weights in (`dense`, `sparse-rel8`, ...).
+    /// The encoding `model.sprig` holds the weights in (`dense`, `sparse-rel8`, ...), or
+    /// `binary` for a binary op (XNOR + popcount, its weights and input bits).
     pub encoding: String,
     /// Multiply-accumulates of a dense execution, and those whose weight is nonzero.
     pub macs: usize,
@@ -215,16 +216,16 @@ impl Probe {
             }
         }
         if let Some(stage) = &plan.quantizer {
-            quant::bind(
-                Box::new(QatQuantizer::new()),
-                &mut model.graph,
-                &stage.config_list,
-            )?;
+            let quantizer = QuantizerKind::parse(&stage.algorithm)?.make();
+            quant::bind(quantizer, &mut model.graph, &stage.config_list)?;
         }
         match tune {
             Some(tune) => {
                 let mut cfg = TrainConfig::new(1, tune.seed);
-                cfg.lr = tune.lr;
+                // A plan's own rate (a binary plan's) before the probe's.
+                cfg.lr = (plan.quantizer.as_ref())
+                    .and_then(|q| q.lr)
+                    .unwrap_or(tune.lr);
                 cfg.progress = false;
                 cfg.label = "probe".into();
                 // QAT's ranges are tracked while it trains: no separate calibration.
@@ -261,14 +262,15 @@ fn layer_cost(name: &str, macs: usize, (kind, encoding, density): StoredWeights)
     LayerCost {
         name: name.to_string(),
         kind: kind.to_string(),
-        encoding: encoding.name().to_string(),
+        encoding: encoding.to_string(),
         macs,
         nonzero_macs: (macs as f64 * density).round() as usize,
     }
 }
 
-/// A weighted op as stored: its kind (as [`LayerCost::kind`]), encoding and density.
-type StoredWeights = (&'static str, Encoding, f64);
+/// A weighted op as stored: its kind and encoding (as [`LayerCost`] names them) and its
+/// density.
+type StoredWeights = (&'static str, &'static str, f64);
 
 /// Each weighted op as stored.
 fn stored_weights(model: &packed::sprig_runtime::Model<'_>) -> Result<Vec<StoredWeights>> {
@@ -284,7 +286,11 @@ fn stored_weights(model: &packed::sprig_runtime::Model<'_>) -> Result<Vec<Stored
                 OpKind::FullyConnected | OpKind::BinaryFullyConnected => "fc",
                 _ => "conv",
             };
-            (kind, l.encoding, l.density())
+            let encoding = match l.kind {
+                OpKind::BinaryConv2d | OpKind::BinaryFullyConnected => "binary",
+                _ => l.encoding.name(),
+            };
+            (kind, encoding, l.density())
         })
         .collect())
 }

@@ -122,9 +122,10 @@ impl BnnQuantizer {
     }
 }
 
-/// Why layer `start`'s ±1 output would not stay binary on its way to the layers that
-/// read it, or `None` when every path ends in a Conv2d or Linear.
-fn binary_output_problem(graph: &Graph, start: usize) -> Option<String> {
+/// The Conv2d and Linear layers (node indices, in the order found) that read layer
+/// `start`'s ±1 output through max pools and flattens only, or why its output would not
+/// stay binary on the way to them.
+pub fn sign_readers(graph: &Graph, start: usize) -> std::result::Result<Vec<usize>, String> {
     let nodes = graph.nodes();
     let mut owner_end = start;
     // A batch norm the layer alone feeds folds into it before quantization.
@@ -142,11 +143,12 @@ fn binary_output_problem(graph: &Graph, start: usize) -> Option<String> {
             owner_end = *j;
         }
     }
+    let mut readers = Vec::new();
     let mut stack = vec![owner_end];
     while let Some(k) = stack.pop() {
         let consumers = graph.consumers(k);
         if consumers.is_empty() {
-            return Some(
+            return Err(
                 "its ±1 output would be the graph's output (the logits); keep the last \
                  layer's output at 8 bits"
                     .to_string(),
@@ -159,7 +161,10 @@ fn binary_output_problem(graph: &Graph, start: usize) -> Option<String> {
                     stack.push(c);
                     continue;
                 }
-                Layer::Conv2d(_) | Layer::Linear(_) => continue,
+                Layer::Conv2d(_) | Layer::Linear(_) => {
+                    readers.push(c);
+                    continue;
+                }
                 Layer::Add(_) => format!("the Add `{name}`, whose sums of ±1 values"),
                 Layer::AvgPool2d(_) | Layer::GlobalAvgPool(_) => {
                     format!("the average pool `{name}`, whose averages of ±1 values")
@@ -174,14 +179,14 @@ fn binary_output_problem(graph: &Graph, start: usize) -> Option<String> {
                     )
                 }
             };
-            return Some(format!(
+            return Err(format!(
                 "its ±1 output reaches {why} are not binary; binarize outputs only where \
                  max pooling or flattening leads to Conv2d / Linear layers, and give this \
                  one 8 bits"
             ));
         }
     }
-    None
+    Ok(readers)
 }
 
 impl Quantizer for BnnQuantizer {
@@ -253,7 +258,7 @@ impl Quantizer for BnnQuantizer {
                 }
             }
             if binary(QuantType::Output) {
-                if let Some(why) = binary_output_problem(graph, i) {
+                if let Err(why) = sign_readers(graph, i) {
                     return Err(reject(why));
                 }
             }

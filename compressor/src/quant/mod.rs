@@ -28,7 +28,7 @@ use candle_core::{Result, Tensor};
 
 pub use activation::EmaActivations;
 pub use binding::{LayerQuant, QuantBinding};
-pub use bnn::BnnQuantizer;
+pub use bnn::{sign_readers, BnnQuantizer};
 pub use dorefa::DoReFaQuantizer;
 pub use fake_quant::{
     fake_quantize_tensor, fake_quantize_weight, fake_quantize_weight_as,

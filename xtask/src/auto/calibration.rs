@@ -1,5 +1,5 @@
 //! What the board adds to a model's cost, measured in QEMU: a few one-shot candidates
-//! (dense, sparse, packed 4- and 2-bit) built into the board's firmware and run, their
+//! (dense, sparse, packed 4- and 2-bit, binary) built into the board's firmware and run, their
 //! instruction counts fitted by the instruction model, and the runtime's own flash
 //! (code) and RAM (statics and stack beyond the arena) taken from the same runs.
 
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sprig_compressor::auto::{CalibrationPoint, Candidate, Choice, InstructionModel, Probe};
+use sprig_compressor::auto::{
+    CalibrationPoint, Candidate, Choice, InstructionModel, Probe, WORK_CLASSES,
+};
 use sprig_compressor::data::Dataset;
 use sprig_compressor::export::{packed, write_atomic};
 
@@ -25,6 +27,10 @@ pub struct BoardCosts {
     pub board: String,
     pub instructions: InstructionModel,
     pub points: Vec<CalibrationPoint>,
+    /// The work classes the points were counted in (a calibration kept from a version
+    /// with other classes is redone, not misread).
+    #[serde(default)]
+    pub work_classes: Vec<String>,
     /// Flash of everything but the model and the vectors (largest over the runs).
     pub code_bytes: u64,
     /// Peak RAM beyond the arena: statics and stack (largest over the runs).
@@ -32,6 +38,11 @@ pub struct BoardCosts {
 }
 
 impl BoardCosts {
+    /// Whether these costs were counted in today's work classes.
+    pub fn is_current(&self) -> bool {
+        self.work_classes.iter().eq(WORK_CLASSES.iter())
+    }
+
     /// The fitted prices, the runtime's own flash and RAM, and the fit's residuals, on
     /// stderr.
     pub fn print(&self) {
@@ -68,12 +79,17 @@ impl BoardCosts {
 }
 
 /// The calibration candidates: every layer dense int8; for each kernel kind present,
-/// its layers at 50 % and 90 % sparsity, 4-bit and 2-bit with the rest dense; every
-/// layer at 70 % and at 95 % sparsity; and where convolutions may lose filters, half
-/// their filters cut out (8-bit) and a quarter (4-bit), so that channel counts change
-/// too. Together they separate each kind's and each encoding's price from the fixed
-/// part, with a few points to spare.
-fn calibration_candidates(kinds: &[String], filterable: &[bool]) -> Vec<(String, Candidate)> {
+/// its layers at 50 % and 90 % sparsity, 4-bit and 2-bit with the rest dense, and
+/// binary where they may be (two or more in a row become binary ops); every layer at
+/// 70 % and at 95 % sparsity; and where convolutions may lose filters, half their
+/// filters cut out (8-bit) and a quarter (4-bit), so that channel counts change too.
+/// Together they separate each kind's and each encoding's price from the fixed part,
+/// with a few points to spare.
+fn calibration_candidates(
+    kinds: &[String],
+    filterable: &[bool],
+    binarizable: &[bool],
+) -> Vec<(String, Candidate)> {
     let layers = kinds.len();
     let all = |sparsity: f64, bits: u8| Candidate(vec![Choice::level(sparsity, bits); layers]);
     let mut points = vec![("dense int8".to_string(), all(0.0, 8))];
@@ -94,6 +110,15 @@ fn calibration_candidates(kinds: &[String], filterable: &[bool]) -> Vec<(String,
                 }
             }
             points.push((format!("{kind} {what}"), c));
+        }
+        let mut binary = all(0.0, 8);
+        for ((slot, k), &may) in binary.0.iter_mut().zip(kinds).zip(binarizable) {
+            if k == kind && may {
+                *slot = Choice::level(0.0, 1);
+            }
+        }
+        if binary.binarizes() {
+            points.push((format!("{kind} binary"), binary));
         }
     }
     points.push(("level 70 %".into(), all(0.7, 8)));
@@ -131,10 +156,11 @@ pub fn calibrate(
                 .map_or_else(|| "conv".to_string(), |l| l.kind.clone())
         })
         .collect();
-    let filterable = &probe.space().filterable;
-    for (i, (name, candidate)) in calibration_candidates(&kinds, filterable)
-        .into_iter()
-        .enumerate()
+    let space = probe.space();
+    for (i, (name, candidate)) in
+        calibration_candidates(&kinds, &space.filterable, &space.binarizable)
+            .into_iter()
+            .enumerate()
     {
         let run = dir.join(format!("point{i}"));
         std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
@@ -157,6 +183,7 @@ pub fn calibrate(
         board: board.name.clone(),
         instructions: InstructionModel::fit(&points)?,
         points,
+        work_classes: WORK_CLASSES.iter().map(|c| c.to_string()).collect(),
         code_bytes,
         ram_beyond_arena,
     })

@@ -192,8 +192,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     // 3. The board's costs.
     let costs: Option<BoardCosts> = match &board {
-        Some(b) => Some(state::cached(
+        Some(b) => Some(state::cached_if(
             &out.join(format!("calibration-{}.json", b.name)),
+            BoardCosts::is_current,
             || calibration::calibrate(probe, b, &setup.test, &out.join("calibration")),
         )?),
         None => None,

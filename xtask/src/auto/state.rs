@@ -73,10 +73,24 @@ pub fn cached<T: Serialize + DeserializeOwned>(
     path: &Path,
     make: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    cached_if(path, |_| true, make)
+}
+
+/// As [`cached`], but a kept value that `usable` refuses (made by an older version) is
+/// made again.
+pub fn cached_if<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    usable: impl FnOnce(&T) -> bool,
+    make: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(value) = serde_json::from_str(&text) {
-            eprintln!("{}: kept from an earlier run", path.display());
-            return Ok(value);
+        match serde_json::from_str(&text) {
+            Ok(value) if usable(&value) => {
+                eprintln!("{}: kept from an earlier run", path.display());
+                return Ok(value);
+            }
+            Ok(_) => eprintln!("{}: made by an older version; redoing it", path.display()),
+            Err(_) => {}
         }
     }
     let value = make()?;
