@@ -1,8 +1,8 @@
 //! Instructions per inference predicted from what the exporter stored: a linear model
 //! over each kernel kind's work in each weight encoding (dense MACs; the nonzero MACs
 //! of sparse rows, and their dense MACs for the per-row walk; MACs of packed 4- and
-//! 2-bit rows, 1-bit rows unpacked into int8 loops with them; MACs of binary ops, XNOR
-//! + popcount) plus a fixed part (pooling, requantization, dispatch), fitted by least
+//! 2-bit rows, 1-bit rows unpacked into int8 loops with them; MACs of binary ops, an
+//! XNOR and popcount) plus a fixed part (pooling, requantization, dispatch), fitted by least
 //! squares to QEMU counts of a few calibration models on the board.
 
 use serde::{Deserialize, Serialize};
