@@ -13,6 +13,7 @@ mod flash;
 mod fuzz;
 mod import;
 mod sim;
+mod sim_profile;
 mod sim_tflite;
 mod size;
 

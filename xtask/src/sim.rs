@@ -52,6 +52,10 @@ pub struct Args {
     /// Seed of the random inputs for `--tflite`.
     #[arg(long, default_value_t = 1, requires = "tflite")]
     seed: u64,
+    /// Profile one inference instead of checking: instructions per function and per
+    /// basic block from QEMU's logs, the N largest of each (see `sim_profile.rs`).
+    #[arg(long, value_name = "N", requires = "board", conflicts_with_all = ["all", "tflite"])]
+    profile: Option<usize>,
 }
 
 /// What one simulated run found.
@@ -123,9 +127,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(model), [board]) = (&args.tflite, boards.as_slice()) {
         return run_tflite(board, model, &args, timeout);
     }
+    let kernels = firmware::kernels(args.all_ops);
+    if let (Some(top), [board]) = (args.profile, boards.as_slice()) {
+        return crate::sim_profile::run(board, &args.input, kernels, top, timeout);
+    }
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    let kernels = firmware::kernels(args.all_ops);
     for board in &boards {
         match simulate(board, &args.input, kernels, timeout) {
             Ok(result) => results.push(result),
