@@ -38,6 +38,7 @@ pub mod pooling;
 pub mod reference;
 pub mod softmax;
 pub mod sparse;
+pub mod sparse_pool_rows;
 #[cfg(test)]
 mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -148,6 +149,19 @@ impl OutputStage<'_> {
 pub(crate) struct ChannelQuant {
     bias: i32,
     requant: Requant,
+}
+
+impl ChannelQuant {
+    /// Whether `stage.finish(self, acc)` is non-decreasing over `|acc| ≤ reach`: the
+    /// multiplier is not negative (SRDHM and the rounding divide are then
+    /// non-decreasing, as the clamps are) and neither the bias add, nor the left
+    /// shift, nor the output offset add can wrap there (the requantized value is at
+    /// most the shifted one in size, the multiplier being below 1).
+    pub(crate) fn monotonic_within(&self, reach: i64, stage: &OutputStage<'_>) -> bool {
+        let shifted = (i64::from(self.bias).abs() + reach) << self.requant.left.min(31);
+        let widest = shifted + i64::from(stage.output_offset).abs();
+        self.requant.multiplier >= 0 && widest < i64::from(i32::MAX)
+    }
 }
 
 /// Offsets and fixed-point parameters of an add (see

@@ -13,6 +13,7 @@
 use super::band::Band;
 use super::conv::{gather_window, window_columns};
 use super::sparse::{dot_row, Taps};
+use super::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
 use super::{
     channels_offset, channels_offset_pair, dot, pairs_pixels, small_offset, ChannelQuant,
     ConvGeometry, OutputStage, PackScratch, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
@@ -111,7 +112,9 @@ pub fn conv2d_packed_max_pool(
     Ok(())
 }
 
-/// [`conv2d_max_pool`] with sparse filter rows (one per output channel), computed as
+/// [`conv2d_max_pool`] with sparse filter rows (one per output channel): a row at a
+/// time, pooled before requantizing, where the geometry and the output stage allow
+/// ([`super::sparse_pool_rows`]); else computed as
 /// [`conv2d_sparse`](super::sparse::conv2d_sparse) computes them: interior pixels
 /// straight from the input through the rows' tap table, border pixels over a gathered
 /// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
@@ -132,6 +135,27 @@ pub fn conv2d_sparse_max_pool(
         return Err(Error::KernelArgs);
     }
     start(conv, pool, stage, input, output)?;
+    if conv2d_sparse_max_pool_by_rows(conv, pool, input_offset, stage, filter, input, output)? {
+        return Ok(());
+    }
+    by_pixels(conv, pool, offset, stage, filter, input, output)
+}
+
+/// [`conv2d_sparse_max_pool`] pixel by pixel: interior pixels straight from the input
+/// through the rows' tap table, border pixels over a gathered window. Not inlined, so
+/// that its buffers and the row kernel's never share a frame.
+#[inline(never)]
+fn by_pixels(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    offset: i16,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let g = conv;
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
     // Offsets in the tap table are `u16`: the span of one window must fit.
     let span = ((g.kernel_h - 1) * g.in_w + g.kernel_w) * g.in_c;
     let direct = span <= usize::from(u16::MAX);

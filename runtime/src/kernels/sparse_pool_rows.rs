@@ -1,0 +1,302 @@
+//! Sparse conv + max pool a row at a time, pooled before it is requantized.
+//!
+//! With few nonzero weights per output, the per-pixel work of the general fused kernel
+//! (a window per pixel, a requantization per conv pixel, the fold into the pool)
+//! outweighs the multiply-accumulates: on LeNet-5 at 90 % Level sparsity its conv1
+//! spent about 110 Cortex-M4 instructions per conv output beside 25 × 0.1 MACs. Here,
+//! per output channel and pool row, each nonzero weight adds `w · (x + offset)` along
+//! a whole conv output row at once (a strided run of the input row it reads), the
+//! conv rows' accumulators are maxed into the pool row's, and each pool output is
+//! requantized once.
+//!
+//! Max first, requantization after, is bit-exact where the output stage
+//! ([`super::OutputStage::finish`]) is non-decreasing in the accumulator: there
+//! `max(f(a), f(b)) = f(max(a, b))`. It is, for a non-negative multiplier, as long as
+//! nothing wraps: the bias add, the left shift and the output offset add on the
+//! largest accumulator a window can reach ([`super::ChannelQuant::monotonic_within`]).
+//! SRDHM, the rounding divide and the clamps are each non-decreasing. Every channel is
+//! checked before anything is written; a layer where one fails (a validated model
+//! never has a negative multiplier, and real biases are far from `i32` overflow) takes
+//! the general kernel, as do rows wider than [`ROW_CAP`].
+
+use super::{ConvGeometry, OutputStage};
+use crate::error::Error;
+use crate::format::sparse::{SparseRow, SparseRows};
+
+/// Widest conv or pool output row taken: two `i32` rows of this on the stack (512 B).
+pub const ROW_CAP: usize = 64;
+/// Widest kernel taken (its valid output columns per tap column sit on the stack).
+const KERNEL_W_CAP: usize = 32;
+/// Most nonzero weights of one filter taken (decoded once per channel onto the stack,
+/// 6 B each; a denser filter gains little from sparsity and takes the general kernel).
+pub const TAPS_CAP: usize = 128;
+
+/// `output = max_pool(pool, conv2d(conv, input))` as
+/// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
+/// when the geometry fits the row buffers and every channel's output stage is
+/// non-decreasing over the accumulators it can see; `Ok(false)` (nothing written)
+/// otherwise. The caller has checked the operands' lengths. Not inlined: in the
+/// general kernel's frame its loops ran out of registers.
+#[inline(never)]
+pub fn conv2d_sparse_max_pool_by_rows(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<bool, Error> {
+    let g = conv;
+    // Taps keep a kernel row in a byte and an input-row offset in 16 bits.
+    let fits = g.out_w <= ROW_CAP
+        && pool.out_w <= ROW_CAP
+        && g.kernel_w <= KERNEL_W_CAP
+        && g.kernel_h <= usize::from(u8::MAX)
+        && g.in_w * g.in_c <= usize::from(u16::MAX);
+    // |w| ≤ 128 and |x + offset| ≤ 128 + |offset| for every tap of a window.
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
+    let reach = window_len as i64 * 128 * (128 + i64::from(input_offset.unsigned_abs()));
+    if !fits || !(0..g.out_c).all(|c| stage.channel(c).monotonic_within(reach, stage)) {
+        return Ok(false);
+    }
+    if filter.iter().count() != g.out_c {
+        return Err(Error::KernelArgs);
+    }
+    if filter.iter().any(|row| nonzero(&row) > TAPS_CAP) {
+        return Ok(false);
+    }
+    let image_in = g.in_h * g.in_w * g.in_c;
+    let image_out = pool.out_h * pool.out_w * pool.out_c;
+    let mut taps = [Tap::default(); TAPS_CAP];
+    let mut acc = [0i32; ROW_CAP];
+    let mut pooled = [0i32; ROW_CAP];
+    for (c, row) in filter.iter().enumerate() {
+        let q = stage.channel(c);
+        let taps = decode(&row, filter.nibbles(), g, &mut taps);
+        for (image, out) in input
+            .chunks_exact(image_in)
+            .zip(output.chunks_exact_mut(image_out))
+        {
+            for py in 0..pool.out_h {
+                let (oy0, oy1) =
+                    window_span(py, pool.stride_h, pool.pad_top, pool.kernel_h, g.out_h);
+                if oy0 >= oy1 {
+                    continue; // no conv row: the pool output keeps its prefill
+                }
+                let pooled = &mut pooled[..pool.out_w];
+                pooled.fill(i32::MIN);
+                for oy in oy0..oy1 {
+                    let acc = &mut acc[..g.out_w];
+                    acc.fill(0);
+                    for tap in taps {
+                        scatter(g, image, oy, tap, input_offset, acc)?;
+                    }
+                    max_into(pool, acc, pooled);
+                }
+                for (px, &best) in pooled.iter().enumerate() {
+                    let (ox0, ox1) =
+                        window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, g.out_w);
+                    if ox0 < ox1 {
+                        let at = (py * pool.out_w + px) * pool.out_c + c;
+                        *out.get_mut(at).ok_or(Error::KernelArgs)? = stage.finish(&q, best);
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Folds a conv row's accumulators into the pool row's maxima: windows side by side
+/// (LeNet-5's 2×2, stride 2) a chunk each (the last one cut short by right padding),
+/// others window by window.
+#[inline(always)]
+fn max_into(pool: &ConvGeometry, acc: &[i32], pooled: &mut [i32]) {
+    if pool.pad_left == 0 && pool.kernel_w == pool.stride_w && pool.kernel_w > 0 {
+        for (best, window) in pooled.iter_mut().zip(acc.chunks(pool.kernel_w)) {
+            for &a in window {
+                *best = (*best).max(a);
+            }
+        }
+        return;
+    }
+    for (px, best) in pooled.iter_mut().enumerate() {
+        let (ox0, ox1) = window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, acc.len());
+        if let Some(&m) = acc.get(ox0..ox1).and_then(|run| run.iter().max()) {
+            *best = (*best).max(m);
+        }
+    }
+}
+
+/// Nonzero weights of `row` (rel4 rows pad long gaps with zero weights).
+fn nonzero(row: &SparseRow<'_>) -> usize {
+    row.values.iter().filter(|&&w| w != 0).count()
+}
+
+/// One nonzero weight, placed: its kernel row, the conv output columns `lo..hi` whose
+/// window reads it inside the input, and where the first of them reads in an input
+/// row (`(lo·stride + kx − pad)·C + ci`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tap {
+    column: u16,
+    ky: u8,
+    lo: u8,
+    hi: u8,
+    w: i8,
+}
+
+/// `row`'s nonzero weights, placed, into `taps`; the filled part. A weight whose
+/// column never reads inside the input is dropped.
+fn decode<'t>(
+    row: &SparseRow<'_>,
+    nibbles: bool,
+    g: &ConvGeometry,
+    taps: &'t mut [Tap; TAPS_CAP],
+) -> &'t [Tap] {
+    let mut place = Place::default();
+    let mut n = 0;
+    row.for_each_entry(nibbles, |position, w| {
+        place.advance_to(position, g);
+        let (lo, hi) = reading_outputs(place.kx, g.pad_left, g.stride_w, g.in_w, g.out_w);
+        if let (true, Some(tap)) = (w != 0 && lo < hi, taps.get_mut(n)) {
+            *tap = Tap {
+                ky: place.ky as u8,
+                lo: lo as u8,
+                hi: hi as u8,
+                column: ((lo * g.stride_w + place.kx - g.pad_left) * g.in_c + place.ci) as u16,
+                w,
+            };
+            n += 1;
+        }
+    });
+    &taps[..n]
+}
+
+/// A weight's place in the filter row, `(ky, kx, ci)`, followed from one entry to the
+/// next by additions (entries come in increasing position; no division per entry).
+#[derive(Default)]
+struct Place {
+    position: usize,
+    ky: usize,
+    kx: usize,
+    ci: usize,
+}
+
+impl Place {
+    fn advance_to(&mut self, position: usize, g: &ConvGeometry) {
+        self.ci += position - self.position;
+        self.position = position;
+        while self.ci >= g.in_c {
+            self.ci -= g.in_c;
+            self.kx += 1;
+            if self.kx == g.kernel_w {
+                self.kx = 0;
+                self.ky += 1;
+            }
+        }
+    }
+}
+
+/// Adds `w · (x + offset)` of `tap` to every conv output of row `oy` whose window
+/// reads it inside the input (`KernelArgs` if the input is shorter than the geometry
+/// says).
+#[inline(always)]
+#[allow(unsafe_code)]
+fn scatter(
+    g: &ConvGeometry,
+    image: &[i8],
+    oy: usize,
+    tap: &Tap,
+    input_offset: i32,
+    acc: &mut [i32],
+) -> Result<(), Error> {
+    // Above the input the subtraction wraps to a huge row: skipped like those below.
+    let iy = (oy * g.stride_h + usize::from(tap.ky)).wrapping_sub(g.pad_top);
+    if iy >= g.in_h {
+        return Ok(()); // a padding row: nothing to add
+    }
+    let start = iy * g.in_w * g.in_c + usize::from(tap.column);
+    let step = g.stride_w * g.in_c;
+    let acc = (acc.get_mut(usize::from(tap.lo)..usize::from(tap.hi))).ok_or(Error::KernelArgs)?;
+    if start + (acc.len() - 1) * step >= image.len() {
+        return Err(Error::KernelArgs);
+    }
+    let w = i32::from(tap.w);
+    let bias = w.wrapping_mul(input_offset);
+    let mut at = start;
+    for a in acc.iter_mut() {
+        // SAFETY: `at ≤ start + (len − 1)·step < image.len()`, checked above.
+        let x = i32::from(unsafe { *image.get_unchecked(at) });
+        *a = a.wrapping_add(w.wrapping_mul(x).wrapping_add(bias));
+        at += step;
+    }
+    Ok(())
+}
+
+/// The outputs `lo..hi` (of `count`) whose tap at kernel column `k` reads inside an
+/// input row `len` wide: `0 ≤ o·stride + k − pad < len`.
+fn reading_outputs(
+    k: usize,
+    pad: usize,
+    stride: usize,
+    len: usize,
+    count: usize,
+) -> (usize, usize) {
+    let stride = stride.max(1);
+    let lo = pad.saturating_sub(k).div_ceil(stride);
+    // o·stride < len + pad − k
+    let hi = match (len + pad).checked_sub(k) {
+        Some(limit) => limit.div_ceil(stride),
+        None => 0,
+    };
+    (lo.min(count), hi.min(count).max(lo.min(count)))
+}
+
+/// The inputs `lo..hi` (of `count`) that window `i` covers: `kernel` wide, `stride`
+/// apart, `pad` before the first input.
+#[inline(always)]
+fn window_span(i: usize, stride: usize, pad: usize, kernel: usize, count: usize) -> (usize, usize) {
+    let start = i * stride;
+    let lo = start.saturating_sub(pad).min(count);
+    let hi = (start + kernel).saturating_sub(pad).min(count);
+    (lo, hi.max(lo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn reading_outputs_keeps_taps_inside_the_row() {
+        // 28 wide, kernel 5, pad 2, stride 1: column 0 reads from output 2 on.
+        assert_eq!(reading_outputs(0, 2, 1, 28, 28), (2, 28));
+        assert_eq!(reading_outputs(2, 2, 1, 28, 28), (0, 28));
+        assert_eq!(reading_outputs(4, 2, 1, 28, 28), (0, 26));
+        // Stride 2, no padding, 7 wide, 3 outputs of kernel 3: all inside.
+        assert_eq!(reading_outputs(2, 0, 2, 7, 3), (0, 3));
+        // Brute force against the definition.
+        for (k, pad, stride, len, count) in [(0, 3, 2, 5, 4), (3, 1, 3, 4, 3), (1, 0, 1, 1, 2)] {
+            let inside: Vec<usize> = (0..count)
+                .filter(|&o| {
+                    let i = (o * stride + k) as isize - pad as isize;
+                    (0..len as isize).contains(&i)
+                })
+                .collect();
+            let (lo, hi) = reading_outputs(k, pad, stride, len, count);
+            assert_eq!(
+                (lo..hi).collect::<Vec<_>>(),
+                inside,
+                "{k} {pad} {stride} {len} {count}"
+            );
+        }
+    }
+
+    #[test]
+    fn window_span_clips_padding() {
+        assert_eq!(window_span(0, 2, 1, 3, 10), (0, 2));
+        assert_eq!(window_span(4, 2, 1, 3, 10), (7, 10));
+        assert_eq!(window_span(6, 2, 1, 3, 10), (10, 10));
+    }
+}
