@@ -90,16 +90,18 @@ pub fn conv2d_sparse_max_pool_by_rows(
                     let acc = &mut acc[..g.out_w];
                     acc.fill(0);
                     for tap in taps {
-                        scatter(g, image, oy, tap, input_offset, acc)?;
+                        scatter(g, image, oy, tap, input_offset, acc);
                     }
                     max_into(pool, acc, pooled);
                 }
-                for (px, &best) in pooled.iter().enumerate() {
-                    let (ox0, ox1) =
-                        window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, g.out_w);
-                    if ox0 < ox1 {
-                        let at = (py * pool.out_w + px) * pool.out_c + c;
-                        *out.get_mut(at).ok_or(Error::KernelArgs)? = stage.finish(&q, best);
+                let row_len = pool.out_w * pool.out_c;
+                let out_row =
+                    (out.get_mut(py * row_len..(py + 1) * row_len)).ok_or(Error::KernelArgs)?;
+                let outs = out_row.iter_mut().skip(c).step_by(pool.out_c);
+                for (y, &best) in outs.zip(pooled.iter()) {
+                    // i32::MIN: a window of padding only (no accumulator gets there).
+                    if best != i32::MIN {
+                        *y = stage.finish(&q, best);
                     }
                 }
             }
@@ -108,16 +110,19 @@ pub fn conv2d_sparse_max_pool_by_rows(
     Ok(true)
 }
 
-/// Folds a conv row's accumulators into the pool row's maxima: windows side by side
-/// (LeNet-5's 2×2, stride 2) a chunk each (the last one cut short by right padding),
-/// others window by window.
+/// Folds a conv row's accumulators into the pool row's maxima: 2-wide windows side by
+/// side (LeNet-5's 2×2, stride 2) a pair each, the last one cut short by right padding;
+/// other windows one by one.
 #[inline(always)]
 fn max_into(pool: &ConvGeometry, acc: &[i32], pooled: &mut [i32]) {
-    if pool.pad_left == 0 && pool.kernel_w == pool.stride_w && pool.kernel_w > 0 {
-        for (best, window) in pooled.iter_mut().zip(acc.chunks(pool.kernel_w)) {
-            for &a in window {
-                *best = (*best).max(a);
-            }
+    if pool.pad_left == 0 && pool.kernel_w == 2 && pool.stride_w == 2 {
+        let (pairs, last) = acc.as_chunks::<2>();
+        let (full, rest) = pooled.split_at_mut(pairs.len().min(pooled.len()));
+        for (best, [a0, a1]) in full.iter_mut().zip(pairs) {
+            *best = (*best).max((*a0).max(*a1));
+        }
+        if let (Some(best), [a]) = (rest.first_mut(), last) {
+            *best = (*best).max(*a);
         }
         return;
     }
@@ -199,8 +204,13 @@ impl Place {
 }
 
 /// Adds `w · (x + offset)` of `tap` to every conv output of row `oy` whose window
-/// reads it inside the input (`KernelArgs` if the input is shorter than the geometry
-/// says).
+/// reads it inside the input.
+///
+/// Unchecked reads and writes, safe by construction: [`decode`] gave the tap the
+/// columns `lo..hi` whose reads fall inside an input row (`reading_outputs`: the last
+/// one reads at `column + (hi − lo − 1)·step < in_w·C`) with `hi ≤ out_w ≤ acc.len()`,
+/// and the row `iy < in_h` is checked here, in an image of `in_h·in_w·C` values (the
+/// caller's `chunks_exact`). Bounds checks here cost a third of each tap's setup.
 #[inline(always)]
 #[allow(unsafe_code)]
 fn scatter(
@@ -210,28 +220,36 @@ fn scatter(
     tap: &Tap,
     input_offset: i32,
     acc: &mut [i32],
-) -> Result<(), Error> {
+) {
     // Above the input the subtraction wraps to a huge row: skipped like those below.
     let iy = (oy * g.stride_h + usize::from(tap.ky)).wrapping_sub(g.pad_top);
     if iy >= g.in_h {
-        return Ok(()); // a padding row: nothing to add
+        return; // a padding row: nothing to add
     }
     let start = iy * g.in_w * g.in_c + usize::from(tap.column);
     let step = g.stride_w * g.in_c;
-    let acc = (acc.get_mut(usize::from(tap.lo)..usize::from(tap.hi))).ok_or(Error::KernelArgs)?;
-    if start + (acc.len() - 1) * step >= image.len() {
-        return Err(Error::KernelArgs);
-    }
+    let (lo, hi) = (usize::from(tap.lo), usize::from(tap.hi));
+    debug_assert!(lo < hi && hi <= acc.len());
+    debug_assert!(start + (hi - lo - 1) * step < image.len());
+    // SAFETY: `lo < hi ≤ acc.len()`, see above.
+    let acc = unsafe { acc.get_unchecked_mut(lo..hi) };
     let w = i32::from(tap.w);
     let bias = w.wrapping_mul(input_offset);
+    let add =
+        |a: &mut i32, x: i8| *a = a.wrapping_add(w.wrapping_mul(i32::from(x)).wrapping_add(bias));
+    // SAFETY (every read): `at ≤ start + (hi − lo − 1)·step < image.len()`, see above.
+    let read = |at: usize| unsafe { *image.get_unchecked(at) };
+    // Two outputs per pass: the loop's own instructions were a third of it.
+    let (pairs, last) = acc.as_chunks_mut::<2>();
     let mut at = start;
-    for a in acc.iter_mut() {
-        // SAFETY: `at ≤ start + (len − 1)·step < image.len()`, checked above.
-        let x = i32::from(unsafe { *image.get_unchecked(at) });
-        *a = a.wrapping_add(w.wrapping_mul(x).wrapping_add(bias));
-        at += step;
+    for [a0, a1] in pairs {
+        add(a0, read(at));
+        add(a1, read(at + step));
+        at += 2 * step;
     }
-    Ok(())
+    if let [a] = last {
+        add(a, read(at));
+    }
 }
 
 /// The outputs `lo..hi` (of `count`) whose tap at kernel column `k` reads inside an
