@@ -88,10 +88,7 @@ pub fn conv2d_sparse_max_pool_by_rows(
                 pooled.fill(i32::MIN);
                 for oy in oy0..oy1 {
                     let acc = &mut acc[..g.out_w];
-                    acc.fill(0);
-                    for tap in taps {
-                        scatter(g, image, oy, tap, input_offset, acc);
-                    }
+                    accumulate_row(g, image, oy, taps, input_offset, acc);
                     max_into(pool, acc, pooled);
                 }
                 let row_len = pool.out_w * pool.out_c;
@@ -200,6 +197,24 @@ impl Place {
                 self.ky += 1;
             }
         }
+    }
+}
+
+/// Conv output row `oy` of one channel before its output stage: `acc` (`out_w`
+/// long) set to `Σ w · (x + offset)` over `taps`. Not inlined: with the loops around
+/// it in one function, the taps' setup spilled its invariants to the stack.
+#[inline(never)]
+fn accumulate_row(
+    g: &ConvGeometry,
+    image: &[i8],
+    oy: usize,
+    taps: &[Tap],
+    input_offset: i32,
+    acc: &mut [i32],
+) {
+    acc.fill(0);
+    for tap in taps {
+        scatter(g, image, oy, tap, input_offset, acc);
     }
 }
 
