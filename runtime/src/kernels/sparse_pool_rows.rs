@@ -17,7 +17,8 @@
 //! SRDHM, the rounding divide and the clamps are each non-decreasing. Every channel is
 //! checked before anything is written; a layer where one fails (a validated model
 //! never has a negative multiplier, and real biases are far from `i32` overflow) takes
-//! the general kernel, as do rows wider than [`ROW_CAP`].
+//! the general kernel, as do rows wider than [`ROW_CAP`], filters with more than
+//! [`TAPS_CAP`] nonzero weights, and layers denser than 40 %.
 
 use super::{ConvGeometry, OutputStage};
 use crate::error::Error;
@@ -64,6 +65,13 @@ pub fn conv2d_sparse_max_pool_by_rows(
         return Err(Error::KernelArgs);
     }
     if filter.iter().any(|row| nonzero(&row) > TAPS_CAP) {
+        return Ok(false);
+    }
+    // Denser than 40 %, walking each pixel's window costs less where it pairs pixels:
+    // LeNet-5 at 50 % Level ran 13 % (Cortex-M4) and 8 % (RV32) more instructions this
+    // way, at 30 % density 2 % and 3 % fewer; the Cortex-M0 gained at every density.
+    let total: usize = filter.iter().map(|row| nonzero(&row)).sum();
+    if total * 5 > g.out_c * window_len * 2 {
         return Ok(false);
     }
     let image_in = g.in_h * g.in_w * g.in_c;
