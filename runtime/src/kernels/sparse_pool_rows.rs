@@ -50,7 +50,10 @@ pub fn conv2d_sparse_max_pool_by_rows(
 ) -> Result<bool, Error> {
     let g = conv;
     // Taps keep a kernel row in a byte and an input-row offset in 16 bits.
-    let fits = g.out_w <= ROW_CAP
+    // (A kernel with no input channel or column would never finish placing a weight.)
+    let fits = g.in_c > 0
+        && g.kernel_w > 0
+        && g.out_w <= ROW_CAP
         && pool.out_w <= ROW_CAP
         && g.kernel_w <= KERNEL_W_CAP
         && g.kernel_h <= usize::from(u8::MAX)
