@@ -82,6 +82,8 @@ pub fn conv2d_sparse_max_pool_by_rows(
     let mut taps = [Tap::default(); TAPS_CAP];
     let mut acc = [0i32; ROW_CAP];
     let mut pooled = [0i32; ROW_CAP];
+    let acc = acc.get_mut(..g.out_w).ok_or(Error::KernelArgs)?;
+    let pooled = pooled.get_mut(..pool.out_w).ok_or(Error::KernelArgs)?;
     for (c, row) in filter.iter().enumerate() {
         let q = stage.channel(c);
         let taps = decode(&row, filter.nibbles(), g, &mut taps);
@@ -95,10 +97,8 @@ pub fn conv2d_sparse_max_pool_by_rows(
                 if oy0 >= oy1 {
                     continue; // no conv row: the pool output keeps its prefill
                 }
-                let pooled = &mut pooled[..pool.out_w];
                 pooled.fill(i32::MIN);
                 for oy in oy0..oy1 {
-                    let acc = &mut acc[..g.out_w];
                     accumulate_row(g, image, oy, taps, input_offset, acc);
                     max_into(pool, acc, pooled);
                 }
@@ -183,7 +183,7 @@ fn decode<'t>(
             n += 1;
         }
     });
-    &taps[..n]
+    taps.get(..n).unwrap_or(&[])
 }
 
 /// A weight's place in the filter row, `(ky, kx, ci)`, followed from one entry to the
