@@ -575,21 +575,8 @@ proptest! {
         let mut rng = Lcg::new(seed);
         let (in_h, in_w) = (kh + rng.range(0, 6) as usize, kw + rng.range(0, 6) as usize);
         let (pt, pl) = (rng.range(0, kh as i32 - 1) as usize, rng.range(0, kw as i32 - 1) as usize);
-        let g = ConvGeometry {
-            batch: 1,
-            in_h,
-            in_w,
-            in_c,
-            out_h: (in_h + pt - kh) / sh + 1,
-            out_w: (in_w + pl - kw) / sw + 1,
-            out_c: in_c * dm,
-            kernel_h: kh,
-            kernel_w: kw,
-            stride_h: sh,
-            stride_w: sw,
-            pad_top: pt,
-            pad_left: pl,
-        };
+        let g = window_geometry((1, in_h, in_w, in_c), in_c * dm, (kh, kw, sh, sw), (pt, 0, pl, 0))
+            .unwrap();
         let (in_len, out_len) = lens(&g);
         let input = rng.vec_i8(in_len);
         let filter = rng.vec_i8(kh * kw * g.out_c);

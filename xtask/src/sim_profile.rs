@@ -47,15 +47,12 @@ impl Profile {
             } else if line.starts_with("IN:") || line.trim().is_empty() {
                 block = None;
             } else if let Some(pc) = instruction_address(&line) {
-                // A block retranslated later has the same length: count the first.
-                let start = *block.get_or_insert(pc);
-                if start == pc && profile.block_len.contains_key(&start) {
-                    block = Some(u64::MAX);
-                    continue;
-                }
-                if start != u64::MAX {
-                    *profile.block_len.entry(start).or_insert(0) += 1;
-                }
+                // A block translated again is counted afresh (to the same length).
+                let start = *block.get_or_insert_with(|| {
+                    profile.block_len.insert(pc, 0);
+                    pc
+                });
+                *profile.block_len.entry(start).or_insert(0) += 1;
             }
         }
         Ok(profile)
