@@ -39,6 +39,7 @@ pub mod reference;
 pub mod softmax;
 pub mod sparse;
 pub mod sparse_pool_rows;
+pub mod sparse_pool_windows;
 #[cfg(test)]
 mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]

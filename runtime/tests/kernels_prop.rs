@@ -19,7 +19,7 @@ use sprig_runtime::kernels::binary::{
 use sprig_runtime::kernels::binary_narrow;
 use sprig_runtime::kernels::conv::conv2d;
 use sprig_runtime::kernels::conv_pool::{
-    conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool,
+    conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool, pooled_first,
 };
 use sprig_runtime::kernels::depthwise::depthwise_conv2d;
 use sprig_runtime::kernels::fully_connected::{fully_connected, FcShape};
@@ -32,6 +32,8 @@ use sprig_runtime::kernels::pooling::{
 };
 use sprig_runtime::kernels::softmax::{softmax, SoftmaxParams};
 use sprig_runtime::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
+use sprig_runtime::kernels::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
+use sprig_runtime::kernels::sparse_pool_windows::conv2d_sparse_max_pool_by_windows;
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::Encoding;
 
@@ -533,6 +535,59 @@ proptest! {
         // A pool that does not read this conv's output is refused.
         let wrong = ConvGeometry { in_h: conv.out_h + 1, ..pool };
         prop_assert!(conv2d_max_pool(&conv, &wrong, offset, &s, &filter, &input, &mut fused).is_err());
+    }
+
+    /// Both sparse pool-first kernels (a row and a window at a time), called directly,
+    /// on images larger than the property above draws: conv rows past the row
+    /// kernel's old 64-wide plane, pool windows across the padding, square and not.
+    #[test]
+    fn sparse_pool_first_kernels_match_conv_then_pool(
+        input in (1usize..=2, 17usize..=48, 9usize..=40, 1usize..=3),
+        kernel in (1usize..=5, 1usize..=5, 1usize..=2, 1usize..=2),
+        conv_pads in (0usize..5, 0usize..5, 0usize..5, 0usize..5),
+        out_c in 1usize..=4,
+        window in (1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
+        pool_pads in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        encoding in sparse_encoding(),
+        keep_one_in in prop::sample::select(vec![3u32, 5, 10, 40]),
+        seed: u64,
+    ) {
+        let (kh, kw, _, _) = kernel;
+        let (pt, pb, pl, pr) = conv_pads;
+        let conv = window_geometry(input, out_c, kernel, (pt % kh, pb % kh, pl % kw, pr % kw));
+        prop_assume!(conv.is_some());
+        let conv = conv.unwrap();
+        let (ph, pw, _, _) = window;
+        let (qt, ql, qb, qr) = pool_pads;
+        let pooled = (conv.batch, conv.out_h, conv.out_w, out_c);
+        let pool = window_geometry(pooled, out_c, window, (qt % ph, qb % ph, ql % pw, qr % pw));
+        prop_assume!(pool.is_some());
+        let pool = pool.unwrap();
+        let mut rng = Lcg::new(seed);
+        let (in_len, mid_len) = lens(&conv);
+        let (_, out_len) = lens(&pool);
+        let input = rng.vec_i8(in_len);
+        let filter = pruned(&mut rng, out_c * kh * kw * conv.in_c, keep_one_in);
+        let st = Stage::random(&mut rng, out_c);
+        let offset = rng.range(-127, 128);
+        let bytes = sparse::encode(&filter, out_c, encoding).unwrap();
+        let rows = SparseRows::new(&bytes, out_c, encoding).unwrap();
+        let s = st.view();
+        // Dense filters and output stages that are not monotonic take the pixel kernel.
+        prop_assume!(matches!(pooled_first(&conv, offset, &s, &rows), Ok(Some(_))));
+        let mut mid = vec![0i8; mid_len];
+        conv2d_sparse(&conv, offset, &s, &rows, &input, &mut mid).unwrap();
+        let mut unfused = vec![3i8; out_len];
+        pool2d(PoolKind::Max, &pool, -128, 127, &mid, &mut unfused).unwrap();
+        for kernel in [conv2d_sparse_max_pool_by_rows, conv2d_sparse_max_pool_by_windows] {
+            // The fused op prefills its output with the pool's padding value.
+            let mut fused = vec![-128i8; out_len];
+            let taken = kernel(&conv, &pool, offset, &s, &rows, &input, &mut fused);
+            prop_assert!(taken.is_ok());
+            if taken == Ok(true) {
+                prop_assert_eq!(&fused, &unfused);
+            }
+        }
     }
 
     #[test]

@@ -9,16 +9,8 @@
 //! conv rows' accumulators are maxed into the pool row's, and each pool output is
 //! requantized once.
 //!
-//! Max first, requantization after, is bit-exact where the output stage
-//! ([`super::OutputStage::finish`]) is non-decreasing in the accumulator: there
-//! `max(f(a), f(b)) = f(max(a, b))`. It is, for a non-negative multiplier, as long as
-//! nothing wraps: the bias add, the left shift and the output offset add on the
-//! largest accumulator a window can reach ([`super::ChannelQuant::monotonic_within`]).
-//! SRDHM, the rounding divide and the clamps are each non-decreasing. Every channel is
-//! checked before anything is written; a layer where one fails (a validated model
-//! never has a negative multiplier, and real biases are far from `i32` overflow) takes
-//! the general kernel, as do rows wider than [`ROW_CAP`], filters with more than
-//! [`TAPS_CAP`] nonzero weights, and layers denser than 40 %.
+//! Max first, requantization after: see [`pooled_first`](super::conv_pool::pooled_first)
+//! for when that is exact. Rows wider than [`ROW_CAP`] take the general kernel.
 
 use super::{ConvGeometry, OutputStage};
 use crate::error::Error;
@@ -28,16 +20,15 @@ use crate::format::sparse::{SparseRow, SparseRows};
 pub const ROW_CAP: usize = 64;
 /// Widest kernel taken (its valid output columns per tap column sit on the stack).
 const KERNEL_W_CAP: usize = 32;
-/// Most nonzero weights of one filter taken (decoded once per channel onto the stack,
-/// 6 B each; a denser filter gains little from sparsity and takes the general kernel).
-pub const TAPS_CAP: usize = 128;
+use super::sparse_pool_windows::TAPS_CAP;
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
-/// when the geometry fits the row buffers and every channel's output stage is
-/// non-decreasing over the accumulators it can see; `Ok(false)` (nothing written)
-/// otherwise. The caller has checked the operands' lengths. Not inlined: in the
-/// general kernel's frame its loops ran out of registers.
+/// when the geometry fits the row buffers; `Ok(false)` (nothing written) otherwise.
+/// The caller has checked the operands' lengths, and that the filter is sparse enough
+/// and the output stage lets the pool come first
+/// ([`pooled_first`](super::conv_pool::pooled_first)). Not inlined: in the general
+/// kernel's frame its loops ran out of registers.
 #[inline(never)]
 pub fn conv2d_sparse_max_pool_by_rows(
     conv: &ConvGeometry,
@@ -58,24 +49,7 @@ pub fn conv2d_sparse_max_pool_by_rows(
         && g.kernel_w <= KERNEL_W_CAP
         && g.kernel_h <= usize::from(u8::MAX)
         && g.in_w * g.in_c <= usize::from(u16::MAX);
-    // |w| ≤ 128 and |x + offset| ≤ 128 + |offset| for every tap of a window.
-    let window_len = g.kernel_h * g.kernel_w * g.in_c;
-    let reach = window_len as i64 * 128 * (128 + i64::from(input_offset.unsigned_abs()));
-    if !fits || !(0..g.out_c).all(|c| stage.channel(c).monotonic_within(reach, stage)) {
-        return Ok(false);
-    }
-    let (mut rows, mut total, mut densest) = (0, 0, 0);
-    for row in filter.iter() {
-        let n = row.values.iter().filter(|&&w| w != 0).count();
-        (rows, total, densest) = (rows + 1, total + n, densest.max(n));
-    }
-    if rows != g.out_c {
-        return Err(Error::KernelArgs);
-    }
-    // Denser than 40 %, walking each pixel's window costs less where it pairs pixels:
-    // LeNet-5 at 50 % Level ran 13 % (Cortex-M4) and 8 % (RV32) more instructions this
-    // way, at 30 % density 2 % and 3 % fewer; the Cortex-M0 gained at every density.
-    if densest > TAPS_CAP || total * 5 > g.out_c * window_len * 2 {
+    if !fits {
         return Ok(false);
     }
     let image_in = g.in_h * g.in_w * g.in_c;
