@@ -137,13 +137,15 @@ pub fn conv2d_sparse_max_pool(
     }
     start(conv, pool, stage, input, output)?;
     if let Some(taps) = pooled_first(conv, input_offset, stage, filter)? {
-        // A few nonzero weights per filter: each along whole conv rows, where the
-        // per-weight setup is paid once a row; more: each pool window gathered
-        // through all of them, where the per-window setup is paid once a window.
-        // On LeNet-5 at 90 % Level (2.5 and 15 taps a filter) the rows took conv1
-        // in 199 k Cortex-M4 instructions against 349 k, the windows conv2 in 199 k
-        // against 322 k.
-        let kernel = if taps < WINDOW_TAPS * g.out_c {
+        // Each weight along whole conv rows pays a setup per (weight, conv row), about
+        // 45 Cortex-M4 instructions; each pool window gathered through all weights
+        // pays one per (window, channel), about 100 with its border checks. Taken
+        // where the first sums to more: on LeNet-5 at 90 % Level (2.5 and 15 weights
+        // a filter) the rows ran conv1 in 199 k instructions against 349 k, the
+        // windows conv2 in 199 k against 322 k.
+        let rows_setups = taps * g.out_h;
+        let window_setups = pool.out_h * pool.out_w * g.out_c;
+        let kernel = if rows_setups < 2 * window_setups {
             conv2d_sparse_max_pool_by_rows
         } else {
             conv2d_sparse_max_pool_by_windows
@@ -154,10 +156,6 @@ pub fn conv2d_sparse_max_pool(
     }
     by_pixels(conv, pool, offset, stage, filter, input, output)
 }
-
-/// Average nonzero weights per filter from which a sparse filter is pooled a window,
-/// not a row, at a time.
-const WINDOW_TAPS: usize = 8;
 
 /// The nonzero weights of `filter`, if its conv may take the maximum over a pool
 /// window before requantizing: `None` where a filter holds more than [`TAPS_CAP`] or
