@@ -1,11 +1,14 @@
 //! Exports: weights and masks (safetensors), ONNX, calibration JSON, and the packed int8
-//! model (`model.sprig`) with its test vectors (`vectors.bin`).
+//! model (`model.sprig`) with its test vectors (`vectors.bin`); [`layer_integers`] is
+//! the lowering of a weighted layer's integers that the packed exporter and the TFLite
+//! importer share.
 //!
 //! Every file is written atomically (temp file, fsync, rename), so a killed export never
 //! leaves a half-written file where a good one was.
 
 mod atomic;
 mod calibration;
+pub mod layer_integers;
 mod onnx;
 pub mod packed;
 mod weights;

@@ -1,20 +1,23 @@
 //! Mapping a parsed TFLite subgraph onto the sprig graph: one sprig op per TFLite op
 //! (plus a no-copy Reshape where TFLite's FULLY_CONNECTED flattens its input), weights
 //! copied in the runtime's layouts, requantization computed as TFLite Micro's kernels
-//! compute it, padding as TFLite computes SAME/VALID.
+//! compute it (double rounding), padding as TFLite computes SAME/VALID. Weights, biases
+//! and requantization are stored by the lowering the packed exporter uses too
+//! ([`crate::export::layer_integers`]).
 
 use std::collections::HashMap;
 
-use sprig_runtime::fixed_point::{quantize_multiplier, AddQuant, SoftmaxQuant};
+use sprig_runtime::fixed_point::{AddQuant, SoftmaxQuant};
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::{
-    Add, Conv2d, DataRef, DepthwiseConv2d, FullyConnected, Model, Op, Padding, Pool2d, Reshape,
-    Softmax, Tensor, TensorKind,
+    Add, Conv2d, DepthwiseConv2d, FullyConnected, Model, Op, Padding, Pool2d, Reshape, Softmax,
+    Tensor, TensorKind,
 };
 
 use super::error::ImportError;
 use super::tflite::{self, op, tensor_type, Options, SubGraph, TfModel, TfOperator, TfTensor};
 use super::{Imported, ImportedOp};
+use crate::export::layer_integers::{compact, requant_pairs, LayerIntegers, Rounding, Stored};
 
 type Result<T> = std::result::Result<T, ImportError>;
 
@@ -95,14 +98,6 @@ fn activation_range(
         ));
     }
     Ok((lo, hi))
-}
-
-/// `(multiplier, shift)` pairs, collapsed to one shared pair when all are equal.
-fn compact(pairs: Vec<(i32, i32)>) -> Vec<(i32, i32)> {
-    match pairs.first() {
-        Some(&first) if pairs.iter().all(|&p| p == first) => vec![first],
-        _ => pairs,
-    }
 }
 
 impl<'m> Lower<'m> {
@@ -371,7 +366,7 @@ impl<'m> Lower<'m> {
     }
 
     /// int32 bias of `channels` values, if the op has one.
-    fn bias(&mut self, o: &TfOperator, k: usize, channels: usize) -> Result<Option<DataRef>> {
+    fn bias(&self, o: &TfOperator, k: usize, channels: usize) -> Result<Option<Vec<i32>>> {
         let Some((ti, t)) = self.input(o, k)? else {
             return Ok(None);
         };
@@ -391,24 +386,35 @@ impl<'m> Lower<'m> {
                 4 * channels
             )));
         }
-        let r = self
-            .data
-            .push_bytes(data)
-            .map_err(|e| ImportError::Runtime(e.to_string()))?;
-        Ok(Some(r))
+        let values = data
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(Some(values))
     }
 
+    /// The int8 weights `w` of an op (`rows` rows), its bias and its requantization from
+    /// tensor `x`'s scale to tensor `y`'s (TFLite's double rounding, one shared pair
+    /// where all channels agree), pushed by the lowering shared with the packed exporter.
     /// Imported weights stay dense, as TensorFlow Lite stores them.
-    fn push_i8(&mut self, bytes: &[u8]) -> Result<sprig_runtime::Weights> {
-        self.data
-            .push_bytes(bytes)
-            .map(sprig_runtime::Weights::dense)
-            .map_err(|e| ImportError::Runtime(e.to_string()))
-    }
-
-    fn push_requant(&mut self, pairs: Vec<(i32, i32)>) -> Result<DataRef> {
-        self.data
-            .push_requant(&compact(pairs))
+    fn push_layer(
+        &mut self,
+        w: &Weights<'m>,
+        rows: usize,
+        bias: Option<Vec<i32>>,
+        (x, y): (u32, u32),
+    ) -> Result<Stored> {
+        let (x_scale, _) = self.quant_of(x);
+        let (y_scale, _) = self.quant_of(y);
+        let layer = LayerIntegers {
+            weights: w.data.iter().map(|&b| b as i8).collect(),
+            rows,
+            bits: 8,
+            bias,
+            requant: compact(requant_pairs(x_scale, &w.scales, y_scale, Rounding::Double)),
+        };
+        layer
+            .push(&mut self.data, &[])
             .map_err(|e| ImportError::Runtime(e.to_string()))
     }
 
@@ -589,17 +595,16 @@ impl<'m> Lower<'m> {
             i32::try_from(kw).map_err(|_| self.err("kernel too large"))?,
         );
         let ((kh, kw), (sh, sw), pad) = self.window(xd, yd, (kh, kw), stride, padding)?;
-        let (x_scale, _) = self.quant_of(x);
-        let (y_scale, _) = self.quant_of(y);
-        let pairs = w
-            .scales
-            .iter()
-            .map(|&s| quantize_multiplier(f64::from(x_scale) * f64::from(s) / f64::from(y_scale)))
-            .collect();
         let (act_min, act_max) = self.act_range(act, y)?;
-        let filter = self.push_i8(w.data)?;
         let bias = self.bias(o, 2, oc)?;
-        let requant = self.push_requant(pairs)?;
+        // A depthwise filter's rows are its taps, a conv's its output channels.
+        let rows = if depthwise { w.data.len() / oc } else { oc };
+        let Stored {
+            weights: filter,
+            bias,
+            requant,
+            ..
+        } = self.push_layer(&w, rows, bias, (x, y))?;
         let taps = u64::from(kh) * u64::from(kw);
         let outputs = u64::from(n) * u64::from(yd[1]) * u64::from(yd[2]) * oc as u64;
         let params = w.data.len() as u64 + bias.map_or(0, |_| oc as u64);
@@ -722,20 +727,17 @@ impl<'m> Lower<'m> {
             self.record("Reshape", r, 0, 0);
             r
         };
-        let (x_scale, _) = self.quant_of(x);
-        let (y_scale, _) = self.quant_of(y);
-        // As conv: the input·filter product in double. (A float product, as older
-        // TFLite's GetQuantizedConvolutionMultipler took it, differs from the
-        // tflite-micro package on ad01_int8.)
-        let pairs = w
-            .scales
-            .iter()
-            .map(|&s| quantize_multiplier(f64::from(x_scale) * f64::from(s) / f64::from(y_scale)))
-            .collect();
         let (act_min, act_max) = self.act_range(activation, y)?;
-        let weights = self.push_i8(w.data)?;
         let bias = self.bias(o, 2, out)?;
-        let requant = self.push_requant(pairs)?;
+        // As conv: the input·filter product in double (`requant_pairs`). (A float
+        // product, as older TFLite's GetQuantizedConvolutionMultipler took it, differs
+        // from the tflite-micro package on ad01_int8.)
+        let Stored {
+            weights,
+            bias,
+            requant,
+            ..
+        } = self.push_layer(&w, out, bias, (x, y))?;
         self.ops.push(Op::FullyConnected(FullyConnected {
             input: x_in,
             output: y,

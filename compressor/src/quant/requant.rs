@@ -3,7 +3,7 @@
 //!
 //! The deployed op adds an int32 bias `round(b / (s_in · s_w[c]))` to its integer
 //! accumulator and requantizes with a fixed-point multiplier for `s_in · s_w[c] / s_out`
-//! that rounds **once** ([`requant_multiplier`]), as the float fake quantization rounds
+//! that rounds **once** ([`Rounding::Single`]), as the float fake quantization rounds
 //! `(acc + b / (s_in · s_w)) · M` once. TFLite Micro's own pairs round twice, the first
 //! time to `2^shift` output steps, which moved 0.05 %, 1 % and 5 % of one LeNet-5
 //! layer's outputs by a step at 8-, 4- and 2-bit weights (the multiplier grows with the
@@ -11,28 +11,26 @@
 //! TFLite models keep TFLite's. What remains between the two forwards is the int32 bias
 //! grid and float error. [`Graph::forward_deployed`](crate::nn::Graph::forward_deployed)
 //! computes a quantized Conv2d / Linear's output exactly as the runtime does
-//! ([`simulate_output_stage`]); the packed exporter reads the same parameters
-//! ([`bias_integer`], [`requant_multiplier`], [`activation_clamps`]). The plain eval
-//! forward keeps the float arithmetic of QDQ (ONNX) semantics.
+//! ([`simulate_output_stage`]); the packed exporter reads the same parameters from the
+//! shared lowering ([`bias_steps`], [`requant_pairs`] with [`Rounding::Single`]) and
+//! [`activation_clamps`]. The plain eval forward keeps the float arithmetic of QDQ
+//! (ONNX) semantics.
 
 use candle_core::{DType, Device, Result, Tensor};
-use sprig_runtime::fixed_point::{
-    multiply_by_quantized_multiplier, quantize_multiplier_single_rounding,
-};
+use sprig_runtime::fixed_point::multiply_by_quantized_multiplier;
 
 use super::QParams;
+use crate::export::layer_integers::{bias_steps, requant_pairs, Rounding};
 
-/// The int32 bias of channel `c` as deployed: `round(b / (s_in · s_w))` in `f64` (ties
-/// away from zero); not range-checked.
-pub fn bias_integer(bias: f32, in_scale: f32, weight_scale: f32) -> f64 {
-    (f64::from(bias) / (f64::from(in_scale) * f64::from(weight_scale))).round()
-}
-
-/// `bias` moved onto its int32 grid, channel by channel: `bias_integer · s_in · s_w[c]`,
+/// `bias` moved onto its int32 grid, channel by channel: [`bias_steps`]` · s_in · s_w[c]`,
 /// the value the deployed op adds. The eval forward and the ONNX export use it, so the
 /// fake-quant model adds the same bias as the chip (off by up to half an accumulator
 /// step otherwise, i.e. half the multiplier in output steps: a tenth of a step at 2-bit
-/// weights). Same device and dtype as `bias`; no gradient.
+/// weights). The rounding is the packed exporter's ([`bias_steps`]), unchecked: a
+/// channel with no finite step count keeps its float bias, one beyond int32 is snapped
+/// all the same (a training forward must not fail on it; the packed export refuses it,
+/// [`bias_integers`](crate::export::layer_integers::bias_integers)). Same device and
+/// dtype as `bias`; no gradient.
 pub fn bias_on_grid(bias: &Tensor, in_scale: f32, weight_scales: &[f32]) -> Result<Tensor> {
     let values = bias
         .to_device(&Device::Cpu)?
@@ -50,7 +48,7 @@ pub fn bias_on_grid(bias: &Tensor, in_scale: f32, weight_scales: &[f32]) -> Resu
         .zip(weight_scales)
         .map(|(&b, &sw)| {
             let step = f64::from(in_scale) * f64::from(sw);
-            let q = bias_integer(b, in_scale, sw);
+            let q = bias_steps(b, in_scale, sw);
             if q.is_finite() && step > 0.0 {
                 (q * step) as f32
             } else {
@@ -61,15 +59,6 @@ pub fn bias_on_grid(bias: &Tensor, in_scale: f32, weight_scales: &[f32]) -> Resu
     Tensor::from_vec(snapped, values.len(), &Device::Cpu)?
         .to_dtype(bias.dtype())?
         .to_device(bias.device())
-}
-
-/// The requantization pair `(multiplier, shift)` of a channel: the single-rounding
-/// pair of `s_in · s_w / s_out` (`fixed_point::quantize_multiplier_single_rounding`),
-/// the ratio formed in `f64` as TFLite forms it.
-pub fn requant_multiplier(in_scale: f32, weight_scale: f32, out_scale: f32) -> (i32, i32) {
-    quantize_multiplier_single_rounding(
-        f64::from(in_scale) * f64::from(weight_scale) / f64::from(out_scale),
-    )
 }
 
 /// The integer clamp `(act_min, act_max)` of an op writing to `grid` with a fused ReLU
@@ -126,14 +115,20 @@ pub fn simulate_output_stage(
         None => vec![0f32; channels],
     };
     let s_in = stage.input.scale;
+    let pairs = requant_pairs(
+        s_in,
+        stage.weight_scales,
+        stage.output.scale,
+        Rounding::Single,
+    );
     let params: Vec<(f64, f64, f64, i32, i32)> = stage
         .weight_scales
         .iter()
         .zip(&bias)
-        .map(|(&sw, &b)| {
-            let (m, shift) = requant_multiplier(s_in, sw, stage.output.scale);
+        .zip(pairs)
+        .map(|((&sw, &b), (m, shift))| {
             let step = f64::from(s_in) * f64::from(sw);
-            (f64::from(b), step, bias_integer(b, s_in, sw), m, shift)
+            (f64::from(b), step, bias_steps(b, s_in, sw), m, shift)
         })
         .collect();
     let q = stage.output;
@@ -225,12 +220,12 @@ mod tests {
         let values = on_grid.to_vec1::<f32>()?;
         for ((&b, &g), &sw) in [0.0123f32, -0.5].iter().zip(&values).zip(&scales) {
             let step = f64::from(s_in) * f64::from(sw);
-            assert_eq!(g, (bias_integer(b, s_in, sw) * step) as f32);
-            assert_eq!(bias_integer(g, s_in, sw), bias_integer(b, s_in, sw));
+            assert_eq!(g, (bias_steps(b, s_in, sw) * step) as f32);
+            assert_eq!(bias_steps(g, s_in, sw), bias_steps(b, s_in, sw));
             assert!((f64::from(g) - f64::from(b)).abs() <= 0.5 * step + 1e-9);
         }
         // 0.0123 / 0.002 = 6.15 → 6 steps.
-        assert_eq!(bias_integer(0.0123, s_in, scales[0]), 6.0);
+        assert_eq!(bias_steps(0.0123, s_in, scales[0]), 6.0);
         assert_eq!(
             bias_on_grid(&on_grid, s_in, &scales)?.to_vec1::<f32>()?,
             values

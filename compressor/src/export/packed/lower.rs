@@ -13,7 +13,9 @@
 //!   smallest encoding that holds them (dense int8, sparse, or packed at 4, 2 or 1
 //!   bits when the quantizer's width is that small); biases
 //!   `round(b / (s_in · s_w[c]))` as `i32`, requantization per output channel from
-//!   `s_in · s_w[c] / s_out`.
+//!   `s_in · s_w[c] / s_out`, single rounding, one pair per channel (never shared).
+//!   Integers to bytes is the lowering shared with the TFLite importer
+//!   ([`crate::export::layer_integers`]).
 //! - A fused ReLU / ReLU6 ([`Graph::fused_activation`]) becomes the producing op's
 //!   `act_min` / `act_max`; the activation node emits nothing.
 //! - MaxPool2d / AvgPool2d map one to one; the global average pool becomes an

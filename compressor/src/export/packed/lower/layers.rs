@@ -6,17 +6,22 @@ use sprig_runtime::fixed_point::AddQuant;
 use sprig_runtime::format::packed::bits_of as packed_bits;
 use sprig_runtime::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
 use sprig_runtime::{
-    Conv2d as RtConv2d, DataRef, DepthwiseConv2d, Encoding, FullyConnected, Op, Padding, Pool2d,
-    Reshape, Weights,
+    Conv2d as RtConv2d, DepthwiseConv2d, Encoding, FullyConnected, Op, Padding, Pool2d, Reshape,
+    Weights,
 };
 
-use super::signs::Signs;
+use super::signs::{sign_output_stage, Signs};
 use super::{u32_of, Lowering, Value, PACKED_BITS};
 use crate::config::QuantType;
 use crate::export::host_f32;
+use crate::export::layer_integers::{
+    bias_integers, requant_pairs, LayerIntegers, Rounding, Stored,
+};
 use crate::nn::{Layer, OutputGrid};
-use crate::quant::requant;
 use crate::{Error, Result};
+
+/// A layer's int32 biases (if any) and requantization pairs.
+pub(super) type OutputStage = (Option<Vec<i32>>, Vec<(i32, i32)>);
 
 impl Lowering<'_> {
     /// The layer's integer weights (PyTorch layout, row-major, as int8), per-channel
@@ -64,34 +69,32 @@ impl Lowering<'_> {
         Ok((ints, q.scales, q.bits))
     }
 
-    /// The encodings besides dense that a layer's `bits`-bit weights may take: the
-    /// sparse ones where the op has sparse kernels, and the packed widths of at least
-    /// `bits` (4, 2, 1) where `bits` is that small; only those `allowed`.
-    fn candidates(&self, bits: u8, sparse: bool) -> Vec<Encoding> {
+    /// The encodings besides dense the op's kernels run, of those `allowed`: the sparse
+    /// ones only where the op has sparse kernels (the shared push then keeps the packed
+    /// widths that hold the weights' bits).
+    fn encodings(&self, sparse: bool) -> Vec<Encoding> {
         self.allowed
             .iter()
             .copied()
-            .filter(|&e| match packed_bits(e) {
-                Some(width) => u32::from(bits) <= width,
-                None => sparse,
-            })
+            .filter(|&e| sparse || packed_bits(e).is_some())
             .collect()
     }
 
-    /// Pushes a layer's weights, `rows` rows, in the smallest of dense and `candidates`.
-    fn push_weights(
+    /// Pushes layer `i`'s integers ([`LayerIntegers::push`]), its weights in the
+    /// smallest of dense and `encodings`, and counts their bytes.
+    fn push_layer(
         &mut self,
         i: usize,
-        values: &[i8],
-        rows: usize,
-        candidates: &[Encoding],
-    ) -> Result<Weights> {
-        let w = self
-            .data
-            .push_weights(values, rows, candidates)
+        layer: &LayerIntegers,
+        encodings: &[Encoding],
+    ) -> Result<Stored> {
+        let stored = layer
+            .push(&mut self.data, encodings)
             .map_err(|e| self.rt_fail(i, e))?;
-        self.record_weights(i, &w);
-        Ok(w)
+        self.record_weights(i, &stored.weights);
+        self.bias_bytes += stored.bias_bytes;
+        self.requant_bytes += stored.requant_bytes;
+        Ok(stored)
     }
 
     /// Counts layer `i`'s stored weights in the byte totals and the weighted layers.
@@ -101,54 +104,25 @@ impl Lowering<'_> {
             .push(self.graph.nodes()[i].name.clone());
     }
 
-    /// Pushes bias and requantization data for an op with per-channel weight scales.
-    fn bias_and_requant(
-        &mut self,
+    /// The int32 biases and per-channel requantization pairs (single rounding) of an op
+    /// with per-channel weight scales.
+    fn output_stage(
+        &self,
         i: usize,
         bias: Option<&Tensor>,
         in_scale: f32,
         weight_scales: &[f32],
         out_scale: f32,
-    ) -> Result<(Option<DataRef>, DataRef)> {
-        let bias_ref = match bias {
-            Some(b) => {
-                let values = host_f32(b)?;
-                if values.len() != weight_scales.len() {
-                    return Err(self.layer_fail(
-                        i,
-                        format!(
-                            "{} biases for {} output channels",
-                            values.len(),
-                            weight_scales.len()
-                        ),
-                    ));
-                }
-                let mut ints = Vec::with_capacity(values.len());
-                for (c, (&b, &sw)) in values.iter().zip(weight_scales).enumerate() {
-                    let q = requant::bias_integer(b, in_scale, sw);
-                    if !(q.is_finite() && q.abs() <= f64::from(i32::MAX)) {
-                        return Err(self.layer_fail(
-                            i,
-                            format!("bias of channel {c} ({b}) does not fit an int32"),
-                        ));
-                    }
-                    ints.push(q as i32);
-                }
-                self.bias_bytes += 4 * ints.len();
-                Some(self.data.push_i32(&ints).map_err(|e| self.rt_fail(i, e))?)
-            }
+    ) -> Result<OutputStage> {
+        let bias = match bias {
+            Some(b) => Some(
+                bias_integers(&host_f32(b)?, in_scale, weight_scales)
+                    .map_err(|e| self.layer_fail(i, e))?,
+            ),
             None => None,
         };
-        let pairs: Vec<(i32, i32)> = weight_scales
-            .iter()
-            .map(|&sw| requant::requant_multiplier(in_scale, sw, out_scale))
-            .collect();
-        self.requant_bytes += 5 * pairs.len();
-        let requant = self
-            .data
-            .push_requant(&pairs)
-            .map_err(|e| self.rt_fail(i, e))?;
-        Ok((bias_ref, requant))
+        let pairs = requant_pairs(in_scale, weight_scales, out_scale, Rounding::Single);
+        Ok((bias, pairs))
     }
 
     pub(super) fn rt_fail(&self, i: usize, e: sprig_runtime::Error) -> Error {
@@ -233,22 +207,34 @@ impl Lowering<'_> {
         }
         // Depthwise: one row per tap, never sparse (no sparse depthwise kernel), and
         // packed only while a channel's taps fit the kernel's unpacking buffer.
-        let (rows, candidates) = if depthwise {
+        let (rows, encodings) = if depthwise {
             let packs = k * k <= PACKED_DEPTHWISE_MAX_TAPS;
-            let candidates = if packs {
-                self.candidates(bits, false)
+            let encodings = if packs {
+                self.encodings(false)
             } else {
                 Vec::new()
             };
-            (k * k, candidates)
+            (k * k, encodings)
         } else {
-            (oc, self.candidates(bits, true))
+            (oc, self.encodings(true))
         };
-        let filter = self.push_weights(i, &filter, rows, &candidates)?;
         let (bias, requant) = match &thresholds {
-            Some(t) => self.sign_bias_and_requant(i, t)?,
-            None => self.bias_and_requant(i, conv.bias(), x.grid.scale, &scales, grid.scale)?,
+            Some(t) => sign_output_stage(t),
+            None => self.output_stage(i, conv.bias(), x.grid.scale, &scales, grid.scale)?,
         };
+        let layer = LayerIntegers {
+            weights: filter,
+            rows,
+            bits,
+            bias,
+            requant,
+        };
+        let Stored {
+            weights: filter,
+            bias,
+            requant,
+            ..
+        } = self.push_layer(i, &layer, &encodings)?;
         let (act_min, act_max) = self.clamps_or_sign(act, grid, sign);
         let mut y = self.new_tensor(Some(i), out_shape, grid, None)?;
         if sign {
@@ -322,12 +308,24 @@ impl Lowering<'_> {
         if let (true, Some(t)) = (binary, &thresholds) {
             return self.binary_linear(i, &x, &weights, t, grid);
         }
-        let candidates = self.candidates(bits, true);
-        let weights = self.push_weights(i, &weights, n_out, &candidates)?;
         let (bias, requant) = match &thresholds {
-            Some(t) => self.sign_bias_and_requant(i, t)?,
-            None => self.bias_and_requant(i, lin.bias(), x.grid.scale, &scales, grid.scale)?,
+            Some(t) => sign_output_stage(t),
+            None => self.output_stage(i, lin.bias(), x.grid.scale, &scales, grid.scale)?,
         };
+        let layer = LayerIntegers {
+            weights,
+            rows: n_out,
+            bits,
+            bias,
+            requant,
+        };
+        let encodings = self.encodings(true);
+        let Stored {
+            weights,
+            bias,
+            requant,
+            ..
+        } = self.push_layer(i, &layer, &encodings)?;
         let (act_min, act_max) = self.clamps_or_sign(act, grid, sign);
         let mut y = self.new_tensor(Some(i), vec![1, n_out], grid, None)?;
         if sign {

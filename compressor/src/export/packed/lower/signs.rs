@@ -22,12 +22,13 @@
 //! stored as `+1` (packable) and its threshold decides alone (`b_c ≥ 0`: always `+1`).
 
 use candle_core::Tensor;
-use sprig_runtime::fixed_point::quantize_multiplier;
 use sprig_runtime::kernels::binary::BINARY_ROW_CAP;
 use sprig_runtime::{BinaryConv2d, BinaryFullyConnected, DataRef, Encoding, Op, Padding};
 
+use super::layers::OutputStage;
 use super::{Lowering, Value};
 use crate::export::host_f32;
+use crate::export::layer_integers::Rounding;
 use crate::Result;
 
 /// How a tensor holds the ±1 of a sign activation.
@@ -46,6 +47,16 @@ pub(super) enum Signs {
 /// integer to a nonzero one of the same sign (clamped to ±1 after), with no left shift,
 /// and keeps clear of rounding ties at ±0.5.
 const SIGN_MULTIPLIER: f64 = 0.75;
+
+/// Bias (`−T_c`) and requantization (one [`SIGN_MULTIPLIER`] pair per channel, not
+/// shared, as the packed exporter has always stored them) of an int8 op whose output is
+/// a sign activation, for the shared push
+/// ([`LayerIntegers`](crate::export::layer_integers::LayerIntegers)).
+pub(super) fn sign_output_stage(thresholds: &[i32]) -> OutputStage {
+    let bias = thresholds.iter().map(|t| -t).collect();
+    let pair = Rounding::Double.multiplier(SIGN_MULTIPLIER);
+    (Some(bias), vec![pair; thresholds.len()])
+}
 
 impl Lowering<'_> {
     /// Whether node `i`'s output hook is a sign activation.
@@ -172,24 +183,6 @@ impl Lowering<'_> {
             thresholds.push(t.clamp(-reach - 1, reach + 1) as i32);
         }
         Ok(thresholds)
-    }
-
-    /// Bias (`−T_c`) and requantization of an int8 op whose output is a sign activation.
-    pub(super) fn sign_bias_and_requant(
-        &mut self,
-        i: usize,
-        thresholds: &[i32],
-    ) -> Result<(Option<DataRef>, DataRef)> {
-        let bias: Vec<i32> = thresholds.iter().map(|t| -t).collect();
-        self.bias_bytes += 4 * bias.len();
-        let bias = self.data.push_i32(&bias).map_err(|e| self.rt_fail(i, e))?;
-        let pairs = vec![quantize_multiplier(SIGN_MULTIPLIER); thresholds.len()];
-        self.requant_bytes += 5 * pairs.len();
-        let requant = self
-            .data
-            .push_requant(&pairs)
-            .map_err(|e| self.rt_fail(i, e))?;
-        Ok((Some(bias), requant))
     }
 
     /// Pushes the ±1 rows of a binary op (always [`Encoding::Packed1`]) and its
