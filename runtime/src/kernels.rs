@@ -33,13 +33,13 @@ pub mod depthwise;
 pub mod fully_connected;
 pub mod low_bit;
 pub mod pool_bits;
+pub mod pool_windows;
 pub mod pooling;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
 pub mod softmax;
 pub mod sparse;
 pub mod sparse_pool_rows;
-pub mod sparse_pool_windows;
 #[cfg(test)]
 mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]

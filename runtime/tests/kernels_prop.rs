@@ -27,13 +27,15 @@ use sprig_runtime::kernels::low_bit::{
     conv2d_packed, depthwise_conv2d_packed, fully_connected_packed,
 };
 use sprig_runtime::kernels::pool_bits::max_pool_bits;
+use sprig_runtime::kernels::pool_windows::{
+    conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows,
+};
 use sprig_runtime::kernels::pooling::{
     global_avg_pool, in_place_ok, pool2d, pool2d_in_place, MeanParams, PoolKind,
 };
 use sprig_runtime::kernels::softmax::{softmax, SoftmaxParams};
 use sprig_runtime::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
 use sprig_runtime::kernels::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
-use sprig_runtime::kernels::sparse_pool_windows::conv2d_sparse_max_pool_by_windows;
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::Encoding;
 
@@ -537,7 +539,7 @@ proptest! {
         prop_assert!(conv2d_max_pool(&conv, &wrong, offset, &s, &filter, &input, &mut fused).is_err());
     }
 
-    /// Both sparse pool-first kernels (a row and a window at a time), called directly,
+    /// The pool-first kernels (a row and a window at a time), called directly,
     /// on images larger than the property above draws: conv rows past the row
     /// kernel's old 64-wide plane, pool windows across the padding, square and not.
     #[test]
@@ -587,6 +589,13 @@ proptest! {
             if taken == Ok(true) {
                 prop_assert_eq!(&fused, &unfused);
             }
+        }
+        // The same filter, dense.
+        let mut fused = vec![-128i8; out_len];
+        let taken = conv2d_dense_max_pool_by_windows(&conv, &pool, offset, &s, &filter, &input, &mut fused);
+        prop_assert!(taken.is_ok());
+        if taken == Ok(true) {
+            prop_assert_eq!(&fused, &unfused);
         }
     }
 

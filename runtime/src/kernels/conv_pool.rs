@@ -12,9 +12,11 @@
 
 use super::band::Band;
 use super::conv::{gather_window, window_columns};
+use super::pool_windows::{
+    conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows, TAPS_CAP,
+};
 use super::sparse::{dot_row, Taps};
 use super::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
-use super::sparse_pool_windows::{conv2d_sparse_max_pool_by_windows, TAPS_CAP};
 use super::{
     channels_offset, channels_offset_pair, dot, pairs_pixels, small_offset, ChannelQuant,
     ConvGeometry, OutputStage, PackScratch, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
@@ -42,6 +44,37 @@ pub fn conv2d_max_pool(
         return Err(Error::KernelArgs);
     }
     start(conv, pool, stage, input, output)?;
+    // With few MACs per conv pixel the pixel kernel's per-pixel work (its window,
+    // packed pairs, a requantization per pixel and channel, the fold into the pool)
+    // dominates; the window kernel has none of it. LeNet-5's conv1 (25 weights × 6
+    // channels a pixel): Cortex-M4 871 k → 673 k instructions, M3 1,223 k → 639 k,
+    // M0 2,642 k → 1,459 k, RV32 1,436 k → 876 k. Its conv2 (150 × 16) lost on all
+    // but the M3 (M4 585 k → 1,080 k).
+    if filter_oc * conv.out_c <= WINDOW_MACS_CAP
+        && max_first_exact(conv, input_offset, stage)
+        && conv2d_dense_max_pool_by_windows(conv, pool, input_offset, stage, filter, input, output)?
+    {
+        return Ok(());
+    }
+    by_pixels_dense(conv, pool, input_offset, stage, filter, input, output)
+}
+
+/// MACs per conv pixel up to which a dense conv + max pool goes a pool window at a time.
+const WINDOW_MACS_CAP: usize = 512;
+
+/// [`conv2d_max_pool`] pixel by pixel. Not inlined, so that its buffers and the window
+/// kernel's never share a frame.
+#[inline(never)]
+fn by_pixels_dense(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let filter_oc = conv.kernel_h * conv.kernel_w * conv.in_c;
     let mut window = [0i16; OFFSET_CAP];
     let mut scratch = PACK_SCRATCH;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
@@ -115,7 +148,7 @@ pub fn conv2d_packed_max_pool(
 
 /// [`conv2d_max_pool`] with sparse filter rows (one per output channel): a pool window
 /// at a time, pooled before requantizing, where the density and the output stage allow
-/// ([`super::sparse_pool_windows`]); else computed as
+/// ([`super::pool_windows`]); else computed as
 /// [`conv2d_sparse`](super::sparse::conv2d_sparse) computes them: interior pixels
 /// straight from the input through the rows' tap table, border pixels over a gathered
 /// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
@@ -159,27 +192,14 @@ pub fn conv2d_sparse_max_pool(
 
 /// The nonzero weights of `filter`, if its conv may take the maximum over a pool
 /// window before requantizing: `None` where a filter holds more than [`TAPS_CAP`] or
-/// the layer is denser than 40 %, or the output stage forbids it.
-///
-/// Max first, requantization after, is bit-exact where the output stage
-/// ([`OutputStage::finish`]) is non-decreasing in the accumulator: there
-/// `max(f(a), f(b)) = f(max(a, b))`. It is, for a non-negative multiplier, as long as
-/// nothing wraps: the bias add, the left shift and the output offset add on the
-/// largest accumulator a window can reach ([`ChannelQuant::monotonic_within`]). SRDHM,
-/// the rounding divide and the clamps are each non-decreasing. Every channel is
-/// checked before anything is written; a layer where one fails (a validated model
-/// never has a negative multiplier, and real biases are far from `i32` overflow) takes
-/// the general kernel.
+/// the layer is denser than 40 %, or the output stage forbids it ([`max_first_exact`]).
 pub fn pooled_first(
     g: &ConvGeometry,
     input_offset: i32,
     stage: &OutputStage<'_>,
     filter: &SparseRows<'_>,
 ) -> Result<Option<usize>, Error> {
-    // |w| ≤ 128 and |x + offset| ≤ 128 + |offset| for every tap of a window.
-    let window_len = g.kernel_h * g.kernel_w * g.in_c;
-    let reach = window_len as i64 * 128 * (128 + i64::from(input_offset.unsigned_abs()));
-    if !(0..g.out_c).all(|c| stage.channel(c).monotonic_within(reach, stage)) {
+    if !max_first_exact(g, input_offset, stage) {
         return Ok(None);
     }
     let (mut rows, mut total, mut densest) = (0, 0, 0);
@@ -194,10 +214,30 @@ pub fn pooled_first(
     // LeNet-5 at 50 % Level ran 13 % (Cortex-M4) and 8 % (RV32) more instructions a
     // row at a time, at 30 % density 2 % and 3 % fewer; the Cortex-M0 gained at
     // every density.
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
     if densest > TAPS_CAP || total * 5 > g.out_c * window_len * 2 {
         return Ok(None);
     }
     Ok(Some(total))
+}
+
+/// Whether conv `g` with `stage` may take the maximum over a pool window before
+/// requantizing, bit-exact.
+///
+/// Max first, requantization after, is bit-exact where the output stage
+/// ([`OutputStage::finish`]) is non-decreasing in the accumulator: there
+/// `max(f(a), f(b)) = f(max(a, b))`. It is, for a non-negative multiplier, as long as
+/// nothing wraps: the bias add, the left shift and the output offset add on the
+/// largest accumulator a window can reach ([`ChannelQuant::monotonic_within`]). SRDHM,
+/// the rounding divide and the clamps are each non-decreasing. Every channel is
+/// checked before anything is written; a layer where one fails (a validated model
+/// never has a negative multiplier, and real biases are far from `i32` overflow) takes
+/// the general kernel.
+pub fn max_first_exact(g: &ConvGeometry, input_offset: i32, stage: &OutputStage<'_>) -> bool {
+    // |w| ≤ 128 and |x + offset| ≤ 128 + |offset| for every tap of a window.
+    let window_len = g.kernel_h * g.kernel_w * g.in_c;
+    let reach = window_len as i64 * 128 * (128 + i64::from(input_offset.unsigned_abs()));
+    (0..g.out_c).all(|c| stage.channel(c).monotonic_within(reach, stage))
 }
 
 /// [`conv2d_sparse_max_pool`] pixel by pixel: interior pixels straight from the input

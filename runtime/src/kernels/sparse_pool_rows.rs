@@ -20,7 +20,7 @@ use crate::format::sparse::{SparseRow, SparseRows};
 pub const ROW_CAP: usize = 64;
 /// Widest kernel taken (its valid output columns per tap column sit on the stack).
 const KERNEL_W_CAP: usize = 32;
-use super::sparse_pool_windows::TAPS_CAP;
+use super::pool_windows::TAPS_CAP;
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,

@@ -1,24 +1,57 @@
-//! Sparse conv + max pool a pool window at a time, pooled before it is requantized.
+//! Conv + max pool a pool window at a time, pooled before it is requantized, for
+//! sparse filters and small dense ones.
 //!
-//! With few nonzero weights per output, the per-pixel work of the general fused kernel
-//! (a window per pixel, a requantization per conv pixel, the fold into the pool)
+//! With few weights per output, the per-pixel work of the general fused kernel (a
+//! window per pixel, a requantization per conv pixel, the fold into the pool)
 //! outweighs the multiply-accumulates: on LeNet-5 at 90 % Level sparsity its conv1
 //! spent about 110 Cortex-M4 instructions per conv output beside 25 × 0.1 MACs. Here,
 //! per output channel, each pool output gathers the conv outputs of its window
 //! straight from the input through the channel's nonzero weights (a 2×2 window's four
 //! in one walk over the weights, in registers), takes their maximum as `i32`, and is
-//! requantized once. Nothing is stored between the conv and the pool.
+//! requantized once. Nothing is stored between the conv and the pool. A conv with
+//! padding reads padded copies of the few input rows each row of pool windows needs
+//! (the padding as the input's zero point), so every pixel reads without checks.
+//!
+//! A dense filter with few MACs per conv pixel (LeNet-5's conv1: 25 weights, 6
+//! channels) gains too: the general kernel's per-pixel work is as large there.
 //!
 //! Max first, requantization after: see [`pooled_first`](super::conv_pool::pooled_first)
 //! for when that is exact.
 
 use super::{ConvGeometry, OutputStage};
 use crate::error::Error;
-use crate::format::sparse::{SparseRow, SparseRows};
+use crate::format::sparse::SparseRows;
+
+/// Bytes of padded input rows held for one row of pool windows (on the stack).
+const BAND_CAP: usize = 512;
 
 /// Most nonzero weights of one filter taken (decoded once per channel onto the stack,
 /// 6 B each; a denser filter gains little from sparsity and takes the general kernel).
 pub const TAPS_CAP: usize = 128;
+
+/// One filter row as the window kernel reads it: its nonzero weights by position.
+pub trait FilterRow {
+    /// `f(position, w)` for the row's weights in increasing position (zeros may come
+    /// too: they are skipped).
+    fn for_each_weight(&self, f: impl FnMut(usize, i8));
+}
+
+impl FilterRow for &[i8] {
+    fn for_each_weight(&self, mut f: impl FnMut(usize, i8)) {
+        for (position, &w) in self.iter().enumerate() {
+            f(position, w);
+        }
+    }
+}
+
+/// A sparse row and whether its gaps are nibbles.
+struct Sparse<'a>(crate::format::sparse::SparseRow<'a>, bool);
+
+impl FilterRow for Sparse<'_> {
+    fn for_each_weight(&self, f: impl FnMut(usize, i8)) {
+        self.0.for_each_entry(self.1, f);
+    }
+}
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
@@ -26,10 +59,7 @@ pub const TAPS_CAP: usize = 128;
 /// The caller has checked the operands' lengths, that the filter is sparse enough and
 /// the output stage lets the pool come first
 /// ([`pooled_first`](super::conv_pool::pooled_first)), and prefilled `output` (a pool
-/// window of padding only keeps it). Not inlined: in the general kernel's frame its
-/// loops ran out of registers.
-#[inline(never)]
-#[allow(unsafe_code)]
+/// window of padding only keeps it).
 pub fn conv2d_sparse_max_pool_by_windows(
     conv: &ConvGeometry,
     pool: &ConvGeometry,
@@ -39,26 +69,76 @@ pub fn conv2d_sparse_max_pool_by_windows(
     input: &[i8],
     output: &mut [i8],
 ) -> Result<bool, Error> {
+    let nibbles = filter.nibbles();
+    let rows = filter.iter().map(|row| Sparse(row, nibbles));
+    by_windows(conv, pool, input_offset, stage, rows, input, output)
+}
+
+/// [`conv2d_sparse_max_pool_by_windows`] with a dense filter (`out_c` rows of
+/// `kernel_h · kernel_w · C`), under the same conditions; also `Ok(false)` where a
+/// row has more than [`TAPS_CAP`] nonzero weights.
+pub fn conv2d_dense_max_pool_by_windows(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<bool, Error> {
+    let filter_oc = conv.kernel_h * conv.kernel_w * conv.in_c;
+    if filter_oc == 0 || filter.len() != filter_oc * conv.out_c {
+        return Err(Error::KernelArgs);
+    }
+    let rows = filter.chunks_exact(filter_oc);
+    if rows
+        .clone()
+        .any(|row| row.iter().filter(|&&w| w != 0).count() > TAPS_CAP)
+    {
+        return Ok(false);
+    }
+    by_windows(conv, pool, input_offset, stage, rows, input, output)
+}
+
+/// The kernel of both, over the filter's rows. Not inlined: in the general kernel's
+/// frame its loops ran out of registers.
+#[inline(never)]
+#[allow(unsafe_code)]
+fn by_windows<R: FilterRow>(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: impl Iterator<Item = R>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<bool, Error> {
     let g = conv;
     let row_len = g.in_w * g.in_c;
+    let inner = Interior::of(g);
+    // A conv with padding reads, where they fit, padded copies of the input rows each
+    // row of pool windows needs: every pixel then reads inside, at the interior's
+    // speed. Elsewhere pixels across the padding check each tap.
+    let padded = Padded::new(g, pool, input_offset).filter(|_| !inner.is_everything(g));
+    let tap_row_len = padded.as_ref().map_or(row_len, |p| p.row_len);
     // Taps keep their kernel row and column in bytes and their offset in a window
-    // (less than `kernel_h` input rows) in 16 bits.
+    // (less than `kernel_h` rows) in 16 bits.
     let fits = g.in_c > 0
         && g.kernel_w > 0
         && g.kernel_h <= usize::from(u8::MAX)
         && g.kernel_w <= usize::from(u8::MAX)
-        && g.kernel_h * row_len <= usize::from(u16::MAX);
+        && g.kernel_h * tap_row_len <= usize::from(u16::MAX);
     if !fits {
         return Ok(false);
     }
     let image_in = g.in_h * row_len;
     let image_out = pool.out_h * pool.out_w * pool.out_c;
-    let inner = Interior::of(g);
     let mut taps = [Tap::default(); TAPS_CAP];
     let mut places = [Place::default(); TAPS_CAP];
-    for (c, row) in filter.iter().enumerate() {
+    let mut band = [0i8; BAND_CAP];
+    for (c, row) in filter.enumerate() {
         let q = stage.channel(c);
-        let n = decode(&row, filter.nibbles(), g, &mut taps, &mut places);
+        let n = decode(&row, g, tap_row_len, &mut taps, &mut places);
         let (Some(taps), Some(places)) = (taps.get(..n), places.get(..n)) else {
             return Err(Error::KernelArgs);
         };
@@ -80,31 +160,42 @@ pub fn conv2d_sparse_max_pool_by_windows(
             for py in 0..pool.out_h {
                 let (oy0, oy1) =
                     window_span(py, pool.stride_h, pool.pad_top, pool.kernel_h, g.out_h);
+                if oy0 >= oy1 {
+                    continue; // windows of padding only keep their prefill
+                }
+                // Where the pixels read: the padded rows from conv row `oy0` on, or
+                // the image.
+                let (source, reads) = match &padded {
+                    Some(p) => (
+                        p.load(g, image, (oy0, oy1), &mut band)?,
+                        Reads::Band(oy0, p),
+                    ),
+                    None => (image, Reads::Image(&inner)),
+                };
+                let dy = g.stride_h * tap_row_len;
                 for px in 0..pool.out_w {
                     let (ox0, ox1) =
                         window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, g.out_w);
-                    if oy0 >= oy1 || ox0 >= ox1 {
-                        continue; // a window of padding only keeps its prefill
+                    if ox0 >= ox1 {
+                        continue;
                     }
                     let square = oy1 - oy0 == 2 && ox1 - ox0 == 2;
-                    let best = if square && inner.holds(oy0, ox0) && inner.holds(oy1 - 1, ox1 - 1) {
-                        let at = inner.origin(g, oy0, ox0);
-                        let (dx, dy) = (g.stride_w * g.in_c, g.stride_h * row_len);
-                        // SAFETY: all four pixels are interior (the corners are, and
-                        // the interior is a rectangle): `Interior`'s invariant.
-                        let best = unsafe { max_of_square(image, at, dx, dy, taps) };
+                    let corners = (reads.origin(g, oy0, ox0), reads.origin(g, oy1 - 1, ox1 - 1));
+                    let best = if let (true, Some(at), Some(_)) = (square, corners.0, corners.1) {
+                        // SAFETY: all four pixels read inside (the corners do, and the
+                        // pixels that do form a rectangle): `Reads::origin`.
+                        let best =
+                            unsafe { max_of_square(source, at, g.stride_w * g.in_c, dy, taps) };
                         best.wrapping_add(interior_bias)
                     } else {
                         let mut best = i32::MIN;
                         for oy in oy0..oy1 {
                             for ox in ox0..ox1 {
-                                let acc = if inner.holds(oy, ox) {
-                                    let at = inner.origin(g, oy, ox);
-                                    // SAFETY: the pixel is interior.
-                                    let acc = unsafe { gather1(image, at, taps) };
-                                    acc.wrapping_add(interior_bias)
-                                } else {
-                                    border.accumulate(image, oy, ox)
+                                let acc = match reads.origin(g, oy, ox) {
+                                    // SAFETY: the pixel reads inside.
+                                    Some(at) => unsafe { gather1(source, at, taps) }
+                                        .wrapping_add(interior_bias),
+                                    None => border.accumulate(image, oy, ox),
                                 };
                                 best = best.max(acc);
                             }
@@ -136,22 +227,24 @@ struct Place {
     kx: u8,
 }
 
-/// `row`'s nonzero weights into `taps` and `places`; how many.
+/// `row`'s nonzero weights into `taps` and `places`, for windows in rows `row_len`
+/// long; how many.
 fn decode(
-    row: &SparseRow<'_>,
-    nibbles: bool,
+    row: &impl FilterRow,
     g: &ConvGeometry,
+    row_len: usize,
     taps: &mut [Tap; TAPS_CAP],
     places: &mut [Place; TAPS_CAP],
 ) -> usize {
-    // rel4 rows pad long gaps with zero weights: only nonzero ones become taps.
+    // Dense rows, and rel4 rows' long gaps, hold zero weights: only nonzero ones
+    // become taps.
     let mut walk = Walk::default();
     let mut n = 0;
-    row.for_each_entry(nibbles, |position, w| {
+    row.for_each_weight(|position, w| {
         walk.advance_to(position, g);
         if let (true, Some(tap), Some(place)) = (w != 0, taps.get_mut(n), places.get_mut(n)) {
             *tap = Tap {
-                offset: ((walk.ky * g.in_w + walk.kx) * g.in_c + walk.ci) as u16,
+                offset: (walk.ky * row_len + walk.kx * g.in_c + walk.ci) as u16,
                 w: i16::from(w),
             };
             *place = Place {
@@ -206,6 +299,11 @@ impl Interior {
         }
     }
 
+    /// Whether every pixel is interior (a conv that reads no padding).
+    fn is_everything(&self, g: &ConvGeometry) -> bool {
+        self.rows == (0, g.out_h) && self.cols == (0, g.out_w)
+    }
+
     #[inline(always)]
     fn holds(&self, oy: usize, ox: usize) -> bool {
         (self.rows.0..self.rows.1).contains(&oy) && (self.cols.0..self.cols.1).contains(&ox)
@@ -236,19 +334,19 @@ fn inside(pad: usize, stride: usize, kernel: usize, len: usize, count: usize) ->
 /// conv outputs. Not inlined: in the caller's frame its loop spilled to the stack.
 ///
 /// # Safety
-/// All four pixels are interior ([`Interior`]).
+/// All four pixels read inside `image` ([`Reads::origin`]).
 #[inline(never)]
 #[allow(unsafe_code)]
 unsafe fn max_of_square(image: &[i8], at: usize, dx: usize, dy: usize, taps: &[Tap]) -> i32 {
     let (mut a, mut b, mut c, mut d) = (0i32, 0i32, 0i32, 0i32);
     // One base pointer and three fixed distances: indexing the slice kept `at`,
     // `dx + dy` and the slice in registers of their own and spilled the loop.
-    // SAFETY: `at` is the first pixel's window origin, inside the image.
+    // SAFETY: `at` is the first pixel's window origin, inside `image`.
     let base = unsafe { image.as_ptr().add(at) };
     let dxy = dx + dy;
     for t in taps {
         let w = i32::from(t.w);
-        // SAFETY: `Interior`'s invariant, for each of the four pixels.
+        // SAFETY: `Reads::origin`'s invariant, for each of the four pixels.
         unsafe {
             let p = base.add(usize::from(t.offset));
             a = a.wrapping_add(w.wrapping_mul(i32::from(*p)));
@@ -263,15 +361,96 @@ unsafe fn max_of_square(image: &[i8], at: usize, dx: usize, dy: usize, taps: &[T
 /// The accumulator (without the taps' `w · offset`) of the interior pixel at `at`.
 ///
 /// # Safety
-/// The pixel is interior ([`Interior`]).
+/// The pixel reads inside `image` ([`Reads::origin`]).
 #[inline(always)]
 #[allow(unsafe_code)]
 unsafe fn gather1(image: &[i8], at: usize, taps: &[Tap]) -> i32 {
-    // SAFETY: `Interior`'s invariant.
+    // SAFETY: `Reads::origin`'s invariant.
     let read = |i: usize| i32::from(unsafe { *image.get_unchecked(i) });
     taps.iter().fold(0i32, |acc, t| {
         acc.wrapping_add(i32::from(t.w).wrapping_mul(read(at + usize::from(t.offset))))
     })
+}
+
+/// Input rows `in_h` high and `C·in_w` wide with their padding, in a buffer: the rows
+/// one row of pool windows reads, the padding as `-offset` (an int8: the negated
+/// input offset is the input's zero point), so that it adds nothing to `x + offset`.
+struct Padded {
+    /// Columns of padding before the image's first.
+    left: usize,
+    /// Values per padded row: `C ·` (left padding, image, right padding).
+    row_len: usize,
+    fill: i8,
+}
+
+impl Padded {
+    /// `None` where the rows of a pool window's conv rows would not fit [`BAND_CAP`]
+    /// or the fill is not an int8.
+    fn new(g: &ConvGeometry, pool: &ConvGeometry, input_offset: i32) -> Option<Self> {
+        let fill = i8::try_from(input_offset.checked_neg()?).ok()?;
+        let columns = g.out_w.checked_sub(1)? * g.stride_w + g.kernel_w;
+        let row_len = columns.max(g.pad_left + g.in_w).checked_mul(g.in_c)?;
+        let rows = pool.kernel_h.checked_sub(1)? * g.stride_h + g.kernel_h;
+        (rows.checked_mul(row_len)? <= BAND_CAP).then_some(Self {
+            left: g.pad_left,
+            row_len,
+            fill,
+        })
+    }
+
+    /// The padded input rows that conv rows `oy0..oy1` read, from `band`.
+    fn load<'b>(
+        &self,
+        g: &ConvGeometry,
+        image: &[i8],
+        (oy0, oy1): (usize, usize),
+        band: &'b mut [i8; BAND_CAP],
+    ) -> Result<&'b [i8], Error> {
+        let rows = (oy1 - oy0 - 1) * g.stride_h + g.kernel_h;
+        let band = band
+            .get_mut(..rows * self.row_len)
+            .ok_or(Error::KernelArgs)?;
+        let in_row = g.in_w * g.in_c;
+        let first = (oy0 * g.stride_h).wrapping_sub(g.pad_top);
+        for (k, row) in band.chunks_exact_mut(self.row_len).enumerate() {
+            row.fill(self.fill);
+            // Above the image the row wraps past `in_h`: padding.
+            let iy = first.wrapping_add(k);
+            if iy < g.in_h {
+                let src = image.get(iy * in_row..(iy + 1) * in_row);
+                let at = self.left * g.in_c;
+                let dst = row.get_mut(at..at + in_row);
+                dst.zip(src)
+                    .ok_or(Error::KernelArgs)?
+                    .0
+                    .copy_from_slice(src.unwrap_or(&[]));
+            }
+        }
+        Ok(band)
+    }
+}
+
+/// Where a pixel's window starts in what the pixels read.
+enum Reads<'a> {
+    /// The image: interior pixels only.
+    Image(&'a Interior),
+    /// Padded rows from conv row `.0` on: every pixel of the row of pool windows.
+    Band(usize, &'a Padded),
+}
+
+impl Reads<'_> {
+    /// Where pixel `(oy, ox)`'s window starts, if all of it lies in what is read.
+    /// Invariant: then `start + (ky·row_len + kx·C + ci)` is inside for every
+    /// `ky < kernel_h`, `kx < kernel_w`, `ci < C` (row_len the taps').
+    #[inline(always)]
+    fn origin(&self, g: &ConvGeometry, oy: usize, ox: usize) -> Option<usize> {
+        match self {
+            Reads::Image(inner) => inner.holds(oy, ox).then(|| inner.origin(g, oy, ox)),
+            Reads::Band(oy0, p) => {
+                Some((oy - oy0) * g.stride_h * p.row_len + ox * g.stride_w * g.in_c)
+            }
+        }
+    }
 }
 
 /// Pixels whose window crosses the padding: each tap checked.
