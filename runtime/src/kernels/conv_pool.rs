@@ -172,13 +172,14 @@ pub fn conv2d_sparse_max_pool(
     if let Some(taps) = pooled_first(conv, input_offset, stage, filter)? {
         // Each weight along whole conv rows pays a setup per (weight, conv row), about
         // 45 Cortex-M4 instructions; each pool window gathered through all weights
-        // pays one per (window, channel), about 100 with its border checks. Taken
-        // where the first sums to more: on LeNet-5 at 90 % Level (2.5 and 15 weights
-        // a filter) the rows ran conv1 in 199 k instructions against 349 k, the
-        // windows conv2 in 199 k against 322 k.
+        // pays one per (window, channel), about 90 with its requantization, but 3.75
+        // instructions a MAC against 5.5. Fitted on LeNet-5's conv1 (28 rows, 196
+        // windows × 6 channels), M4 instructions rows / windows: 2.5 weights a filter
+        // 204 k / 217 k, 5 weights 283 k / 266 k; conv2 (15 weights, 10 rows, 25 × 16
+        // windows) 322 k / 165 k.
         let rows_setups = taps * g.out_h;
         let window_setups = pool.out_h * pool.out_w * g.out_c;
-        let kernel = if rows_setups < 2 * window_setups {
+        let kernel = if 2 * rows_setups < window_setups {
             conv2d_sparse_max_pool_by_rows
         } else {
             conv2d_sparse_max_pool_by_windows

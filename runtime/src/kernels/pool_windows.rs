@@ -136,6 +136,7 @@ fn by_windows<R: FilterRow>(
     let mut taps = [Tap::default(); TAPS_CAP];
     let mut places = [Place::default(); TAPS_CAP];
     let mut band = [0i8; BAND_CAP];
+    let squares = square_windows(g, pool, padded.is_some(), &inner);
     for (c, row) in filter.enumerate() {
         let q = stage.channel(c);
         let n = decode(&row, g, tap_row_len, &mut taps, &mut places);
@@ -172,8 +173,27 @@ fn by_windows<R: FilterRow>(
                     ),
                     None => (image, Reads::Image(&inner)),
                 };
-                let dy = g.stride_h * tap_row_len;
-                for px in 0..pool.out_w {
+                let (dx, dy) = (g.stride_w * g.in_c, g.stride_h * tap_row_len);
+                let row_at = py * pool.out_w * pool.out_c + c;
+                // The square windows that read inside, one after another: most of
+                // a 2×2 pool's row, without the general path's per-window work.
+                let rows_inside =
+                    oy1 - oy0 == 2 && reads.row_inside(oy0) && reads.row_inside(oy0 + 1);
+                let run = if rows_inside { squares.clone() } else { 0..0 };
+                let first = (run.start * pool.stride_w).wrapping_sub(pool.pad_left);
+                if let (false, Some(mut at)) = (run.is_empty(), reads.origin(g, oy0, first)) {
+                    for px in run.clone() {
+                        // SAFETY: `squares` holds 2×2 windows whose columns read
+                        // inside, and both rows do.
+                        let best = unsafe { max_of_square(source, at, dx, dy, taps) };
+                        let y = out
+                            .get_mut(row_at + px * pool.out_c)
+                            .ok_or(Error::KernelArgs)?;
+                        *y = stage.finish(&q, best.wrapping_add(interior_bias));
+                        at += pool.stride_w * dx;
+                    }
+                }
+                for px in (0..run.start).chain(run.end..pool.out_w) {
                     let (ox0, ox1) =
                         window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, g.out_w);
                     if ox0 >= ox1 {
@@ -202,14 +222,36 @@ fn by_windows<R: FilterRow>(
                         }
                         best
                     };
-                    let at = (py * pool.out_w + px) * pool.out_c + c;
-                    let y = out.get_mut(at).ok_or(Error::KernelArgs)?;
+                    let y = out
+                        .get_mut(row_at + px * pool.out_c)
+                        .ok_or(Error::KernelArgs)?;
                     *y = stage.finish(&q, best);
                 }
             }
         }
     }
     Ok(true)
+}
+
+/// The pool windows `px` of a 2×2 pool, none cut by padding, whose conv columns both
+/// read inside (all of them where the rows are padded, else the interior's).
+fn square_windows(
+    g: &ConvGeometry,
+    pool: &ConvGeometry,
+    padded: bool,
+    inner: &Interior,
+) -> core::ops::Range<usize> {
+    if pool.kernel_h != 2 || pool.kernel_w != 2 {
+        return 0..0;
+    }
+    let (lo, hi) = if padded { (0, g.out_w) } else { inner.cols };
+    // Window `px` covers conv columns `px·stride − pad` and the one after.
+    let first = (lo + pool.pad_left).div_ceil(pool.stride_w.max(1));
+    let end = match (hi + pool.pad_left).checked_sub(2) {
+        Some(last_start) => (last_start / pool.stride_w.max(1) + 1).min(pool.out_w),
+        None => 0,
+    };
+    first.min(end)..end
 }
 
 /// One nonzero weight and where it reads in a window: `(ky·in_w + kx)·C + ci` values
@@ -439,6 +481,15 @@ enum Reads<'a> {
 }
 
 impl Reads<'_> {
+    /// Whether conv row `oy`'s windows read inside, in rows (columns apart).
+    #[inline(always)]
+    fn row_inside(&self, oy: usize) -> bool {
+        match self {
+            Reads::Image(inner) => (inner.rows.0..inner.rows.1).contains(&oy),
+            Reads::Band(..) => true,
+        }
+    }
+
     /// Where pixel `(oy, ox)`'s window starts, if all of it lies in what is read.
     /// Invariant: then `start + (ky·row_len + kx·C + ci)` is inside for every
     /// `ky < kernel_h`, `kx < kernel_w`, `ci < C` (row_len the taps').
