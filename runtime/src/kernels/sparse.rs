@@ -42,18 +42,17 @@ pub(crate) fn dot_row(x: &[i16; OFFSET_CAP], row: &SparseRow<'_>, nibbles: bool)
     // The next position if the gap were 0.
     let mut p = 0usize;
     if nibbles {
-        let mut pairs = row.values.chunks_exact(2);
-        for (pair, &g) in (&mut pairs).zip(row.gaps) {
-            if let &[w0, w1] = pair {
-                let g = u32::from(g);
-                p += (g & 15) as usize;
-                acc = acc.wrapping_add(at(p) * w(w0));
-                p += 1 + (g >> 4) as usize;
-                acc = acc.wrapping_add(at(p) * w(w1));
-                p += 1;
-            }
+        // Arrays of two, zipped with the gap bytes: one loop counter, not two.
+        let (pairs, last) = row.values.as_chunks::<2>();
+        for (&[w0, w1], &g) in pairs.iter().zip(row.gaps) {
+            let g = u32::from(g);
+            p += (g & 15) as usize;
+            acc = acc.wrapping_add(at(p) * w(w0));
+            p += 1 + (g >> 4) as usize;
+            acc = acc.wrapping_add(at(p) * w(w1));
+            p += 1;
         }
-        if let (&[w0], Some(&g)) = (pairs.remainder(), row.gaps.last()) {
+        if let (&[w0], Some(&g)) = (last, row.gaps.last()) {
             acc = acc.wrapping_add(at(p + usize::from(g & 15)) * w(w0));
         }
     } else {

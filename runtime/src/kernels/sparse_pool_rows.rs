@@ -56,9 +56,11 @@ pub fn conv2d_sparse_max_pool_by_rows(
     let image_out = pool.out_h * pool.out_w * pool.out_c;
     let mut taps = [Tap::default(); TAPS_CAP];
     let mut acc = [0i32; ROW_CAP];
-    let mut pooled = [0i32; ROW_CAP];
+    // The pool row's maxima, or a 2×2 pool's second conv row.
+    let mut second = [0i32; ROW_CAP];
     let acc = acc.get_mut(..g.out_w).ok_or(Error::KernelArgs)?;
-    let pooled = pooled.get_mut(..pool.out_w).ok_or(Error::KernelArgs)?;
+    // 2×2 windows side by side (LeNet-5's): both conv rows, then each output's four.
+    let pairs = pool.pad_left == 0 && pool.kernel_w == 2 && pool.stride_w == 2;
     for (c, row) in filter.iter().enumerate() {
         let q = stage.channel(c);
         let taps = decode(&row, filter.nibbles(), g, &mut taps);
@@ -72,15 +74,33 @@ pub fn conv2d_sparse_max_pool_by_rows(
                 if oy0 >= oy1 {
                     continue; // no conv row: the pool output keeps its prefill
                 }
+                let row_len = pool.out_w * pool.out_c;
+                let out_row =
+                    (out.get_mut(py * row_len..(py + 1) * row_len)).ok_or(Error::KernelArgs)?;
+                let mut outs = out_row.iter_mut().skip(c).step_by(pool.out_c);
+                if pairs && oy1 - oy0 == 2 {
+                    let below = second.get_mut(..g.out_w).ok_or(Error::KernelArgs)?;
+                    accumulate_row(g, image, oy0, taps, input_offset, acc);
+                    accumulate_row(g, image, oy0 + 1, taps, input_offset, below);
+                    let ((above, above_last), (below, below_last)) =
+                        (acc.as_chunks::<2>(), below.as_chunks::<2>());
+                    // The outputs second: a zip pulls its first iterator first, and
+                    // the last output may still be wanted below.
+                    for (([a0, a1], [b0, b1]), y) in above.iter().zip(below).zip(&mut outs) {
+                        *y = stage.finish(&q, (*a0).max(*a1).max((*b0).max(*b1)));
+                    }
+                    // A last window cut short by the right padding.
+                    if let (Some(y), [a], [b]) = (outs.next(), above_last, below_last) {
+                        *y = stage.finish(&q, (*a).max(*b));
+                    }
+                    continue;
+                }
+                let pooled = second.get_mut(..pool.out_w).ok_or(Error::KernelArgs)?;
                 pooled.fill(i32::MIN);
                 for oy in oy0..oy1 {
                     accumulate_row(g, image, oy, taps, input_offset, acc);
                     max_into(pool, acc, pooled);
                 }
-                let row_len = pool.out_w * pool.out_c;
-                let out_row =
-                    (out.get_mut(py * row_len..(py + 1) * row_len)).ok_or(Error::KernelArgs)?;
-                let outs = out_row.iter_mut().skip(c).step_by(pool.out_c);
                 for (y, &best) in outs.zip(pooled.iter()) {
                     // i32::MIN: a window of padding only (no accumulator gets there).
                     if best != i32::MIN {
