@@ -302,15 +302,15 @@ fn decode(
 /// A weight's place in the filter row, `(ky, kx, ci)`, followed from one entry to the
 /// next by additions (entries come in increasing position; no division per entry).
 #[derive(Default)]
-struct Walk {
+pub(super) struct Walk {
     position: usize,
-    ky: usize,
-    kx: usize,
-    ci: usize,
+    pub(super) ky: usize,
+    pub(super) kx: usize,
+    pub(super) ci: usize,
 }
 
 impl Walk {
-    fn advance_to(&mut self, position: usize, g: &ConvGeometry) {
+    pub(super) fn advance_to(&mut self, position: usize, g: &ConvGeometry) {
         self.ci += position - self.position;
         self.position = position;
         while self.ci >= g.in_c {
@@ -539,7 +539,13 @@ impl Border<'_> {
 /// The inputs `lo..hi` (of `count`) that window `i` covers: `kernel` wide, `stride`
 /// apart, `pad` before the first input.
 #[inline(always)]
-fn window_span(i: usize, stride: usize, pad: usize, kernel: usize, count: usize) -> (usize, usize) {
+pub(super) fn window_span(
+    i: usize,
+    stride: usize,
+    pad: usize,
+    kernel: usize,
+    count: usize,
+) -> (usize, usize) {
     let start = i * stride;
     let lo = start.saturating_sub(pad).min(count);
     let hi = (start + kernel).saturating_sub(pad).min(count);

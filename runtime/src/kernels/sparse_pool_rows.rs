@@ -20,7 +20,7 @@ use crate::format::sparse::{SparseRow, SparseRows};
 pub const ROW_CAP: usize = 64;
 /// Widest kernel taken (its valid output columns per tap column sit on the stack).
 const KERNEL_W_CAP: usize = 32;
-use super::pool_windows::TAPS_CAP;
+use super::pool_windows::{window_span, Walk, TAPS_CAP};
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
@@ -158,7 +158,7 @@ fn decode<'t>(
     taps: &'t mut [Tap; TAPS_CAP],
 ) -> &'t [Tap] {
     // rel4 rows pad long gaps with zero weights: only nonzero ones become taps.
-    let mut place = Place::default();
+    let mut place = Walk::default();
     let mut n = 0;
     row.for_each_entry(nibbles, |position, w| {
         place.advance_to(position, g);
@@ -175,31 +175,6 @@ fn decode<'t>(
         }
     });
     taps.get(..n).unwrap_or(&[])
-}
-
-/// A weight's place in the filter row, `(ky, kx, ci)`, followed from one entry to the
-/// next by additions (entries come in increasing position; no division per entry).
-#[derive(Default)]
-struct Place {
-    position: usize,
-    ky: usize,
-    kx: usize,
-    ci: usize,
-}
-
-impl Place {
-    fn advance_to(&mut self, position: usize, g: &ConvGeometry) {
-        self.ci += position - self.position;
-        self.position = position;
-        while self.ci >= g.in_c {
-            self.ci -= g.in_c;
-            self.kx += 1;
-            if self.kx == g.kernel_w {
-                self.kx = 0;
-                self.ky += 1;
-            }
-        }
-    }
 }
 
 /// Conv output row `oy` of one channel before its output stage: `acc` (`out_w`
@@ -288,16 +263,6 @@ fn reading_outputs(
     (lo.min(count), hi.min(count).max(lo.min(count)))
 }
 
-/// The inputs `lo..hi` (of `count`) that window `i` covers: `kernel` wide, `stride`
-/// apart, `pad` before the first input.
-#[inline(always)]
-fn window_span(i: usize, stride: usize, pad: usize, kernel: usize, count: usize) -> (usize, usize) {
-    let start = i * stride;
-    let lo = start.saturating_sub(pad).min(count);
-    let hi = (start + kernel).saturating_sub(pad).min(count);
-    (lo, hi.max(lo))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,12 +291,5 @@ mod tests {
                 "{k} {pad} {stride} {len} {count}"
             );
         }
-    }
-
-    #[test]
-    fn window_span_clips_padding() {
-        assert_eq!(window_span(0, 2, 1, 3, 10), (0, 2));
-        assert_eq!(window_span(4, 2, 1, 3, 10), (7, 10));
-        assert_eq!(window_span(6, 2, 1, 3, 10), (10, 10));
     }
 }
