@@ -51,6 +51,10 @@ use signs::Signs;
 /// or 1 bits are also stored packed, see [`super::ENCODINGS`]).
 pub const PACKED_BITS: u8 = 8;
 
+/// A layer's int32 biases (if any) and requantization pairs (the int8 and the sign
+/// lowerings both make one).
+type OutputStage = (Option<Vec<i32>>, Vec<(i32, i32)>);
+
 /// The lowered graph and its data section, with byte counts of what went in.
 pub(super) struct Lowered {
     pub graph: GraphDef,

@@ -11,7 +11,7 @@ use sprig_runtime::{
 };
 
 use super::signs::{sign_output_stage, Signs};
-use super::{u32_of, Lowering, Value, PACKED_BITS};
+use super::{u32_of, Lowering, OutputStage, Value, PACKED_BITS};
 use crate::config::QuantType;
 use crate::export::host_f32;
 use crate::export::layer_integers::{
@@ -19,9 +19,6 @@ use crate::export::layer_integers::{
 };
 use crate::nn::{Layer, OutputGrid};
 use crate::{Error, Result};
-
-/// A layer's int32 biases (if any) and requantization pairs.
-pub(super) type OutputStage = (Option<Vec<i32>>, Vec<(i32, i32)>);
 
 impl Lowering<'_> {
     /// The layer's integer weights (PyTorch layout, row-major, as int8), per-channel

@@ -25,8 +25,7 @@ use candle_core::Tensor;
 use sprig_runtime::kernels::binary::BINARY_ROW_CAP;
 use sprig_runtime::{BinaryConv2d, BinaryFullyConnected, DataRef, Encoding, Op, Padding};
 
-use super::layers::OutputStage;
-use super::{Lowering, Value};
+use super::{Lowering, OutputStage, Value};
 use crate::export::host_f32;
 use crate::export::layer_integers::Rounding;
 use crate::Result;
