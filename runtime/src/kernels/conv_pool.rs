@@ -147,8 +147,8 @@ pub fn conv2d_packed_max_pool(
 }
 
 /// [`conv2d_max_pool`] with sparse filter rows (one per output channel): a pool window
-/// at a time, pooled before requantizing, where the tap table and the output stage allow
-/// ([`super::pool_windows`]); else computed as
+/// ([`super::pool_windows`]) or a conv row ([`super::sparse_pool_rows`]) at a time,
+/// pooled before requantizing, where the tap table and the output stage allow; else computed as
 /// [`conv2d_sparse`](super::sparse::conv2d_sparse) computes them: interior pixels
 /// straight from the input through the rows' tap table, border pixels over a gathered
 /// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
