@@ -47,8 +47,8 @@ pub fn conv2d_max_pool(
     // With few MACs per conv pixel the pixel kernel's per-pixel work (its window,
     // packed pairs, a requantization per pixel and channel, the fold into the pool)
     // dominates; the window kernel has none of it. LeNet-5's conv1 (25 weights × 6
-    // channels a pixel): Cortex-M4 871 k → 673 k instructions, M3 1,223 k → 639 k,
-    // M0 2,642 k → 1,459 k, RV32 1,436 k → 876 k. Its conv2 (150 × 16) lost on all
+    // channels a pixel): Cortex-M4 871 k → 618 k instructions, M3 1,223 k → 587 k,
+    // M0 2,642 k → 1,391 k, RV32 1,436 k → 826 k. Its conv2 (150 × 16) lost on all
     // but the M3 (M4 585 k → 1,080 k).
     if filter_oc * conv.out_c <= WINDOW_MACS_CAP
         && max_first_exact(conv, input_offset, stage)

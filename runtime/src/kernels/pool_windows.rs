@@ -56,8 +56,8 @@ impl FilterRow for Sparse<'_> {
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
 /// when the geometry fits the taps' fields; `Ok(false)` (nothing written) otherwise.
-/// The caller has checked the operands' lengths, that the filter is sparse enough and
-/// the output stage lets the pool come first
+/// The caller has checked the operands' lengths, that no row holds more than
+/// [`TAPS_CAP`] nonzero weights and that the output stage lets the pool come first
 /// ([`pooled_first`](super::conv_pool::pooled_first)), and prefilled `output` (a pool
 /// window of padding only keeps it).
 pub fn conv2d_sparse_max_pool_by_windows(
@@ -254,8 +254,9 @@ fn square_windows(
     first.min(end)..end
 }
 
-/// One nonzero weight and where it reads in a window: `(ky·in_w + kx)·C + ci` values
-/// after the window's first (top-left) input.
+/// One nonzero weight and where it reads in a window: `ky·row_len + kx·C + ci` values
+/// after the window's first (top-left) input, `row_len` that of the rows read (the
+/// image's or the padded rows').
 #[derive(Debug, Clone, Copy, Default)]
 struct Tap {
     offset: u16,
