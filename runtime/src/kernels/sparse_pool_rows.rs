@@ -158,17 +158,17 @@ fn decode<'t>(
     taps: &'t mut [Tap; TAPS_CAP],
 ) -> &'t [Tap] {
     // rel4 rows pad long gaps with zero weights: only nonzero ones become taps.
-    let mut place = Walk::default();
+    let mut walk = Walk::default();
     let mut n = 0;
     row.for_each_entry(nibbles, |position, w| {
-        place.advance_to(position, g);
-        let (lo, hi) = reading_outputs(place.kx, g.pad_left, g.stride_w, g.in_w, g.out_w);
+        walk.advance_to(position, g);
+        let (lo, hi) = reading_outputs(walk.kx, g.pad_left, g.stride_w, g.in_w, g.out_w);
         if let (true, Some(tap)) = (w != 0 && lo < hi, taps.get_mut(n)) {
             *tap = Tap {
-                ky: place.ky as u8,
+                ky: walk.ky as u8,
                 lo: lo as u8,
                 hi: hi as u8,
-                column: ((lo * g.stride_w + place.kx - g.pad_left) * g.in_c + place.ci) as u16,
+                column: ((lo * g.stride_w + walk.kx - g.pad_left) * g.in_c + walk.ci) as u16,
                 w,
             };
             n += 1;
