@@ -360,16 +360,31 @@ impl Interior {
 }
 
 /// The outputs `lo..hi` (of `count`) whose `kernel` wide window, `stride` apart, `pad`
-/// before the first input, lies wholly inside `len` inputs.
+/// before the first input, lies wholly inside `len` inputs: its first and its last
+/// column both read inside.
 fn inside(pad: usize, stride: usize, kernel: usize, len: usize, count: usize) -> (usize, usize) {
+    let (lo, _) = reading_outputs(0, pad, stride, len, count);
+    let (_, hi) = reading_outputs(kernel.saturating_sub(1), pad, stride, len, count);
+    (lo, hi.max(lo))
+}
+
+/// The outputs `lo..hi` (of `count`) whose tap at kernel column `k` reads inside an
+/// input row `len` wide: `0 ≤ o·stride + k − pad < len`.
+pub(super) fn reading_outputs(
+    k: usize,
+    pad: usize,
+    stride: usize,
+    len: usize,
+    count: usize,
+) -> (usize, usize) {
     let stride = stride.max(1);
-    let lo = pad.div_ceil(stride).min(count);
-    // o·stride − pad + kernel ≤ len
-    let hi = match (len + pad).checked_sub(kernel) {
-        Some(last_start) => (last_start / stride + 1).min(count),
+    let lo = pad.saturating_sub(k).div_ceil(stride);
+    // o·stride < len + pad − k
+    let hi = match (len + pad).checked_sub(k) {
+        Some(limit) => limit.div_ceil(stride),
         None => 0,
     };
-    (lo, hi.max(lo))
+    (lo.min(count), hi.min(count).max(lo.min(count)))
 }
 
 /// The largest of the four accumulators (without the taps' `w · offset`) of the
@@ -557,6 +572,31 @@ pub(super) fn window_span(
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn reading_outputs_keeps_taps_inside_the_row() {
+        // 28 wide, kernel 5, pad 2, stride 1: column 0 reads from output 2 on.
+        assert_eq!(reading_outputs(0, 2, 1, 28, 28), (2, 28));
+        assert_eq!(reading_outputs(2, 2, 1, 28, 28), (0, 28));
+        assert_eq!(reading_outputs(4, 2, 1, 28, 28), (0, 26));
+        // Stride 2, no padding, 7 wide, 3 outputs of kernel 3: all inside.
+        assert_eq!(reading_outputs(2, 0, 2, 7, 3), (0, 3));
+        // Brute force against the definition.
+        for (k, pad, stride, len, count) in [(0, 3, 2, 5, 4), (3, 1, 3, 4, 3), (1, 0, 1, 1, 2)] {
+            let inside: Vec<usize> = (0..count)
+                .filter(|&o| {
+                    let i = (o * stride + k) as isize - pad as isize;
+                    (0..len as isize).contains(&i)
+                })
+                .collect();
+            let (lo, hi) = reading_outputs(k, pad, stride, len, count);
+            assert_eq!(
+                (lo..hi).collect::<Vec<_>>(),
+                inside,
+                "{k} {pad} {stride} {len} {count}"
+            );
+        }
+    }
 
     #[test]
     fn inside_keeps_whole_windows_in_the_input() {

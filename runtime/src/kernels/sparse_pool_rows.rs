@@ -20,7 +20,7 @@ use crate::format::sparse::{SparseRow, SparseRows};
 pub const ROW_CAP: usize = 64;
 /// Widest kernel taken (its valid output columns per tap column sit on the stack).
 const KERNEL_W_CAP: usize = 32;
-use super::pool_windows::{window_span, Walk, TAPS_CAP};
+use super::pool_windows::{reading_outputs, window_span, Walk, TAPS_CAP};
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
@@ -241,55 +241,5 @@ fn scatter(
     }
     if let [a] = last {
         add(a, read(at));
-    }
-}
-
-/// The outputs `lo..hi` (of `count`) whose tap at kernel column `k` reads inside an
-/// input row `len` wide: `0 ≤ o·stride + k − pad < len`.
-fn reading_outputs(
-    k: usize,
-    pad: usize,
-    stride: usize,
-    len: usize,
-    count: usize,
-) -> (usize, usize) {
-    let stride = stride.max(1);
-    let lo = pad.saturating_sub(k).div_ceil(stride);
-    // o·stride < len + pad − k
-    let hi = match (len + pad).checked_sub(k) {
-        Some(limit) => limit.div_ceil(stride),
-        None => 0,
-    };
-    (lo.min(count), hi.min(count).max(lo.min(count)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::vec::Vec;
-
-    #[test]
-    fn reading_outputs_keeps_taps_inside_the_row() {
-        // 28 wide, kernel 5, pad 2, stride 1: column 0 reads from output 2 on.
-        assert_eq!(reading_outputs(0, 2, 1, 28, 28), (2, 28));
-        assert_eq!(reading_outputs(2, 2, 1, 28, 28), (0, 28));
-        assert_eq!(reading_outputs(4, 2, 1, 28, 28), (0, 26));
-        // Stride 2, no padding, 7 wide, 3 outputs of kernel 3: all inside.
-        assert_eq!(reading_outputs(2, 0, 2, 7, 3), (0, 3));
-        // Brute force against the definition.
-        for (k, pad, stride, len, count) in [(0, 3, 2, 5, 4), (3, 1, 3, 4, 3), (1, 0, 1, 1, 2)] {
-            let inside: Vec<usize> = (0..count)
-                .filter(|&o| {
-                    let i = (o * stride + k) as isize - pad as isize;
-                    (0..len as isize).contains(&i)
-                })
-                .collect();
-            let (lo, hi) = reading_outputs(k, pad, stride, len, count);
-            assert_eq!(
-                (lo..hi).collect::<Vec<_>>(),
-                inside,
-                "{k} {pad} {stride} {len} {count}"
-            );
-        }
     }
 }
