@@ -539,9 +539,10 @@ proptest! {
         prop_assert!(conv2d_max_pool(&conv, &wrong, offset, &s, &filter, &input, &mut fused).is_err());
     }
 
-    /// The pool-first kernels (a row and a window at a time), called directly,
-    /// on images larger than the property above draws: conv rows past the row
-    /// kernel's old 64-wide plane, pool windows across the padding, square and not.
+    /// The pool-first kernels (a row and a window at a time, sparse and dense),
+    /// called directly, on images larger than the property above draws: several
+    /// 2×2 windows a pool row, padded rows read from the band or checked tap by tap
+    /// where the band does not fit, pool windows across the padding, square and not.
     #[test]
     fn sparse_pool_first_kernels_match_conv_then_pool(
         input in (1usize..=2, 17usize..=48, 9usize..=40, 1usize..=3),
