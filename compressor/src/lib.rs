@@ -8,6 +8,7 @@ pub mod cpu_threads;
 pub mod data;
 mod error;
 pub mod export;
+pub mod freed_memory;
 pub mod import;
 pub mod models;
 pub mod nn;

@@ -71,7 +71,8 @@ pub struct Args {
     /// prune: where the sweep's SVG chart goes.
     #[arg(long, default_value = "docs/prune-accuracy.svg")]
     chart: PathBuf,
-    /// prune: only these rows (level, agp, fpgm, l1, l2, apoz, mean, slim, lottery).
+    /// prune: only these rows (level, agp, fpgm, l1, l2, apoz, mean, slim, lottery);
+    /// train: only these variants (plain, masks, qat), e.g. to profile one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// prune: skip the sparsity sweep and its chart.
@@ -152,11 +153,23 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     LevelPruner.compress(&mut masked.graph, &level)?;
     let mut quantized = Model::new(&args.model, 10, &device, 0)?;
     QatQuantizer::new().compress(&mut quantized.graph, &qat)?;
-    let variants = [
-        ("plain", &plain),
-        ("Level 80% masks", &masked),
-        ("QAT int8", &quantized),
+    let all = [
+        ("plain", "plain", &plain),
+        ("masks", "Level 80% masks", &masked),
+        ("qat", "QAT int8", &quantized),
     ];
+    if let Some(bad) = args
+        .only
+        .iter()
+        .find(|n| !all.iter().any(|(key, _, _)| key == n))
+    {
+        anyhow::bail!("unknown variant `{bad}` in --only; valid: plain, masks, qat");
+    }
+    let variants: Vec<(&str, &Model)> = all
+        .iter()
+        .filter(|(key, _, _)| args.only.is_empty() || args.only.iter().any(|n| n == key))
+        .map(|&(_, label, model)| (label, model))
+        .collect();
 
     // Rounds alternate between the variants (and PyTorch), so a slow stretch of a shared
     // machine hits all of them alike; each figure is the median over the rounds.
@@ -194,6 +207,9 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
         data.len(),
     ));
     let mut command = format!("cargo xtask bench train --images {}", args.images);
+    if !args.only.is_empty() {
+        command.push_str(&format!(" --only {}", args.only.join(",")));
+    }
     if let Some(python) = &args.pytorch {
         command.push_str(&format!(" --pytorch {}", python.display()));
     }
@@ -208,7 +224,10 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
     }
     md.push_str(&format!("- machine: {}\n", machine()));
     md.push_str(&format!("- date: {}\n\n", today()));
-    md.push_str("| variant | images/s | relative to plain |");
+    md.push_str(&format!(
+        "| variant | images/s | relative to {} |",
+        variants[0].0
+    ));
     if torch_version.is_some() {
         md.push_str(" relative to PyTorch |\n|---|---:|---:|---:|\n");
     } else {

@@ -61,6 +61,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     sprig_compressor::cpu_threads::configure();
+    sprig_compressor::freed_memory::keep_for_reuse();
     match Cli::parse().command {
         Command::Compress(args) => compress::run(args),
         Command::Auto(args) => auto::run(args),
