@@ -16,6 +16,9 @@ pub fn symmetric_qmax(bits: u8) -> i32 {
 
 /// Per-tensor asymmetric fake quantization of an activation.
 pub fn fake_quantize_tensor(x: &Tensor, q: QParams, grad: &dyn QuantGrad) -> Result<Tensor> {
+    if let Some(y) = grad.fake_quantize(x, q)? {
+        return Ok(y);
+    }
     let dequant = super::fake_quant_value::fake_quant_value(x, q)?;
     grad.apply(x, &dequant, q.range())
 }

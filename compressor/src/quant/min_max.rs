@@ -3,8 +3,30 @@
 //! copy and two reductions. CPU `f32` only; anything else takes that candle route.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 struct MinMax;
+
+/// Elements per parallel task.
+const TASK_LEN: usize = 1 << 14;
+
+/// `(lo, hi)` with `v` taken in where it is strictly below or above.
+fn keep((lo, hi): (f32, f32), v: f32) -> (f32, f32) {
+    (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+}
+
+/// Minimum and maximum of `first` and `data`, in eight lanes folded at the end.
+fn lanes_min_max(first: f32, data: &[f32]) -> (f32, f32) {
+    let (chunks, tail) = data.as_chunks::<8>();
+    let (mut lanes_lo, mut lanes_hi) = ([first; 8], [first; 8]);
+    for chunk in chunks {
+        for i in 0..8 {
+            (lanes_lo[i], lanes_hi[i]) = keep((lanes_lo[i], lanes_hi[i]), chunk[i]);
+        }
+    }
+    let lanes = lanes_lo.into_iter().chain(lanes_hi);
+    lanes.chain(tail.iter().copied()).fold((first, first), keep)
+}
 
 impl CustomOp1 for MinMax {
     fn name(&self) -> &'static str {
@@ -15,19 +37,20 @@ impl CustomOp1 for MinMax {
         let (CpuStorage::F32(data), Some((start, end))) = (s, l.contiguous_offsets()) else {
             candle_core::bail!("{}: expects a contiguous f32 tensor", self.name());
         };
-        let Some((&first, rest)) = data[start..end].split_first() else {
+        let data = &data[start..end];
+        let Some(&first) = data.first() else {
             candle_core::bail!("{}: empty tensor", self.name());
         };
         // candle's reductions: start from the first element, replace on strict `<` / `>`.
-        let (mut lo, mut hi) = (first, first);
-        for &v in rest {
-            if v < lo {
-                lo = v;
-            }
-            if v > hi {
-                hi = v;
-            }
-        }
+        // Folds that each start from the first element, over any split of the data, and
+        // are then folded the same way give the same minimum and maximum (a NaN never
+        // replaces, and min and max of numbers do not depend on order; only the sign of
+        // a zero extreme may differ). So the data splits over the threads, and each
+        // task keeps eight lanes, which vectorize where one running pair does not.
+        let (lo, hi) = data
+            .par_chunks(TASK_LEN)
+            .map(|task| lanes_min_max(first, task))
+            .reduce(|| (first, first), |a, b| keep(keep(a, b.0), b.1));
         Ok((CpuStorage::F32(vec![lo, hi]), Shape::from(2)))
     }
 }
@@ -69,6 +92,25 @@ mod tests {
         );
         assert_eq!(min_max(&x)?, expected);
         assert_eq!(min_max(&x.to_dtype(DType::F64)?)?, expected);
+        // A NaN after the first element is skipped, as candle's reductions skip it.
+        let mut with_nan = flat.to_vec1::<f32>()?;
+        with_nan[21] = f32::NAN;
+        with_nan[58] = f32::NAN;
+        let with_nan = Tensor::new(with_nan.as_slice(), &Device::Cpu)?;
+        let expected = (
+            with_nan.min(0)?.to_scalar::<f32>()?,
+            with_nan.max(0)?.to_scalar::<f32>()?,
+        );
+        assert_eq!(min_max(&with_nan)?, expected);
+        // Large enough to split into tasks, with the extremes late and NaNs inside.
+        let n = 3 * super::TASK_LEN + 17;
+        let mut big: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        big[n - 2] = -7.5;
+        big[2 * super::TASK_LEN + 5] = 9.25;
+        big[super::TASK_LEN] = f32::NAN;
+        big[n - 1] = f32::NAN;
+        let big = Tensor::new(big.as_slice(), &Device::Cpu)?;
+        assert_eq!(min_max(&big)?, (-7.5, 9.25));
         Ok(())
     }
 }

@@ -3,18 +3,26 @@
 //! the CPU: the forward hands out the quantized value, the backward passes `dy` (inside
 //! the range only, when clipped). Spelled with candle's own ops the same rule took three
 //! to seven passes forward and twice that backward per quantized tensor, which made QAT
-//! training half as fast as plain training.
+//! training half as fast as plain training. Where the quantized value is per-tensor fake
+//! quantization, [`fake_quantize_straight_through`] computes it inside the same op
+//! (one pass and one tensor fewer per quantized activation).
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::QuantRange;
+use super::{QParams, QuantRange};
 
 /// Value of `quantized`, gradient `dy` (or `dy · [low ≤ x ≤ high]`) into `x`.
 struct StraightThroughOp {
     clip: Option<QuantRange>,
 }
 
-/// The backward of [`StraightThroughOp`]: `dy · [low ≤ x ≤ high]`.
+/// Value: `x` fake-quantized on grid `q`; gradient: as [`StraightThroughOp`]'s.
+struct FakeQuantStraightThrough {
+    q: QParams,
+    clip: Option<QuantRange>,
+}
+
+/// The backward of the straight-through ops: `dy · [low ≤ x ≤ high]`.
 struct ClippedGrad(QuantRange);
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -55,11 +63,31 @@ impl CustomOp2 for StraightThroughOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = match self.clip {
-            None => dy.clone(),
-            Some(range) => x.apply_op2_no_bwd(&dy.contiguous()?, &ClippedGrad(range))?,
-        };
-        Ok((Some(dx), None))
+        Ok((Some(passed_gradient(x, dy, self.clip)?), None))
+    }
+}
+
+impl CustomOp1 for FakeQuantStraightThrough {
+    fn name(&self) -> &'static str {
+        "sprig-fake-quant-straight-through"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(xs, xl, self.name())?;
+        let values = super::fake_quant_value::fake_quant_values(x, self.q);
+        Ok((CpuStorage::F32(values), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(passed_gradient(x, dy, self.clip)?))
+    }
+}
+
+/// `dy`, or `dy · [low ≤ x ≤ high]` when clipped.
+fn passed_gradient(x: &Tensor, dy: &Tensor, clip: Option<QuantRange>) -> Result<Tensor> {
+    match clip {
+        None => Ok(dy.clone()),
+        Some(range) => x.apply_op2_no_bwd(&dy.contiguous()?, &ClippedGrad(range)),
     }
 }
 
@@ -104,4 +132,22 @@ pub fn straight_through(
         x.contiguous()?
             .apply_op2(&quantized.detach().contiguous()?, op)?,
     ))
+}
+
+/// `x` fake-quantized per tensor on grid `q`, with the straight-through gradient
+/// (clipped to `q`'s range when `clip`), in one op where it applies (f32 on the CPU);
+/// `None` sends the caller to the value and then [`straight_through`].
+pub fn fake_quantize_straight_through(
+    x: &Tensor,
+    q: QParams,
+    clip: bool,
+) -> Result<Option<Tensor>> {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return Ok(None);
+    }
+    let op = FakeQuantStraightThrough {
+        q,
+        clip: clip.then(|| q.range()),
+    };
+    Ok(Some(x.contiguous()?.apply_op1(op)?))
 }
