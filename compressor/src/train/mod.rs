@@ -1,6 +1,7 @@
 //! Training and fine-tuning: a seeded, resumable loop with progress bars, checkpoints
 //! every epoch and a stop on a non-finite loss.
 
+mod adamw_cpu;
 mod checkpoint;
 mod distill;
 mod optim;

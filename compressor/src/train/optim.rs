@@ -8,6 +8,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::adamw_cpu::{adamw_update, AdamWStep};
+
 /// Which optimizer, with its hyper-parameters (the learning rate comes from the schedule).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -99,20 +101,21 @@ impl Optimizer {
                     eps,
                     weight_decay,
                 } => {
+                    let step = AdamWStep {
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                        lr,
+                        t,
+                    };
                     let (mk, vk) = (format!("m.{name}"), format!("v.{name}"));
-                    let m = match self.state.get(&mk) {
-                        Some(m) => ((m * beta1)? + (g * (1.0 - beta1))?)?,
-                        None => (g * (1.0 - beta1))?,
+                    let (m, v) = (self.state.get(&mk), self.state.get(&vk));
+                    let (w, m, v) = match adamw_update(step, w, g, m, v)? {
+                        Some(updated) => updated,
+                        None => adamw_with_tensor_ops(step, w, g, m, v)?,
                     };
-                    let v = match self.state.get(&vk) {
-                        Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
-                        None => (g.sqr()? * (1.0 - beta2))?,
-                    };
-                    let m_hat = (&m / (1.0 - beta1.powi(t)))?;
-                    let v_hat = (&v / (1.0 - beta2.powi(t)))?;
-                    let update = (m_hat / (v_hat.sqrt()? + eps)?)?;
-                    let decayed = (w * (1.0 - lr * weight_decay))?;
-                    var.set(&(decayed - (update * lr)?)?)?;
+                    var.set(&w)?;
                     self.state.insert(mk, m);
                     self.state.insert(vk, v);
                 }
@@ -131,6 +134,31 @@ impl Optimizer {
         self.state = state;
         self.steps = steps;
     }
+}
+
+/// One AdamW update spelled with candle's tensor ops, for any device and dtype: new
+/// `(w, m, v)` from weight `w`, gradient `g` and the moments (`None` before the first
+/// step). [`adamw_update`] computes the same bits in one pass on the CPU.
+pub(super) fn adamw_with_tensor_ops(
+    s: AdamWStep,
+    w: &Tensor,
+    g: &Tensor,
+    m: Option<&Tensor>,
+    v: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let m = match m {
+        Some(m) => ((m * s.beta1)? + (g * (1.0 - s.beta1))?)?,
+        None => (g * (1.0 - s.beta1))?,
+    };
+    let v = match v {
+        Some(v) => ((v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?,
+        None => (g.sqr()? * (1.0 - s.beta2))?,
+    };
+    let m_hat = (&m / (1.0 - s.beta1.powi(s.t)))?;
+    let v_hat = (&v / (1.0 - s.beta2.powi(s.t)))?;
+    let update = (m_hat / (v_hat.sqrt()? + s.eps)?)?;
+    let decayed = (w * (1.0 - s.lr * s.weight_decay))?;
+    Ok(((decayed - (update * s.lr)?)?, m, v))
 }
 
 #[cfg(test)]
