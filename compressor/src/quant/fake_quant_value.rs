@@ -38,27 +38,29 @@ const TASK_LEN: usize = 1 << 14;
 
 /// The fake-quantized values of `data` on grid `q`, over rayon's pool.
 pub(super) fn fake_quant_values(data: &[f32], q: QParams) -> Vec<f32> {
-    // The same f32 constants candle's scalar ops derive from their f64 arguments.
-    let inv_scale = (1.0 / f64::from(q.scale)) as f32;
-    let zp = q.zero_point as f32;
-    let (qmin, qmax) = (q.qmin as f32, q.qmax as f32);
-    let value = |x: f32| {
-        let level = round_half_away(x * inv_scale) + zp;
-        // candle's maximum / minimum, NaN-preserving as they are.
-        let level = if level < qmin { qmin } else { level };
-        let level = if level > qmax { qmax } else { level };
-        (level - zp) * q.scale
-    };
     let mut values = vec![0.0f32; data.len()];
     values
         .par_chunks_mut(TASK_LEN)
         .zip(data.par_chunks(TASK_LEN))
-        .for_each(|(out, data)| {
-            for (out, &x) in out.iter_mut().zip(data) {
-                *out = value(x);
-            }
-        });
+        .for_each(|(out, data)| fake_quantize_into(out, data, q));
     values
+}
+
+/// `out[i]` = `data[i]` fake-quantized on grid `q`. A function of its own, not a closure
+/// inside the parallel loop: there LLVM reloaded the grid's constants for every element
+/// (three times the instructions).
+fn fake_quantize_into(out: &mut [f32], data: &[f32], q: QParams) {
+    // The same f32 constants candle's scalar ops derive from their f64 arguments.
+    let inv_scale = (1.0 / f64::from(q.scale)) as f32;
+    let zp = q.zero_point as f32;
+    let (qmin, qmax, scale) = (q.qmin as f32, q.qmax as f32, q.scale);
+    for (out, &x) in out.iter_mut().zip(data) {
+        let level = round_half_away(x * inv_scale) + zp;
+        // candle's maximum / minimum, NaN-preserving as they are.
+        let level = if level < qmin { qmin } else { level };
+        let level = if level > qmax { qmax } else { level };
+        *out = (level - zp) * scale;
+    }
 }
 
 /// `v.round()` (half away from zero), bit for bit, inline: without SSE4.1 `f32::round`

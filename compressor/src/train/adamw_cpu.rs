@@ -63,25 +63,25 @@ pub(super) fn adamw_update(
     let m_old = m_in.as_ref().map_or(zeros.as_slice(), Values::slice);
     let v_old = v_in.as_ref().map_or(zeros.as_slice(), Values::slice);
     let (first_m, first_v) = (m_in.is_none(), v_in.is_none());
-    for i in 0..n {
-        let (w, g) = (w_in.slice()[i], g_in.slice()[i]);
+    let old = w_in.slice().iter().zip(g_in.slice()).zip(m_old).zip(v_old);
+    let new = w_new.iter_mut().zip(&mut m_new).zip(&mut v_new);
+    for ((((&w, &g), &m_old), &v_old), ((w_new, m_new), v_new)) in old.zip(new) {
         let g_part = g * c1 + 0.0;
         let m = if first_m {
             g_part
         } else {
-            (m_old[i] * b1 + 0.0) + g_part
+            (m_old * b1 + 0.0) + g_part
         };
         let g2_part = (g * g) * c2 + 0.0;
         let v = if first_v {
             g2_part
         } else {
-            (v_old[i] * b2 + 0.0) + g2_part
+            (v_old * b2 + 0.0) + g2_part
         };
         let m_hat = m * m_correction + 0.0;
         let v_hat = v * v_correction + 0.0;
         let update = m_hat / (v_hat.sqrt() * 1.0 + eps);
-        w_new[i] = (w * decay + 0.0) - (update * lr + 0.0);
-        (m_new[i], v_new[i]) = (m, v);
+        (*w_new, *m_new, *v_new) = ((w * decay + 0.0) - (update * lr + 0.0), m, v);
     }
     let tensor = |data: Vec<f32>| Tensor::from_vec(data, w.shape(), w.device());
     Ok(Some((tensor(w_new)?, tensor(m_new)?, tensor(v_new)?)))
