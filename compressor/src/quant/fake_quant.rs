@@ -5,6 +5,7 @@
 //! activations asymmetric per tensor in `[-2^(b-1), 2^(b-1)-1]`. Rounding is half away
 //! from zero (`f32::round`), as TFLite's converter rounds.
 
+use super::fake_quant_value::round_half_away;
 use super::{QParams, QuantGrad, QuantRange};
 use candle_core::{DType, Result, Tensor, D};
 
@@ -46,6 +47,33 @@ pub(super) fn channel_max_abs(t: &Tensor) -> Result<Vec<f32>> {
 /// The integer weights (as f32 tensor) for the given per-channel scales.
 pub fn quantize_weight_integers(weight: &Tensor, scales: &[f32], bits: u8) -> Result<Tensor> {
     let qmax = symmetric_qmax(bits) as f32;
+    if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+        // One pass instead of four candle ops (each a tensor, and libm's `roundf` per
+        // element), the same f32 operations: `w / scale`, round, clamp.
+        let w = weight
+            .detach()
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let per_channel = w.len() / scales.len().max(1);
+        let integers: Vec<f32> = w
+            .chunks(per_channel.max(1))
+            .zip(scales)
+            .flat_map(|(channel, &scale)| {
+                channel.iter().map(move |&v| {
+                    let level = round_half_away(v / scale);
+                    // candle's clamp: its maximum with the low bound, then its minimum.
+                    let level = if level < -qmax { -qmax } else { level };
+                    if level > qmax {
+                        qmax
+                    } else {
+                        level
+                    }
+                })
+            })
+            .collect();
+        return Tensor::from_vec(integers, weight.shape(), weight.device());
+    }
     let scale = channel_tensor(weight, scales)?;
     weight
         .detach()
@@ -214,4 +242,39 @@ pub fn round_average_onto_grid(
     let integer = (sum.sign()? * magnitude)?.clamp(q.qmin as f32, q.qmax as f32)?;
     let dequant = ((integer - f64::from(q.zero_point))? * f64::from(q.scale))?;
     grad.apply(x, &dequant, q.range())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::{channel_tensor, quantize_weight_integers, symmetric_qmax};
+
+    /// The one-pass integers are the candle op chain's, bit for bit: ties, values past
+    /// the grid (scales below the channel's largest magnitude) and 2- to 8-bit grids.
+    #[test]
+    fn weight_integers_match_the_candle_op_chain() -> candle_core::Result<()> {
+        let w = Tensor::arange(0f32, 4.0 * 3.0 * 5.0 * 5.0, &Device::Cpu)?
+            .affine(0.125, -37.5)?
+            .reshape((4, 3, 5, 5))?;
+        for bits in [2, 4, 8] {
+            let scales = [0.25f32, 0.1, 3.0, 0.5];
+            let qmax = symmetric_qmax(bits) as f32;
+            let chain = w
+                .broadcast_div(&channel_tensor(&w, &scales)?)?
+                .round()?
+                .clamp(-qmax, qmax)?;
+            let ours = quantize_weight_integers(&w, &scales, bits)?;
+            let bits_of = |t: &Tensor| -> candle_core::Result<Vec<u32>> {
+                Ok(t.flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect())
+            };
+            assert_eq!(ours.dims(), w.dims());
+            assert_eq!(bits_of(&ours)?, bits_of(&chain)?, "{bits} bits");
+        }
+        Ok(())
+    }
 }

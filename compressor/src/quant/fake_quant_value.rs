@@ -6,6 +6,8 @@
 //! [`QuantGrad`](super::QuantGrad) supplies it, as before; the built-in straight-through
 //! rules take the values from [`fake_quant_values`] inside their own op instead.
 
+use std::mem::MaybeUninit;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -38,18 +40,23 @@ const TASK_LEN: usize = 1 << 14;
 
 /// The fake-quantized values of `data` on grid `q`, over rayon's pool.
 pub(super) fn fake_quant_values(data: &[f32], q: QParams) -> Vec<f32> {
-    let mut values = vec![0.0f32; data.len()];
-    values
+    // Written once, not zero-filled first: the fill was a pass over every activation.
+    let mut values = Vec::with_capacity(data.len());
+    values.spare_capacity_mut()[..data.len()]
         .par_chunks_mut(TASK_LEN)
         .zip(data.par_chunks(TASK_LEN))
         .for_each(|(out, data)| fake_quantize_into(out, data, q));
+    // SAFETY: the chunks above cover the first `data.len()` entries, and
+    // `fake_quantize_into` writes every entry of its chunk (equal lengths).
+    unsafe { values.set_len(data.len()) };
     values
 }
 
-/// `out[i]` = `data[i]` fake-quantized on grid `q`. A function of its own, not a closure
-/// inside the parallel loop: there LLVM reloaded the grid's constants for every element
-/// (three times the instructions).
-fn fake_quantize_into(out: &mut [f32], data: &[f32], q: QParams) {
+/// `out[i]` = `data[i]` fake-quantized on grid `q`, for every `i` (the slices have the
+/// same length). A function of its own, not a closure inside the parallel loop: there
+/// LLVM reloaded the grid's constants for every element (three times the instructions).
+fn fake_quantize_into(out: &mut [MaybeUninit<f32>], data: &[f32], q: QParams) {
+    assert_eq!(out.len(), data.len(), "fake quantization: output length");
     // The same f32 constants candle's scalar ops derive from their f64 arguments.
     let inv_scale = (1.0 / f64::from(q.scale)) as f32;
     let zp = q.zero_point as f32;
@@ -59,7 +66,7 @@ fn fake_quantize_into(out: &mut [f32], data: &[f32], q: QParams) {
         // candle's maximum / minimum, NaN-preserving as they are.
         let level = if level < qmin { qmin } else { level };
         let level = if level > qmax { qmax } else { level };
-        *out = (level - zp) * scale;
+        out.write((level - zp) * scale);
     }
 }
 
@@ -67,7 +74,7 @@ fn fake_quantize_into(out: &mut [f32], data: &[f32], q: QParams) {
 /// is a call to libm's `roundf` per element, which took 5 % of a QAT training profile
 /// (about twice the instructions of this).
 #[inline(always)]
-fn round_half_away(v: f32) -> f32 {
+pub(super) fn round_half_away(v: f32) -> f32 {
     // Every f32 of magnitude 2^23 or more is an integer already (NaN and ±∞ too).
     const ALL_INTEGERS: f32 = 8_388_608.0;
     let small = v.abs() < ALL_INTEGERS;

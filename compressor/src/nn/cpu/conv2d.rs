@@ -3,6 +3,8 @@
 //! the batch spread over rayon's threads. The forward op's `bwd` applies the other two,
 //! so candle's autograd and `Var`s work as with `Tensor::conv2d`.
 
+use std::cell::RefCell;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -41,12 +43,32 @@ fn columns<'a>(
     }
 }
 
-fn scratch_for(g: &ConvGeometry) -> Vec<f32> {
-    if g.is_pointwise() {
-        Vec::new()
+thread_local! {
+    /// Each thread's column matrix, kept from call to call. A fresh one per call and
+    /// task was zero-filled at its whole size every time (a tenth of the `memset`s of a
+    /// training step), though im2col and the GEMMs overwrite every entry.
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with this thread's column scratch, `patch_len × out_pixels` long (empty for
+/// pointwise convolutions, which read the image itself). Its contents are stale: `f`
+/// must write before it reads.
+fn with_columns<R>(g: &ConvGeometry, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let len = if g.is_pointwise() {
+        0
     } else {
-        vec![0.0; g.patch_len() * g.out_pixels()]
-    }
+        g.patch_len() * g.out_pixels()
+    };
+    COLUMNS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => {
+            if kept.len() < len {
+                kept.resize(len, 0.0);
+            }
+            f(&mut kept[..len])
+        }
+        // Only if a caller nests (nothing here does): a scratch of its own.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 fn output_shape(g: &ConvGeometry) -> Shape {
@@ -59,22 +81,21 @@ fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
     let mut y = vec![0.0f32; g.batch * g.out_image_len()];
     y.par_chunks_mut(g.out_image_len())
         .zip(x.par_chunks(g.image_len()))
-        .for_each_init(
-            || scratch_for(g),
-            |scratch, (y, x)| {
-                if let Some(bias) = bias {
-                    for (plane, b) in y.chunks_exact_mut(p).zip(bias) {
-                        plane.fill(*b);
-                    }
+        .for_each(|(y, x)| {
+            if let Some(bias) = bias {
+                for (plane, b) in y.chunks_exact_mut(p).zip(bias) {
+                    plane.fill(*b);
                 }
+            }
+            with_columns(g, |scratch| {
                 for group in 0..g.groups {
                     let cols = columns(x, group, g, scratch);
                     let w = MatRef::rows(&w[group * go * k..(group + 1) * go * k], k);
                     let y = &mut y[group * go * p..(group + 1) * go * p];
                     matmul(go, p, k, y, bias.is_some(), w, MatRef::rows(cols, p));
                 }
-            },
-        );
+            });
+        });
     y
 }
 
@@ -193,9 +214,8 @@ impl CustomOp2 for Conv2dInputGrad {
         let mut dx = vec![0.0f32; g.batch * g.image_len()];
         dx.par_chunks_mut(g.image_len())
             .zip(dy.par_chunks(g.out_image_len()))
-            .for_each_init(
-                || vec![0.0f32; k * p],
-                |dcols, (dx, dy)| {
+            .for_each(|(dx, dy)| {
+                with_columns(g, |dcols| {
                     for group in 0..g.groups {
                         let w = MatRef::transposed(&w[group * go * k..(group + 1) * go * k], k);
                         let dy = MatRef::rows(&dy[group * go * p..(group + 1) * go * p], p);
@@ -208,8 +228,8 @@ impl CustomOp2 for Conv2dInputGrad {
                             col2im_add(dcols, g, dx);
                         }
                     }
-                },
-            );
+                })
+            });
         Ok((
             CpuStorage::F32(dx),
             Shape::from((g.batch, g.in_channels, g.height, g.width)),
@@ -240,18 +260,19 @@ impl CustomOp2 for Conv2dWeightGrad {
             .zip(dy.par_chunks(share * g.out_image_len()))
             .map(|(xs, dys)| {
                 let mut dw = vec![0.0f32; g.weight_len()];
-                let mut scratch = scratch_for(g);
-                for (x, dy) in xs
-                    .chunks_exact(g.image_len())
-                    .zip(dys.chunks_exact(g.out_image_len()))
-                {
-                    for group in 0..g.groups {
-                        let cols = columns(x, group, g, &mut scratch);
-                        let dy = MatRef::rows(&dy[group * go * p..(group + 1) * go * p], p);
-                        let dw = &mut dw[group * go * k..(group + 1) * go * k];
-                        matmul(go, k, p, dw, true, dy, MatRef::transposed(cols, p));
+                with_columns(g, |scratch| {
+                    for (x, dy) in xs
+                        .chunks_exact(g.image_len())
+                        .zip(dys.chunks_exact(g.out_image_len()))
+                    {
+                        for group in 0..g.groups {
+                            let cols = columns(x, group, g, scratch);
+                            let dy = MatRef::rows(&dy[group * go * p..(group + 1) * go * p], p);
+                            let dw = &mut dw[group * go * k..(group + 1) * go * k];
+                            matmul(go, k, p, dw, true, dy, MatRef::transposed(cols, p));
+                        }
                     }
-                }
+                });
                 dw
             })
             .collect();

@@ -30,14 +30,22 @@ pub fn im2col(image: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
             let (row_first, row_end) = valid_outputs(ki, g.height, oh, g);
             for kj in 0..k {
                 let row = rows.next().expect("patch_len rows");
-                let (col_first, col_end) = valid_outputs(kj, g.width, ow, g);
+                let cols = valid_outputs(kj, g.width, ow, g);
                 row[..row_first * ow].fill(0.0);
                 row[row_end * ow..].fill(0.0);
-                for y in row_first..row_end {
-                    let out = &mut row[y * ow..(y + 1) * ow];
-                    out[..col_first].fill(0.0);
-                    out[col_end..].fill(0.0);
-                    let src_row = y * g.stride + ki - g.padding;
+                if row_first == row_end {
+                    continue;
+                }
+                let band = &mut row[row_first * ow..row_end * ow];
+                let first_src_row = row_first * g.stride + ki - g.padding;
+                if g.stride == 1 && ow == g.width {
+                    copy_same_width_band(plane, first_src_row, kj, cols, g, band);
+                    continue;
+                }
+                let (col_first, col_end) = cols;
+                for (y, out) in band.chunks_exact_mut(ow).enumerate() {
+                    zero_outside(out, cols);
+                    let src_row = first_src_row + y * g.stride;
                     let src = &plane[src_row * g.width..(src_row + 1) * g.width];
                     if g.stride == 1 {
                         let x0 = col_first + kj - g.padding;
@@ -50,6 +58,43 @@ pub fn im2col(image: &[f32], g: &ConvGeometry, columns: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+/// Zeroes the entries of one output row left and right of `cols` (they read padding).
+/// Most rows have none: the checks spare a `memset` call per row.
+fn zero_outside(out: &mut [f32], (col_first, col_end): (usize, usize)) {
+    if col_first > 0 {
+        out[..col_first].fill(0.0);
+    }
+    if col_end < out.len() {
+        out[col_end..].fill(0.0);
+    }
+}
+
+/// Stride 1 with output rows as wide as input rows (a "same" convolution): entry
+/// `(y, x)` of the band reads the plane at a fixed offset from `y · width + x`, so the
+/// whole band is one copy, after which the columns that read padding (and so took
+/// wrapped-around pixels from a neighbouring row) are zeroed. One copy instead of one
+/// per output row.
+fn copy_same_width_band(
+    plane: &[f32],
+    first_src_row: usize,
+    kj: usize,
+    cols: (usize, usize),
+    g: &ConvGeometry,
+    band: &mut [f32],
+) {
+    let (col_first, col_end) = cols;
+    let width = g.width;
+    if col_first < col_end {
+        // From the first row's first valid column to the last row's last valid one.
+        let dst = col_first..band.len() - width + col_end;
+        let src_start = first_src_row * width + col_first + kj - g.padding;
+        band[dst.clone()].copy_from_slice(&plane[src_start..src_start + dst.len()]);
+    }
+    for out in band.chunks_exact_mut(width) {
+        zero_outside(out, cols);
     }
 }
 
