@@ -55,23 +55,17 @@ pub fn quantize_weight_integers(weight: &Tensor, scales: &[f32], bits: u8) -> Re
             .contiguous()?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let per_channel = w.len() / scales.len().max(1);
-        let integers: Vec<f32> = w
-            .chunks(per_channel.max(1))
-            .zip(scales)
-            .flat_map(|(channel, &scale)| {
-                channel.iter().map(move |&v| {
-                    let level = round_half_away(v / scale);
-                    // candle's clamp: its maximum with the low bound, then its minimum.
-                    let level = if level < -qmax { -qmax } else { level };
-                    if level > qmax {
-                        qmax
-                    } else {
-                        level
-                    }
-                })
-            })
-            .collect();
+        let per_channel = (w.len() / scales.len().max(1)).max(1);
+        let mut integers = vec![0.0f32; w.len()];
+        let channels = integers.chunks_mut(per_channel).zip(w.chunks(per_channel));
+        for ((out, channel), &scale) in channels.zip(scales) {
+            for (out, &v) in out.iter_mut().zip(channel) {
+                let level = round_half_away(v / scale);
+                // candle's clamp: its maximum with the low bound, then its minimum.
+                let level = if level < -qmax { -qmax } else { level };
+                *out = if level > qmax { qmax } else { level };
+            }
+        }
         return Tensor::from_vec(integers, weight.shape(), weight.device());
     }
     let scale = channel_tensor(weight, scales)?;

@@ -295,14 +295,20 @@ impl CustomOp1 for ChannelSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let data = contiguous_f32(s, l, self.name())?;
-        let mut sums = vec![0.0f32; c];
-        if h * w > 0 {
-            for image in data.chunks_exact(c * h * w).take(n) {
-                for (sum, plane) in sums.iter_mut().zip(image.chunks_exact(h * w)) {
-                    *sum += plane.iter().sum::<f32>();
-                }
-            }
-        }
+        let plane = h * w;
+        // One task per channel, each adding its planes in image order as before: the
+        // sums split over the threads and keep their bits.
+        let sums = (0..c)
+            .into_par_iter()
+            .map(|channel| {
+                (0..n)
+                    .map(|image| {
+                        let start = (image * c + channel) * plane;
+                        data[start..start + plane].iter().sum::<f32>()
+                    })
+                    .fold(0.0f32, |sum, s| sum + s)
+            })
+            .collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }

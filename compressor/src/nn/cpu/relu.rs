@@ -3,7 +3,13 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
+use rayon::prelude::*;
+
 use super::storage::contiguous_f32;
+
+/// Elements per parallel task: LeNet-5's largest activation (conv1's, 300 k values a
+/// batch) splits over the threads, small ones stay on one.
+const TASK_LEN: usize = 1 << 14;
 
 /// `y = max(x, 0)`.
 pub struct ReluForward;
@@ -19,7 +25,11 @@ impl CustomOp1 for ReluForward {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         // `max` would turn NaN into 0 and hide a diverging run from the NaN stop.
-        let y = x.iter().map(|&v| if v < 0.0 { 0.0 } else { v }).collect();
+        let y = x
+            .par_iter()
+            .with_min_len(TASK_LEN)
+            .map(|&v| if v < 0.0 { 0.0 } else { v })
+            .collect();
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -51,8 +61,9 @@ impl CustomOp2 for ReluGrad {
             );
         }
         let dx = x
-            .iter()
+            .par_iter()
             .zip(dy)
+            .with_min_len(TASK_LEN)
             .map(|(&x, &g)| if x > 0.0 { g } else { 0.0 })
             .collect();
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
