@@ -62,7 +62,12 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     sprig_compressor::cpu_threads::configure();
     sprig_compressor::freed_memory::keep_for_reuse();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    sprig_compressor::cpu_threads::run_on_pool(|| dispatch(command))
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Compress(args) => compress::run(args),
         Command::Auto(args) => auto::run(args),
         Command::Build(args) => firmware::run(args),
