@@ -360,7 +360,18 @@ impl<'a> Lowering<'a> {
                     None => Ok((y, None)),
                 }
             }
-            OutputGrid::Inherited => Ok((y, in_grid)),
+            // A max pool's output is on its input's grid, and a pair written after it
+            // says so. Without it onnxruntime's extended optimizations insert their
+            // own pair, whose opset-21 `output_dtype` (INT8) then disagrees with the
+            // UINT8 zero point they rewrite it to, and the session fails to load
+            // (1.31 and 1.32, AVX-512 VNNI; onnxruntime#25526).
+            OutputGrid::Inherited => match in_grid {
+                Some(q) if matches!(self.graph.nodes()[i].layer, Layer::MaxPool2d(_)) => {
+                    let base = format!("{}.output", self.graph.nodes()[i].name);
+                    Ok((self.qdq(y, q, &base)?, in_grid))
+                }
+                _ => Ok((y, in_grid)),
+            },
             OutputGrid::Rounded => match in_grid {
                 Some(q) => {
                     let base = format!("{}.output", self.graph.nodes()[i].name);
@@ -690,6 +701,50 @@ mod tests {
         }
         let fc3 = initializer(&lowered, "fc3.weight_quantized");
         assert_eq!(fc3.data_type, data_type::INT8);
+        Ok(())
+    }
+
+    /// Each max pool reads a dequantized conv output and is quantized again on the
+    /// same scale and zero point, so onnxruntime's optimizer inserts no pair there.
+    #[test]
+    fn a_max_pool_on_a_grid_is_quantized_again_on_it() -> Result<()> {
+        let model = calibrated(
+            r#"[{"op_types": ["Conv2d", "Linear"], "quant_types": ["weight", "output"], "quant_bits": 8}]"#,
+        )?;
+        let lowered = lower(&model.graph, Path::new("model.onnx"), [1, 28, 28])?;
+        let producer = |value: &str| {
+            lowered
+                .nodes
+                .iter()
+                .find(|n| n.output.iter().any(|o| o == value))
+                .unwrap_or_else(|| panic!("nothing produces {value}"))
+        };
+        let consumer = |value: &str| {
+            lowered
+                .nodes
+                .iter()
+                .find(|n| n.input.iter().any(|i| i == value))
+                .unwrap_or_else(|| panic!("nothing reads {value}"))
+        };
+        for (pool, conv) in [("pool1", "conv1"), ("pool2", "conv2")] {
+            let node = lowered.nodes.iter().find(|n| n.name == pool).expect(pool);
+            assert_eq!(node.op_type, "MaxPool");
+            let before = producer(&node.input[0]);
+            assert_eq!(before.op_type, "DequantizeLinear", "{pool}'s input");
+            assert_eq!(before.input[1], format!("{conv}.output_scale"));
+            let after = consumer(&node.output[0]);
+            assert_eq!(after.op_type, "QuantizeLinear", "{pool}'s output");
+            let (scale, zero) = (&after.input[1], &after.input[2]);
+            assert_eq!(
+                f32s(initializer(&lowered, scale)),
+                f32s(initializer(&lowered, &before.input[1]))
+            );
+            assert_eq!(
+                initializer(&lowered, zero).raw_data,
+                initializer(&lowered, &before.input[2]).raw_data
+            );
+            assert_eq!(consumer(&after.output[0]).op_type, "DequantizeLinear");
+        }
         Ok(())
     }
 

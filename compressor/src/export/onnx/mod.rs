@@ -21,6 +21,9 @@
 //!   zero point) in front of the Conv / Gemm;
 //! - a quantized output gets the pair after the layer, or after its fused ReLU / ReLU6
 //!   (the layer's only consumer) when it has one;
+//! - a max pool whose input is on a grid gets the same pair after it (the values
+//!   are grid points already, so it changes nothing; onnxruntime's optimizer would
+//!   otherwise insert its own, see `lower.rs`);
 //! - activations of fewer than 8 bits are still stored as int8 (QuantizeLinear
 //!   saturates to [-128, 127]), so a Clip to the narrower grid follows the
 //!   DequantizeLinear.
