@@ -206,7 +206,10 @@ fn bench_train(args: &Args) -> anyhow::Result<()> {
         args.batch_size,
         data.len(),
     ));
-    let mut command = format!("cargo xtask bench train --images {}", args.images);
+    let mut command = format!(
+        "cargo xtask bench train --images {} --rounds {rounds}",
+        args.images
+    );
     if !args.only.is_empty() {
         command.push_str(&format!(" --only {}", args.only.join(",")));
     }
