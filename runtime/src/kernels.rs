@@ -30,6 +30,11 @@ pub mod binary_narrow;
 pub mod conv;
 pub mod conv_pool;
 pub mod depthwise;
+#[cfg(any(
+    test,
+    all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))
+))]
+mod depthwise_lanes;
 pub mod fully_connected;
 pub mod low_bit;
 pub mod pool_bits;

@@ -46,6 +46,19 @@ pub fn depthwise_conv2d(
     ) {
         return done;
     }
+    // Armv7E-M: four channels per pass in 16-bit lanes (same results).
+    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+    if let Some(done) = super::depthwise_lanes::depthwise_conv2d(
+        g,
+        depth_multiplier,
+        input_offset,
+        stage,
+        filter,
+        input,
+        output,
+    ) {
+        return done;
+    }
     // Channel blocks outermost, so each block's bias and requantization are decoded once
     // per call, not once per output pixel.
     for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
