@@ -57,19 +57,7 @@ pub(crate) fn depthwise_conv2d(
     if depth_multiplier != 1 || taps > TAPS_CAP || !whole_groups || g.in_c != g.out_c {
         return None;
     }
-    Some(run(g, input_offset, pad_byte, stage, filter, input, output))
-}
-
-fn run(
-    g: &ConvGeometry,
-    input_offset: i32,
-    pad_byte: i8,
-    stage: &OutputStage<'_>,
-    filter: &[i8],
-    input: &[i8],
-    output: &mut [i8],
-) -> Result<(), Error> {
-    for c0 in (0..g.out_c).step_by(QUANT_BLOCK) {
+    Some((0..g.out_c).step_by(QUANT_BLOCK).try_for_each(|c0| {
         let n = QUANT_BLOCK.min(g.out_c - c0);
         channel_block(
             g,
@@ -81,9 +69,8 @@ fn run(
             output,
             c0,
             n,
-        )?;
-    }
-    Ok(())
+        )
+    }))
 }
 
 /// Channels `c0..c0 + n` (`n` a multiple of [`LANES`], at most [`QUANT_BLOCK`]) of
