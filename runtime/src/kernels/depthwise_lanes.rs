@@ -3,8 +3,8 @@
 //! one `LDR` bringing the four inputs of a tap and `SMLABB` / `SMLATT` multiplying them
 //! as 16-bit lanes.
 //!
-//! The plain kernel walks a 32-entry accumulator array per pixel and tap, and measured
-//! 16–22 Cortex-M4 instructions per MAC on the MLPerf Tiny models' 3×3 depthwise convs,
+//! The plain kernel walks a 16-entry accumulator array per pixel and tap, and measured
+//! 15–22 Cortex-M4 instructions per MAC on vww_96_int8's 3×3 depthwise convs,
 //! whose windows hold only nine products per output. Here, per block of
 //! [`QUANT_BLOCK`] channels:
 //!
