@@ -152,8 +152,14 @@ fn channel_block(
                     // or `pad[4·gi..4·gi + 4]` (`4·gi + 4 ≤ QUANT_BLOCK`) for one
                     // outside; `taps ≥ 1` (the geometry has no empty kernel).
                     let acc = unsafe { lanes_dot(base.wrapping_add(gi * LANES), entries, start) };
-                    for ((out, a), q) in out.iter_mut().zip(acc).zip(quants) {
-                        *out = stage.finish(q, a);
+                    // Spelled out: as a loop, LLVM spilled the four sums to the stack.
+                    if let ([o0, o1, o2, o3], [q0, q1, q2, q3], [a0, a1, a2, a3]) =
+                        (out, quants, acc)
+                    {
+                        *o0 = stage.finish(q0, a0);
+                        *o1 = stage.finish(q1, a1);
+                        *o2 = stage.finish(q2, a2);
+                        *o3 = stage.finish(q3, a3);
                     }
                 }
             }
