@@ -160,7 +160,8 @@ impl Requant {
     /// - SRDHM: `(x·m + nudge) / 2^31` truncated toward zero equals
     ///   `(x·m + 2^30) >> 31` (arithmetic) for both signs: for `x·m < 0` truncation is
     ///   `(v + 2^31 − 1) >> 31` with `v = x·m + 1 − 2^30`, i.e. `(x·m + 2^30) >> 31`.
-    ///   Where the shifted `a` has `|a| < 2^30` (every accumulator of a real layer),
+    ///   Where the shifted `a` has `|a| < 2^30` (an int8 layer's accumulator, unless
+    ///   it sums some 30,000 full-scale products),
     ///   that is `(2a·m + 2^31) >> 32`, one `SMMULR` on Armv7E-M, and `a = i32::MIN`
     ///   (SRDHM's one saturating case) cannot occur.
     /// - Rounding divide by `2^right`, `right ≤ 31`, ties away from zero: then
