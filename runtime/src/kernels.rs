@@ -333,7 +333,8 @@ pub(crate) fn dot_offset4(x: &[i16], w0: &[i8], w1: &[i8], w2: &[i8], w3: &[i8])
 
 /// Dual 16-bit multiply-accumulate loops: Armv7E-M assembly where the target has the
 /// DSP extension, bit-identical portable code elsewhere (and in the unit tests), written
-/// with the three helpers below, which model `SMLAD` and `SXTB16`.
+/// with the three helpers below, which model `SMLAD` and `SXTB16` (the last two shared
+/// with `depthwise_lanes`).
 #[allow(unsafe_code)]
 mod dual {
     /// `acc + lo(a)·lo(b) + hi(a)·hi(b)` on signed 16-bit halves, wrapping (`SMLAD`).
@@ -348,7 +349,7 @@ mod dual {
     /// Bytes 0 and 2 of `w`, each sign-extended to a 16-bit half (`SXTB16`).
     #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
     #[inline(always)]
-    fn sxtb16(w: u32) -> u32 {
+    pub(super) fn sxtb16(w: u32) -> u32 {
         let b0 = u32::from(i16::from(w as u8 as i8) as u16);
         let b2 = u32::from(i16::from((w >> 16) as u8 as i8) as u16);
         b0 | (b2 << 16)
@@ -357,7 +358,7 @@ mod dual {
     /// Bytes 1 and 3 of `w`, each sign-extended to a 16-bit half (`SXTB16 …, ROR #8`).
     #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
     #[inline(always)]
-    fn sxtb16_ror8(w: u32) -> u32 {
+    pub(super) fn sxtb16_ror8(w: u32) -> u32 {
         sxtb16(w.rotate_right(8))
     }
 

@@ -117,7 +117,7 @@ fn channel_block(
     let row = (g.in_w * g.in_c) as isize;
     let mut pixels = output.chunks_exact_mut(g.out_c);
     // Whether the table holds the offsets of a window wholly inside the image.
-    let mut interior = None;
+    let mut interior = false;
     for image in input.chunks_exact(image_len) {
         let pad_from_image = (pad.as_ptr() as isize).wrapping_sub(image.as_ptr() as isize);
         for oy in 0..g.out_h {
@@ -131,11 +131,11 @@ fn channel_block(
                     && x0 >= 0
                     && y0 as usize + g.kernel_h <= g.in_h
                     && x0 as usize + g.kernel_w <= g.in_w;
-                if !inside || interior != Some(true) {
+                if !inside || !interior {
                     let pad_offset = pad_from_image.wrapping_sub(origin);
                     let filled = table.get_mut(..groups).ok_or(Error::KernelArgs)?;
                     write_offsets(g, y0, x0, pad_offset, filled);
-                    interior = Some(inside);
+                    interior = inside;
                 }
                 let out_px = pixels.next().ok_or(Error::KernelArgs)?;
                 let out_block = out_px.get_mut(c0..c0 + n).ok_or(Error::KernelArgs)?;
@@ -250,16 +250,13 @@ unsafe fn lanes_dot(base: *const i8, entries: &[TapEntry], acc: [i32; LANES]) ->
     {
         let lo = |v: usize| i32::from(v as u16 as i16);
         let hi = |v: usize| i32::from((v >> 16) as u16 as i16);
-        let sxtb16 = |v: u32| {
-            u32::from(v as u8 as i8 as i16 as u16)
-                | u32::from((v >> 16) as u8 as i8 as i16 as u16) << 16
-        };
+        use super::dual::{sxtb16, sxtb16_ror8};
         let [mut a0, mut a1, mut a2, mut a3] = acc;
         for &[offset, even, odd] in entries {
             // SAFETY: readable per the contract.
             let x = unsafe { base.wrapping_add(offset).cast::<u32>().read_unaligned() };
             let x = u32::from_le(x);
-            let (xe, xo) = (sxtb16(x) as usize, sxtb16(x.rotate_right(8)) as usize);
+            let (xe, xo) = (sxtb16(x) as usize, sxtb16_ror8(x) as usize);
             a0 = a0.wrapping_add(lo(xe) * lo(even));
             a2 = a2.wrapping_add(hi(xe) * hi(even));
             a1 = a1.wrapping_add(lo(xo) * lo(odd));
