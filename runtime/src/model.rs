@@ -83,18 +83,31 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     // the firmware, with `run_in_arena` below).
     #[inline(never)]
     pub fn parse(blob: &'a [u8]) -> Result<Self, Error> {
-        let parsed = format::read::parse::<MAX_OPS, MAX_TENSORS>(blob)?;
-        validate::validate::<MAX_OPS, MAX_TENSORS, OPS>(&parsed)?;
-        #[allow(unused_mut)]
+        // The tables are decoded straight into the model's own vectors: built
+        // elsewhere and moved in, they took a second copy of the model on the stack.
         let mut model = Model {
-            header: parsed.header,
-            graph: parsed.graph,
-            tensors: parsed.tensors,
-            ops: parsed.ops,
-            data: parsed.data,
+            header: Header {
+                major: 0,
+                minor: 0,
+                flags: 0,
+                payload_len: 0,
+                crc32: 0,
+            },
+            graph: GraphHeader::default(),
+            tensors: heapless::Vec::new(),
+            ops: heapless::Vec::new(),
+            data: &[],
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             plan: crate::kernels::x86::Plan::default(),
         };
+        let decoded = format::read::parse(blob, &mut model.tensors, &mut model.ops)?;
+        (model.header, model.graph, model.data) = (decoded.header, decoded.graph, decoded.data);
+        validate::validate::<MAX_TENSORS, OPS>(
+            &model.graph,
+            &model.tensors,
+            &model.ops,
+            model.data,
+        )?;
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         {
             let plan = crate::kernels::x86::Plan::new(model.ops.len(), |i| {

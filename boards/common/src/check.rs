@@ -70,7 +70,10 @@ fn failed() -> Outcome {
 pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackArea>) -> Outcome {
     let blob = artifacts::model();
     // Only the kernels of the model's op kinds are linked (`OP_SET`).
-    let model = match Model::<MAX_OPS, MAX_TENSORS, OP_SET>::parse(blob) {
+    // Borrowed, not moved out of the `Result`: a move would keep a second copy of the
+    // model (832 B for LeNet-5) in this frame for the whole run.
+    let parsed = Model::<MAX_OPS, MAX_TENSORS, OP_SET>::parse(blob);
+    let model = match &parsed {
         Ok(model) => model,
         Err(e) => {
             defmt::error!("the embedded model does not load: {}", e);
@@ -102,7 +105,7 @@ pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackA
     let (mut min_ticks, mut max_ticks) = (u32::MAX, 0u32);
     for (i, vector) in vectors.iter().enumerate() {
         outcome.vectors += 1;
-        if label_of(&model, vector.expected) == usize::from(vector.label) {
+        if label_of(model, vector.expected) == usize::from(vector.label) {
             outcome.host_correct += 1;
         }
         let start = counter.now();
@@ -119,7 +122,7 @@ pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackA
         outcome.ticks += u64::from(ticks);
         min_ticks = min_ticks.min(ticks);
         max_ticks = max_ticks.max(ticks);
-        if label_of(&model, output) == usize::from(vector.label) {
+        if label_of(model, output) == usize::from(vector.label) {
             outcome.correct += 1;
         }
         let first_difference = output
@@ -147,7 +150,7 @@ pub fn check(board: defmt::Str, counter: &mut impl Counter, stack: Option<StackA
         min_ticks = 0;
     }
     if let Some(first) = vectors.iter().next().filter(|_| PROFILE) {
-        profile(&model, arena, first.input, counter);
+        profile(model, arena, first.input, counter);
     }
     defmt::info!(
         "sprig result: board={=istr} vectors={=u32} total_vectors={=u32} mismatches={=u32} correct={=u32} host_correct={=u32} unit={=istr} units_per_tick={=f32} ticks={=u64} min_ticks={=u32} max_ticks={=u32} stack={=u32} arena={=u32} model={=u32}",

@@ -13,13 +13,13 @@ use super::{
 };
 use crate::error::{sat_u32, Error};
 
-/// A structurally sound blob.
+/// What a structurally sound blob holds besides its tensor and op tables: those are
+/// decoded into the caller's vectors, in place (they are most of a `Model`, and a
+/// moved copy would double the loader's stack).
 #[derive(Debug)]
-pub(crate) struct Parsed<'a, const MAX_OPS: usize, const MAX_TENSORS: usize> {
+pub(crate) struct Decoded<'a> {
     pub header: Header,
     pub graph: GraphHeader,
-    pub tensors: heapless::Vec<Tensor, MAX_TENSORS>,
-    pub ops: heapless::Vec<Op, MAX_OPS>,
     pub data: &'a [u8],
 }
 
@@ -99,10 +99,15 @@ fn zigzag(n: u32) -> i32 {
     ((n >> 1) as i32) ^ -((n & 1) as i32)
 }
 
-/// Check the header, decode the graph and locate the data section of `blob`.
-pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
-    blob: &[u8],
-) -> Result<Parsed<'_, MAX_OPS, MAX_TENSORS>, Error> {
+/// Check the header, decode the graph (its tensors into `tensors`, its ops into
+/// `ops`, both emptied first) and locate the data section of `blob`.
+pub(crate) fn parse<'a, const MAX_OPS: usize, const MAX_TENSORS: usize>(
+    blob: &'a [u8],
+    tensors: &mut heapless::Vec<Tensor, MAX_TENSORS>,
+    ops: &mut heapless::Vec<Op, MAX_OPS>,
+) -> Result<Decoded<'a>, Error> {
+    tensors.clear();
+    ops.clear();
     let header = Header::check(blob)?;
     let payload = blob.get(HEADER_LEN..).ok_or(Error::TooShort {
         needed: HEADER_LEN as u32,
@@ -132,7 +137,6 @@ pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
             capacity: sat_u32(MAX_TENSORS),
         });
     }
-    let mut tensors = heapless::Vec::new();
     for _ in 0..n_tensors {
         let tensor = read_tensor(&mut cur)?;
         tensors.push(tensor).map_err(|_| Error::TooManyTensors {
@@ -148,7 +152,6 @@ pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
             capacity: sat_u32(MAX_OPS),
         });
     }
-    let mut ops = heapless::Vec::new();
     for _ in 0..n_ops {
         let op = read_op(&mut cur)?;
         ops.push(op).map_err(|_| Error::TooManyOps {
@@ -158,11 +161,9 @@ pub(crate) fn parse<const MAX_OPS: usize, const MAX_TENSORS: usize>(
     }
 
     let data = data_section(blob, cur.pos, &graph)?;
-    Ok(Parsed {
+    Ok(Decoded {
         header,
         graph,
-        tensors,
-        ops,
         data,
     })
 }

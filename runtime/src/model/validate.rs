@@ -10,7 +10,6 @@ use super::lifetimes::{self, Live};
 use super::OpKind;
 use crate::error::{sat_u32, Error};
 use crate::fixed_point::{multiplier_in_range, shift_in_range};
-use crate::format::read::Parsed;
 use crate::format::{
     packed, sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
     FUSED_WINDOW_CAP, REQUANT_ENTRY_LEN,
@@ -18,25 +17,28 @@ use crate::format::{
 use crate::kernels::binary::BINARY_ROW_CAP;
 use crate::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
 
-/// Check everything about a structurally sound blob.
-pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>(
-    p: &Parsed<'_, MAX_OPS, MAX_TENSORS>,
+/// Check everything about a structurally sound blob: its graph header, tensor and
+/// op tables and data section.
+pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: u32>(
+    graph: &GraphHeader,
+    tensors: &[Tensor],
+    ops: &[Op],
+    data: &[u8],
 ) -> Result<(), Error> {
-    let tensors: &[Tensor] = &p.tensors;
     let count = sat_u32(tensors.len());
-    for index in [p.graph.input, p.graph.output] {
+    for index in [graph.input, graph.output] {
         if usize::try_from(index).map_or(true, |i| i >= tensors.len()) {
             return Err(Error::TensorIndexOutOfRange { index, count });
         }
     }
     for (i, t) in tensors.iter().enumerate() {
-        check_tensor(sat_u32(i), t, &p.graph)?;
+        check_tensor(sat_u32(i), t, graph)?;
     }
-    for (i, op) in p.ops.iter().enumerate() {
+    for (i, op) in ops.iter().enumerate() {
         let ctx = Ctx {
             op: sat_u32(i),
             tensors,
-            data: p.data,
+            data,
         };
         ctx.check::<OPS>(op)?;
     }
@@ -51,8 +53,8 @@ pub(crate) fn validate<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS
         count,
         capacity: sat_u32(MAX_TENSORS),
     })?;
-    lifetimes::compute(&p.ops, p.graph.input, p.graph.output, live)?;
-    check_overlaps(&p.ops, tensors, live)
+    lifetimes::compute(ops, graph.input, graph.output, live)?;
+    check_overlaps(ops, tensors, live)
 }
 
 fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
