@@ -178,13 +178,11 @@ impl Requant {
         // have nothing to divide.
         let e = self.right & 31;
         if small {
-            let doubled = i64::from(a.wrapping_add(a));
-            let high = ((doubled * i64::from(self.multiplier) + (1i64 << 31)) >> 32) as i32;
-            if e == 0 {
-                return high;
-            }
-            let half = 1i32 << (e - 1);
-            return high.wrapping_add(half).wrapping_add(high >> 31) >> e;
+            return if e == 0 {
+                scale_small::<false>(a, self.multiplier, 0)
+            } else {
+                scale_small::<true>(a, self.multiplier, e)
+            };
         }
         let high = if a == i32::MIN && self.multiplier == i32::MIN {
             i32::MAX
@@ -198,6 +196,25 @@ impl Requant {
         let remainder = high & mask;
         let threshold = (mask >> 1) + i32::from(high < 0);
         (high >> e) + i32::from(remainder > threshold)
+    }
+}
+
+/// [`Requant::apply`]'s first form, exact for an already shifted `a` in
+/// `(−2^30, 2^30)`: SRDHM by `multiplier` as one rounding high multiply, then where
+/// `DIVIDE` the rounding divide by `2^right` (`right` in `1..=31`); without, `right`
+/// is 0 and ignored. A constant, so that a loop over one requantization whose range
+/// it knows (an Add's offset inputs times `2^20`) picks the form once.
+#[inline(always)]
+pub fn scale_small<const DIVIDE: bool>(a: i32, multiplier: i32, right: u32) -> i32 {
+    let doubled = i64::from(a.wrapping_add(a));
+    let high = ((doubled * i64::from(multiplier) + (1i64 << 31)) >> 32) as i32;
+    if DIVIDE {
+        let half = 1i32.wrapping_shl(right.wrapping_sub(1));
+        high.wrapping_add(half)
+            .wrapping_add(high >> 31)
+            .wrapping_shr(right)
+    } else {
+        high
     }
 }
 

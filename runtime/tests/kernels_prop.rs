@@ -763,16 +763,21 @@ proptest! {
         let (x, y) = (rng.vec_i8(n), rng.vec_i8(n));
         let mut m = || (1 << 30) + (rng.next() % (1 << 30)) as i32;
         let (m1, m2, mo) = (m(), m(), m());
+        // Offsets beyond ±256 and output shifts from right to left reach the kernel's
+        // general path and each form of its output requantization.
+        let wide = rng.one_in(4);
+        let mut offset = || if wide { rng.range(-400, 400) } else { rng.range(-127, 128) };
+        let (input1_offset, input2_offset) = (offset(), offset());
         let p = AddParams {
-            input1_offset: rng.range(-127, 128),
-            input2_offset: rng.range(-127, 128),
+            input1_offset,
+            input2_offset,
             output_offset: rng.range(-128, 127),
             input1_multiplier: m1,
             input1_shift: rng.range(-8, 0),
             input2_multiplier: m2,
             input2_shift: rng.range(-8, 0),
             output_multiplier: mo,
-            output_shift: rng.range(-24, -10),
+            output_shift: if rng.one_in(3) { rng.range(-1, 2) } else { rng.range(-24, -10) },
             act_min: rng.range(-128, 0),
             act_max: rng.range(0, 127),
         };
