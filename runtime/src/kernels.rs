@@ -541,6 +541,79 @@ mod dual {
         }
     }
 
+    /// [`dot_pair`] for each of `sums.len() / 2` weight rows, `len` bytes each and one
+    /// after another in `weights`, against all of `packed` (two pixels' windows, `len`
+    /// words, `len` a multiple of 4): `(sums[2j], sums[2j + 1])` = row `j`'s sums for
+    /// the first and second pixel, as the bits of `i32`s. Nothing is written unless the lengths agree. On
+    /// SMLAD targets the rows loop is in the assembly too: 8 instructions a row around
+    /// the inner loop, where LLVM's loop around `dot_pair` with the requantization
+    /// took about 77. The inner loop loads the four input words as two `LDRD`s, not
+    /// one `LDM`, to leave a register for that: 11 instructions for 8 products.
+    #[inline(always)]
+    pub(super) fn dot_pair_rows(packed: &[u32], weights: &[i8], len: usize, sums: &mut [u32]) {
+        let rows = sums.len() / 2;
+        let fits = len >= 4
+            && len.is_multiple_of(4)
+            && packed.len() == len
+            && sums.len().is_multiple_of(2)
+            && rows.checked_mul(len).is_some_and(|n| n <= weights.len());
+        if !fits || rows == 0 {
+            return;
+        }
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        // SAFETY: per row, the inner loop reads all of `packed` (`len / 4` groups of
+        // four words, at least one: checked above; word aligned as a `u32` slice, as
+        // `LDRD` needs) and the row's `len` weight bytes (inside `weights`: checked
+        // above; unaligned `LDR` is allowed on Armv7E-M), which leaves the weight
+        // pointer at the next row; it then stores two words at `sums`
+        // (`sums.len() = 2·rows`) and moves on. It writes only the named registers,
+        // `sums` and no stack.
+        unsafe {
+            let end = packed.as_ptr().add(packed.len());
+            core::arch::asm!(
+                "1:",
+                "sub {p}, {end}, {bytes}",
+                "mov {a}, #0",
+                "mov {b}, #0",
+                "2:",
+                "ldrd {x0}, {x1}, [{p}], #8",
+                "ldr {w}, [{row}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a}, {x0}, {t}, {a}",
+                "smlad {a}, {x1}, {w}, {a}",
+                "ldrd {x0}, {x1}, [{p}], #8",
+                "smlad {b}, {x0}, {t}, {b}",
+                "smlad {b}, {x1}, {w}, {b}",
+                "cmp {p}, {end}",
+                "bne 2b",
+                "strd {a}, {b}, [{s}], #8",
+                "cmp {s}, {s_end}",
+                "bne 1b",
+                end = in(reg) end,
+                bytes = in(reg) 4 * len,
+                row = inout(reg) weights.as_ptr() => _,
+                s = inout(reg) sums.as_mut_ptr() => _,
+                s_end = in(reg) sums.as_mut_ptr().add(2 * rows),
+                p = out(reg) _,
+                a = out(reg) _,
+                b = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                w = out(reg) _,
+                t = out(reg) _,
+                options(nostack),
+            );
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        for (w, s) in weights.chunks_exact(len).zip(sums.chunks_exact_mut(2)) {
+            if let [a, b] = s {
+                let sums = dot_pair(packed, w, (0, 0));
+                (*a, *b) = (sums.0 as u32, sums.1 as u32);
+            }
+        }
+    }
+
     /// [`dot_two`] for `sums.len() / 2` pairs of weight rows, `len` bytes each and one
     /// after another in `weights`, against all of `packed` (`len = 2·packed.len()`,
     /// a multiple of 4): `(sums[2k], sums[2k + 1])` = rows `2k` and `2k + 1`, from 0.
@@ -881,6 +954,11 @@ pub(crate) fn accumulate_offset(
 /// [`PackScratch`].
 pub(crate) const PAIR_CAP: usize = OFFSET_CAP / 2;
 
+/// Longest window whose channels [`channels_offset_pair`] sums all at once
+/// ([`dual::dot_pair_rows`]): its inner loop takes one instruction more per 8 products
+/// than `dot_pair`'s, which longer windows would pay for more than the rows loop saves.
+const PAIR_ROWS_CAP: usize = 32;
+
 /// Whether conv kernels compute two pixels per pass over the weights
 /// ([`channels_offset_pair`]): where [`PACKED`], for windows of at most [`PAIR_CAP`].
 #[inline]
@@ -935,9 +1013,25 @@ pub(crate) fn channels_offset_pair(
     {
         return Err(Error::KernelArgs);
     }
-    let packed = scratch.get_mut(..body).ok_or(Error::KernelArgs)?;
+    let (packed, rest) = scratch
+        .split_at_mut_checked(body)
+        .ok_or(Error::KernelArgs)?;
     pack_pixel_pair(xa, xb, packed);
     let packed = &*packed;
+    if body == len && len <= PAIR_ROWS_CAP {
+        // Sums first (in the scratch after the packed windows: a stack array would be
+        // zeroed per call), then the requantizations, as in `channels_from_packed`.
+        let sums = rest.get_mut(..2 * quants.len()).ok_or(Error::KernelArgs)?;
+        dual::dot_pair_rows(packed, weights, len, sums);
+        let outs = out_a.iter_mut().zip(out_b.iter_mut());
+        for (((ya, yb), q), s) in outs.zip(quants).zip(sums.chunks_exact(2)) {
+            if let &[a, b] = s {
+                *ya = stage.finish(q, a as i32);
+                *yb = stage.finish(q, b as i32);
+            }
+        }
+        return Ok(());
+    }
     let (tail_a, tail_b) = xa
         .get(body..)
         .zip(xb.get(body..))
