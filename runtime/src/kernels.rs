@@ -541,6 +541,78 @@ mod dual {
         }
     }
 
+    /// Two int8 windows `a` and `b` (equal lengths, a multiple of 4) offset by
+    /// `offset` (within ±256) into `out` in `pack_pixel_pair`'s layout: per group of
+    /// four, `(a0,a2) (a1,a3) (b0,b2) (b1,b3)` as 16-bit halves, `out.len() = a.len()`.
+    /// Nothing is written unless the lengths agree. On SMLAD targets one loop in
+    /// assembly, `SXTB16` and `SADD16` per pair of halves: 13 instructions for 8
+    /// values, where offsetting into `i16` windows and packing those took about 40.
+    #[inline(always)]
+    pub(super) fn pack_offset_pair(a: &[i8], b: &[i8], offset: i16, out: &mut [u32]) {
+        let len = a.len();
+        if len == 0 || !len.is_multiple_of(4) || b.len() != len || out.len() != len {
+            return;
+        }
+        let offsets = u32::from(offset as u16) * 0x0001_0001;
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+        // SAFETY: the loop reads `len / 4` words from each of `a` and `b` (`len` bytes
+        // each, checked above; unaligned `LDR` is allowed on Armv7E-M) and writes
+        // `len / 4` groups of four words to `out` (`out.len() = len`, word aligned as
+        // a `u32` slice, as `STRD` needs); it runs at least once (`len ≥ 4`), writes
+        // only the named registers, `out` and no stack.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {wa}, [{pa}], #4",
+                "ldr {wb}, [{pb}], #4",
+                "sxtb16 {t}, {wa}",
+                "sadd16 {t}, {t}, {off}",
+                "sxtb16 {wa}, {wa}, ror #8",
+                "sadd16 {wa}, {wa}, {off}",
+                "strd {t}, {wa}, [{o}], #8",
+                "sxtb16 {t}, {wb}",
+                "sadd16 {t}, {t}, {off}",
+                "sxtb16 {wb}, {wb}, ror #8",
+                "sadd16 {wb}, {wb}, {off}",
+                "strd {t}, {wb}, [{o}], #8",
+                "cmp {pa}, {end}",
+                "bne 2b",
+                pa = inout(reg) a.as_ptr() => _,
+                pb = inout(reg) b.as_ptr() => _,
+                o = inout(reg) out.as_mut_ptr() => _,
+                end = in(reg) a.as_ptr().add(len),
+                off = in(reg) offsets,
+                wa = out(reg) _,
+                wb = out(reg) _,
+                t = out(reg) _,
+                options(nostack),
+            );
+        }
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+        for ((ga, gb), o) in a
+            .chunks_exact(4)
+            .zip(b.chunks_exact(4))
+            .zip(out.chunks_exact_mut(4))
+        {
+            if let [p0, p1, p2, p3] = o {
+                let (wa, wb) = (super::word(ga), super::word(gb));
+                *p0 = sadd16(sxtb16(wa), offsets);
+                *p1 = sadd16(sxtb16_ror8(wa), offsets);
+                *p2 = sadd16(sxtb16(wb), offsets);
+                *p3 = sadd16(sxtb16_ror8(wb), offsets);
+            }
+        }
+    }
+
+    /// Lane-wise wrapping add of two pairs of 16-bit halves (`SADD16`, flags aside).
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
+    #[inline(always)]
+    fn sadd16(a: u32, b: u32) -> u32 {
+        let lo = (a as u16).wrapping_add(b as u16);
+        let hi = ((a >> 16) as u16).wrapping_add((b >> 16) as u16);
+        u32::from(lo) | (u32::from(hi) << 16)
+    }
+
     /// [`dot_pair`] for each of `sums.len() / 2` weight rows, `len` bytes each and one
     /// after another in `weights`, against all of `packed` (two pixels' windows, `len`
     /// words, `len` a multiple of 4): `(sums[2j], sums[2j + 1])` = row `j`'s sums for
@@ -1017,8 +1089,71 @@ pub(crate) fn channels_offset_pair(
         .split_at_mut_checked(body)
         .ok_or(Error::KernelArgs)?;
     pack_pixel_pair(xa, xb, packed);
-    let packed = &*packed;
-    if body == len && len <= PAIR_ROWS_CAP {
+    let tails = xa
+        .get(body..)
+        .zip(xb.get(body..))
+        .ok_or(Error::KernelArgs)?;
+    channels_from_packed_pair(packed, rest, tails, weights, stage, quants, out_a, out_b)
+}
+
+/// [`channels_offset_pair`] for two int8 windows `a` and `b` (equal lengths, a
+/// multiple of 4) and their input `offset`, packed straight from the int8 values
+/// (`dual::pack_offset_pair`): a 1×1 conv's pixels read from the image, without
+/// offsetting them into `i16` windows first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn channels_offset_pair_i8(
+    a: &[i8],
+    b: &[i8],
+    offset: i16,
+    scratch: &mut PackScratch,
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
+    out_a: &mut [i8],
+    out_b: &mut [i8],
+) -> Result<(), Error> {
+    let len = a.len();
+    if len == 0
+        || !len.is_multiple_of(4)
+        || b.len() != len
+        || out_a.len() != quants.len()
+        || out_b.len() != quants.len()
+        || out_a.len().checked_mul(len) != Some(weights.len())
+    {
+        return Err(Error::KernelArgs);
+    }
+    let (packed, rest) = scratch.split_at_mut_checked(len).ok_or(Error::KernelArgs)?;
+    dual::pack_offset_pair(a, b, offset, packed);
+    channels_from_packed_pair(
+        packed,
+        rest,
+        (&[], &[]),
+        weights,
+        stage,
+        quants,
+        out_a,
+        out_b,
+    )
+}
+
+/// The body of [`channels_offset_pair`] and [`channels_offset_pair_i8`] once the two
+/// windows are packed: `packed` (their first `packed.len()` values), `tails` (the
+/// rest, unpacked), `rest` the scratch after the packed words.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn channels_from_packed_pair(
+    packed: &[u32],
+    rest: &mut [u32],
+    (tail_a, tail_b): (&[i16], &[i16]),
+    weights: &[i8],
+    stage: &OutputStage<'_>,
+    quants: &[ChannelQuant],
+    out_a: &mut [i8],
+    out_b: &mut [i8],
+) -> Result<(), Error> {
+    let body = packed.len();
+    let len = body + tail_a.len();
+    if tail_a.is_empty() && len <= PAIR_ROWS_CAP {
         // Sums first (in the scratch after the packed windows: a stack array would be
         // zeroed per call), then the requantizations, as in `channels_from_packed`.
         let sums = rest.get_mut(..2 * quants.len()).ok_or(Error::KernelArgs)?;
@@ -1032,10 +1167,6 @@ pub(crate) fn channels_offset_pair(
         }
         return Ok(());
     }
-    let (tail_a, tail_b) = xa
-        .get(body..)
-        .zip(xb.get(body..))
-        .ok_or(Error::KernelArgs)?;
     for (((w, q), ya), yb) in weights
         .chunks_exact(len)
         .zip(quants)
@@ -1059,6 +1190,48 @@ mod packed_tests {
     use super::test_support::xorshift;
     use super::*;
     use std::vec::Vec;
+
+    /// Two int8 pixels packed straight from the image give what their offset `i16`
+    /// windows give, for window lengths in fours (the rows loop's and the per-channel
+    /// loop's), up to 16 channels and offsets across ±256.
+    #[test]
+    fn int8_pixel_pairs_match_offset_windows() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
+        let requant = [0x00, 0x00, 0x10, 0x00, 0x00]; // 2^20, shift 0: single rounding
+        for len in (4..=64usize).step_by(4).chain([128, 252]) {
+            for channels in [1usize, 2, 3, 7, 16] {
+                let offset = (next() % 513) as i16 - 256;
+                let mut pixel = || -> Vec<i8> { (0..len).map(|_| next() as i8).collect() };
+                let (a, b) = (pixel(), pixel());
+                let w: Vec<i8> = (0..len * channels).map(|_| next() as i8).collect();
+                let stage = OutputStage {
+                    bias: None,
+                    requant: &requant,
+                    channels,
+                    output_offset: -5,
+                    act_min: -128,
+                    act_max: 127,
+                };
+                let quants: Vec<ChannelQuant> = (0..channels).map(|c| stage.channel(c)).collect();
+                let widen =
+                    |p: &[i8]| -> Vec<i16> { p.iter().map(|&v| i16::from(v) + offset).collect() };
+                let (xa, xb) = (widen(&a), widen(&b));
+                let mut scratch = PACK_SCRATCH;
+                let mut want = (std::vec![0i8; channels], std::vec![0i8; channels]);
+                let (wa, wb) = (&mut want.0, &mut want.1);
+                channels_offset_pair(&xa, &xb, &mut scratch, &w, &stage, &quants, wa, wb).unwrap();
+                let mut got = (std::vec![1i8; channels], std::vec![1i8; channels]);
+                let (ga, gb) = (&mut got.0, &mut got.1);
+                channels_offset_pair_i8(&a, &b, offset, &mut scratch, &w, &stage, &quants, ga, gb)
+                    .unwrap();
+                assert_eq!(got, want, "len {len} channels {channels} offset {offset}");
+                assert!(
+                    want.0.iter().chain(&want.1).any(|&v| v != want.0[0]),
+                    "degenerate"
+                );
+            }
+        }
+    }
 
     /// The two-pixel path gives each pixel's plain `Σ x·w`, for every window length up
     /// to [`PAIR_CAP`] and channel count.
