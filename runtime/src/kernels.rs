@@ -1096,14 +1096,24 @@ pub(crate) fn channels_offset_pair(
     channels_from_packed_pair(packed, rest, tails, weights, stage, quants, out_a, out_b)
 }
 
-/// [`channels_offset_pair`] for two int8 windows `a` and `b` (equal lengths, a
-/// multiple of 4) and their input `offset`, packed straight from the int8 values
-/// (`dual::pack_offset_pair`): a 1×1 conv's pixels read from the image, without
-/// offsetting them into `i16` windows first.
+/// Two pixels' conv windows as they lie in an int8 image: `rows` runs of `run`
+/// values each (a kernel row's `KW · C`), consecutive runs `stride` apart (an image
+/// row), the first pixel's window from `starts.0`, the second's from `starts.1`.
+pub(crate) struct WindowPair<'i> {
+    pub image: &'i [i8],
+    pub starts: (usize, usize),
+    pub rows: usize,
+    pub run: usize,
+    pub stride: usize,
+}
+
+/// [`channels_offset_pair`] for two windows read straight from an int8 image
+/// (`run` a multiple of 4) with their input `offset`, packed run by run
+/// (`dual::pack_offset_pair`) into the layout [`pack_pixel_pair`] gives the gathered
+/// `i16` windows: interior pixels go without the copies into those windows.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn channels_offset_pair_i8(
-    a: &[i8],
-    b: &[i8],
+    pair: &WindowPair<'_>,
     offset: i16,
     scratch: &mut PackScratch,
     weights: &[i8],
@@ -1112,10 +1122,16 @@ pub(crate) fn channels_offset_pair_i8(
     out_a: &mut [i8],
     out_b: &mut [i8],
 ) -> Result<(), Error> {
-    let len = a.len();
+    let WindowPair {
+        image,
+        starts: (a, b),
+        rows,
+        run,
+        stride,
+    } = *pair;
+    let len = rows.checked_mul(run).ok_or(Error::KernelArgs)?;
     if len == 0
-        || !len.is_multiple_of(4)
-        || b.len() != len
+        || !run.is_multiple_of(4)
         || out_a.len() != quants.len()
         || out_b.len() != quants.len()
         || out_a.len().checked_mul(len) != Some(weights.len())
@@ -1123,7 +1139,22 @@ pub(crate) fn channels_offset_pair_i8(
         return Err(Error::KernelArgs);
     }
     let (packed, rest) = scratch.split_at_mut_checked(len).ok_or(Error::KernelArgs)?;
-    dual::pack_offset_pair(a, b, offset, packed);
+    let run_at = |start: usize, r: usize| image.get(start + r * stride..)?.get(..run);
+    if rows == 1 {
+        // A 1×1 conv's pixels (and any one-row window): without the rows loop's setup
+        // (vww 0.6 % fewer instructions).
+        let (Some(xa), Some(xb)) = (run_at(a, 0), run_at(b, 0)) else {
+            return Err(Error::KernelArgs);
+        };
+        dual::pack_offset_pair(xa, xb, offset, packed);
+    } else {
+        for (r, out) in packed.chunks_exact_mut(run).enumerate() {
+            let (Some(xa), Some(xb)) = (run_at(a, r), run_at(b, r)) else {
+                return Err(Error::KernelArgs);
+            };
+            dual::pack_offset_pair(xa, xb, offset, out);
+        }
+    }
     channels_from_packed_pair(
         packed,
         rest,
@@ -1191,18 +1222,31 @@ mod packed_tests {
     use super::*;
     use std::vec::Vec;
 
-    /// Two int8 pixels packed straight from the image give what their offset `i16`
-    /// windows give, for window lengths in fours (the rows loop's and the per-channel
-    /// loop's), up to 16 channels and offsets across ±256.
+    /// Two windows packed straight from an int8 image, run by run, give what their
+    /// gathered, offset `i16` windows give: runs of 4 to 64 values, one to three of
+    /// them (up to the scratch), up to 16 channels, offsets across ±256.
     #[test]
-    fn int8_pixel_pairs_match_offset_windows() {
+    fn image_window_pairs_match_gathered_windows() {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let requant = [0x00, 0x00, 0x10, 0x00, 0x00]; // 2^20, shift 0: single rounding
-        for len in (4..=64usize).step_by(4).chain([128, 252]) {
+        let mut varied = false;
+        for (run, rows) in (4..=64usize)
+            .step_by(4)
+            .flat_map(|run| (1..=3).map(move |r| (run, r)))
+        {
+            let len = run * rows;
             for channels in [1usize, 2, 3, 7, 16] {
                 let offset = (next() % 513) as i16 - 256;
-                let mut pixel = || -> Vec<i8> { (0..len).map(|_| next() as i8).collect() };
-                let (a, b) = (pixel(), pixel());
+                let stride = run + 12;
+                let image: Vec<i8> = (0..stride * rows + run + 8).map(|_| next() as i8).collect();
+                let starts = (next() as usize % 4, 4 + next() as usize % 4);
+                let gather = |start: usize| -> Vec<i16> {
+                    (0..rows)
+                        .flat_map(|r| &image[start + r * stride..][..run])
+                        .map(|&v| i16::from(v) + offset)
+                        .collect()
+                };
+                let (xa, xb) = (gather(starts.0), gather(starts.1));
                 let w: Vec<i8> = (0..len * channels).map(|_| next() as i8).collect();
                 let stage = OutputStage {
                     bias: None,
@@ -1213,24 +1257,29 @@ mod packed_tests {
                     act_max: 127,
                 };
                 let quants: Vec<ChannelQuant> = (0..channels).map(|c| stage.channel(c)).collect();
-                let widen =
-                    |p: &[i8]| -> Vec<i16> { p.iter().map(|&v| i16::from(v) + offset).collect() };
-                let (xa, xb) = (widen(&a), widen(&b));
                 let mut scratch = PACK_SCRATCH;
                 let mut want = (std::vec![0i8; channels], std::vec![0i8; channels]);
                 let (wa, wb) = (&mut want.0, &mut want.1);
                 channels_offset_pair(&xa, &xb, &mut scratch, &w, &stage, &quants, wa, wb).unwrap();
+                let pair = WindowPair {
+                    image: &image,
+                    starts,
+                    rows,
+                    run,
+                    stride,
+                };
                 let mut got = (std::vec![1i8; channels], std::vec![1i8; channels]);
                 let (ga, gb) = (&mut got.0, &mut got.1);
-                channels_offset_pair_i8(&a, &b, offset, &mut scratch, &w, &stage, &quants, ga, gb)
+                channels_offset_pair_i8(&pair, offset, &mut scratch, &w, &stage, &quants, ga, gb)
                     .unwrap();
-                assert_eq!(got, want, "len {len} channels {channels} offset {offset}");
-                assert!(
-                    want.0.iter().chain(&want.1).any(|&v| v != want.0[0]),
-                    "degenerate"
-                );
+                assert_eq!(got, want, "run {run} rows {rows} channels {channels}");
+                varied |= want.0.iter().chain(&want.1).any(|&v| v != want.0[0]);
             }
         }
+        assert!(
+            varied,
+            "every output the same: the comparison shows nothing"
+        );
     }
 
     /// The two-pixel path gives each pixel's plain `Σ x·w`, for every window length up

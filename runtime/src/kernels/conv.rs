@@ -3,8 +3,8 @@
 use super::band::Band;
 use super::{
     accumulate_offset, channels_offset, channels_offset_pair, channels_offset_pair_i8, dot,
-    offset_into, pairs_pixels, small_offset, ChannelQuant, ConvGeometry, OutputStage, OFFSET_CAP,
-    PACKED, PACK_SCRATCH, QUANT_BLOCK,
+    offset_into, pairs_pixels, small_offset, ChannelQuant, ConvGeometry, OutputStage, WindowPair,
+    OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 
@@ -178,9 +178,12 @@ pub(crate) fn conv_block(
     let mut second = rest
         .get_mut(..filter_oc)
         .filter(|_| pairs_pixels(filter_oc));
-    let mut band = Band::new(g, tail);
-    // A 1×1 conv's pairs of pixels inside the image go packed straight from it.
-    let direct = second.is_some() && g.kernel_h == 1 && g.kernel_w == 1 && g.in_c.is_multiple_of(4);
+    // Pairs of pixels whose windows lie inside the image go packed straight from it
+    // where kernel rows come in whole groups of four values; the band, which saved
+    // gathering those windows, is then left out (border pixels gather from the image).
+    let run = g.kernel_w * g.in_c;
+    let direct = second.is_some() && run.is_multiple_of(4);
+    let mut band = Band::new(g, tail).filter(|_| !direct);
     let mut pixels = output.chunks_exact_mut(g.out_c);
     let mut next_pixel = || {
         pixels
@@ -204,15 +207,22 @@ pub(crate) fn conv_block(
             let mut ox = 0;
             while ox < g.out_w {
                 if let Some(w2) = second.as_deref_mut().filter(|_| ox + 1 < g.out_w) {
-                    let pixels = if direct {
-                        pair_1x1(g, image, rows, ox)
+                    let starts = if direct {
+                        pair_inside(g, rows, ox)
                     } else {
                         None
                     };
-                    if let Some((a, b)) = pixels {
+                    if let Some(starts) = starts {
+                        let pair = WindowPair {
+                            image,
+                            starts,
+                            rows: g.kernel_h,
+                            run,
+                            stride: g.in_w * g.in_c,
+                        };
                         let (out_a, out_b) = (next_pixel()?, next_pixel()?);
                         let (q, w, scratch) = (&*q, f_block, &mut scratch);
-                        channels_offset_pair_i8(a, b, offset, scratch, w, stage, q, out_a, out_b)?;
+                        channels_offset_pair_i8(&pair, offset, scratch, w, stage, q, out_a, out_b)?;
                         ox += 2;
                         continue;
                     }
@@ -241,26 +251,25 @@ pub(crate) fn conv_block(
     Ok(())
 }
 
-/// A 1×1 conv's input pixels for output columns `ox` and `ox + 1` of the row `rows`
-/// describes (`(y0, ky0, ky1)`, as [`gather_window`] takes it): their `C` values each,
-/// if both lie inside the image. (Called only for 1×1 convs: evaluated for every
-/// pair, it cost pretrainedResnet's 3×3 convs 1.8 %.)
+/// Where the windows of output columns `ox` and `ox + 1` of the row `rows` describes
+/// (`(y0, ky0, ky1)`, as [`gather_window`] takes it) start in the image, if both lie
+/// wholly inside it. (Called only where [`conv_block`] packs from the image: evaluated
+/// for every pair, it cost pretrainedResnet's 3×3 convs 1.8 %.)
 #[inline(always)]
-fn pair_1x1<'i>(
+fn pair_inside(
     g: &ConvGeometry,
-    image: &'i [i8],
     (y0, ky0, ky1): (usize, usize, usize),
     ox: usize,
-) -> Option<(&'i [i8], &'i [i8])> {
-    let pixel = |ox: usize| {
+) -> Option<(usize, usize)> {
+    if (ky0, ky1) != (0, g.kernel_h) {
+        return None;
+    }
+    let start = |ox: usize| {
         let x0 = ox * g.stride_w;
-        if (ky0, ky1) != (0, 1) || x0 < g.pad_left || x0 - g.pad_left >= g.in_w {
-            return None;
-        }
-        let at = ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c;
-        image.get(at..at + g.in_c)
+        let inside = x0 >= g.pad_left && x0 - g.pad_left + g.kernel_w <= g.in_w;
+        inside.then(|| ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c)
     };
-    pixel(ox).zip(pixel(ox + 1))
+    start(ox).zip(start(ox + 1))
 }
 
 /// Gather output pixel `(oy, ox)`'s window of `image` into `window` (`KH·KW·C`
