@@ -1169,7 +1169,8 @@ pub(crate) fn channels_offset_pair_i8(
 
 /// The body of [`channels_offset_pair`] and [`channels_offset_pair_i8`] once the two
 /// windows are packed: `packed` (their first `packed.len()` values), `tails` (the
-/// rest, unpacked), `rest` the scratch after the packed words.
+/// rest, unpacked), `rest` the scratch after the packed words. Inlined into both:
+/// out of line it saved 0.7 KiB of code and cost vww 2.9 % more instructions.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn channels_from_packed_pair(
