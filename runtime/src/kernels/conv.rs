@@ -18,9 +18,11 @@ use crate::error::Error;
 /// product over `kernel_h · kernel_w · C` contiguous values, matching the filter's
 /// `[OC, KH, KW, C]` layout, four channels per pass over the window (on Armv7E-M the
 /// window is packed into 16-bit pairs for `SMLAD`, two channels per pass; see
-/// `channels_offset`). Output channels go in blocks of `QUANT_BLOCK` (16), whose bias and
-/// requantization are decoded once per block. Larger windows (or offsets beyond ±256)
-/// take a row-by-row path.
+/// `channels_offset`; neighbouring pixels whose windows lie inside the image and whose
+/// kernel rows are whole groups of four values are packed in pairs straight from the
+/// int8 image, see `conv_block`). Output channels go in blocks of `QUANT_BLOCK` (16),
+/// whose bias and requantization are decoded once per block. Larger windows (or
+/// offsets beyond ±256) take a row-by-row path.
 ///
 /// Not inlined: inlined into the op dispatcher, its row-by-row loops lost registers and
 /// a 3×3×64 conv took 31.1 M instructions on the Cortex-M0 instead of 21.2 M.
