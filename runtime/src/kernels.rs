@@ -14,7 +14,7 @@
 //! kernels of `x86` when the CPU has AVX2 (bit-identical; see there).
 
 use crate::error::Error;
-use crate::fixed_point::{clamp_to_i8, Requant};
+use crate::fixed_point::{clamp_to_i8, scale_small, Requant};
 use crate::format::REQUANT_ENTRY_LEN;
 
 pub mod add;
@@ -177,6 +177,26 @@ impl OutputStage<'_> {
         )
     }
 
+    /// [`Self::finish`] for an accumulator the caller knows to be small
+    /// ([`ChannelQuant::small_within`]): `Requant::apply`'s first form without its
+    /// range test, the five instructions per output that test took on the Cortex-M4
+    /// with its constants.
+    #[inline(always)]
+    pub(crate) fn finish_small(&self, q: &ChannelQuant, acc: i32) -> i8 {
+        let a = acc.wrapping_add(q.bias).wrapping_shl(q.requant.left);
+        let (m, e) = (q.requant.multiplier, q.requant.right & 31);
+        let v = if e == 0 {
+            scale_small::<false>(a, m, 0)
+        } else {
+            scale_small::<true>(a, m, e)
+        };
+        clamp_to_i8(
+            v.wrapping_add(self.output_offset),
+            self.act_min,
+            self.act_max,
+        )
+    }
+
     /// Finish channel `c`'s accumulator `acc` (the sum of products, bias not included).
     #[inline]
     pub fn apply(&self, acc: i32, c: usize) -> i8 {
@@ -212,6 +232,21 @@ impl ChannelQuant {
         let widest = shifted + i64::from(stage.output_offset).abs();
         self.requant.multiplier >= 0 && widest < i64::from(i32::MAX)
     }
+
+    /// Whether every accumulator `|acc| ≤ reach` has `(acc + bias) · 2^left` below
+    /// 2^30 in size: where [`OutputStage::finish_small`] is exact.
+    pub(crate) fn small_within(&self, reach: i64) -> bool {
+        let shifted = (i64::from(self.bias).abs() + reach) << self.requant.left.min(31);
+        shifted < 1 << 30
+    }
+}
+
+/// Whether every channel of `quants` is [`ChannelQuant::small_within`] the reach of
+/// a window of `len` offset inputs (`|x + offset| ≤ 384`, offsets within ±256 as the
+/// packed paths require) against int8 weights: decided once per block of channels.
+pub(crate) fn all_small(quants: &[ChannelQuant], len: usize) -> bool {
+    let reach = (len as i64).saturating_mul(128 * 384);
+    quants.iter().all(|q| q.small_within(reach))
 }
 
 /// Offsets and fixed-point parameters of an add (see
@@ -688,6 +723,7 @@ pub(crate) fn channels_offset_pair(
     out_a: &mut [i8],
     out_b: &mut [i8],
 ) -> Result<(), Error> {
+    let small = false;
     let len = xa.len();
     let body = len / 4 * 4;
     if len == 0
@@ -706,6 +742,7 @@ pub(crate) fn channels_offset_pair(
         .get(body..)
         .zip(xb.get(body..))
         .ok_or(Error::KernelArgs)?;
+    let stage = (stage, small);
     channels_from_packed_pair(packed, rest, tails, weights, stage, quants, out_a, out_b)
 }
 
@@ -730,7 +767,7 @@ pub(crate) fn channels_offset_pair_i8(
     offset: i16,
     scratch: &mut PackScratch,
     weights: &[i8],
-    stage: &OutputStage<'_>,
+    stage: (&OutputStage<'_>, bool),
     quants: &[ChannelQuant],
     out_a: &mut [i8],
     out_b: &mut [i8],
@@ -791,7 +828,7 @@ fn channels_from_packed_pair(
     rest: &mut [u32],
     (tail_a, tail_b): (&[i16], &[i16]),
     weights: &[i8],
-    stage: &OutputStage<'_>,
+    (stage, small): (&OutputStage<'_>, bool),
     quants: &[ChannelQuant],
     out_a: &mut [i8],
     out_b: &mut [i8],
@@ -806,8 +843,13 @@ fn channels_from_packed_pair(
         let outs = out_a.iter_mut().zip(out_b.iter_mut());
         for (((ya, yb), q), s) in outs.zip(quants).zip(sums.chunks_exact(2)) {
             if let &[a, b] = s {
-                *ya = stage.finish(q, a as i32);
-                *yb = stage.finish(q, b as i32);
+                if small {
+                    *ya = stage.finish_small(q, a as i32);
+                    *yb = stage.finish_small(q, b as i32);
+                } else {
+                    *ya = stage.finish(q, a as i32);
+                    *yb = stage.finish(q, b as i32);
+                }
             }
         }
         return Ok(());
@@ -821,8 +863,13 @@ fn channels_from_packed_pair(
         let (w_body, w_tail) = w.split_at_checked(body).ok_or(Error::KernelArgs)?;
         let acc = (dot_offset(tail_a, w_tail), dot_offset(tail_b, w_tail));
         let (a, b) = dual::dot_pair(packed, w_body, acc);
-        *ya = stage.finish(q, a);
-        *yb = stage.finish(q, b);
+        if small {
+            *ya = stage.finish_small(q, a);
+            *yb = stage.finish_small(q, b);
+        } else {
+            *ya = stage.finish(q, a);
+            *yb = stage.finish(q, b);
+        }
     }
     Ok(())
 }
@@ -835,6 +882,53 @@ mod packed_tests {
     use super::test_support::xorshift;
     use super::*;
     use std::vec::Vec;
+
+    /// `finish_small` equals `finish` for every accumulator within a reach that
+    /// `small_within` accepts: random multipliers (negative ones and `i32::MIN`
+    /// included), shifts over their whole range, biases, offsets and clamps, with the
+    /// accumulators at the reach's edges as well as inside it.
+    #[test]
+    fn finish_small_matches_finish_within_reach() {
+        let mut next = xorshift(0x1234_5678_9abc_def1u64);
+        let mut checked = 0;
+        for case in 0..4000 {
+            let multiplier = match case % 50 {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                _ => next() as i32,
+            };
+            let shift = (next() % 62) as i32 - 31;
+            let bias = (next() as i32) >> (next() % 32);
+            let mut requant = [0u8; 5];
+            requant[..4].copy_from_slice(&multiplier.to_le_bytes());
+            requant[4] = shift as i8 as u8;
+            let bias_bytes = bias.to_le_bytes();
+            let lo = (next() % 256) as i32 - 128;
+            let stage = OutputStage {
+                bias: Some(&bias_bytes),
+                requant: &requant,
+                channels: 1,
+                output_offset: (next() % 256) as i32 - 128,
+                act_min: lo,
+                act_max: lo.max((next() % 256) as i32 - 128),
+            };
+            let q = stage.channel(0);
+            let reach = (next() >> (33 + next() % 24)) as i64;
+            if !q.small_within(reach) {
+                continue;
+            }
+            checked += 1;
+            let reach = reach as i32;
+            for acc in [-reach, reach, 0, (next() as i32) % reach.max(1)] {
+                assert_eq!(
+                    stage.finish_small(&q, acc),
+                    stage.finish(&q, acc),
+                    "m {multiplier} shift {shift} bias {bias} acc {acc}"
+                );
+            }
+        }
+        assert!(checked > 500, "only {checked} cases within reach");
+    }
 
     /// Two windows packed straight from an int8 image, run by run, give what their
     /// gathered, offset `i16` windows give: runs of 4 to 64 values, one to three of
@@ -884,7 +978,8 @@ mod packed_tests {
                 };
                 let mut got = (std::vec![1i8; channels], std::vec![1i8; channels]);
                 let (ga, gb) = (&mut got.0, &mut got.1);
-                channels_offset_pair_i8(&pair, offset, &mut scratch, &w, &stage, &quants, ga, gb)
+                let stage = (&stage, all_small(&quants, len));
+                channels_offset_pair_i8(&pair, offset, &mut scratch, &w, stage, &quants, ga, gb)
                     .unwrap();
                 assert_eq!(got, want, "run {run} rows {rows} channels {channels}");
                 varied |= want.0.iter().chain(&want.1).any(|&v| v != want.0[0]);

@@ -2,9 +2,9 @@
 
 use super::band::Band;
 use super::{
-    accumulate_offset, channels_offset, channels_offset_pair, channels_offset_pair_i8, dot,
-    offset_into, pairs_pixels, small_offset, ChannelQuant, ConvGeometry, OutputStage, WindowPair,
-    OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
+    accumulate_offset, all_small, channels_offset, channels_offset_pair, channels_offset_pair_i8,
+    dot, offset_into, pairs_pixels, small_offset, ChannelQuant, ConvGeometry, OutputStage,
+    WindowPair, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
 
@@ -185,6 +185,7 @@ pub(crate) fn conv_block(
     // gathering those windows, is then left out (border pixels gather from the image).
     let run = g.kernel_w * g.in_c;
     let direct = second.is_some() && run.is_multiple_of(4);
+    let small = all_small(q, filter_oc);
     let mut band = Band::new(g, tail).filter(|_| !direct);
     let mut pixels = output.chunks_exact_mut(g.out_c);
     let mut next_pixel = || {
@@ -223,7 +224,7 @@ pub(crate) fn conv_block(
                             stride: g.in_w * g.in_c,
                         };
                         let (out_a, out_b) = (next_pixel()?, next_pixel()?);
-                        let (q, w, scratch) = (&*q, f_block, &mut scratch);
+                        let (q, w, scratch, stage) = (&*q, f_block, &mut scratch, (stage, small));
                         channels_offset_pair_i8(&pair, offset, scratch, w, stage, q, out_a, out_b)?;
                         ox += 2;
                         continue;

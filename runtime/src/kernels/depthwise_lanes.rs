@@ -91,7 +91,11 @@ fn channel_block(
     let taps = g.kernel_h * g.kernel_w;
     let groups = n / LANES;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
-    stage.channels_into(c0, quants.get_mut(..n).ok_or(Error::KernelArgs)?);
+    let block = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
+    stage.channels_into(c0, block);
+    // |x + input_offset| ≤ 128 + |input_offset| and |w| ≤ 128 for each of the taps.
+    let reach = (taps * 128) as i64 * (128 + i64::from(input_offset.unsigned_abs()));
+    let small = block.iter().all(|q| q.small_within(reach));
 
     // Per group: the weights in lanes, and the accumulators' start.
     let mut table = [[[0usize; 3]; TAPS_CAP]; GROUPS];
@@ -156,10 +160,17 @@ fn channel_block(
                     if let ([o0, o1, o2, o3], [q0, q1, q2, q3], [a0, a1, a2, a3]) =
                         (out, quants, acc)
                     {
-                        *o0 = stage.finish(q0, a0);
-                        *o1 = stage.finish(q1, a1);
-                        *o2 = stage.finish(q2, a2);
-                        *o3 = stage.finish(q3, a3);
+                        if small {
+                            *o0 = stage.finish_small(q0, a0);
+                            *o1 = stage.finish_small(q1, a1);
+                            *o2 = stage.finish_small(q2, a2);
+                            *o3 = stage.finish_small(q3, a3);
+                        } else {
+                            *o0 = stage.finish(q0, a0);
+                            *o1 = stage.finish(q1, a1);
+                            *o2 = stage.finish(q2, a2);
+                            *o3 = stage.finish(q3, a3);
+                        }
                     }
                 }
             }
