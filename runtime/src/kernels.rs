@@ -710,7 +710,8 @@ fn pack_pixel_pair(a: &[i16], b: &[i16], out: &mut [u32]) {
 /// from `xb` (equal lengths, at most [`PAIR_CAP`]). Both windows are packed side by side
 /// and each weight word, loaded and sign-extended once, feeds both pixels
 /// (`dual::dot_pair`). Same sums, wrapping, so bit-identical. Only where
-/// [`pairs_pixels`] (the callers check).
+/// [`pairs_pixels`] (the callers check). `stage` comes with whether the block's
+/// accumulators are known small ([`all_small`]: then [`OutputStage::finish_small`]).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn channels_offset_pair(
@@ -718,12 +719,11 @@ pub(crate) fn channels_offset_pair(
     xb: &[i16],
     scratch: &mut PackScratch,
     weights: &[i8],
-    stage: &OutputStage<'_>,
+    stage: (&OutputStage<'_>, bool),
     quants: &[ChannelQuant],
     out_a: &mut [i8],
     out_b: &mut [i8],
 ) -> Result<(), Error> {
-    let small = false;
     let len = xa.len();
     let body = len / 4 * 4;
     if len == 0
@@ -742,7 +742,6 @@ pub(crate) fn channels_offset_pair(
         .get(body..)
         .zip(xb.get(body..))
         .ok_or(Error::KernelArgs)?;
-    let stage = (stage, small);
     channels_from_packed_pair(packed, rest, tails, weights, stage, quants, out_a, out_b)
 }
 
@@ -968,7 +967,8 @@ mod packed_tests {
                 let mut scratch = PACK_SCRATCH;
                 let mut want = (std::vec![0i8; channels], std::vec![0i8; channels]);
                 let (wa, wb) = (&mut want.0, &mut want.1);
-                channels_offset_pair(&xa, &xb, &mut scratch, &w, &stage, &quants, wa, wb).unwrap();
+                channels_offset_pair(&xa, &xb, &mut scratch, &w, (&stage, false), &quants, wa, wb)
+                    .unwrap();
                 let pair = WindowPair {
                     image: &image,
                     starts,
@@ -1019,7 +1019,7 @@ mod packed_tests {
                     &xb,
                     &mut scratch,
                     &w,
-                    &stage,
+                    (&stage, false),
                     &quants,
                     &mut ya,
                     &mut yb,

@@ -237,7 +237,7 @@ pub(crate) fn conv_block(
                         w2,
                         &mut scratch,
                         f_block,
-                        stage,
+                        (stage, small),
                         q,
                         out_a,
                         out_b,

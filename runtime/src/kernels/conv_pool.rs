@@ -567,6 +567,7 @@ impl<'g, 's, 'w> DensePixel<'g, 's, 'w> {
             {
                 gather(ox + 1, second)?;
                 let (stage, scratch) = (self.stage, &mut *self.scratch);
+                let stage = (stage, false);
                 channels_offset_pair(window, second, scratch, f_block, stage, q, out, next)?;
                 return Ok(true);
             }
