@@ -269,7 +269,8 @@ fn pair_inside(
     }
     let start = |ox: usize| {
         let x0 = ox * g.stride_w;
-        let inside = x0 >= g.pad_left && x0 - g.pad_left + g.kernel_w <= g.in_w;
+        let columns = ConvGeometry::window(x0, g.pad_left, g.kernel_w, g.in_w);
+        let inside = columns == (0, g.kernel_w);
         inside.then(|| ((y0 - g.pad_top) * g.in_w + x0 - g.pad_left) * g.in_c)
     };
     start(ox).zip(start(ox + 1))

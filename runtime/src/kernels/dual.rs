@@ -170,7 +170,7 @@ pub(super) fn dot_two(packed: &[u32], w0: &[i8], w1: &[i8], acc: (i32, i32)) -> 
 /// four, `(a0,a2) (a1,a3) (b0,b2) (b1,b3)` as 16-bit halves, `out.len() = a.len()`.
 /// Nothing is written unless the lengths agree. On SMLAD targets one loop in
 /// assembly, `SXTB16` and `SADD16` per pair of halves: 13 instructions for 8
-/// values, where offsetting into `i16` windows and packing those took about 40.
+/// values, in one pass instead of the offset `i16` windows' gather and packing passes.
 #[inline(always)]
 pub(super) fn pack_offset_pair(a: &[i8], b: &[i8], offset: i16, out: &mut [u32]) {
     let len = a.len();
@@ -237,20 +237,20 @@ fn sadd16(a: u32, b: u32) -> u32 {
     u32::from(lo) | (u32::from(hi) << 16)
 }
 
-/// [`dot_pair`] for each of `sums.len() / 2` weight rows, `len` bytes each and one
-/// after another in `weights`, against all of `packed` (two pixels' windows, `len`
-/// words, `len` a multiple of 4): `(sums[2j], sums[2j + 1])` = row `j`'s sums for
-/// the first and second pixel, as the bits of `i32`s. Nothing is written unless the lengths agree. On
+/// [`dot_pair`] for each of `sums.len() / 2` weight rows, `len = packed.len()` bytes
+/// each (a multiple of 4) and one after another in `weights`, against all of `packed`
+/// (two pixels' windows, `len` words): `(sums[2j], sums[2j + 1])` = row `j`'s sums
+/// for the first and second pixel, as the bits of `i32`s. Nothing is written unless
+/// the lengths agree. On
 /// SMLAD targets the rows loop is in the assembly too: 8 instructions a row around
 /// the inner loop, where LLVM's loop around `dot_pair` with the requantization
 /// took about 77. The inner loop loads the four input words as two `LDRD`s, not
 /// one `LDM`, to leave a register for that: 11 instructions for 8 products.
 #[inline(always)]
-pub(super) fn dot_pair_rows(packed: &[u32], weights: &[i8], len: usize, sums: &mut [u32]) {
-    let rows = sums.len() / 2;
+pub(super) fn dot_pair_rows(packed: &[u32], weights: &[i8], sums: &mut [u32]) {
+    let (len, rows) = (packed.len(), sums.len() / 2);
     let fits = len >= 4
         && len.is_multiple_of(4)
-        && packed.len() == len
         && sums.len().is_multiple_of(2)
         && rows.checked_mul(len).is_some_and(|n| n <= weights.len());
     if !fits || rows == 0 {
@@ -310,18 +310,17 @@ pub(super) fn dot_pair_rows(packed: &[u32], weights: &[i8], len: usize, sums: &m
     }
 }
 
-/// [`dot_two`] for `sums.len() / 2` pairs of weight rows, `len` bytes each and one
-/// after another in `weights`, against all of `packed` (`len = 2·packed.len()`,
-/// a multiple of 4): `(sums[2k], sums[2k + 1])` = rows `2k` and `2k + 1`, from 0.
+/// [`dot_two`] for `sums.len() / 2` pairs of weight rows, `len = 2·packed.len()`
+/// bytes each (a multiple of 4) and one after another in `weights`, against all of
+/// `packed`: `(sums[2k], sums[2k + 1])` = rows `2k` and `2k + 1`, from 0.
 /// Nothing is written unless the lengths agree and `sums.len()` is even. On SMLAD
 /// targets the pairs loop is in the assembly too: 8 instructions a pair around the
 /// inner loop, where LLVM's loop around `dot_two` took about 38.
 #[inline(always)]
-pub(super) fn dot_row_pairs(packed: &[u32], weights: &[i8], len: usize, sums: &mut [i32]) {
-    let pairs = sums.len() / 2;
+pub(super) fn dot_row_pairs(packed: &[u32], weights: &[i8], sums: &mut [i32]) {
+    let (len, pairs) = (packed.len() * 2, sums.len() / 2);
     let fits = packed.len() >= 2
         && packed.len().is_multiple_of(2)
-        && len == packed.len() * 2
         && sums.len().is_multiple_of(2)
         && pairs
             .checked_mul(2 * len)
