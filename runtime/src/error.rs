@@ -219,6 +219,14 @@ pub enum Error {
         /// The tensor.
         tensor: u32,
     },
+    /// A streamed tensor (FORMAT.md §4) that is not a `[1, H, W, C]` band of `1..=H`
+    /// rows, written by a conv or depthwise conv and read only by the next op, a conv
+    /// or depthwise conv whose window fits in the band; or a chain of more than
+    /// [`crate::STREAM_CHAIN_CAP`] streamed tensors.
+    BadStream {
+        /// The tensor (`u32::MAX` where only its shape was at hand).
+        tensor: u32,
+    },
     /// A tensor of packed bits read or written by an op other than a binary op or a
     /// reshape, or a reshape between packed bits and int8.
     PackedBitsOperand {
@@ -383,6 +391,13 @@ impl fmt::Display for Error {
             TensorNotProduced { tensor } => write!(f, "tensor {tensor} read before written"),
             TensorWrittenTwice { tensor } => write!(f, "tensor {tensor} written twice"),
             BadTensorKind { tensor } => write!(f, "tensor {tensor} kind disagrees with graph"),
+            BadStream { tensor } => write!(
+                f,
+                "tensor {tensor}: a streamed band must be 1..=H rows of a [1, H, W, C] tensor \
+                 that a conv writes and only the next op, a conv whose window fits the band, \
+                 reads (at most {} in a chain)",
+                crate::STREAM_CHAIN_CAP
+            ),
             PackedBitsOperand { op } => write!(
                 f,
                 "op {op}: packed-bit tensors are only for binary ops and reshapes between them"

@@ -39,6 +39,8 @@ pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 
 #[cfg(feature = "std")]
 mod fuse;
+#[cfg(feature = "std")]
+mod stream;
 pub mod packed;
 pub(crate) mod read;
 #[cfg(feature = "std")]
@@ -253,8 +255,8 @@ impl Weights {
 }
 
 /// What a tensor is for, and how it is stored. Exactly one tensor is `Input` (the
-/// graph input) and one is `Output` (the graph output); all others are `Activation`
-/// or `PackedBits`.
+/// graph input) and one is `Output` (the graph output); all others are `Activation`,
+/// `PackedBits` or `Streamed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TensorKind {
@@ -267,6 +269,13 @@ pub enum TensorKind {
     /// Intermediate activation of `±1` values stored as bits, eight per byte (bit set
     /// `+1`), between binary ops (wire tag 3, format 2.4; FORMAT.md §4).
     PackedBits,
+    /// Intermediate `[1, H, W, C]` activation of which only a band of `rows`
+    /// consecutive rows is ever stored: its producer computes rows as its only reader,
+    /// the next op, consumes them (wire tag 4 and one byte, format 2.5; FORMAT.md §4).
+    Streamed {
+        /// Rows the band holds, `1..=H`; at least the reader's window height.
+        rows: u8,
+    },
 }
 
 /// An int8 activation tensor: shape, quantization and place in the arena.
@@ -299,9 +308,25 @@ impl Tensor {
         self.kind == TensorKind::PackedBits
     }
 
-    /// Arena bytes it occupies: one per element, or one per eight for packed bits.
+    /// The band height of a [`TensorKind::Streamed`] tensor, `None` for any other.
+    pub fn streamed_rows(&self) -> Option<u32> {
+        match self.kind {
+            TensorKind::Streamed { rows } => Some(u32::from(rows)),
+            _ => None,
+        }
+    }
+
+    /// Arena bytes it occupies: one per element, one per eight for packed bits, or
+    /// one per element of its band's rows when streamed (a streamed tensor that is not
+    /// `[1, H, W, C]` or whose band is not `1..=H` rows is a [`Error::BadStream`]).
     pub fn bytes(&self) -> Result<u32, Error> {
         let n = self.elements()?;
+        if let Some(rows) = self.streamed_rows() {
+            return match self.shape.as_slice() {
+                &[1, h, w, c] if (1..=h).contains(&rows) => Ok(rows * w * c),
+                _ => Err(Error::BadStream { tensor: u32::MAX }),
+            };
+        }
         Ok(if self.is_bits() { n.div_ceil(8) } else { n })
     }
 }

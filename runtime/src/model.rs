@@ -7,11 +7,15 @@ use crate::format::{self, GraphHeader, Header, Op, Tensor};
 mod exec;
 pub(crate) mod lifetimes;
 mod op_set;
+mod stream;
 mod validate;
+#[cfg(feature = "std")]
+pub(crate) use validate::check_stream;
 #[cfg(feature = "std")]
 mod weights;
 
 pub use op_set::{encoding_set, encodings_in, kinds_in, op_set, used_by, OpKind, ALL_OPS};
+pub use stream::STREAM_CHAIN_CAP;
 #[cfg(feature = "std")]
 pub use weights::LayerWeights;
 

@@ -221,6 +221,9 @@ fn read_tensor(cur: &mut Cursor<'_>) -> Result<Tensor, Error> {
         1 => TensorKind::Input,
         2 => TensorKind::Output,
         3 => TensorKind::PackedBits,
+        4 => TensorKind::Streamed {
+            rows: cur.take().ok_or_else(|| cur.fail())?,
+        },
         tag => return Err(Error::UnknownTensorKind { tag }),
     };
     Ok(Tensor {

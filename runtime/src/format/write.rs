@@ -66,7 +66,7 @@ impl GraphDef {
     pub fn plan_arena(&mut self) -> Result<u32, Error> {
         let n = self.tensors.len();
         let mut live = std::vec![Live::UNSET; n];
-        lifetimes::compute(&self.ops, self.input, self.output, &mut live)?;
+        lifetimes::compute(&self.ops, &self.tensors, self.input, self.output, &mut live)?;
         struct Buf {
             size: u64,
             live: Live,

@@ -75,6 +75,16 @@ fn geometry(
     })
 }
 
+/// The geometry of a conv or depthwise conv from `x` to `y`.
+pub(super) fn conv_geometry(op: &Op, x: &Tensor, y: &Tensor) -> Option<ConvGeometry> {
+    let (kernel, stride, pad) = match op {
+        Op::Conv2d(p) => ((p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), &p.padding),
+        Op::DepthwiseConv2d(p) => ((p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), &p.padding),
+        _ => return None,
+    };
+    geometry(x, y, kernel, stride, pad)
+}
+
 /// `(conv, pool)` geometries of a fused conv and max pool: the conv's output (never
 /// stored) is what the pool reads.
 fn fused_geometry(
@@ -243,6 +253,52 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         })
     }
 
+    /// Output rows of a conv or depthwise conv (`op`), with geometry `g` over the
+    /// `input` rows it reads: the whole tensors, or a band of rows when streamed.
+    #[inline(never)]
+    pub(super) fn conv_rows(
+        &self,
+        op: &Op,
+        g: &ConvGeometry,
+        input_zero_point: i32,
+        y: &Tensor,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Option<Result<(), Error>> {
+        let has = |kind: OpKind| kind.is_in(OPS);
+        let input_offset = input_zero_point.wrapping_neg();
+        Some(match op {
+            Op::Conv2d(p) if has(OpKind::Conv2d) => {
+                let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
+                let filter = self.bytes(p.filter.data)?;
+                let row_len = g.kernel_h * g.kernel_w * g.in_c;
+                if let Some(rows) = self.packed_rows(p.filter, filter, g.out_c, row_len) {
+                    conv2d_packed(g, input_offset, &stage, &rows, input, output)
+                } else if let Some(rows) = self.sparse_rows(p.filter, filter, g.out_c) {
+                    conv2d_sparse(g, input_offset, &stage, &rows, input, output)
+                } else {
+                    conv2d(g, input_offset, &stage, bytes_as_i8(filter), input, output)
+                }
+            }
+            Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
+                let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
+                let filter = self.bytes(p.filter.data)?;
+                let dm = p.depth_multiplier as usize;
+                let taps = g.kernel_h * g.kernel_w;
+                match self.packed_rows(p.filter, filter, taps, g.out_c) {
+                    Some(rows) => {
+                        depthwise_conv2d_packed(g, dm, input_offset, &stage, &rows, input, output)
+                    }
+                    None => {
+                        let filter = bytes_as_i8(filter);
+                        depthwise_conv2d(g, dm, input_offset, &stage, filter, input, output)
+                    }
+                }
+            }
+            _ => return None,
+        })
+    }
+
     /// Run one op on the arena.
     pub(super) fn exec(&self, op: &Op, arena: &mut [u8]) -> Result<(), Error> {
         self.dispatch(op, arena).unwrap_or(Err(Error::KernelArgs))
@@ -256,48 +312,19 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         let (rin, rout) = (range(x)?, range(y)?);
         let input_offset = x.zero_point.wrapping_neg();
         Some(match op {
-            Op::Conv2d(p) if has(OpKind::Conv2d) => {
-                let g = geometry(
-                    x,
-                    y,
-                    (p.kernel_h, p.kernel_w),
-                    (p.stride_h, p.stride_w),
-                    &p.padding,
-                )?;
-                let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
-                let filter = self.bytes(p.filter.data)?;
-                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                let row_len = g.kernel_h * g.kernel_w * g.in_c;
-                if let Some(rows) = self.packed_rows(p.filter, filter, g.out_c, row_len) {
-                    conv2d_packed(&g, input_offset, &stage, &rows, input, output)
-                } else if let Some(rows) = self.sparse_rows(p.filter, filter, g.out_c) {
-                    conv2d_sparse(&g, input_offset, &stage, &rows, input, output)
-                } else {
-                    conv2d(&g, input_offset, &stage, bytes_as_i8(filter), input, output)
+            Op::Conv2d(_) | Op::DepthwiseConv2d(_)
+                if has(OpKind::Conv2d) || has(OpKind::DepthwiseConv2d) =>
+            {
+                if y.streamed_rows().is_some() {
+                    // Runs row by row in the step of the op that ends its chain.
+                    return Some(Ok(()));
                 }
-            }
-            Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
-                let g = geometry(
-                    x,
-                    y,
-                    (p.kernel_h, p.kernel_w),
-                    (p.stride_h, p.stride_w),
-                    &p.padding,
-                )?;
-                let stage = self.stage(p.bias, p.requant, y, g.out_c, (p.act_min, p.act_max))?;
-                let filter = self.bytes(p.filter.data)?;
-                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                let dm = p.depth_multiplier as usize;
-                let taps = g.kernel_h * g.kernel_w;
-                match self.packed_rows(p.filter, filter, taps, g.out_c) {
-                    Some(rows) => {
-                        depthwise_conv2d_packed(&g, dm, input_offset, &stage, &rows, input, output)
-                    }
-                    None => {
-                        let filter = bytes_as_i8(filter);
-                        depthwise_conv2d(&g, dm, input_offset, &stage, filter, input, output)
-                    }
+                if x.streamed_rows().is_some() {
+                    return self.run_stream(op, arena);
                 }
+                let g = conv_geometry(op, x, y)?;
+                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                return self.conv_rows(op, &g, x.zero_point, y, input, output);
             }
             Op::FullyConnected(p) if has(OpKind::FullyConnected) => {
                 let (batch, in_features) = rows(x)?;

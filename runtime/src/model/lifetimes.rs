@@ -8,9 +8,13 @@
 //!
 //! A reshape's output aliases its input: both share the *root* tensor's arena bytes,
 //! and the root's lifetime is extended over every use of any alias.
+//!
+//! Ops that write a streamed tensor (FORMAT.md §4) run row by row inside the step of
+//! the op that ends their chain (the first later op whose output is not streamed), so
+//! their reads and writes count at that step.
 
 use crate::error::{sat_u32, Error};
-use crate::format::Op;
+use crate::format::{Op, Tensor};
 
 /// "No step" / "no tensor".
 pub(crate) const NONE: u32 = u32::MAX;
@@ -61,10 +65,30 @@ fn extend(live: &mut [Live], t: u32, step: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// Fill `live` (one entry per tensor) from the op list. Errors: an index out of range,
-/// a tensor read before it is written, a tensor written twice (or the input written),
-/// an output never written.
-pub(crate) fn compute(ops: &[Op], input: u32, output: u32, live: &mut [Live]) -> Result<(), Error> {
+/// The step op `i` runs at: its own, or that of the op ending its stream chain.
+pub(crate) fn step_of(ops: &[Op], tensors: &[Tensor], i: usize) -> u32 {
+    let streamed = |op: &Op| {
+        tensors
+            .get(op.output() as usize)
+            .is_some_and(|t| t.streamed_rows().is_some())
+    };
+    let end = ops
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|op| !streamed(op)))
+        .map_or(i, |n| i + n);
+    sat_u32(end).saturating_add(1)
+}
+
+/// Fill `live` (one entry per tensor of `tensors`) from the op list. Errors: an index
+/// out of range, a tensor read before it is written, a tensor written twice (or the
+/// input written), an output never written.
+pub(crate) fn compute(
+    ops: &[Op],
+    tensors: &[Tensor],
+    input: u32,
+    output: u32,
+    live: &mut [Live],
+) -> Result<(), Error> {
     for (i, l) in live.iter_mut().enumerate() {
         *l = Live::UNSET;
         l.root = sat_u32(i);
@@ -74,7 +98,7 @@ pub(crate) fn compute(ops: &[Op], input: u32, output: u32, live: &mut [Live]) ->
     inp.last = 0;
     entry(live, output)?;
     for (i, op) in ops.iter().enumerate() {
-        let step = sat_u32(i).saturating_add(1);
+        let step = step_of(ops, tensors, i);
         for t in op.inputs() {
             if entry(live, t)?.first == NONE {
                 return Err(Error::TensorNotProduced { tensor: t });

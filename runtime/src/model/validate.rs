@@ -16,6 +16,7 @@ use crate::format::{
 };
 use crate::kernels::binary::BINARY_ROW_CAP;
 use crate::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
+use crate::model::STREAM_CHAIN_CAP;
 
 /// Check everything about a structurally sound blob: its graph header, tensor and
 /// op tables and data section.
@@ -33,6 +34,9 @@ pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: u32>(
     }
     for (i, t) in tensors.iter().enumerate() {
         check_tensor(sat_u32(i), t, graph)?;
+        if t.streamed_rows().is_some() {
+            check_stream(sat_u32(i), ops, tensors)?;
+        }
     }
     for (i, op) in ops.iter().enumerate() {
         let ctx = Ctx {
@@ -53,12 +57,15 @@ pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: u32>(
         count,
         capacity: sat_u32(MAX_TENSORS),
     })?;
-    lifetimes::compute(ops, graph.input, graph.output, live)?;
+    lifetimes::compute(ops, tensors, graph.input, graph.output, live)?;
     check_overlaps(ops, tensors, live)
 }
 
 fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
     t.elements()?;
+    if t.streamed_rows().is_some() {
+        t.bytes().map_err(|_| Error::BadStream { tensor: i })?;
+    }
     if t.shape.contains(&0) {
         return Err(Error::ZeroSizedTensor { tensor: i });
     }
@@ -81,13 +88,53 @@ fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
     } else {
         Some(TensorKind::Activation)
     };
-    // An intermediate activation may be stored as bits.
+    // An intermediate activation may be stored as bits, or streamed.
     let kind = match t.kind {
-        TensorKind::PackedBits => TensorKind::Activation,
+        TensorKind::PackedBits | TensorKind::Streamed { .. } => TensorKind::Activation,
         kind => kind,
     };
     if expected != Some(kind) {
         return Err(Error::BadTensorKind { tensor: i });
+    }
+    Ok(())
+}
+
+/// A streamed tensor `t` (FORMAT.md §4): written by a conv or depthwise conv and read
+/// only by the next op, a conv or depthwise conv whose window height fits in the band,
+/// at most [`STREAM_CHAIN_CAP`] in one chain. (Its shape and band height were checked
+/// with its size.)
+pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(), Error> {
+    let bad = Error::BadStream { tensor: t };
+    let conv = |op: Option<&Op>| match op {
+        Some(Op::Conv2d(p)) => Some((p.input, p.kernel_h)),
+        Some(Op::DepthwiseConv2d(p)) => Some((p.input, p.kernel_h)),
+        _ => None,
+    };
+    let streamed = |t: u32| {
+        usize::try_from(t)
+            .ok()
+            .and_then(|i| tensors.get(i))
+            .and_then(Tensor::streamed_rows)
+    };
+    let producer = ops.iter().position(|op| op.output() == t).ok_or(bad)?;
+    let reader = ops.get(producer + 1);
+    let readers = ops.iter().filter(|op| op.inputs().any(|i| i == t)).count();
+    let (Some(_), Some((input, kernel_h))) = (conv(ops.get(producer)), conv(reader)) else {
+        return Err(bad);
+    };
+    if input != t || readers != 1 || streamed(t).is_none_or(|rows| rows < kernel_h) {
+        return Err(bad);
+    }
+    // The chain's length: this band and the streamed tensors its producers read.
+    let mut depth = 1;
+    let mut source = conv(ops.get(producer)).map(|(input, _)| input);
+    while let Some(s) = source.filter(|&s| streamed(s).is_some()) {
+        depth += 1;
+        let p = ops.iter().find(|op| op.output() == s);
+        source = conv(p).map(|(input, _)| input);
+        if depth > STREAM_CHAIN_CAP {
+            return Err(bad);
+        }
     }
     Ok(())
 }
