@@ -15,6 +15,7 @@ pub(crate) use validate::check_stream;
 mod weights;
 
 pub use op_set::{encoding_set, encodings_in, kinds_in, op_set, used_by, OpKind, ALL_OPS};
+pub(crate) use stream::stream_rows_stay_ahead;
 pub use stream::STREAM_CHAIN_CAP;
 #[cfg(feature = "std")]
 pub use weights::LayerWeights;

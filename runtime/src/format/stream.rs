@@ -36,14 +36,16 @@ impl GraphDef {
         }
     }
 
-    /// Mark tensor `t` streamed, with a band of its reader's window height, if it is
-    /// an int8 activation that may be (`None` leaves the graph as it was).
+    /// Mark tensor `t` streamed, with a band of its reader's window height (one row for
+    /// an Add), if it is an int8 activation that may be (`None` leaves the graph as it
+    /// was).
     fn stream(&mut self, t: usize) -> Option<()> {
         let index = u32::try_from(t).ok()?;
         let reader = self.ops.iter().find(|op| op.inputs().any(|i| i == index))?;
         let window = match reader {
             Op::Conv2d(p) => p.kernel_h,
             Op::DepthwiseConv2d(p) => p.kernel_h,
+            Op::Add(_) => 1,
             _ => return None,
         };
         let tensor = self.tensors.get_mut(t)?;

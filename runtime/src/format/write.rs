@@ -80,24 +80,24 @@ impl GraphDef {
                 offset: 0,
             });
         }
-        // In-place pools (FORMAT.md §4): the output joins its input root's group when
-        // the pool is that root's last reader; a group is placed at one offset.
+        // In-place pools and Adds (FORMAT.md §4): the output joins its input root's
+        // group when the op is that root's last reader; a group is placed at one offset.
         let mut leader: Vec<usize> = (0..n).collect();
         for (i, op) in self.ops.iter().enumerate() {
-            let step = u32::try_from(i + 1).map_err(|_| Error::Encode)?;
-            let Some((x, y)) = lifetimes::in_place_pool(op) else {
+            let allowed = |&(x, y): &(u32, u32)| {
+                let rx = live.get(x as usize).map_or(NONE, |l| l.root);
+                let size = |t: u32| bufs.get(t as usize).map(|b| b.size);
+                size(rx).is_some()
+                    && size(rx) >= size(y)
+                    && lifetimes::in_place_allowed(&self.ops, &self.tensors, &live, i, (x, y))
+            };
+            let Some((x, y)) = lifetimes::in_place(op).into_iter().flatten().find(allowed) else {
                 continue;
             };
             let rx = live.get(x as usize).map_or(NONE, |l| l.root);
-            let ok = live.get(rx as usize).is_some_and(|l| l.last == step)
-                && live
-                    .get(y as usize)
-                    .is_some_and(|l| l.first == step && l.root == y);
-            if ok {
-                let group = leader.get(rx as usize).copied().unwrap_or(rx as usize);
-                if let Some(l) = leader.get_mut(y as usize) {
-                    *l = group;
-                }
+            let group = leader.get(rx as usize).copied().unwrap_or(rx as usize);
+            if let Some(l) = leader.get_mut(y as usize) {
+                *l = group;
             }
         }
         // Groups of live roots, largest member first (ties: earliest first).

@@ -66,6 +66,41 @@ pub fn add(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Re
     Ok(())
 }
 
+/// Elements [`add_in_place`] copies aside at a time.
+const IN_PLACE_BLOCK: usize = 128;
+
+/// [`add`] with the output over input 1: `acc[i] = add_one(acc[i], other[i])`
+/// (FORMAT.md §4, "In-place Add"). Each block of `acc` is copied aside first, so the
+/// kernel never reads what it has written. For an output over input 2, pass
+/// [`AddParams::swapped`]: the sum of the two scaled inputs does not depend on order.
+pub fn add_in_place(p: &AddParams, acc: &mut [i8], other: &[i8]) -> Result<(), Error> {
+    if other.len() != acc.len() {
+        return Err(Error::KernelArgs);
+    }
+    let mut block = [0i8; IN_PLACE_BLOCK];
+    for (y, b) in acc.chunks_mut(IN_PLACE_BLOCK).zip(other.chunks(IN_PLACE_BLOCK)) {
+        let a = block.get_mut(..y.len()).ok_or(Error::KernelArgs)?;
+        a.copy_from_slice(y);
+        add(p, a, b, y)?;
+    }
+    Ok(())
+}
+
+impl AddParams {
+    /// The same Add with its inputs' roles exchanged.
+    pub fn swapped(&self) -> AddParams {
+        AddParams {
+            input1_offset: self.input2_offset,
+            input2_offset: self.input1_offset,
+            input1_multiplier: self.input2_multiplier,
+            input1_shift: self.input2_shift,
+            input2_multiplier: self.input1_multiplier,
+            input2_shift: self.input1_shift,
+            ..*self
+        }
+    }
+}
+
 /// The inputs' side of an Add whose shifted inputs are known to be small: neither
 /// input requantization shifts left and both offsets lie within ±256, so
 /// `|x + offset| · 2^20 < 2^29` and [`scale_small`] is exact

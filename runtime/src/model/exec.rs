@@ -16,8 +16,8 @@ use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split, split_bytes};
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::SparseRows;
-use crate::format::{Conv2dMaxPool, DataRef, Encoding, Op, Padding, Tensor, Weights};
-use crate::kernels::add::{add, AddParams};
+use crate::format::{Add, Conv2dMaxPool, DataRef, Encoding, Op, Padding, Tensor, Weights};
+use crate::kernels::add::{add, add_in_place, AddParams};
 use crate::kernels::argmax::argmax;
 use crate::kernels::binary::{binary_conv2d, binary_fully_connected, SignInput, SignOutput};
 use crate::kernels::conv::conv2d;
@@ -299,6 +299,26 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         })
     }
 
+    /// An Add's parameters, with its tensors' zero points.
+    pub(super) fn add_params(&self, p: &Add) -> Option<AddParams> {
+        let a = self.tensors.get(p.input1 as usize)?;
+        let b = self.tensors.get(p.input2 as usize)?;
+        let y = self.tensors.get(p.output as usize)?;
+        Some(AddParams {
+            input1_offset: a.zero_point.wrapping_neg(),
+            input2_offset: b.zero_point.wrapping_neg(),
+            output_offset: y.zero_point,
+            input1_multiplier: p.input1_multiplier,
+            input1_shift: p.input1_shift,
+            input2_multiplier: p.input2_multiplier,
+            input2_shift: p.input2_shift,
+            output_multiplier: p.output_multiplier,
+            output_shift: p.output_shift,
+            act_min: p.act_min,
+            act_max: p.act_max,
+        })
+    }
+
     /// Run one op on the arena.
     pub(super) fn exec(&self, op: &Op, arena: &mut [u8]) -> Result<(), Error> {
         self.dispatch(op, arena).unwrap_or(Err(Error::KernelArgs))
@@ -400,20 +420,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             }
             Op::Add(p) if has(OpKind::Add) => {
                 let b = self.tensors.get(p.input2 as usize)?;
-                let params = AddParams {
-                    input1_offset: input_offset,
-                    input2_offset: b.zero_point.wrapping_neg(),
-                    output_offset: y.zero_point,
-                    input1_multiplier: p.input1_multiplier,
-                    input1_shift: p.input1_shift,
-                    input2_multiplier: p.input2_multiplier,
-                    input2_shift: p.input2_shift,
-                    output_multiplier: p.output_multiplier,
-                    output_shift: p.output_shift,
-                    act_min: p.act_min,
-                    act_max: p.act_max,
-                };
-                let (in1, in2, output) = split(arena, &rin, &range(b)?, &rout)?;
+                if b.streamed_rows().is_some() || x.streamed_rows().is_some() {
+                    return self.run_stream(op, arena);
+                }
+                let params = self.add_params(p)?;
+                let rb = range(b)?;
+                // In place (validated: same offset, the Add the input's last reader).
+                if rout == rin || rout == rb {
+                    let (params, other) = match rout == rin {
+                        true => (params, rb),
+                        false => (params.swapped(), rin),
+                    };
+                    let (other, _, acc) = split(arena, &other, &other, &rout)?;
+                    return Some(add_in_place(&params, acc, other));
+                }
+                let (in1, in2, output) = split(arena, &rin, &rb, &rout)?;
                 add(&params, in1, in2, output)
             }
             // The output aliases the input's bytes: nothing to do.

@@ -130,41 +130,59 @@ pub(crate) fn compute(
     extend(live, output, end)
 }
 
-/// `(input, output)` of an op whose output may share its input's arena bytes
-/// (FORMAT.md §4, in-place pooling): a MaxPool2d or AvgPool2d without top or left
-/// padding. The aliasing is allowed only when, in addition, both tensors have the same
-/// arena offset and the pool is the last reader of its input (checked by the caller).
-pub(crate) fn in_place_pool(op: &Op) -> Option<(u32, u32)> {
+/// `(input, output)` pairs of an op whose output may share that input's arena bytes
+/// (FORMAT.md §4, in-place pooling and in-place Add): a MaxPool2d or AvgPool2d without
+/// top or left padding (its input), an Add (either input). The caller checks the rest
+/// ([`in_place_allowed`]) and that both have the same arena offset.
+pub(crate) fn in_place(op: &Op) -> [Option<(u32, u32)>; 2] {
     match op {
         Op::MaxPool2d(p) | Op::AvgPool2d(p) if p.padding.top == 0 && p.padding.left == 0 => {
-            Some((p.input, p.output))
+            [Some((p.input, p.output)), None]
         }
-        _ => None,
+        Op::Add(p) => [Some((p.input1, p.output)), Some((p.input2, p.output))],
+        _ => [None, None],
     }
 }
 
-/// Whether roots `a` and `b` (live together) are the input root and the output of an
-/// in-place pool at step `s` that may alias: same arena offset, the input's last read
-/// and the output's write both at `s`, so they are live together only at `s`.
-pub(crate) fn may_alias(
+/// Whether op `i`'s output `y` may take the bytes of its input `x` ([`in_place`]'s
+/// pair): `x`'s root is last read and `y` first written at op `i`'s step, so they are
+/// live together only there; `x` is stored whole, not a band; and where the op ends a
+/// stream chain whose first op reads `x` too, no later window of the chain reads a row
+/// the op has overwritten ([`crate::model::stream_rows_stay_ahead`]).
+pub(crate) fn in_place_allowed(
     ops: &[Op],
+    tensors: &[Tensor],
     live: &[Live],
-    offset: impl Fn(u32) -> Option<u32>,
-    a: u32,
-    b: u32,
+    i: usize,
+    (x, y): (u32, u32),
 ) -> bool {
     let get = |t: u32| usize::try_from(t).ok().and_then(|i| live.get(i));
+    let step = sat_u32(i).saturating_add(1);
+    let Some(rx) = get(x).map(|l| l.root) else {
+        return false;
+    };
+    let stored = tensors
+        .get(x as usize)
+        .is_some_and(|t| t.streamed_rows().is_none());
+    stored
+        && get(rx).is_some_and(|l| l.last == step)
+        && get(y).is_some_and(|l| l.first == step && l.root == y)
+        && crate::model::stream_rows_stay_ahead(ops, tensors, i, x)
+}
+
+/// Whether roots `a` and `b` (live together) are the input root and the output of an
+/// in-place op ([`in_place`], [`in_place_allowed`]) at the same arena offset.
+pub(crate) fn may_alias(ops: &[Op], tensors: &[Tensor], live: &[Live], a: u32, b: u32) -> bool {
+    let offset = |t: u32| tensors.get(t as usize).map(|t| t.arena_offset);
+    let root = |t: u32| live.get(t as usize).map(|l| l.root);
     ops.iter().enumerate().any(|(i, op)| {
-        let step = sat_u32(i).saturating_add(1);
-        in_place_pool(op).is_some_and(|(x, y)| {
-            let Some(rx) = get(x).map(|l| l.root) else {
+        in_place(op).into_iter().flatten().any(|(x, y)| {
+            let Some(rx) = root(x) else {
                 return false;
             };
             let pair = (rx == a && y == b) || (rx == b && y == a);
             let same = offset(rx).is_some() && offset(rx) == offset(y);
-            pair && same
-                && get(rx).is_some_and(|l| l.last == step)
-                && get(y).is_some_and(|l| l.first == step)
+            pair && same && in_place_allowed(ops, tensors, live, i, (x, y))
         })
     })
 }

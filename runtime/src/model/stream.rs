@@ -1,17 +1,18 @@
 //! Streamed tensors (FORMAT.md §4): a chain of convs whose intermediate outputs are
-//! bands of rows. The op that ends the chain (the first whose output is stored whole)
-//! runs the chain one of its output rows at a time, and each band is refilled on
-//! demand: its producer computes the rows the band's reader needs next, after the
-//! band has dropped the rows no later window reads. Every output value is computed
-//! exactly as by the whole-tensor kernels, over the same window.
+//! bands of rows. The op that ends the chain (the first whose output is stored whole:
+//! a conv, or an Add) runs the chain one of its output rows at a time, and each band
+//! is refilled on demand: its producer computes the rows the band's reader needs next,
+//! after the band has dropped the rows no later window reads. Every output value is
+//! computed exactly as by the whole-tensor kernels, over the same window.
 
 use core::ops::Range;
 
 use super::exec::{conv_geometry, range};
-use super::Model;
+use super::{Model, OpKind};
 use crate::arena::split;
 use crate::error::Error;
 use crate::format::{Op, Tensor};
+use crate::kernels::add::{add, add_in_place};
 use crate::kernels::ConvGeometry;
 
 /// Most streamed tensors one chain may hold (validated at load): the chain's bands
@@ -70,13 +71,76 @@ fn row_window(g: &ConvGeometry, q: usize, n: usize) -> Option<(usize, usize, Con
 }
 
 /// Bytes of one row of a `[1, H, W, C]` tensor.
-fn row_bytes(g_h: usize, t: &Tensor) -> Option<usize> {
-    range(t)?;
+fn row_bytes(t: &Tensor) -> Option<usize> {
     match t.shape.as_slice() {
         &[1, _, w, c] => (w as usize).checked_mul(c as usize),
         _ => None,
     }
-    .filter(|_| g_h > 0)
+}
+
+/// The streamed input of `op`, the op that ends a chain (`None` if it reads none).
+fn streamed_input(op: &Op, tensors: &[Tensor]) -> Option<u32> {
+    op.inputs().find(|&t| {
+        tensors
+            .get(t as usize)
+            .is_some_and(|t| t.streamed_rows().is_some())
+    })
+}
+
+/// Geometries of the producers of the chain that reads `t` (nearest first) and the
+/// stored tensor the farthest one reads.
+fn producers(
+    ops: &[Op],
+    tensors: &[Tensor],
+    mut t: u32,
+) -> Option<(heapless::Vec<ConvGeometry, STREAM_CHAIN_CAP>, u32)> {
+    let mut geometries = heapless::Vec::new();
+    let tensor = |t: u32| tensors.get(t as usize);
+    while tensor(t)?.streamed_rows().is_some() {
+        let producer = ops.iter().find(|op| op.output() == t)?;
+        let input = producer.inputs().next()?;
+        let g = conv_geometry(producer, tensor(input)?, tensor(t)?)?;
+        geometries.push(g).ok()?;
+        t = input;
+    }
+    Some((geometries, t))
+}
+
+/// Whether op `end` may write its output over `x` row by row (an in-place Add that
+/// ends a chain whose first op reads `x` too): after each output row `r`, every row
+/// of `x` that a later window of the chain reads lies below `r`. This replays the
+/// refills of [`Model::run_stream`], which produce each band's rows on demand. Ops
+/// that end no chain, or whose chain does not read `x`, are always safe.
+pub(crate) fn stream_rows_stay_ahead(ops: &[Op], tensors: &[Tensor], end: usize, x: u32) -> bool {
+    let Some(op) = ops.get(end) else {
+        return false;
+    };
+    let Some(t) = streamed_input(op, tensors) else {
+        return true;
+    };
+    let Some((geometries, source)) = producers(ops, tensors, t) else {
+        return false;
+    };
+    if source != x {
+        return true;
+    }
+    let height = tensors.get(t as usize).and_then(|t| t.shape.get(1).copied());
+    (0..height.unwrap_or(0) as usize).all(|r| {
+        // Rows the nearest band holds after output row `r`, then each farther band.
+        let mut upto = r + 1;
+        for (k, g) in geometries.iter().enumerate() {
+            if k + 1 == geometries.len() {
+                // The first op has made `upto` rows; its next window starts at
+                // `upto · stride − pad`.
+                return upto >= g.out_h || upto * g.stride_h > r + g.pad_top;
+            }
+            match row_window(g, upto - 1, 1) {
+                Some((_, hi, _)) => upto = hi,
+                None => return false,
+            }
+        }
+        false
+    })
 }
 
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
@@ -86,43 +150,82 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         self.tensors.get(t as usize)
     }
 
-    /// Run the chain that `end`, a conv reading a streamed tensor, ends.
+    /// Run the chain that `end` ends: a conv or an Add reading a streamed tensor.
     #[inline(never)]
     pub(super) fn run_stream(&self, end: &Op, arena: &mut [u8]) -> Option<Result<(), Error>> {
         let mut bands: heapless::Vec<Band<'_>, STREAM_CHAIN_CAP> = heapless::Vec::new();
-        let mut t = end.inputs().next()?;
+        let streamed = streamed_input(end, &self.tensors)?;
+        let mut t = streamed;
         while let Some(rows) = self.tensor(t)?.streamed_rows() {
             let producer = self.ops.iter().find(|op| op.output() == t)?;
             let tensor = self.tensor(t)?;
             let input = self.tensor(producer.inputs().next()?)?;
-            let geometry = conv_geometry(producer, input, tensor)?;
             let band = Band {
                 producer,
                 input,
                 tensor,
-                geometry,
+                geometry: conv_geometry(producer, input, tensor)?,
                 offset: range(tensor)?.start,
                 rows: rows as usize,
-                row_bytes: row_bytes(geometry.out_h, tensor)?,
+                row_bytes: row_bytes(tensor)?,
                 base: 0,
                 count: 0,
             };
             bands.push(band).ok()?;
             t = producer.inputs().next()?;
         }
-        let (x, y) = (bands.first()?.tensor, self.tensor(end.output())?);
-        let g = conv_geometry(end, x, y)?;
-        let out_row = row_bytes(g.out_h, y)?;
+        let (x, y) = (self.tensor(streamed)?, self.tensor(end.output())?);
+        let out_row = row_bytes(y)?;
         let out_start = range(y)?.start;
-        for r in 0..g.out_h {
-            let (lo, hi, sub) = row_window(&g, r, 1)?;
+        // Without Adds in the op set this is a constant, and the Add kernels unlinked.
+        let sum = match end {
+            Op::Add(p) if OpKind::Add.is_in(OPS) => Some((p, self.add_params(p)?)),
+            _ => None,
+        };
+        let g = match sum {
+            Some(_) => None,
+            None => Some(conv_geometry(end, x, y)?),
+        };
+        let out_h = y.shape.get(1).copied()? as usize;
+        for r in 0..out_h {
+            let (lo, hi, sub) = match &g {
+                Some(g) => {
+                    let (lo, hi, sub) = row_window(g, r, 1)?;
+                    (lo, hi, Some(sub))
+                }
+                None => (r, r + 1, None),
+            };
             if let Err(e) = self.refill(&mut bands, hi, arena)? {
                 return Some(Err(e));
             }
             let rin = bands.first()?.stored(lo, hi)?;
             let at = out_start + r * out_row;
-            let (input, _, output) = split(arena, &rin, &rin, &(at..at + out_row))?;
-            if let Err(e) = self.conv_rows(end, &sub, x.zero_point, y, input, output)? {
+            let rout = at..at + out_row;
+            let done = match (sum, sub) {
+                (Some((p, params)), _) => {
+                    // The other input's row, and whether it is the streamed one's first.
+                    let streamed_first = p.input1 == streamed;
+                    let other = self.tensor(if streamed_first { p.input2 } else { p.input1 })?;
+                    let o = range(other)?.start + r * out_row;
+                    let ro = o..o + out_row;
+                    if ro == rout {
+                        // In place over the other input: it is input 1 of `add_in_place`.
+                        let params = if streamed_first { params.swapped() } else { params };
+                        let (band, _, acc) = split(arena, &rin, &rin, &rout)?;
+                        add_in_place(&params, acc, band)
+                    } else {
+                        let (a, b) = if streamed_first { (&rin, &ro) } else { (&ro, &rin) };
+                        let (a, b, output) = split(arena, a, b, &rout)?;
+                        add(&params, a, b, output)
+                    }
+                }
+                (None, Some(sub)) => {
+                    let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+                    self.conv_rows(end, &sub, x.zero_point, y, input, output)?
+                }
+                (None, None) => return None,
+            };
+            if let Err(e) = done {
                 return Some(Err(e));
             }
         }
@@ -156,7 +259,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 }
                 None => {
                     let whole = range(band.input)?;
-                    let row = row_bytes(band.geometry.in_h, band.input)?;
+                    let row = row_bytes(band.input)?;
                     whole.start + lo * row..whole.start + hi * row
                 }
             };

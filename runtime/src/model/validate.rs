@@ -100,9 +100,10 @@ fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
 }
 
 /// A streamed tensor `t` (FORMAT.md §4): written by a conv or depthwise conv and read
-/// only by the next op, a conv or depthwise conv whose window height fits in the band,
-/// at most [`STREAM_CHAIN_CAP`] in one chain. (Its shape and band height were checked
-/// with its size.)
+/// only by the next op, either a conv or depthwise conv whose window height fits in
+/// the band, or an Add whose other input is stored whole; at most
+/// [`STREAM_CHAIN_CAP`] in one chain. (Its shape and band height were checked with its
+/// size.)
 pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(), Error> {
     let bad = Error::BadStream { tensor: t };
     let conv = |op: Option<&Op>| match op {
@@ -119,10 +120,16 @@ pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(),
     let producer = ops.iter().position(|op| op.output() == t).ok_or(bad)?;
     let reader = ops.get(producer + 1);
     let readers = ops.iter().filter(|op| op.inputs().any(|i| i == t)).count();
-    let (Some(_), Some((input, kernel_h))) = (conv(ops.get(producer)), conv(reader)) else {
-        return Err(bad);
+    // The rows the reader's window spans.
+    let window = match reader {
+        Some(Op::Add(p)) => {
+            let other = if p.input1 == t { p.input2 } else { p.input1 };
+            (streamed(other).is_none() && (p.input1 == t || p.input2 == t)).then_some(1)
+        }
+        op => conv(op).and_then(|(input, kernel_h)| (input == t).then_some(kernel_h)),
     };
-    if input != t || readers != 1 || streamed(t).is_none_or(|rows| rows < kernel_h) {
+    let fits = window.is_some_and(|w| streamed(t).is_some_and(|rows| rows >= w));
+    if conv(ops.get(producer)).is_none() || readers != 1 || !fits {
         return Err(bad);
     }
     // The chain's length: this band and the streamed tensors its producers read.
@@ -142,12 +149,6 @@ pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(),
 /// No two roots that are live at the same time may share arena bytes, except an
 /// in-place pool's input and output ([`lifetimes::may_alias`]).
 fn check_overlaps(ops: &[Op], tensors: &[Tensor], live: &[Live]) -> Result<(), Error> {
-    let offset = |t: u32| {
-        usize::try_from(t)
-            .ok()
-            .and_then(|i| tensors.get(i))
-            .map(|t| t.arena_offset)
-    };
     let range = |t: &Tensor| {
         let start = u64::from(t.arena_offset);
         (start, start + u64::from(t.bytes().unwrap_or(0)))
@@ -162,7 +163,7 @@ fn check_overlaps(ops: &[Op], tensors: &[Tensor], live: &[Live]) -> Result<(), E
             if la.overlaps(lb)
                 && a0 < b1
                 && b0 < a1
-                && !lifetimes::may_alias(ops, live, offset, sat_u32(a), sat_u32(b))
+                && !lifetimes::may_alias(ops, tensors, live, sat_u32(a), sat_u32(b))
             {
                 return Err(Error::ArenaOverlap {
                     a: sat_u32(a),
