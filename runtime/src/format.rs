@@ -39,13 +39,13 @@ pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 
 #[cfg(feature = "std")]
 mod fuse;
-#[cfg(feature = "std")]
-mod stream;
 pub mod packed;
 pub(crate) mod read;
 #[cfg(feature = "std")]
 mod sign_bits;
 pub mod sparse;
+#[cfg(feature = "std")]
+mod stream;
 pub(crate) mod tags;
 #[cfg(feature = "std")]
 pub mod write;

@@ -60,7 +60,10 @@ impl GraphDef {
         let accepted = window < height
             && tensor.bytes().is_ok()
             && (0..self.tensors.len()).all(|s| {
-                let streamed = self.tensors.get(s).is_some_and(|s| s.streamed_rows().is_some());
+                let streamed = self
+                    .tensors
+                    .get(s)
+                    .is_some_and(|s| s.streamed_rows().is_some());
                 let s = u32::try_from(s).unwrap_or(u32::MAX);
                 !streamed || check_stream(s, &self.ops, &self.tensors).is_ok()
             });

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::error::Error;
 use crate::model::lifetimes::{self, Live, NONE};
+use crate::model::ALL_OPS;
 
 /// Alignment of every tensor offset the planner assigns (bytes).
 pub const ARENA_ALIGN: u32 = 4;
@@ -89,9 +90,16 @@ impl GraphDef {
                 let size = |t: u32| bufs.get(t as usize).map(|b| b.size);
                 size(rx).is_some()
                     && size(rx) >= size(y)
-                    && lifetimes::in_place_allowed(&self.ops, &self.tensors, &live, i, (x, y))
+                    && lifetimes::in_place_allowed::<ALL_OPS>(
+                        &self.ops,
+                        &self.tensors,
+                        &live,
+                        i,
+                        (x, y),
+                    )
             };
-            let Some((x, y)) = lifetimes::in_place(op).into_iter().flatten().find(allowed) else {
+            let in_place = lifetimes::in_place::<ALL_OPS>(op);
+            let Some((x, y)) = in_place.into_iter().flatten().find(allowed) else {
                 continue;
             };
             let rx = live.get(x as usize).map_or(NONE, |l| l.root);

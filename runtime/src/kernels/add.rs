@@ -78,7 +78,10 @@ pub fn add_in_place(p: &AddParams, acc: &mut [i8], other: &[i8]) -> Result<(), E
         return Err(Error::KernelArgs);
     }
     let mut block = [0i8; IN_PLACE_BLOCK];
-    for (y, b) in acc.chunks_mut(IN_PLACE_BLOCK).zip(other.chunks(IN_PLACE_BLOCK)) {
+    for (y, b) in acc
+        .chunks_mut(IN_PLACE_BLOCK)
+        .zip(other.chunks(IN_PLACE_BLOCK))
+    {
         let a = block.get_mut(..y.len()).ok_or(Error::KernelArgs)?;
         a.copy_from_slice(y);
         add(p, a, b, y)?;

@@ -78,8 +78,16 @@ fn geometry(
 /// The geometry of a conv or depthwise conv from `x` to `y`.
 pub(super) fn conv_geometry(op: &Op, x: &Tensor, y: &Tensor) -> Option<ConvGeometry> {
     let (kernel, stride, pad) = match op {
-        Op::Conv2d(p) => ((p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), &p.padding),
-        Op::DepthwiseConv2d(p) => ((p.kernel_h, p.kernel_w), (p.stride_h, p.stride_w), &p.padding),
+        Op::Conv2d(p) => (
+            (p.kernel_h, p.kernel_w),
+            (p.stride_h, p.stride_w),
+            &p.padding,
+        ),
+        Op::DepthwiseConv2d(p) => (
+            (p.kernel_h, p.kernel_w),
+            (p.stride_h, p.stride_w),
+            &p.padding,
+        ),
         _ => return None,
     };
     geometry(x, y, kernel, stride, pad)

@@ -15,6 +15,7 @@
 
 use crate::error::{sat_u32, Error};
 use crate::format::{Op, Tensor};
+use crate::model::OpKind;
 
 /// "No step" / "no tensor".
 pub(crate) const NONE: u32 = u32::MAX;
@@ -133,13 +134,16 @@ pub(crate) fn compute(
 /// `(input, output)` pairs of an op whose output may share that input's arena bytes
 /// (FORMAT.md §4, in-place pooling and in-place Add): a MaxPool2d or AvgPool2d without
 /// top or left padding (its input), an Add (either input). The caller checks the rest
-/// ([`in_place_allowed`]) and that both have the same arena offset.
-pub(crate) fn in_place(op: &Op) -> [Option<(u32, u32)>; 2] {
+/// ([`in_place_allowed`]) and that both have the same arena offset. `OPS` is the
+/// model's op set: outside it, the Add's case is not linked.
+pub(crate) fn in_place<const OPS: u32>(op: &Op) -> [Option<(u32, u32)>; 2] {
     match op {
         Op::MaxPool2d(p) | Op::AvgPool2d(p) if p.padding.top == 0 && p.padding.left == 0 => {
             [Some((p.input, p.output)), None]
         }
-        Op::Add(p) => [Some((p.input1, p.output)), Some((p.input2, p.output))],
+        Op::Add(p) if OpKind::Add.is_in(OPS) => {
+            [Some((p.input1, p.output)), Some((p.input2, p.output))]
+        }
         _ => [None, None],
     }
 }
@@ -148,8 +152,9 @@ pub(crate) fn in_place(op: &Op) -> [Option<(u32, u32)>; 2] {
 /// pair): `x`'s root is last read and `y` first written at op `i`'s step, so they are
 /// live together only there; `x` is stored whole, not a band; and where the op ends a
 /// stream chain whose first op reads `x` too, no later window of the chain reads a row
-/// the op has overwritten ([`crate::model::stream_rows_stay_ahead`]).
-pub(crate) fn in_place_allowed(
+/// the op has overwritten ([`crate::model::stream_rows_stay_ahead`], linked only where
+/// the op set `OPS` has convs to stream).
+pub(crate) fn in_place_allowed<const OPS: u32>(
     ops: &[Op],
     tensors: &[Tensor],
     live: &[Live],
@@ -167,22 +172,33 @@ pub(crate) fn in_place_allowed(
     stored
         && get(rx).is_some_and(|l| l.last == step)
         && get(y).is_some_and(|l| l.first == step && l.root == y)
-        && crate::model::stream_rows_stay_ahead(ops, tensors, i, x)
+        && (!streams::<OPS>() || crate::model::stream_rows_stay_ahead(ops, tensors, i, x))
+}
+
+/// Whether the op set `OPS` may stream: only convs and depthwise convs write bands.
+pub(crate) const fn streams<const OPS: u32>() -> bool {
+    OpKind::Conv2d.is_in(OPS) || OpKind::DepthwiseConv2d.is_in(OPS)
 }
 
 /// Whether roots `a` and `b` (live together) are the input root and the output of an
 /// in-place op ([`in_place`], [`in_place_allowed`]) at the same arena offset.
-pub(crate) fn may_alias(ops: &[Op], tensors: &[Tensor], live: &[Live], a: u32, b: u32) -> bool {
+pub(crate) fn may_alias<const OPS: u32>(
+    ops: &[Op],
+    tensors: &[Tensor],
+    live: &[Live],
+    a: u32,
+    b: u32,
+) -> bool {
     let offset = |t: u32| tensors.get(t as usize).map(|t| t.arena_offset);
     let root = |t: u32| live.get(t as usize).map(|l| l.root);
     ops.iter().enumerate().any(|(i, op)| {
-        in_place(op).into_iter().flatten().any(|(x, y)| {
+        in_place::<OPS>(op).into_iter().flatten().any(|(x, y)| {
             let Some(rx) = root(x) else {
                 return false;
             };
             let pair = (rx == a && y == b) || (rx == b && y == a);
             let same = offset(rx).is_some() && offset(rx) == offset(y);
-            pair && same && in_place_allowed(ops, tensors, live, i, (x, y))
+            pair && same && in_place_allowed::<OPS>(ops, tensors, live, i, (x, y))
         })
     })
 }

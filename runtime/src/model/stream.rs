@@ -124,7 +124,9 @@ pub(crate) fn stream_rows_stay_ahead(ops: &[Op], tensors: &[Tensor], end: usize,
     if source != x {
         return true;
     }
-    let height = tensors.get(t as usize).and_then(|t| t.shape.get(1).copied());
+    let height = tensors
+        .get(t as usize)
+        .and_then(|t| t.shape.get(1).copied());
     (0..height.unwrap_or(0) as usize).all(|r| {
         // Rows the nearest band holds after output row `r`, then each farther band.
         let mut upto = r + 1;
@@ -210,11 +212,19 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     let ro = o..o + out_row;
                     if ro == rout {
                         // In place over the other input: it is input 1 of `add_in_place`.
-                        let params = if streamed_first { params.swapped() } else { params };
+                        let params = if streamed_first {
+                            params.swapped()
+                        } else {
+                            params
+                        };
                         let (band, _, acc) = split(arena, &rin, &rin, &rout)?;
                         add_in_place(&params, acc, band)
                     } else {
-                        let (a, b) = if streamed_first { (&rin, &ro) } else { (&ro, &rin) };
+                        let (a, b) = if streamed_first {
+                            (&rin, &ro)
+                        } else {
+                            (&ro, &rin)
+                        };
                         let (a, b, output) = split(arena, a, b, &rout)?;
                         add(&params, a, b, output)
                     }

@@ -35,6 +35,10 @@ pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: u32>(
     for (i, t) in tensors.iter().enumerate() {
         check_tensor(sat_u32(i), t, graph)?;
         if t.streamed_rows().is_some() {
+            // Without convs in the op set nothing may write a band.
+            if !lifetimes::streams::<OPS>() {
+                return Err(Error::BadStream { tensor: sat_u32(i) });
+            }
             check_stream(sat_u32(i), ops, tensors)?;
         }
     }
@@ -58,7 +62,7 @@ pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: u32>(
         capacity: sat_u32(MAX_TENSORS),
     })?;
     lifetimes::compute(ops, tensors, graph.input, graph.output, live)?;
-    check_overlaps(ops, tensors, live)
+    check_overlaps::<OPS>(ops, tensors, live)
 }
 
 fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
@@ -148,7 +152,11 @@ pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(),
 
 /// No two roots that are live at the same time may share arena bytes, except an
 /// in-place pool's input and output ([`lifetimes::may_alias`]).
-fn check_overlaps(ops: &[Op], tensors: &[Tensor], live: &[Live]) -> Result<(), Error> {
+fn check_overlaps<const OPS: u32>(
+    ops: &[Op],
+    tensors: &[Tensor],
+    live: &[Live],
+) -> Result<(), Error> {
     let range = |t: &Tensor| {
         let start = u64::from(t.arena_offset);
         (start, start + u64::from(t.bytes().unwrap_or(0)))
@@ -163,7 +171,7 @@ fn check_overlaps(ops: &[Op], tensors: &[Tensor], live: &[Live]) -> Result<(), E
             if la.overlaps(lb)
                 && a0 < b1
                 && b0 < a1
-                && !lifetimes::may_alias(ops, tensors, live, sat_u32(a), sat_u32(b))
+                && !lifetimes::may_alias::<OPS>(ops, tensors, live, sat_u32(a), sat_u32(b))
             {
                 return Err(Error::ArenaOverlap {
                     a: sat_u32(a),
