@@ -8,7 +8,8 @@ mod common;
 
 use common::{requant, tensor, Lcg};
 use sprig_runtime::fixed_point::AddQuant;
-use sprig_runtime::format::write::{BlobBuilder, GraphDef};
+use sprig_runtime::format::write::{seal, BlobBuilder, GraphDef};
+use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use sprig_runtime::{Add, Conv2d, Encoding, Error, Model, Op, Padding, TensorKind};
 
 const H: u32 = 7;
@@ -116,15 +117,16 @@ fn outputs(graph: &GraphDef, builder: &BlobBuilder, inputs: &[Vec<i8>]) -> Vec<V
 #[test]
 fn residual_blocks_are_bit_exact_stored_in_place_and_streamed() {
     let mut rng = Lcg::new(40);
-    let inputs: Vec<Vec<i8>> = (0..20)
-        .map(|_| rng.vec_i8((H * W * C) as usize))
-        .collect();
+    let inputs: Vec<Vec<i8>> = (0..20).map(|_| rng.vec_i8((H * W * C) as usize)).collect();
     for (seed, x_first) in [(1, true), (2, false), (3, true), (4, false)] {
         let (stored, builder) = residual(seed, 3, x_first);
         // The planner writes the Add over one of its inputs (it is the last reader of
         // both): input 1 when it may.
         let over = if x_first { 0 } else { 2 };
-        assert_eq!(stored.tensors[3].arena_offset, stored.tensors[over].arena_offset);
+        assert_eq!(
+            stored.tensors[3].arena_offset,
+            stored.tensors[over].arena_offset
+        );
         let mut streamed = stored.clone();
         assert_eq!(streamed.stream_rows(), 2, "seed {seed}");
         assert!(matches!(
@@ -138,7 +140,10 @@ fn residual_blocks_are_bit_exact_stored_in_place_and_streamed() {
         // x and the output share 105 B; the bands hold 3 rows and 1 row of 15 B.
         assert_eq!(stored.arena_size, 108 + 108 + 105); // x|y, a, b (4-aligned starts)
         assert_eq!(streamed.arena_size, 108 + 48 + 15); // x|y, band a, band b
-        assert_eq!(streamed.tensors[3].arena_offset, streamed.tensors[0].arena_offset);
+        assert_eq!(
+            streamed.tensors[3].arena_offset,
+            streamed.tensors[0].arena_offset
+        );
         let expected = outputs(&apart(&stored), &builder, &inputs);
         let distinct: std::collections::BTreeSet<_> = expected.iter().collect();
         assert!(distinct.len() > 10, "degenerate outputs");
@@ -146,8 +151,16 @@ fn residual_blocks_are_bit_exact_stored_in_place_and_streamed() {
         // Over input 2 instead (the kernel then exchanges the inputs' roles).
         let mut over_second = stored.clone();
         over_second.tensors[3].arena_offset = stored.tensors[2 - over].arena_offset;
-        assert_eq!(outputs(&over_second, &builder, &inputs), expected, "seed {seed}");
-        assert_eq!(outputs(&streamed, &builder, &inputs), expected, "seed {seed}");
+        assert_eq!(
+            outputs(&over_second, &builder, &inputs),
+            expected,
+            "seed {seed}"
+        );
+        assert_eq!(
+            outputs(&streamed, &builder, &inputs),
+            expected,
+            "seed {seed}"
+        );
     }
 }
 
@@ -163,16 +176,20 @@ fn a_chain_that_reads_behind_the_add_gets_no_in_place_write() {
     assert_eq!(planned.stream_rows(), 1);
     assert!(planned.tensors[1].streamed_rows().is_none());
     assert_eq!(planned.arena_size, 108 + 108 + 15);
-    assert_eq!(planned.tensors[3].arena_offset, planned.tensors[0].arena_offset);
+    assert_eq!(
+        planned.tensors[3].arena_offset,
+        planned.tensors[0].arena_offset
+    );
     // Both streamed by hand: the planner keeps the Add's output apart from `x`.
     let mut streamed = planned.clone();
     streamed.tensors[1].kind = TensorKind::Streamed { rows: 5 };
     streamed.plan_arena().unwrap();
-    assert_ne!(streamed.tensors[3].arena_offset, streamed.tensors[0].arena_offset);
+    assert_ne!(
+        streamed.tensors[3].arena_offset,
+        streamed.tensors[0].arena_offset
+    );
     let mut rng = Lcg::new(41);
-    let inputs: Vec<Vec<i8>> = (0..10)
-        .map(|_| rng.vec_i8((H * W * C) as usize))
-        .collect();
+    let inputs: Vec<Vec<i8>> = (0..10).map(|_| rng.vec_i8((H * W * C) as usize)).collect();
     let expected = outputs(&apart(&stored), &builder, &inputs);
     assert_eq!(outputs(&planned, &builder, &inputs), expected);
     assert_eq!(outputs(&streamed, &builder, &inputs), expected);
@@ -216,3 +233,33 @@ fn an_input_read_after_the_add_is_not_written_over() {
     ));
 }
 
+/// Every bit flip of a streamed residual block with its Add in place (re-sealed) is
+/// refused or loads and runs: the in-place and stream checks leave nothing for `run`
+/// to fail on.
+#[test]
+fn every_bit_flip_of_a_streamed_in_place_block_is_refused_or_runs() {
+    let (mut graph, builder) = residual(7, 3, false);
+    assert_eq!(graph.stream_rows(), 2);
+    let blob = builder.finish(&graph).unwrap();
+    let input: Vec<i8> = (0..H * W * C).map(|i| (i * 3) as i8).collect();
+    let mut output = vec![0i8; input.len()];
+    let mut loaded = 0;
+    for byte in 20..blob.len() {
+        for bit in 0..8 {
+            let mut flipped = blob.clone();
+            flipped[byte] ^= 1 << bit;
+            seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+            if let Ok(model) = Model::from_bytes(&flipped) {
+                loaded += 1;
+                let mut arena = vec![0u8; model.arena_size()];
+                if model.input_len() == input.len() && model.output_len() == output.len() {
+                    model.run(&mut arena, &input, &mut output).unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        loaded > 100,
+        "too few flips load ({loaded}) to exercise run"
+    );
+}
