@@ -16,41 +16,90 @@ const H: u32 = 7;
 const W: u32 = 5;
 const C: u32 = 3;
 
+/// A conv's channels `(in, out)`, square kernel, stride and padding.
+struct ConvShape {
+    channels: (u32, u32),
+    kernel: u32,
+    stride: u32,
+    padding: Padding,
+}
+
+/// A conv from tensor `io.0` to `io.1` with random weights and biases, requantized
+/// from `scales.0` to `scales.1`.
+fn conv_op(
+    builder: &mut BlobBuilder,
+    rng: &mut Lcg,
+    io: (u32, u32),
+    shape: ConvShape,
+    scales: (f32, f32),
+) -> Op {
+    let (in_c, out_c) = shape.channels;
+    let k = shape.kernel;
+    let weights = rng.vec_i8((out_c * k * k * in_c) as usize);
+    let bias: Vec<i32> = (0..out_c).map(|_| rng.range(-300, 300)).collect();
+    let w_scales: Vec<f32> = (0..out_c).map(|c| 0.004 + 0.001 * (c % 4) as f32).collect();
+    let filter = builder
+        .push_weights_as(&weights, out_c as usize, Encoding::Dense)
+        .unwrap();
+    Op::Conv2d(Conv2d {
+        input: io.0,
+        output: io.1,
+        filter,
+        bias: Some(builder.push_i32(&bias).unwrap()),
+        requant: builder
+            .push_requant(&requant(scales.0, &w_scales, scales.1))
+            .unwrap(),
+        kernel_h: k,
+        kernel_w: k,
+        stride_h: shape.stride,
+        stride_w: shape.stride,
+        padding: shape.padding,
+        act_min: -128,
+        act_max: 127,
+    })
+}
+
+/// An Add of `input1` and `input2` into `output`, TFLite's parameters for the scales.
+fn add_op((input1, input2, output): (u32, u32, u32), (s1, s2, s_y): (f32, f32, f32)) -> Op {
+    let q = AddQuant::from_scales(f64::from(s1), f64::from(s2), f64::from(s_y));
+    Op::Add(Add {
+        input1,
+        input2,
+        output,
+        input1_multiplier: q.input1_multiplier,
+        input1_shift: q.input1_shift,
+        input2_multiplier: q.input2_multiplier,
+        input2_shift: q.input2_shift,
+        output_multiplier: q.output_multiplier,
+        output_shift: q.output_shift,
+        act_min: -128,
+        act_max: 127,
+    })
+}
+
 /// `x [1, 7, 5, 3]` → conv k×k (same padding) → conv 3×3 (same padding) → Add with
 /// `x` (as input 1 when `x_first`, else input 2) → output. Returns the graph, planned,
 /// and its builder.
 fn residual(seed: u64, k: u32, x_first: bool) -> (GraphDef, BlobBuilder) {
     let mut rng = Lcg::new(seed);
     let mut builder = BlobBuilder::new();
+    let pad = |k: u32| {
+        let p = (k - 1) / 2;
+        Padding {
+            top: p,
+            left: p,
+            bottom: p,
+            right: p,
+        }
+    };
     let mut conv = |input: u32, output: u32, k: u32, scales: (f32, f32)| {
-        let weights = rng.vec_i8((C * k * k * C) as usize);
-        let bias: Vec<i32> = (0..C).map(|_| rng.range(-300, 300)).collect();
-        let w_scales: Vec<f32> = (0..C).map(|c| 0.004 + 0.001 * c as f32).collect();
-        let filter = builder
-            .push_weights_as(&weights, C as usize, Encoding::Dense)
-            .unwrap();
-        let pad = (k - 1) / 2;
-        Op::Conv2d(Conv2d {
-            input,
-            output,
-            filter,
-            bias: Some(builder.push_i32(&bias).unwrap()),
-            requant: builder
-                .push_requant(&requant(scales.0, &w_scales, scales.1))
-                .unwrap(),
-            kernel_h: k,
-            kernel_w: k,
-            stride_h: 1,
-            stride_w: 1,
-            padding: Padding {
-                top: pad,
-                left: pad,
-                bottom: pad,
-                right: pad,
-            },
-            act_min: -128,
-            act_max: 127,
-        })
+        let shape = ConvShape {
+            channels: (C, C),
+            kernel: k,
+            stride: 1,
+            padding: pad(k),
+        };
+        conv_op(&mut builder, &mut rng, (input, output), shape, scales)
     };
     let (s_x, s_a, s_b, s_y) = (0.05, 0.08, 0.11, 0.09);
     let shape = [1, H, W, C];
@@ -66,20 +115,7 @@ fn residual(seed: u64, k: u32, x_first: bool) -> (GraphDef, BlobBuilder) {
         true => (0, 2, s_x, s_b),
         false => (2, 0, s_b, s_x),
     };
-    let q = AddQuant::from_scales(f64::from(s1), f64::from(s2), f64::from(s_y));
-    let add = Op::Add(Add {
-        input1,
-        input2,
-        output: 3,
-        input1_multiplier: q.input1_multiplier,
-        input1_shift: q.input1_shift,
-        input2_multiplier: q.input2_multiplier,
-        input2_shift: q.input2_shift,
-        output_multiplier: q.output_multiplier,
-        output_shift: q.output_shift,
-        act_min: -128,
-        act_max: 127,
-    });
+    let add = add_op((input1, input2, 3), (s1, s2, s_y));
     let mut graph = GraphDef {
         tensors,
         ops: vec![first, second, add],
@@ -107,7 +143,7 @@ fn outputs(graph: &GraphDef, builder: &BlobBuilder, inputs: &[Vec<i8>]) -> Vec<V
     inputs
         .iter()
         .map(|x| {
-            let mut y = vec![0i8; x.len()];
+            let mut y = vec![0i8; model.output_len()];
             model.run(&mut arena, x, &mut y).unwrap();
             y
         })
@@ -262,4 +298,106 @@ fn every_bit_flip_of_a_streamed_in_place_block_is_refused_or_runs() {
         loaded > 100,
         "too few flips load ({loaded}) to exercise run"
     );
+}
+
+/// A downsampling residual block as TFLite writes ResNet's: `x [1, 8, 6, 4]` → conv
+/// 3×3 stride 2 → conv 3×3 → (shortcut: conv 1×1 stride 2 of `x`) → Add(shortcut,
+/// second conv). Streaming the first conv's output alone, or the shortcut's alone,
+/// leaves `x` and two whole outputs live at the other conv; `stream_rows` finds the
+/// pair, and the Add then writes over the second conv's output.
+#[test]
+fn a_downsampling_block_streams_a_pair_that_pays_only_together() {
+    let mut rng = Lcg::new(8);
+    let mut builder = BlobBuilder::new();
+    let same = Padding {
+        top: 1,
+        left: 1,
+        bottom: 1,
+        right: 1,
+    };
+    let down = Padding {
+        top: 0,
+        left: 0,
+        bottom: 1,
+        right: 1,
+    };
+    let shape = |channels, kernel, stride, padding| ConvShape {
+        channels,
+        kernel,
+        stride,
+        padding,
+    };
+    let (s_x, s_a, s_b, s_c, s_y) = (0.05, 0.07, 0.1, 0.06, 0.12);
+    let ops = vec![
+        conv_op(
+            &mut builder,
+            &mut rng,
+            (0, 1),
+            shape((4, 8), 3, 2, down),
+            (s_x, s_a),
+        ),
+        conv_op(
+            &mut builder,
+            &mut rng,
+            (1, 2),
+            shape((8, 8), 3, 1, same),
+            (s_a, s_b),
+        ),
+        conv_op(
+            &mut builder,
+            &mut rng,
+            (0, 3),
+            shape((4, 8), 1, 2, Padding::default()),
+            (s_x, s_c),
+        ),
+        add_op((3, 2, 4), (s_c, s_b, s_y)),
+    ];
+    let tensors = vec![
+        tensor(&[1, 8, 6, 4], s_x, 3, TensorKind::Input),
+        tensor(&[1, 4, 3, 8], s_a, -7, TensorKind::Activation),
+        tensor(&[1, 4, 3, 8], s_b, 11, TensorKind::Activation),
+        tensor(&[1, 4, 3, 8], s_c, -4, TensorKind::Activation),
+        tensor(&[1, 4, 3, 8], s_y, -2, TensorKind::Output),
+    ];
+    let mut stored = GraphDef {
+        tensors,
+        ops,
+        input: 0,
+        output: 4,
+        arena_size: 0,
+    };
+    // x 192 B, each conv output 96 B: x, a and b live at the second conv, x, b and c
+    // at the shortcut.
+    assert_eq!(stored.plan_arena().unwrap(), 192 + 96 + 96);
+    for alone in [1, 3] {
+        let mut one = stored.clone();
+        let rows = if alone == 1 { 3 } else { 1 };
+        one.tensors[alone].kind = TensorKind::Streamed { rows };
+        assert_eq!(
+            one.plan_arena().unwrap(),
+            192 + 96 + 96,
+            "tensor {alone} alone"
+        );
+    }
+    let mut streamed = stored.clone();
+    assert_eq!(streamed.stream_rows(), 2);
+    assert!(matches!(
+        streamed.tensors[1].kind,
+        TensorKind::Streamed { rows: 3 }
+    ));
+    assert!(matches!(
+        streamed.tensors[3].kind,
+        TensorKind::Streamed { rows: 1 }
+    ));
+    // x, a's 3-row band (72 B) and b, which the Add's output then takes.
+    assert_eq!(streamed.arena_size, 192 + 72 + 96);
+    assert_eq!(
+        streamed.tensors[4].arena_offset,
+        streamed.tensors[2].arena_offset
+    );
+    let inputs: Vec<Vec<i8>> = (0..20).map(|_| rng.vec_i8(8 * 6 * 4)).collect();
+    let expected = outputs(&stored, &builder, &inputs);
+    let distinct: std::collections::BTreeSet<_> = expected.iter().collect();
+    assert!(distinct.len() > 10, "degenerate outputs");
+    assert_eq!(outputs(&streamed, &builder, &inputs), expected);
 }

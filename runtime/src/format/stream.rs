@@ -3,42 +3,65 @@
 //! exporter and the TFLite importer run it after fusing and before planning; the
 //! streamed model computes exactly what the stored one does.
 
+use std::vec::Vec;
+
 use super::write::GraphDef;
 use super::{Op, TensorKind};
 use crate::model::check_stream;
 
 impl GraphDef {
-    /// Stream conv outputs, one at a time, always the one that lowers the planned
-    /// arena most, until none lowers it. A candidate is an intermediate int8 tensor
-    /// that the load-time checks accept as streamed, with a band as tall as its
-    /// reader's window. Returns how many tensors it streams.
+    /// Stream conv outputs while that lowers the planned arena: each step streams the
+    /// one tensor that lowers it most or, where no single one does, the pair that does
+    /// (in a downsampling ResNet block, the first conv's output and the shortcut's pay
+    /// only together: either alone leaves three tensors live at the other's conv). A candidate is an intermediate int8 tensor that the load-time
+    /// checks accept as streamed, with a band as tall as its reader's window. Returns
+    /// how many tensors it streams.
     pub fn stream_rows(&mut self) -> usize {
         let mut streamed = 0;
         loop {
             let Ok(current) = self.clone().plan_arena() else {
                 return streamed;
             };
-            let best = (0..self.tensors.len())
-                .filter_map(|t| {
-                    let mut trial = self.clone();
-                    trial.stream(t)?;
-                    let arena = trial.plan_arena().ok()?;
-                    (arena < current).then_some((arena, t, trial))
-                })
-                .min_by_key(|(arena, t, _)| (*arena, *t));
-            match best {
-                Some((_, _, trial)) => {
+            let singles: Vec<(u32, Vec<usize>, GraphDef)> = (0..self.tensors.len())
+                .filter_map(|t| self.streamed(t).map(|(arena, g)| (arena, std::vec![t], g)))
+                .collect();
+            let lower = |(arena, _, _): &(u32, Vec<usize>, GraphDef)| *arena < current;
+            let mut best: Vec<_> = singles.iter().filter(|c| lower(c)).cloned().collect();
+            if best.is_empty() {
+                best = singles
+                    .iter()
+                    .flat_map(|(_, first, g)| {
+                        (0..self.tensors.len()).filter_map(move |t| {
+                            let (arena, g) = g.streamed(t)?;
+                            Some((arena, [first.as_slice(), &[t]].concat(), g))
+                        })
+                    })
+                    .filter(lower)
+                    .collect();
+            }
+            match best
+                .into_iter()
+                .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+            {
+                Some((_, tensors, trial)) => {
                     *self = trial;
-                    streamed += 1;
+                    streamed += tensors.len();
                 }
                 None => return streamed,
             }
         }
     }
 
+    /// A copy with tensor `t` streamed, and its planned arena (`None`: `t` may not be).
+    fn streamed(&self, t: usize) -> Option<(u32, GraphDef)> {
+        let mut trial = self.clone();
+        trial.stream(t)?;
+        Some((trial.plan_arena().ok()?, trial))
+    }
+
     /// Mark tensor `t` streamed, with a band of its reader's window height (one row for
-    /// an Add), if it is an int8 activation that may be (`None` leaves the graph as it
-    /// was).
+    /// an Add), if it is an int8 activation that may be. `None`: it may not, and the
+    /// graph is left part-changed (callers try on a copy).
     fn stream(&mut self, t: usize) -> Option<()> {
         let index = u32::try_from(t).ok()?;
         let reader = self.ops.iter().find(|op| op.inputs().any(|i| i == index))?;
@@ -67,10 +90,6 @@ impl GraphDef {
                 let s = u32::try_from(s).unwrap_or(u32::MAX);
                 !streamed || check_stream(s, &self.ops, &self.tensors).is_ok()
             });
-        if !accepted {
-            self.tensors.get_mut(t)?.kind = TensorKind::Activation;
-            return None;
-        }
-        Some(())
+        accepted.then_some(())
     }
 }
