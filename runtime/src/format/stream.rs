@@ -47,9 +47,41 @@ impl GraphDef {
                     *self = trial;
                     streamed += tensors.len();
                 }
-                None => return streamed,
+                None => {
+                    self.grow_bands(current);
+                    return streamed;
+                }
             }
         }
+    }
+
+    /// Make each band as tall as the arena has room for at its step (`arena` stays the
+    /// planned size): the kernels then run on more rows per call.
+    fn grow_bands(&mut self, arena: u32) {
+        for t in 0..self.tensors.len() {
+            loop {
+                let Some(tensor) = self.tensors.get(t) else {
+                    break;
+                };
+                let (Some(rows), Some(&height)) = (tensor.streamed_rows(), tensor.shape.get(1))
+                else {
+                    break;
+                };
+                let Ok(taller) = u8::try_from(rows + 1) else {
+                    break;
+                };
+                let mut trial = self.clone();
+                if let Some(tensor) = trial.tensors.get_mut(t) {
+                    tensor.kind = TensorKind::Streamed { rows: taller };
+                }
+                if rows + 1 >= height || trial.plan_arena().map_or(true, |a| a > arena) {
+                    break;
+                }
+                *self = trial;
+            }
+        }
+        // The plan of the final bands.
+        let _ = self.plan_arena();
     }
 
     /// A copy with tensor `t` streamed, and its planned arena (`None`: `t` may not be).

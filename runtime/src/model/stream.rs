@@ -70,6 +70,12 @@ fn row_window(g: &ConvGeometry, q: usize, n: usize) -> Option<(usize, usize, Con
     Some((lo, hi, sub))
 }
 
+/// How many output rows of `g` have their windows within `rows` consecutive input
+/// rows (at least one: a band holds its reader's window).
+fn rows_per_call(g: &ConvGeometry, rows: usize) -> usize {
+    rows.saturating_sub(g.kernel_h) / g.stride_h.max(1) + 1
+}
+
 /// Bytes of one row of a `[1, H, W, C]` tensor.
 fn row_bytes(t: &Tensor) -> Option<usize> {
     match t.shape.as_slice() {
@@ -189,27 +195,32 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             None => Some(conv_geometry(end, x, y)?),
         };
         let out_h = y.shape.get(1).copied()? as usize;
-        for r in 0..out_h {
+        let mut r = 0;
+        while r < out_h {
+            // As many output rows as the nearest band holds the windows of.
+            let held = bands.first()?.rows;
             let (lo, hi, sub) = match &g {
                 Some(g) => {
-                    let (lo, hi, sub) = row_window(g, r, 1)?;
+                    let n = (out_h - r).min(rows_per_call(g, held));
+                    let (lo, hi, sub) = row_window(g, r, n)?;
                     (lo, hi, Some(sub))
                 }
-                None => (r, r + 1, None),
+                None => (r, r + (out_h - r).min(held), None),
             };
-            if let Err(e) = self.refill(&mut bands, hi, arena)? {
+            let n = sub.map_or(hi - lo, |sub| sub.out_h);
+            if let Err(e) = self.refill(&mut bands, lo..hi, arena)? {
                 return Some(Err(e));
             }
             let rin = bands.first()?.stored(lo, hi)?;
             let at = out_start + r * out_row;
-            let rout = at..at + out_row;
+            let rout = at..at + n * out_row;
             let done = match (sum, sub) {
                 (Some((p, params)), _) => {
-                    // The other input's row, and whether it is the streamed one's first.
+                    // The other input's rows, and whether it is the streamed one's first.
                     let streamed_first = p.input1 == streamed;
                     let other = self.tensor(if streamed_first { p.input2 } else { p.input1 })?;
                     let o = range(other)?.start + r * out_row;
-                    let ro = o..o + out_row;
+                    let ro = o..o + n * out_row;
                     if ro == rout {
                         // In place over the other input: it is input 1 of `add_in_place`.
                         let params = if streamed_first {
@@ -238,31 +249,41 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             if let Err(e) = done {
                 return Some(Err(e));
             }
+            r += n;
         }
         Some(Ok(()))
     }
 
-    /// Make `bands[0]` hold rows up to `upto` (exclusive), computing the missing ones
-    /// from `bands[1..]` or, for the last band, from its producer's stored input.
+    /// Make `bands[0]` hold the rows `want` of its tensor. Rows below `want` are read
+    /// by no later window and are dropped; then, if rows are missing, the band is
+    /// filled to the brim, so that the kernels run on as many rows per call as the
+    /// bands hold. The new rows come from `bands[1..]` or, for the last band, from its
+    /// producer's stored input (all in one call).
     fn refill(
         &self,
         bands: &mut [Band<'_>],
-        upto: usize,
+        want: Range<usize>,
         arena: &mut [u8],
     ) -> Option<Result<(), Error>> {
         let (band, deeper) = bands.split_first_mut()?;
-        while band.base + band.count < upto {
+        if band.base + band.count >= want.end {
+            return Some(Ok(()));
+        }
+        let keep_from = want.start.min(band.base + band.count);
+        let target = band.geometry.out_h.min(keep_from + band.rows).max(want.end);
+        while band.base + band.count < target {
             let q = band.base + band.count;
-            // From a band, one row at a time (its reader's window is all it holds);
-            // from a stored tensor, all the rows wanted at once.
-            let n = match deeper.is_empty() {
-                true => (upto - q).min(band.rows),
-                false => 1,
+            // At most a band's worth, and from a deeper band as many as it holds the
+            // windows of.
+            let n = match deeper.first() {
+                Some(d) => rows_per_call(&band.geometry, d.rows),
+                None => band.rows,
             };
+            let n = n.min(band.rows).min(target - q);
             let (lo, hi, sub) = row_window(&band.geometry, q, n)?;
             let rin = match deeper.first() {
                 Some(_) => {
-                    if let Err(e) = self.refill(deeper, hi, arena)? {
+                    if let Err(e) = self.refill(deeper, lo..hi, arena)? {
                         return Some(Err(e));
                     }
                     deeper.first()?.stored(lo, hi)?
@@ -273,7 +294,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     whole.start + lo * row..whole.start + hi * row
                 }
             };
-            // Drop the oldest rows the new ones displace: no later window reads them.
+            // Drop the oldest rows the new ones displace: all lie below `want`.
             let drop = (band.count + n).saturating_sub(band.rows);
             if drop > 0 {
                 band.count -= drop;
