@@ -59,10 +59,7 @@ impl GraphDef {
     /// planned size): the kernels then run on more rows per call.
     fn grow_bands(&mut self, arena: u32) {
         for t in 0..self.tensors.len() {
-            loop {
-                let Some(tensor) = self.tensors.get(t) else {
-                    break;
-                };
+            while let Some(tensor) = self.tensors.get(t) {
                 let (Some(rows), Some(&height)) = (tensor.streamed_rows(), tensor.shape.get(1))
                 else {
                     break;
