@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{requant, tensor, Lcg};
+use common::{bit_flips_refused_or_run, requant, tensor, Lcg};
 use sprig_runtime::fixed_point::AddQuant;
-use sprig_runtime::format::write::{seal, BlobBuilder, GraphDef};
-use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
+use sprig_runtime::format::write::{BlobBuilder, GraphDef};
 use sprig_runtime::{Add, Conv2d, Encoding, Error, Model, Op, Padding, TensorKind};
 
 const H: u32 = 7;
@@ -278,22 +277,7 @@ fn every_bit_flip_of_a_streamed_in_place_block_is_refused_or_runs() {
     assert_eq!(graph.stream_rows(), 2);
     let blob = builder.finish(&graph).unwrap();
     let input: Vec<i8> = (0..H * W * C).map(|i| (i * 3) as i8).collect();
-    let mut output = vec![0i8; input.len()];
-    let mut loaded = 0;
-    for byte in 20..blob.len() {
-        for bit in 0..8 {
-            let mut flipped = blob.clone();
-            flipped[byte] ^= 1 << bit;
-            seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
-            if let Ok(model) = Model::from_bytes(&flipped) {
-                loaded += 1;
-                let mut arena = vec![0u8; model.arena_size()];
-                if model.input_len() == input.len() && model.output_len() == output.len() {
-                    model.run(&mut arena, &input, &mut output).unwrap();
-                }
-            }
-        }
-    }
+    let loaded = bit_flips_refused_or_run(&blob, &input);
     assert!(
         loaded > 100,
         "too few flips load ({loaded}) to exercise run"

@@ -263,6 +263,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
 
     /// Output rows of a conv or depthwise conv (`op`), with geometry `g` over the
     /// `input` rows it reads: the whole tensors, or a band of rows when streamed.
+    // Not inlined: one copy of the kernels' dispatch for both callers.
     #[inline(never)]
     pub(super) fn conv_rows(
         &self,

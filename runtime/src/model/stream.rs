@@ -1,9 +1,9 @@
 //! Streamed tensors (FORMAT.md §4): a chain of convs whose intermediate outputs are
 //! bands of rows. The op that ends the chain (the first whose output is stored whole:
-//! a conv, or an Add) runs the chain one of its output rows at a time, and each band
-//! is refilled on demand: its producer computes the rows the band's reader needs next,
-//! after the band has dropped the rows no later window reads. Every output value is
-//! computed exactly as by the whole-tensor kernels, over the same window.
+//! a conv, or an Add) computes as many of its output rows per call as the nearest band
+//! holds the windows of; before each call every band drops the rows no later window
+//! reads and, if rows are missing, is filled to the brim by its producer. Every output
+//! value is computed exactly as by the whole-tensor kernels, over the same window.
 
 use core::ops::Range;
 
@@ -113,10 +113,11 @@ fn producers(
 }
 
 /// Whether op `end` may write its output over `x` row by row (an in-place Add that
-/// ends a chain whose first op reads `x` too): after each output row `r`, every row
-/// of `x` that a later window of the chain reads lies below `r`. This replays the
-/// refills of [`Model::run_stream`], which produce each band's rows on demand. Ops
-/// that end no chain, or whose chain does not read `x`, are always safe.
+/// ends a chain whose first op reads `x` too): once output row `r` is written, every
+/// row of `x` that a later window of the chain reads lies past `r`. This replays the
+/// fewest rows each band must have made for row `r`; [`Model::run_stream`] makes at
+/// least those (it fills bands to the brim), so its later windows start no earlier.
+/// Ops that end no chain, or whose chain does not read `x`, are always safe.
 pub(crate) fn stream_rows_stay_ahead(ops: &[Op], tensors: &[Tensor], end: usize, x: u32) -> bool {
     let Some(op) = ops.get(end) else {
         return false;

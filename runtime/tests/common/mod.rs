@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use sprig_runtime::fixed_point::{quantize_multiplier, AddQuant, SoftmaxQuant};
-use sprig_runtime::format::write::{encode_requant, BlobBuilder, GraphDef};
+use sprig_runtime::format::write::{encode_requant, seal, BlobBuilder, GraphDef};
+use sprig_runtime::format::{FORMAT_MAJOR, FORMAT_MINOR};
 use sprig_runtime::kernels::add::AddParams;
 use sprig_runtime::kernels::fully_connected::FcShape;
 use sprig_runtime::kernels::pooling::{MeanParams, PoolKind};
@@ -11,8 +12,8 @@ use sprig_runtime::kernels::softmax::SoftmaxParams;
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::{
     Add, ArgMax, BinaryConv2d, BinaryFullyConnected, Conv2d, DataRef, DepthwiseConv2d, Encoding,
-    FullyConnected, GlobalAvgPool, Op, Padding, Pool2d, Reshape, Softmax, Tensor, TensorKind,
-    Weights,
+    FullyConnected, GlobalAvgPool, Model, Op, Padding, Pool2d, Reshape, Softmax, Tensor,
+    TensorKind, Weights,
 };
 
 /// Deterministic pseudo-random numbers (64-bit LCG, high bits).
@@ -828,4 +829,29 @@ pub fn binary_chain_expected(b: &BinaryChain, input: &[i8]) -> Vec<i8> {
         x = y;
     }
     x
+}
+
+/// Every bit flip of `blob` past its header, re-sealed so that the CRC does not catch
+/// it, is refused at load or loads and runs on `input` (when the input and output
+/// sizes still fit): no blob the checks accept fails or panics in `run`. Returns how
+/// many flipped blobs loaded.
+pub fn bit_flips_refused_or_run(blob: &[u8], input: &[i8]) -> usize {
+    let output_len = Model::from_bytes(blob).unwrap().output_len();
+    let mut output = vec![0i8; output_len];
+    let mut loaded = 0;
+    for byte in 20..blob.len() {
+        for bit in 0..8 {
+            let mut flipped = blob.to_vec();
+            flipped[byte] ^= 1 << bit;
+            seal(&mut flipped, FORMAT_MAJOR, FORMAT_MINOR, 0).unwrap();
+            if let Ok(model) = Model::from_bytes(&flipped) {
+                loaded += 1;
+                let mut arena = vec![0u8; model.arena_size()];
+                if model.input_len() == input.len() && model.output_len() == output_len {
+                    model.run(&mut arena, input, &mut output).unwrap();
+                }
+            }
+        }
+    }
+    loaded
 }
