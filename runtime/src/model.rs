@@ -287,6 +287,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     /// [`run_in_arena`](Self::run_in_arena) one at a time, so a board can time each
     /// (`SPRIG_PROFILE=1`, boards/README.md). Always the portable kernels' dispatch
     /// (on x86_64 hosts `run_in_arena` may prepare small fully connected ops instead).
+    /// An op that writes a streamed tensor does nothing alone: the op that ends its
+    /// chain runs the whole chain (FORMAT.md §4).
     pub fn run_op(&self, index: usize, arena: &mut [u8]) -> Result<(), Error> {
         if arena.len() < self.arena_size() {
             return Err(Error::ArenaTooSmall {
