@@ -25,7 +25,7 @@ use sprig_runtime::format::write::{encode_requant, BlobBuilder, GraphDef};
 use sprig_runtime::format::FORMAT_MINOR;
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::{
-    Conv2d, DepthwiseConv2d, Error, Model, Op, Padding, Pool2d, Reshape, TensorKind,
+    Conv2d, DepthwiseConv2d, Encoding, Error, Model, Op, Padding, Pool2d, Reshape, TensorKind,
     STREAM_CHAIN_CAP,
 };
 
@@ -129,6 +129,18 @@ struct Chain {
 /// biases in ±300, per-channel requantization with scales that keep the outputs
 /// spread over the int8 range, random zero points.
 fn build(rng: &mut Lcg, input: [u32; 3], layers: &[Layer]) -> Chain {
+    build_encoded(rng, input, layers, &[])
+}
+
+/// [`build`], layer `i`'s filter stored in `encodings[i]` (dense past the list's end):
+/// a sparse filter keeps every third weight, a packed 4-bit one has its weights mapped
+/// into `−8..=7` (the output scale follows the smaller sums).
+fn build_encoded(
+    rng: &mut Lcg,
+    input: [u32; 3],
+    layers: &[Layer],
+    encodings: &[Encoding],
+) -> Chain {
     let mut builder = BlobBuilder::new();
     let mut scale = 0.02 + (rng.next() % 80) as f32 / 1000.0;
     let mut dims = input;
@@ -154,21 +166,32 @@ fn build(rng: &mut Lcg, input: [u32; 3], layers: &[Layer]) -> Chain {
         // Inputs off their zero point by about 60, weights about 74 (uniform int8):
         // the sum spreads about 74 · 60 · √per_channel; aim the outputs at ±50.
         let w_base = 0.01f32;
-        let out_scale = scale * w_base * 74.0 * 60.0 * (per_channel as f32).sqrt() / 50.0;
+        let encoding = encodings.get(i).copied().unwrap_or(Encoding::Dense);
+        let spread = match encoding {
+            Encoding::SparseRel8 => 3f32.sqrt().recip(),
+            Encoding::Packed4 => 4.0 / 74.0,
+            _ => 1.0,
+        };
+        let out_scale = scale * w_base * 74.0 * spread * 60.0 * (per_channel as f32).sqrt() / 50.0;
         let w_scales: Vec<f32> = (0..oc)
             .map(|_| w_base * (0.5 + (rng.next() % 100) as f32 / 100.0))
             .collect();
         let rq = requant(scale, &w_scales, out_scale);
-        let weights = rng.vec_i8((per_channel * oc) as usize);
+        let mut weights = rng.vec_i8((per_channel * oc) as usize);
+        for (k, w) in weights.iter_mut().enumerate() {
+            *w = match encoding {
+                Encoding::SparseRel8 if k % 3 != 0 => 0,
+                Encoding::Packed4 => (i16::from(*w)).rem_euclid(16) as i8 - 8,
+                _ => *w,
+            };
+        }
         let bias: Vec<i32> = (0..oc).map(|_| rng.range(-300, 300)).collect();
         let zp = rng.range(-40, 40);
         let rows = match layer.depthwise {
             Some(_) => taps as usize,
             None => oc as usize,
         };
-        let filter = builder
-            .push_weights_as(&weights, rows, sprig_runtime::Encoding::Dense)
-            .unwrap();
+        let filter = builder.push_weights_as(&weights, rows, encoding).unwrap();
         let bias_ref = builder.push_i32(&bias).unwrap();
         let requant_ref = builder.push_requant(&rq).unwrap();
         let kind = match i + 1 == layers.len() {
@@ -915,4 +938,76 @@ fn every_truncation_and_bit_flip_of_a_streamed_blob() {
         loaded > 100,
         "too few flips load ({loaded}) to exercise run"
     );
+}
+
+/// Chains whose filters are sparse or packed 4-bit stream bit-exactly too: the rows
+/// go through the same encoded kernels, with the narrowed geometry.
+#[test]
+fn sparse_and_packed_chains_are_bit_exact_with_stored_ones() {
+    use Encoding::{Dense, Packed4, SparseRel8};
+    let mut rng = Lcg::new(77);
+    let same = pad(1, 1, 1, 1);
+    let cases: [(&[Layer], &[Encoding]); 4] = [
+        (
+            &[
+                conv(3, 1, same, 6),
+                conv(3, 2, same, 8),
+                conv(1, 1, pad(0, 0, 0, 0), 4),
+            ],
+            &[SparseRel8, SparseRel8, SparseRel8],
+        ),
+        (
+            &[
+                conv(3, 1, same, 8),
+                depthwise(3, 2, same, 1),
+                conv(1, 1, pad(0, 0, 0, 0), 5),
+            ],
+            &[Packed4, Packed4, Packed4],
+        ),
+        (
+            &[
+                conv(5, 1, pad(2, 2, 2, 2), 4),
+                depthwise(3, 1, same, 2),
+                conv(3, 1, same, 3),
+            ],
+            &[SparseRel8, Dense, Packed4],
+        ),
+        (
+            &[
+                depthwise(3, 1, same, 1),
+                conv(3, 1, same, 6),
+                conv(3, 2, same, 4),
+            ],
+            &[Packed4, SparseRel8, Dense],
+        ),
+    ];
+    for (n, (layers, encodings)) in cases.iter().enumerate() {
+        let stored = build_encoded(&mut rng, [10, 9, 4], layers, encodings);
+        let kinds: Vec<Encoding> = stored
+            .graph
+            .ops
+            .iter()
+            .filter_map(|op| op.weights().map(|w| w.encoding))
+            .collect();
+        assert_eq!(kinds.as_slice(), *encodings, "case {n}");
+        let bands: Vec<(usize, u8)> = (1..layers.len())
+            .map(|t| match stored.graph.ops[t] {
+                Op::Conv2d(c) => (t, c.kernel_h as u8),
+                Op::DepthwiseConv2d(d) => (t, d.kernel_h as u8),
+                _ => unreachable!(),
+            })
+            .collect();
+        let streamed = stored.streamed(&bands);
+        let inputs: Vec<Vec<i8>> = (0..8).map(|_| rng.vec_i8(10 * 9 * 4)).collect();
+        let want = run_all(&stored.blob(), &inputs, &mut rng);
+        let distinct: BTreeSet<_> = want.iter().collect();
+        assert!(distinct.len() > 4, "case {n}: degenerate outputs");
+        let reference: Vec<Vec<i8>> = inputs.iter().map(|x| stored.expected(x)).collect();
+        assert_eq!(want, reference, "case {n}: stored against the reference");
+        assert_eq!(
+            run_all(&streamed.blob(), &inputs, &mut rng),
+            want,
+            "case {n}"
+        );
+    }
 }
