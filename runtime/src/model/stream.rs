@@ -26,8 +26,6 @@ struct Band<'m> {
     producer: &'m Op,
     input: &'m Tensor,
     tensor: &'m Tensor,
-    /// The producer's whole-tensor geometry.
-    geometry: ConvGeometry,
     offset: usize,
     rows: usize,
     row_bytes: usize,
@@ -173,7 +171,6 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 producer,
                 input,
                 tensor,
-                geometry: conv_geometry(producer, input, tensor)?,
                 offset: range(tensor)?.start,
                 rows: rows as usize,
                 row_bytes: row_bytes(tensor)?,
@@ -270,18 +267,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         if band.base + band.count >= want.end {
             return Some(Ok(()));
         }
+        // The producer's whole-tensor geometry (derived here, not kept in the band:
+        // the bands' table is on the stack).
+        let geometry = conv_geometry(band.producer, band.input, band.tensor)?;
         let keep_from = want.start.min(band.base + band.count);
-        let target = band.geometry.out_h.min(keep_from + band.rows).max(want.end);
+        let target = geometry.out_h.min(keep_from + band.rows).max(want.end);
         while band.base + band.count < target {
             let q = band.base + band.count;
             // At most a band's worth, and from a deeper band as many as it holds the
             // windows of.
             let n = match deeper.first() {
-                Some(d) => rows_per_call(&band.geometry, d.rows),
+                Some(d) => rows_per_call(&geometry, d.rows),
                 None => band.rows,
             };
             let n = n.min(band.rows).min(target - q);
-            let (lo, hi, sub) = row_window(&band.geometry, q, n)?;
+            let (lo, hi, sub) = row_window(&geometry, q, n)?;
             let rin = match deeper.first() {
                 Some(_) => {
                     if let Err(e) = self.refill(deeper, lo..hi, arena)? {
