@@ -220,9 +220,9 @@ pub enum Error {
         tensor: u32,
     },
     /// A streamed tensor (FORMAT.md §4) that is not a `[1, H, W, C]` band of `1..=H`
-    /// rows, written by a conv or depthwise conv and read only by the next op, a conv
-    /// or depthwise conv whose window fits in the band; or a chain of more than
-    /// [`crate::STREAM_CHAIN_CAP`] streamed tensors.
+    /// rows, written by a conv or depthwise conv and read only by the next op (a conv
+    /// or depthwise conv whose window fits in the band, or an Add whose other input is
+    /// stored whole); or a chain of more than [`crate::STREAM_CHAIN_CAP`] bands.
     BadStream {
         /// The tensor (`u32::MAX` where only its shape was at hand).
         tensor: u32,
@@ -394,8 +394,8 @@ impl fmt::Display for Error {
             BadStream { tensor } => write!(
                 f,
                 "tensor {tensor}: a streamed band must be 1..=H rows of a [1, H, W, C] tensor \
-                 that a conv writes and only the next op, a conv whose window fits the band, \
-                 reads (at most {} in a chain)",
+                 that a conv writes and only the next op reads, a conv whose window fits the \
+                 band or an Add (at most {} in a chain)",
                 crate::STREAM_CHAIN_CAP
             ),
             PackedBitsOperand { op } => write!(

@@ -973,8 +973,8 @@ pub(super) fn lower(model: &TfModel<'_>, bytes: usize, name: &str) -> Result<Imp
     };
     // Conv → max pool as one op (format 2.2): bit-exact, and the conv's output takes no arena.
     graph.fuse_conv_max_pools();
-    // Conv outputs that only the next conv reads, as bands of rows where that lowers
-    // the arena (format 2.5): bit-exact, as the fused pools.
+    // Conv outputs that only the next conv (or Add) reads, as bands of rows where that
+    // lowers the arena (format 2.5): bit-exact, as the fused pools.
     graph.stream_rows();
     let arena = graph.plan_arena().map_err(rt)?;
     let blob = l.data.finish(&graph).map_err(rt)?;

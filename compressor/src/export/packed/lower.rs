@@ -151,8 +151,8 @@ pub(super) fn lower(graph: &Graph, allowed: &[Encoding], path: &Path) -> Result<
     def.fuse_conv_max_pools();
     // Signs passed from binary op to binary op as bits: an eighth of the bytes.
     def.pack_sign_activations();
-    // A conv's output that only the next conv reads, as a band of rows where that
-    // lowers the arena.
+    // A conv's output that only the next conv (or Add) reads, as a band of rows where
+    // that lowers the arena.
     def.stream_rows();
     def.plan_arena().map_err(|e| Error::Export {
         path: path.to_path_buf(),
