@@ -10,6 +10,8 @@ mod op_set;
 mod stream;
 mod validate;
 #[cfg(feature = "std")]
+pub(crate) use stream::band_window;
+#[cfg(feature = "std")]
 pub(crate) use validate::check_stream;
 #[cfg(feature = "std")]
 mod weights;

@@ -6,8 +6,8 @@
 use std::vec::Vec;
 
 use super::write::GraphDef;
-use super::{Op, TensorKind};
-use crate::model::check_stream;
+use super::TensorKind;
+use crate::model::{band_window, check_stream};
 
 impl GraphDef {
     /// Stream conv outputs while that lowers the planned arena: each step streams the
@@ -94,12 +94,7 @@ impl GraphDef {
     fn stream(&mut self, t: usize) -> Option<()> {
         let index = u32::try_from(t).ok()?;
         let reader = self.ops.iter().find(|op| op.inputs().any(|i| i == index))?;
-        let window = match reader {
-            Op::Conv2d(p) => p.kernel_h,
-            Op::DepthwiseConv2d(p) => p.kernel_h,
-            Op::Add(_) => 1,
-            _ => return None,
-        };
+        let window = band_window(reader, index, &self.tensors)?;
         let tensor = self.tensors.get_mut(t)?;
         if tensor.kind != TensorKind::Activation {
             return None;

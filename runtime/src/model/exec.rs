@@ -168,6 +168,28 @@ fn signs<'b>(
     Some((input, output))
 }
 
+/// An Add of the arena bytes `in1` and `in2` into `out`, which may be exactly either
+/// input's bytes (the in-place Add, validated: FORMAT.md §4); over input 2 it runs as
+/// over input 1 with the inputs' roles exchanged.
+pub(super) fn add_ranges(
+    arena: &mut [u8],
+    params: &AddParams,
+    in1: &Range<usize>,
+    in2: &Range<usize>,
+    out: &Range<usize>,
+) -> Option<Result<(), Error>> {
+    let (params, other) = match (out == in1, out == in2) {
+        (true, _) => (*params, in2),
+        (_, true) => (params.swapped(), in1),
+        _ => {
+            let (a, b, output) = split(arena, in1, in2, out)?;
+            return Some(add(params, a, b, output));
+        }
+    };
+    let (other, _, acc) = split(arena, other, other, out)?;
+    Some(add_in_place(&params, acc, other))
+}
+
 /// The arena bytes of `t`.
 #[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
@@ -433,18 +455,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     return self.run_stream(op, arena);
                 }
                 let params = self.add_params(p)?;
-                let rb = range(b)?;
-                // In place (validated: same offset, the Add the input's last reader).
-                if rout == rin || rout == rb {
-                    let (params, other) = match rout == rin {
-                        true => (params, rb),
-                        false => (params.swapped(), rin),
-                    };
-                    let (other, _, acc) = split(arena, &other, &other, &rout)?;
-                    return Some(add_in_place(&params, acc, other));
-                }
-                let (in1, in2, output) = split(arena, &rin, &rb, &rout)?;
-                add(&params, in1, in2, output)
+                return add_ranges(arena, &params, &rin, &range(b)?, &rout);
             }
             // The output aliases the input's bytes: nothing to do.
             Op::Reshape(_) if has(OpKind::Reshape) => Ok(()),

@@ -7,12 +7,11 @@
 
 use core::ops::Range;
 
-use super::exec::{conv_geometry, range};
+use super::exec::{add_ranges, conv_geometry, range};
 use super::{Model, OpKind};
 use crate::arena::split;
 use crate::error::Error;
 use crate::format::{Op, Tensor};
-use crate::kernels::add::{add, add_in_place};
 use crate::kernels::ConvGeometry;
 
 /// Most streamed tensors one chain may hold (validated at load): the chain's bands
@@ -34,6 +33,11 @@ struct Band<'m> {
 }
 
 impl Band<'_> {
+    /// One past the last row stored.
+    fn end(&self) -> usize {
+        self.base + self.count
+    }
+
     /// Copy stored row slot `from` to slot `to < from` (rows are disjoint, so a row
     /// at a time is a plain copy; `memmove` would cost 1.5 KiB of flash).
     fn move_row(&self, arena: &mut [u8], from: usize, to: usize) -> Option<()> {
@@ -48,7 +52,7 @@ impl Band<'_> {
     fn stored(&self, lo: usize, hi: usize) -> Option<Range<usize>> {
         let start = self.offset + lo.checked_sub(self.base)? * self.row_bytes;
         let end = self.offset + hi.checked_sub(self.base)? * self.row_bytes;
-        (hi <= self.base + self.count).then_some(start..end)
+        (hi <= self.end()).then_some(start..end)
     }
 }
 
@@ -91,23 +95,40 @@ fn streamed_input(op: &Op, tensors: &[Tensor]) -> Option<u32> {
     })
 }
 
-/// Geometries of the producers of the chain that reads `t` (nearest first) and the
-/// stored tensor the farthest one reads.
-fn producers(
-    ops: &[Op],
-    tensors: &[Tensor],
-    mut t: u32,
-) -> Option<(heapless::Vec<ConvGeometry, STREAM_CHAIN_CAP>, u32)> {
-    let mut geometries = heapless::Vec::new();
-    let tensor = |t: u32| tensors.get(t as usize);
-    while tensor(t)?.streamed_rows().is_some() {
-        let producer = ops.iter().find(|op| op.output() == t)?;
-        let input = producer.inputs().next()?;
-        let g = conv_geometry(producer, tensor(input)?, tensor(t)?)?;
-        geometries.push(g).ok()?;
-        t = input;
+/// The streamed tensors of the chain that reads `t`, nearest first, each with the op
+/// that writes it (nothing if `t` is stored). Each producer reads the next one; the
+/// last reads the chain's stored input. On a validated model at most
+/// [`STREAM_CHAIN_CAP`] long; callers bound it all the same.
+pub(crate) fn chain<'o>(
+    ops: &'o [Op],
+    tensors: &'o [Tensor],
+    t: u32,
+) -> impl Iterator<Item = (u32, &'o Op)> + 'o {
+    let link = move |t: u32| {
+        tensors.get(t as usize)?.streamed_rows()?;
+        Some((t, ops.iter().find(|op| op.output() == t)?))
+    };
+    core::iter::successors(link(t), move |(_, producer)| {
+        link(producer.inputs().next()?)
+    })
+}
+
+/// The rows of streamed tensor `t` that one window of `reader` spans: a conv's or a
+/// depthwise conv's kernel height where `t` is its input, one row for an Add whose
+/// other input is stored whole; `None` for any other reader, which may not read a band.
+pub(crate) fn band_window(reader: &Op, t: u32, tensors: &[Tensor]) -> Option<u32> {
+    let stored = |t: u32| {
+        tensors
+            .get(t as usize)
+            .is_some_and(|t| t.streamed_rows().is_none())
+    };
+    match reader {
+        Op::Conv2d(p) if p.input == t => Some(p.kernel_h),
+        Op::DepthwiseConv2d(p) if p.input == t => Some(p.kernel_h),
+        Op::Add(p) if p.input1 == t && stored(p.input2) => Some(1),
+        Op::Add(p) if p.input2 == t && stored(p.input1) => Some(1),
+        _ => None,
     }
-    Some((geometries, t))
 }
 
 /// Whether op `end` may write its output over `x` row by row (an in-place Add that
@@ -123,9 +144,20 @@ pub(crate) fn stream_rows_stay_ahead(ops: &[Op], tensors: &[Tensor], end: usize,
     let Some(t) = streamed_input(op, tensors) else {
         return true;
     };
-    let Some((geometries, source)) = producers(ops, tensors, t) else {
-        return false;
-    };
+    // The producers' geometries, nearest first, and the stored tensor the chain reads.
+    let mut geometries: heapless::Vec<ConvGeometry, STREAM_CHAIN_CAP> = heapless::Vec::new();
+    let mut source = t;
+    for (band, producer) in chain(ops, tensors, t) {
+        let input = producer.inputs().next();
+        let geometry = input
+            .and_then(|i| tensors.get(i as usize))
+            .zip(tensors.get(band as usize))
+            .and_then(|(input, band)| conv_geometry(producer, input, band));
+        match (input, geometry.map(|g| geometries.push(g))) {
+            (Some(input), Some(Ok(()))) => source = input,
+            _ => return false,
+        }
+    }
     if source != x {
         return true;
     }
@@ -162,23 +194,19 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     pub(super) fn run_stream(&self, end: &Op, arena: &mut [u8]) -> Option<Result<(), Error>> {
         let mut bands: heapless::Vec<Band<'_>, STREAM_CHAIN_CAP> = heapless::Vec::new();
         let streamed = streamed_input(end, &self.tensors)?;
-        let mut t = streamed;
-        while let Some(rows) = self.tensor(t)?.streamed_rows() {
-            let producer = self.ops.iter().find(|op| op.output() == t)?;
+        for (t, producer) in chain(&self.ops, &self.tensors, streamed) {
             let tensor = self.tensor(t)?;
-            let input = self.tensor(producer.inputs().next()?)?;
             let band = Band {
                 producer,
-                input,
+                input: self.tensor(producer.inputs().next()?)?,
                 tensor,
                 offset: range(tensor)?.start,
-                rows: rows as usize,
+                rows: tensor.streamed_rows()? as usize,
                 row_bytes: row_bytes(tensor)?,
                 base: 0,
                 count: 0,
             };
             bands.push(band).ok()?;
-            t = producer.inputs().next()?;
         }
         let (x, y) = (self.tensor(streamed)?, self.tensor(end.output())?);
         let out_row = row_bytes(y)?;
@@ -214,29 +242,16 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             let rout = at..at + n * out_row;
             let done = match (sum, sub) {
                 (Some((p, params)), _) => {
-                    // The other input's rows, and whether it is the streamed one's first.
-                    let streamed_first = p.input1 == streamed;
-                    let other = self.tensor(if streamed_first { p.input2 } else { p.input1 })?;
-                    let o = range(other)?.start + r * out_row;
-                    let ro = o..o + n * out_row;
-                    if ro == rout {
-                        // In place over the other input: it is input 1 of `add_in_place`.
-                        let params = if streamed_first {
-                            params.swapped()
-                        } else {
-                            params
-                        };
-                        let (band, _, acc) = split(arena, &rin, &rin, &rout)?;
-                        add_in_place(&params, acc, band)
-                    } else {
-                        let (a, b) = if streamed_first {
-                            (&rin, &ro)
-                        } else {
-                            (&ro, &rin)
-                        };
-                        let (a, b, output) = split(arena, a, b, &rout)?;
-                        add(&params, a, b, output)
-                    }
+                    // Rows `r..r + n` of the stored input, and of the band for the other.
+                    let row_of = |t: u32| {
+                        let at = range(self.tensor(t)?)?.start + r * out_row;
+                        Some(at..at + n * out_row)
+                    };
+                    let (in1, in2) = match p.input1 == streamed {
+                        true => (rin.clone(), row_of(p.input2)?),
+                        false => (row_of(p.input1)?, rin.clone()),
+                    };
+                    add_ranges(arena, &params, &in1, &in2, &rout)?
                 }
                 (None, Some(sub)) => {
                     let (input, _, output) = split(arena, &rin, &rin, &rout)?;
@@ -264,16 +279,16 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         arena: &mut [u8],
     ) -> Option<Result<(), Error>> {
         let (band, deeper) = bands.split_first_mut()?;
-        if band.base + band.count >= want.end {
+        if band.end() >= want.end {
             return Some(Ok(()));
         }
         // The producer's whole-tensor geometry (derived here, not kept in the band:
         // the bands' table is on the stack).
         let geometry = conv_geometry(band.producer, band.input, band.tensor)?;
-        let keep_from = want.start.min(band.base + band.count);
+        let keep_from = want.start.min(band.end());
         let target = geometry.out_h.min(keep_from + band.rows).max(want.end);
-        while band.base + band.count < target {
-            let q = band.base + band.count;
+        while band.end() < target {
+            let q = band.end();
             // At most a band's worth, and from a deeper band as many as it holds the
             // windows of.
             let n = match deeper.first() {

@@ -7,6 +7,7 @@
 //! kinds, like their kernels in `exec`, are not linked.
 
 use super::lifetimes::{self, Live};
+use super::stream::{band_window, chain};
 use super::OpKind;
 use crate::error::{sat_u32, Error};
 use crate::fixed_point::{multiplier_in_range, shift_in_range};
@@ -110,42 +111,23 @@ fn check_tensor(i: u32, t: &Tensor, g: &GraphHeader) -> Result<(), Error> {
 /// size.)
 pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(), Error> {
     let bad = Error::BadStream { tensor: t };
-    let conv = |op: Option<&Op>| match op {
-        Some(Op::Conv2d(p)) => Some((p.input, p.kernel_h)),
-        Some(Op::DepthwiseConv2d(p)) => Some((p.input, p.kernel_h)),
-        _ => None,
-    };
-    let streamed = |t: u32| {
-        usize::try_from(t)
-            .ok()
-            .and_then(|i| tensors.get(i))
-            .and_then(Tensor::streamed_rows)
-    };
     let producer = ops.iter().position(|op| op.output() == t).ok_or(bad)?;
-    let reader = ops.get(producer + 1);
+    let writes_band = matches!(
+        ops.get(producer),
+        Some(Op::Conv2d(_) | Op::DepthwiseConv2d(_))
+    );
     let readers = ops.iter().filter(|op| op.inputs().any(|i| i == t)).count();
-    // The rows the reader's window spans.
-    let window = match reader {
-        Some(Op::Add(p)) => {
-            let other = if p.input1 == t { p.input2 } else { p.input1 };
-            (streamed(other).is_none() && (p.input1 == t || p.input2 == t)).then_some(1)
-        }
-        op => conv(op).and_then(|(input, kernel_h)| (input == t).then_some(kernel_h)),
-    };
-    let fits = window.is_some_and(|w| streamed(t).is_some_and(|rows| rows >= w));
-    if conv(ops.get(producer)).is_none() || readers != 1 || !fits {
-        return Err(bad);
-    }
+    let window = ops
+        .get(producer + 1)
+        .and_then(|reader| band_window(reader, t, tensors));
+    let rows = tensors.get(t as usize).and_then(Tensor::streamed_rows);
+    let fits = window
+        .zip(rows)
+        .is_some_and(|(window, rows)| rows >= window);
     // The chain's length: this band and the streamed tensors its producers read.
-    let mut depth = 1;
-    let mut source = conv(ops.get(producer)).map(|(input, _)| input);
-    while let Some(s) = source.filter(|&s| streamed(s).is_some()) {
-        depth += 1;
-        let p = ops.iter().find(|op| op.output() == s);
-        source = conv(p).map(|(input, _)| input);
-        if depth > STREAM_CHAIN_CAP {
-            return Err(bad);
-        }
+    let depth = chain(ops, tensors, t).take(STREAM_CHAIN_CAP + 1).count();
+    if !writes_band || readers != 1 || !fits || depth > STREAM_CHAIN_CAP {
+        return Err(bad);
     }
     Ok(())
 }
