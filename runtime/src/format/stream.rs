@@ -56,7 +56,8 @@ impl GraphDef {
     }
 
     /// Make each band as tall as the arena has room for at its step (`arena` stays the
-    /// planned size): the kernels then run on more rows per call.
+    /// planned size): the kernels then run on more rows per call. Every step keeps a
+    /// planned copy, so the graph leaves planned.
     fn grow_bands(&mut self, arena: u32) {
         for t in 0..self.tensors.len() {
             while let Some(tensor) = self.tensors.get(t) {
@@ -77,8 +78,6 @@ impl GraphDef {
                 *self = trial;
             }
         }
-        // The plan of the final bands.
-        let _ = self.plan_arena();
     }
 
     /// A copy with tensor `t` streamed, and its planned arena (`None`: `t` may not be).
