@@ -218,6 +218,24 @@ pub fn scale_small<const DIVIDE: bool>(a: i32, multiplier: i32, right: u32) -> i
     }
 }
 
+/// [`scale_small`] of `a` from `doubled = 2a` (`|a| < 2^30`) and a multiplier that
+/// is not negative, with the channel's `half = 2^(right − 1)` (0 for `right = 0`)
+/// and `negative = −[right ≥ 1]` worked out beforehand. Two steps fold into the
+/// multiply (one `SMMLAR` on Armv7E-M):
+///
+/// - the rounding divide's `−[high < 0]` is taken as `−[a < 0]`: the two differ
+///   only where `a < 0` and `high = 0`, and there `(half − 1) >> right` and
+///   `half >> right` are both 0;
+/// - `half` and that term are added to the product's high word, which
+///   `(round·2^32 + 2a·m + 2^31) >> 32 = round + high` does exactly.
+#[inline(always)]
+pub fn scale_doubled(doubled: i32, multiplier: i32, half: i32, negative: i32, right: u32) -> i32 {
+    let round = half.wrapping_add((doubled >> 31) & negative);
+    let product = i64::from(doubled) * i64::from(multiplier);
+    let high = ((product + (i64::from(round) << 32) + (1i64 << 31)) >> 32) as i32;
+    high >> (right & 31)
+}
+
 /// TFLite's `MultiplyByQuantizedMultiplierGreaterThanOne`: `SRDHM(x · 2^left_shift, m)`.
 #[inline]
 pub fn multiply_by_quantized_multiplier_greater_than_one(

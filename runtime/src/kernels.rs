@@ -14,7 +14,7 @@
 //! kernels of `x86` when the CPU has AVX2 (bit-identical; see there).
 
 use crate::error::Error;
-use crate::fixed_point::{clamp_to_i8, scale_small, Requant};
+use crate::fixed_point::{clamp_to_i8, scale_doubled, Requant};
 use crate::format::REQUANT_ENTRY_LEN;
 
 pub mod add;
@@ -120,10 +120,7 @@ impl OutputStage<'_> {
     #[inline]
     pub(crate) fn channel(&self, c: usize) -> ChannelQuant {
         let (m, s) = self.requant(c);
-        ChannelQuant {
-            bias: self.bias(c),
-            requant: Requant::new(m, s),
-        }
+        ChannelQuant::new(self.bias(c), Requant::new(m, s))
     }
 
     /// Decode channels `c0..c0 + out.len()` into `out`, as [`Self::channel`] does one
@@ -163,7 +160,7 @@ impl OutputStage<'_> {
             .unwrap_or(&[])
             .chunks_exact(4);
         for q in out.iter_mut() {
-            q.bias = biases.next().map_or(0, word_le);
+            *q = ChannelQuant::new(biases.next().map_or(0, word_le), q.requant);
         }
     }
 
@@ -184,15 +181,10 @@ impl OutputStage<'_> {
     /// with its constants.
     #[inline(always)]
     pub(crate) fn finish_small(&self, q: &ChannelQuant, acc: i32) -> i8 {
-        let a = acc.wrapping_add(q.bias).wrapping_shl(q.requant.left);
-        // The same choice of form as `Requant::apply`'s first branch. (Shared through
-        // a `Requant` method, LLVM inlined `apply` differently: ad01 +0.7 %.)
-        let (m, e) = (q.requant.multiplier, q.requant.right & 31);
-        let v = if e == 0 {
-            scale_small::<false>(a, m, 0)
-        } else {
-            scale_small::<true>(a, m, e)
-        };
+        let t = &q.small;
+        // `2·(acc + bias)·2^left`, exact for a small accumulator.
+        let doubled = acc.wrapping_mul(t.scale).wrapping_add(t.bias);
+        let v = scale_doubled(doubled, q.requant.multiplier, t.half, t.negative, t.right);
         clamp_to_i8(
             v.wrapping_add(self.output_offset),
             self.act_min,
@@ -222,9 +214,46 @@ fn word_le(bytes: &[u8]) -> i32 {
 pub(crate) struct ChannelQuant {
     bias: i32,
     requant: Requant,
+    small: SmallTerms,
+}
+
+/// The terms of [`OutputStage::finish_small`]'s requantization that depend on the
+/// channel only, worked out once with it: recomputed per output, `2^(right − 1)`
+/// alone took three Cortex-M4 instructions, and the branch on `right` two more.
+#[derive(Debug, Clone, Copy, Default)]
+struct SmallTerms {
+    /// `bias · 2^(left + 1)`, wrapping.
+    bias: i32,
+    /// `2^(left + 1)` (`2^31` at most, as `i32::MIN`; a small accumulator with
+    /// `left ≥ 30` is 0): one multiply-add with the bias, where a shift by a
+    /// register took a mask, the shift and the add.
+    scale: i32,
+    /// `2^(right − 1)`, 0 for `right = 0`.
+    half: i32,
+    /// −1 where `right ≥ 1`, else 0: what a negative value adds before the divide.
+    negative: i32,
+    /// `right`, in `0..=31`.
+    right: u32,
 }
 
 impl ChannelQuant {
+    fn new(bias: i32, requant: Requant) -> Self {
+        let shift = (requant.left + 1).min(31);
+        let right = requant.right & 31;
+        let small = SmallTerms {
+            bias: bias.wrapping_shl(shift),
+            scale: 1i32.wrapping_shl(shift),
+            half: ((1u32 << right) >> 1) as i32,
+            negative: -i32::from(right > 0),
+            right,
+        };
+        ChannelQuant {
+            bias,
+            requant,
+            small,
+        }
+    }
+
     /// Whether `stage.finish(self, acc)` is non-decreasing over `|acc| ≤ reach`: the
     /// multiplier is not negative (SRDHM and the rounding divide are then
     /// non-decreasing, as the clamps are) and neither the bias add, nor the left
@@ -237,10 +266,11 @@ impl ChannelQuant {
     }
 
     /// Whether every accumulator `|acc| ≤ reach` has `(acc + bias) · 2^left` below
-    /// 2^30 in size: where [`OutputStage::finish_small`] is exact.
+    /// 2^30 in size, and the multiplier is not negative (the validator refuses
+    /// negative ones): where [`OutputStage::finish_small`] is exact.
     pub(crate) fn small_within(&self, reach: i64) -> bool {
         let shifted = (i64::from(self.bias).abs() + reach) << self.requant.left.min(31);
-        shifted < 1 << 30
+        shifted < 1 << 30 && self.requant.multiplier >= 0
     }
 }
 

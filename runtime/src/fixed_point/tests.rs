@@ -186,6 +186,45 @@ fn requant_matches_multiply_by_quantized_multiplier() {
     }
 }
 
+/// `scale_doubled` equals TFLite's SRDHM then rounding divide for every `|a| < 2^30`
+/// and multiplier `≥ 0`: values at the range's edges, near zero (where its sign term
+/// differs from the high word's) and anywhere, every `right` in `0..=31`.
+#[test]
+fn scale_doubled_matches_srdhm_then_divide() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let limit = (1i32 << 30) - 1;
+    for i in 0..400_000u32 {
+        let r = next();
+        let a = match i % 4 {
+            0 => [0, 1, -1, limit, -limit, limit - 1, -limit + 1][(r % 7) as usize],
+            1 => ((r as i32) >> 2) >> ((r >> 40) % 30),
+            2 => (r % 64) as i32 - 32,
+            _ => (r as i32) >> 2,
+        };
+        let m = match (next() >> 8) % 5 {
+            0 => [0, 1, i32::MAX, 1 << 30, (1 << 30) + 1][(next() % 5) as usize],
+            1 => (next() as i32 & i32::MAX) >> (next() % 31),
+            _ => next() as i32 & i32::MAX,
+        };
+        let right = (next() % 32) as u32;
+        let half = ((1u32 << right) >> 1) as i32;
+        let negative = -i32::from(right > 0);
+        let want =
+            rounding_divide_by_pot(saturating_rounding_doubling_high_mul(a, m), right as i32);
+        assert_eq!(
+            scale_doubled(a + a, m, half, negative, right),
+            want,
+            "a={a} m={m} right={right}"
+        );
+    }
+}
+
 #[test]
 fn single_rounding_multiplier_rounds_once() {
     // 0.25 · 2^31 unnormalized, shift 0.
