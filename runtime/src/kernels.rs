@@ -130,6 +130,31 @@ impl OutputStage<'_> {
     /// it took vww's firmware 2.3 KiB more code for 0.6 % fewer instructions.
     #[inline(never)]
     pub(crate) fn channels_into(&self, c0: usize, out: &mut [ChannelQuant]) {
+        self.decode_channels::<false>(c0, out, 0);
+    }
+
+    /// [`Self::channels_into`] for a kernel that can finish small accumulators:
+    /// whether every channel is [`ChannelQuant::small_within`] `reach`, with the
+    /// terms [`Self::finish_small`] needs worked out in the same pass (a pass of
+    /// its own cost vww 1 % more instructions; kernels that finish each channel
+    /// once, as fully connected layers of batch 1 do, skip them).
+    #[inline(never)]
+    pub(crate) fn small_channels_into(
+        &self,
+        c0: usize,
+        out: &mut [ChannelQuant],
+        reach: u32,
+    ) -> bool {
+        self.decode_channels::<true>(c0, out, reach)
+    }
+
+    #[inline(always)]
+    fn decode_channels<const SMALL: bool>(
+        &self,
+        c0: usize,
+        out: &mut [ChannelQuant],
+        reach: u32,
+    ) -> bool {
         let n = out.len();
         let entry = REQUANT_ENTRY_LEN as usize;
         if self.requant.len() == entry {
@@ -159,9 +184,15 @@ impl OutputStage<'_> {
             .and_then(|b| b.get(c0 * 4..(c0 + n) * 4))
             .unwrap_or(&[])
             .chunks_exact(4);
+        let mut small = SMALL;
         for q in out.iter_mut() {
-            *q = ChannelQuant::new(biases.next().map_or(0, word_le), q.requant);
+            q.bias = biases.next().map_or(0, word_le);
+            if SMALL {
+                small &= q.small_within(reach);
+                q.fill_small_terms();
+            }
         }
+        small
     }
 
     /// Finish an accumulator with a decoded channel (same result as [`Self::apply`]).
@@ -175,10 +206,10 @@ impl OutputStage<'_> {
         )
     }
 
-    /// [`Self::finish`] for an accumulator the caller knows to be small
-    /// ([`ChannelQuant::small_within`]): `Requant::apply`'s first form without its
-    /// range test, the five instructions per output that test took on the Cortex-M4
-    /// with its constants.
+    /// [`Self::finish`] for an accumulator the caller knows to be small, the channel
+    /// decoded by [`Self::small_channels_into`]: `Requant::apply`'s first form
+    /// without its range test (five Cortex-M4 instructions per output), in
+    /// [`scale_doubled`]'s steps.
     #[inline(always)]
     pub(crate) fn finish_small(&self, q: &ChannelQuant, acc: i32) -> i8 {
         let t = &q.small;
@@ -238,20 +269,25 @@ struct SmallTerms {
 
 impl ChannelQuant {
     fn new(bias: i32, requant: Requant) -> Self {
-        let shift = (requant.left + 1).min(31);
-        let right = requant.right & 31;
-        let small = SmallTerms {
-            bias: bias.wrapping_shl(shift),
+        ChannelQuant {
+            bias,
+            requant,
+            small: SmallTerms::default(),
+        }
+    }
+
+    /// Work out [`OutputStage::finish_small`]'s terms.
+    #[inline(always)]
+    fn fill_small_terms(&mut self) {
+        let shift = (self.requant.left + 1).min(31);
+        let right = self.requant.right & 31;
+        self.small = SmallTerms {
+            bias: self.bias.wrapping_shl(shift),
             scale: 1i32.wrapping_shl(shift),
             half: ((1u32 << right) >> 1) as i32,
             negative: -i32::from(right > 0),
             right,
         };
-        ChannelQuant {
-            bias,
-            requant,
-            small,
-        }
     }
 
     /// Whether `stage.finish(self, acc)` is non-decreasing over `|acc| ≤ reach`: the
@@ -268,18 +304,21 @@ impl ChannelQuant {
     /// Whether every accumulator `|acc| ≤ reach` has `(acc + bias) · 2^left` below
     /// 2^30 in size, and the multiplier is not negative (the validator refuses
     /// negative ones): where [`OutputStage::finish_small`] is exact.
-    pub(crate) fn small_within(&self, reach: i64) -> bool {
-        let shifted = (i64::from(self.bias).abs() + reach) << self.requant.left.min(31);
-        shifted < 1 << 30 && self.requant.multiplier >= 0
+    #[inline(always)]
+    pub(crate) fn small_within(&self, reach: u32) -> bool {
+        // `x · 2^left < 2^30` as `x ≤ (2^30 − 1) >> left`: 32-bit arithmetic only.
+        let widest = self.bias.unsigned_abs().saturating_add(reach);
+        widest <= ((1u32 << 30) - 1).wrapping_shr(self.requant.left.min(31))
+            && self.requant.multiplier >= 0
     }
 }
 
-/// Whether every channel of `quants` is [`ChannelQuant::small_within`] the reach of
-/// a window of `len` offset inputs (`|x + offset| ≤ 384`, offsets within ±256 as the
-/// packed paths require) against int8 weights: decided once per block of channels.
-pub(crate) fn all_small(quants: &[ChannelQuant], len: usize) -> bool {
-    let reach = (len as i64).saturating_mul(128 * 384);
-    quants.iter().all(|q| q.small_within(reach))
+/// The largest accumulator of a window of `len` offset inputs (`|x + offset| ≤ 384`,
+/// offsets within ±256 as the packed paths require) against int8 weights.
+pub(crate) fn window_reach(len: usize) -> u32 {
+    u32::try_from(len)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(128 * 384)
 }
 
 /// Offsets and fixed-point parameters of an add (see
@@ -744,7 +783,8 @@ fn pack_pixel_pair(a: &[i16], b: &[i16], out: &mut [u32]) {
 /// and each weight word, loaded and sign-extended once, feeds both pixels
 /// (`dual::dot_pair`). Same sums, wrapping, so bit-identical. Only where
 /// [`pairs_pixels`] (the callers check). `stage` comes with whether the block's
-/// accumulators are known small ([`all_small`]: then [`OutputStage::finish_small`]).
+/// accumulators are known small ([`OutputStage::small_channels_into`]: then
+/// [`OutputStage::finish_small`]).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn channels_offset_pair(
@@ -917,7 +957,7 @@ mod packed_tests {
     use std::vec::Vec;
 
     /// `finish_small` equals `finish` for every accumulator within a reach that
-    /// `small_within` accepts: random multipliers (negative ones and `i32::MIN`
+    /// `small_channels_into` accepts: random multipliers (negative ones and `i32::MIN`
     /// included), shifts over their whole range, biases, offsets and clamps, with the
     /// accumulators at the reach's edges as well as inside it.
     #[test]
@@ -945,11 +985,12 @@ mod packed_tests {
                 act_min: lo,
                 act_max: lo.max((next() % 256) as i32 - 128),
             };
-            let q = stage.channel(0);
-            let reach = (next() >> (33 + next() % 24)) as i64;
-            if !q.small_within(reach) {
+            let mut q = [ChannelQuant::default()];
+            let reach = (next() >> (33 + next() % 24)) as u32;
+            if !stage.small_channels_into(0, &mut q, reach) {
                 continue;
             }
+            let [q] = q;
             checked += 1;
             let reach = reach as i32;
             for acc in [-reach, reach, 0, (next() as i32) % reach.max(1)] {
@@ -997,7 +1038,8 @@ mod packed_tests {
                     act_min: -128,
                     act_max: 127,
                 };
-                let quants: Vec<ChannelQuant> = (0..channels).map(|c| stage.channel(c)).collect();
+                let mut quants = std::vec![ChannelQuant::default(); channels];
+                let small = stage.small_channels_into(0, &mut quants, window_reach(len));
                 let mut scratch = PACK_SCRATCH;
                 let mut want = (std::vec![0i8; channels], std::vec![0i8; channels]);
                 let (wa, wb) = (&mut want.0, &mut want.1);
@@ -1012,7 +1054,7 @@ mod packed_tests {
                 };
                 let mut got = (std::vec![1i8; channels], std::vec![1i8; channels]);
                 let (ga, gb) = (&mut got.0, &mut got.1);
-                let stage = (&stage, all_small(&quants, len));
+                let stage = (&stage, small);
                 channels_offset_pair_i8(&pair, offset, &mut scratch, &w, stage, &quants, ga, gb)
                     .unwrap();
                 assert_eq!(got, want, "run {run} rows {rows} channels {channels}");

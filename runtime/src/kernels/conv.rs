@@ -2,8 +2,8 @@
 
 use super::band::Band;
 use super::{
-    accumulate_offset, all_small, channels_offset, channels_offset_pair, channels_offset_pair_i8,
-    dot, offset_into, pairs_pixels, small_offset, ChannelQuant, ConvGeometry, OutputStage,
+    accumulate_offset, channels_offset, channels_offset_pair, channels_offset_pair_i8, dot,
+    offset_into, pairs_pixels, small_offset, window_reach, ChannelQuant, ConvGeometry, OutputStage,
     WindowPair, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
@@ -169,7 +169,7 @@ pub(crate) fn conv_block(
     let mut scratch = PACK_SCRATCH;
     let n = f_block.len() / filter_oc.max(1);
     let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
-    stage.channels_into(c0, q);
+    let small = stage.small_channels_into(c0, q, window_reach(filter_oc));
     // Two windows, then the band of offset input rows where it fits.
     let (windows, tail) = buf
         .split_at_mut_checked((2 * filter_oc).min(buf.len()))
@@ -185,7 +185,6 @@ pub(crate) fn conv_block(
     // gathering those windows, is then left out (border pixels gather from the image).
     let run = g.kernel_w * g.in_c;
     let direct = second.is_some() && run.is_multiple_of(4);
-    let small = all_small(q, filter_oc);
     let mut band = Band::new(g, tail).filter(|_| !direct);
     let mut pixels = output.chunks_exact_mut(g.out_c);
     let mut next_pixel = || {

@@ -92,10 +92,9 @@ fn channel_block(
     let groups = n / LANES;
     let mut quants = [ChannelQuant::default(); QUANT_BLOCK];
     let block = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
-    stage.channels_into(c0, block);
     // |x + input_offset| ≤ 128 + |input_offset| and |w| ≤ 128 for each of the taps.
-    let reach = (taps * 128) as i64 * (128 + i64::from(input_offset.unsigned_abs()));
-    let small = block.iter().all(|q| q.small_within(reach));
+    let reach = (taps as u32 * 128).saturating_mul(128 + input_offset.unsigned_abs());
+    let small = stage.small_channels_into(c0, block, reach);
 
     // Per group: the weights in lanes, and the accumulators' start.
     let mut table = [[[0usize; 3]; TAPS_CAP]; GROUPS];
