@@ -42,6 +42,8 @@ pub mod low_bit;
 pub mod pool_bits;
 pub mod pool_windows;
 pub mod pooling;
+#[allow(unsafe_code)]
+mod quad;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
 pub mod softmax;

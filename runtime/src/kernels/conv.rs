@@ -1,6 +1,7 @@
 //! 2-D convolution, int8 (TFLite's `reference_integer_ops::ConvPerChannel`).
 
 use super::band::Band;
+use super::quad::{channels_offset_quad_i8, WindowQuad, QUAD_CAP};
 use super::{
     accumulate_offset, channels_offset, channels_offset_pair, channels_offset_pair_i8, dot,
     offset_into, pairs_pixels, small_offset, window_reach, ChannelQuant, ConvGeometry, OutputStage,
@@ -185,6 +186,7 @@ pub(crate) fn conv_block(
     // gathering those windows, is then left out (border pixels gather from the image).
     let run = g.kernel_w * g.in_c;
     let direct = second.is_some() && run.is_multiple_of(4);
+    let quads = direct && filter_oc <= QUAD_CAP;
     let mut band = Band::new(g, tail).filter(|_| !direct);
     let mut pixels = output.chunks_exact_mut(g.out_c);
     let mut next_pixel = || {
@@ -208,6 +210,25 @@ pub(crate) fn conv_block(
             };
             let mut ox = 0;
             while ox < g.out_w {
+                // Four pixels at once where all four windows lie inside.
+                if quads && ox + 3 < g.out_w {
+                    if let (Some((a, b)), Some((c, d))) =
+                        (pair_inside(g, rows, ox), pair_inside(g, rows, ox + 2))
+                    {
+                        let quad = WindowQuad {
+                            image,
+                            starts: [a, b, c, d],
+                            rows: g.kernel_h,
+                            run,
+                            stride: g.in_w * g.in_c,
+                        };
+                        let outs = [next_pixel()?, next_pixel()?, next_pixel()?, next_pixel()?];
+                        let (q, w, scratch, stage) = (&*q, f_block, &mut scratch, (stage, small));
+                        channels_offset_quad_i8(&quad, offset, scratch, w, stage, q, outs)?;
+                        ox += 4;
+                        continue;
+                    }
+                }
                 if let Some(w2) = second.as_deref_mut().filter(|_| ox + 1 < g.out_w) {
                     let starts = if direct {
                         pair_inside(g, rows, ox)

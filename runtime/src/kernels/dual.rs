@@ -1,12 +1,12 @@
 //! Dual 16-bit multiply-accumulate loops and the packing that feeds them: Armv7E-M
 //! assembly where the target has the DSP extension, bit-identical portable code
 //! elsewhere (and in the unit tests), written with the helpers here that model
-//! `SMLAD`, `SXTB16` and `SADD16` (the `SXTB16` ones shared with `depthwise_lanes`).
+//! `SMLAD`, `SXTB16` and `SADD16` (shared with `depthwise_lanes` and `quad`).
 
 /// `acc + lo(a)·lo(b) + hi(a)·hi(b)` on signed 16-bit halves, wrapping (`SMLAD`).
 #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
 #[inline(always)]
-fn smlad(acc: i32, a: u32, b: u32) -> i32 {
+pub(super) fn smlad(acc: i32, a: u32, b: u32) -> i32 {
     let lo = i32::from(a as i16) * i32::from(b as i16);
     let hi = i32::from((a >> 16) as i16) * i32::from((b >> 16) as i16);
     acc.wrapping_add(lo).wrapping_add(hi)
@@ -231,7 +231,7 @@ pub(super) fn pack_offset_pair(a: &[i8], b: &[i8], offset: i16, out: &mut [u32])
 /// Lane-wise wrapping add of two pairs of 16-bit halves (`SADD16`, flags aside).
 #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
 #[inline(always)]
-fn sadd16(a: u32, b: u32) -> u32 {
+pub(super) fn sadd16(a: u32, b: u32) -> u32 {
     let lo = (a as u16).wrapping_add(b as u16);
     let hi = ((a >> 16) as u16).wrapping_add((b >> 16) as u16);
     u32::from(lo) | (u32::from(hi) << 16)
