@@ -266,7 +266,7 @@ mod tests {
                     .iter_mut()
                     .for_each(|s| *s = (next() % (3 * run as u64 + 1)) as usize);
                 let w: Vec<i8> = (0..len * channels).map(|_| next() as i8).collect();
-                let wide = next() % 3 == 0;
+                let wide = next().is_multiple_of(3);
                 let bias: Vec<u8> = (0..channels)
                     .flat_map(|_| {
                         let b = if wide {
