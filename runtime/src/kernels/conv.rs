@@ -184,9 +184,29 @@ pub(crate) fn conv_block(
     // Pairs of pixels whose windows lie inside the image go packed straight from it
     // where kernel rows come in whole groups of four values; the band, which saved
     // gathering those windows, is then left out (border pixels gather from the image).
+    // Other kernel rows (a first conv's 3×3×3: 9 values) are read padded to the next
+    // multiple of 4 where that adds at most a third: the windows read a few values
+    // past their edge, a copy of the filters has zeros there.
     let run = g.kernel_w * g.in_c;
-    let direct = second.is_some() && run.is_multiple_of(4);
-    let quads = direct && filter_oc <= QUAD_CAP;
+    let padded_run = run.next_multiple_of(4);
+    let mut padded_store: [i8; PADDED_FILTERS_CAP];
+    let direct_filters = if padded_run == run {
+        Some(f_block)
+    } else if 3 * padded_run <= 4 * run && pairs_pixels(g.kernel_h * padded_run) {
+        padded_store = [0; PADDED_FILTERS_CAP];
+        pad_runs(f_block, run, padded_run, &mut padded_store)
+    } else {
+        None
+    };
+    let (run, direct_filters) = match direct_filters.filter(|_| second.is_some()) {
+        Some(filters) => (padded_run, Some(filters)),
+        None => (run, None),
+    };
+    let direct = direct_filters.is_some();
+    let direct_filters = direct_filters.unwrap_or(f_block);
+    let quads = direct && g.kernel_h * run <= QUAD_CAP;
+    // The last value a window read straight from the image takes, from its start.
+    let window_span = (g.kernel_h - 1) * g.in_w * g.in_c + run;
     let mut band = Band::new(g, tail).filter(|_| !direct);
     let mut pixels = output.chunks_exact_mut(g.out_c);
     let mut next_pixel = || {
@@ -212,9 +232,9 @@ pub(crate) fn conv_block(
             while ox < g.out_w {
                 // Four pixels at once where all four windows lie inside.
                 if quads && ox + 3 < g.out_w {
-                    if let (Some((a, b)), Some((c, d))) =
-                        (pair_inside(g, rows, ox), pair_inside(g, rows, ox + 2))
-                    {
+                    let starts = (pair_inside(g, rows, ox), pair_inside(g, rows, ox + 2));
+                    let last_inside = |&(_, d): &(usize, usize)| d + window_span <= image.len();
+                    if let (Some((a, b)), Some((c, d))) = (starts.0, starts.1.filter(last_inside)) {
                         let quad = WindowQuad {
                             image,
                             starts: [a, b, c, d],
@@ -223,15 +243,23 @@ pub(crate) fn conv_block(
                             stride: g.in_w * g.in_c,
                         };
                         let outs = [next_pixel()?, next_pixel()?, next_pixel()?, next_pixel()?];
-                        let (q, w, scratch, stage) = (&*q, f_block, &mut scratch, (stage, small));
-                        channels_offset_quad_i8(&quad, offset, scratch, w, stage, q, outs)?;
+                        let (q, w, scratch) = (&*q, direct_filters, &mut scratch);
+                        channels_offset_quad_i8(
+                            &quad,
+                            offset,
+                            scratch,
+                            w,
+                            (stage, small),
+                            q,
+                            outs,
+                        )?;
                         ox += 4;
                         continue;
                     }
                 }
                 if let Some(w2) = second.as_deref_mut().filter(|_| ox + 1 < g.out_w) {
                     let starts = if direct {
-                        pair_inside(g, rows, ox)
+                        pair_inside(g, rows, ox).filter(|&(_, b)| b + window_span <= image.len())
                     } else {
                         None
                     };
@@ -244,7 +272,8 @@ pub(crate) fn conv_block(
                             stride: g.in_w * g.in_c,
                         };
                         let (out_a, out_b) = (next_pixel()?, next_pixel()?);
-                        let (q, w, scratch, stage) = (&*q, f_block, &mut scratch, (stage, small));
+                        let (q, w, scratch, stage) =
+                            (&*q, direct_filters, &mut scratch, (stage, small));
                         channels_offset_pair_i8(&pair, offset, scratch, w, stage, q, out_a, out_b)?;
                         ox += 2;
                         continue;
@@ -272,6 +301,30 @@ pub(crate) fn conv_block(
         }
     }
     Ok(())
+}
+
+/// Bytes of [`conv_block`]'s copy of its filters with kernel rows padded to a
+/// multiple of 4 values (on the stack): vww_96_int8's first conv takes all of it,
+/// 8 × 36 (each byte more is a byte more of stack for every conv).
+const PADDED_FILTERS_CAP: usize = 288;
+
+/// `filters`' kernel rows of `run` weights each, every one followed by zeros up to
+/// `padded_run`, in `out`; `None` where they do not fit.
+fn pad_runs<'o>(
+    filters: &[i8],
+    run: usize,
+    padded_run: usize,
+    out: &'o mut [i8],
+) -> Option<&'o [i8]> {
+    let len = (filters.len() / run).checked_mul(padded_run)?;
+    let out = out.get_mut(..len)?;
+    for (row, padded) in filters
+        .chunks_exact(run)
+        .zip(out.chunks_exact_mut(padded_run))
+    {
+        padded.get_mut(..run)?.copy_from_slice(row);
+    }
+    Some(out)
 }
 
 /// Where the windows of output columns `ox` and `ox + 1` of the row `rows` describes
@@ -469,7 +522,7 @@ mod tests {
     #[test]
     fn gathered_pixel_pairs_match_reference() {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
-        // (in_h, in_w, in_c, kernel, pad, stride, out_c): windows 25, 27, 150 and 300.
+        // (in_h, in_w, in_c, kernel, pad, stride, out_c): windows 25, 27, 150, 300, 9.
         for (h, w, c, k, pad, stride, out_c, pieces) in [
             (
                 9usize, 9usize, 1usize, 5usize, 2usize, 1usize, 6usize, false,
@@ -477,6 +530,14 @@ mod tests {
             (7, 6, 3, 3, 1, 1, 5, false),
             (8, 7, 6, 5, 0, 1, 17, false),
             (6, 5, 12, 5, 2, 2, 3, false),
+            // Kernel rows read padded to a multiple of 4 (`pad_runs`): 3×3×3 as vww's
+            // first conv (stride 2, 8 channels), 3×3×1, and windows whose padded rows
+            // would read past the image's end (the last quad of pixels, the last pair:
+            // they gather instead).
+            (10, 10, 3, 3, 0, 2, 8, false),
+            (9, 8, 1, 3, 0, 1, 8, false),
+            (7, 6, 3, 3, 0, 1, 6, false),
+            (5, 8, 3, 3, 0, 1, 6, false),
             // Windows above 512 values, in pieces of whole kernel rows: 3×3×64 (pieces
             // of 2 rows + 1) and 5×5×24 (4 rows + 1).
             (5, 6, 64, 3, 1, 1, 19, true),
