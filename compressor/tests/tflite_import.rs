@@ -72,6 +72,26 @@ fn every_int8_reference_model_imports_and_runs() {
     }
 }
 
+/// person_detect's first layer, a depthwise conv of its one input channel (3×3, ×8),
+/// imports as a conv (its filter transposed), so that it runs on the conv kernels; the
+/// depthwise convs after it stay depthwise.
+#[test]
+fn one_channel_depthwise_imports_as_a_conv() {
+    let imported =
+        tflite_to_sprig(&read_model("person_detect.tflite"), "person_detect").expect("imports");
+    let first = &imported.ops[0];
+    assert_eq!(
+        (first.tflite.as_str(), first.sprig),
+        ("DEPTHWISE_CONV_2D", "Conv2d")
+    );
+    assert_eq!(first.macs, 48 * 48 * 8 * 9, "its MACs are a 3×3×1 conv's");
+    let second = &imported.ops[1];
+    assert_eq!(
+        (second.tflite.as_str(), second.sprig),
+        ("DEPTHWISE_CONV_2D", "DepthwiseConv2d")
+    );
+}
+
 #[test]
 fn float_models_are_a_clear_error() {
     for file in ["kws_ref_model_float32.tflite", "ad01_fp32.tflite"] {

@@ -50,6 +50,15 @@ struct Weights<'m> {
     scales: Vec<f32>,
 }
 
+/// A one-input-channel depthwise filter `[1, KH, KW, oc]` (tap-major) as a conv
+/// filter `[oc, KH, KW, 1]` (channel-major).
+fn transpose_one_channel_filter(data: &[u8], oc: usize) -> Vec<u8> {
+    let taps = data.len() / oc.max(1);
+    (0..oc)
+        .flat_map(|c| (0..taps).map(move |t| data[t * oc + c]))
+        .collect()
+}
+
 /// Output size and `(before, after)` padding along one axis, as TFLite's
 /// `ComputePaddingHeightWidth` computes them (dilation 1).
 fn tflite_padding(size: u32, kernel: u32, stride: u32, padding: u8) -> Option<(u32, u32, u32)> {
@@ -399,7 +408,7 @@ impl<'m> Lower<'m> {
     /// Imported weights stay dense, as TensorFlow Lite stores them.
     fn push_layer(
         &mut self,
-        w: &Weights<'m>,
+        w: &Weights<'_>,
         rows: usize,
         bias: Option<Vec<i32>>,
         (x, y): (u32, u32),
@@ -597,6 +606,40 @@ impl<'m> Lower<'m> {
         let ((kh, kw), (sh, sw), pad) = self.window(xd, yd, (kh, kw), stride, padding)?;
         let (act_min, act_max) = self.act_range(act, y)?;
         let bias = self.bias(o, 2, oc)?;
+        if depthwise {
+            if !oc.is_multiple_of(c as usize) {
+                return Err(self.err(format!(
+                    "{oc} output channels is not a multiple of {c} input channels"
+                )));
+            }
+            let dm = oc / c as usize;
+            if dm_opt != 0 && i64::from(dm_opt) != dm as i64 {
+                return Err(self.err(format!(
+                    "depth_multiplier option {dm_opt} disagrees with the shapes ({c} → {oc} channels)"
+                )));
+            }
+        }
+        // A depthwise conv of one input channel (person_detect's first layer, 3×3 ×8)
+        // is a conv of `oc` filters: lowered as one, its filter transposed from
+        // `[1, KH, KW, oc]` to `[oc, KH, KW, 1]`, it takes the conv kernels (the
+        // depthwise ones serve a depth multiplier above 1 with a plain loop). The same
+        // products and requantization per channel: bit-identical.
+        let transposed;
+        let (w, depthwise) = if depthwise && c == 1 {
+            transposed = transpose_one_channel_filter(w.data, oc);
+            let shape = vec![oc, kh as usize, kw as usize, 1];
+            let scales = w.scales;
+            (
+                Weights {
+                    data: &transposed,
+                    shape,
+                    scales,
+                },
+                false,
+            )
+        } else {
+            (w, depthwise)
+        };
         // A depthwise filter's rows are its taps, a conv's its output channels.
         let rows = if depthwise { w.data.len() / oc } else { oc };
         let Stored {
@@ -609,18 +652,8 @@ impl<'m> Lower<'m> {
         let outputs = u64::from(n) * u64::from(yd[1]) * u64::from(yd[2]) * oc as u64;
         let params = w.data.len() as u64 + bias.map_or(0, |_| oc as u64);
         if depthwise {
-            if !oc.is_multiple_of(c as usize) {
-                return Err(self.err(format!(
-                    "{oc} output channels is not a multiple of {c} input channels"
-                )));
-            }
             let dm = u32::try_from(oc / c as usize)
                 .map_err(|_| self.err("depth multiplier too large"))?;
-            if dm_opt != 0 && i64::from(dm_opt) != i64::from(dm) {
-                return Err(self.err(format!(
-                    "depth_multiplier option {dm_opt} disagrees with the shapes ({c} → {oc} channels)"
-                )));
-            }
             self.ops.push(Op::DepthwiseConv2d(DepthwiseConv2d {
                 input: x,
                 output: y,
@@ -997,4 +1030,68 @@ pub(super) fn lower(model: &TfModel<'_>, bytes: usize, name: &str) -> Result<Imp
         input: input_quant,
         output: output_quant,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose_one_channel_filter;
+    use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
+
+    /// A depthwise conv of one input channel (×8, 3×3, stride 2, padded) equals the
+    /// conv of its transposed filter, output for output, through TFLite's reference
+    /// kernels: the importer's rewrite changes no result.
+    #[test]
+    fn one_channel_depthwise_is_a_conv_of_its_transposed_filter() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let oc = 8;
+        let g = ConvGeometry {
+            batch: 2,
+            in_h: 9,
+            in_w: 8,
+            in_c: 1,
+            out_h: 5,
+            out_w: 4,
+            out_c: oc,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            pad_top: 1,
+            pad_left: 0,
+        };
+        let (in_len, out_len) = g.lens().unwrap();
+        let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
+        let depthwise: Vec<u8> = (0..9 * oc).map(|_| next() as u8).collect();
+        let conv: Vec<i8> = transpose_one_channel_filter(&depthwise, oc)
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let depthwise: Vec<i8> = depthwise.into_iter().map(|b| b as i8).collect();
+        let bias: Vec<u8> = (0..oc)
+            .flat_map(|_| ((next() % 4001) as i32 - 2000).to_le_bytes())
+            .collect();
+        let mut requant: Vec<u8> = (0..oc)
+            .flat_map(|_| (0x4000_0000 + (next() % 0x1000_0000) as i32).to_le_bytes())
+            .collect();
+        requant.extend((0..oc).map(|_| (next() % 4) as u8 + 249));
+        let stage = OutputStage {
+            bias: Some(&bias),
+            requant: &requant,
+            channels: oc,
+            output_offset: -7,
+            act_min: -128,
+            act_max: 127,
+        };
+        let (mut want, mut got) = (vec![0i8; out_len], vec![1i8; out_len]);
+        reference::depthwise_conv2d(&g, oc, 5, &stage, &depthwise, &input, &mut want);
+        reference::conv2d(&g, 5, &stage, &conv, &input, &mut got);
+        assert_eq!(got, want);
+        assert!(want.iter().any(|&v| v != want[0]), "degenerate outputs");
+    }
 }
