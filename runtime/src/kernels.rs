@@ -16,6 +16,7 @@
 use crate::error::Error;
 use crate::fixed_point::{clamp_to_i8, scale_doubled, Requant};
 use crate::format::REQUANT_ENTRY_LEN;
+use finish::{by_finish, Finish, Finisher};
 
 pub mod add;
 pub mod argmax;
@@ -37,6 +38,7 @@ pub mod depthwise;
 mod depthwise_lanes;
 #[allow(unsafe_code)]
 mod dual;
+pub(crate) mod finish;
 pub mod fully_connected;
 pub mod low_bit;
 pub mod pool_bits;
@@ -135,20 +137,26 @@ impl OutputStage<'_> {
         self.decode_channels::<false>(c0, out, 0);
     }
 
-    /// [`Self::channels_into`] for a kernel that can finish small accumulators:
-    /// whether every channel is [`ChannelQuant::small_within`] `reach` and the
-    /// clamp lies within int8's range, with the
-    /// terms [`Self::finish_small`] needs worked out in the same pass (a pass of
-    /// its own cost vww 1 % more instructions; kernels that finish each channel
-    /// once, as fully connected layers of batch 1 do, skip them).
+    /// [`Self::channels_into`] for a kernel that can finish small accumulators, and
+    /// the form its outputs take: a small one where every channel is
+    /// [`ChannelQuant::small_within`] `reach` and the clamp lies within int8's
+    /// range, the terms [`Self::finish_small`] needs worked out in the same pass (a
+    /// pass of its own cost vww 1 % more instructions; kernels that finish each
+    /// channel once, as fully connected layers of batch 1 do, skip them).
     #[inline(never)]
     pub(crate) fn small_channels_into(
         &self,
         c0: usize,
         out: &mut [ChannelQuant],
         reach: u32,
-    ) -> bool {
-        self.decode_channels::<true>(c0, out, reach)
+    ) -> Finish {
+        if !self.decode_channels::<true>(c0, out, reach) {
+            Finish::Exact
+        } else if (self.act_min, self.act_max) == (-128, 127) {
+            Finish::SmallFullRange
+        } else {
+            Finish::Small
+        }
     }
 
     #[inline(always)]
@@ -214,18 +222,21 @@ impl OutputStage<'_> {
     /// decoded by [`Self::small_channels_into`]: `Requant::apply`'s first form
     /// without its range test (five Cortex-M4 instructions per output), in
     /// [`scale_doubled`]'s steps.
+    /// `FULL_RANGE`: the clamp is int8's whole range ([`Finish::SmallFullRange`]).
     #[inline(always)]
-    pub(crate) fn finish_small(&self, q: &ChannelQuant, acc: i32) -> i8 {
+    pub(crate) fn finish_small<const FULL_RANGE: bool>(&self, q: &ChannelQuant, acc: i32) -> i8 {
         let t = &q.small;
         // `2·(acc + bias)·2^left`, exact for a small accumulator.
         let doubled = acc.wrapping_mul(t.scale).wrapping_add(t.bias);
         let v = scale_doubled(doubled, q.requant.multiplier, t.half, t.negative, t.right);
+        let v = v.wrapping_add(self.output_offset);
         // The clamp lies within int8's range (`small_channels_into`): nothing to
-        // saturate after it.
-        let clamped = v
-            .wrapping_add(self.output_offset)
-            .max(self.act_min)
-            .min(self.act_max);
+        // saturate after it, or it is the saturation.
+        let clamped = if FULL_RANGE {
+            v.clamp(-128, 127)
+        } else {
+            v.max(self.act_min).min(self.act_max)
+        };
         clamped as i8
     }
 
@@ -798,7 +809,7 @@ pub(crate) fn channels_offset_pair(
     xb: &[i16],
     scratch: &mut PackScratch,
     weights: &[i8],
-    stage: (&OutputStage<'_>, bool),
+    stage: (&OutputStage<'_>, Finish),
     quants: &[ChannelQuant],
     out_a: &mut [i8],
     out_b: &mut [i8],
@@ -840,7 +851,7 @@ pub(crate) fn channels_offset_pair_i8(
     offset: i16,
     scratch: &mut PackScratch,
     weights: &[i8],
-    stage: (&OutputStage<'_>, bool),
+    stage: (&OutputStage<'_>, Finish),
     quants: &[ChannelQuant],
     out_a: &mut [i8],
     out_b: &mut [i8],
@@ -897,7 +908,7 @@ fn channels_from_packed_pair(
     rest: &mut [u32],
     (tail_a, tail_b): (&[i16], &[i16]),
     weights: &[i8],
-    (stage, small): (&OutputStage<'_>, bool),
+    (stage, form): (&OutputStage<'_>, Finish),
     quants: &[ChannelQuant],
     out_a: &mut [i8],
     out_b: &mut [i8],
@@ -921,40 +932,30 @@ fn channels_from_packed_pair(
         let rows = outs.zip(quants).zip(sums.chunks_exact(2));
         // One loop per form: the form chosen per output (one helper for both) cost
         // vww 0.4 % more instructions, chosen per row as much again.
-        if small {
+        by_finish!(form, stage, |f| {
             for (((ya, yb), q), s) in rows {
                 if let &[a, b] = s {
-                    *ya = stage.finish_small(q, a as i32);
-                    *yb = stage.finish_small(q, b as i32);
+                    *ya = f.finish(q, a as i32);
+                    *yb = f.finish(q, b as i32);
                 }
             }
-        } else {
-            for (((ya, yb), q), s) in rows {
-                if let &[a, b] = s {
-                    *ya = stage.finish(q, a as i32);
-                    *yb = stage.finish(q, b as i32);
-                }
-            }
-        }
+        });
         return Ok(());
     }
-    for (((w, q), ya), yb) in weights
+    let rows = weights
         .chunks_exact(len)
         .zip(quants)
         .zip(out_a.iter_mut())
-        .zip(out_b.iter_mut())
-    {
-        let (w_body, w_tail) = w.split_at_checked(body).ok_or(Error::KernelArgs)?;
-        let acc = (dot_offset(tail_a, w_tail), dot_offset(tail_b, w_tail));
-        let (a, b) = dual::dot_pair(packed, w_body, acc);
-        if small {
-            *ya = stage.finish_small(q, a);
-            *yb = stage.finish_small(q, b);
-        } else {
-            *ya = stage.finish(q, a);
-            *yb = stage.finish(q, b);
+        .zip(out_b.iter_mut());
+    by_finish!(form, stage, |f| {
+        for (((w, q), ya), yb) in rows {
+            let (w_body, w_tail) = w.split_at_checked(body).ok_or(Error::KernelArgs)?;
+            let acc = (dot_offset(tail_a, w_tail), dot_offset(tail_b, w_tail));
+            let (a, b) = dual::dot_pair(packed, w_body, acc);
+            *ya = f.finish(q, a);
+            *yb = f.finish(q, b);
         }
-    }
+    });
     Ok(())
 }
 
@@ -974,7 +975,7 @@ mod packed_tests {
     #[test]
     fn finish_small_matches_finish_within_reach() {
         let mut next = xorshift(0x1234_5678_9abc_def1u64);
-        let mut checked = 0;
+        let (mut checked, mut full_range) = (0, 0);
         for case in 0..4000 {
             let multiplier = match case % 50 {
                 0 => i32::MIN,
@@ -987,32 +988,49 @@ mod packed_tests {
             requant[..4].copy_from_slice(&multiplier.to_le_bytes());
             requant[4] = shift as i8 as u8;
             let bias_bytes = bias.to_le_bytes();
-            let lo = (next() % 256) as i32 - 128;
+            // A quarter of the clamps are int8's whole range.
+            let whole = case % 4 == 0;
+            let lo = if whole {
+                -128
+            } else {
+                (next() % 256) as i32 - 128
+            };
             let stage = OutputStage {
                 bias: Some(&bias_bytes),
                 requant: &requant,
                 channels: 1,
                 output_offset: (next() % 256) as i32 - 128,
                 act_min: lo,
-                act_max: lo.max((next() % 256) as i32 - 128),
+                act_max: if whole {
+                    127
+                } else {
+                    lo.max((next() % 256) as i32 - 128)
+                },
             };
             let mut q = [ChannelQuant::default()];
             let reach = (next() >> (33 + next() % 24)) as u32;
-            if !stage.small_channels_into(0, &mut q, reach) {
+            let form = stage.small_channels_into(0, &mut q, reach);
+            if form == Finish::Exact {
                 continue;
             }
             let [q] = q;
             checked += 1;
             let reach = reach as i32;
             for acc in [-reach, reach, 0, (next() as i32) % reach.max(1)] {
+                let want = stage.finish(&q, acc);
+                let got = match form {
+                    Finish::SmallFullRange => stage.finish_small::<true>(&q, acc),
+                    _ => stage.finish_small::<false>(&q, acc),
+                };
                 assert_eq!(
-                    stage.finish_small(&q, acc),
-                    stage.finish(&q, acc),
+                    got, want,
                     "m {multiplier} shift {shift} bias {bias} acc {acc}"
                 );
+                full_range += usize::from(form == Finish::SmallFullRange);
             }
         }
         assert!(checked > 500, "only {checked} cases within reach");
+        assert!(full_range > 20, "only {full_range} full-range clamps");
     }
 
     /// Two windows packed straight from an int8 image, run by run, give what their
@@ -1054,8 +1072,17 @@ mod packed_tests {
                 let mut scratch = PACK_SCRATCH;
                 let mut want = (std::vec![0i8; channels], std::vec![0i8; channels]);
                 let (wa, wb) = (&mut want.0, &mut want.1);
-                channels_offset_pair(&xa, &xb, &mut scratch, &w, (&stage, false), &quants, wa, wb)
-                    .unwrap();
+                channels_offset_pair(
+                    &xa,
+                    &xb,
+                    &mut scratch,
+                    &w,
+                    (&stage, Finish::Exact),
+                    &quants,
+                    wa,
+                    wb,
+                )
+                .unwrap();
                 let pair = WindowPair {
                     image: &image,
                     starts,
@@ -1106,7 +1133,7 @@ mod packed_tests {
                     &xb,
                     &mut scratch,
                     &w,
-                    (&stage, false),
+                    (&stage, Finish::Exact),
                     &quants,
                     &mut ya,
                     &mut yb,

@@ -170,7 +170,7 @@ pub(crate) fn conv_block(
     let mut scratch = PACK_SCRATCH;
     let n = f_block.len() / filter_oc.max(1);
     let q = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
-    let small = stage.small_channels_into(c0, q, window_reach(filter_oc));
+    let form = stage.small_channels_into(c0, q, window_reach(filter_oc));
     // Two windows, then the band of offset input rows where it fits.
     let (windows, tail) = buf
         .split_at_mut_checked((2 * filter_oc).min(buf.len()))
@@ -244,15 +244,7 @@ pub(crate) fn conv_block(
                         };
                         let outs = [next_pixel()?, next_pixel()?, next_pixel()?, next_pixel()?];
                         let (q, w, scratch) = (&*q, direct_filters, &mut scratch);
-                        channels_offset_quad_i8(
-                            &quad,
-                            offset,
-                            scratch,
-                            w,
-                            (stage, small),
-                            q,
-                            outs,
-                        )?;
+                        channels_offset_quad_i8(&quad, offset, scratch, w, (stage, form), q, outs)?;
                         ox += 4;
                         continue;
                     }
@@ -273,7 +265,7 @@ pub(crate) fn conv_block(
                         };
                         let (out_a, out_b) = (next_pixel()?, next_pixel()?);
                         let (q, w, scratch, stage) =
-                            (&*q, direct_filters, &mut scratch, (stage, small));
+                            (&*q, direct_filters, &mut scratch, (stage, form));
                         channels_offset_pair_i8(&pair, offset, scratch, w, stage, q, out_a, out_b)?;
                         ox += 2;
                         continue;
@@ -286,7 +278,7 @@ pub(crate) fn conv_block(
                         w2,
                         &mut scratch,
                         f_block,
-                        (stage, small),
+                        (stage, form),
                         q,
                         out_a,
                         out_b,

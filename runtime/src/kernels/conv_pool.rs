@@ -12,6 +12,7 @@
 
 use super::band::Band;
 use super::conv::{gather_window, window_columns};
+use super::finish::Finish;
 use super::pool_windows::{
     conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows, TAPS_CAP,
 };
@@ -567,7 +568,7 @@ impl<'g, 's, 'w> DensePixel<'g, 's, 'w> {
             {
                 gather(ox + 1, second)?;
                 let (stage, scratch) = (self.stage, &mut *self.scratch);
-                let stage = (stage, false);
+                let stage = (stage, Finish::Exact);
                 channels_offset_pair(window, second, scratch, f_block, stage, q, out, next)?;
                 return Ok(true);
             }

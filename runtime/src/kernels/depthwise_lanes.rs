@@ -22,6 +22,7 @@
 
 #![allow(unsafe_code)]
 
+use super::finish::{by_finish, Finisher};
 use super::{ChannelQuant, ConvGeometry, OutputStage, QUANT_BLOCK};
 use crate::error::Error;
 
@@ -94,7 +95,7 @@ fn channel_block(
     let block = quants.get_mut(..n).ok_or(Error::KernelArgs)?;
     // |x + input_offset| ≤ 128 + |input_offset| and |w| ≤ 128 for each of the taps.
     let reach = (taps as u32 * 128).saturating_mul(128 + input_offset.unsigned_abs());
-    let small = stage.small_channels_into(c0, block, reach);
+    let form = stage.small_channels_into(c0, block, reach);
 
     // Per group: the weights in lanes, and the accumulators' start.
     let mut table = [[[0usize; 3]; TAPS_CAP]; GROUPS];
@@ -159,17 +160,12 @@ fn channel_block(
                     if let ([o0, o1, o2, o3], [q0, q1, q2, q3], [a0, a1, a2, a3]) =
                         (out, quants, acc)
                     {
-                        if small {
-                            *o0 = stage.finish_small(q0, a0);
-                            *o1 = stage.finish_small(q1, a1);
-                            *o2 = stage.finish_small(q2, a2);
-                            *o3 = stage.finish_small(q3, a3);
-                        } else {
-                            *o0 = stage.finish(q0, a0);
-                            *o1 = stage.finish(q1, a1);
-                            *o2 = stage.finish(q2, a2);
-                            *o3 = stage.finish(q3, a3);
-                        }
+                        by_finish!(form, stage, |f| {
+                            *o0 = f.finish(q0, a0);
+                            *o1 = f.finish(q1, a1);
+                            *o2 = f.finish(q2, a2);
+                            *o3 = f.finish(q3, a3);
+                        });
                     }
                 }
             }

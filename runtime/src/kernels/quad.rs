@@ -17,6 +17,7 @@
 
 #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
 use super::dual::{sadd16, smlad, sxtb16, sxtb16_ror8};
+use super::finish::{by_finish, Finish, Finisher};
 use super::{ChannelQuant, OutputStage, PackScratch, PAIR_CAP};
 use crate::error::Error;
 
@@ -36,7 +37,7 @@ pub(crate) struct WindowQuad<'i> {
 
 /// `out_k[j] = stage(Σ (x_k + offset) · w_j)` for the four windows of `quad` (`run` a
 /// multiple of 4, `rows · run` at most [`QUAD_CAP`]) against each row `w_j` of
-/// `weights` and its channel `quants[j]`; `small` as
+/// `weights` and its channel `quants[j]`, in the `form`
 /// [`OutputStage::small_channels_into`] returned for `quants`. Same sums, wrapping,
 /// as the plain dot product: bit-identical.
 pub(crate) fn channels_offset_quad_i8(
@@ -44,7 +45,7 @@ pub(crate) fn channels_offset_quad_i8(
     offset: i16,
     scratch: &mut PackScratch,
     weights: &[i8],
-    (stage, small): (&OutputStage<'_>, bool),
+    (stage, form): (&OutputStage<'_>, Finish),
     quants: &[ChannelQuant],
     [o0, o1, o2, o3]: [&mut [i8]; 4],
 ) -> Result<(), Error> {
@@ -82,23 +83,15 @@ pub(crate) fn channels_offset_quad_i8(
         .zip(o2.iter_mut().zip(o3.iter_mut()));
     let rows = outs.zip(quants).zip(weights.chunks_exact(len));
     // One loop per form, as in the two-pixel path.
-    if small {
+    by_finish!(form, stage, |f| {
         for ((((y0, y1), (y2, y3)), q), w) in rows {
             let [a, b, c, d] = dot_quad(packed, w);
-            *y0 = stage.finish_small(q, a);
-            *y1 = stage.finish_small(q, b);
-            *y2 = stage.finish_small(q, c);
-            *y3 = stage.finish_small(q, d);
+            *y0 = f.finish(q, a);
+            *y1 = f.finish(q, b);
+            *y2 = f.finish(q, c);
+            *y3 = f.finish(q, d);
         }
-    } else {
-        for ((((y0, y1), (y2, y3)), q), w) in rows {
-            let [a, b, c, d] = dot_quad(packed, w);
-            *y0 = stage.finish(q, a);
-            *y1 = stage.finish(q, b);
-            *y2 = stage.finish(q, c);
-            *y3 = stage.finish(q, d);
-        }
-    }
+    });
     Ok(())
 }
 
@@ -250,7 +243,7 @@ mod tests {
     #[test]
     fn matches_the_plain_dot_product() {
         let mut next = xorshift(0x0bad_cafe_1234_5678u64);
-        let (mut small_seen, mut general_seen) = (false, false);
+        let mut forms = std::vec::Vec::new();
         for run in (4..=QUAD_CAP).step_by(4) {
             for rows in 1..=3usize {
                 let len = run * rows;
@@ -286,13 +279,12 @@ mod tests {
                     requant: &requant,
                     channels,
                     output_offset: (next() % 21) as i32 - 10,
-                    act_min: -128 + (next() % 50) as i32,
-                    act_max: 127 - (next() % 50) as i32,
+                    act_min: -128 + (next() % 50).saturating_sub(25) as i32,
+                    act_max: 127 - (next() % 50).saturating_sub(25) as i32,
                 };
                 let mut quants = std::vec![ChannelQuant::default(); channels];
-                let small = stage.small_channels_into(0, &mut quants, window_reach(len));
-                small_seen |= small;
-                general_seen |= !small;
+                let form = stage.small_channels_into(0, &mut quants, window_reach(len));
+                forms.push(form);
                 let want: Vec<Vec<i8>> = starts
                     .iter()
                     .map(|&s| {
@@ -327,7 +319,7 @@ mod tests {
                     offset,
                     &mut scratch,
                     &w,
-                    (&stage, small),
+                    (&stage, form),
                     &quants,
                     outs,
                 )
@@ -335,7 +327,9 @@ mod tests {
                 assert_eq!(got, want, "run {run} rows {rows} channels {channels}");
             }
         }
-        assert!(small_seen && general_seen, "both forms exercised");
+        for form in [Finish::Exact, Finish::Small, Finish::SmallFullRange] {
+            assert!(forms.contains(&form), "{form:?} not exercised");
+        }
     }
 
     /// Windows longer than [`QUAD_CAP`], runs that are no multiple of 4, outputs or
@@ -371,7 +365,15 @@ mod tests {
                 &mut d[..outs],
             ];
             let mut scratch = PACK_SCRATCH;
-            channels_offset_quad_i8(&quad, 3, &mut scratch, &w, (&stage, false), &quants, outs)
+            channels_offset_quad_i8(
+                &quad,
+                3,
+                &mut scratch,
+                &w,
+                (&stage, Finish::Exact),
+                &quants,
+                outs,
+            )
         };
         assert!(run_case(8, 12, 16, 2).is_ok());
         assert_eq!(
