@@ -47,6 +47,21 @@ pub fn conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    // A pointwise conv's pixels are read as one row, so that the kernels group them
+    // across image rows (kws_ref_model's 5-pixel rows left one pixel in five to the
+    // one-pixel path, vww's 6- and 3-pixel rows a pair or a single each).
+    let pointwise = g.kernel_h == 1
+        && g.kernel_w == 1
+        && (g.stride_h, g.stride_w, g.pad_top, g.pad_left) == (1, 1, 0, 0)
+        && (g.out_h, g.out_w) == (g.in_h, g.in_w);
+    let flat = ConvGeometry {
+        in_h: 1,
+        in_w: g.in_h * g.in_w,
+        out_h: 1,
+        out_w: g.out_h * g.out_w,
+        ..*g
+    };
+    let g = if pointwise { &flat } else { g };
     // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if let Some(done) = small_offset(input_offset)
@@ -504,6 +519,66 @@ mod tests {
             reference::conv2d(&g, -7, &stage, &filter, &input, &mut slow);
             assert_eq!(fast, slow, "out_c {out_c}");
             assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
+        }
+    }
+
+    /// A pointwise conv read as one row of pixels (as `conv2d` reads it) gives the
+    /// image's result: through `conv2d`, and through the gathered path on the flat
+    /// geometry, whose quads and pairs then span image rows (5-pixel rows, 2 images).
+    #[test]
+    fn pointwise_convs_read_as_one_row_match_reference() {
+        let mut next = xorshift(0x7f4a_7c15_9e37_79b9u64);
+        for (h, w, c, out_c) in [
+            (5usize, 5usize, 8usize, 19usize),
+            (3, 3, 64, 6),
+            (4, 6, 4, 33),
+        ] {
+            let g = ConvGeometry {
+                batch: 2,
+                in_h: h,
+                in_w: w,
+                in_c: c,
+                out_h: h,
+                out_w: w,
+                out_c,
+                kernel_h: 1,
+                kernel_w: 1,
+                stride_h: 1,
+                stride_w: 1,
+                pad_top: 0,
+                pad_left: 0,
+            };
+            let (in_len, out_len) = g.lens().unwrap();
+            let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
+            let filter: Vec<i8> = (0..out_c * c).map(|_| next() as i8).collect();
+            let bias: Vec<u8> = (0..out_c)
+                .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
+                .collect();
+            let requant = single_rounding_requant(&mut next, out_c, 11);
+            let stage = OutputStage {
+                bias: Some(&bias),
+                requant: &requant,
+                channels: out_c,
+                output_offset: -3,
+                act_min: -128,
+                act_max: 127,
+            };
+            let mut want = std::vec![1i8; out_len];
+            reference::conv2d(&g, 9, &stage, &filter, &input, &mut want);
+            let mut got = std::vec![0i8; out_len];
+            conv2d(&g, 9, &stage, &filter, &input, &mut got).unwrap();
+            assert_eq!(got, want, "{g:?}");
+            let flat = ConvGeometry {
+                in_h: 1,
+                in_w: h * w,
+                out_h: 1,
+                out_w: h * w,
+                ..g
+            };
+            let mut got = std::vec![0i8; out_len];
+            gathered(&flat, 9, &stage, &filter, &input, &mut got).unwrap();
+            assert_eq!(got, want, "{g:?} flat");
+            assert!(want.iter().any(|&v| v != want[0]), "degenerate output");
         }
     }
 
