@@ -170,7 +170,7 @@ fn dot_quad(packed: &[u32], w: &[i8]) -> [i32; 4] {
     }
     #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
     {
-        let (mut a, mut b, mut c, mut d) = (0i32, 0i32, 0i32, 0i32);
+        let (a, b, c, d): (i32, i32, i32, i32);
         // SAFETY: the loop reads `groups` groups of eight words from `packed` (checked
         // above; word aligned as a `u32` slice, as `LDM` needs) and `groups` words
         // from `w` (at least `4·groups` bytes; unaligned `LDR` is allowed on
@@ -179,6 +179,12 @@ fn dot_quad(packed: &[u32], w: &[i8]) -> [i32; 4] {
         // register order, hence the fixed registers.
         unsafe {
             core::arch::asm!(
+                // The sums start at 0 here: set outside, LLVM kept the four zeros on
+                // the stack and reloaded them per row.
+                "movs {a}, #0",
+                "movs {b}, #0",
+                "movs {c}, #0",
+                "movs {d}, #0",
                 "2:",
                 "ldr {t}, [{wp}]",
                 "sxtb16 {t}, {t}",
@@ -199,10 +205,10 @@ fn dot_quad(packed: &[u32], w: &[i8]) -> [i32; 4] {
                 p = inout(reg) packed.as_ptr() => _,
                 wp = inout(reg) w.as_ptr() => _,
                 end = in(reg) packed.as_ptr().add(groups * 8),
-                a = inout(reg) a,
-                b = inout(reg) b,
-                c = inout(reg) c,
-                d = inout(reg) d,
+                a = out(reg) a,
+                b = out(reg) b,
+                c = out(reg) c,
+                d = out(reg) d,
                 t = out(reg) _,
                 out("r0") _,
                 out("r1") _,
