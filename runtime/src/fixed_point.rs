@@ -230,10 +230,16 @@ pub fn scale_small<const DIVIDE: bool>(a: i32, multiplier: i32, right: u32) -> i
 ///   `(round·2^32 + 2a·m + 2^31) >> 32 = round + high` does exactly.
 #[inline(always)]
 pub fn scale_doubled(doubled: i32, multiplier: i32, half: i32, negative: i32, right: u32) -> i32 {
+    scale_doubled_undivided(doubled, multiplier, half, negative) >> (right & 31)
+}
+
+/// [`scale_doubled`] before its final shift by `right` (for a caller that knows
+/// `right < 32` and shifts without the mask).
+#[inline(always)]
+pub fn scale_doubled_undivided(doubled: i32, multiplier: i32, half: i32, negative: i32) -> i32 {
     let round = half.wrapping_add((doubled >> 31) & negative);
     let product = i64::from(doubled) * i64::from(multiplier);
-    let high = ((product + (i64::from(round) << 32) + (1i64 << 31)) >> 32) as i32;
-    high >> (right & 31)
+    ((product + (i64::from(round) << 32) + (1i64 << 31)) >> 32) as i32
 }
 
 /// TFLite's `MultiplyByQuantizedMultiplierGreaterThanOne`: `SRDHM(x · 2^left_shift, m)`.
