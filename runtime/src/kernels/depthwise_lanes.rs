@@ -33,11 +33,9 @@ pub(crate) const TAPS_CAP: usize = 9;
 /// Channels per pass, one `SXTB16` pair's worth.
 const LANES: usize = 4;
 
-/// One tap of one four-channel group: the input's byte offset from the group's pixel
-/// origin (signed, as a pointer-sized word: the pad may lie anywhere in the address
-/// space of a 64-bit host), then the weights as two 32-bit words of sign-extended
-/// 16-bit lanes. Three `u32`s on the 32-bit targets, which `LDM` reads.
-type TapEntry = [usize; 3];
+/// One tap's weights for one four-channel group: two words of sign-extended 16-bit
+/// lanes, `(w0, w2)` and `(w1, w3)`, which `LDRD` reads.
+type TapWeights = [u32; 2];
 
 /// [`super::depthwise::depthwise_conv2d`] for depth multiplier 1 and windows of at
 /// most [`TAPS_CAP`] taps, channels in whole groups of four (as in every MLPerf Tiny
@@ -98,9 +96,9 @@ fn channel_block(
     let form = stage.small_channels_into(c0, block, reach);
 
     // Per group: the weights in lanes, and the accumulators' start.
-    let mut table = [[[0usize; 3]; TAPS_CAP]; GROUPS];
+    let mut table = [[[0u32; 2]; TAPS_CAP]; GROUPS];
     let mut start = [[0i32; LANES]; GROUPS];
-    let lane = |v: i8| usize::from(i16::from(v) as u16);
+    let lane = |v: i8| u32::from(i16::from(v) as u16);
     for (gi, (group, start)) in table.iter_mut().zip(&mut start).take(groups).enumerate() {
         let c = c0 + gi * LANES;
         for (t, entry) in group.iter_mut().take(taps).enumerate() {
@@ -108,8 +106,7 @@ fn channel_block(
             let Some(&[w0, w1, w2, w3]) = filter.get(first..first + LANES) else {
                 return Err(Error::KernelArgs);
             };
-            entry[1] = lane(w0) | lane(w2) << 16;
-            entry[2] = lane(w1) | lane(w3) << 16;
+            *entry = [lane(w0) | lane(w2) << 16, lane(w1) | lane(w3) << 16];
             for (s, wv) in start.iter_mut().zip([w0, w1, w2, w3]) {
                 *s = s.wrapping_add(input_offset.wrapping_mul(i32::from(wv)));
             }
@@ -120,7 +117,11 @@ fn channel_block(
     let image_len = g.in_h * g.in_w * g.in_c;
     let row = (g.in_w * g.in_c) as isize;
     let mut pixels = output.chunks_exact_mut(g.out_c);
-    // Whether the table holds the offsets of a window wholly inside the image.
+    // The taps' input offsets from a group's window origin, the same for every group
+    // (one table for all: rewritten per group, a border pixel of a 64-channel layer
+    // took 144 stores, a quarter of kws_ref_model's depthwise instructions).
+    let mut offsets = [0usize; TAPS_CAP];
+    // Whether `offsets` holds those of a window wholly inside the image.
     let mut interior = false;
     for image in input.chunks_exact(image_len) {
         let pad_from_image = (pad.as_ptr() as isize).wrapping_sub(image.as_ptr() as isize);
@@ -137,10 +138,10 @@ fn channel_block(
                     && x0 as usize + g.kernel_w <= g.in_w;
                 if !inside || !interior {
                     let pad_offset = pad_from_image.wrapping_sub(origin);
-                    let filled = table.get_mut(..groups).ok_or(Error::KernelArgs)?;
-                    write_offsets(g, y0, x0, pad_offset, filled);
+                    write_offsets(g, y0, x0, pad_offset, &mut offsets);
                     interior = inside;
                 }
+                let offsets = offsets.get(..taps).ok_or(Error::KernelArgs)?;
                 let out_px = pixels.next().ok_or(Error::KernelArgs)?;
                 let out_block = out_px.get_mut(c0..c0 + n).ok_or(Error::KernelArgs)?;
                 let base = image.as_ptr().wrapping_offset(origin);
@@ -148,14 +149,16 @@ fn channel_block(
                 for (gi, (((group, &start), quants), out)) in
                     groups.zip(out_block.chunks_exact_mut(LANES)).enumerate()
                 {
-                    let entries = group.get(..taps).ok_or(Error::KernelArgs)?;
-                    // SAFETY: `write_offsets` made every entry's offset lead from
-                    // `base` (the pixel's window origin at this group's first
-                    // channel) to four readable bytes: inside `image` for a tap in
-                    // bounds (channels `c0 + 4·gi .. +4 ≤ in_c` of an in-bounds pixel),
-                    // or `pad[4·gi..4·gi + 4]` (`4·gi + 4 ≤ QUANT_BLOCK`) for one
-                    // outside; `taps ≥ 1` (the geometry has no empty kernel).
-                    let acc = unsafe { lanes_dot(base.wrapping_add(gi * LANES), entries, start) };
+                    let weights = group.get(..taps).ok_or(Error::KernelArgs)?;
+                    // SAFETY: `write_offsets` made every offset lead from `base` (the
+                    // pixel's window origin at this group's first channel) to four
+                    // readable bytes: inside `image` for a tap in bounds (channels
+                    // `c0 + 4·gi .. +4 ≤ in_c` of an in-bounds pixel), or
+                    // `pad[4·gi..4·gi + 4]` (`4·gi + 4 ≤ QUANT_BLOCK`) for one outside;
+                    // `taps ≥ 1` (the geometry has no empty kernel) and both slices
+                    // hold `taps` entries.
+                    let base = base.wrapping_add(gi * LANES);
+                    let acc = unsafe { lanes_dot(base, offsets, weights, start) };
                     // Spelled out: as a loop, LLVM spilled the four sums to the stack.
                     if let ([o0, o1, o2, o3], [q0, q1, q2, q3], [a0, a1, a2, a3]) =
                         (out, quants, acc)
@@ -174,7 +177,7 @@ fn channel_block(
     Ok(())
 }
 
-/// Fills each group's input offsets for the window at `(y0, x0)` (its top-left input,
+/// The taps' input offsets for the window at `(y0, x0)` (its top-left input,
 /// possibly in the padding): a tap in the image reads its pixel, one outside reads
 /// the pad at `pad_offset` from the window origin. Offsets are the same for every
 /// group, whose origins differ by the group's first channel like the pad's words do.
@@ -183,7 +186,7 @@ fn write_offsets(
     y0: isize,
     x0: isize,
     pad_offset: isize,
-    table: &mut [[TapEntry; TAPS_CAP]],
+    offsets: &mut [usize; TAPS_CAP],
 ) {
     let row = (g.in_w * g.in_c) as isize;
     let mut t = 0;
@@ -196,38 +199,40 @@ fn write_offsets(
             } else {
                 pad_offset
             };
-            for group in table.iter_mut() {
-                if let Some(entry) = group.get_mut(t) {
-                    entry[0] = offset as usize;
-                }
+            if let Some(entry) = offsets.get_mut(t) {
+                *entry = offset as usize;
             }
             t += 1;
         }
     }
 }
 
-/// `acc[j] + Σ x_j · w_j` over the taps of `entries`, where tap `t`'s four inputs are the
-/// bytes at `base + entries[t][0]` and its weights the lanes of `entries[t][1..3]`;
-/// wrapping.
+/// `acc[j] + Σ x_j · w_j` over the taps, where tap `t`'s four inputs are the bytes at
+/// `base + offsets[t]` and its weights the lanes of `weights[t]`; wrapping.
 ///
 /// # Safety
 ///
-/// `entries` is not empty, and for each entry the four bytes at `base` plus its offset
-/// (signed) are readable.
+/// `offsets` is not empty, `weights` is as long, and for each offset the four bytes at
+/// `base` plus it (signed) are readable.
 #[inline(always)]
-unsafe fn lanes_dot(base: *const i8, entries: &[TapEntry], acc: [i32; LANES]) -> [i32; LANES] {
+unsafe fn lanes_dot(
+    base: *const i8,
+    offsets: &[usize],
+    weights: &[TapWeights],
+    acc: [i32; LANES],
+) -> [i32; LANES] {
     #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
     {
         let [mut a0, mut a1, mut a2, mut a3] = acc;
-        if entries.len() == 9 {
+        if offsets.len() == 9 {
             // A 3×3 window (every depthwise conv of the MLPerf Tiny models): the nine
-            // taps in a straight line, without the loop's compare and branch (8
-            // instructions a tap instead of 10).
-            // SAFETY: as below, for exactly nine entries.
+            // taps in a straight line, without the loop's compare and branch.
+            // SAFETY: as below, for exactly nine taps.
             unsafe {
                 core::arch::asm!(
                     ".rept 9",
-                    "ldm {e}!, {{r0, r1, r2}}",
+                    "ldr r0, [{o}], #4",
+                    "ldrd r1, r2, [{w}], #8",
                     "ldr r0, [{base}, r0]",
                     "sxtb16 {t}, r0",
                     "smlabb {a0}, {t}, r1, {a0}",
@@ -236,7 +241,8 @@ unsafe fn lanes_dot(base: *const i8, entries: &[TapEntry], acc: [i32; LANES]) ->
                     "smlabb {a1}, {t}, r2, {a1}",
                     "smlatt {a3}, {t}, r2, {a3}",
                     ".endr",
-                    e = inout(reg) entries.as_ptr() => _,
+                    o = inout(reg) offsets.as_ptr() => _,
+                    w = inout(reg) weights.as_ptr() => _,
                     base = in(reg) base,
                     a0 = inout(reg) a0,
                     a1 = inout(reg) a1,
@@ -252,13 +258,14 @@ unsafe fn lanes_dot(base: *const i8, entries: &[TapEntry], acc: [i32; LANES]) ->
             return [a0, a1, a2, a3];
         }
         // SAFETY: per the contract every offset leads to a readable word (unaligned
-        // `LDR` is allowed on Armv7E-M); `entries` is a non-empty, word-aligned slice
-        // of three-word entries, which `LDM` reads in register order, hence r0–r2. The
+        // `LDR` is allowed on Armv7E-M); `offsets` (words) and `weights` (pairs of
+        // words, word aligned as `LDRD` needs) are non-empty and equally long. The
         // loop writes only the named registers and touches no other memory.
         unsafe {
             core::arch::asm!(
                 "2:",
-                "ldm {e}!, {{r0, r1, r2}}",
+                "ldr r0, [{o}], #4",
+                "ldrd r1, r2, [{w}], #8",
                 "ldr r0, [{base}, r0]",
                 "sxtb16 {t}, r0",
                 "smlabb {a0}, {t}, r1, {a0}",
@@ -266,10 +273,11 @@ unsafe fn lanes_dot(base: *const i8, entries: &[TapEntry], acc: [i32; LANES]) ->
                 "sxtb16 {t}, r0, ror #8",
                 "smlabb {a1}, {t}, r2, {a1}",
                 "smlatt {a3}, {t}, r2, {a3}",
-                "cmp {e}, {end}",
+                "cmp {o}, {end}",
                 "bne 2b",
-                e = inout(reg) entries.as_ptr() => _,
-                end = in(reg) entries.as_ptr().add(entries.len()),
+                o = inout(reg) offsets.as_ptr() => _,
+                w = inout(reg) weights.as_ptr() => _,
+                end = in(reg) offsets.as_ptr().add(offsets.len()),
                 base = in(reg) base,
                 a0 = inout(reg) a0,
                 a1 = inout(reg) a1,
@@ -286,15 +294,15 @@ unsafe fn lanes_dot(base: *const i8, entries: &[TapEntry], acc: [i32; LANES]) ->
     }
     #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))))]
     {
-        let lo = |v: usize| i32::from(v as u16 as i16);
-        let hi = |v: usize| i32::from((v >> 16) as u16 as i16);
+        let lo = |v: u32| i32::from(v as u16 as i16);
+        let hi = |v: u32| i32::from((v >> 16) as u16 as i16);
         use super::dual::{sxtb16, sxtb16_ror8};
         let [mut a0, mut a1, mut a2, mut a3] = acc;
-        for &[offset, even, odd] in entries {
+        for (&offset, &[even, odd]) in offsets.iter().zip(weights) {
             // SAFETY: readable per the contract.
             let x = unsafe { base.wrapping_add(offset).cast::<u32>().read_unaligned() };
             let x = u32::from_le(x);
-            let (xe, xo) = (sxtb16(x) as usize, sxtb16_ror8(x) as usize);
+            let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
             a0 = a0.wrapping_add(lo(xe) * lo(even));
             a2 = a2.wrapping_add(hi(xe) * hi(even));
             a1 = a1.wrapping_add(lo(xo) * lo(odd));
