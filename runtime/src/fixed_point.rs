@@ -234,10 +234,12 @@ pub fn scale_doubled(doubled: i32, multiplier: i32, half: i32, negative: i32, ri
 }
 
 /// [`scale_doubled`] before its final shift by `right` (for a caller that knows
-/// `right < 32` and shifts without the mask).
+/// `right < 32` and shifts without the mask). `round` is `half`, or `half` plus a
+/// multiple of `2^right`, which passes through the shift as that multiple (a caller
+/// folds its output offset in so), as long as the sum stays within `i32`.
 #[inline(always)]
-pub fn scale_doubled_undivided(doubled: i32, multiplier: i32, half: i32, negative: i32) -> i32 {
-    let round = half.wrapping_add((doubled >> 31) & negative);
+pub fn scale_doubled_undivided(doubled: i32, multiplier: i32, round: i32, negative: i32) -> i32 {
+    let round = round.wrapping_add((doubled >> 31) & negative);
     let product = i64::from(doubled) * i64::from(multiplier);
     ((product + (i64::from(round) << 32) + (1i64 << 31)) >> 32) as i32
 }

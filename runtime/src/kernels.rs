@@ -200,8 +200,8 @@ impl OutputStage<'_> {
         for q in out.iter_mut() {
             q.bias = biases.next().map_or(0, word_le);
             if SMALL {
-                small &= q.small_within(reach);
-                q.fill_small_terms();
+                small &= q.small_within(reach) && q.requant.right <= SMALL_RIGHT_MAX;
+                q.fill_small_terms(self.output_offset);
             }
         }
         small
@@ -228,13 +228,12 @@ impl OutputStage<'_> {
         let t = &q.small;
         // `2·(acc + bias)·2^left`, exact for a small accumulator.
         let doubled = acc.wrapping_mul(t.scale).wrapping_add(t.bias);
-        let high = scale_doubled_undivided(doubled, q.requant.multiplier, t.half, t.negative);
+        let high = scale_doubled_undivided(doubled, q.requant.multiplier, t.round, t.negative);
         // SAFETY: `t.right < 32`: `SmallTerms::right` is only ever 0 (its default) or
         // `right & 31` (`fill_small_terms`). Masked, the shift took one more Cortex-M4
         // instruction per output or row.
         #[allow(unsafe_code)]
         let v = unsafe { high.unchecked_shr(t.right) };
-        let v = v.wrapping_add(self.output_offset);
         // The clamp lies within int8's range (`small_channels_into`): nothing to
         // saturate after it, or it is the saturation.
         let clamped = if FULL_RANGE {
@@ -281,8 +280,11 @@ struct SmallTerms {
     /// `left ≥ 30` is 0): one multiply-add with the bias, where a shift by a
     /// register took a mask, the shift and the add.
     scale: i32,
-    /// `2^(right − 1)`, 0 for `right = 0`.
-    half: i32,
+    /// `2^(right − 1)` (0 for `right = 0`) plus the output offset times `2^right`:
+    /// `⌊(v + offset · 2^right) / 2^right⌋ = ⌊v / 2^right⌋ + offset`, so the offset
+    /// needs no add of its own. Within `i32` with the high word for `right` up to
+    /// [`SMALL_RIGHT_MAX`].
+    round: i32,
     /// −1 where `right ≥ 1`, else 0: what a negative value adds before the divide.
     negative: i32,
     /// `right`, in `0..=31` (`finish_small` shifts by it unchecked).
@@ -300,13 +302,14 @@ impl ChannelQuant {
 
     /// Work out [`OutputStage::finish_small`]'s terms.
     #[inline(always)]
-    fn fill_small_terms(&mut self) {
+    fn fill_small_terms(&mut self, output_offset: i32) {
         let shift = (self.requant.left + 1).min(31);
         let right = self.requant.right & 31;
+        let half = ((1u32 << right) >> 1) as i32;
         self.small = SmallTerms {
             bias: self.bias.wrapping_shl(shift),
             scale: 1i32.wrapping_shl(shift),
-            half: ((1u32 << right) >> 1) as i32,
+            round: half.wrapping_add(output_offset.wrapping_shl(right)),
             negative: -i32::from(right > 0),
             right,
         };
@@ -334,6 +337,12 @@ impl ChannelQuant {
             && self.requant.multiplier >= 0
     }
 }
+
+/// Largest right shift of the small form, whose rounding term carries the output
+/// offset times `2^right` ([`OutputStage::finish_small`]): with the high word (below
+/// `2^30` in size) the sum stays within `i32` up to here; TFLite's shifts are
+/// rarely above 12.
+const SMALL_RIGHT_MAX: u32 = 22;
 
 /// The largest accumulator of a window of `len` offset inputs (`|x + offset| ≤ 384`,
 /// offsets within ±256 as the packed paths require) against int8 weights.
