@@ -200,8 +200,16 @@ impl OutputStage<'_> {
         for q in out.iter_mut() {
             q.bias = biases.next().map_or(0, word_le);
             if SMALL {
-                small &= q.small_within(reach) && q.requant.right <= SMALL_RIGHT_MAX;
-                q.fill_small_terms(self.output_offset);
+                // Each channel's terms where it is small on its own (its `scale` 0
+                // where not): `quad` finishes channel by channel; the rest choose one
+                // form for the block.
+                let ok = q.small_within(reach) && q.requant.right <= SMALL_RIGHT_MAX;
+                if ok {
+                    q.fill_small_terms(self.output_offset);
+                } else {
+                    q.small = SmallTerms::default();
+                }
+                small &= ok;
             }
         }
         small
@@ -263,6 +271,7 @@ fn word_le(bytes: &[u8]) -> i32 {
 /// One output channel's bias and requantization pair, decoded from an
 /// [`OutputStage`].
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C)] // `quad::finish_row` reads the fields by their offsets
 pub(crate) struct ChannelQuant {
     bias: i32,
     requant: Requant,
@@ -273,12 +282,14 @@ pub(crate) struct ChannelQuant {
 /// channel only, worked out once with it: recomputed per output, `2^(right − 1)`
 /// alone took three Cortex-M4 instructions, and the branch on `right` two more.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C)] // `quad::finish_row` reads `bias` to `right` with one `LDM`
 struct SmallTerms {
     /// `bias · 2^(left + 1)`, wrapping.
     bias: i32,
     /// `2^(left + 1)` (`2^31` at most, as `i32::MIN`; a small accumulator with
     /// `left ≥ 30` is 0): one multiply-add with the bias, where a shift by a
-    /// register took a mask, the shift and the add.
+    /// register took a mask, the shift and the add. 0 where the channel is not small
+    /// ([`ChannelQuant::finishes_small`]).
     scale: i32,
     /// `2^(right − 1)` (0 for `right = 0`) plus the output offset times `2^right`:
     /// `⌊(v + offset · 2^right) / 2^right⌋ = ⌊v / 2^right⌋ + offset`, so the offset
@@ -298,6 +309,14 @@ impl ChannelQuant {
             requant,
             small: SmallTerms::default(),
         }
+    }
+
+    /// Whether [`OutputStage::small_channels_into`] found this channel small and
+    /// filled its terms.
+    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+    #[inline(always)]
+    pub(crate) fn finishes_small(&self) -> bool {
+        self.small.scale != 0
     }
 
     /// Work out [`OutputStage::finish_small`]'s terms.

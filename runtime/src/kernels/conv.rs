@@ -223,12 +223,11 @@ pub(crate) fn conv_block(
     // The last value a window read straight from the image takes, from its start.
     let window_span = (g.kernel_h - 1) * g.in_w * g.in_c + run;
     let mut band = Band::new(g, tail).filter(|_| !direct);
-    let mut pixels = output.chunks_exact_mut(g.out_c);
-    let mut next_pixel = || {
-        pixels
-            .next()
-            .and_then(|p| p.get_mut(c0..c0 + n))
-            .ok_or(Error::KernelArgs)
+    let mut outputs = PixelOutputs {
+        output,
+        pixel: g.out_c,
+        channels: c0..c0 + n,
+        next: 0,
     };
     for image in input.chunks_exact(image_len) {
         for oy in 0..g.out_h {
@@ -257,7 +256,7 @@ pub(crate) fn conv_block(
                             run,
                             stride: g.in_w * g.in_c,
                         };
-                        let outs = [next_pixel()?, next_pixel()?, next_pixel()?, next_pixel()?];
+                        let outs = (outputs.take(4)?, g.out_c);
                         let (q, w, scratch) = (&*q, direct_filters, &mut scratch);
                         channels_offset_quad_i8(&quad, offset, scratch, w, (stage, form), q, outs)?;
                         ox += 4;
@@ -278,7 +277,7 @@ pub(crate) fn conv_block(
                             run,
                             stride: g.in_w * g.in_c,
                         };
-                        let (out_a, out_b) = (next_pixel()?, next_pixel()?);
+                        let (out_a, out_b) = outputs.pair()?;
                         let (q, w, scratch, stage) =
                             (&*q, direct_filters, &mut scratch, (stage, form));
                         channels_offset_pair_i8(&pair, offset, scratch, w, stage, q, out_a, out_b)?;
@@ -287,7 +286,7 @@ pub(crate) fn conv_block(
                     }
                     gather(ox, window)?;
                     gather(ox + 1, w2)?;
-                    let (out_a, out_b) = (next_pixel()?, next_pixel()?);
+                    let (out_a, out_b) = outputs.pair()?;
                     channels_offset_pair(
                         window,
                         w2,
@@ -302,12 +301,43 @@ pub(crate) fn conv_block(
                     continue;
                 }
                 gather(ox, window)?;
-                channels_offset(window, &mut scratch, f_block, stage, q, next_pixel()?)?;
+                channels_offset(window, &mut scratch, f_block, stage, q, outputs.take(1)?)?;
                 ox += 1;
             }
         }
     }
     Ok(())
+}
+
+/// Channels `channels` of an output's pixels (`pixel` values each), handed out in
+/// turn from pixel `next` on.
+struct PixelOutputs<'o> {
+    output: &'o mut [i8],
+    pixel: usize,
+    channels: core::ops::Range<usize>,
+    next: usize,
+}
+
+impl PixelOutputs<'_> {
+    /// The next `count` pixels' channels as one slice, from the first pixel's to the
+    /// last's: pixel `k`'s at `k · pixel`.
+    fn take(&mut self, count: usize) -> Result<&mut [i8], Error> {
+        let first = self.next * self.pixel;
+        let last = (self.next + count - 1) * self.pixel;
+        self.next += count;
+        let range = first + self.channels.start..last + self.channels.end;
+        self.output.get_mut(range).ok_or(Error::KernelArgs)
+    }
+
+    /// The next two pixels' channels.
+    fn pair(&mut self) -> Result<(&mut [i8], &mut [i8]), Error> {
+        let (pixel, n) = (self.pixel, self.channels.len());
+        let (a, b) = self
+            .take(2)?
+            .split_at_mut_checked(pixel)
+            .ok_or(Error::KernelArgs)?;
+        Ok((a.get_mut(..n).ok_or(Error::KernelArgs)?, b))
+    }
 }
 
 /// Bytes of [`conv_block`]'s copy of its filters with kernel rows padded to a
