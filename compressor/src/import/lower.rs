@@ -1035,6 +1035,8 @@ pub(super) fn lower(model: &TfModel<'_>, bytes: usize, name: &str) -> Result<Imp
 #[cfg(test)]
 mod tests {
     use super::transpose_one_channel_filter;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
     use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 
     /// A depthwise conv of one input channel (×8, 3×3, stride 2, padded) equals the
@@ -1042,13 +1044,7 @@ mod tests {
     /// kernels: the importer's rewrite changes no result.
     #[test]
     fn one_channel_depthwise_is_a_conv_of_its_transposed_filter() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
         let oc = 8;
         let g = ConvGeometry {
             batch: 2,
@@ -1066,20 +1062,20 @@ mod tests {
             pad_left: 0,
         };
         let (in_len, out_len) = g.lens().unwrap();
-        let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
-        let depthwise: Vec<u8> = (0..9 * oc).map(|_| next() as u8).collect();
+        let input: Vec<i8> = (0..in_len).map(|_| rng.random()).collect();
+        let depthwise: Vec<u8> = (0..9 * oc).map(|_| rng.random()).collect();
         let conv: Vec<i8> = transpose_one_channel_filter(&depthwise, oc)
             .into_iter()
             .map(|b| b as i8)
             .collect();
         let depthwise: Vec<i8> = depthwise.into_iter().map(|b| b as i8).collect();
         let bias: Vec<u8> = (0..oc)
-            .flat_map(|_| ((next() % 4001) as i32 - 2000).to_le_bytes())
+            .flat_map(|_| rng.random_range(-2000i32..=2000).to_le_bytes())
             .collect();
         let mut requant: Vec<u8> = (0..oc)
-            .flat_map(|_| (0x4000_0000 + (next() % 0x1000_0000) as i32).to_le_bytes())
+            .flat_map(|_| rng.random_range(0x4000_0000i32..0x5000_0000).to_le_bytes())
             .collect();
-        requant.extend((0..oc).map(|_| (next() % 4) as u8 + 249));
+        requant.extend((0..oc).map(|_| rng.random_range(249u8..=252)));
         let stage = OutputStage {
             bias: Some(&bias),
             requant: &requant,

@@ -207,6 +207,26 @@ fn write_offsets(
     }
 }
 
+/// One tap of [`lanes_dot`]'s assembly: its input offset and weight lanes loaded (both
+/// pointers moved on), the four inputs read from `base`, split into 16-bit lanes and
+/// multiplied into the four sums.
+#[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+macro_rules! lanes_tap {
+    () => {
+        concat!(
+            "ldr r0, [{o}], #4\n",
+            "ldrd r1, r2, [{w}], #8\n",
+            "ldr r0, [{base}, r0]\n",
+            "sxtb16 {t}, r0\n",
+            "smlabb {a0}, {t}, r1, {a0}\n",
+            "smlatt {a2}, {t}, r1, {a2}\n",
+            "sxtb16 {t}, r0, ror #8\n",
+            "smlabb {a1}, {t}, r2, {a1}\n",
+            "smlatt {a3}, {t}, r2, {a3}",
+        )
+    };
+}
+
 /// `acc[j] + Σ x_j · w_j` over the taps, where tap `t`'s four inputs are the bytes at
 /// `base + offsets[t]` and its weights the lanes of `weights[t]`; wrapping.
 ///
@@ -231,15 +251,7 @@ unsafe fn lanes_dot(
             unsafe {
                 core::arch::asm!(
                     ".rept 9",
-                    "ldr r0, [{o}], #4",
-                    "ldrd r1, r2, [{w}], #8",
-                    "ldr r0, [{base}, r0]",
-                    "sxtb16 {t}, r0",
-                    "smlabb {a0}, {t}, r1, {a0}",
-                    "smlatt {a2}, {t}, r1, {a2}",
-                    "sxtb16 {t}, r0, ror #8",
-                    "smlabb {a1}, {t}, r2, {a1}",
-                    "smlatt {a3}, {t}, r2, {a3}",
+                    lanes_tap!(),
                     ".endr",
                     o = inout(reg) offsets.as_ptr() => _,
                     w = inout(reg) weights.as_ptr() => _,
@@ -264,15 +276,7 @@ unsafe fn lanes_dot(
         unsafe {
             core::arch::asm!(
                 "2:",
-                "ldr r0, [{o}], #4",
-                "ldrd r1, r2, [{w}], #8",
-                "ldr r0, [{base}, r0]",
-                "sxtb16 {t}, r0",
-                "smlabb {a0}, {t}, r1, {a0}",
-                "smlatt {a2}, {t}, r1, {a2}",
-                "sxtb16 {t}, r0, ror #8",
-                "smlabb {a1}, {t}, r2, {a1}",
-                "smlatt {a3}, {t}, r2, {a3}",
+                lanes_tap!(),
                 "cmp {o}, {end}",
                 "bne 2b",
                 o = inout(reg) offsets.as_ptr() => _,

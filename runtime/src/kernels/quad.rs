@@ -140,6 +140,26 @@ pub(crate) fn channels_offset_quad_i8(
     Ok(())
 }
 
+/// One output of [`finish_row`]'s assembly: the sum at `$sum`, the channel's terms in
+/// r0–r5, the byte stored by `$store`.
+#[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
+macro_rules! finish_step {
+    ($sum:literal, $store:literal) => {
+        concat!(
+            "ldr {x}, ",
+            $sum,
+            "\n",
+            "mla {x}, {x}, r1, r0\n",
+            "and {r}, r3, {x}, asr #31\n",
+            "add {r}, {r}, r2\n",
+            "smmlar {x}, {x}, r5, {r}\n",
+            "asr {x}, {x}, r4\n",
+            "ssat {x}, #8, {x}\n",
+            $store,
+        )
+    };
+}
+
 /// One channel's four outputs in the small form with int8's whole range for clamp
 /// ([`OutputStage::finish_small`], `FULL_RANGE`): `out[k·gap] = finish(q, sums[k])`.
 /// In assembly, the channel's terms loaded once for the four: about 9 instructions
@@ -163,39 +183,10 @@ unsafe fn finish_row(q: &ChannelQuant, sums: &[i32; 4], out: *mut i8, gap: usize
             "ldr r5, [{q}, #{m}]",
             "add {x}, {q}, #{t}",
             "ldm {x}, {{r0, r1, r2, r3, r4}}",
-            "ldr {x}, [{s}]",
-            "mla {x}, {x}, r1, r0",
-            "and {r}, r3, {x}, asr #31",
-            "add {r}, {r}, r2",
-            "smmlar {x}, {x}, r5, {r}",
-            "asr {x}, {x}, r4",
-            "ssat {x}, #8, {x}",
-            "strb {x}, [{o}]",
-            "ldr {x}, [{s}, #4]",
-            "mla {x}, {x}, r1, r0",
-            "and {r}, r3, {x}, asr #31",
-            "add {r}, {r}, r2",
-            "smmlar {x}, {x}, r5, {r}",
-            "asr {x}, {x}, r4",
-            "ssat {x}, #8, {x}",
-            "strb {x}, [{o}, {g}]",
-            "ldr {x}, [{s}, #8]",
-            "mla {x}, {x}, r1, r0",
-            "and {r}, r3, {x}, asr #31",
-            "add {r}, {r}, r2",
-            "smmlar {x}, {x}, r5, {r}",
-            "asr {x}, {x}, r4",
-            "ssat {x}, #8, {x}",
-            "add {o}, {o}, {g}, lsl #1",
-            "strb {x}, [{o}]",
-            "ldr {x}, [{s}, #12]",
-            "mla {x}, {x}, r1, r0",
-            "and {r}, r3, {x}, asr #31",
-            "add {r}, {r}, r2",
-            "smmlar {x}, {x}, r5, {r}",
-            "asr {x}, {x}, r4",
-            "ssat {x}, #8, {x}",
-            "strb {x}, [{o}, {g}]",
+            finish_step!("[{s}]", "strb {x}, [{o}]"),
+            finish_step!("[{s}, #4]", "strb {x}, [{o}, {g}]"),
+            finish_step!("[{s}, #8]", "add {o}, {o}, {g}, lsl #1\nstrb {x}, [{o}]"),
+            finish_step!("[{s}, #12]", "strb {x}, [{o}, {g}]"),
             q = in(reg) q,
             s = in(reg) sums,
             o = inout(reg) out => _,
