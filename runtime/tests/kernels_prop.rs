@@ -35,7 +35,9 @@ use sprig_runtime::kernels::pooling::{
 };
 use sprig_runtime::kernels::softmax::{softmax, SoftmaxParams};
 use sprig_runtime::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
-use sprig_runtime::kernels::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
+use sprig_runtime::kernels::sparse_pool_rows::{
+    conv2d_sparse_max_pool_by_rows, ROW_CAP, ROW_TAPS_CAP,
+};
 use sprig_runtime::kernels::{reference, ConvGeometry, OutputStage};
 use sprig_runtime::Encoding;
 
@@ -582,14 +584,35 @@ proptest! {
         conv2d_sparse(&conv, offset, &s, &rows, &input, &mut mid).unwrap();
         let mut unfused = vec![3i8; out_len];
         pool2d(PoolKind::Max, &pool, -128, 127, &mid, &mut unfused).unwrap();
-        // Every one of these geometries fits all three kernels (rows ≤ 64 wide, kernels
-        // ≤ 5, ≤ 75 weights a filter): each must take it and match.
-        for kernel in [conv2d_sparse_max_pool_by_rows, conv2d_sparse_max_pool_by_windows] {
+        // The window kernel takes every one of these geometries (kernels ≤ 5, ≤ 75
+        // weights a filter); the row kernel those whose rows and filters fit its
+        // tables, and leaves the output untouched on the rest. What they take matches.
+        let densest = filter
+            .chunks_exact(kh * kw * conv.in_c)
+            .map(|row| row.iter().filter(|&&w| w != 0).count())
+            .max()
+            .unwrap_or(0);
+        let rows_fit =
+            conv.out_w <= ROW_CAP && pool.out_w <= ROW_CAP && densest <= ROW_TAPS_CAP;
+        let run = |by_rows: bool| {
             // The fused op prefills its output with the pool's padding value.
             let mut fused = vec![-128i8; out_len];
+            let kernel = if by_rows {
+                conv2d_sparse_max_pool_by_rows
+            } else {
+                conv2d_sparse_max_pool_by_windows
+            };
             let taken = kernel(&conv, &pool, offset, &s, &rows, &input, &mut fused);
-            prop_assert_eq!(taken, Ok(true));
-            prop_assert_eq!(&fused, &unfused);
+            (taken, fused)
+        };
+        for (by_rows, takes) in [(true, rows_fit), (false, true)] {
+            let (taken, fused) = run(by_rows);
+            prop_assert_eq!(taken, Ok(takes));
+            if takes {
+                prop_assert_eq!(&fused, &unfused);
+            } else {
+                prop_assert!(fused.iter().all(|&y| y == -128));
+            }
         }
         // The same filter, dense.
         let mut fused = vec![-128i8; out_len];

@@ -180,12 +180,29 @@ pub fn conv2d_sparse_max_pool(
         // windows) 322 k / 165 k.
         let rows_setups = taps * g.out_h;
         let window_setups = pool.out_h * pool.out_w * g.out_c;
-        let kernel = if 2 * rows_setups < window_setups {
-            conv2d_sparse_max_pool_by_rows
-        } else {
-            conv2d_sparse_max_pool_by_windows
-        };
-        if kernel(conv, pool, input_offset, stage, filter, input, output)? {
+        // A layer the row kernel does not take (rows or filters past its tables)
+        // goes to the window kernel.
+        let by_rows = 2 * rows_setups < window_setups
+            && conv2d_sparse_max_pool_by_rows(
+                conv,
+                pool,
+                input_offset,
+                stage,
+                filter,
+                input,
+                output,
+            )?;
+        if by_rows
+            || conv2d_sparse_max_pool_by_windows(
+                conv,
+                pool,
+                input_offset,
+                stage,
+                filter,
+                input,
+                output,
+            )?
+        {
             return Ok(());
         }
     }

@@ -22,11 +22,12 @@ use super::{ConvGeometry, OutputStage};
 use crate::error::Error;
 use crate::format::sparse::SparseRows;
 
-/// Bytes of padded input rows held for one row of pool windows (on the stack).
-const BAND_CAP: usize = 512;
+/// Bytes of padded input rows held for one row of pool windows (on the stack; LeNet-5's
+/// conv1 takes 192). Larger bands take the border path, tap by tap.
+const BAND_CAP: usize = 256;
 
 /// Most nonzero weights of one filter taken (decoded once per channel onto the stack,
-/// 6 B each; a denser filter gains little from sparsity and takes the general kernel).
+/// 4 B each; a denser filter gains little from sparsity and takes the general kernel).
 pub const TAPS_CAP: usize = 128;
 
 /// One filter row as the window kernel reads it: its nonzero weights by position.
@@ -134,13 +135,12 @@ fn by_windows<R: FilterRow>(
     let image_in = g.in_h * row_len;
     let image_out = pool.out_h * pool.out_w * pool.out_c;
     let mut taps = [Tap::default(); TAPS_CAP];
-    let mut places = [Place::default(); TAPS_CAP];
     let mut band = [0i8; BAND_CAP];
     let squares = square_windows(g, pool, padded.is_some(), &inner);
     for (c, row) in filter.enumerate() {
         let q = stage.channel(c);
-        let n = decode(&row, g, tap_row_len, &mut taps, &mut places);
-        let (Some(taps), Some(places)) = (taps.get(..n), places.get(..n)) else {
+        let n = decode(&row, g, tap_row_len, &mut taps);
+        let Some(taps) = taps.get(..n) else {
             return Err(Error::KernelArgs);
         };
         // An interior pixel reads every tap inside the input: their `w · offset`
@@ -150,8 +150,7 @@ fn by_windows<R: FilterRow>(
         });
         let border = Border {
             g,
-            taps,
-            places,
+            row: &row,
             input_offset,
         };
         for (image, out) in input
@@ -263,21 +262,14 @@ struct Tap {
     w: i16,
 }
 
-/// A tap's kernel row and column, for pixels whose window crosses the padding.
-#[derive(Debug, Clone, Copy, Default)]
-struct Place {
-    ky: u8,
-    kx: u8,
-}
-
-/// `row`'s nonzero weights into `taps` and `places`, for windows in rows `row_len`
-/// long; how many.
+/// `row`'s nonzero weights into `taps`, for windows in rows `row_len` long; how many.
+/// Not inlined: its walk's state took room of its own in the kernel's frame.
+#[inline(never)]
 fn decode(
     row: &impl FilterRow,
     g: &ConvGeometry,
     row_len: usize,
     taps: &mut [Tap; TAPS_CAP],
-    places: &mut [Place; TAPS_CAP],
 ) -> usize {
     // Dense rows, and rel4 rows' long gaps, hold zero weights: only nonzero ones
     // become taps.
@@ -285,14 +277,10 @@ fn decode(
     let mut n = 0;
     row.for_each_weight(|position, w| {
         walk.advance_to(position, g);
-        if let (true, Some(tap), Some(place)) = (w != 0, taps.get_mut(n), places.get_mut(n)) {
+        if let (true, Some(tap)) = (w != 0, taps.get_mut(n)) {
             *tap = Tap {
                 offset: (walk.ky * row_len + walk.kx * g.in_c + walk.ci) as u16,
                 w: i16::from(w),
-            };
-            *place = Place {
-                ky: walk.ky as u8,
-                kx: walk.kx as u8,
             };
             n += 1;
         }
@@ -520,34 +508,36 @@ impl Reads<'_> {
     }
 }
 
-/// Pixels whose window crosses the padding: each tap checked.
-struct Border<'a> {
+/// Pixels whose window crosses the padding: each weight checked. The filter row is
+/// walked again per pixel (its places are not kept beside the taps: 256 bytes of
+/// stack for a path only convs whose padded rows miss [`BAND_CAP`] take).
+struct Border<'a, R> {
     g: &'a ConvGeometry,
-    taps: &'a [Tap],
-    places: &'a [Place],
+    row: &'a R,
     input_offset: i32,
 }
 
-impl Border<'_> {
-    /// `Σ w · (x + offset)` over the taps of pixel `(oy, ox)` that read inside.
+impl<R: FilterRow> Border<'_, R> {
+    /// `Σ w · (x + offset)` over the weights of pixel `(oy, ox)` that read inside.
+    /// Not inlined, for the same reason as [`decode`].
+    #[inline(never)]
     fn accumulate(&self, image: &[i8], oy: usize, ox: usize) -> i32 {
         let g = self.g;
         let mut acc = 0i32;
-        for (t, p) in self.taps.iter().zip(self.places) {
+        let mut walk = Walk::default();
+        self.row.for_each_weight(|position, w| {
+            walk.advance_to(position, g);
             // Above or left of the input the subtraction wraps past `in_h` / `in_w`.
-            let iy = (oy * g.stride_h + usize::from(p.ky)).wrapping_sub(g.pad_top);
-            let ix = (ox * g.stride_w + usize::from(p.kx)).wrapping_sub(g.pad_left);
-            if iy >= g.in_h || ix >= g.in_w {
-                continue;
+            let iy = (oy * g.stride_h + walk.ky).wrapping_sub(g.pad_top);
+            let ix = (ox * g.stride_w + walk.kx).wrapping_sub(g.pad_left);
+            if w == 0 || iy >= g.in_h || ix >= g.in_w {
+                return;
             }
-            // The tap's channel: its offset less its row's and column's.
-            let ci =
-                usize::from(t.offset) - (usize::from(p.ky) * g.in_w + usize::from(p.kx)) * g.in_c;
-            if let Some(&x) = image.get((iy * g.in_w + ix) * g.in_c + ci) {
+            if let Some(&x) = image.get((iy * g.in_w + ix) * g.in_c + walk.ci) {
                 let x = i32::from(x).wrapping_add(self.input_offset);
-                acc = acc.wrapping_add(i32::from(t.w).wrapping_mul(x));
+                acc = acc.wrapping_add(i32::from(w).wrapping_mul(x));
             }
-        }
+        });
         acc
     }
 }

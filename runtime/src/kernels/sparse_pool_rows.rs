@@ -10,17 +10,21 @@
 //! requantized once.
 //!
 //! Max first, requantization after: see [`pooled_first`](super::conv_pool::pooled_first)
-//! for when that is exact. Rows wider than [`ROW_CAP`] take the general kernel.
+//! for when that is exact. Rows wider than [`ROW_CAP`] take the window kernel.
 
 use super::{ConvGeometry, OutputStage};
 use crate::error::Error;
 use crate::format::sparse::{SparseRow, SparseRows};
 
-/// Widest conv or pool output row taken: two `i32` rows of this on the stack (512 B).
-pub const ROW_CAP: usize = 64;
+/// Widest conv or pool output row taken: two `i32` rows of this on the stack (256 B;
+/// LeNet-5's are 28 and 10 wide). Wider rows take the window kernel.
+pub const ROW_CAP: usize = 32;
+/// Most nonzero weights of one filter taken (6 B each on the stack). This kernel pays
+/// off only for filters far sparser than that; denser ones take the window kernel.
+pub const ROW_TAPS_CAP: usize = 64;
 /// Widest kernel taken (its valid output columns per tap column sit on the stack).
 const KERNEL_W_CAP: usize = 32;
-use super::pool_windows::{reading_outputs, window_span, Walk, TAPS_CAP};
+use super::pool_windows::{reading_outputs, window_span, Walk};
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
@@ -48,13 +52,16 @@ pub fn conv2d_sparse_max_pool_by_rows(
         && pool.out_w <= ROW_CAP
         && g.kernel_w <= KERNEL_W_CAP
         && g.kernel_h <= usize::from(u8::MAX)
-        && g.in_w * g.in_c <= usize::from(u16::MAX);
+        && g.in_w * g.in_c <= usize::from(u16::MAX)
+        && filter
+            .iter()
+            .all(|row| row.values.iter().filter(|&&w| w != 0).count() <= ROW_TAPS_CAP);
     if !fits {
         return Ok(false);
     }
     let image_in = g.in_h * g.in_w * g.in_c;
     let image_out = pool.out_h * pool.out_w * pool.out_c;
-    let mut taps = [Tap::default(); TAPS_CAP];
+    let mut taps = [Tap::default(); ROW_TAPS_CAP];
     let mut acc = [0i32; ROW_CAP];
     // The pool row's maxima, or a 2×2 pool's second conv row.
     let mut second = [0i32; ROW_CAP];
@@ -155,7 +162,7 @@ fn decode<'t>(
     row: &SparseRow<'_>,
     nibbles: bool,
     g: &ConvGeometry,
-    taps: &'t mut [Tap; TAPS_CAP],
+    taps: &'t mut [Tap; ROW_TAPS_CAP],
 ) -> &'t [Tap] {
     // rel4 rows pad long gaps with zero weights: only nonzero ones become taps.
     let mut walk = Walk::default();
