@@ -666,9 +666,10 @@ fn conv_maxpool_reshape_softmax_import_and_run() {
     assert_eq!(imported.macs, 16 * 4 * 9 * 2);
     let model = Model::from_bytes(&imported.blob).unwrap();
     // The importer runs the conv and the max pool after it as one op.
-    assert_eq!(model.ops().len(), 3, "{:?}", model.ops());
-    let sprig_runtime::Op::Conv2dMaxPool(fused) = model.ops()[0] else {
-        panic!("not a fused conv + max pool: {:?}", model.ops()[0]);
+    let ops: Vec<_> = model.ops().collect();
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    let sprig_runtime::Op::Conv2dMaxPool(fused) = ops[0] else {
+        panic!("not a fused conv + max pool: {:?}", ops[0]);
     };
     let conv = fused.conv;
     // SAME, 3×3, stride 1: one row/column each side; RELU6 at 0.05/−128: [−128, −8].

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::from_bytes(&blob)?;
     let mut builder = BlobBuilder::new();
     builder.push_bytes(model.data())?; // at offset 0: every old reference stays valid
-    let mut ops: Vec<Op> = model.ops().to_vec();
+    let mut ops: Vec<Op> = model.ops().collect();
     for layer in model.layer_weights()? {
         let sparse = matches!(encoding, Encoding::SparseRel8 | Encoding::SparseRel4);
         if layer.kind == sprig_runtime::OpKind::DepthwiseConv2d && sparse {

@@ -86,7 +86,7 @@ fn main() {
     let data = model.data();
     let tensors = model.tensors();
     let mut kernels = 0.0;
-    for (k, op) in model.ops().iter().enumerate() {
+    for (k, op) in model.ops().enumerate() {
         let Op::FullyConnected(p) = op else { continue };
         let (x, y) = (&tensors[p.input as usize], &tensors[p.output as usize]);
         let shape = FcShape {

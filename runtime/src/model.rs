@@ -7,6 +7,7 @@ use crate::format::{self, GraphHeader, Header, Op, Tensor};
 mod exec;
 pub(crate) mod lifetimes;
 mod op_set;
+mod ops;
 mod stream;
 mod validate;
 #[cfg(feature = "std")]
@@ -17,6 +18,7 @@ pub(crate) use validate::check_stream;
 mod weights;
 
 pub use op_set::{encoding_set, encodings_in, kinds_in, op_set, used_by, OpKind, ALL_OPS};
+pub use ops::Ops;
 pub(crate) use stream::stream_rows_stay_ahead;
 pub use stream::STREAM_CHAIN_CAP;
 #[cfg(feature = "std")]
@@ -42,9 +44,10 @@ pub struct Quant {
 
 /// A packed model, validated, with its weights borrowed from the blob (zero-copy).
 ///
-/// The op and tensor tables live in `heapless` vectors of capacity `MAX_OPS` and
-/// `MAX_TENSORS`; a blob with more is refused with [`Error::TooManyOps`] or
-/// [`Error::TooManyTensors`]. Pick smaller capacities to save RAM on small chips:
+/// The tensor table lives in a `heapless` vector of capacity `MAX_TENSORS`; the ops
+/// stay in the blob, the model keeping where each starts (4 bytes an op, in a vector
+/// of capacity `MAX_OPS`) and decoding an op when it runs ([`Ops`]). A blob with more
+/// is refused with [`Error::TooManyOps`] or [`Error::TooManyTensors`]. Pick smaller capacities to save RAM on small chips:
 /// `Model::<8, 16>::parse(blob)`.
 ///
 /// `OPS` is the set of op kinds this type can run ([`op_set`], default [`ALL_OPS`]):
@@ -61,7 +64,9 @@ pub struct Model<
     header: Header,
     graph: GraphHeader,
     tensors: heapless::Vec<Tensor, MAX_TENSORS>,
-    ops: heapless::Vec<Op, MAX_OPS>,
+    /// Where each op's encoding starts in `blob`.
+    op_starts: heapless::Vec<u32, MAX_OPS>,
+    blob: &'a [u8],
     data: &'a [u8],
     /// Small fully connected ops prepared for the host's AVX2 kernels (host memory;
     /// firmware builds have no such field).
@@ -92,6 +97,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     pub fn parse(blob: &'a [u8]) -> Result<Self, Error> {
         // The tables are decoded straight into the model's own vectors: built
         // elsewhere and moved in, they took a second copy of the model on the stack.
+        // The ops are decoded whole only here, for validation, and dropped after.
+        let mut ops: heapless::Vec<Op, MAX_OPS> = heapless::Vec::new();
         let mut model = Model {
             header: Header {
                 major: 0,
@@ -102,23 +109,20 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             },
             graph: GraphHeader::default(),
             tensors: heapless::Vec::new(),
-            ops: heapless::Vec::new(),
+            op_starts: heapless::Vec::new(),
+            blob,
             data: &[],
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             plan: crate::kernels::x86::Plan::default(),
         };
-        let decoded = format::read::parse(blob, &mut model.tensors, &mut model.ops)?;
+        let decoded =
+            format::read::parse(blob, &mut model.tensors, &mut ops, &mut model.op_starts)?;
         (model.header, model.graph, model.data) = (decoded.header, decoded.graph, decoded.data);
-        validate::validate::<MAX_TENSORS, OPS>(
-            &model.graph,
-            &model.tensors,
-            &model.ops,
-            model.data,
-        )?;
+        validate::validate::<MAX_TENSORS, OPS>(&model.graph, &model.tensors, &ops, model.data)?;
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         {
-            let plan = crate::kernels::x86::Plan::new(model.ops.len(), |i| {
-                model.ops.get(i).and_then(|op| model.fc_parts(op))
+            let plan = crate::kernels::x86::Plan::new(ops.len(), |i| {
+                ops.get(i).and_then(|op| model.fc_parts(op))
             });
             model.plan = plan;
         }
@@ -145,9 +149,15 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         &self.tensors
     }
 
-    /// The ops, in execution order.
-    pub fn ops(&self) -> &[Op] {
-        &self.ops
+    /// The ops, in execution order, each decoded from the blob as it comes.
+    pub fn ops(&self) -> Ops<'_> {
+        Ops::new(self.blob, &self.op_starts)
+    }
+
+    /// Op `index` (in execution order), decoded from the blob.
+    pub fn op(&self, index: usize) -> Option<Op> {
+        let start = *self.op_starts.get(index)?;
+        format::read::op_at(self.blob, start).ok()
     }
 
     /// The data section (weights, biases, requantization), borrowed from the blob.
@@ -234,17 +244,18 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     pub fn run_in_arena<'r>(&self, arena: &'r mut [u8], input: &[i8]) -> Result<&'r [i8], Error> {
         self.load_input(arena, input)?;
         #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-        for op in self.ops.iter() {
-            self.exec(op, arena)?;
+        for index in 0..self.op_starts.len() {
+            let op = self.op(index).ok_or(Error::KernelArgs)?;
+            self.exec(&op, arena)?;
         }
         // x86_64 hosts: small fully connected ops run as prepared at load (the loop
         // is `Plan`'s, not generic: optimized whatever profile builds the caller).
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         self.plan.run_ops(
-            self.ops.len(),
+            self.op_starts.len(),
             arena,
-            &mut |i, arena| match self.ops.get(i) {
-                Some(op) => self.exec(op, arena),
+            &mut |i, arena| match self.op(i) {
+                Some(op) => self.exec(&op, arena),
                 None => Err(Error::KernelArgs),
             },
         )?;
@@ -298,15 +309,15 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 got: sat_u32(arena.len()),
             });
         }
-        let op = self.ops.get(index).ok_or(Error::KernelArgs)?;
-        self.exec(op, arena)
+        let op = self.op(index).ok_or(Error::KernelArgs)?;
+        self.exec(&op, arena)
     }
 
     /// Run the model and return the predicted class: the value written by a final
     /// `ArgMax` op, otherwise the index of the first largest output element.
     pub fn predict(&self, arena: &mut [u8], input: &[i8]) -> Result<usize, Error> {
         let out = self.run_in_arena(arena, input)?;
-        if let (Some(Op::ArgMax(_)), [index]) = (self.ops.last(), out) {
+        if let (Some(Op::ArgMax(_)), [index]) = (self.ops().next_back(), out) {
             return Ok(usize::try_from(*index).unwrap_or(0));
         }
         Ok(first_argmax(out))

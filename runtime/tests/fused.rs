@@ -353,7 +353,7 @@ fn fuse_a_blob() {
     let model = Model::from_bytes(&blob).unwrap();
     let mut graph = GraphDef {
         tensors: model.tensors().to_vec(),
-        ops: model.ops().to_vec(),
+        ops: model.ops().collect(),
         input: model.graph().input,
         output: model.graph().output,
         arena_size: 0,

@@ -48,7 +48,9 @@ fn layout() -> Layout {
     let header = *model.graph();
     let gh = postcard::to_allocvec(&header).unwrap().len();
     let tensors = postcard::to_allocvec(model.tensors()).unwrap().len();
-    let ops = postcard::to_allocvec(model.ops()).unwrap().len();
+    let ops = postcard::to_allocvec(&model.ops().collect::<Vec<_>>())
+        .unwrap()
+        .len();
     Layout {
         tensors: HEADER_LEN + gh,
         tensor0_len: postcard::to_allocvec(&model.tensors()[0]).unwrap().len(),

@@ -21,7 +21,7 @@ fn load(blob: &[u8]) -> Result<(), Error> {
 fn conv_filter(encoding: Encoding) -> (usize, usize, Vec<u8>) {
     let blob = packed_cnn(encoding).blob();
     let model = Model::from_bytes(&blob).unwrap();
-    let Some(w) = model.ops()[0].weights() else {
+    let Some(w) = model.op(0).unwrap().weights() else {
         panic!("op 0 is the conv")
     };
     assert_eq!(w.encoding, encoding);

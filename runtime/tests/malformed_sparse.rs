@@ -20,7 +20,7 @@ fn load(blob: &[u8]) -> Result<(), Error> {
 fn conv_filter(encoding: Encoding) -> (usize, Vec<u8>, Vec<u8>) {
     let blob = sparse_cnn(encoding).blob();
     let model = Model::from_bytes(&blob).unwrap();
-    let Some(w) = model.ops()[0].weights() else {
+    let Some(w) = model.op(0).unwrap().weights() else {
         panic!("op 0 is the conv")
     };
     assert_eq!(w.encoding, encoding);

@@ -151,7 +151,7 @@ fn tiny_fc_argmax(encoding: Encoding) {
     graph.plan_arena().unwrap();
     let blob = b.finish(&graph).unwrap();
     let model = Model::from_bytes(&blob).unwrap();
-    assert_eq!(model.ops()[0].weights().unwrap().encoding, encoding);
+    assert_eq!(model.op(0).unwrap().weights().unwrap().encoding, encoding);
     let mut arena = vec![0u8; model.arena_size()];
     let out = model.run_in_arena(&mut arena, &[3, 4]).unwrap();
     assert_eq!(out, &[0]);
@@ -172,7 +172,6 @@ fn sparse_cnn_runs_and_matches_reference() {
         let model = Model::from_bytes(&blob).unwrap();
         assert!(model
             .ops()
-            .iter()
             .filter_map(|op| op.weights())
             .all(|w| w.encoding == encoding));
         let mut arena = vec![0u8; model.arena_size()];
@@ -388,14 +387,26 @@ fn graph_roundtrips_through_the_blob() {
     let blob = built.blob();
     let model = Model::from_bytes(&blob).unwrap();
     assert_eq!(model.tensors(), built.graph.tensors.as_slice());
-    assert_eq!(model.ops(), built.graph.ops.as_slice());
+    let ops: Vec<Op> = model.ops().collect();
+    assert_eq!(ops, built.graph.ops);
+    // The ops stay in the blob: each decodes alike by index, from either end.
+    for (i, op) in ops.iter().enumerate() {
+        assert_eq!(model.op(i).as_ref(), Some(op));
+    }
+    assert_eq!(model.op(ops.len()), None);
+    assert_eq!(model.ops().len(), ops.len());
+    assert_eq!(
+        model.ops().rev().collect::<Vec<_>>(),
+        ops.iter().rev().copied().collect::<Vec<_>>()
+    );
+    assert_eq!(model.ops().last().as_ref(), ops.last());
     assert_eq!(model.data(), built.builder.data());
     assert_eq!(model.graph().data_offset % 16, 0);
     // The graph bytes are exactly postcard's encoding of `Graph`.
     let graph = sprig_runtime::Graph {
         header: *model.graph(),
         tensors: model.tensors(),
-        ops: model.ops(),
+        ops: &ops,
     };
     let bytes = postcard::to_allocvec(&graph).unwrap();
     assert_eq!(&blob[20..20 + bytes.len()], bytes.as_slice());
@@ -474,7 +485,7 @@ fn lenet5_replanned_in_place() {
     let model = Model::from_bytes(&blob).unwrap();
     let mut graph = GraphDef {
         tensors: model.tensors().to_vec(),
-        ops: model.ops().to_vec(),
+        ops: model.ops().collect(),
         input: model.graph().input,
         output: model.graph().output,
         arena_size: 0,

@@ -53,7 +53,6 @@ fn bnn_lenet5(train_set: &Dataset, plan: &str) -> Result<Model> {
 fn op_kinds(runtime: &sprig_runtime::Model<'_>) -> Vec<String> {
     runtime
         .ops()
-        .iter()
         .filter_map(|op| match op {
             Op::Conv2d(c) => Some(format!("Conv2d/{}", c.filter.encoding.name())),
             Op::Conv2dMaxPool(p) => {

@@ -158,7 +158,6 @@ fn lenet5_deployed_matches_fake_quant() -> Result<()> {
     let fused = packed
         .model()?
         .ops()
-        .iter()
         .filter(|op| matches!(op, Op::Conv2dMaxPool(_)))
         .count();
     assert_eq!(fused, 2, "both conv + pool pairs fused");
@@ -449,7 +448,7 @@ fn runtime_layout(ints: &[i8], dims: &[usize], op: &Op, runtime: &sprig_runtime:
             f
         }
         Op::FullyConnected(fc) => {
-            let reshape = runtime.ops().iter().find_map(|op| match op {
+            let reshape = runtime.ops().find_map(|op| match op {
                 Op::Reshape(r) if r.output == fc.input => Some(r.input),
                 _ => None,
             });
@@ -546,9 +545,8 @@ fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<DeployRepo
         .iter()
         .filter(|n| n.layer.weight().is_some())
         .collect();
-    let ops: Vec<&Op> = runtime
+    let ops: Vec<Op> = runtime
         .ops()
-        .iter()
         .filter(|op| {
             matches!(
                 op,
@@ -579,7 +577,7 @@ fn deployed_weights_match(bits: u8, encodings: &[Encoding]) -> Result<DeployRepo
         };
         assert_eq!(
             stored.dense,
-            runtime_layout(&ints, &dims, op, &runtime),
+            runtime_layout(&ints, &dims, &op, &runtime),
             "{name}: deployed weights"
         );
         assert!(
@@ -699,9 +697,8 @@ fn packed_weights_follow_the_quantizer_not_max_abs() -> Result<()> {
     model.graph.forward_t(&batch.images, true)?;
     let packed = packed::pack(&model.graph)?;
     let runtime = packed.model()?;
-    let ops: Vec<&Op> = runtime
+    let ops: Vec<Op> = runtime
         .ops()
-        .iter()
         .filter(|op| {
             matches!(
                 op,
@@ -720,7 +717,7 @@ fn packed_weights_follow_the_quantizer_not_max_abs() -> Result<()> {
         );
         assert_eq!(
             stored.dense,
-            runtime_layout(&ints, &dims, op, &runtime),
+            runtime_layout(&ints, &dims, &op, &runtime),
             "{name}"
         );
     }

@@ -194,7 +194,7 @@ fn profile(
             return;
         }
     }
-    for (i, (op, &t)) in model.ops().iter().zip(&ticks).enumerate() {
+    for (i, (op, &t)) in model.ops().zip(&ticks).enumerate() {
         defmt::info!(
             "sprig profile: op={=u32} kind={} {=istr}={=f32}",
             i as u32,

@@ -100,14 +100,17 @@ fn zigzag(n: u32) -> i32 {
 }
 
 /// Check the header, decode the graph (its tensors into `tensors`, its ops into
-/// `ops`, both emptied first) and locate the data section of `blob`.
+/// `ops` and where each op starts in `blob` into `starts`, all emptied first) and
+/// locate the data section of `blob`.
 pub(crate) fn parse<'a, const MAX_OPS: usize, const MAX_TENSORS: usize>(
     blob: &'a [u8],
     tensors: &mut heapless::Vec<Tensor, MAX_TENSORS>,
     ops: &mut heapless::Vec<Op, MAX_OPS>,
+    starts: &mut heapless::Vec<u32, MAX_OPS>,
 ) -> Result<Decoded<'a>, Error> {
     tensors.clear();
     ops.clear();
+    starts.clear();
     let header = Header::check(blob)?;
     let payload = blob.get(HEADER_LEN..).ok_or(Error::TooShort {
         needed: HEADER_LEN as u32,
@@ -152,12 +155,14 @@ pub(crate) fn parse<'a, const MAX_OPS: usize, const MAX_TENSORS: usize>(
             capacity: sat_u32(MAX_OPS),
         });
     }
+    let too_many = Error::TooManyOps {
+        count: n_ops,
+        capacity: sat_u32(MAX_OPS),
+    };
     for _ in 0..n_ops {
+        starts.push(sat_u32(cur.pos)).map_err(|_| too_many)?;
         let op = read_op(&mut cur)?;
-        ops.push(op).map_err(|_| Error::TooManyOps {
-            count: n_ops,
-            capacity: sat_u32(MAX_OPS),
-        })?;
+        ops.push(op).map_err(|_| too_many)?;
     }
 
     let data = data_section(blob, cur.pos, &graph)?;
@@ -254,6 +259,13 @@ fn op_layout(tag: u32) -> Option<(usize, Option<usize>, u32)> {
         11 => (7, None, 0),               // BinaryFullyConnected
         _ => return None,
     })
+}
+
+/// The op whose encoding starts at byte `start` of `blob` (where [`parse`] found it).
+pub(crate) fn op_at(blob: &[u8], start: u32) -> Result<Op, Error> {
+    let pos = start as usize;
+    let rest = blob.get(pos..).ok_or(Error::Decode { offset: start })?;
+    read_op(&mut Cursor { rest, pos })
 }
 
 fn read_op(cur: &mut Cursor<'_>) -> Result<Op, Error> {

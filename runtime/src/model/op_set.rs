@@ -63,8 +63,8 @@ pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
 
 /// The set of kinds and encodings `ops` use: the smallest `OPS` that loads a model
 /// with these ops.
-pub fn used_by(ops: &[Op]) -> u32 {
-    ops.iter().fold(0, |set, op| {
+pub fn used_by(ops: impl IntoIterator<Item = Op>) -> u32 {
+    ops.into_iter().fold(0, |set, op| {
         // Binary ops read their packed weights themselves: no encoding kernels needed.
         let binary = matches!(op, Op::BinaryConv2d(_) | Op::BinaryFullyConnected(_));
         let weights = op.weights().filter(|_| !binary);

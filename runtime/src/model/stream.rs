@@ -22,7 +22,7 @@ pub const STREAM_CHAIN_CAP: usize = 4;
 /// stored, in order, at the start of its band.
 struct Band<'m> {
     /// The op that writes it, and the tensor it reads.
-    producer: &'m Op,
+    producer: Op,
     input: &'m Tensor,
     tensor: &'m Tensor,
     offset: usize,
@@ -100,13 +100,13 @@ fn streamed_input(op: &Op, tensors: &[Tensor]) -> Option<u32> {
 /// last reads the chain's stored input. On a validated model at most
 /// [`STREAM_CHAIN_CAP`] long; callers bound it all the same.
 pub(crate) fn chain<'o>(
-    ops: &'o [Op],
+    ops: impl Iterator<Item = Op> + Clone + 'o,
     tensors: &'o [Tensor],
     t: u32,
-) -> impl Iterator<Item = (u32, &'o Op)> + 'o {
+) -> impl Iterator<Item = (u32, Op)> + 'o {
     let link = move |t: u32| {
         tensors.get(t as usize)?.streamed_rows()?;
-        Some((t, ops.iter().find(|op| op.output() == t)?))
+        Some((t, ops.clone().find(|op| op.output() == t)?))
     };
     core::iter::successors(link(t), move |(_, producer)| {
         link(producer.inputs().next()?)
@@ -147,12 +147,12 @@ pub(crate) fn stream_rows_stay_ahead(ops: &[Op], tensors: &[Tensor], end: usize,
     // The producers' geometries, nearest first, and the stored tensor the chain reads.
     let mut geometries: heapless::Vec<ConvGeometry, STREAM_CHAIN_CAP> = heapless::Vec::new();
     let mut source = t;
-    for (band, producer) in chain(ops, tensors, t) {
+    for (band, producer) in chain(ops.iter().copied(), tensors, t) {
         let input = producer.inputs().next();
         let geometry = input
             .and_then(|i| tensors.get(i as usize))
             .zip(tensors.get(band as usize))
-            .and_then(|(input, band)| conv_geometry(producer, input, band));
+            .and_then(|(input, band)| conv_geometry(&producer, input, band));
         match (input, geometry.map(|g| geometries.push(g))) {
             (Some(input), Some(Ok(()))) => source = input,
             _ => return false,
@@ -194,7 +194,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     pub(super) fn run_stream(&self, end: &Op, arena: &mut [u8]) -> Option<Result<(), Error>> {
         let mut bands: heapless::Vec<Band<'_>, STREAM_CHAIN_CAP> = heapless::Vec::new();
         let streamed = streamed_input(end, &self.tensors)?;
-        for (t, producer) in chain(&self.ops, &self.tensors, streamed) {
+        for (t, producer) in chain(self.ops(), &self.tensors, streamed) {
             let tensor = self.tensor(t)?;
             let band = Band {
                 producer,
@@ -284,7 +284,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         }
         // The producer's whole-tensor geometry (derived here, not kept in the band:
         // the bands' table is on the stack).
-        let geometry = conv_geometry(band.producer, band.input, band.tensor)?;
+        let geometry = conv_geometry(&band.producer, band.input, band.tensor)?;
         let keep_from = want.start.min(band.end());
         let target = geometry.out_h.min(keep_from + band.rows).max(want.end);
         while band.end() < target {
@@ -323,7 +323,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             let rout = at..at + n * band.row_bytes;
             let (input, _, output) = split(arena, &rin, &rin, &rout)?;
             let zp = band.input.zero_point;
-            if let Err(e) = self.conv_rows(band.producer, &sub, zp, band.tensor, input, output)? {
+            if let Err(e) = self.conv_rows(&band.producer, &sub, zp, band.tensor, input, output)? {
                 return Some(Err(e));
             }
             band.count += n;

@@ -125,7 +125,9 @@ pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(),
         .zip(rows)
         .is_some_and(|(window, rows)| rows >= window);
     // The chain's length: this band and the streamed tensors its producers read.
-    let depth = chain(ops, tensors, t).take(STREAM_CHAIN_CAP + 1).count();
+    let depth = chain(ops.iter().copied(), tensors, t)
+        .take(STREAM_CHAIN_CAP + 1)
+        .count();
     if !writes_band || readers != 1 || !fits || depth > STREAM_CHAIN_CAP {
         return Err(bad);
     }

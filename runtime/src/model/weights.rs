@@ -51,7 +51,7 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     /// Every weighted op's weights, in op order.
     pub fn layer_weights(&self) -> Result<Vec<LayerWeights>, Error> {
         let mut layers = Vec::new();
-        for (i, op) in self.ops.iter().enumerate() {
+        for (i, op) in self.ops().enumerate() {
             let Some(w) = op.weights() else { continue };
             let (_, _, yi) = op.operands();
             let x = self.tensors.get(op.inputs().next().unwrap_or(0) as usize);
