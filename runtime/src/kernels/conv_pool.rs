@@ -182,32 +182,30 @@ pub fn conv2d_sparse_max_pool(
         let window_setups = pool.out_h * pool.out_w * g.out_c;
         // A layer the row kernel does not take (rows or filters past its tables)
         // goes to the window kernel.
-        let by_rows = 2 * rows_setups < window_setups
-            && conv2d_sparse_max_pool_by_rows(
-                conv,
-                pool,
-                input_offset,
-                stage,
-                filter,
-                input,
-                output,
-            )?;
-        if by_rows
-            || conv2d_sparse_max_pool_by_windows(
-                conv,
-                pool,
-                input_offset,
-                stage,
-                filter,
-                input,
-                output,
-            )?
+        let mut run = |kernel: PoolFirst| {
+            kernel(conv, pool, input_offset, stage, filter, input, &mut *output)
+        };
+        let rows_first = 2 * rows_setups < window_setups;
+        if (rows_first && run(conv2d_sparse_max_pool_by_rows)?)
+            || run(conv2d_sparse_max_pool_by_windows)?
         {
             return Ok(());
         }
     }
     by_pixels(conv, pool, offset, stage, filter, input, output)
 }
+
+/// A pool-first kernel over sparse rows: `Ok(false)` (nothing written) where the layer
+/// does not fit it.
+type PoolFirst = fn(
+    &ConvGeometry,
+    &ConvGeometry,
+    i32,
+    &OutputStage<'_>,
+    &SparseRows<'_>,
+    &[i8],
+    &mut [i8],
+) -> Result<bool, Error>;
 
 /// The nonzero weights of `filter`, if its conv may take the maximum over a pool
 /// window before requantizing: `None` where a filter holds more than [`TAPS_CAP`], or
