@@ -47,8 +47,8 @@ pub struct Quant {
 /// The tensor table lives in a `heapless` vector of capacity `MAX_TENSORS`; the ops
 /// stay in the blob, the model keeping where each starts (4 bytes an op, in a vector
 /// of capacity `MAX_OPS`) and decoding an op when it runs ([`Ops`]). A blob with more
-/// is refused with [`Error::TooManyOps`] or [`Error::TooManyTensors`]. Pick smaller capacities to save RAM on small chips:
-/// `Model::<8, 16>::parse(blob)`.
+/// is refused with [`Error::TooManyOps`] or [`Error::TooManyTensors`]. Pick smaller
+/// capacities to save RAM on small chips: `Model::<8, 16>::parse(blob)`.
 ///
 /// `OPS` is the set of op kinds this type can run ([`op_set`], default [`ALL_OPS`]):
 /// only their kernels are linked, and a blob with another op is refused with
