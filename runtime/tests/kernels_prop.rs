@@ -554,7 +554,8 @@ proptest! {
         window in (1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
         pool_pads in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
         encoding in sparse_encoding(),
-        keep_one_in in prop::sample::select(vec![3u32, 5, 10, 40]),
+        // 1: every weight kept, up to 75 a filter: the window kernel's longer table.
+        keep_one_in in prop::sample::select(vec![1u32, 3, 5, 10, 40]),
         seed: u64,
     ) {
         let (kh, kw, _, _) = kernel;

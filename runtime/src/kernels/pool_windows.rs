@@ -30,6 +30,10 @@ const BAND_CAP: usize = 256;
 /// 4 B each; a denser filter gains little from sparsity and takes the general kernel).
 pub const TAPS_CAP: usize = 128;
 
+/// Filters with at most this many nonzero weights decode into a table this long, in a
+/// frame 256 bytes smaller (LeNet-5 pruned to 80 %: its densest filter holds 39).
+const SMALL_TAPS: usize = 64;
+
 /// One filter row as the window kernel reads it: its nonzero weights by position.
 pub trait FilterRow {
     /// `f(position, w)` for the row's weights in increasing position (zeros may come
@@ -57,10 +61,10 @@ impl FilterRow for Sparse<'_> {
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
 /// when the geometry fits the taps' fields; `Ok(false)` (nothing written) otherwise.
-/// The caller has checked the operands' lengths, that no row holds more than
-/// [`TAPS_CAP`] nonzero weights and that the output stage lets the pool come first
-/// ([`pooled_first`](super::conv_pool::pooled_first)), and prefilled `output` (a pool
-/// window of padding only keeps it).
+/// Also `Ok(false)` where a row holds more than [`TAPS_CAP`] nonzero weights. The
+/// caller has checked the operands' lengths and that the output stage lets the pool
+/// come first ([`pooled_first`](super::conv_pool::pooled_first)), and prefilled
+/// `output` (a pool window of padding only keeps it).
 pub fn conv2d_sparse_max_pool_by_windows(
     conv: &ConvGeometry,
     pool: &ConvGeometry,
@@ -72,7 +76,20 @@ pub fn conv2d_sparse_max_pool_by_windows(
 ) -> Result<bool, Error> {
     let nibbles = filter.nibbles();
     let rows = filter.iter().map(|row| Sparse(row, nibbles));
-    by_windows(conv, pool, input_offset, stage, rows, input, output)
+    // Entries bound the nonzero weights (rel4 rows' filler entries are zeros): counted
+    // only where the bound passes the small table.
+    let bound = filter.iter().map(|row| row.values.len()).max();
+    let densest = match bound {
+        Some(n) if n > SMALL_TAPS => filter.iter().map(|row| nonzero(row.values)).max(),
+        bound => bound,
+    };
+    let k = Kernel {
+        conv,
+        pool,
+        input_offset,
+        stage,
+    };
+    k.with_table(densest.unwrap_or(0), rows, input, output)
 }
 
 /// [`conv2d_sparse_max_pool_by_windows`] with a dense filter (`out_c` rows of
@@ -92,144 +109,197 @@ pub fn conv2d_dense_max_pool_by_windows(
         return Err(Error::KernelArgs);
     }
     let rows = filter.chunks_exact(filter_oc);
-    if rows
-        .clone()
-        .any(|row| row.iter().filter(|&&w| w != 0).count() > TAPS_CAP)
-    {
-        return Ok(false);
-    }
-    by_windows(conv, pool, input_offset, stage, rows, input, output)
+    let densest = rows.clone().map(nonzero).max();
+    let k = Kernel {
+        conv,
+        pool,
+        input_offset,
+        stage,
+    };
+    k.with_table(densest.unwrap_or(0), rows, input, output)
 }
 
-/// The kernel of both, over the filter's rows. Not inlined: in the general kernel's
-/// frame its loops ran out of registers.
-#[inline(never)]
-#[allow(unsafe_code)]
-fn by_windows<R: FilterRow>(
-    conv: &ConvGeometry,
-    pool: &ConvGeometry,
+/// Nonzero weights in `row` (int8, or their bytes).
+fn nonzero<W: Copy + Default + PartialEq>(row: &[W]) -> usize {
+    row.iter().filter(|&&w| w != W::default()).count()
+}
+
+/// What the kernel works on besides the filter rows and the tensors.
+struct Kernel<'k, 's> {
+    conv: &'k ConvGeometry,
+    pool: &'k ConvGeometry,
     input_offset: i32,
-    stage: &OutputStage<'_>,
-    filter: impl Iterator<Item = R>,
-    input: &[i8],
-    output: &mut [i8],
-) -> Result<bool, Error> {
-    let g = conv;
-    let row_len = g.in_w * g.in_c;
-    let inner = Interior::of(g);
-    // A conv with padding reads, where they fit, padded copies of the input rows each
-    // row of pool windows needs: every pixel then reads inside, at the interior's
-    // speed. Elsewhere pixels across the padding check each tap.
-    let padded = Padded::new(g, pool, input_offset).filter(|_| !inner.is_everything(g));
-    let tap_row_len = padded.as_ref().map_or(row_len, |p| p.row_len);
-    // Taps keep their kernel row and column in bytes and their offset in a window
-    // (less than `kernel_h` rows) in 16 bits.
-    let fits = g.in_c > 0
-        && g.kernel_w > 0
-        && g.kernel_h <= usize::from(u8::MAX)
-        && g.kernel_w <= usize::from(u8::MAX)
-        && g.kernel_h * tap_row_len <= usize::from(u16::MAX);
-    if !fits {
-        return Ok(false);
+    stage: &'k OutputStage<'s>,
+}
+
+impl Kernel<'_, '_> {
+    /// [`by_windows`](Self::by_windows) with a tap table just long enough for
+    /// `densest` weights, from one of two frames (only the one that runs counts in a
+    /// board's stack peak; the kernel itself is one copy); `Ok(false)` past
+    /// [`TAPS_CAP`].
+    fn with_table<R: FilterRow>(
+        &self,
+        densest: usize,
+        filter: impl Iterator<Item = R>,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<bool, Error> {
+        if densest <= SMALL_TAPS {
+            self.on_stack::<R, SMALL_TAPS>(filter, input, output)
+        } else if densest <= TAPS_CAP {
+            self.on_stack::<R, TAPS_CAP>(filter, input, output)
+        } else {
+            Ok(false)
+        }
     }
-    let image_in = g.in_h * row_len;
-    let image_out = pool.out_h * pool.out_w * pool.out_c;
-    let mut taps = [Tap::default(); TAPS_CAP];
-    let mut band = [0i8; BAND_CAP];
-    let squares = square_windows(g, pool, padded.is_some(), &inner);
-    for (c, row) in filter.enumerate() {
-        let q = stage.channel(c);
-        let n = decode(&row, g, tap_row_len, &mut taps);
-        let Some(taps) = taps.get(..n) else {
-            return Err(Error::KernelArgs);
-        };
-        // An interior pixel reads every tap inside the input: their `w · offset`
-        // terms add up to one constant.
-        let interior_bias = taps.iter().fold(0i32, |sum, t| {
-            sum.wrapping_add(i32::from(t.w).wrapping_mul(input_offset))
-        });
-        let border = Border {
-            g,
-            row: &row,
+
+    /// A table of `N` taps in this frame.
+    #[inline(never)]
+    fn on_stack<R: FilterRow, const N: usize>(
+        &self,
+        filter: impl Iterator<Item = R>,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<bool, Error> {
+        let mut taps = [Tap::default(); N];
+        self.by_windows(filter, &mut taps, input, output)
+    }
+
+    /// The kernel of both entries, over the filter's rows, decoding each into `table`
+    /// (long enough for every row's nonzero weights). Not inlined: in the general
+    /// kernel's frame its loops ran out of registers.
+    #[inline(never)]
+    #[allow(unsafe_code)]
+    fn by_windows<R: FilterRow>(
+        &self,
+        filter: impl Iterator<Item = R>,
+        table: &mut [Tap],
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<bool, Error> {
+        let Kernel {
+            conv,
+            pool,
             input_offset,
-        };
-        for (image, out) in input
-            .chunks_exact(image_in)
-            .zip(output.chunks_exact_mut(image_out))
-        {
-            for py in 0..pool.out_h {
-                let (oy0, oy1) =
-                    window_span(py, pool.stride_h, pool.pad_top, pool.kernel_h, g.out_h);
-                if oy0 >= oy1 {
-                    continue; // windows of padding only keep their prefill
-                }
-                // Where the pixels read: the padded rows from conv row `oy0` on, or
-                // the image.
-                let (source, reads) = match &padded {
-                    Some(p) => (
-                        p.load(g, image, (oy0, oy1), &mut band)?,
-                        Reads::Band(oy0, p),
-                    ),
-                    None => (image, Reads::Image(&inner)),
-                };
-                let (dx, dy) = (g.stride_w * g.in_c, g.stride_h * tap_row_len);
-                let row_at = py * pool.out_w * pool.out_c + c;
-                // The square windows that read inside, one after another: most of
-                // a 2×2 pool's row, without the general path's per-window work.
-                let rows_inside =
-                    oy1 - oy0 == 2 && reads.row_inside(oy0) && reads.row_inside(oy0 + 1);
-                let run = if rows_inside { squares.clone() } else { 0..0 };
-                let first = (run.start * pool.stride_w).wrapping_sub(pool.pad_left);
-                if let (false, Some(mut at)) = (run.is_empty(), reads.origin(g, oy0, first)) {
-                    for px in run.clone() {
-                        // SAFETY: `squares` holds 2×2 windows whose columns read
-                        // inside, and both rows do.
-                        let best = unsafe { max_of_square(source, at, dx, dy, taps) };
+            stage,
+        } = *self;
+        let g = conv;
+        let row_len = g.in_w * g.in_c;
+        let inner = Interior::of(g);
+        // A conv with padding reads, where they fit, padded copies of the input rows each
+        // row of pool windows needs: every pixel then reads inside, at the interior's
+        // speed. Elsewhere pixels across the padding check each tap.
+        let padded = Padded::new(g, pool, input_offset).filter(|_| !inner.is_everything(g));
+        let tap_row_len = padded.as_ref().map_or(row_len, |p| p.row_len);
+        // Taps keep their kernel row and column in bytes and their offset in a window
+        // (less than `kernel_h` rows) in 16 bits.
+        let fits = g.in_c > 0
+            && g.kernel_w > 0
+            && g.kernel_h <= usize::from(u8::MAX)
+            && g.kernel_w <= usize::from(u8::MAX)
+            && g.kernel_h * tap_row_len <= usize::from(u16::MAX);
+        if !fits {
+            return Ok(false);
+        }
+        let image_in = g.in_h * row_len;
+        let image_out = pool.out_h * pool.out_w * pool.out_c;
+        let mut band = [0i8; BAND_CAP];
+        let squares = square_windows(g, pool, padded.is_some(), &inner);
+        for (c, row) in filter.enumerate() {
+            let q = stage.channel(c);
+            let Some(taps) = decode(&row, g, tap_row_len, table) else {
+                return Err(Error::KernelArgs);
+            };
+            // An interior pixel reads every tap inside the input: their `w · offset`
+            // terms add up to one constant.
+            let interior_bias = taps.iter().fold(0i32, |sum, t| {
+                sum.wrapping_add(i32::from(t.w).wrapping_mul(input_offset))
+            });
+            let border = Border {
+                g,
+                row: &row,
+                input_offset,
+            };
+            for (image, out) in input
+                .chunks_exact(image_in)
+                .zip(output.chunks_exact_mut(image_out))
+            {
+                for py in 0..pool.out_h {
+                    let (oy0, oy1) =
+                        window_span(py, pool.stride_h, pool.pad_top, pool.kernel_h, g.out_h);
+                    if oy0 >= oy1 {
+                        continue; // windows of padding only keep their prefill
+                    }
+                    // Where the pixels read: the padded rows from conv row `oy0` on, or
+                    // the image.
+                    let (source, reads) = match &padded {
+                        Some(p) => (
+                            p.load(g, image, (oy0, oy1), &mut band)?,
+                            Reads::Band(oy0, p),
+                        ),
+                        None => (image, Reads::Image(&inner)),
+                    };
+                    let (dx, dy) = (g.stride_w * g.in_c, g.stride_h * tap_row_len);
+                    let row_at = py * pool.out_w * pool.out_c + c;
+                    // The square windows that read inside, one after another: most of
+                    // a 2×2 pool's row, without the general path's per-window work.
+                    let rows_inside =
+                        oy1 - oy0 == 2 && reads.row_inside(oy0) && reads.row_inside(oy0 + 1);
+                    let run = if rows_inside { squares.clone() } else { 0..0 };
+                    let first = (run.start * pool.stride_w).wrapping_sub(pool.pad_left);
+                    if let (false, Some(mut at)) = (run.is_empty(), reads.origin(g, oy0, first)) {
+                        for px in run.clone() {
+                            // SAFETY: `squares` holds 2×2 windows whose columns read
+                            // inside, and both rows do.
+                            let best = unsafe { max_of_square(source, at, dx, dy, taps) };
+                            let y = out
+                                .get_mut(row_at + px * pool.out_c)
+                                .ok_or(Error::KernelArgs)?;
+                            *y = stage.finish(&q, best.wrapping_add(interior_bias));
+                            at += pool.stride_w * dx;
+                        }
+                    }
+                    for px in (0..run.start).chain(run.end..pool.out_w) {
+                        let (ox0, ox1) =
+                            window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, g.out_w);
+                        if ox0 >= ox1 {
+                            continue;
+                        }
+                        let square = oy1 - oy0 == 2 && ox1 - ox0 == 2;
+                        let corners =
+                            (reads.origin(g, oy0, ox0), reads.origin(g, oy1 - 1, ox1 - 1));
+                        let best = if let (true, Some(at), Some(_)) = (square, corners.0, corners.1)
+                        {
+                            // SAFETY: all four pixels read inside (the corners do, and the
+                            // pixels that do form a rectangle): `Reads::origin`.
+                            let best =
+                                unsafe { max_of_square(source, at, g.stride_w * g.in_c, dy, taps) };
+                            best.wrapping_add(interior_bias)
+                        } else {
+                            let mut best = i32::MIN;
+                            for oy in oy0..oy1 {
+                                for ox in ox0..ox1 {
+                                    let acc = match reads.origin(g, oy, ox) {
+                                        // SAFETY: the pixel reads inside.
+                                        Some(at) => unsafe { gather1(source, at, taps) }
+                                            .wrapping_add(interior_bias),
+                                        None => border.accumulate(image, oy, ox),
+                                    };
+                                    best = best.max(acc);
+                                }
+                            }
+                            best
+                        };
                         let y = out
                             .get_mut(row_at + px * pool.out_c)
                             .ok_or(Error::KernelArgs)?;
-                        *y = stage.finish(&q, best.wrapping_add(interior_bias));
-                        at += pool.stride_w * dx;
+                        *y = stage.finish(&q, best);
                     }
-                }
-                for px in (0..run.start).chain(run.end..pool.out_w) {
-                    let (ox0, ox1) =
-                        window_span(px, pool.stride_w, pool.pad_left, pool.kernel_w, g.out_w);
-                    if ox0 >= ox1 {
-                        continue;
-                    }
-                    let square = oy1 - oy0 == 2 && ox1 - ox0 == 2;
-                    let corners = (reads.origin(g, oy0, ox0), reads.origin(g, oy1 - 1, ox1 - 1));
-                    let best = if let (true, Some(at), Some(_)) = (square, corners.0, corners.1) {
-                        // SAFETY: all four pixels read inside (the corners do, and the
-                        // pixels that do form a rectangle): `Reads::origin`.
-                        let best =
-                            unsafe { max_of_square(source, at, g.stride_w * g.in_c, dy, taps) };
-                        best.wrapping_add(interior_bias)
-                    } else {
-                        let mut best = i32::MIN;
-                        for oy in oy0..oy1 {
-                            for ox in ox0..ox1 {
-                                let acc = match reads.origin(g, oy, ox) {
-                                    // SAFETY: the pixel reads inside.
-                                    Some(at) => unsafe { gather1(source, at, taps) }
-                                        .wrapping_add(interior_bias),
-                                    None => border.accumulate(image, oy, ox),
-                                };
-                                best = best.max(acc);
-                            }
-                        }
-                        best
-                    };
-                    let y = out
-                        .get_mut(row_at + px * pool.out_c)
-                        .ok_or(Error::KernelArgs)?;
-                    *y = stage.finish(&q, best);
                 }
             }
         }
+        Ok(true)
     }
-    Ok(true)
 }
 
 /// The pool windows `px` of a 2×2 pool, none cut by padding, whose conv columns both
@@ -262,30 +332,33 @@ struct Tap {
     w: i16,
 }
 
-/// `row`'s nonzero weights into `taps`, for windows in rows `row_len` long; how many.
-/// Not inlined: its walk's state took room of its own in the kernel's frame.
+/// `row`'s nonzero weights into `taps`, for windows in rows `row_len` long: the filled
+/// part, `None` if they do not fit. Not inlined: its walk's state took room of its own
+/// in the kernel's frame.
 #[inline(never)]
-fn decode(
+fn decode<'t>(
     row: &impl FilterRow,
     g: &ConvGeometry,
     row_len: usize,
-    taps: &mut [Tap; TAPS_CAP],
-) -> usize {
+    taps: &'t mut [Tap],
+) -> Option<&'t [Tap]> {
     // Dense rows, and rel4 rows' long gaps, hold zero weights: only nonzero ones
     // become taps.
     let mut walk = Walk::default();
     let mut n = 0;
     row.for_each_weight(|position, w| {
         walk.advance_to(position, g);
-        if let (true, Some(tap)) = (w != 0, taps.get_mut(n)) {
-            *tap = Tap {
-                offset: (walk.ky * row_len + walk.kx * g.in_c + walk.ci) as u16,
-                w: i16::from(w),
-            };
-            n += 1;
+        if w != 0 {
+            if let Some(tap) = taps.get_mut(n) {
+                *tap = Tap {
+                    offset: (walk.ky * row_len + walk.kx * g.in_c + walk.ci) as u16,
+                    w: i16::from(w),
+                };
+            }
+            n += 1; // counted past the table too: then `None`
         }
     });
-    n
+    taps.get(..n)
 }
 
 /// A weight's place in the filter row, `(ky, kx, ci)`, followed from one entry to the
