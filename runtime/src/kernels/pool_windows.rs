@@ -83,13 +83,8 @@ pub fn conv2d_sparse_max_pool_by_windows(
         Some(n) if n > SMALL_TAPS => filter.iter().map(|row| nonzero(row.values)).max(),
         bound => bound,
     };
-    let k = Kernel {
-        conv,
-        pool,
-        input_offset,
-        stage,
-    };
-    k.with_table(densest.unwrap_or(0), rows, input, output)
+    let kernel = Kernel::of(conv, pool, input_offset, stage);
+    kernel.with_table(densest.unwrap_or(0), rows, input, output)
 }
 
 /// [`conv2d_sparse_max_pool_by_windows`] with a dense filter (`out_c` rows of
@@ -110,13 +105,8 @@ pub fn conv2d_dense_max_pool_by_windows(
     }
     let rows = filter.chunks_exact(filter_oc);
     let densest = rows.clone().map(nonzero).max();
-    let k = Kernel {
-        conv,
-        pool,
-        input_offset,
-        stage,
-    };
-    k.with_table(densest.unwrap_or(0), rows, input, output)
+    let kernel = Kernel::of(conv, pool, input_offset, stage);
+    kernel.with_table(densest.unwrap_or(0), rows, input, output)
 }
 
 /// Nonzero weights in `row` (int8, or their bytes).
@@ -132,7 +122,21 @@ struct Kernel<'k, 's> {
     stage: &'k OutputStage<'s>,
 }
 
-impl Kernel<'_, '_> {
+impl<'k, 's> Kernel<'k, 's> {
+    fn of(
+        conv: &'k ConvGeometry,
+        pool: &'k ConvGeometry,
+        input_offset: i32,
+        stage: &'k OutputStage<'s>,
+    ) -> Self {
+        Self {
+            conv,
+            pool,
+            input_offset,
+            stage,
+        }
+    }
+
     /// [`by_windows`](Self::by_windows) with a tap table just long enough for
     /// `densest` weights, from one of two frames (only the one that runs counts in a
     /// board's stack peak; the kernel itself is one copy); `Ok(false)` past
