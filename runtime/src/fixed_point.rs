@@ -218,25 +218,21 @@ pub fn scale_small<const DIVIDE: bool>(a: i32, multiplier: i32, right: u32) -> i
     }
 }
 
-/// [`scale_small`] of `a` from `doubled = 2a` (`|a| < 2^30`) and a multiplier that
-/// is not negative, with the channel's `half = 2^(right − 1)` (0 for `right = 0`)
-/// and `negative = −[right ≥ 1]` worked out beforehand. Two steps fold into the
-/// multiply (one `SMMLAR` on Armv7E-M):
+/// [`scale_small`] of `a` before its final shift by `right` (`>> right`, `right < 32`,
+/// completes it), from `doubled = 2a` (`|a| < 2^30`) and a multiplier that is not
+/// negative, with `negative = −[right ≥ 1]` and `round = 2^(right − 1)` (0 for
+/// `right = 0`) worked out beforehand. Two steps fold into the multiply (one `SMMLAR`
+/// on Armv7E-M):
 ///
 /// - the rounding divide's `−[high < 0]` is taken as `−[a < 0]`: the two differ
 ///   only where `a < 0` and `high = 0`, and there `(half − 1) >> right` and
 ///   `half >> right` are both 0;
-/// - `half` and that term are added to the product's high word, which
+/// - `round` and that term are added to the product's high word, which
 ///   `(round·2^32 + 2a·m + 2^31) >> 32 = round + high` does exactly.
-#[inline(always)]
-pub fn scale_doubled(doubled: i32, multiplier: i32, half: i32, negative: i32, right: u32) -> i32 {
-    scale_doubled_undivided(doubled, multiplier, half, negative) >> (right & 31)
-}
-
-/// [`scale_doubled`] before its final shift by `right` (for a caller that knows
-/// `right < 32` and shifts without the mask). `round` is `half`, or `half` plus a
-/// multiple of `2^right`, which passes through the shift as that multiple (a caller
-/// folds its output offset in so), as long as the sum stays within `i32`.
+///
+/// `round` may also carry a multiple of `2^right`, which passes through the shift as
+/// that multiple (a caller folds its output offset in so), as long as the sum stays
+/// within `i32`.
 #[inline(always)]
 pub fn scale_doubled_undivided(doubled: i32, multiplier: i32, round: i32, negative: i32) -> i32 {
     let round = round.wrapping_add((doubled >> 31) & negative);

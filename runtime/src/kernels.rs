@@ -229,9 +229,8 @@ impl OutputStage<'_> {
     /// [`Self::finish`] for an accumulator the caller knows to be small, the channel
     /// decoded by [`Self::small_channels_into`]: `Requant::apply`'s first form
     /// without its range test (five Cortex-M4 instructions per output), in
-    /// [`scale_doubled`](crate::fixed_point::scale_doubled)'s steps with the output
-    /// offset folded in. `FULL_RANGE`: the clamp is int8's whole range
-    /// ([`Finish::SmallFullRange`]).
+    /// [`scale_doubled_undivided`]'s steps with the output offset folded in.
+    /// `FULL_RANGE`: the clamp is int8's whole range ([`Finish::SmallFullRange`]).
     #[inline(always)]
     pub(crate) fn finish_small<const FULL_RANGE: bool>(&self, q: &ChannelQuant, acc: i32) -> i8 {
         let t = &q.small;

@@ -156,8 +156,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
 
     /// Op `index` (in execution order), decoded from the blob.
     pub fn op(&self, index: usize) -> Option<Op> {
-        let start = *self.op_starts.get(index)?;
-        format::read::op_at(self.blob, start).ok()
+        self.ops().nth(index)
     }
 
     /// The data section (weights, biases, requantization), borrowed from the blob.

@@ -186,11 +186,12 @@ fn requant_matches_multiply_by_quantized_multiplier() {
     }
 }
 
-/// `scale_doubled` equals TFLite's SRDHM then rounding divide for every `|a| < 2^30`
-/// and multiplier `≥ 0`: values at the range's edges, near zero (where its sign term
-/// differs from the high word's) and anywhere, every `right` in `0..=31`.
+/// `scale_doubled_undivided(2a, …) >> right` equals TFLite's SRDHM then rounding
+/// divide for every `|a| < 2^30` and multiplier `≥ 0`: values at the range's edges,
+/// near zero (where its sign term differs from the high word's) and anywhere, every
+/// `right` in `0..=31`.
 #[test]
-fn scale_doubled_matches_srdhm_then_divide() {
+fn scale_doubled_undivided_matches_srdhm_then_divide() {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         state ^= state << 13;
@@ -218,7 +219,7 @@ fn scale_doubled_matches_srdhm_then_divide() {
         let want =
             rounding_divide_by_pot(saturating_rounding_doubling_high_mul(a, m), right as i32);
         assert_eq!(
-            scale_doubled(a + a, m, half, negative, right),
+            scale_doubled_undivided(a + a, m, half, negative) >> right,
             want,
             "a={a} m={m} right={right}"
         );

@@ -505,6 +505,41 @@ mod tests {
     use crate::kernels::test_support::{single_rounding_requant, xorshift};
     use std::vec::Vec;
 
+    /// A random conv for geometry `g`: input, filters, biases within ±10,000 and
+    /// single-rounding requantization, output offset −3, int8's whole range.
+    struct Case {
+        input: Vec<i8>,
+        filter: Vec<i8>,
+        bias: Vec<u8>,
+        requant: Vec<u8>,
+    }
+
+    impl Case {
+        fn random(next: &mut impl FnMut() -> u64, g: &ConvGeometry) -> Self {
+            let (in_len, _) = g.lens().unwrap();
+            let filter_len = g.out_c * g.kernel_h * g.kernel_w * g.in_c;
+            Case {
+                input: (0..in_len).map(|_| next() as i8).collect(),
+                filter: (0..filter_len).map(|_| next() as i8).collect(),
+                bias: (0..g.out_c)
+                    .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
+                    .collect(),
+                requant: single_rounding_requant(next, g.out_c, 11),
+            }
+        }
+
+        fn stage(&self) -> OutputStage<'_> {
+            OutputStage {
+                bias: Some(&self.bias),
+                requant: &self.requant,
+                channels: self.bias.len() / 4,
+                output_offset: -3,
+                act_min: -128,
+                act_max: 127,
+            }
+        }
+    }
+
     /// More output channels than one [`QUANT_BLOCK`] (the property tests stop at 6),
     /// per-channel bias and requantization, padding and both strides.
     #[test]
@@ -578,25 +613,13 @@ mod tests {
                 pad_top: 0,
                 pad_left: 0,
             };
-            let (in_len, out_len) = g.lens().unwrap();
-            let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
-            let filter: Vec<i8> = (0..out_c * c).map(|_| next() as i8).collect();
-            let bias: Vec<u8> = (0..out_c)
-                .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
-                .collect();
-            let requant = single_rounding_requant(&mut next, out_c, 11);
-            let stage = OutputStage {
-                bias: Some(&bias),
-                requant: &requant,
-                channels: out_c,
-                output_offset: -3,
-                act_min: -128,
-                act_max: 127,
-            };
+            let case = Case::random(&mut next, &g);
+            let (input, filter, stage) = (&case.input, &case.filter, case.stage());
+            let out_len = g.lens().unwrap().1;
             let mut want = std::vec![1i8; out_len];
-            reference::conv2d(&g, 9, &stage, &filter, &input, &mut want);
+            reference::conv2d(&g, 9, &stage, filter, input, &mut want);
             let mut got = std::vec![0i8; out_len];
-            conv2d(&g, 9, &stage, &filter, &input, &mut got).unwrap();
+            conv2d(&g, 9, &stage, filter, input, &mut got).unwrap();
             assert_eq!(got, want, "{g:?}");
             let flat = ConvGeometry {
                 in_h: 1,
@@ -606,7 +629,7 @@ mod tests {
                 ..g
             };
             let mut got = std::vec![0i8; out_len];
-            gathered(&flat, 9, &stage, &filter, &input, &mut got).unwrap();
+            gathered(&flat, 9, &stage, filter, input, &mut got).unwrap();
             assert_eq!(got, want, "{g:?} flat");
             assert!(want.iter().any(|&v| v != want[0]), "degenerate output");
         }
@@ -656,28 +679,16 @@ mod tests {
                 pad_top: pad,
                 pad_left: pad,
             };
-            let (in_len, out_len) = g.lens().unwrap();
-            let input: Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
-            let filter: Vec<i8> = (0..out_c * k * k * c).map(|_| next() as i8).collect();
-            let bias: Vec<u8> = (0..out_c)
-                .flat_map(|_| ((next() % 20_001) as i32 - 10_000).to_le_bytes())
-                .collect();
-            let requant = single_rounding_requant(&mut next, out_c, 11);
-            let stage = OutputStage {
-                bias: Some(&bias),
-                requant: &requant,
-                channels: out_c,
-                output_offset: -3,
-                act_min: -128,
-                act_max: 127,
-            };
+            let case = Case::random(&mut next, &g);
+            let (input, filter, stage) = (&case.input, &case.filter, case.stage());
+            let out_len = g.lens().unwrap().1;
             let (mut fast, mut slow) = (std::vec![0i8; out_len], std::vec![1i8; out_len]);
             if pieces {
-                gathered_in_pieces(&g, 9, &stage, &filter, &input, &mut fast).unwrap();
+                gathered_in_pieces(&g, 9, &stage, filter, input, &mut fast).unwrap();
             } else {
-                gathered(&g, 9, &stage, &filter, &input, &mut fast).unwrap();
+                gathered(&g, 9, &stage, filter, input, &mut fast).unwrap();
             }
-            reference::conv2d(&g, 9, &stage, &filter, &input, &mut slow);
+            reference::conv2d(&g, 9, &stage, filter, input, &mut slow);
             assert_eq!(fast, slow, "{g:?}");
             assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
         }
