@@ -40,6 +40,8 @@ pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 #[cfg(feature = "std")]
 mod fuse;
 pub mod packed;
+#[cfg(feature = "std")]
+mod plan;
 pub(crate) mod read;
 #[cfg(feature = "std")]
 mod sign_bits;

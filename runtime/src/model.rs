@@ -5,6 +5,7 @@ use crate::error::{sat_u32, Error};
 use crate::format::{self, GraphHeader, Header, Op, Tensor};
 
 mod exec;
+pub(crate) mod fused_strips;
 pub(crate) mod lifetimes;
 mod op_set;
 mod ops;

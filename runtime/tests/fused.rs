@@ -45,14 +45,17 @@ fn fusion_removes_the_conv_output_and_halves_the_arena() {
     );
     assert_eq!(fused.graph.tensors.len(), unfused.graph.tensors.len() - 1);
     // Unfused: conv output 72 B and input 36 B live together (108 B). Fused: input
-    // (36 B, steps 0–1) at 0, pooled output (18 B, steps 1–3) at 36, fc output at 0.
+    // (36 B, steps 0–1) at 0, pooled output (18 B, steps 1–3) over the input's tail at
+    // 24, where each pool row (6 B) starts past the last input row (6 B) it reads
+    // (format 2.6), fc output at 0.
     assert_eq!(unfused.graph.arena_size, 108);
-    assert_eq!(fused.graph.arena_size, 54); // 36 + 18
+    assert_eq!(fused.graph.tensors[1].arena_offset, 24);
+    assert_eq!(fused.graph.arena_size, 42); // 24 + 18
     let blob = fused.blob();
     let model = Model::from_bytes(&blob).unwrap();
     // Written at the current minor, which knows `Conv2dMaxPool` (2.2 and later).
     assert_eq!(model.header().minor, FORMAT_MINOR);
-    assert_eq!(model.arena_size(), 54);
+    assert_eq!(model.arena_size(), 42);
 }
 
 #[test]
@@ -136,16 +139,17 @@ fn the_op_set_must_name_the_fused_op() {
 fn fused_output_overlapping_a_live_tensor_is_refused() {
     // Tensors: 0 input (36 B, steps 0–1), 1 pooled output (18 B, steps 1–3).
     // The pooled output on the input's bytes, exactly (as an in-place pool would be):
-    // the conv still reads input rows after writing early outputs, so no exception.
+    // pool row 0 would overwrite input row 0, which it reads.
     let e = crafted(|b| {
         let o = b.graph.tensors[0].arena_offset;
         b.graph.tensors[1].arena_offset = o;
         b.graph.tensors[2].arena_offset = o; // its reshape alias
     });
     assert_eq!(e, Error::ArenaOverlap { a: 0, b: 1 });
-    // Partly overlapping the input's tail.
+    // Over the input's tail 4 bytes closer than the plan's 24: pool row 1 (bytes
+    // 26–31) would overwrite input row 4 (24–29), which it reads.
     let e = crafted(|b| {
-        let o = b.graph.tensors[0].arena_offset + 32;
+        let o = b.graph.tensors[0].arena_offset + 20;
         b.graph.tensors[1].arena_offset = o;
         b.graph.tensors[2].arena_offset = o; // its reshape alias
     });

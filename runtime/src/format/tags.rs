@@ -5,7 +5,7 @@
 /// Format major version this runtime reads; any other major is refused.
 pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version this runtime writes; newer minors of the same major are read.
-pub const FORMAT_MINOR: u16 = 5;
+pub const FORMAT_MINOR: u16 = 6;
 /// Number of op tags this runtime knows (`0..OP_TAGS`).
 pub const OP_TAGS: u32 = 13;
 

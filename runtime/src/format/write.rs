@@ -32,8 +32,6 @@ use super::{
     FORMAT_MINOR, HEADER_LEN, REQUIRED_FLAGS_MASK,
 };
 use crate::error::Error;
-use crate::model::lifetimes::{self, Live, NONE};
-use crate::model::ALL_OPS;
 
 /// Alignment of every tensor offset the planner assigns (bytes).
 pub const ARENA_ALIGN: u32 = 4;
@@ -54,125 +52,6 @@ pub struct GraphDef {
     pub output: u32,
     /// Arena bytes.
     pub arena_size: u32,
-}
-
-impl GraphDef {
-    /// Assign every tensor's `arena_offset` and set `arena_size`, greedily by size as
-    /// TensorFlow Lite Micro's `GreedyMemoryPlanner` does: the largest buffer first,
-    /// each at the lowest offset (aligned to [`ARENA_ALIGN`]) that no buffer live at
-    /// the same time occupies. Reshape outputs get their input's offset. A MaxPool2d or
-    /// AvgPool2d without top/left padding that is the last reader of its input writes
-    /// its output in place: the two are placed together, at one offset (FORMAT.md §4).
-    /// Tensors no op touches are put at offset 0. Returns the arena size.
-    pub fn plan_arena(&mut self) -> Result<u32, Error> {
-        let n = self.tensors.len();
-        let mut live = std::vec![Live::UNSET; n];
-        lifetimes::compute(&self.ops, &self.tensors, self.input, self.output, &mut live)?;
-        struct Buf {
-            size: u64,
-            live: Live,
-            offset: u64,
-        }
-        let mut bufs = Vec::with_capacity(n);
-        for (t, l) in self.tensors.iter().zip(&live) {
-            bufs.push(Buf {
-                size: u64::from(t.bytes()?),
-                live: *l,
-                offset: 0,
-            });
-        }
-        // In-place pools and Adds (FORMAT.md §4): the output joins its input root's
-        // group when the op is that root's last reader; a group is placed at one offset.
-        let mut leader: Vec<usize> = (0..n).collect();
-        for (i, op) in self.ops.iter().enumerate() {
-            let allowed = |&(x, y): &(u32, u32)| {
-                let rx = live.get(x as usize).map_or(NONE, |l| l.root);
-                let size = |t: u32| bufs.get(t as usize).map(|b| b.size);
-                size(rx).is_some()
-                    && size(rx) >= size(y)
-                    && lifetimes::in_place_allowed::<ALL_OPS>(
-                        &self.ops,
-                        &self.tensors,
-                        &live,
-                        i,
-                        (x, y),
-                    )
-            };
-            let in_place = lifetimes::in_place::<ALL_OPS>(op);
-            let Some((x, y)) = in_place.into_iter().flatten().find(allowed) else {
-                continue;
-            };
-            let rx = live.get(x as usize).map_or(NONE, |l| l.root);
-            let group = leader.get(rx as usize).copied().unwrap_or(rx as usize);
-            if let Some(l) = leader.get_mut(y as usize) {
-                *l = group;
-            }
-        }
-        // Groups of live roots, largest member first (ties: earliest first).
-        let is_root = |i: usize, b: &Buf| b.live.first != NONE && b.live.root as usize == i;
-        let mut groups: Vec<(u64, u32, usize, Vec<usize>)> = Vec::new();
-        for (i, b) in bufs.iter().enumerate().filter(|(i, b)| is_root(*i, b)) {
-            let g = leader.get(i).copied().unwrap_or(i);
-            match groups.iter_mut().find(|e| e.2 == g) {
-                Some(e) => {
-                    e.0 = e.0.max(b.size);
-                    e.1 = e.1.min(b.live.first);
-                    e.3.push(i);
-                }
-                None => groups.push((b.size, b.live.first, g, std::vec![i])),
-            }
-        }
-        groups.sort_by_key(|e| (std::cmp::Reverse(e.0), e.1, e.2));
-        let mut placed: Vec<(u64, u64, Live)> = Vec::new(); // (start, end, lifetime)
-        let mut arena: u64 = 0;
-        for (_, _, _, members) in &groups {
-            let member = |m: &usize| bufs.get(*m).map(|b| (b.size, b.live));
-            let members: Vec<(usize, u64, Live)> = members
-                .iter()
-                .filter_map(|m| member(m).map(|(s, l)| (*m, s, l)))
-                .collect();
-            // Lowest aligned offset at which no member meets a placed buffer that is
-            // live at the same time: jump past every conflict until none is left.
-            let mut offset = 0u64;
-            loop {
-                let mut moved = false;
-                for &(_, size, l) in &members {
-                    for &(s, e, pl) in &placed {
-                        if l.overlaps(&pl) && offset < e && s < offset + size {
-                            offset = offset.max(e.next_multiple_of(u64::from(ARENA_ALIGN)));
-                            moved = true;
-                        }
-                    }
-                }
-                if !moved {
-                    break;
-                }
-            }
-            for &(m, size, l) in &members {
-                if let Some(b) = bufs.get_mut(m) {
-                    b.offset = offset;
-                }
-                placed.push((offset, offset + size, l));
-                arena = arena.max(offset + size);
-            }
-        }
-        // Aliases take their root's offset; untouched tensors sit at 0.
-        let root_offsets: Vec<u64> = bufs
-            .iter()
-            .map(|b| bufs.get(b.live.root as usize).map_or(0, |r| r.offset))
-            .collect();
-        for ((t, b), root_offset) in self.tensors.iter_mut().zip(&bufs).zip(root_offsets) {
-            let offset = if b.live.first != NONE {
-                root_offset
-            } else {
-                arena = arena.max(b.size);
-                0
-            };
-            t.arena_offset = u32::try_from(offset).map_err(|_| Error::Encode)?;
-        }
-        self.arena_size = u32::try_from(arena).map_err(|_| Error::Encode)?;
-        Ok(self.arena_size)
-    }
 }
 
 /// The bytes of `rows` rows of int8 weights in `encoding`.

@@ -32,7 +32,7 @@ use crate::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
 use crate::kernels::{ConvGeometry, OutputStage};
 
 #[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
-fn dims4(t: &Tensor) -> Option<[usize; 4]> {
+pub(super) fn dims4(t: &Tensor) -> Option<[usize; 4]> {
     match t.shape.as_slice() {
         &[n, h, w, c] => Some([n as usize, h as usize, w as usize, c as usize]),
         _ => None,
@@ -91,57 +91,6 @@ pub(super) fn conv_geometry(op: &Op, x: &Tensor, y: &Tensor) -> Option<ConvGeome
         _ => return None,
     };
     geometry(x, y, kernel, stride, pad)
-}
-
-/// `(conv, pool)` geometries of a fused conv and max pool: the conv's output (never
-/// stored) is what the pool reads.
-fn fused_geometry(
-    x: &Tensor,
-    y: &Tensor,
-    p: &Conv2dMaxPool,
-) -> Option<(ConvGeometry, ConvGeometry)> {
-    let c = &p.conv;
-    let [batch, in_h, in_w, in_c] = dims4(x)?;
-    let [_, out_h, out_w, out_c] = dims4(y)?;
-    let size = |n: usize, k: u32, s: u32, a: u32, b: u32| {
-        let span = n.checked_add(a as usize)?.checked_add(b as usize)?;
-        Some(span.checked_sub(k as usize)?.checked_div(s as usize)? + 1)
-    };
-    let pad = &c.padding;
-    let conv_h = size(in_h, c.kernel_h, c.stride_h, pad.top, pad.bottom)?;
-    let conv_w = size(in_w, c.kernel_w, c.stride_w, pad.left, pad.right)?;
-    let w = &p.pool;
-    let conv = ConvGeometry {
-        batch,
-        in_h,
-        in_w,
-        in_c,
-        out_h: conv_h,
-        out_w: conv_w,
-        out_c,
-        kernel_h: c.kernel_h as usize,
-        kernel_w: c.kernel_w as usize,
-        stride_h: c.stride_h as usize,
-        stride_w: c.stride_w as usize,
-        pad_top: pad.top as usize,
-        pad_left: pad.left as usize,
-    };
-    let pool = ConvGeometry {
-        batch,
-        in_h: conv_h,
-        in_w: conv_w,
-        in_c: out_c,
-        out_h,
-        out_w,
-        out_c,
-        kernel_h: usize::from(w.filter_h),
-        kernel_w: usize::from(w.filter_w),
-        stride_h: usize::from(w.stride_h),
-        stride_w: usize::from(w.stride_w),
-        pad_top: usize::from(w.pad_top),
-        pad_left: usize::from(w.pad_left),
-    };
-    Some((conv, pool))
 }
 
 /// A binary op's input and output in the arena, as int8 or packed bits as their
@@ -330,6 +279,36 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         })
     }
 
+    /// Pooled rows of fused op `p`, with geometries `conv` and `pool` over the `input`
+    /// rows they read: the whole tensors, or a strip of rows (`fused_strips`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fused_kernel(
+        &self,
+        p: &Conv2dMaxPool,
+        conv: &ConvGeometry,
+        pool: &ConvGeometry,
+        input_zero_point: i32,
+        y: &Tensor,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Option<Result<(), Error>> {
+        let c = &p.conv;
+        let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
+        let filter = self.bytes(c.filter.data)?;
+        let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
+        let off = input_zero_point.wrapping_neg();
+        Some(
+            if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
+                conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
+            } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
+                conv2d_sparse_max_pool(conv, pool, off, &stage, &rows, input, output)
+            } else {
+                let filter = bytes_as_i8(filter);
+                conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
+            },
+        )
+    }
+
     /// An Add's parameters, with its tensors' zero points.
     pub(super) fn add_params(&self, p: &Add) -> Option<AddParams> {
         let a = self.tensors.get(p.input1 as usize)?;
@@ -500,21 +479,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 binary_fully_connected(&shape, thresholds, &packed, input, output)
             }
             Op::Conv2dMaxPool(p) if has(OpKind::Conv2dMaxPool) => {
-                let (conv, pool) = fused_geometry(x, y, p)?;
-                let c = &p.conv;
-                let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
-                let filter = self.bytes(c.filter.data)?;
-                let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-                let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
-                let (g, off) = (&conv, input_offset);
-                if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
-                    conv2d_packed_max_pool(g, &pool, off, &stage, &rows, input, output)
-                } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
-                    conv2d_sparse_max_pool(g, &pool, off, &stage, &rows, input, output)
-                } else {
-                    let filter = bytes_as_i8(filter);
-                    conv2d_max_pool(g, &pool, off, &stage, filter, input, output)
-                }
+                return self.fused_strips(p, x, y, arena);
             }
             Op::ArgMax(_) if has(OpKind::ArgMax) => {
                 let (_, depth) = rows(x)?;

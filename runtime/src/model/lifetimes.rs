@@ -132,10 +132,11 @@ pub(crate) fn compute(
 }
 
 /// `(input, output)` pairs of an op whose output may share that input's arena bytes
-/// (FORMAT.md §4, in-place pooling and in-place Add): a MaxPool2d or AvgPool2d without
-/// top or left padding (its input), an Add (either input). The caller checks the rest
-/// ([`in_place_allowed`]) and that both have the same arena offset. `OPS` is the
-/// model's op set: outside it, the Add's case is not linked.
+/// (FORMAT.md §4, in-place pooling, in-place Add, fused conv + max pool over its
+/// input): a MaxPool2d or AvgPool2d without top or left padding (its input), an Add
+/// (either input), a Conv2dMaxPool (its input). The caller checks the rest
+/// ([`in_place_allowed`], [`placed_in_place`]). `OPS` is the model's op set: outside
+/// it, the Add's and the fused op's cases are not linked.
 pub(crate) fn in_place<const OPS: u32>(op: &Op) -> [Option<(u32, u32)>; 2] {
     match op {
         Op::MaxPool2d(p) | Op::AvgPool2d(p) if p.padding.top == 0 && p.padding.left == 0 => {
@@ -144,7 +145,21 @@ pub(crate) fn in_place<const OPS: u32>(op: &Op) -> [Option<(u32, u32)>; 2] {
         Op::Add(p) if OpKind::Add.is_in(OPS) => {
             [Some((p.input1, p.output)), Some((p.input2, p.output))]
         }
+        Op::Conv2dMaxPool(p) if OpKind::Conv2dMaxPool.is_in(OPS) => {
+            [Some((p.conv.input, p.conv.output)), None]
+        }
         _ => [None, None],
+    }
+}
+
+/// Whether in-place op `op`'s output `y` lies where it may over its input `x`
+/// ([`in_place`]'s pair, at their arena offsets): at the same offset for a pool or an
+/// Add; for a fused conv + max pool, clear of the input rows still to be read
+/// ([`crate::model::fused_strips::clear_of_input`]).
+pub(crate) fn placed_in_place(op: &Op, x: &Tensor, y: &Tensor) -> bool {
+    match op {
+        Op::Conv2dMaxPool(p) => crate::model::fused_strips::clear_of_input(p, x, y),
+        _ => x.arena_offset == y.arena_offset,
     }
 }
 
@@ -181,7 +196,8 @@ pub(crate) const fn streams<const OPS: u32>() -> bool {
 }
 
 /// Whether roots `a` and `b` (live together) are the input root and the output of an
-/// in-place op ([`in_place`], [`in_place_allowed`]) at the same arena offset.
+/// in-place op ([`in_place`], [`in_place_allowed`]) placed as it may be
+/// ([`placed_in_place`]).
 pub(crate) fn may_alias<const OPS: u32>(
     ops: &[Op],
     tensors: &[Tensor],
@@ -189,7 +205,7 @@ pub(crate) fn may_alias<const OPS: u32>(
     a: u32,
     b: u32,
 ) -> bool {
-    let offset = |t: u32| tensors.get(t as usize).map(|t| t.arena_offset);
+    let tensor = |t: u32| tensors.get(t as usize);
     let root = |t: u32| live.get(t as usize).map(|l| l.root);
     ops.iter().enumerate().any(|(i, op)| {
         in_place::<OPS>(op).into_iter().flatten().any(|(x, y)| {
@@ -197,8 +213,10 @@ pub(crate) fn may_alias<const OPS: u32>(
                 return false;
             };
             let pair = (rx == a && y == b) || (rx == b && y == a);
-            let same = offset(rx).is_some() && offset(rx) == offset(y);
-            pair && same && in_place_allowed::<OPS>(ops, tensors, live, i, (x, y))
+            let placed = tensor(x)
+                .zip(tensor(y))
+                .is_some_and(|(tx, ty)| placed_in_place(op, tx, ty));
+            pair && placed && in_place_allowed::<OPS>(ops, tensors, live, i, (x, y))
         })
     })
 }

@@ -58,7 +58,11 @@ impl Band<'_> {
 
 /// Input rows `lo..hi` that output rows `q..q + n` of `g` read, and the geometry that
 /// computes just those output rows from just those input rows.
-fn row_window(g: &ConvGeometry, q: usize, n: usize) -> Option<(usize, usize, ConvGeometry)> {
+pub(super) fn row_window(
+    g: &ConvGeometry,
+    q: usize,
+    n: usize,
+) -> Option<(usize, usize, ConvGeometry)> {
     let start = q.checked_mul(g.stride_h)?;
     let lo = start.saturating_sub(g.pad_top);
     let last = (q + n - 1).checked_mul(g.stride_h)? + g.kernel_h;

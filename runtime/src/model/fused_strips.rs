@@ -1,0 +1,200 @@
+//! The fused conv + max pool (`Conv2dMaxPool`) over its own input (format 2.6,
+//! FORMAT.md §4): the pooled output may overlap the input it is the last reader of,
+//! placed so that each pool row's bytes lie clear of every input row that it or a
+//! later-computed row reads.
+//!
+//! Placed *before* the input (forward), the pool rows are computed top down: row `r`
+//! ends at or before the first input row it reads. Placed *after* (backward), bottom
+//! up: row `r` starts at or after the end of the last input row it reads. The rows each
+//! pool row reads move down monotonically, so either way a strip of pool rows and the
+//! input rows it reads are disjoint slices of the arena: each strip is an ordinary
+//! kernel call over the strip's sub-geometry, which any of the fused kernels computes
+//! bit-exactly (each conv value is the same integer, a maximum does not depend on the
+//! order). Strips are as tall as the placement allows (one pool row at the least).
+//!
+//! LeNet-5's conv1 (28×28×1 → 14×14×6) and conv2 (14×14×6 → 5×5×16) placed so take
+//! 1,288 bytes of arena instead of 1,960.
+
+use core::ops::Range;
+
+use super::exec::{dims4, range};
+use super::stream::row_window;
+use super::Model;
+use crate::arena::split;
+use crate::error::Error;
+use crate::format::{Conv2dMaxPool, Tensor};
+use crate::kernels::ConvGeometry;
+
+/// `(conv, pool)` geometries of a fused conv and max pool from `x` to `y`: the conv's
+/// output (never stored) is what the pool reads.
+pub(crate) fn fused_geometry(
+    x: &Tensor,
+    y: &Tensor,
+    p: &Conv2dMaxPool,
+) -> Option<(ConvGeometry, ConvGeometry)> {
+    let c = &p.conv;
+    let [batch, in_h, in_w, in_c] = dims4(x)?;
+    let [_, out_h, out_w, out_c] = dims4(y)?;
+    let size = |n: usize, k: u32, s: u32, a: u32, b: u32| {
+        let span = n.checked_add(a as usize)?.checked_add(b as usize)?;
+        Some(span.checked_sub(k as usize)?.checked_div(s as usize)? + 1)
+    };
+    let pad = &c.padding;
+    let conv_h = size(in_h, c.kernel_h, c.stride_h, pad.top, pad.bottom)?;
+    let conv_w = size(in_w, c.kernel_w, c.stride_w, pad.left, pad.right)?;
+    let w = &p.pool;
+    let conv = ConvGeometry {
+        batch,
+        in_h,
+        in_w,
+        in_c,
+        out_h: conv_h,
+        out_w: conv_w,
+        out_c,
+        kernel_h: c.kernel_h as usize,
+        kernel_w: c.kernel_w as usize,
+        stride_h: c.stride_h as usize,
+        stride_w: c.stride_w as usize,
+        pad_top: pad.top as usize,
+        pad_left: pad.left as usize,
+    };
+    let pool = ConvGeometry {
+        batch,
+        in_h: conv_h,
+        in_w: conv_w,
+        in_c: out_c,
+        out_h,
+        out_w,
+        out_c,
+        kernel_h: usize::from(w.filter_h),
+        kernel_w: usize::from(w.filter_w),
+        stride_h: usize::from(w.stride_h),
+        stride_w: usize::from(w.stride_w),
+        pad_top: usize::from(w.pad_top),
+        pad_left: usize::from(w.pad_left),
+    };
+    Some((conv, pool))
+}
+
+/// Pool rows `rows` of a fused op: the input rows they read, and the conv and pool
+/// geometries that compute just those pool rows from just those input rows.
+struct Strip {
+    input: Range<usize>,
+    conv: ConvGeometry,
+    pool: ConvGeometry,
+}
+
+fn strip(conv: &ConvGeometry, pool: &ConvGeometry, rows: &Range<usize>) -> Option<Strip> {
+    let (c0, c1, pool) = row_window(pool, rows.start, rows.len())?;
+    let (a, b, conv) = row_window(conv, c0, c1.checked_sub(c0)?)?;
+    Some(Strip {
+        input: a..b,
+        conv,
+        pool,
+    })
+}
+
+/// Bytes of one row of the input and of the pooled output.
+fn row_bytes(conv: &ConvGeometry, pool: &ConvGeometry) -> Option<(usize, usize)> {
+    Some((
+        conv.in_w.checked_mul(conv.in_c)?,
+        pool.out_w.checked_mul(pool.out_c)?,
+    ))
+}
+
+/// The least distances, in bytes, at which the pooled output may start before the
+/// input (forward) and after it (backward): every pool row `r` ends at or before the
+/// start of the first input row it reads, or starts at or after the end of the last.
+/// `None` for a batch of more than one image (no placement over the input is allowed).
+pub(crate) fn least_lags(conv: &ConvGeometry, pool: &ConvGeometry) -> Option<(usize, usize)> {
+    if conv.batch != 1 {
+        return None;
+    }
+    let (row_in, row_out) = row_bytes(conv, pool)?;
+    let (mut before, mut after) = (0usize, 1usize);
+    for r in 0..pool.out_h {
+        let s = strip(conv, pool, &(r..r + 1))?;
+        let end = r.checked_add(1)?.checked_mul(row_out)?;
+        before = before.max(end.saturating_sub(s.input.start.checked_mul(row_in)?));
+        let read_end = s.input.end.checked_mul(row_in)?;
+        after = after.max(read_end.saturating_sub(r.checked_mul(row_out)?));
+    }
+    Some((before, after))
+}
+
+/// Whether `y`, the output of fused op `p` reading `x`, lies where the op may write it
+/// over `x` (both in the arena at their offsets): forward or backward at least the
+/// [`least_lags`].
+pub(crate) fn clear_of_input(p: &Conv2dMaxPool, x: &Tensor, y: &Tensor) -> bool {
+    let Some((before, after)) =
+        fused_geometry(x, y, p).and_then(|(conv, pool)| least_lags(&conv, &pool))
+    else {
+        return false;
+    };
+    let (ox, oy) = (x.arena_offset as usize, y.arena_offset as usize);
+    match oy <= ox {
+        true => ox - oy >= before,
+        false => oy - ox >= after,
+    }
+}
+
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+    Model<'a, MAX_OPS, MAX_TENSORS, OPS>
+{
+    /// Run fused op `p` from `x` to `y`: in one call where they are disjoint, else in
+    /// strips of pool rows, each as tall as the placement allows.
+    pub(super) fn fused_strips(
+        &self,
+        p: &Conv2dMaxPool,
+        x: &Tensor,
+        y: &Tensor,
+        arena: &mut [u8],
+    ) -> Option<Result<(), Error>> {
+        let (conv, pool) = fused_geometry(x, y, p)?;
+        let (rin, rout) = (range(x)?, range(y)?);
+        if rout.end <= rin.start || rin.end <= rout.start {
+            let (input, _, output) = split(arena, &rin, &rin, &rout)?;
+            return self.fused_kernel(p, &conv, &pool, x.zero_point, y, input, output);
+        }
+        if conv.batch != 1 {
+            return None;
+        }
+        let (row_in, row_out) = row_bytes(&conv, &pool)?;
+        let forward = rout.start <= rin.start;
+        let mut done = 0..0;
+        while done.len() < pool.out_h {
+            // The next strip: from the first row not done (forward) or down to it
+            // (backward), as far as the rows it overwrites are all read.
+            let rows = if forward {
+                let first_read = strip(&conv, &pool, &(done.end..done.end + 1))?.input.start;
+                let room = (rin.start + first_read * row_in).checked_sub(rout.start)?;
+                done.end..pool.out_h.min(room / row_out.max(1))
+            } else {
+                let last = pool.out_h - done.len();
+                let last_read = strip(&conv, &pool, &(last - 1..last))?.input.end;
+                let start = (rin.start + last_read * row_in).checked_sub(rout.start);
+                start.map_or(0, |s| s.div_ceil(row_out.max(1)))..last
+            };
+            if rows.is_empty() {
+                return None;
+            }
+            let s = strip(&conv, &pool, &rows)?;
+            let bytes = |r: &Range<usize>, at: usize, row: usize| {
+                Some(at.checked_add(r.start * row)?..at.checked_add(r.end * row)?)
+            };
+            let input = bytes(&s.input, rin.start, row_in)?;
+            let output = bytes(&rows, rout.start, row_out)?;
+            let (input, _, output) = split(arena, &input, &input, &output)?;
+            if let Err(e) =
+                self.fused_kernel(p, &s.conv, &s.pool, x.zero_point, y, input, output)?
+            {
+                return Some(Err(e));
+            }
+            done = match forward {
+                true => 0..rows.end,
+                false => rows.start..pool.out_h,
+            };
+        }
+        Some(Ok(()))
+    }
+}
