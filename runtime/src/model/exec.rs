@@ -11,6 +11,7 @@
 
 use core::ops::Range;
 
+use super::fused_strips::{fused_geometry, narrow};
 use super::{Model, OpKind};
 use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split, split_bytes};
 use crate::error::Error;
@@ -279,24 +280,28 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         })
     }
 
-    /// Pooled rows of fused op `p`, with geometries `conv` and `pool` over the `input`
-    /// rows they read: the whole tensors, or a strip of rows (`fused_strips`).
-    #[allow(clippy::too_many_arguments)]
+    /// Pooled rows `rows` of fused op `p` from `x` to `y` (all of them where `None`),
+    /// over the `input` rows they read ([`fused_strips`](super::fused_strips)).
+    // Not inlined, and the geometries built here: the strips' loop above carries none.
+    #[inline(never)]
     pub(super) fn fused_kernel(
         &self,
         p: &Conv2dMaxPool,
-        conv: &ConvGeometry,
-        pool: &ConvGeometry,
-        input_zero_point: i32,
-        y: &Tensor,
+        (x, y): (&Tensor, &Tensor),
+        rows: Option<&Range<usize>>,
         input: &[i8],
         output: &mut [i8],
     ) -> Option<Result<(), Error>> {
+        let (mut conv, mut pool) = fused_geometry(x, y, p)?;
+        if let Some(rows) = rows {
+            narrow(&mut conv, &mut pool, rows)?;
+        }
+        let (conv, pool) = (&conv, &pool);
         let c = &p.conv;
         let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
         let filter = self.bytes(c.filter.data)?;
         let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
-        let off = input_zero_point.wrapping_neg();
+        let off = x.zero_point.wrapping_neg();
         Some(
             if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
                 conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)

@@ -18,7 +18,7 @@
 use core::ops::Range;
 
 use super::exec::{dims4, range};
-use super::stream::row_window;
+use super::stream::{narrow_rows, rows_read};
 use super::Model;
 use crate::arena::split;
 use crate::error::Error;
@@ -27,6 +27,9 @@ use crate::kernels::ConvGeometry;
 
 /// `(conv, pool)` geometries of a fused conv and max pool from `x` to `y`: the conv's
 /// output (never stored) is what the pool reads.
+// Inlined: returned through an `Option`, the pair was built aside and copied (104 B
+// more in `fused_strips`' frame).
+#[inline(always)]
 pub(crate) fn fused_geometry(
     x: &Tensor,
     y: &Tensor,
@@ -76,22 +79,28 @@ pub(crate) fn fused_geometry(
     Some((conv, pool))
 }
 
-/// Pool rows `rows` of a fused op: the input rows they read, and the conv and pool
-/// geometries that compute just those pool rows from just those input rows.
-struct Strip {
-    input: Range<usize>,
-    conv: ConvGeometry,
-    pool: ConvGeometry,
+/// Input rows that pool rows `rows` of a fused op read (through the conv rows under
+/// their pool windows).
+fn input_rows(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    rows: &Range<usize>,
+) -> Option<Range<usize>> {
+    let (c0, c1) = rows_read(pool, rows.start, rows.len())?;
+    let (a, b) = rows_read(conv, c0, c1 - c0)?;
+    Some(a..b)
 }
 
-fn strip(conv: &ConvGeometry, pool: &ConvGeometry, rows: &Range<usize>) -> Option<Strip> {
-    let (c0, c1, pool) = row_window(pool, rows.start, rows.len())?;
-    let (a, b, conv) = row_window(conv, c0, c1.checked_sub(c0)?)?;
-    Some(Strip {
-        input: a..b,
-        conv,
-        pool,
-    })
+/// Narrow a fused op's whole geometries to pool rows `rows`: the geometries that
+/// compute just those from just the input rows they read (returned).
+pub(super) fn narrow(
+    conv: &mut ConvGeometry,
+    pool: &mut ConvGeometry,
+    rows: &Range<usize>,
+) -> Option<Range<usize>> {
+    let (c0, c1) = narrow_rows(pool, rows.start, rows.len())?;
+    let (a, b) = narrow_rows(conv, c0, c1 - c0)?;
+    Some(a..b)
 }
 
 /// Bytes of one row of the input and of the pooled output.
@@ -113,10 +122,10 @@ pub(crate) fn least_lags(conv: &ConvGeometry, pool: &ConvGeometry) -> Option<(us
     let (row_in, row_out) = row_bytes(conv, pool)?;
     let (mut before, mut after) = (0usize, 1usize);
     for r in 0..pool.out_h {
-        let s = strip(conv, pool, &(r..r + 1))?;
+        let read = input_rows(conv, pool, &(r..r + 1))?;
         let end = r.checked_add(1)?.checked_mul(row_out)?;
-        before = before.max(end.saturating_sub(s.input.start.checked_mul(row_in)?));
-        let read_end = s.input.end.checked_mul(row_in)?;
+        before = before.max(end.saturating_sub(read.start.checked_mul(row_in)?));
+        let read_end = read.end.checked_mul(row_in)?;
         after = after.max(read_end.saturating_sub(r.checked_mul(row_out)?));
     }
     Some((before, after))
@@ -138,11 +147,50 @@ pub(crate) fn clear_of_input(p: &Conv2dMaxPool, x: &Tensor, y: &Tensor) -> bool 
     }
 }
 
+/// The next strip after pool rows `done` of fused op `p` over its input (forward:
+/// from the first row not done down, backward: from the last up), as many rows as
+/// the input rows they overwrite are all read: the pool rows and the arena bytes of
+/// the input rows they read and of their output.
+// Not inlined: the geometries it works out stay out of the kernel's callers' frames.
+#[inline(never)]
+fn next_strip(
+    p: &Conv2dMaxPool,
+    (x, y): (&Tensor, &Tensor),
+    done: &Range<usize>,
+    (rin, rout): (&Range<usize>, &Range<usize>),
+) -> Option<[Range<usize>; 3]> {
+    let (conv, pool) = fused_geometry(x, y, p)?;
+    let (row_in, row_out) = row_bytes(&conv, &pool)?;
+    if conv.batch != 1 || row_out == 0 {
+        return None;
+    }
+    let rows = if rout.start <= rin.start {
+        let first = input_rows(&conv, &pool, &(done.end..done.end + 1))?.start;
+        let room = (rin.start + first * row_in).checked_sub(rout.start)?;
+        done.end..pool.out_h.min(room / row_out)
+    } else {
+        let last = pool.out_h.checked_sub(done.len())?;
+        let end = input_rows(&conv, &pool, &(last.checked_sub(1)?..last))?.end;
+        let start = (rin.start + end * row_in).checked_sub(rout.start);
+        start.map_or(0, |s| s.div_ceil(row_out))..last
+    };
+    let read = input_rows(&conv, &pool, &rows)?;
+    let bytes = |r: &Range<usize>, at: usize, row: usize| {
+        Some(at.checked_add(r.start * row)?..at.checked_add(r.end * row)?)
+    };
+    let input = bytes(&read, rin.start, row_in)?;
+    let output = bytes(&rows, rout.start, row_out)?;
+    (!rows.is_empty()).then_some([rows, input, output])
+}
+
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     Model<'a, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// Run fused op `p` from `x` to `y`: in one call where they are disjoint, else in
     /// strips of pool rows, each as tall as the placement allows.
+    // Inlined into the dispatch: a frame of its own cost 124 B of stack on the path of
+    // every fused op's kernel.
+    #[inline(always)]
     pub(super) fn fused_strips(
         &self,
         p: &Conv2dMaxPool,
@@ -150,49 +198,22 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         y: &Tensor,
         arena: &mut [u8],
     ) -> Option<Result<(), Error>> {
-        let (conv, pool) = fused_geometry(x, y, p)?;
         let (rin, rout) = (range(x)?, range(y)?);
         if rout.end <= rin.start || rin.end <= rout.start {
             let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-            return self.fused_kernel(p, &conv, &pool, x.zero_point, y, input, output);
+            return self.fused_kernel(p, (x, y), None, input, output);
         }
-        if conv.batch != 1 {
-            return None;
-        }
-        let (row_in, row_out) = row_bytes(&conv, &pool)?;
-        let forward = rout.start <= rin.start;
+        let pool_rows = *y.shape.get(1)? as usize;
         let mut done = 0..0;
-        while done.len() < pool.out_h {
-            // The next strip: from the first row not done (forward) or down to it
-            // (backward), as far as the rows it overwrites are all read.
-            let rows = if forward {
-                let first_read = strip(&conv, &pool, &(done.end..done.end + 1))?.input.start;
-                let room = (rin.start + first_read * row_in).checked_sub(rout.start)?;
-                done.end..pool.out_h.min(room / row_out.max(1))
-            } else {
-                let last = pool.out_h - done.len();
-                let last_read = strip(&conv, &pool, &(last - 1..last))?.input.end;
-                let start = (rin.start + last_read * row_in).checked_sub(rout.start);
-                start.map_or(0, |s| s.div_ceil(row_out.max(1)))..last
-            };
-            if rows.is_empty() {
-                return None;
-            }
-            let s = strip(&conv, &pool, &rows)?;
-            let bytes = |r: &Range<usize>, at: usize, row: usize| {
-                Some(at.checked_add(r.start * row)?..at.checked_add(r.end * row)?)
-            };
-            let input = bytes(&s.input, rin.start, row_in)?;
-            let output = bytes(&rows, rout.start, row_out)?;
+        while done.len() < pool_rows {
+            let [rows, input, output] = next_strip(p, (x, y), &done, (&rin, &rout))?;
             let (input, _, output) = split(arena, &input, &input, &output)?;
-            if let Err(e) =
-                self.fused_kernel(p, &s.conv, &s.pool, x.zero_point, y, input, output)?
-            {
+            if let Err(e) = self.fused_kernel(p, (x, y), Some(&rows), input, output)? {
                 return Some(Err(e));
             }
-            done = match forward {
+            done = match rout.start <= rin.start {
                 true => 0..rows.end,
-                false => rows.start..pool.out_h,
+                false => rows.start..pool_rows,
             };
         }
         Some(Ok(()))

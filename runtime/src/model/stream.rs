@@ -56,23 +56,28 @@ impl Band<'_> {
     }
 }
 
+/// Input rows `lo..hi` that output rows `q..q + n` of `g` read.
+pub(super) fn rows_read(g: &ConvGeometry, q: usize, n: usize) -> Option<(usize, usize)> {
+    let lo = q.checked_mul(g.stride_h)?.saturating_sub(g.pad_top);
+    let last = (q + n).checked_sub(1)?.checked_mul(g.stride_h)? + g.kernel_h;
+    let hi = g.in_h.min(last.checked_sub(g.pad_top)?);
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Narrow `g` to output rows `q..q + n`: the geometry that computes just those from
+/// just the input rows they read, `lo..hi` (returned).
+pub(super) fn narrow_rows(g: &mut ConvGeometry, q: usize, n: usize) -> Option<(usize, usize)> {
+    let (lo, hi) = rows_read(g, q, n)?;
+    g.pad_top = g.pad_top.saturating_sub(q.checked_mul(g.stride_h)?);
+    (g.in_h, g.out_h) = (hi - lo, n);
+    Some((lo, hi))
+}
+
 /// Input rows `lo..hi` that output rows `q..q + n` of `g` read, and the geometry that
 /// computes just those output rows from just those input rows.
-pub(super) fn row_window(
-    g: &ConvGeometry,
-    q: usize,
-    n: usize,
-) -> Option<(usize, usize, ConvGeometry)> {
-    let start = q.checked_mul(g.stride_h)?;
-    let lo = start.saturating_sub(g.pad_top);
-    let last = (q + n - 1).checked_mul(g.stride_h)? + g.kernel_h;
-    let hi = g.in_h.min(last.checked_sub(g.pad_top)?);
-    let sub = ConvGeometry {
-        in_h: hi.checked_sub(lo)?,
-        out_h: n,
-        pad_top: g.pad_top.saturating_sub(start),
-        ..*g
-    };
+fn row_window(g: &ConvGeometry, q: usize, n: usize) -> Option<(usize, usize, ConvGeometry)> {
+    let mut sub = *g;
+    let (lo, hi) = narrow_rows(&mut sub, q, n)?;
     Some((lo, hi, sub))
 }
 
