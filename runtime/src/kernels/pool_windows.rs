@@ -34,6 +34,10 @@ pub const TAPS_CAP: usize = 128;
 /// frame 256 bytes smaller (LeNet-5 pruned to 80 %: its densest filter holds 39).
 const SMALL_TAPS: usize = 64;
 
+/// And with at most this many, into one 192 bytes smaller still (LeNet-5's conv1 at
+/// 80 %: 8).
+const TINY_TAPS: usize = 16;
+
 /// One filter row as the window kernel reads it: its nonzero weights by position.
 pub trait FilterRow {
     /// `f(position, w)` for the row's weights in increasing position (zeros may come
@@ -138,7 +142,7 @@ impl<'k, 's> Kernel<'k, 's> {
     }
 
     /// [`by_windows`](Self::by_windows) with a tap table just long enough for
-    /// `densest` weights, from one of two frames (only the one that runs counts in a
+    /// `densest` weights, from one of three frames (only the one that runs counts in a
     /// board's stack peak; the kernel itself is one copy); `Ok(false)` past
     /// [`TAPS_CAP`].
     fn with_table<R: FilterRow>(
@@ -148,7 +152,9 @@ impl<'k, 's> Kernel<'k, 's> {
         input: &[i8],
         output: &mut [i8],
     ) -> Result<bool, Error> {
-        if densest <= SMALL_TAPS {
+        if densest <= TINY_TAPS {
+            self.on_stack::<R, TINY_TAPS>(filter, input, output)
+        } else if densest <= SMALL_TAPS {
             self.on_stack::<R, SMALL_TAPS>(filter, input, output)
         } else if densest <= TAPS_CAP {
             self.on_stack::<R, TAPS_CAP>(filter, input, output)
@@ -157,7 +163,8 @@ impl<'k, 's> Kernel<'k, 's> {
         }
     }
 
-    /// A table of `N` taps in this frame.
+    /// A table of `N` taps in this frame; the band of padded rows in a frame of its
+    /// own, only for a conv that reads one ([`Self::pads`]).
     #[inline(never)]
     fn on_stack<R: FilterRow, const N: usize>(
         &self,
@@ -166,18 +173,43 @@ impl<'k, 's> Kernel<'k, 's> {
         output: &mut [i8],
     ) -> Result<bool, Error> {
         let mut taps = [Tap::default(); N];
-        self.by_windows(filter, &mut taps, input, output)
+        match self.pads() {
+            true => self.with_band(filter, &mut taps, input, output),
+            false => self.by_windows(filter, &mut taps, &mut [], input, output),
+        }
+    }
+
+    /// A band of [`BAND_CAP`] bytes in this frame.
+    #[inline(never)]
+    fn with_band<R: FilterRow>(
+        &self,
+        filter: impl Iterator<Item = R>,
+        table: &mut [Tap],
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<bool, Error> {
+        let mut band = [0i8; BAND_CAP];
+        self.by_windows(filter, table, &mut band, input, output)
+    }
+
+    /// Whether the conv reads padded copies of its input rows (see `by_windows`).
+    fn pads(&self) -> bool {
+        let g = self.conv;
+        let padded = Padded::new(g, self.pool, self.input_offset);
+        padded.is_some() && !Interior::of(g).is_everything(g)
     }
 
     /// The kernel of both entries, over the filter's rows, decoding each into `table`
-    /// (long enough for every row's nonzero weights). Not inlined: in the general
-    /// kernel's frame its loops ran out of registers.
+    /// (long enough for every row's nonzero weights), padded rows into `band` (empty
+    /// where it [`pads`](Self::pads) not). Not inlined: in the general kernel's frame
+    /// its loops ran out of registers.
     #[inline(never)]
     #[allow(unsafe_code)]
     fn by_windows<R: FilterRow>(
         &self,
         filter: impl Iterator<Item = R>,
         table: &mut [Tap],
+        band: &mut [i8],
         input: &[i8],
         output: &mut [i8],
     ) -> Result<bool, Error> {
@@ -193,7 +225,8 @@ impl<'k, 's> Kernel<'k, 's> {
         // A conv with padding reads, where they fit, padded copies of the input rows each
         // row of pool windows needs: every pixel then reads inside, at the interior's
         // speed. Elsewhere pixels across the padding check each tap.
-        let padded = Padded::new(g, pool, input_offset).filter(|_| !inner.is_everything(g));
+        let padded = Padded::new(g, pool, input_offset)
+            .filter(|_| !inner.is_everything(g) && band.len() >= BAND_CAP);
         let tap_row_len = padded.as_ref().map_or(row_len, |p| p.row_len);
         // Taps keep their kernel row and column in bytes and their offset in a window
         // (less than `kernel_h` rows) in 16 bits.
@@ -207,7 +240,6 @@ impl<'k, 's> Kernel<'k, 's> {
         }
         let image_in = g.in_h * row_len;
         let image_out = pool.out_h * pool.out_w * pool.out_c;
-        let mut band = [0i8; BAND_CAP];
         let squares = square_windows(g, pool, padded.is_some(), &inner);
         for (c, row) in filter.enumerate() {
             let q = stage.channel(c);
@@ -238,7 +270,7 @@ impl<'k, 's> Kernel<'k, 's> {
                     // the image.
                     let (source, reads) = match &padded {
                         Some(p) => (
-                            p.load(g, image, (oy0, oy1), &mut band)?,
+                            p.load(g, image, (oy0, oy1), band)?,
                             Reads::Band(oy0, p),
                         ),
                         None => (image, Reads::Image(&inner)),
@@ -527,7 +559,7 @@ impl Padded {
         g: &ConvGeometry,
         image: &[i8],
         (oy0, oy1): (usize, usize),
-        band: &'b mut [i8; BAND_CAP],
+        band: &'b mut [i8],
     ) -> Result<&'b [i8], Error> {
         let rows = (oy1 - oy0 - 1) * g.stride_h + g.kernel_h;
         let band = band
