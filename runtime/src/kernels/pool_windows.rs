@@ -269,10 +269,7 @@ impl<'k, 's> Kernel<'k, 's> {
                     // Where the pixels read: the padded rows from conv row `oy0` on, or
                     // the image.
                     let (source, reads) = match &padded {
-                        Some(p) => (
-                            p.load(g, image, (oy0, oy1), band)?,
-                            Reads::Band(oy0, p),
-                        ),
+                        Some(p) => (p.load(g, image, (oy0, oy1), band)?, Reads::Band(oy0, p)),
                         None => (image, Reads::Image(&inner)),
                     };
                     let (dx, dy) = (g.stride_w * g.in_c, g.stride_h * tap_row_len);
