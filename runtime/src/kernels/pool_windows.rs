@@ -366,8 +366,8 @@ struct Tap {
 }
 
 /// `row`'s nonzero weights into `taps`, for windows in rows `row_len` long: the filled
-/// part, `None` if they do not fit. Not inlined: its walk's state took room of its own
-/// in the kernel's frame.
+/// part, `None` if they do not fit. Not inlined: its state took room of its own in the
+/// kernel's frame.
 #[inline(never)]
 fn decode<'t>(
     row: &impl FilterRow,
@@ -376,15 +376,21 @@ fn decode<'t>(
     taps: &'t mut [Tap],
 ) -> Option<&'t [Tap]> {
     // Dense rows, and rel4 rows' long gaps, hold zero weights: only nonzero ones
-    // become taps.
-    let mut walk = Walk::default();
+    // become taps. The weight at `(ky · kernel_w + kx) · C + ci` reads
+    // `ky · row_len + kx · C + ci` into the window: only the kernel row `ky` is
+    // followed (a step per kernel row, where a walk over `kx` and `ci` took one per
+    // column: the strips of a fused op over its input decode every filter per strip).
+    let filter_row = g.kernel_w * g.in_c;
+    let (mut ky, mut row_start) = (0, 0);
     let mut n = 0;
     row.for_each_weight(|position, w| {
-        walk.advance_to(position, g);
+        while position >= row_start + filter_row && filter_row > 0 {
+            (ky, row_start) = (ky + 1, row_start + filter_row);
+        }
         if w != 0 {
             if let Some(tap) = taps.get_mut(n) {
                 *tap = Tap {
-                    offset: (walk.ky * row_len + walk.kx * g.in_c + walk.ci) as u16,
+                    offset: (ky * row_len + (position - row_start)) as u16,
                     w: i16::from(w),
                 };
             }
