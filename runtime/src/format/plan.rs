@@ -140,14 +140,15 @@ impl Groups {
         }
     }
 
-    /// Members of `y`'s group and their `(start, end)` relative to the leader.
+    /// Where member `m` lies relative to its group's leader: `(start, end)`.
     fn extent(&self, m: usize, sizes: &[u64]) -> Option<(i64, i64)> {
         let start = *self.shift.get(m)?;
         Some((start, start + i64::try_from(*sizes.get(m)?).ok()?))
     }
 
-    /// Put `y` into `rx`'s group at the first of `shifts` (from `rx`) that keeps the
-    /// group narrowest and overlaps no member live at the same time but `rx`.
+    /// Put `y` into `rx`'s group at the one of `shifts` (distances from `rx`) that keeps
+    /// the group narrowest (the first of a tie) and overlaps no member live at the same
+    /// time but `rx`; `false` (not joined) where none does.
     fn join(&mut self, rx: usize, y: usize, shifts: &[i64], sizes: &[u64], live: &[Live]) -> bool {
         let (Some(&group), Some(&base), Some(ly)) =
             (self.leader.get(rx), self.shift.get(rx), live.get(y))

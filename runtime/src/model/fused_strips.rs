@@ -27,8 +27,8 @@ use crate::kernels::ConvGeometry;
 
 /// `(conv, pool)` geometries of a fused conv and max pool from `x` to `y`: the conv's
 /// output (never stored) is what the pool reads.
-// Inlined: returned through an `Option`, the pair was built aside and copied (104 B
-// more in `fused_strips`' frame).
+// Inlined: called, the pair came back in an `Option` built aside and copied into the
+// caller's frame (measured: 40 B more of the fused op's dispatch).
 #[inline(always)]
 pub(crate) fn fused_geometry(
     x: &Tensor,
@@ -174,13 +174,16 @@ fn next_strip(
         let start = (rin.start + end * row_in).checked_sub(rout.start);
         start.map_or(0, |s| s.div_ceil(row_out))..last
     };
+    if rows.is_empty() {
+        return None;
+    }
     let read = input_rows(&conv, &pool, &rows)?;
     let bytes = |r: &Range<usize>, at: usize, row: usize| {
         Some(at.checked_add(r.start * row)?..at.checked_add(r.end * row)?)
     };
     let input = bytes(&read, rin.start, row_in)?;
     let output = bytes(&rows, rout.start, row_out)?;
-    (!rows.is_empty()).then_some([rows, input, output])
+    Some([rows, input, output])
 }
 
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
