@@ -11,18 +11,16 @@
 
 use core::ops::Range;
 
-use super::fused_strips::{fused_geometry, narrow};
 use super::{Model, OpKind};
 use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split, split_bytes};
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::SparseRows;
-use crate::format::{Add, Conv2dMaxPool, DataRef, Encoding, Op, Padding, Tensor, Weights};
+use crate::format::{Add, DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, add_in_place, AddParams};
 use crate::kernels::argmax::argmax;
 use crate::kernels::binary::{binary_conv2d, binary_fully_connected, SignInput, SignOutput};
 use crate::kernels::conv::conv2d;
-use crate::kernels::conv_pool::{conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool};
 use crate::kernels::depthwise::depthwise_conv2d;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
 use crate::kernels::low_bit::{conv2d_packed, depthwise_conv2d_packed, fully_connected_packed};
@@ -150,7 +148,7 @@ pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
 impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     Model<'a, MAX_OPS, MAX_TENSORS, OPS>
 {
-    fn bytes(&self, r: DataRef) -> Option<&'a [u8]> {
+    pub(super) fn bytes(&self, r: DataRef) -> Option<&'a [u8]> {
         let start = r.offset as usize;
         self.data.get(start..start.checked_add(r.len as usize)?)
     }
@@ -158,7 +156,12 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     /// The rows of sparse weights whose encoding the op set links; `None` for dense
     /// weights (and, constant-folded, for every encoding outside `OPS`).
     #[inline(always)]
-    fn sparse_rows(&self, w: Weights, bytes: &'a [u8], rows: usize) -> Option<SparseRows<'a>> {
+    pub(super) fn sparse_rows(
+        &self,
+        w: Weights,
+        bytes: &'a [u8],
+        rows: usize,
+    ) -> Option<SparseRows<'a>> {
         if w.encoding == Encoding::Dense || !w.encoding.is_in(OPS) {
             return None;
         }
@@ -168,7 +171,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     /// The rows of packed low-bit weights whose encoding the op set links; `None` for
     /// every other encoding (constant-folded for encodings outside `OPS`).
     #[inline(always)]
-    fn packed_rows(
+    pub(super) fn packed_rows(
         &self,
         w: Weights,
         bytes: &'a [u8],
@@ -181,7 +184,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         PackedRows::new(bytes, rows, row_len, w.encoding)
     }
 
-    fn stage(
+    pub(super) fn stage(
         &self,
         bias: Option<DataRef>,
         requant: DataRef,
@@ -278,40 +281,6 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             }
             _ => return None,
         })
-    }
-
-    /// Pooled rows `rows` of fused op `p` from `x` to `y` (all of them where `None`),
-    /// over the `input` rows they read ([`fused_strips`](super::fused_strips)).
-    // Not inlined, and the geometries built here: the strips' loop above carries none.
-    #[inline(never)]
-    pub(super) fn fused_kernel(
-        &self,
-        p: &Conv2dMaxPool,
-        (x, y): (&Tensor, &Tensor),
-        rows: Option<&Range<usize>>,
-        input: &[i8],
-        output: &mut [i8],
-    ) -> Option<Result<(), Error>> {
-        let (mut conv, mut pool) = fused_geometry(x, y, p)?;
-        if let Some(rows) = rows {
-            narrow(&mut conv, &mut pool, rows)?;
-        }
-        let (conv, pool) = (&conv, &pool);
-        let c = &p.conv;
-        let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
-        let filter = self.bytes(c.filter.data)?;
-        let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
-        let off = x.zero_point.wrapping_neg();
-        Some(
-            if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
-                conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
-            } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
-                conv2d_sparse_max_pool(conv, pool, off, &stage, &rows, input, output)
-            } else {
-                let filter = bytes_as_i8(filter);
-                conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
-            },
-        )
     }
 
     /// An Add's parameters, with its tensors' zero points.

@@ -20,9 +20,10 @@ use core::ops::Range;
 use super::exec::{dims4, range};
 use super::stream::{narrow_rows, rows_read};
 use super::Model;
-use crate::arena::split;
+use crate::arena::{bytes_as_i8, split};
 use crate::error::Error;
 use crate::format::{Conv2dMaxPool, Tensor};
+use crate::kernels::conv_pool::{conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool};
 use crate::kernels::ConvGeometry;
 
 /// `(conv, pool)` geometries of a fused conv and max pool from `x` to `y`: the conv's
@@ -93,7 +94,7 @@ fn input_rows(
 
 /// Narrow a fused op's whole geometries to pool rows `rows`: the geometries that
 /// compute just those from just the input rows they read (returned).
-pub(super) fn narrow(
+fn narrow(
     conv: &mut ConvGeometry,
     pool: &mut ConvGeometry,
     rows: &Range<usize>,
@@ -220,5 +221,39 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             };
         }
         Some(Ok(()))
+    }
+
+    /// Pooled rows `rows` of fused op `p` from `x` to `y` (all of them where `None`),
+    /// over the `input` rows they read.
+    // Not inlined, and the geometries built here: the strips' loop above carries none.
+    #[inline(never)]
+    fn fused_kernel(
+        &self,
+        p: &Conv2dMaxPool,
+        (x, y): (&Tensor, &Tensor),
+        rows: Option<&Range<usize>>,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Option<Result<(), Error>> {
+        let (mut conv, mut pool) = fused_geometry(x, y, p)?;
+        if let Some(rows) = rows {
+            narrow(&mut conv, &mut pool, rows)?;
+        }
+        let (conv, pool) = (&conv, &pool);
+        let c = &p.conv;
+        let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
+        let filter = self.bytes(c.filter.data)?;
+        let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
+        let off = x.zero_point.wrapping_neg();
+        Some(
+            if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
+                conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
+            } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
+                conv2d_sparse_max_pool(conv, pool, off, &stage, &rows, input, output)
+            } else {
+                let filter = bytes_as_i8(filter);
+                conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
+            },
+        )
     }
 }
