@@ -11,7 +11,7 @@
 
 use core::ops::Range;
 
-use super::{Model, OpKind};
+use super::{encoding_set, Model, OpKind};
 use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split, split_bytes};
 use crate::error::Error;
 use crate::format::packed::PackedRows;
@@ -29,6 +29,11 @@ use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind}
 use crate::kernels::softmax::{softmax, SoftmaxParams};
 use crate::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
 use crate::kernels::{ConvGeometry, OutputStage};
+
+/// The op-set bits of the sparse and of the packed encodings.
+const SPARSE_ENCODINGS: u32 = encoding_set(&[Encoding::SparseRel8, Encoding::SparseRel4]);
+const PACKED_ENCODINGS: u32 =
+    encoding_set(&[Encoding::Packed4, Encoding::Packed2, Encoding::Packed1]);
 
 #[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
 pub(super) fn dims4(t: &Tensor) -> Option<[usize; 4]> {
@@ -153,8 +158,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         self.data.get(start..start.checked_add(r.len as usize)?)
     }
 
-    /// The rows of sparse weights whose encoding the op set links; `None` for dense
-    /// weights (and, constant-folded, for every encoding outside `OPS`).
+    /// The rows of sparse weights whose encoding the op set links; `None` for every
+    /// other encoding (constant-folded where `OPS` holds no sparse encoding).
     #[inline(always)]
     pub(super) fn sparse_rows(
         &self,
@@ -162,14 +167,16 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         bytes: &'a [u8],
         rows: usize,
     ) -> Option<SparseRows<'a>> {
-        if w.encoding == Encoding::Dense || !w.encoding.is_in(OPS) {
+        // The set's test first: a constant, so a set without sparse encodings drops
+        // the sparse kernels (the encoding itself is only known at run time).
+        if OPS & SPARSE_ENCODINGS == 0 || !w.encoding.is_in(OPS) {
             return None;
         }
         SparseRows::new(bytes, rows, w.encoding)
     }
 
     /// The rows of packed low-bit weights whose encoding the op set links; `None` for
-    /// every other encoding (constant-folded for encodings outside `OPS`).
+    /// every other encoding (constant-folded where `OPS` holds no packed encoding).
     #[inline(always)]
     pub(super) fn packed_rows(
         &self,
@@ -178,7 +185,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         rows: usize,
         row_len: usize,
     ) -> Option<PackedRows<'a>> {
-        if w.encoding == Encoding::Dense || !w.encoding.is_in(OPS) {
+        // As for sparse rows: a set without packed encodings drops the packed kernels.
+        if OPS & PACKED_ENCODINGS == 0 || !w.encoding.is_in(OPS) {
             return None;
         }
         PackedRows::new(bytes, rows, row_len, w.encoding)
