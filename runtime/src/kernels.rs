@@ -52,7 +52,7 @@ pub mod softmax;
 pub mod sparse;
 pub mod sparse_pool_rows;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub mod x86;
 

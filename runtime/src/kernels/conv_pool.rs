@@ -625,7 +625,7 @@ impl<'g, 's, 'w> DensePixel<'g, 's, 'w> {
 mod tests {
     use super::*;
     use crate::kernels::reference;
-    use crate::kernels::test_support::{single_rounding_requant, xorshift};
+    use crate::kernels::test_support::{conv_then_pool2, single_rounding_requant, xorshift};
 
     /// The dense fused kernel against the conv then pool oracle, with the two-pixel
     /// path on (unit tests turn the packed path on): LeNet-5's conv1 shape (window 25,
@@ -637,35 +637,7 @@ mod tests {
             (12usize, 12usize, 1usize, 5usize, 2usize, 6usize),
             (9, 11, 12, 5, 0, 3),
         ] {
-            let conv = ConvGeometry {
-                batch: 1,
-                in_h: h,
-                in_w: w,
-                in_c: c,
-                out_h: h + 2 * pad - k + 1,
-                out_w: w + 2 * pad - k + 1,
-                out_c,
-                kernel_h: k,
-                kernel_w: k,
-                stride_h: 1,
-                stride_w: 1,
-                pad_top: pad,
-                pad_left: pad,
-            };
-            let pool = ConvGeometry {
-                in_h: conv.out_h,
-                in_w: conv.out_w,
-                in_c: out_c,
-                out_h: conv.out_h / 2,
-                out_w: conv.out_w / 2,
-                kernel_h: 2,
-                kernel_w: 2,
-                stride_h: 2,
-                stride_w: 2,
-                pad_top: 0,
-                pad_left: 0,
-                ..conv
-            };
+            let (conv, pool) = conv_then_pool2((h, w, c), k, pad, out_c);
             let (in_len, _) = conv.lens().unwrap();
             let (_, out_len) = pool.lens().unwrap();
             let input: std::vec::Vec<i8> = (0..in_len).map(|_| next() as i8).collect();

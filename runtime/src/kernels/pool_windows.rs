@@ -224,9 +224,9 @@ impl<'k, 's> Kernel<'k, 's> {
         let inner = Interior::of(g);
         // A conv with padding reads, where they fit, padded copies of the input rows each
         // row of pool windows needs: every pixel then reads inside, at the interior's
-        // speed. Elsewhere pixels across the padding check each tap.
-        let padded = Padded::new(g, pool, input_offset)
-            .filter(|_| !inner.is_everything(g) && band.len() >= BAND_CAP);
+        // speed. Elsewhere pixels across the padding check each tap. Whether it does was
+        // decided with the band ([`Self::pads`]): it is empty where not.
+        let padded = Padded::new(g, pool, input_offset).filter(|_| !band.is_empty());
         let tap_row_len = padded.as_ref().map_or(row_len, |p| p.row_len);
         // Taps keep their kernel row and column in bytes and their offset in a window
         // (less than `kernel_h` rows) in 16 bits.

@@ -1,6 +1,49 @@
-//! What the kernels' unit tests share: a seeded generator and random output stages.
+//! What the kernels' unit tests share: a seeded generator, random output stages, and
+//! the geometry of a conv then a 2×2 max pool.
 
 use std::vec::Vec;
+
+use super::ConvGeometry;
+
+/// A `k × k` conv (stride 1, `pad` on every side) over one `h × w × c` image into
+/// `out_c` channels, then the 2×2 max pool (stride 2) that reads it: `(conv, pool)`.
+pub(crate) fn conv_then_pool2(
+    (h, w, c): (usize, usize, usize),
+    k: usize,
+    pad: usize,
+    out_c: usize,
+) -> (ConvGeometry, ConvGeometry) {
+    let conv = ConvGeometry {
+        batch: 1,
+        in_h: h,
+        in_w: w,
+        in_c: c,
+        out_h: h + 2 * pad - k + 1,
+        out_w: w + 2 * pad - k + 1,
+        out_c,
+        kernel_h: k,
+        kernel_w: k,
+        stride_h: 1,
+        stride_w: 1,
+        pad_top: pad,
+        pad_left: pad,
+    };
+    let pool = ConvGeometry {
+        in_h: conv.out_h,
+        in_w: conv.out_w,
+        in_c: out_c,
+        out_h: conv.out_h / 2,
+        out_w: conv.out_w / 2,
+        kernel_h: 2,
+        kernel_w: 2,
+        stride_h: 2,
+        stride_w: 2,
+        pad_top: 0,
+        pad_left: 0,
+        ..conv
+    };
+    (conv, pool)
+}
 
 /// A xorshift64 generator from `seed` (nonzero): the same values on every run.
 pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {

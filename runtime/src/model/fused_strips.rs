@@ -261,62 +261,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A conv `kernel × kernel` (stride 1, `pad` on every side) then a 2×2 max pool
-    /// (stride 2) over an `h × h × c` image, `oc` channels.
-    fn conv_then_pool(
-        h: usize,
-        c: usize,
-        oc: usize,
-        kernel: usize,
-        pad: usize,
-    ) -> [ConvGeometry; 2] {
-        let conv_h = h + 2 * pad - kernel + 1;
-        let conv = ConvGeometry {
-            batch: 1,
-            in_h: h,
-            in_w: h,
-            in_c: c,
-            out_h: conv_h,
-            out_w: conv_h,
-            out_c: oc,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride_h: 1,
-            stride_w: 1,
-            pad_top: pad,
-            pad_left: pad,
-        };
-        let pool = ConvGeometry {
-            in_h: conv_h,
-            in_w: conv_h,
-            in_c: oc,
-            out_h: conv_h / 2,
-            out_w: conv_h / 2,
-            kernel_h: 2,
-            kernel_w: 2,
-            stride_h: 2,
-            stride_w: 2,
-            pad_top: 0,
-            pad_left: 0,
-            ..conv
-        };
-        [conv, pool]
-    }
+    use crate::kernels::test_support::conv_then_pool2;
 
     #[test]
     fn lenet5_lags_are_the_documented_ones() {
         // conv1: 28×28×1, 5×5 same → 28×28×6 → 14×14×6 (FORMAT.md §4).
-        let [conv, pool] = conv_then_pool(28, 1, 6, 5, 2);
+        let (conv, pool) = conv_then_pool2((28, 28, 1), 5, 2, 6);
         assert_eq!(least_lags(&conv, &pool), Some((504, 112)));
         // conv2: 14×14×6, 5×5 valid → 10×10×16 → 5×5×16.
-        let [conv, pool] = conv_then_pool(14, 6, 16, 5, 0);
+        let (conv, pool) = conv_then_pool2((14, 14, 6), 5, 0, 16);
         assert_eq!(least_lags(&conv, &pool), Some((80, 856)));
     }
 
     #[test]
     fn no_placement_over_the_input_for_a_batch() {
-        let [mut conv, mut pool] = conv_then_pool(14, 6, 16, 5, 0);
+        let (mut conv, mut pool) = conv_then_pool2((14, 14, 6), 5, 0, 16);
         (conv.batch, pool.batch) = (2, 2);
         assert_eq!(least_lags(&conv, &pool), None);
     }
