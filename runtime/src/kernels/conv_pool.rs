@@ -14,7 +14,7 @@ use super::band::Band;
 use super::conv::{gather_window, window_columns};
 use super::finish::Finish;
 use super::pool_windows::{
-    conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows, TAPS_CAP,
+    conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows, nonzero, TAPS_CAP,
 };
 use super::sparse::{dot_row, Taps};
 use super::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
@@ -230,7 +230,7 @@ pub fn pooled_first(
     }
     let (mut rows, mut total, mut densest) = (0, 0, 0);
     for row in filter.iter() {
-        let n = row.values.iter().filter(|&&w| w != 0).count();
+        let n = nonzero(row.values);
         (rows, total, densest) = (rows + 1, total + n, densest.max(n));
     }
     if rows != g.out_c {

@@ -114,7 +114,7 @@ pub fn conv2d_dense_max_pool_by_windows(
 }
 
 /// Nonzero weights in `row` (int8, or their bytes).
-fn nonzero<W: Copy + Default + PartialEq>(row: &[W]) -> usize {
+pub(super) fn nonzero<W: Copy + Default + PartialEq>(row: &[W]) -> usize {
     row.iter().filter(|&&w| w != W::default()).count()
 }
 

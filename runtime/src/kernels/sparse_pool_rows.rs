@@ -24,7 +24,7 @@ pub const ROW_CAP: usize = 32;
 pub const ROW_TAPS_CAP: usize = 64;
 /// Widest kernel taken (its valid output columns per tap column sit on the stack).
 const KERNEL_W_CAP: usize = 32;
-use super::pool_windows::{reading_outputs, window_span, Walk};
+use super::pool_windows::{nonzero, reading_outputs, window_span, Walk};
 
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
@@ -53,9 +53,7 @@ pub fn conv2d_sparse_max_pool_by_rows(
         && g.kernel_w <= KERNEL_W_CAP
         && g.kernel_h <= usize::from(u8::MAX)
         && g.in_w * g.in_c <= usize::from(u16::MAX)
-        && filter
-            .iter()
-            .all(|row| row.values.iter().filter(|&&w| w != 0).count() <= ROW_TAPS_CAP);
+        && filter.iter().all(|row| nonzero(row.values) <= ROW_TAPS_CAP);
     if !fits {
         return Ok(false);
     }
