@@ -209,18 +209,15 @@ impl Encoding {
         Encoding::ALL.get(tag as usize).copied()
     }
 
-    /// This encoding's bit in a [`crate::Model`] op set: 0 for [`Encoding::Dense`]
-    /// (a dense op needs only its op kind's bit), `1 << (16 + tag)` otherwise.
+    /// This encoding's bit in a [`crate::Model`] op set: `1 << (16 + tag)` (dense
+    /// too: `op_set` adds it for you, a set without it links no dense kernel).
     pub const fn bit(self) -> u32 {
-        match self {
-            Encoding::Dense => 0,
-            other => 1 << (16 + other as u32),
-        }
+        1 << (16 + self as u32)
     }
 
-    /// Whether an op set holds this encoding (always, for [`Encoding::Dense`]).
+    /// Whether an op set holds this encoding.
     pub const fn is_in(self, set: u32) -> bool {
-        set & self.bit() == self.bit()
+        set & self.bit() != 0
     }
 
     /// Short lower-case name, as `cargo xtask size` prints it.

@@ -18,7 +18,9 @@ pub(crate) use validate::check_stream;
 #[cfg(feature = "std")]
 mod weights;
 
-pub use op_set::{encoding_set, encodings_in, kinds_in, op_set, used_by, OpKind, ALL_OPS};
+pub use op_set::{
+    encoding_set, encodings_in, kind_set, kinds_in, op_set, used_by, OpKind, ALL_OPS,
+};
 pub use ops::Ops;
 pub(crate) use stream::stream_rows_stay_ahead;
 pub use stream::STREAM_CHAIN_CAP;

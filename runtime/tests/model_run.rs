@@ -214,7 +214,8 @@ fn packed_cnn_runs_and_matches_reference() {
 }
 
 /// A binarized network (binary conv, max pool, binary fully connected) runs as the
-/// reference computes, and its op set needs no packed int8 kernels.
+/// reference computes, and its op set needs no weight encoding's kernels (neither the
+/// packed int8 nor the dense ones).
 #[test]
 fn binary_cnn_runs_and_matches_reference() {
     let b = binary_cnn();
@@ -222,7 +223,7 @@ fn binary_cnn_runs_and_matches_reference() {
     let model = Model::from_bytes(&blob).unwrap();
     assert_eq!(
         sprig_runtime::model::used_by(model.ops()),
-        sprig_runtime::op_set(&[
+        sprig_runtime::kind_set(&[
             sprig_runtime::OpKind::BinaryConv2d,
             sprig_runtime::OpKind::MaxPool2d,
             sprig_runtime::OpKind::Reshape,

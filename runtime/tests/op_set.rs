@@ -6,7 +6,7 @@ mod common;
 
 use common::{cnn, sparse_cnn, zoo, Lcg};
 use sprig_runtime::model::{kinds_in, used_by};
-use sprig_runtime::{encoding_set, op_set, Encoding, Error, Model, OpKind, ALL_OPS};
+use sprig_runtime::{encoding_set, kind_set, op_set, Encoding, Error, Model, OpKind, ALL_OPS};
 
 /// The test CNN's ops: conv, max pool, reshape, fully connected (LeNet-5's set).
 const CNN_OPS: u32 = op_set(&[
@@ -24,7 +24,8 @@ const ZOO_OPS: u32 = (ALL_OPS
     & !OpKind::BinaryConv2d.bit()
     & !OpKind::BinaryFullyConnected.bit())
     | OpKind::Reshape.bit()
-    | OpKind::FullyConnected.bit();
+    | OpKind::FullyConnected.bit()
+    | Encoding::Dense.bit();
 
 #[test]
 fn used_by_names_exactly_a_models_kinds() {
@@ -35,10 +36,11 @@ fn used_by_names_exactly_a_models_kinds() {
     let model = Model::from_bytes(&blob).unwrap();
     assert_eq!(used_by(model.ops()), ZOO_OPS);
     assert_eq!(kinds_in(ZOO_OPS).count(), 8);
-    // Sparse weights add their encoding's bit.
+    // Sparse weights have their encoding's bit instead of dense's.
     let blob = sparse_cnn(Encoding::SparseRel4).blob();
     let model = Model::from_bytes(&blob).unwrap();
-    assert_eq!(used_by(model.ops()), CNN_OPS | Encoding::SparseRel4.bit());
+    let sparse = (CNN_OPS & !Encoding::Dense.bit()) | Encoding::SparseRel4.bit();
+    assert_eq!(used_by(model.ops()), sparse);
 }
 
 #[test]
@@ -123,4 +125,27 @@ fn a_model_within_the_set_runs_bit_exact_with_every_op() {
     let all = Model::from_bytes(&blob).unwrap();
     let exact = Model::<16, 16, ZOO_OPS>::parse(&blob).unwrap();
     bit_exact(&exact, &all, (0..50).map(|_| rng.vec_i8(32)));
+}
+
+#[test]
+fn a_set_without_dense_runs_sparse_weights_and_refuses_dense_ones() {
+    const SPARSE_ONLY: u32 = kind_set(&[
+        OpKind::Conv2d,
+        OpKind::MaxPool2d,
+        OpKind::Reshape,
+        OpKind::FullyConnected,
+    ]) | encoding_set(&[Encoding::SparseRel4]);
+    let blob = sparse_cnn(Encoding::SparseRel4).blob();
+    let all = Model::from_bytes(&blob).unwrap();
+    let sparse = Model::<4, 5, SPARSE_ONLY>::parse(&blob).unwrap();
+    let mut rng = Lcg::new(5);
+    bit_exact(&sparse, &all, (0..50).map(|_| rng.vec_i8(36)));
+    // The dense CNN's conv (op 0) is the first op with weights outside the set.
+    assert_eq!(
+        Model::<4, 5, SPARSE_ONLY>::parse(&cnn().blob()).unwrap_err(),
+        Error::EncodingNotInSet {
+            op: 0,
+            encoding: Encoding::Dense as u32
+        }
+    );
 }

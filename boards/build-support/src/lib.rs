@@ -215,8 +215,8 @@ pub fn kernels() -> Kernels {
     }
 }
 
-/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds (and sparse or packed
-/// weight encodings) by name, or every kernel, so the firmware's `Model` links exactly those.
+/// The `OP_SET` constant of `artifacts.rs`: the model's op kinds and weight encodings
+/// by name, or every kernel, so the firmware's `Model` links exactly those.
 pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
     let set = match kernels {
         Kernels::OfModel => {
@@ -226,7 +226,9 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
             let encodings: Vec<String> = encodings_in(artifacts.op_set)
                 .map(|e| format!("\n    ::sprig_runtime::Encoding::{e:?},"))
                 .collect();
-            let sparse = if encodings.is_empty() {
+            // Only the encodings the weights use: a model without dense weights
+            // links no dense kernel.
+            let encodings = if encodings.is_empty() {
                 String::new()
             } else {
                 format!(
@@ -234,7 +236,10 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
                     encodings.concat()
                 )
             };
-            format!("::sprig_runtime::op_set(&[{}\n]){sparse}", names.concat())
+            format!(
+                "::sprig_runtime::kind_set(&[{}\n]){encodings}",
+                names.concat()
+            )
         }
         Kernels::All => "::sprig_runtime::ALL_OPS".to_string(),
     };
@@ -484,19 +489,22 @@ mod tests {
             op_set_rs(&artifacts, Kernels::OfModel),
             "/// The `Model` op set: the embedded model's op kinds; only their kernels are \
              linked.\n\
-             pub const OP_SET: u32 = ::sprig_runtime::op_set(&[\n    \
+             pub const OP_SET: u32 = ::sprig_runtime::kind_set(&[\n    \
              ::sprig_runtime::OpKind::FullyConnected,\n    \
-             ::sprig_runtime::OpKind::ArgMax,\n]);\n"
+             ::sprig_runtime::OpKind::ArgMax,\n])\n    \
+             | ::sprig_runtime::encoding_set(&[\n    \
+             ::sprig_runtime::Encoding::Dense,\n]);\n"
         );
         let all = op_set_rs(&artifacts, Kernels::All);
         assert!(
             all.ends_with("pub const OP_SET: u32 = ::sprig_runtime::ALL_OPS;\n"),
             "{all}"
         );
-        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32 + 5);
-        // Sparse weights add their encoding.
+        assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32 + 6);
+        // Sparse weights name their encoding, and without dense weights dense is left out.
         let sparse = Artifacts {
-            op_set: artifacts.op_set | sprig_runtime::Encoding::SparseRel4.bit(),
+            op_set: (artifacts.op_set & !sprig_runtime::Encoding::Dense.bit())
+                | sprig_runtime::Encoding::SparseRel4.bit(),
             ..artifacts
         };
         assert!(op_set_rs(&sparse, Kernels::OfModel).ends_with(

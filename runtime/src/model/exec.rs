@@ -175,6 +175,13 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         SparseRows::new(bytes, rows, w.encoding)
     }
 
+    /// Whether `w` are dense weights and the op set links the dense kernels (a
+    /// constant `false` where it does not, so they are not linked).
+    #[inline(always)]
+    pub(super) fn dense(&self, w: Weights) -> bool {
+        Encoding::Dense.is_in(OPS) && w.encoding == Encoding::Dense
+    }
+
     /// The rows of packed low-bit weights whose encoding the op set links; `None` for
     /// every other encoding (constant-folded where `OPS` holds no packed encoding).
     #[inline(always)]
@@ -220,10 +227,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         let Op::FullyConnected(p) = op else {
             return None;
         };
-        if p.weights.encoding != Encoding::Dense {
-            return None;
-        }
-        if !OpKind::FullyConnected.is_in(OPS) {
+        if !self.dense(p.weights) || !OpKind::FullyConnected.is_in(OPS) {
             return None;
         }
         let x = self.tensors.get(p.input as usize)?;
@@ -268,8 +272,10 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     conv2d_packed(g, input_offset, &stage, &rows, input, output)
                 } else if let Some(rows) = self.sparse_rows(p.filter, filter, g.out_c) {
                     conv2d_sparse(g, input_offset, &stage, &rows, input, output)
-                } else {
+                } else if self.dense(p.filter) {
                     conv2d(g, input_offset, &stage, bytes_as_i8(filter), input, output)
+                } else {
+                    return None;
                 }
             }
             Op::DepthwiseConv2d(p) if has(OpKind::DepthwiseConv2d) => {
@@ -277,14 +283,13 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 let filter = self.bytes(p.filter.data)?;
                 let dm = p.depth_multiplier as usize;
                 let taps = g.kernel_h * g.kernel_w;
-                match self.packed_rows(p.filter, filter, taps, g.out_c) {
-                    Some(rows) => {
-                        depthwise_conv2d_packed(g, dm, input_offset, &stage, &rows, input, output)
-                    }
-                    None => {
-                        let filter = bytes_as_i8(filter);
-                        depthwise_conv2d(g, dm, input_offset, &stage, filter, input, output)
-                    }
+                if let Some(rows) = self.packed_rows(p.filter, filter, taps, g.out_c) {
+                    depthwise_conv2d_packed(g, dm, input_offset, &stage, &rows, input, output)
+                } else if self.dense(p.filter) {
+                    let filter = bytes_as_i8(filter);
+                    depthwise_conv2d(g, dm, input_offset, &stage, filter, input, output)
+                } else {
+                    return None;
                 }
             }
             _ => return None,
@@ -355,9 +360,11 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     fully_connected_packed(&shape, input_offset, &stage, &rows, input, output)
                 } else if let Some(rows) = self.sparse_rows(p.weights, weights, out_features) {
                     fully_connected_sparse(&shape, input_offset, &stage, &rows, input, output)
-                } else {
+                } else if self.dense(p.weights) {
                     let weights = bytes_as_i8(weights);
                     fully_connected(&shape, input_offset, &stage, weights, input, output)
+                } else {
+                    return None;
                 }
             }
             Op::MaxPool2d(p) | Op::AvgPool2d(p)

@@ -250,9 +250,11 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
             } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
                 conv2d_sparse_max_pool(conv, pool, off, &stage, &rows, input, output)
-            } else {
+            } else if self.dense(c.filter) {
                 let filter = bytes_as_i8(filter);
                 conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
+            } else {
+                return None;
             },
         )
     }

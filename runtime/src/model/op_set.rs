@@ -20,12 +20,14 @@
 //! # let _ = LeNet::parse(&[]);
 //! ```
 //!
-//! Sparse weights need their encoding's bit too (bits 16 and up,
-//! [`Encoding::bit`]): `op_set(&[..]) | encoding_set(&[Encoding::SparseRel4])` links
-//! the sparse conv and fully connected kernels for that encoding; dense weights need
-//! only the op's bit, so a dense model's set links no sparse code. A blob whose
-//! weights use an encoding outside the set is refused with
-//! [`Error::EncodingNotInSet`].
+//! Weights need their encoding's bit too (bits 16 and up, [`Encoding::bit`]).
+//! [`op_set`] adds [`Encoding::Dense`]'s, so the set above loads dense weights;
+//! `op_set(&[..]) | encoding_set(&[Encoding::SparseRel4])` links the sparse conv and
+//! fully connected kernels for that encoding too. A model whose weights are all sparse
+//! or packed leaves the dense kernels out with [`kind_set`], which adds no encoding:
+//! `kind_set(&[..]) | encoding_set(&[Encoding::SparseRel4])` (the board build writes
+//! exactly the kinds and encodings its model uses). A blob whose weights use an
+//! encoding outside the set is refused with [`Error::EncodingNotInSet`].
 //!
 //! The default, [`ALL_OPS`], links every kernel. (Const generics on stable Rust take
 //! integers, not sets: hence a `u32` built by the `const fn`s here.)
@@ -41,8 +43,14 @@ use crate::format::{Encoding, Op, OP_TAGS};
 /// default.
 pub const ALL_OPS: u32 = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
 
-/// The set of `kinds`, for [`crate::Model`]'s `OPS` parameter.
+/// The set of `kinds` with dense weights, for [`crate::Model`]'s `OPS` parameter.
 pub const fn op_set(kinds: &[OpKind]) -> u32 {
+    kind_set(kinds) | Encoding::Dense.bit()
+}
+
+/// The set of `kinds` alone: no weight encoding, not even dense (`|` the model's
+/// [`encoding_set`]).
+pub const fn kind_set(kinds: &[OpKind]) -> u32 {
     let (mut set, mut rest) = (0, kinds);
     while let [kind, tail @ ..] = rest {
         set |= kind.bit();
@@ -51,7 +59,7 @@ pub const fn op_set(kinds: &[OpKind]) -> u32 {
     set
 }
 
-/// The set of `encodings` (to `|` with an [`op_set`]; [`Encoding::Dense`] adds nothing).
+/// The set of `encodings` (to `|` with an [`op_set`] or a [`kind_set`]).
 pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
     let (mut set, mut rest) = (0, encodings);
     while let [encoding, tail @ ..] = rest {
@@ -77,12 +85,9 @@ pub fn kinds_in(set: u32) -> impl Iterator<Item = OpKind> {
     OpKind::ALL.into_iter().filter(move |k| k.is_in(set))
 }
 
-/// The sparse and packed encodings in `set`, in wire-tag order ([`Encoding::Dense`] is
-/// in every set and not listed).
+/// The encodings in `set`, in wire-tag order.
 pub fn encodings_in(set: u32) -> impl Iterator<Item = Encoding> {
-    Encoding::ALL
-        .into_iter()
-        .filter(move |e| *e != Encoding::Dense && e.is_in(set))
+    Encoding::ALL.into_iter().filter(move |e| e.is_in(set))
 }
 
 #[cfg(test)]
@@ -94,14 +99,20 @@ mod tests {
         for (tag, kind) in OpKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, tag);
         }
-        assert_eq!(op_set(&OpKind::ALL) | encoding_set(&Encoding::ALL), ALL_OPS);
-        assert_eq!(encoding_set(&[Encoding::Dense]), 0);
+        assert_eq!(
+            kind_set(&OpKind::ALL) | encoding_set(&Encoding::ALL),
+            ALL_OPS
+        );
+        assert_eq!(encoding_set(&[Encoding::Dense]), 1 << 16);
         let sparse = encoding_set(&[Encoding::SparseRel4]);
         assert!(Encoding::SparseRel4.is_in(sparse) && !Encoding::SparseRel8.is_in(sparse));
-        assert!(Encoding::Dense.is_in(0));
+        // Dense weights come with `op_set`, not with `kind_set`.
+        assert!(!Encoding::Dense.is_in(sparse | kind_set(&[OpKind::Conv2d])));
+        assert!(Encoding::Dense.is_in(op_set(&[OpKind::Conv2d])));
         assert_eq!(
             encodings_in(ALL_OPS).collect::<std::vec::Vec<_>>(),
             [
+                Encoding::Dense,
                 Encoding::SparseRel8,
                 Encoding::SparseRel4,
                 Encoding::Packed4,
@@ -110,8 +121,9 @@ mod tests {
             ]
         );
         assert_eq!(Encoding::Packed1.bit(), 1 << 21);
-        assert_eq!(op_set(&[]), 0);
-        let set = op_set(&[OpKind::Softmax, OpKind::Conv2d]);
+        assert_eq!(kind_set(&[]), 0);
+        assert_eq!(op_set(&[]), Encoding::Dense.bit());
+        let set = kind_set(&[OpKind::Softmax, OpKind::Conv2d]);
         assert_eq!(set, 0b1_0000_0001);
         assert!(OpKind::Softmax.is_in(set) && !OpKind::Add.is_in(set));
         assert_eq!(

@@ -256,14 +256,14 @@ impl<'t> Ctx<'t> {
     /// A layer's weights: `rows` rows of `row_len`, dense or in a sparse or packed
     /// encoding of the op set `OPS` (see `format::sparse`, `format::packed`).
     fn weights<const OPS: u32>(&self, w: Weights, rows: u32, row_len: u64) -> Result<(), Error> {
-        if w.encoding == Encoding::Dense {
-            return self.data_ref(w.data, u64::from(rows) * row_len).map(|_| ());
-        }
         if !w.encoding.is_in(OPS) {
             return Err(Error::EncodingNotInSet {
                 op: self.op,
                 encoding: w.encoding as u32,
             });
+        }
+        if w.encoding == Encoding::Dense {
+            return self.data_ref(w.data, u64::from(rows) * row_len).map(|_| ());
         }
         let bytes = self.data_ref(w.data, u64::from(w.data.len))?;
         match packed::bits_of(w.encoding) {
