@@ -251,6 +251,14 @@ pub enum Error {
         /// The encoding's wire tag (`format::Encoding`).
         encoding: u32,
     },
+    /// A fused conv + max pool whose sparse kernel (chosen from its geometry and
+    /// weights) the `Model` type's op set leaves out.
+    FusedKernelNotInSet {
+        /// Index of the op.
+        op: u32,
+        /// The kernel (`kernels::conv_pool::FusedSparseKernel` as `u32`).
+        kernel: u32,
+    },
     /// Weights in an encoding the op does not take (depthwise filters are dense only).
     EncodingNotSupported {
         /// Index of the op.
@@ -411,6 +419,11 @@ impl fmt::Display for Error {
                 f,
                 "op {op}: weight encoding {encoding} is not in this Model's op set \
                  (its kernels are not linked)"
+            ),
+            FusedKernelNotInSet { op, kernel } => write!(
+                f,
+                "op {op}: its fused sparse kernel {kernel} is not in this Model's op set \
+                 (not linked)"
             ),
             EncodingNotSupported { op, encoding } => {
                 write!(

@@ -80,4 +80,7 @@ pub use format::{
     DepthwiseConv2d, Encoding, FullyConnected, GlobalAvgPool, Graph, GraphHeader, Header, Op,
     Padding, Pool2d, PoolWindow, Reshape, Softmax, Tensor, TensorKind, Weights,
 };
-pub use model::{encoding_set, kind_set, op_set, Model, OpKind, Quant, ALL_OPS, STREAM_CHAIN_CAP};
+pub use model::{
+    encoding_set, fused_kernel_set, kind_set, op_set, FusedSparseKernel, Model, OpKind, Quant,
+    ALL_OPS, STREAM_CHAIN_CAP,
+};

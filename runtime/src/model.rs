@@ -3,6 +3,7 @@
 use crate::arena;
 use crate::error::{sat_u32, Error};
 use crate::format::{self, GraphHeader, Header, Op, Tensor};
+use crate::kernels::conv_pool::FUSED_SPARSE_KERNELS;
 
 mod exec;
 pub(crate) mod fused_strips;
@@ -19,7 +20,8 @@ pub(crate) use validate::check_stream;
 mod weights;
 
 pub use op_set::{
-    encoding_set, encodings_in, kind_set, kinds_in, op_set, used_by, OpKind, ALL_OPS,
+    encoding_set, encodings_in, fused_kernel_set, fused_kernels_in, kind_set, kinds_in, op_set,
+    used_by, FusedSparseKernel, OpKind, ALL_OPS,
 };
 pub use ops::Ops;
 pub(crate) use stream::stream_rows_stay_ahead;
@@ -122,6 +124,10 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             format::read::parse(blob, &mut model.tensors, &mut ops, &mut model.op_starts)?;
         (model.header, model.graph, model.data) = (decoded.header, decoded.graph, decoded.data);
         validate::validate::<MAX_TENSORS, OPS>(&model.graph, &model.tensors, &ops, model.data)?;
+        // A set naming some fused sparse kernels links only those (a constant test).
+        if OPS & FUSED_SPARSE_KERNELS != 0 {
+            model.check_fused_kernels(&ops)?;
+        }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         {
             let plan = crate::kernels::x86::Plan::new(ops.len(), |i| {

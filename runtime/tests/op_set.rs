@@ -5,8 +5,10 @@
 mod common;
 
 use common::{cnn, sparse_cnn, zoo, Lcg};
-use sprig_runtime::model::{kinds_in, used_by};
-use sprig_runtime::{encoding_set, kind_set, op_set, Encoding, Error, Model, OpKind, ALL_OPS};
+use sprig_runtime::model::{fused_kernels_in, kinds_in, used_by};
+use sprig_runtime::{
+    encoding_set, kind_set, op_set, Encoding, Error, FusedSparseKernel, Model, OpKind, ALL_OPS,
+};
 
 /// The test CNN's ops: conv, max pool, reshape, fully connected (LeNet-5's set).
 const CNN_OPS: u32 = op_set(&[
@@ -148,4 +150,51 @@ fn a_set_without_dense_runs_sparse_weights_and_refuses_dense_ones() {
             encoding: Encoding::Dense as u32
         }
     );
+}
+
+#[test]
+fn a_set_naming_fused_sparse_kernels_links_and_loads_only_those() {
+    let mut built = sparse_cnn(Encoding::SparseRel4);
+    assert_eq!(built.graph.fuse_conv_max_pools(), 1);
+    built.graph.plan_arena().unwrap();
+    let blob = built.blob();
+    let all = Model::from_bytes(&blob).unwrap();
+    // The model's exact set names the one kernel its fused op runs.
+    let used = all.op_set_used().unwrap();
+    let named: Vec<FusedSparseKernel> = fused_kernels_in(used).collect();
+    assert_eq!(named.len(), 1, "{used:#x}");
+    let kernel = named[0];
+    assert_eq!(used & !kernel.bit(), used_by(all.ops()));
+    // Each kernel alone: the model's loads and runs bit-exact, the others refuse it.
+    const KINDS: u32 = kind_set(&[
+        OpKind::Conv2dMaxPool,
+        OpKind::Reshape,
+        OpKind::FullyConnected,
+    ]) | encoding_set(&[Encoding::SparseRel4]);
+    fn only<const SET: u32>(blob: &[u8], all: &Model<'_>, kernel: FusedSparseKernel) {
+        let mut rng = Lcg::new(9);
+        match Model::<4, 5, SET>::parse(blob) {
+            Ok(model) => {
+                assert!(kernel.is_in(SET));
+                bit_exact(&model, all, (0..50).map(|_| rng.vec_i8(36)));
+            }
+            Err(e) => {
+                assert!(!kernel.is_in(SET));
+                assert_eq!(
+                    e,
+                    Error::FusedKernelNotInSet {
+                        op: 0,
+                        kernel: kernel as u32
+                    }
+                );
+                assert!(e.to_string().contains("op 0"), "{e}");
+            }
+        }
+    }
+    only::<{ KINDS | FusedSparseKernel::Windows.bit() }>(&blob, &all, kernel);
+    only::<{ KINDS | FusedSparseKernel::Rows.bit() }>(&blob, &all, kernel);
+    only::<{ KINDS | FusedSparseKernel::Pixels.bit() }>(&blob, &all, kernel);
+    // Naming none links all three.
+    only::<KINDS>(&blob, &all, kernel);
+    assert!(FusedSparseKernel::ALL.iter().all(|k| k.is_in(KINDS)));
 }

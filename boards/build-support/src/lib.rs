@@ -26,7 +26,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
-use sprig_runtime::model::{encodings_in, kinds_in, used_by};
+use sprig_runtime::model::{encodings_in, fused_kernels_in, kinds_in};
 use sprig_runtime::vectors::Vectors;
 use sprig_runtime::Model;
 
@@ -141,7 +141,9 @@ pub fn read_artifacts(dir: &Path, max_vectors: Option<usize>) -> Result<Artifact
         arena_size: parsed.arena_size(),
         ops: parsed.ops().len(),
         tensors: parsed.tensors().len(),
-        op_set: used_by(parsed.ops()),
+        op_set: parsed
+            .op_set_used()
+            .map_err(|e| format!("{}: {e}", model_path.display()))?,
         input_len,
         output_len,
         model,
@@ -220,26 +222,22 @@ pub fn kernels() -> Kernels {
 pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
     let set = match kernels {
         Kernels::OfModel => {
-            let names: Vec<String> = kinds_in(artifacts.op_set)
-                .map(|kind| format!("\n    ::sprig_runtime::OpKind::{kind:?},"))
-                .collect();
-            let encodings: Vec<String> = encodings_in(artifacts.op_set)
-                .map(|e| format!("\n    ::sprig_runtime::Encoding::{e:?},"))
-                .collect();
-            // Only the encodings the weights use: a model without dense weights
-            // links no dense kernel.
-            let encodings = if encodings.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "\n    | ::sprig_runtime::encoding_set(&[{}\n])",
-                    encodings.concat()
-                )
-            };
-            format!(
-                "::sprig_runtime::kind_set(&[{}\n]){encodings}",
-                names.concat()
-            )
+            let set = artifacts.op_set;
+            let kinds = kinds_in(set).map(|k| format!("OpKind::{k:?}"));
+            // Only the encodings its weights use (no dense kernel where none is dense)
+            // and the fused sparse kernels its ops run.
+            let encodings = encodings_in(set).map(|e| format!("Encoding::{e:?}"));
+            let fused = fused_kernels_in(set).map(|k| format!("FusedSparseKernel::{k:?}"));
+            let mut text = set_of("kind_set", kinds);
+            for (function, items) in [
+                ("encoding_set", encodings.collect::<Vec<_>>()),
+                ("fused_kernel_set", fused.collect()),
+            ] {
+                if !items.is_empty() {
+                    text += &format!("\n    | {}", set_of(function, items.into_iter()));
+                }
+            }
+            text
         }
         Kernels::All => "::sprig_runtime::ALL_OPS".to_string(),
     };
@@ -251,6 +249,14 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
         "/// The `Model` op set: {what}; only their kernels are linked.\n\
          pub const OP_SET: u32 = {set};\n"
     )
+}
+
+/// `::sprig_runtime::function(&[..])` of `items`, one a line.
+fn set_of(function: &str, items: impl Iterator<Item = String>) -> String {
+    let items: String = items
+        .map(|item| format!("\n    ::sprig_runtime::{item},"))
+        .collect();
+    format!("::sprig_runtime::{function}(&[{items}\n])")
 }
 
 /// For `sprig-board-common`'s build script: write the model, the capped vectors and
@@ -511,6 +517,16 @@ mod tests {
             "::sprig_runtime::OpKind::ArgMax,\n])\n    \
              | ::sprig_runtime::encoding_set(&[\n    \
              ::sprig_runtime::Encoding::SparseRel4,\n]);\n"
+        ));
+        // A fused sparse op names the kernel it runs.
+        let fused = Artifacts {
+            op_set: sparse.op_set | sprig_runtime::FusedSparseKernel::Windows.bit(),
+            ..sparse
+        };
+        assert!(op_set_rs(&fused, Kernels::OfModel).ends_with(
+            "::sprig_runtime::Encoding::SparseRel4,\n])\n    \
+             | ::sprig_runtime::fused_kernel_set(&[\n    \
+             ::sprig_runtime::FusedSparseKernel::Windows,\n]);\n"
         ));
     }
 }

@@ -14,10 +14,10 @@ use super::band::Band;
 use super::conv::{gather_window, window_columns};
 use super::finish::Finish;
 use super::pool_windows::{
-    conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows, nonzero, TAPS_CAP,
+    self, conv2d_dense_max_pool_by_windows, conv2d_sparse_max_pool_by_windows, nonzero, TAPS_CAP,
 };
 use super::sparse::{dot_row, Taps};
-use super::sparse_pool_rows::conv2d_sparse_max_pool_by_rows;
+use super::sparse_pool_rows::{self, conv2d_sparse_max_pool_by_rows};
 use super::{
     channels_offset, channels_offset_pair, dot, pairs_pixels, small_offset, ChannelQuant,
     ConvGeometry, OutputStage, PackScratch, OFFSET_CAP, PACK_SCRATCH, QUANT_BLOCK,
@@ -160,10 +160,107 @@ pub fn conv2d_packed_max_pool(
 /// straight from the input through the rows' tap table, border pixels over a gathered
 /// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
 /// (`KernelArgs` otherwise; the loader refuses larger fused windows).
+pub fn conv2d_sparse_max_pool(
+    conv: &ConvGeometry,
+    pool: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &SparseRows<'_>,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    let kernel = FusedSparseKernel::of(conv, pool, input_offset, stage, filter)?;
+    conv2d_sparse_max_pool_by::<{ FUSED_SPARSE_KERNELS }>(
+        kernel,
+        conv,
+        pool,
+        input_offset,
+        stage,
+        filter,
+        input,
+        output,
+    )
+}
+
+/// The kernel that runs a fused conv + max pool with sparse filter rows: chosen per op
+/// ([`FusedSparseKernel::of`]), so that the loader can refuse a model whose kernel a
+/// [`crate::Model`]'s op set leaves out (bits 24 and up: `FusedSparseKernel::bit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u32)]
+pub enum FusedSparseKernel {
+    /// A pool window at a time through all weights ([`super::pool_windows`]).
+    Windows,
+    /// A conv row at a time, weight by weight ([`super::sparse_pool_rows`]).
+    Rows,
+    /// Pixel by pixel, requantized before the pool: where the pool may not come first
+    /// or a filter is too dense for the pool-first kernels' tap tables.
+    Pixels,
+}
+
+/// The op-set bits of every [`FusedSparseKernel`]. A set with none of them links all
+/// three (the default, and every set written before they existed).
+pub const FUSED_SPARSE_KERNELS: u32 = 0b111 << 24;
+
+impl FusedSparseKernel {
+    /// Every kernel, in bit order.
+    pub const ALL: [FusedSparseKernel; 3] = [Self::Windows, Self::Rows, Self::Pixels];
+
+    /// This kernel's bit in an op set: `1 << (24 + index)`.
+    pub const fn bit(self) -> u32 {
+        1 << (24 + self as u32)
+    }
+
+    /// Whether op set `set` links this kernel: it names it, or names none of them.
+    pub const fn is_in(self, set: u32) -> bool {
+        set & FUSED_SPARSE_KERNELS == 0 || set & self.bit() != 0
+    }
+
+    /// The kernel for conv `conv` and pool `pool` (the whole op's geometries) with
+    /// these operands: the pool-first kernels where the output stage and the filters'
+    /// density allow it, the row kernel where it does less setup work and fits its
+    /// buffers, else the window kernel where its taps fit, else the pixel kernel.
+    pub fn of(
+        conv: &ConvGeometry,
+        pool: &ConvGeometry,
+        input_offset: i32,
+        stage: &OutputStage<'_>,
+        filter: &SparseRows<'_>,
+    ) -> Result<Self, Error> {
+        let Some(taps) = pooled_first(conv, input_offset, stage, filter)? else {
+            return Ok(Self::Pixels);
+        };
+        // Each weight along whole conv rows pays a setup per (weight, conv row), about
+        // 45 Cortex-M4 instructions; each pool window gathered through all weights
+        // pays one per (window, channel), about 90 with its requantization, but 3.75
+        // instructions a MAC against 5.5. Fitted on LeNet-5's conv1 (28 rows, 196
+        // windows × 6 channels), M4 instructions rows / windows: 2.5 weights a filter
+        // 204 k / 217 k, 5 weights 283 k / 266 k; conv2 (15 weights, 10 rows, 25 × 16
+        // windows) 322 k / 165 k.
+        let rows_setups = taps * conv.out_h;
+        let window_setups = pool.out_h * pool.out_w * conv.out_c;
+        Ok(
+            if 2 * rows_setups < window_setups && sparse_pool_rows::fits(conv, pool, filter) {
+                Self::Rows
+            } else if pool_windows::fits(conv, pool, input_offset) {
+                Self::Windows
+            } else {
+                Self::Pixels
+            },
+        )
+    }
+}
+
+/// [`conv2d_sparse_max_pool`] with `kernel`, chosen by [`FusedSparseKernel::of`] on the
+/// whole op's geometries (`conv` and `pool` may be a strip of its rows). Only the
+/// kernels op set `SET` links are referenced; another is `KernelArgs` (the loader has
+/// refused such a model).
 // Not inlined: the three entries' buffers stay out of their caller's frame, which
 // every fused op's run passes through (measured: 4,240 B inlined, on lenet5's path).
 #[inline(never)]
-pub fn conv2d_sparse_max_pool(
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_sparse_max_pool_by<const SET: u32>(
+    kernel: FusedSparseKernel,
     conv: &ConvGeometry,
     pool: &ConvGeometry,
     input_offset: i32,
@@ -179,42 +276,30 @@ pub fn conv2d_sparse_max_pool(
         return Err(Error::KernelArgs);
     }
     start(conv, pool, stage, input, output)?;
-    if let Some(taps) = pooled_first(conv, input_offset, stage, filter)? {
-        // Each weight along whole conv rows pays a setup per (weight, conv row), about
-        // 45 Cortex-M4 instructions; each pool window gathered through all weights
-        // pays one per (window, channel), about 90 with its requantization, but 3.75
-        // instructions a MAC against 5.5. Fitted on LeNet-5's conv1 (28 rows, 196
-        // windows × 6 channels), M4 instructions rows / windows: 2.5 weights a filter
-        // 204 k / 217 k, 5 weights 283 k / 266 k; conv2 (15 weights, 10 rows, 25 × 16
-        // windows) 322 k / 165 k.
-        let rows_setups = taps * g.out_h;
-        let window_setups = pool.out_h * pool.out_w * g.out_c;
-        // A layer the row kernel does not take (rows or filters past its tables)
-        // goes to the window kernel.
-        let mut run = |kernel: PoolFirst| {
-            kernel(conv, pool, input_offset, stage, filter, input, &mut *output)
-        };
-        let rows_first = 2 * rows_setups < window_setups;
-        if (rows_first && run(conv2d_sparse_max_pool_by_rows)?)
-            || run(conv2d_sparse_max_pool_by_windows)?
-        {
-            return Ok(());
+    let ran = match kernel {
+        FusedSparseKernel::Rows if kernel.is_in(SET) => {
+            conv2d_sparse_max_pool_by_rows(conv, pool, input_offset, stage, filter, input, output)?
         }
+        FusedSparseKernel::Windows if kernel.is_in(SET) => conv2d_sparse_max_pool_by_windows(
+            conv,
+            pool,
+            input_offset,
+            stage,
+            filter,
+            input,
+            output,
+        )?,
+        FusedSparseKernel::Pixels if kernel.is_in(SET) => {
+            by_pixels(conv, pool, offset, stage, filter, input, output)?;
+            true
+        }
+        _ => false,
+    };
+    match ran {
+        true => Ok(()),
+        false => Err(Error::KernelArgs),
     }
-    by_pixels(conv, pool, offset, stage, filter, input, output)
 }
-
-/// A pool-first kernel over sparse rows: `Ok(false)` (nothing written) where the layer
-/// does not fit it.
-type PoolFirst = fn(
-    &ConvGeometry,
-    &ConvGeometry,
-    i32,
-    &OutputStage<'_>,
-    &SparseRows<'_>,
-    &[i8],
-    &mut [i8],
-) -> Result<bool, Error>;
 
 /// The nonzero weights of `filter`, if its conv may take the maximum over a pool
 /// window before requantizing: `None` where a filter holds more than [`TAPS_CAP`], or

@@ -113,6 +113,30 @@ pub fn conv2d_dense_max_pool_by_windows(
     kernel.with_table(densest.unwrap_or(0), rows, input, output)
 }
 
+/// Whether the window kernel takes conv `conv` pooled by `pool`: its taps' fields
+/// hold the kernel and its rows (of the padded copies, where it reads them).
+pub fn fits(conv: &ConvGeometry, pool: &ConvGeometry, input_offset: i32) -> bool {
+    let padded = padded_rows(conv, pool, input_offset);
+    taps_fit(conv, padded.map_or(conv.in_w * conv.in_c, |p| p.row_len))
+}
+
+/// Whether taps hold conv `g`'s kernel over input rows of `tap_row_len` values: kernel
+/// row and column in bytes, the offset in a window (less than `kernel_h` rows) in 16
+/// bits.
+fn taps_fit(g: &ConvGeometry, tap_row_len: usize) -> bool {
+    g.in_c > 0
+        && g.kernel_w > 0
+        && g.kernel_h <= usize::from(u8::MAX)
+        && g.kernel_w <= usize::from(u8::MAX)
+        && g.kernel_h * tap_row_len <= usize::from(u16::MAX)
+}
+
+/// The padded copies of its input rows the conv reads, where it reads them: they fit
+/// the band and some pixel's window crosses the padding.
+fn padded_rows(g: &ConvGeometry, pool: &ConvGeometry, input_offset: i32) -> Option<Padded> {
+    Padded::new(g, pool, input_offset).filter(|_| !Interior::of(g).is_everything(g))
+}
+
 /// Nonzero weights in `row` (int8, or their bytes).
 pub(super) fn nonzero<W: Copy + Default + PartialEq>(row: &[W]) -> usize {
     row.iter().filter(|&&w| w != W::default()).count()
@@ -194,9 +218,7 @@ impl<'k, 's> Kernel<'k, 's> {
 
     /// Whether the conv reads padded copies of its input rows (see `by_windows`).
     fn pads(&self) -> bool {
-        let g = self.conv;
-        let padded = Padded::new(g, self.pool, self.input_offset);
-        padded.is_some() && !Interior::of(g).is_everything(g)
+        padded_rows(self.conv, self.pool, self.input_offset).is_some()
     }
 
     /// The kernel of both entries, over the filter's rows, decoding each into `table`
@@ -228,14 +250,7 @@ impl<'k, 's> Kernel<'k, 's> {
         // decided with the band ([`Self::pads`]): it is empty where not.
         let padded = Padded::new(g, pool, input_offset).filter(|_| !band.is_empty());
         let tap_row_len = padded.as_ref().map_or(row_len, |p| p.row_len);
-        // Taps keep their kernel row and column in bytes and their offset in a window
-        // (less than `kernel_h` rows) in 16 bits.
-        let fits = g.in_c > 0
-            && g.kernel_w > 0
-            && g.kernel_h <= usize::from(u8::MAX)
-            && g.kernel_w <= usize::from(u8::MAX)
-            && g.kernel_h * tap_row_len <= usize::from(u16::MAX);
-        if !fits {
+        if !taps_fit(g, tap_row_len) {
             return Ok(false);
         }
         let image_in = g.in_h * row_len;

@@ -26,6 +26,22 @@ pub const ROW_TAPS_CAP: usize = 64;
 const KERNEL_W_CAP: usize = 32;
 use super::pool_windows::{nonzero, reading_outputs, window_span, Walk};
 
+/// Whether the row kernel takes this layer: its rows fit the row buffers and every
+/// filter the tap table.
+pub fn fits(conv: &ConvGeometry, pool: &ConvGeometry, filter: &SparseRows<'_>) -> bool {
+    let g = conv;
+    // Taps keep a kernel row in a byte and an input-row offset in 16 bits.
+    // (A kernel with no input channel or column would never finish placing a weight.)
+    g.in_c > 0
+        && g.kernel_w > 0
+        && g.out_w <= ROW_CAP
+        && pool.out_w <= ROW_CAP
+        && g.kernel_w <= KERNEL_W_CAP
+        && g.kernel_h <= usize::from(u8::MAX)
+        && g.in_w * g.in_c <= usize::from(u16::MAX)
+        && filter.iter().all(|row| nonzero(row.values) <= ROW_TAPS_CAP)
+}
+
 /// `output = max_pool(pool, conv2d(conv, input))` as
 /// [`conv2d_sparse_max_pool`](super::conv_pool::conv2d_sparse_max_pool) computes it,
 /// when the geometry fits the row buffers; `Ok(false)` (nothing written) otherwise.
@@ -44,17 +60,7 @@ pub fn conv2d_sparse_max_pool_by_rows(
     output: &mut [i8],
 ) -> Result<bool, Error> {
     let g = conv;
-    // Taps keep a kernel row in a byte and an input-row offset in 16 bits.
-    // (A kernel with no input channel or column would never finish placing a weight.)
-    let fits = g.in_c > 0
-        && g.kernel_w > 0
-        && g.out_w <= ROW_CAP
-        && pool.out_w <= ROW_CAP
-        && g.kernel_w <= KERNEL_W_CAP
-        && g.kernel_h <= usize::from(u8::MAX)
-        && g.in_w * g.in_c <= usize::from(u16::MAX)
-        && filter.iter().all(|row| nonzero(row.values) <= ROW_TAPS_CAP);
-    if !fits {
+    if !fits(conv, pool, filter) {
         return Ok(false);
     }
     let image_in = g.in_h * g.in_w * g.in_c;

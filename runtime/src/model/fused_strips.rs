@@ -22,8 +22,10 @@ use super::stream::{narrow_rows, rows_read};
 use super::Model;
 use crate::arena::{bytes_as_i8, split};
 use crate::error::Error;
-use crate::format::{Conv2dMaxPool, Tensor};
-use crate::kernels::conv_pool::{conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool};
+use crate::format::{Conv2dMaxPool, Op, Tensor};
+use crate::kernels::conv_pool::{
+    conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool_by, FusedSparseKernel,
+};
 use crate::kernels::ConvGeometry;
 
 /// `(conv, pool)` geometries of a fused conv and max pool from `x` to `y`: the conv's
@@ -236,27 +238,71 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         output: &mut [i8],
     ) -> Option<Result<(), Error>> {
         let (mut conv, mut pool) = fused_geometry(x, y, p)?;
-        if let Some(rows) = rows {
-            narrow(&mut conv, &mut pool, rows)?;
-        }
-        let (conv, pool) = (&conv, &pool);
         let c = &p.conv;
         let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
         let filter = self.bytes(c.filter.data)?;
         let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
         let off = x.zero_point.wrapping_neg();
-        Some(
-            if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
-                conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
-            } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
-                conv2d_sparse_max_pool(conv, pool, off, &stage, &rows, input, output)
-            } else if self.dense(c.filter) {
-                let filter = bytes_as_i8(filter);
-                conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
-            } else {
-                return None;
+        let packed = self.packed_rows(c.filter, filter, conv.out_c, row_len);
+        let sparse = self.sparse_rows(c.filter, filter, conv.out_c);
+        // Chosen on the whole op, as the loader checked it: every strip runs the same.
+        let kernel = match &sparse {
+            Some(rows) => match FusedSparseKernel::of(&conv, &pool, off, &stage, rows) {
+                Ok(kernel) => Some(kernel),
+                Err(e) => return Some(Err(e)),
             },
-        )
+            None => None,
+        };
+        if let Some(rows) = rows {
+            narrow(&mut conv, &mut pool, rows)?;
+        }
+        let (conv, pool) = (&conv, &pool);
+        Some(if let Some(rows) = packed {
+            conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
+        } else if let (Some(rows), Some(kernel)) = (sparse, kernel) {
+            conv2d_sparse_max_pool_by::<OPS>(kernel, conv, pool, off, &stage, &rows, input, output)
+        } else if self.dense(c.filter) {
+            let filter = bytes_as_i8(filter);
+            conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
+        } else {
+            return None;
+        })
+    }
+
+    /// The kernel fused op `p` runs where its filter rows are sparse (and their
+    /// encoding in the op set; `Ok(None)` otherwise), as [`Self::fused_strips`] chooses
+    /// it.
+    pub(crate) fn fused_sparse_kernel(
+        &self,
+        p: &Conv2dMaxPool,
+    ) -> Option<Result<Option<FusedSparseKernel>, Error>> {
+        let x = self.tensors.get(p.conv.input as usize)?;
+        let y = self.tensors.get(p.conv.output as usize)?;
+        let (conv, pool) = fused_geometry(x, y, p)?;
+        let c = &p.conv;
+        let filter = self.bytes(c.filter.data)?;
+        let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) else {
+            return Some(Ok(None));
+        };
+        let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
+        let off = x.zero_point.wrapping_neg();
+        Some(FusedSparseKernel::of(&conv, &pool, off, &stage, &rows).map(Some))
+    }
+
+    /// Refuse validated `ops` where a fused op's sparse kernel is not in the op set
+    /// ([`Error::FusedKernelNotInSet`]).
+    pub(super) fn check_fused_kernels(&self, ops: &[Op]) -> Result<(), Error> {
+        for (i, op) in ops.iter().enumerate() {
+            let Op::Conv2dMaxPool(p) = op else { continue };
+            let kernel = self.fused_sparse_kernel(p).ok_or(Error::KernelArgs)??;
+            if let Some(kernel) = kernel.filter(|k| !k.is_in(OPS)) {
+                return Err(Error::FusedKernelNotInSet {
+                    op: i as u32,
+                    kernel: kernel as u32,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
