@@ -205,16 +205,21 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         arena: &mut [u8],
     ) -> Option<Result<(), Error>> {
         let (rin, rout) = (range(x)?, range(y)?);
+        // Chosen once, on the whole op (as the loader checked it): every strip runs it.
+        let kernel = match self.fused_sparse_kernel(p)? {
+            Ok(kernel) => kernel,
+            Err(e) => return Some(Err(e)),
+        };
         if rout.end <= rin.start || rin.end <= rout.start {
             let (input, _, output) = split(arena, &rin, &rin, &rout)?;
-            return self.fused_kernel(p, (x, y), None, input, output);
+            return self.fused_kernel(p, (x, y), kernel, None, input, output);
         }
         let pool_rows = *y.shape.get(1)? as usize;
         let mut done = 0..0;
         while done.len() < pool_rows {
             let [rows, input, output] = next_strip(p, (x, y), &done, (&rin, &rout))?;
             let (input, _, output) = split(arena, &input, &input, &output)?;
-            if let Err(e) = self.fused_kernel(p, (x, y), Some(&rows), input, output)? {
+            if let Err(e) = self.fused_kernel(p, (x, y), kernel, Some(&rows), input, output)? {
                 return Some(Err(e));
             }
             done = match rout.start <= rin.start {
@@ -226,52 +231,49 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     }
 
     /// Pooled rows `rows` of fused op `p` from `x` to `y` (all of them where `None`),
-    /// over the `input` rows they read.
+    /// over the `input` rows they read; `kernel` where its filter rows are sparse.
     // Not inlined, and the geometries built here: the strips' loop above carries none.
     #[inline(never)]
     fn fused_kernel(
         &self,
         p: &Conv2dMaxPool,
         (x, y): (&Tensor, &Tensor),
+        kernel: Option<FusedSparseKernel>,
         rows: Option<&Range<usize>>,
         input: &[i8],
         output: &mut [i8],
     ) -> Option<Result<(), Error>> {
         let (mut conv, mut pool) = fused_geometry(x, y, p)?;
+        if let Some(rows) = rows {
+            narrow(&mut conv, &mut pool, rows)?;
+        }
+        let (conv, pool) = (&conv, &pool);
         let c = &p.conv;
         let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
         let filter = self.bytes(c.filter.data)?;
         let row_len = conv.kernel_h * conv.kernel_w * conv.in_c;
         let off = x.zero_point.wrapping_neg();
-        let packed = self.packed_rows(c.filter, filter, conv.out_c, row_len);
-        let sparse = self.sparse_rows(c.filter, filter, conv.out_c);
-        // Chosen on the whole op, as the loader checked it: every strip runs the same.
-        let kernel = match &sparse {
-            Some(rows) => match FusedSparseKernel::of(&conv, &pool, off, &stage, rows) {
-                Ok(kernel) => Some(kernel),
-                Err(e) => return Some(Err(e)),
+        Some(
+            if let Some(rows) = self.packed_rows(c.filter, filter, conv.out_c, row_len) {
+                conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
+            } else if let Some(rows) = self.sparse_rows(c.filter, filter, conv.out_c) {
+                let kernel = kernel?;
+                conv2d_sparse_max_pool_by::<OPS>(
+                    kernel, conv, pool, off, &stage, &rows, input, output,
+                )
+            } else if self.dense(c.filter) {
+                let filter = bytes_as_i8(filter);
+                conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
+            } else {
+                return None;
             },
-            None => None,
-        };
-        if let Some(rows) = rows {
-            narrow(&mut conv, &mut pool, rows)?;
-        }
-        let (conv, pool) = (&conv, &pool);
-        Some(if let Some(rows) = packed {
-            conv2d_packed_max_pool(conv, pool, off, &stage, &rows, input, output)
-        } else if let (Some(rows), Some(kernel)) = (sparse, kernel) {
-            conv2d_sparse_max_pool_by::<OPS>(kernel, conv, pool, off, &stage, &rows, input, output)
-        } else if self.dense(c.filter) {
-            let filter = bytes_as_i8(filter);
-            conv2d_max_pool(conv, pool, off, &stage, filter, input, output)
-        } else {
-            return None;
-        })
+        )
     }
 
     /// The kernel fused op `p` runs where its filter rows are sparse (and their
-    /// encoding in the op set; `Ok(None)` otherwise), as [`Self::fused_strips`] chooses
-    /// it.
+    /// encoding in the op set; `Ok(None)` otherwise), chosen on the whole op.
+    // Not inlined: its geometries stay out of the fused op's dispatch frame.
+    #[inline(never)]
     pub(crate) fn fused_sparse_kernel(
         &self,
         p: &Conv2dMaxPool,
