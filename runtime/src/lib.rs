@@ -42,8 +42,9 @@
 //! [`ALL_OPS`]); validation and dispatch reference only those kernels, so a firmware
 //! that names exactly its model's ops (`Model::<8, 12, { op_set(&[...]) }>`) links no
 //! other kernel, like TensorFlow Lite Micro's `MicroMutableOpResolver`. A blob with
-//! another op is refused with [`Error::OpNotInSet`] ([`model::used_by`] gives a
-//! model's set; see [`model::OpKind`]).
+//! another op is refused with [`Error::OpNotInSet`]. The set names weight encodings
+//! and fused sparse kernels too ([`kind_set`] leaves dense out); [`Model::op_set_used`]
+//! gives a model's exact set (see [`model::op_set`]'s module, [`model::OpKind`]).
 //!
 //! Features: `std` (host: `std::error::Error`, the blob writer
 //! `format::write::BlobBuilder` and the arena planner), `defmt` (derives
