@@ -55,10 +55,12 @@ pub struct Quant {
 /// is refused with [`Error::TooManyOps`] or [`Error::TooManyTensors`]. Pick smaller
 /// capacities to save RAM on small chips: `Model::<8, 16>::parse(blob)`.
 ///
-/// `OPS` is the set of op kinds this type can run ([`op_set`], default [`ALL_OPS`]):
-/// only their kernels are linked, and a blob with another op is refused with
-/// [`Error::OpNotInSet`]. Name exactly a model's ops to save flash on small chips:
-/// `Model::<8, 12, { op_set(&[OpKind::Conv2d, OpKind::FullyConnected]) }>::parse(blob)`.
+/// `OPS` is the set of op kinds (and weight encodings, fused sparse kernels) this type
+/// can run ([`op_set`], default [`ALL_OPS`]): only their kernels are linked, and a blob
+/// with another op is refused with [`Error::OpNotInSet`]. Name exactly a model's ops to
+/// save flash on small chips:
+/// `Model::<8, 12, { op_set(&[OpKind::Conv2d, OpKind::FullyConnected]) }>::parse(blob)`
+/// ([`Model::op_set_used`] gives the smallest set for a model).
 #[derive(Debug, Clone)]
 pub struct Model<
     'a,
