@@ -2,14 +2,18 @@
 //! for random geometries and encodings, the pooled output placed at the least
 //! distance before or after the input loads and computes exactly what the unfused
 //! conv then pool compute; one byte closer is refused. The distances are worked out
-//! here from the rows each pool row reads, independently of the runtime.
+//! here from the rows each pool row reads, independently of the runtime. With sparse
+//! filters, the fused kernel the model's exact op set names is the one it loads with.
 
 mod common;
 
 use common::{requant, tensor, Lcg};
 use proptest::prelude::*;
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
-use sprig_runtime::{Conv2d, Encoding, Error, Model, Op, Padding, Pool2d, TensorKind};
+use sprig_runtime::model::fused_kernels_in;
+use sprig_runtime::{
+    Conv2d, Encoding, Error, FusedSparseKernel, Model, Op, Padding, Pool2d, TensorKind, ALL_OPS,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct Case {
@@ -182,8 +186,17 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 fn load_and_run(graph: &GraphDef, builder: &BlobBuilder, input: &[i8]) -> Result<Vec<i8>, Error> {
+    load_and_run_in::<ALL_OPS>(graph, builder, input)
+}
+
+/// [`load_and_run`] with a `Model` of op set `SET`.
+fn load_and_run_in<const SET: u32>(
+    graph: &GraphDef,
+    builder: &BlobBuilder,
+    input: &[i8],
+) -> Result<Vec<i8>, Error> {
     let blob = builder.finish(graph).unwrap();
-    let model = Model::from_bytes(&blob)?;
+    let model = Model::<64, 64, SET>::parse(&blob)?;
     let mut arena = vec![0u8; model.arena_size()];
     let mut output = vec![0i8; model.output_len()];
     model.run(&mut arena, input, &mut output)?;
@@ -221,6 +234,31 @@ proptest! {
         let align = |v: u32| v.next_multiple_of(4);
         let narrowest = (align(before) + x).max(y).min((align(after) + y).max(x));
         prop_assert_eq!(fused.arena_size, narrowest);
+
+        // With sparse filters, a set naming only the kernel the model's exact set names
+        // runs it (strips and all) bit-exact; a set naming another refuses it.
+        if c.encoding == Encoding::SparseRel8 {
+            let blob = builder.finish(&fused).unwrap();
+            let used = Model::from_bytes(&blob).unwrap().op_set_used().unwrap();
+            let named: Vec<FusedSparseKernel> = fused_kernels_in(used).collect();
+            prop_assert_eq!(named.len(), 1);
+            let kernel = named[0];
+            let runs = [
+                load_and_run_in::<{ ALL_OPS | FusedSparseKernel::Windows.bit() }>,
+                load_and_run_in::<{ ALL_OPS | FusedSparseKernel::Rows.bit() }>,
+                load_and_run_in::<{ ALL_OPS | FusedSparseKernel::Pixels.bit() }>,
+            ];
+            for (only, run) in FusedSparseKernel::ALL.into_iter().zip(runs) {
+                let got = run(&fused, &builder, &input);
+                match only == kernel {
+                    true => prop_assert_eq!(&got.unwrap(), &expected),
+                    false => prop_assert_eq!(
+                        got.unwrap_err(),
+                        Error::FusedKernelNotInSet { op: 0, kernel: kernel as u32 }
+                    ),
+                }
+            }
+        }
 
         for (forward, lag) in [(true, before), (false, after)] {
             let at = placed(&fused, forward, lag);

@@ -159,7 +159,9 @@ pub fn conv2d_packed_max_pool(
 /// [`conv2d_sparse`](super::sparse::conv2d_sparse) computes them: interior pixels
 /// straight from the input through the rows' tap table, border pixels over a gathered
 /// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
-/// (`KernelArgs` otherwise; the loader refuses larger fused windows).
+/// (`KernelArgs` otherwise; the loader refuses larger fused windows). The kernel is
+/// [`FusedSparseKernel::of`]'s choice, every kernel linked; a `Model` chooses once per
+/// op and links only its set's ([`conv2d_sparse_max_pool_by`]).
 pub fn conv2d_sparse_max_pool(
     conv: &ConvGeometry,
     pool: &ConvGeometry,
