@@ -8,4 +8,15 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tmemory.x");
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+    // riscv-rt's link.x leaves `.eh_frame` to the linker, which put it in flash after
+    // `.rodata` (3 KiB). The firmware aborts on panic and never unwinds: the tables
+    // stay in the ELF for debuggers, outside the image. Last, so that it moves no
+    // other section.
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    std::fs::write(
+        out.join("unwind.x"),
+        "SECTIONS\n{\n  .eh_frame (INFO) : { KEEP(*(.eh_frame)) }\n}\n",
+    )
+    .expect("cannot write unwind.x");
+    println!("cargo:rustc-link-arg-bins=-Tunwind.x");
 }
