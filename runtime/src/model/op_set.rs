@@ -20,7 +20,7 @@
 //! # let _ = LeNet::parse(&[]);
 //! ```
 //!
-//! Weights need their encoding's bit too (bits 16 and up, [`Encoding::bit`]).
+//! Weights need their encoding's bit too (bits 16 to 21, [`Encoding::bit`]).
 //! [`op_set`] adds [`Encoding::Dense`]'s, so the set above loads dense weights;
 //! `op_set(&[..]) | encoding_set(&[Encoding::SparseRel4])` links the sparse conv and
 //! fully connected kernels for that encoding too. A model whose weights are all sparse
@@ -47,12 +47,17 @@
 use super::Model;
 use crate::error::Error;
 pub use crate::format::OpKind;
-use crate::format::{Encoding, Op, OP_TAGS};
+use crate::format::{Encoding, Op, ENCODINGS, OP_TAGS};
 pub use crate::kernels::conv_pool::FusedSparseKernel;
 
 /// The set of every op and encoding this runtime implements: [`crate::Model`]'s
 /// default.
 pub const ALL_OPS: u32 = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
+
+// The set's three fields must not overlap: kinds below bit 16, encodings from 16 up to
+// the fused sparse kernels' bit 24. A new op kind or encoding past its field fails
+// the build here instead of aliasing another's bit.
+const _: () = assert!(OP_TAGS <= 16 && 16 + ENCODINGS <= 24);
 
 /// The set of `kinds` with dense weights, for [`crate::Model`]'s `OPS` parameter.
 pub const fn op_set(kinds: &[OpKind]) -> u32 {
