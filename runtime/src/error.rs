@@ -251,13 +251,13 @@ pub enum Error {
         /// The encoding's wire tag (`format::Encoding`).
         encoding: u32,
     },
-    /// A fused conv + max pool whose sparse kernel (chosen from its geometry and
-    /// weights) the `Model` type's op set leaves out.
-    FusedKernelNotInSet {
+    /// An op whose kernel (chosen from its geometry, offset or weights among its
+    /// kind's) the `Model` type's op set leaves out.
+    KernelNotInSet {
         /// Index of the op.
         op: u32,
-        /// The kernel (`kernels::conv_pool::FusedSparseKernel` as `u32`).
-        kernel: u32,
+        /// The kernel's bit in the op set (24 to 31: `model::Kernel::bit`).
+        bit: u32,
     },
     /// Weights in an encoding the op does not take (depthwise filters are dense only).
     EncodingNotSupported {
@@ -420,10 +420,10 @@ impl fmt::Display for Error {
                 "op {op}: weight encoding {encoding} is not in this Model's op set \
                  (its kernels are not linked)"
             ),
-            FusedKernelNotInSet { op, kernel } => write!(
+            KernelNotInSet { op, bit } => write!(
                 f,
-                "op {op}: its fused sparse kernel {kernel} is not in this Model's op set \
-                 (not linked)"
+                "op {op}: the kernel it runs (op-set bit {bit}) is not in this Model's op \
+                 set (not linked)"
             ),
             EncodingNotSupported { op, encoding } => {
                 write!(

@@ -3,10 +3,10 @@
 use crate::arena;
 use crate::error::{sat_u32, Error};
 use crate::format::{self, GraphHeader, Header, Op, Tensor};
-use crate::kernels::conv_pool::FUSED_SPARSE_KERNELS;
 
 mod exec;
 pub(crate) mod fused_strips;
+mod kernel_choice;
 pub(crate) mod lifetimes;
 mod op_set;
 mod ops;
@@ -19,9 +19,12 @@ pub(crate) use validate::check_stream;
 #[cfg(feature = "std")]
 mod weights;
 
+pub use kernel_choice::{
+    kernel_set, kernels_in, DenseConvKernel, DepthwiseKernel, FusedSparseKernel, Kernel,
+    KERNEL_CHOICES,
+};
 pub use op_set::{
-    encoding_set, encodings_in, fused_kernel_set, fused_kernels_in, kind_set, kinds_in, op_set,
-    used_by, FusedSparseKernel, OpKind, ALL_OPS,
+    encoding_set, encodings_in, kind_set, kinds_in, op_set, used_by, OpKind, ALL_OPS,
 };
 pub use ops::Ops;
 pub(crate) use stream::stream_rows_stay_ahead;
@@ -126,9 +129,9 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             format::read::parse(blob, &mut model.tensors, &mut ops, &mut model.op_starts)?;
         (model.header, model.graph, model.data) = (decoded.header, decoded.graph, decoded.data);
         validate::validate::<MAX_TENSORS, OPS>(&model.graph, &model.tensors, &ops, model.data)?;
-        // A set naming some fused sparse kernels links only those (a constant test).
-        if OPS & FUSED_SPARSE_KERNELS != 0 {
-            model.check_fused_kernels(&ops)?;
+        // A set naming some chosen kernels links only those (a constant test).
+        if OPS & KERNEL_CHOICES != 0 {
+            model.check_kernels(&ops)?;
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         {

@@ -10,9 +10,10 @@ mod common;
 use common::{requant, tensor, Lcg};
 use proptest::prelude::*;
 use sprig_runtime::format::write::{BlobBuilder, GraphDef};
-use sprig_runtime::model::fused_kernels_in;
+use sprig_runtime::model::kernels_in;
 use sprig_runtime::{
-    Conv2d, Encoding, Error, FusedSparseKernel, Model, Op, Padding, Pool2d, TensorKind, ALL_OPS,
+    Conv2d, Encoding, Error, FusedSparseKernel, Kernel, Model, Op, Padding, Pool2d, TensorKind,
+    ALL_OPS,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -240,9 +241,11 @@ proptest! {
         if c.encoding == Encoding::SparseRel8 {
             let blob = builder.finish(&fused).unwrap();
             let used = Model::from_bytes(&blob).unwrap().op_set_used().unwrap();
-            let named: Vec<FusedSparseKernel> = fused_kernels_in(used).collect();
+            let named: Vec<Kernel> = kernels_in(used).collect();
             prop_assert_eq!(named.len(), 1);
-            let kernel = named[0];
+            let Kernel::FusedSparse(kernel) = named[0] else {
+                panic!("{named:?}")
+            };
             let runs = [
                 load_and_run_in::<{ ALL_OPS | FusedSparseKernel::Windows.bit() }>,
                 load_and_run_in::<{ ALL_OPS | FusedSparseKernel::Rows.bit() }>,
@@ -254,7 +257,7 @@ proptest! {
                     true => prop_assert_eq!(&got.unwrap(), &expected),
                     false => prop_assert_eq!(
                         got.unwrap_err(),
-                        Error::FusedKernelNotInSet { op: 0, kernel: kernel as u32 }
+                        Error::KernelNotInSet { op: 0, bit: kernel.bit().trailing_zeros() }
                     ),
                 }
             }

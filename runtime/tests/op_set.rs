@@ -5,9 +5,10 @@
 mod common;
 
 use common::{cnn, sparse_cnn, zoo, Lcg};
-use sprig_runtime::model::{fused_kernels_in, kinds_in, used_by};
+use sprig_runtime::model::{kernels_in, kinds_in, used_by};
 use sprig_runtime::{
-    encoding_set, kind_set, op_set, Encoding, Error, FusedSparseKernel, Model, OpKind, ALL_OPS,
+    encoding_set, kernel_set, kind_set, op_set, DenseConvKernel, DepthwiseKernel, Encoding, Error,
+    FusedSparseKernel, Kernel, Model, OpKind, ALL_OPS,
 };
 
 /// The test CNN's ops: conv, max pool, reshape, fully connected (LeNet-5's set).
@@ -152,6 +153,25 @@ fn a_set_without_dense_runs_sparse_weights_and_refuses_dense_ones() {
     );
 }
 
+/// Load `blob` in a `Model` with op set `SET`: where `SET` links `kernel` (the one
+/// op 0 runs), it runs bit-exact with `all` on random inputs of `input_len` bytes;
+/// elsewhere it is refused, naming op 0 and the kernel's bit.
+fn only<const SET: u32>(blob: &[u8], all: &Model<'_>, kernel: Kernel, input_len: usize) {
+    let mut rng = Lcg::new(9);
+    match Model::<16, 16, SET>::parse(blob) {
+        Ok(model) => {
+            assert!(kernel.is_in(SET), "{kernel:?} in {SET:#x}");
+            bit_exact(&model, all, (0..50).map(|_| rng.vec_i8(input_len)));
+        }
+        Err(e) => {
+            assert!(!kernel.is_in(SET), "{kernel:?} in {SET:#x}: {e}");
+            let bit = kernel.bit().trailing_zeros();
+            assert_eq!(e, Error::KernelNotInSet { op: 0, bit });
+            assert!(e.to_string().contains("op 0"), "{e}");
+        }
+    }
+}
+
 #[test]
 fn a_set_naming_fused_sparse_kernels_links_and_loads_only_those() {
     let mut built = sparse_cnn(Encoding::SparseRel4);
@@ -161,9 +181,10 @@ fn a_set_naming_fused_sparse_kernels_links_and_loads_only_those() {
     let all = Model::from_bytes(&blob).unwrap();
     // The model's exact set names the one kernel its fused op runs.
     let used = all.op_set_used().unwrap();
-    let named: Vec<FusedSparseKernel> = fused_kernels_in(used).collect();
-    assert_eq!(named.len(), 1, "{used:#x}");
-    let kernel = named[0];
+    let named: Vec<Kernel> = kernels_in(used).collect();
+    let [kernel @ Kernel::FusedSparse(_)] = named[..] else {
+        panic!("{named:?}")
+    };
     assert_eq!(used & !kernel.bit(), used_by(all.ops()));
     // Each kernel alone: the model's loads and runs bit-exact, the others refuse it.
     const KINDS: u32 = kind_set(&[
@@ -171,30 +192,42 @@ fn a_set_naming_fused_sparse_kernels_links_and_loads_only_those() {
         OpKind::Reshape,
         OpKind::FullyConnected,
     ]) | encoding_set(&[Encoding::SparseRel4]);
-    fn only<const SET: u32>(blob: &[u8], all: &Model<'_>, kernel: FusedSparseKernel) {
-        let mut rng = Lcg::new(9);
-        match Model::<4, 5, SET>::parse(blob) {
-            Ok(model) => {
-                assert!(kernel.is_in(SET));
-                bit_exact(&model, all, (0..50).map(|_| rng.vec_i8(36)));
-            }
-            Err(e) => {
-                assert!(!kernel.is_in(SET));
-                assert_eq!(
-                    e,
-                    Error::FusedKernelNotInSet {
-                        op: 0,
-                        kernel: kernel as u32
-                    }
-                );
-                assert!(e.to_string().contains("op 0"), "{e}");
-            }
-        }
-    }
-    only::<{ KINDS | FusedSparseKernel::Windows.bit() }>(&blob, &all, kernel);
-    only::<{ KINDS | FusedSparseKernel::Rows.bit() }>(&blob, &all, kernel);
-    only::<{ KINDS | FusedSparseKernel::Pixels.bit() }>(&blob, &all, kernel);
-    // Naming none links all three.
-    only::<KINDS>(&blob, &all, kernel);
+    only::<{ KINDS | FusedSparseKernel::Windows.bit() }>(&blob, &all, kernel, 36);
+    only::<{ KINDS | FusedSparseKernel::Rows.bit() }>(&blob, &all, kernel, 36);
+    only::<{ KINDS | FusedSparseKernel::Pixels.bit() }>(&blob, &all, kernel, 36);
+    // Naming none links all three, and naming another family's kernel changes nothing.
+    only::<KINDS>(&blob, &all, kernel, 36);
+    only::<{ KINDS | DenseConvKernel::Rows.bit() }>(&blob, &all, kernel, 36);
     assert!(FusedSparseKernel::ALL.iter().all(|k| k.is_in(KINDS)));
+}
+
+#[test]
+fn a_set_naming_dense_conv_or_depthwise_kernels_loads_only_the_ops_that_run_them() {
+    // The CNN's op 0 is a dense 3×3 conv over one channel: the gathered path.
+    let blob = cnn().blob();
+    let all = Model::from_bytes(&blob).unwrap();
+    let used = all.op_set_used().unwrap();
+    let named: Vec<Kernel> = kernels_in(used).collect();
+    assert_eq!(named, [Kernel::DenseConv(DenseConvKernel::Gathered)]);
+    let kernel = named[0];
+    assert_eq!(used, CNN_OPS | kernel.bit());
+    only::<{ CNN_OPS | DenseConvKernel::Gathered.bit() }>(&blob, &all, kernel, 36);
+    only::<{ CNN_OPS | DenseConvKernel::Pieces.bit() }>(&blob, &all, kernel, 36);
+    only::<{ CNN_OPS | DenseConvKernel::Rows.bit() }>(&blob, &all, kernel, 36);
+    only::<{ CNN_OPS | DepthwiseKernel::Blocks.bit() }>(&blob, &all, kernel, 36);
+    // The zoo's op 0 is a dense depthwise conv, its choice the same on every target.
+    let blob = zoo().blob();
+    let all = Model::from_bytes(&blob).unwrap();
+    let used = all.op_set_used().unwrap();
+    let named: Vec<Kernel> = kernels_in(used).collect();
+    let [kernel @ Kernel::Depthwise(_)] = named[..] else {
+        panic!("{named:?}")
+    };
+    assert_eq!(used, ZOO_OPS | kernel.bit());
+    only::<{ ZOO_OPS | DepthwiseKernel::Lanes.bit() }>(&blob, &all, kernel, 32);
+    only::<{ ZOO_OPS | DepthwiseKernel::Blocks.bit() }>(&blob, &all, kernel, 32);
+    only::<ZOO_OPS>(&blob, &all, kernel, 32);
+    // Every family named at once: the model's exact set.
+    const EXACT: u32 = ZOO_OPS | kernel_set(&Kernel::ALL);
+    only::<EXACT>(&blob, &all, kernel, 32);
 }

@@ -26,7 +26,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
-use sprig_runtime::model::{encodings_in, fused_kernels_in, kinds_in};
+use sprig_runtime::model::{encodings_in, kernels_in, kinds_in, Kernel};
 use sprig_runtime::vectors::Vectors;
 use sprig_runtime::Model;
 
@@ -225,13 +225,23 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
             let set = artifacts.op_set;
             let kinds = kinds_in(set).map(|k| format!("OpKind::{k:?}"));
             // Only the encodings its weights use (no dense kernel where none is dense)
-            // and the fused sparse kernels its ops run.
+            // and the kernels its ops run where their kind has several.
             let encodings = encodings_in(set).map(|e| format!("Encoding::{e:?}"));
-            let fused = fused_kernels_in(set).map(|k| format!("FusedSparseKernel::{k:?}"));
+            let kernels = kernels_in(set).map(|k| match k {
+                Kernel::FusedSparse(k) => {
+                    format!("Kernel::FusedSparse({RUNTIME}FusedSparseKernel::{k:?})")
+                }
+                Kernel::DenseConv(k) => {
+                    format!("Kernel::DenseConv({RUNTIME}DenseConvKernel::{k:?})")
+                }
+                Kernel::Depthwise(k) => {
+                    format!("Kernel::Depthwise({RUNTIME}DepthwiseKernel::{k:?})")
+                }
+            });
             let mut text = set_of("kind_set", kinds);
             for (function, items) in [
                 ("encoding_set", encodings.collect::<Vec<_>>()),
-                ("fused_kernel_set", fused.collect()),
+                ("kernel_set", kernels.collect()),
             ] {
                 if !items.is_empty() {
                     text += &format!("\n    | {}", set_of(function, items.into_iter()));
@@ -251,12 +261,15 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
     )
 }
 
+/// The runtime crate's path in generated code.
+const RUNTIME: &str = "::sprig_runtime::";
+
 /// `::sprig_runtime::function(&[..])` of `items`, one a line.
 fn set_of(function: &str, items: impl Iterator<Item = String>) -> String {
     let items: String = items
-        .map(|item| format!("\n    ::sprig_runtime::{item},"))
+        .map(|item| format!("\n    {RUNTIME}{item},"))
         .collect();
-    format!("::sprig_runtime::{function}(&[{items}\n])")
+    format!("{RUNTIME}{function}(&[{items}\n])")
 }
 
 /// For `sprig-board-common`'s build script: write the model, the capped vectors and
@@ -525,8 +538,21 @@ mod tests {
         };
         assert!(op_set_rs(&fused, Kernels::OfModel).ends_with(
             "::sprig_runtime::Encoding::SparseRel4,\n])\n    \
-             | ::sprig_runtime::fused_kernel_set(&[\n    \
-             ::sprig_runtime::FusedSparseKernel::Windows,\n]);\n"
+             | ::sprig_runtime::kernel_set(&[\n    \
+             ::sprig_runtime::Kernel::FusedSparse(::sprig_runtime::FusedSparseKernel::Windows),\n]);\n"
+        ));
+        // So do a dense conv and a dense depthwise conv, in bit order.
+        let dense = Artifacts {
+            op_set: artifacts.op_set
+                | sprig_runtime::DepthwiseKernel::Lanes.bit()
+                | sprig_runtime::DenseConvKernel::Gathered.bit(),
+            ..fused
+        };
+        assert!(op_set_rs(&dense, Kernels::OfModel).ends_with(
+            "::sprig_runtime::Encoding::Dense,\n])\n    \
+             | ::sprig_runtime::kernel_set(&[\n    \
+             ::sprig_runtime::Kernel::DenseConv(::sprig_runtime::DenseConvKernel::Gathered),\n    \
+             ::sprig_runtime::Kernel::Depthwise(::sprig_runtime::DepthwiseKernel::Lanes),\n]);\n"
         ));
     }
 }

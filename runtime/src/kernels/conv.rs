@@ -23,12 +23,75 @@ use crate::error::Error;
 /// kernel rows are whole groups of four values are packed in pairs straight from the
 /// int8 image, see `conv_block`). Output channels go in blocks of `QUANT_BLOCK` (16),
 /// whose bias and requantization are decoded once per block. Larger windows (or
-/// offsets beyond ±256) take a row-by-row path.
+/// offsets beyond ±256) take other paths ([`DenseConvKernel`]).
+///
+/// The path is [`DenseConvKernel::of`]'s choice, every path linked; a `Model` links
+/// only its op set's ([`conv2d_by`]).
+pub fn conv2d(
+    g: &ConvGeometry,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    conv2d_by::<DENSE_CONV_KERNELS>(g, input_offset, stage, filter, input, output)
+}
+
+/// The path a dense conv runs, chosen per op from its filter size and input offset
+/// (neither changes when a band of rows is streamed), so that a [`crate::Model`]'s op
+/// set can leave the others out (bits 27 to 29: [`DenseConvKernel::bit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u32)]
+pub enum DenseConvKernel {
+    /// The whole window gathered at once ([`OFFSET_CAP`] values at most): every MLPerf
+    /// Tiny conv but ResNet's 3×3×64.
+    Gathered,
+    /// Windows longer than that whose kernel rows fit it: gathered a piece of whole
+    /// rows at a time where `SMLAD` packs them, row by row elsewhere.
+    Pieces,
+    /// Row by row: kernel rows longer than [`OFFSET_CAP`] or offsets beyond ±256.
+    Rows,
+}
+
+/// The op-set bits of every [`DenseConvKernel`]. A set with none of them links all
+/// three (the default, and every set written before they existed).
+pub const DENSE_CONV_KERNELS: u32 = 0b111 << 27;
+
+impl DenseConvKernel {
+    /// Every path, in bit order.
+    pub const ALL: [DenseConvKernel; 3] = [Self::Gathered, Self::Pieces, Self::Rows];
+
+    /// This path's bit in an op set: `1 << (27 + index)`.
+    pub const fn bit(self) -> u32 {
+        1 << (27 + self as u32)
+    }
+
+    /// Whether op set `set` links this path: it names it, or names none of them.
+    pub const fn is_in(self, set: u32) -> bool {
+        set & DENSE_CONV_KERNELS == 0 || set & self.bit() != 0
+    }
+
+    /// The path for a conv with geometry `g` and `input_offset`.
+    pub fn of(g: &ConvGeometry, input_offset: i32) -> Self {
+        let filter_row = g.kernel_w.saturating_mul(g.in_c);
+        match small_offset(input_offset) {
+            Some(_) if g.kernel_h.saturating_mul(filter_row) <= OFFSET_CAP => Self::Gathered,
+            Some(_) if filter_row <= OFFSET_CAP => Self::Pieces,
+            _ => Self::Rows,
+        }
+    }
+}
+
+/// [`conv2d`] with the path [`DenseConvKernel::of`] chooses, referencing only the
+/// paths op set `SET` links; another is `KernelArgs` on every target (the loader has
+/// refused such a model).
 ///
 /// Not inlined: inlined into the op dispatcher, its row-by-row loops lost registers and
 /// a 3×3×64 conv took 31.1 M instructions on the Cortex-M0 instead of 21.2 M.
 #[inline(never)]
-pub fn conv2d(
+pub fn conv2d_by<const SET: u32>(
     g: &ConvGeometry,
     input_offset: i32,
     stage: &OutputStage<'_>,
@@ -62,6 +125,11 @@ pub fn conv2d(
         ..*g
     };
     let g = if pointwise { &flat } else { g };
+    // Refused on every target alike, the host's AVX2 kernels included.
+    let kernel = DenseConvKernel::of(g, input_offset);
+    if !kernel.is_in(SET) {
+        return Err(Error::KernelArgs);
+    }
     // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if let Some(done) = small_offset(input_offset)
@@ -69,14 +137,21 @@ pub fn conv2d(
     {
         return done;
     }
-    match small_offset(input_offset) {
-        Some(offset) if filter_oc <= OFFSET_CAP => {
+    // Each arm's set test is a constant: a path the set leaves out is not referenced.
+    // Without SMLAD the row-by-row path runs the pieces' convs too (one call site, so
+    // that it stays inlined).
+    use DenseConvKernel::{Gathered, Pieces, Rows};
+    match (kernel, small_offset(input_offset)) {
+        (Gathered, Some(offset)) if Gathered.is_in(SET) => {
             gathered(g, offset, stage, filter, input, output)
         }
-        Some(offset) if PACKED && g.kernel_w * g.in_c <= OFFSET_CAP => {
+        (Pieces, Some(offset)) if PACKED && Pieces.is_in(SET) => {
             gathered_in_pieces(g, offset, stage, filter, input, output)
         }
-        _ => by_rows(g, input_offset, stage, filter, input, output),
+        (Pieces | Rows, _) if Rows.is_in(SET) || (!PACKED && Pieces.is_in(SET)) => {
+            by_rows(g, input_offset, stage, filter, input, output)
+        }
+        _ => Err(Error::KernelArgs),
     }
 }
 
@@ -135,6 +210,19 @@ fn gathered_in_pieces(
     Ok(())
 }
 
+/// Windows of at most [`OFFSET_CAP`] values, gathered whole.
+// Inlined into `conv2d_by` on the Cortex-M3 only (Armv7-M without the DSP extension).
+// Measured with the op set naming the paths, M3 / M0 / RISC-V / M4 instructions per
+// inference against leaving it to LLVM, which keeps it out of line: kws_ref_model
+// −12.0 % / – / +1.8 % / −0.05 %, pretrainedResnet_quant −14.1 % / – / +1.0 % / +0.19 %,
+// speech −12.9 % / +1.0 % / +2.4 % / +1.3 % (the M0 runs only speech).
+#[cfg_attr(
+    all(
+        target_arch = "arm",
+        not(any(target_feature = "dsp", sprig_arm_dsp, sprig_armv6m))
+    ),
+    inline(always)
+)]
 fn gathered(
     g: &ConvGeometry,
     offset: i16,
@@ -536,6 +624,60 @@ mod tests {
                 output_offset: -3,
                 act_min: -128,
                 act_max: 127,
+            }
+        }
+    }
+
+    /// Each path is chosen from the filter size and offset alone; a set naming one path
+    /// runs the convs that choose it bit-exact and refuses the others, on the host's
+    /// AVX2 kernels too.
+    #[test]
+    fn a_set_runs_only_its_paths() {
+        use DenseConvKernel::{Gathered, Pieces, Rows};
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
+        let square = |k: usize, c: usize| ConvGeometry {
+            batch: 1,
+            in_h: 4,
+            in_w: 5,
+            in_c: c,
+            out_h: 4,
+            out_w: 5,
+            out_c: 3,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: 1,
+            stride_w: 1,
+            pad_top: k / 2,
+            pad_left: k / 2,
+        };
+        for (g, offset, path) in [
+            (square(3, 3), -7, Gathered),
+            (square(3, 64), 5, Pieces),
+            (square(1, 600), 5, Rows),
+            (square(3, 3), 300, Rows),
+        ] {
+            assert_eq!(DenseConvKernel::of(&g, offset), path, "{g:?}");
+            let case = Case::random(&mut next, &g);
+            let (input, filter, stage) = (&case.input, &case.filter, case.stage());
+            let out_len = g.lens().unwrap().1;
+            let mut want = std::vec![1i8; out_len];
+            reference::conv2d(&g, offset, &stage, filter, input, &mut want);
+            let runs = [
+                conv2d_by::<{ Gathered.bit() }>,
+                conv2d_by::<{ Pieces.bit() }>,
+                conv2d_by::<{ Rows.bit() }>,
+                conv2d_by::<0>,
+            ];
+            for (only, run) in [Some(Gathered), Some(Pieces), Some(Rows), None]
+                .iter()
+                .zip(runs)
+            {
+                let mut got = std::vec![0i8; out_len];
+                let ran = run(&g, offset, &stage, filter, input, &mut got);
+                match only.is_none_or(|p| p == path) {
+                    true => assert_eq!((ran, &got), (Ok(()), &want), "{path:?}"),
+                    false => assert_eq!(ran, Err(Error::KernelArgs), "{path:?} in {only:?}"),
+                }
             }
         }
     }

@@ -186,7 +186,7 @@ pub fn conv2d_sparse_max_pool(
 
 /// The kernel that runs a fused conv + max pool with sparse filter rows: chosen per op
 /// ([`FusedSparseKernel::of`]), so that the loader can refuse a model whose kernel a
-/// [`crate::Model`]'s op set leaves out (bits 24 and up: `FusedSparseKernel::bit`).
+/// [`crate::Model`]'s op set leaves out (bits 24 to 26: `FusedSparseKernel::bit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u32)]

@@ -9,8 +9,101 @@ use crate::error::Error;
 /// `g.out_c = g.in_c · dm`.
 ///
 /// Channels are accumulated in blocks of 32 on the stack, walking the
-/// window once per block, so the inner loop runs over contiguous channels.
+/// window once per block, so the inner loop runs over contiguous channels; on
+/// Armv7E-M, four channels per pass in 16-bit lanes where [`DepthwiseKernel::of`]
+/// says so. Every kernel linked; a `Model` links only its op set's
+/// ([`depthwise_conv2d_by`]).
 pub fn depthwise_conv2d(
+    g: &ConvGeometry,
+    depth_multiplier: usize,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    filter: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    depthwise_conv2d_by::<DEPTHWISE_KERNELS>(
+        g,
+        depth_multiplier,
+        input_offset,
+        stage,
+        filter,
+        input,
+        output,
+    )
+}
+
+/// Taps of the largest window the lane kernel takes (3×3, the MLPerf Tiny models'
+/// depthwise kernel); larger ones go to the block kernel, which needs no per-tap table.
+pub(crate) const LANE_TAPS_CAP: usize = 9;
+
+/// Channels per pass of the lane kernel, one `SXTB16` pair's worth.
+pub(crate) const LANES: usize = 4;
+
+/// Whether this target has the lane kernel (`SXTB16` and `SMLABB`).
+const LANE_KERNEL: bool = cfg!(all(
+    target_arch = "arm",
+    any(target_feature = "dsp", sprig_arm_dsp)
+));
+
+/// The kernel a dense depthwise conv runs, chosen per op from its geometry, depth
+/// multiplier and input offset (none changes when a band of rows is streamed), so
+/// that a [`crate::Model`]'s op set can leave the other out (bits 30 and 31:
+/// [`DepthwiseKernel::bit`]). The choice is the same on every target; where there is
+/// no lane kernel, the block kernel runs both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u32)]
+pub enum DepthwiseKernel {
+    /// Four channels per pass in 16-bit lanes: depth multiplier 1, at most
+    /// [`LANE_TAPS_CAP`] taps, channels in whole groups of four (every MLPerf Tiny
+    /// depthwise conv), an offset whose negation fits a byte.
+    Lanes,
+    /// Blocks of channels accumulated on the stack: everything else.
+    Blocks,
+}
+
+/// The op-set bits of every [`DepthwiseKernel`]. A set with none of them links both
+/// (the default, and every set written before they existed).
+pub const DEPTHWISE_KERNELS: u32 = 0b11 << 30;
+
+impl DepthwiseKernel {
+    /// Every kernel, in bit order.
+    pub const ALL: [DepthwiseKernel; 2] = [Self::Lanes, Self::Blocks];
+
+    /// This kernel's bit in an op set: `1 << (30 + index)`.
+    pub const fn bit(self) -> u32 {
+        1 << (30 + self as u32)
+    }
+
+    /// Whether op set `set` links this kernel: it names it, or names none of them.
+    pub const fn is_in(self, set: u32) -> bool {
+        set & DEPTHWISE_KERNELS == 0 || set & self.bit() != 0
+    }
+
+    /// The kernel for a depthwise conv with geometry `g`, `depth_multiplier` and
+    /// `input_offset`.
+    pub fn of(g: &ConvGeometry, depth_multiplier: usize, input_offset: i32) -> Self {
+        let pad_byte = input_offset
+            .checked_neg()
+            .is_some_and(|p| i8::try_from(p).is_ok());
+        let whole_groups = g.out_c.is_multiple_of(LANES) && g.out_c > 0;
+        match depth_multiplier == 1
+            && g.kernel_h.saturating_mul(g.kernel_w) <= LANE_TAPS_CAP
+            && whole_groups
+            && g.in_c == g.out_c
+            && pad_byte
+        {
+            true => Self::Lanes,
+            false => Self::Blocks,
+        }
+    }
+}
+
+/// [`depthwise_conv2d`] with the kernel [`DepthwiseKernel::of`] chooses, referencing
+/// only what op set `SET` links; another is `KernelArgs` on every target (the loader
+/// has refused such a model).
+pub fn depthwise_conv2d_by<const SET: u32>(
     g: &ConvGeometry,
     depth_multiplier: usize,
     input_offset: i32,
@@ -33,6 +126,11 @@ pub fn depthwise_conv2d(
     {
         return Err(Error::KernelArgs);
     }
+    // Refused on every target alike, the host's AVX2 kernels included.
+    let kernel = DepthwiseKernel::of(g, depth_multiplier, input_offset);
+    if !kernel.is_in(SET) {
+        return Err(Error::KernelArgs);
+    }
     // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if let Some(done) = super::x86::depthwise_conv2d(
@@ -46,18 +144,24 @@ pub fn depthwise_conv2d(
     ) {
         return done;
     }
-    // Armv7E-M: four channels per pass in 16-bit lanes (same results).
+    // Armv7E-M: four channels per pass in 16-bit lanes (same results). The set's
+    // test is a constant, leaving the lane kernel out of sets without it.
     #[cfg(all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp)))]
-    if let Some(done) = super::depthwise_lanes::depthwise_conv2d(
-        g,
-        depth_multiplier,
-        input_offset,
-        stage,
-        filter,
-        input,
-        output,
-    ) {
-        return done;
+    if DepthwiseKernel::Lanes.is_in(SET) && kernel == DepthwiseKernel::Lanes {
+        return super::depthwise_lanes::depthwise_conv2d(
+            g,
+            input_offset,
+            stage,
+            filter,
+            input,
+            output,
+        );
+    }
+    // Constant: without a lane kernel the block kernel runs both choices.
+    let blocks =
+        DepthwiseKernel::Blocks.is_in(SET) || (!LANE_KERNEL && DepthwiseKernel::Lanes.is_in(SET));
+    if !blocks {
+        return Err(Error::KernelArgs);
     }
     // Channel blocks outermost, so each block's bias and requantization are decoded once
     // per call, not once per output pixel.
@@ -153,4 +257,72 @@ pub(crate) fn depthwise_block(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference;
+    use crate::kernels::test_support::{single_rounding_requant, xorshift};
+
+    /// The lane kernel's cases are chosen the same on every target; a set naming one
+    /// kernel runs the depthwise convs that choose it bit-exact and refuses the
+    /// others, on the host's AVX2 kernels too.
+    #[test]
+    fn a_set_runs_only_its_kernels() {
+        use DepthwiseKernel::{Blocks, Lanes};
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
+        let square = |k: usize, c: usize, dm: usize| ConvGeometry {
+            batch: 1,
+            in_h: 6,
+            in_w: 5,
+            in_c: c,
+            out_h: 6,
+            out_w: 5,
+            out_c: c * dm,
+            kernel_h: k,
+            kernel_w: k,
+            stride_h: 1,
+            stride_w: 1,
+            pad_top: k / 2,
+            pad_left: k / 2,
+        };
+        for (g, dm, offset, kernel) in [
+            (square(3, 8, 1), 1, 128, Lanes),
+            (square(3, 8, 1), 1, -128, Blocks),
+            (square(5, 8, 1), 1, 3, Blocks),
+            (square(3, 6, 1), 1, 3, Blocks),
+            (square(3, 4, 2), 2, 3, Blocks),
+        ] {
+            assert_eq!(DepthwiseKernel::of(&g, dm, offset), kernel, "{g:?}");
+            let (in_len, out_len) = g.lens().unwrap();
+            let input: std::vec::Vec<i8> = (0..in_len).map(|_| next() as i8).collect();
+            let taps = g.kernel_h * g.kernel_w * g.out_c;
+            let filter: std::vec::Vec<i8> = (0..taps).map(|_| next() as i8).collect();
+            let requant = single_rounding_requant(&mut next, g.out_c, 9);
+            let stage = OutputStage {
+                bias: None,
+                requant: &requant,
+                channels: g.out_c,
+                output_offset: 2,
+                act_min: -128,
+                act_max: 127,
+            };
+            let mut want = std::vec![1i8; out_len];
+            reference::depthwise_conv2d(&g, dm, offset, &stage, &filter, &input, &mut want);
+            let runs = [
+                depthwise_conv2d_by::<{ Lanes.bit() }>,
+                depthwise_conv2d_by::<{ Blocks.bit() }>,
+                depthwise_conv2d_by::<0>,
+            ];
+            for (only, run) in [Some(Lanes), Some(Blocks), None].iter().zip(runs) {
+                let mut got = std::vec![0i8; out_len];
+                let ran = run(&g, dm, offset, &stage, &filter, &input, &mut got);
+                match only.is_none_or(|k| k == kernel) {
+                    true => assert_eq!((ran, &got), (Ok(()), &want), "{kernel:?}"),
+                    false => assert_eq!(ran, Err(Error::KernelArgs), "{kernel:?} in {only:?}"),
+                }
+            }
+        }
+    }
 }

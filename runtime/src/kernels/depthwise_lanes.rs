@@ -22,41 +22,34 @@
 
 #![allow(unsafe_code)]
 
+use super::depthwise::{DepthwiseKernel, LANES, LANE_TAPS_CAP as TAPS_CAP};
 use super::finish::{by_finish, Finisher};
 use super::{ChannelQuant, ConvGeometry, OutputStage, QUANT_BLOCK};
 use crate::error::Error;
-
-/// Taps of the largest window taken here (3×3, the MLPerf Tiny models' depthwise
-/// kernel); larger ones go to the plain kernel, which needs no per-tap table.
-pub(crate) const TAPS_CAP: usize = 9;
-
-/// Channels per pass, one `SXTB16` pair's worth.
-const LANES: usize = 4;
 
 /// One tap's weights for one four-channel group: two words of sign-extended 16-bit
 /// lanes, `(w0, w2)` and `(w1, w3)`, which `LDRD` reads.
 type TapWeights = [u32; 2];
 
-/// [`super::depthwise::depthwise_conv2d`] for depth multiplier 1 and windows of at
-/// most [`TAPS_CAP`] taps, channels in whole groups of four (as in every MLPerf Tiny
-/// model); `None` where it does not apply (the caller's plain kernel runs then). The
-/// caller has checked the slices against `g`.
+/// [`super::depthwise::depthwise_conv2d`] where [`DepthwiseKernel::of`] chooses
+/// [`DepthwiseKernel::Lanes`] (depth multiplier 1, windows of at most [`TAPS_CAP`]
+/// taps, channels in whole groups of four, as in every MLPerf Tiny model);
+/// `KernelArgs` elsewhere, since the tables below rely on it. The caller has checked
+/// the slices against `g`.
 pub(crate) fn depthwise_conv2d(
     g: &ConvGeometry,
-    depth_multiplier: usize,
     input_offset: i32,
     stage: &OutputStage<'_>,
     filter: &[i8],
     input: &[i8],
     output: &mut [i8],
-) -> Option<Result<(), Error>> {
-    let taps = g.kernel_h * g.kernel_w;
-    let pad_byte = i8::try_from(input_offset.checked_neg()?).ok()?;
-    let whole_groups = g.out_c.is_multiple_of(LANES) && g.out_c > 0;
-    if depth_multiplier != 1 || taps > TAPS_CAP || !whole_groups || g.in_c != g.out_c {
-        return None;
-    }
-    Some((0..g.out_c).step_by(QUANT_BLOCK).try_for_each(|c0| {
+) -> Result<(), Error> {
+    let pad_byte = input_offset
+        .checked_neg()
+        .and_then(|p| i8::try_from(p).ok())
+        .filter(|_| DepthwiseKernel::of(g, 1, input_offset) == DepthwiseKernel::Lanes)
+        .ok_or(Error::KernelArgs)?;
+    (0..g.out_c).step_by(QUANT_BLOCK).try_for_each(|c0| {
         let n = QUANT_BLOCK.min(g.out_c - c0);
         channel_block(
             g,
@@ -69,7 +62,7 @@ pub(crate) fn depthwise_conv2d(
             c0,
             n,
         )
-    }))
+    })
 }
 
 /// Channels `c0..c0 + n` (`n` a multiple of [`LANES`], at most [`QUANT_BLOCK`]) of
@@ -387,9 +380,7 @@ mod tests {
                         &mut want,
                     );
                     let mut got = std::vec![0i8; out_len];
-                    depthwise_conv2d(&g, 1, input_offset, &stage, &filter, &input, &mut got)
-                        .expect("taken")
-                        .unwrap();
+                    depthwise_conv2d(&g, input_offset, &stage, &filter, &input, &mut got).unwrap();
                     assert_eq!(got, want, "{g:?}, input offset {input_offset}");
                     cases += 1;
                 }
@@ -399,9 +390,10 @@ mod tests {
     }
 
     /// Offsets whose negation is no `i8`, depth multipliers above 1, larger windows and
-    /// channel counts that are no multiple of four go to the plain kernel.
+    /// channel counts that are no multiple of four go to the block kernel; the lane
+    /// kernel refuses them.
     #[test]
-    fn declines_what_it_does_not_cover() {
+    fn takes_only_what_it_covers() {
         let g = |k: usize, c: usize| ConvGeometry {
             batch: 1,
             in_h: 5,
@@ -427,19 +419,20 @@ mod tests {
             act_max: 127,
         };
         let run = |g: ConvGeometry, dm: usize, offset: i32| {
+            let lanes = DepthwiseKernel::of(&g, dm, offset) == DepthwiseKernel::Lanes;
             let (in_len, out_len) = g.lens().unwrap();
             let mut out = std::vec![0i8; out_len];
             let filter = std::vec![1i8; g.kernel_h * g.kernel_w * g.out_c];
-            depthwise_conv2d(
+            let ran = depthwise_conv2d(
                 &g,
-                dm,
                 offset,
                 &stage(g.out_c),
                 &filter,
                 &std::vec![0i8; in_len],
                 &mut out,
-            )
-            .is_some()
+            );
+            assert_eq!(ran.is_ok(), lanes, "{g:?}, dm {dm}, offset {offset}");
+            lanes
         };
         assert!(run(g(3, 8), 1, 128));
         assert!(!run(g(3, 8), 1, -128));

@@ -20,8 +20,8 @@ use crate::format::{Add, DataRef, Encoding, Op, Padding, Tensor, Weights};
 use crate::kernels::add::{add, add_in_place, AddParams};
 use crate::kernels::argmax::argmax;
 use crate::kernels::binary::{binary_conv2d, binary_fully_connected, SignInput, SignOutput};
-use crate::kernels::conv::conv2d;
-use crate::kernels::depthwise::depthwise_conv2d;
+use crate::kernels::conv::conv2d_by;
+use crate::kernels::depthwise::depthwise_conv2d_by;
 use crate::kernels::fully_connected::{fully_connected, FcShape};
 use crate::kernels::low_bit::{conv2d_packed, depthwise_conv2d_packed, fully_connected_packed};
 use crate::kernels::pool_bits::max_pool_bits;
@@ -273,7 +273,8 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 } else if let Some(rows) = self.sparse_rows(p.filter, filter, g.out_c) {
                     conv2d_sparse(g, input_offset, &stage, &rows, input, output)
                 } else if self.dense(p.filter) {
-                    conv2d(g, input_offset, &stage, bytes_as_i8(filter), input, output)
+                    let filter = bytes_as_i8(filter);
+                    conv2d_by::<OPS>(g, input_offset, &stage, filter, input, output)
                 } else {
                     return None;
                 }
@@ -287,7 +288,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     depthwise_conv2d_packed(g, dm, input_offset, &stage, &rows, input, output)
                 } else if self.dense(p.filter) {
                     let filter = bytes_as_i8(filter);
-                    depthwise_conv2d(g, dm, input_offset, &stage, filter, input, output)
+                    depthwise_conv2d_by::<OPS>(g, dm, input_offset, &stage, filter, input, output)
                 } else {
                     return None;
                 }

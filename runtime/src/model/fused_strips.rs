@@ -22,7 +22,7 @@ use super::stream::{narrow_rows, rows_read};
 use super::Model;
 use crate::arena::{bytes_as_i8, split};
 use crate::error::Error;
-use crate::format::{Conv2dMaxPool, Op, Tensor};
+use crate::format::{Conv2dMaxPool, Tensor};
 use crate::kernels::conv_pool::{
     conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool_by, FusedSparseKernel,
 };
@@ -289,22 +289,6 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         let stage = self.stage(c.bias, c.requant, y, conv.out_c, (c.act_min, c.act_max))?;
         let off = x.zero_point.wrapping_neg();
         Some(FusedSparseKernel::of(&conv, &pool, off, &stage, &rows).map(Some))
-    }
-
-    /// Refuse validated `ops` where a fused op's sparse kernel is not in the op set
-    /// ([`Error::FusedKernelNotInSet`]).
-    pub(super) fn check_fused_kernels(&self, ops: &[Op]) -> Result<(), Error> {
-        for (i, op) in ops.iter().enumerate() {
-            let Op::Conv2dMaxPool(p) = op else { continue };
-            let kernel = self.fused_sparse_kernel(p).ok_or(Error::KernelArgs)??;
-            if let Some(kernel) = kernel.filter(|k| !k.is_in(OPS)) {
-                return Err(Error::FusedKernelNotInSet {
-                    op: i as u32,
-                    kernel: kernel as u32,
-                });
-            }
-        }
-        Ok(())
     }
 }
 

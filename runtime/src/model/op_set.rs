@@ -29,11 +29,12 @@
 //! exactly the kinds and encodings its model uses). A blob whose weights use an
 //! encoding outside the set is refused with [`Error::EncodingNotInSet`].
 //!
-//! A fused conv + max pool with sparse weights runs one of three kernels, chosen per op
-//! from its geometry and weights ([`FusedSparseKernel`]). A set naming some of them
-//! (bits 24 to 26, [`fused_kernel_set`]) links only those, and a blob whose op needs
-//! another is refused with [`Error::FusedKernelNotInSet`]; a set naming none links all
-//! three. [`Model::op_set_used`] gives a model's exact set, these bits included.
+//! Some ops run one of several kernels, chosen per op: a fused conv + max pool with
+//! sparse weights, a dense conv, a dense depthwise conv. A set naming some of a
+//! family's kernels (bits 24 to 31, [`kernel_set`]) links only those, and a blob
+//! whose op needs another is refused with [`Error::KernelNotInSet`]; a set naming none
+//! of a family links all of them ([`super::kernel_choice`]). [`Model::op_set_used`]
+//! gives a model's exact set, these bits included.
 //!
 //! The default, [`ALL_OPS`], links every kernel. (Const generics on stable Rust take
 //! integers, not sets: hence a `u32` built by the `const fn`s here.)
@@ -41,21 +42,20 @@
 //! [`Model`]: crate::Model
 //! [`Error::OpNotInSet`]: crate::Error::OpNotInSet
 //! [`Error::EncodingNotInSet`]: crate::Error::EncodingNotInSet
-//! [`Error::FusedKernelNotInSet`]: crate::Error::FusedKernelNotInSet
+//! [`Error::KernelNotInSet`]: crate::Error::KernelNotInSet
 //! [`Model::op_set_used`]: crate::Model::op_set_used
 
 use super::Model;
 use crate::error::Error;
 pub use crate::format::OpKind;
 use crate::format::{Encoding, Op, ENCODINGS, OP_TAGS};
-pub use crate::kernels::conv_pool::FusedSparseKernel;
 
 /// The set of every op and encoding this runtime implements: [`crate::Model`]'s
 /// default.
 pub const ALL_OPS: u32 = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
 
 // The set's three fields must not overlap: kinds below bit 16, encodings from 16 up to
-// the fused sparse kernels' bit 24. A new op kind or encoding past its field fails
+// the chosen kernels' bit 24. A new op kind or encoding past its field fails
 // the build here instead of aliasing another's bit.
 const _: () = assert!(OP_TAGS <= 16 && 16 + ENCODINGS <= 24);
 
@@ -85,16 +85,6 @@ pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
     set
 }
 
-/// The set of fused sparse `kernels` (to `|` with the rest of a set).
-pub const fn fused_kernel_set(kernels: &[FusedSparseKernel]) -> u32 {
-    let (mut set, mut rest) = (0, kernels);
-    while let [kernel, tail @ ..] = rest {
-        set |= kernel.bit();
-        rest = tail;
-    }
-    set
-}
-
 /// The set of kinds and encodings `ops` use: the smallest `OPS` that loads a model
 /// with these ops.
 pub fn used_by(ops: impl IntoIterator<Item = Op>) -> u32 {
@@ -109,25 +99,17 @@ pub fn used_by(ops: impl IntoIterator<Item = Op>) -> u32 {
 impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     Model<'_, MAX_OPS, MAX_TENSORS, OPS>
 {
-    /// The smallest op set that loads this model: [`used_by`] its ops, and the fused
-    /// sparse kernels they run.
+    /// The smallest op set that loads this model: [`used_by`] its ops, and the
+    /// kernels they run where their kind has several ([`super::kernel_choice`]).
     pub fn op_set_used(&self) -> Result<u32, Error> {
         let mut set = used_by(self.ops());
         for op in self.ops() {
-            let Op::Conv2dMaxPool(p) = op else { continue };
-            if let Some(kernel) = self.fused_sparse_kernel(&p).ok_or(Error::KernelArgs)?? {
+            if let Some(kernel) = self.kernel_of(&op).ok_or(Error::KernelArgs)?? {
                 set |= kernel.bit();
             }
         }
         Ok(set)
     }
-}
-
-/// The fused sparse kernels `set` names, in bit order.
-pub fn fused_kernels_in(set: u32) -> impl Iterator<Item = FusedSparseKernel> {
-    FusedSparseKernel::ALL
-        .into_iter()
-        .filter(move |k| set & k.bit() != 0)
 }
 
 /// The kinds in `set`, in wire-tag order.
