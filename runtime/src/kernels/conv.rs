@@ -590,7 +590,7 @@ fn by_rows(
 mod tests {
     use super::*;
     use crate::kernels::reference;
-    use crate::kernels::test_support::{single_rounding_requant, xorshift};
+    use crate::kernels::test_support::{host_fast_path, single_rounding_requant, xorshift};
     use std::vec::Vec;
 
     /// A random conv for geometry `g`: input, filters, biases within ±10,000 and
@@ -668,17 +668,20 @@ mod tests {
                 conv2d_by::<{ Rows.bit() }>,
                 conv2d_by::<0>,
             ];
-            for (only, run) in [Some(Gathered), Some(Pieces), Some(Rows), None]
-                .iter()
-                .zip(runs)
-            {
+            // With the host's AVX2 kernels, and without (the portable paths run).
+            for (avx2, (only, run)) in [true, false].into_iter().flat_map(|avx2| {
+                let paths = [Some(Gathered), Some(Pieces), Some(Rows), None];
+                paths.into_iter().zip(runs).map(move |r| (avx2, r))
+            }) {
+                host_fast_path(avx2);
                 let mut got = std::vec![0i8; out_len];
                 let ran = run(&g, offset, &stage, filter, input, &mut got);
                 match only.is_none_or(|p| p == path) {
-                    true => assert_eq!((ran, &got), (Ok(()), &want), "{path:?}"),
+                    true => assert_eq!((ran, &got), (Ok(()), &want), "{path:?}, {avx2}"),
                     false => assert_eq!(ran, Err(Error::KernelArgs), "{path:?} in {only:?}"),
                 }
             }
+            host_fast_path(true);
         }
     }
 

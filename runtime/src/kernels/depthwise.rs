@@ -263,7 +263,7 @@ pub(crate) fn depthwise_block(
 mod tests {
     use super::*;
     use crate::kernels::reference;
-    use crate::kernels::test_support::{single_rounding_requant, xorshift};
+    use crate::kernels::test_support::{host_fast_path, single_rounding_requant, xorshift};
 
     /// The lane kernel's cases are chosen the same on every target; a set naming one
     /// kernel runs the depthwise convs that choose it bit-exact and refuses the
@@ -315,14 +315,20 @@ mod tests {
                 depthwise_conv2d_by::<{ Blocks.bit() }>,
                 depthwise_conv2d_by::<0>,
             ];
-            for (only, run) in [Some(Lanes), Some(Blocks), None].iter().zip(runs) {
+            // With the host's AVX2 kernels, and without (the block kernel runs).
+            for (avx2, (only, run)) in [true, false].into_iter().flat_map(|avx2| {
+                let kernels = [Some(Lanes), Some(Blocks), None];
+                kernels.into_iter().zip(runs).map(move |r| (avx2, r))
+            }) {
+                host_fast_path(avx2);
                 let mut got = std::vec![0i8; out_len];
                 let ran = run(&g, dm, offset, &stage, &filter, &input, &mut got);
                 match only.is_none_or(|k| k == kernel) {
-                    true => assert_eq!((ran, &got), (Ok(()), &want), "{kernel:?}"),
+                    true => assert_eq!((ran, &got), (Ok(()), &want), "{kernel:?}, {avx2}"),
                     false => assert_eq!(ran, Err(Error::KernelArgs), "{kernel:?} in {only:?}"),
                 }
             }
+            host_fast_path(true);
         }
     }
 }

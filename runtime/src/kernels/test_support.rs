@@ -69,3 +69,11 @@ pub(crate) fn single_rounding_requant(
     bytes.extend((0..channels).map(|_| 0u8));
     bytes
 }
+
+/// Turns the host's AVX2 kernels on or off for this thread (a no-op elsewhere), so a
+/// test can run the portable kernels on an x86_64 host too.
+pub(crate) fn host_fast_path(on: bool) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    crate::kernels::x86::set_enabled(on);
+    let _ = on;
+}
