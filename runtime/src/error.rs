@@ -6,6 +6,7 @@
 use core::fmt;
 
 use crate::format::tags::{OpKind, FORMAT_MAJOR};
+use crate::model::Kernel;
 
 /// Everything that can go wrong while loading or running a packed model.
 ///
@@ -420,11 +421,19 @@ impl fmt::Display for Error {
                 "op {op}: weight encoding {encoding} is not in this Model's op set \
                  (its kernels are not linked)"
             ),
-            KernelNotInSet { op, bit } => write!(
-                f,
-                "op {op}: the kernel it runs (op-set bit {bit}) is not in this Model's op \
-                 set (not linked)"
-            ),
+            KernelNotInSet { op, bit } => {
+                let kernel = Kernel::ALL
+                    .into_iter()
+                    .find(|k| k.bit().trailing_zeros() == bit);
+                match kernel {
+                    Some(kernel) => write!(
+                        f,
+                        "op {op}: the kernel it runs, {kernel:?} (op-set bit {bit}), is not \
+                         in this Model's op set (not linked)"
+                    ),
+                    None => write!(f, "op {op}: op-set bit {bit} names no kernel"),
+                }
+            }
             EncodingNotSupported { op, encoding } => {
                 write!(
                     f,

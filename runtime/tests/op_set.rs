@@ -167,7 +167,11 @@ fn only<const SET: u32>(blob: &[u8], all: &Model<'_>, kernel: Kernel, input_len:
             assert!(!kernel.is_in(SET), "{kernel:?} in {SET:#x}: {e}");
             let bit = kernel.bit().trailing_zeros();
             assert_eq!(e, Error::KernelNotInSet { op: 0, bit });
-            assert!(e.to_string().contains("op 0"), "{e}");
+            let message = e.to_string();
+            assert!(
+                message.contains("op 0") && message.contains(&format!("{kernel:?}")),
+                "{e}"
+            );
         }
     }
 }
