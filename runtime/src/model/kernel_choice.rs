@@ -91,7 +91,8 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
     Model<'_, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// The kernel validated op `op` runs where its kind and weights have several
-    /// (`Ok(None)` elsewhere, and where the op set links none of them).
+    /// (`Ok(None)` elsewhere, and where the op set links not the op's kind or its
+    /// weights' encoding, so that a set without them leaves this code out too).
     pub(crate) fn kernel_of(&self, op: &Op) -> Option<Result<Option<Kernel>, Error>> {
         let has = |kind: OpKind| kind.is_in(OPS);
         let offset_of = |input: u32| Some(self.tensors.get(input as usize)?.zero_point);
@@ -133,5 +134,33 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_has_its_own_bit_in_order() {
+        let bits = Kernel::ALL.map(|k| k.bit().trailing_zeros());
+        assert_eq!(bits, [24, 25, 26, 27, 28, 29, 30, 31]);
+        assert_eq!(kernel_set(&Kernel::ALL), KERNEL_CHOICES);
+        assert!(kernels_in(KERNEL_CHOICES).eq(Kernel::ALL));
+        // A family with none named links all of its kernels, one with some only those.
+        let set = kernel_set(&[Kernel::DenseConv(DenseConvKernel::Pieces)]);
+        let linked: std::vec::Vec<Kernel> =
+            Kernel::ALL.into_iter().filter(|k| k.is_in(set)).collect();
+        assert_eq!(
+            linked,
+            [
+                Kernel::FusedSparse(FusedSparseKernel::Windows),
+                Kernel::FusedSparse(FusedSparseKernel::Rows),
+                Kernel::FusedSparse(FusedSparseKernel::Pixels),
+                Kernel::DenseConv(DenseConvKernel::Pieces),
+                Kernel::Depthwise(DepthwiseKernel::Lanes),
+                Kernel::Depthwise(DepthwiseKernel::Blocks),
+            ]
+        );
     }
 }
