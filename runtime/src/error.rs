@@ -257,7 +257,7 @@ pub enum Error {
     KernelNotInSet {
         /// Index of the op.
         op: u32,
-        /// The kernel's bit in the op set (24 to 31: `model::Kernel::bit`).
+        /// The kernel's bit in the op set (24 to 34: `model::Kernel::bit`).
         bit: u32,
     },
     /// Weights in an encoding the op does not take (depthwise filters are dense only).
@@ -422,9 +422,7 @@ impl fmt::Display for Error {
                  (its kernels are not linked)"
             ),
             KernelNotInSet { op, bit } => {
-                let kernel = Kernel::ALL
-                    .into_iter()
-                    .find(|k| k.bit().trailing_zeros() == bit);
+                let kernel = Kernel::ALL.into_iter().find(|k| k.index() == bit);
                 match kernel {
                     Some(kernel) => write!(
                         f,

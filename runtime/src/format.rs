@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crc::Crc32;
 use crate::error::{sat_u32, Error};
-pub use tags::{OpKind, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
+pub use tags::{OpKind, OpSet, FORMAT_MAJOR, FORMAT_MINOR, OP_TAGS};
 
 #[cfg(feature = "std")]
 mod fuse;
@@ -211,13 +211,13 @@ impl Encoding {
 
     /// This encoding's bit in a [`crate::Model`] op set: `1 << (16 + tag)` (dense
     /// too: `op_set` adds it for you, a set without it links no dense kernel).
-    pub const fn bit(self) -> u32 {
+    pub const fn bit(self) -> OpSet {
         1 << (16 + self as u32)
     }
 
     /// Whether an op set holds this encoding.
-    pub const fn is_in(self, set: u32) -> bool {
-        set & self.bit() != 0
+    pub const fn is_in(self, set: OpSet) -> bool {
+        tags::holds(set, 16 + self as u32)
     }
 
     /// Short lower-case name, as `cargo xtask size` prints it.

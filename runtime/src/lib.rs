@@ -82,6 +82,6 @@ pub use format::{
     Padding, Pool2d, PoolWindow, Reshape, Softmax, Tensor, TensorKind, Weights,
 };
 pub use model::{
-    encoding_set, kernel_set, kind_set, op_set, DenseConvKernel, DepthwiseKernel,
-    FusedSparseKernel, Kernel, Model, OpKind, Quant, ALL_OPS, STREAM_CHAIN_CAP,
+    encoding_set, kernel_set, kind_set, op_set, DenseConvKernel, DenseFcKernel, DepthwiseKernel,
+    FusedSparseKernel, Kernel, Model, OpKind, OpSet, Quant, ALL_OPS, STREAM_CHAIN_CAP,
 };

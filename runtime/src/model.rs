@@ -20,11 +20,11 @@ pub(crate) use validate::check_stream;
 mod weights;
 
 pub use kernel_choice::{
-    kernel_set, kernels_in, DenseConvKernel, DepthwiseKernel, FusedSparseKernel, Kernel,
-    KERNEL_CHOICES,
+    kernel_set, kernels_in, DenseConvKernel, DenseFcKernel, DepthwiseKernel, FusedSparseKernel,
+    Kernel, KERNEL_CHOICES,
 };
 pub use op_set::{
-    encoding_set, encodings_in, kind_set, kinds_in, op_set, used_by, OpKind, ALL_OPS,
+    encoding_set, encodings_in, kind_set, kinds_in, op_set, used_by, OpKind, OpSet, ALL_OPS,
 };
 pub use ops::Ops;
 pub(crate) use stream::stream_rows_stay_ahead;
@@ -69,7 +69,7 @@ pub struct Model<
     'a,
     const MAX_OPS: usize = DEFAULT_MAX_OPS,
     const MAX_TENSORS: usize = DEFAULT_MAX_TENSORS,
-    const OPS: u32 = ALL_OPS,
+    const OPS: OpSet = ALL_OPS,
 > {
     header: Header,
     graph: GraphHeader,
@@ -96,7 +96,7 @@ impl<'a> Model<'a> {
     }
 }
 
-impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'a, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// [`Model::from_bytes`] with explicit capacities and op set.

@@ -113,13 +113,13 @@ fn only_a_conv_read_by_nothing_else_fuses() {
 #[test]
 fn the_op_set_must_name_the_fused_op() {
     let blob = fused_cnn().blob();
-    const WITHOUT: u32 = op_set(&[
+    const WITHOUT: sprig_runtime::OpSet = op_set(&[
         OpKind::Conv2d,
         OpKind::MaxPool2d,
         OpKind::Reshape,
         OpKind::FullyConnected,
     ]);
-    const WITH: u32 = op_set(&[
+    const WITH: sprig_runtime::OpSet = op_set(&[
         OpKind::Conv2dMaxPool,
         OpKind::Reshape,
         OpKind::FullyConnected,

@@ -191,7 +191,7 @@ fn load_and_run(graph: &GraphDef, builder: &BlobBuilder, input: &[i8]) -> Result
 }
 
 /// [`load_and_run`] with a `Model` of op set `SET`.
-fn load_and_run_in<const SET: u32>(
+fn load_and_run_in<const SET: sprig_runtime::OpSet>(
     graph: &GraphDef,
     builder: &BlobBuilder,
     input: &[i8],

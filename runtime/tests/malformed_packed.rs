@@ -68,7 +68,7 @@ fn padding_bits_after_a_row() {
 
 #[test]
 fn an_encoding_outside_the_op_set() {
-    const DENSE_CNN: u32 = op_set(&[
+    const DENSE_CNN: sprig_runtime::OpSet = op_set(&[
         OpKind::Conv2d,
         OpKind::MaxPool2d,
         OpKind::Reshape,
@@ -85,7 +85,7 @@ fn an_encoding_outside_the_op_set() {
         );
     }
     // The set must name the blob's own width.
-    const WITH_PACKED4: u32 = DENSE_CNN | Encoding::Packed4.bit();
+    const WITH_PACKED4: sprig_runtime::OpSet = DENSE_CNN | Encoding::Packed4.bit();
     let four = packed_cnn(Encoding::Packed4).blob();
     let two = packed_cnn(Encoding::Packed2).blob();
     assert!(Model::<8, 8, WITH_PACKED4>::parse(&four).is_ok());

@@ -89,7 +89,7 @@ fn an_index_past_the_row() {
 
 #[test]
 fn an_encoding_outside_the_op_set() {
-    const DENSE_CNN: u32 = op_set(&[
+    const DENSE_CNN: sprig_runtime::OpSet = op_set(&[
         OpKind::Conv2d,
         OpKind::MaxPool2d,
         OpKind::Reshape,
@@ -106,7 +106,7 @@ fn an_encoding_outside_the_op_set() {
         );
     }
     // The set must name the blob's own encoding.
-    const WITH_REL8: u32 = DENSE_CNN | Encoding::SparseRel8.bit();
+    const WITH_REL8: sprig_runtime::OpSet = DENSE_CNN | Encoding::SparseRel8.bit();
     let rel8 = sparse_cnn(Encoding::SparseRel8).blob();
     let rel4 = sparse_cnn(Encoding::SparseRel4).blob();
     assert!(Model::<8, 8, WITH_REL8>::parse(&rel8).is_ok());

@@ -5,14 +5,14 @@
 mod common;
 
 use common::{cnn, sparse_cnn, zoo, Lcg};
-use sprig_runtime::model::{kernels_in, kinds_in, used_by};
+use sprig_runtime::model::{kernels_in, kinds_in, used_by, KERNEL_CHOICES};
 use sprig_runtime::{
-    encoding_set, kernel_set, kind_set, op_set, DenseConvKernel, DepthwiseKernel, Encoding, Error,
-    FusedSparseKernel, Kernel, Model, OpKind, ALL_OPS,
+    encoding_set, kernel_set, kind_set, op_set, DenseConvKernel, DenseFcKernel, DepthwiseKernel,
+    Encoding, Error, FusedSparseKernel, Kernel, Model, OpKind, OpSet, ALL_OPS,
 };
 
 /// The test CNN's ops: conv, max pool, reshape, fully connected (LeNet-5's set).
-const CNN_OPS: u32 = op_set(&[
+const CNN_OPS: OpSet = op_set(&[
     OpKind::Conv2d,
     OpKind::MaxPool2d,
     OpKind::Reshape,
@@ -20,7 +20,7 @@ const CNN_OPS: u32 = op_set(&[
 ]);
 
 /// The test zoo's ops: every op but conv and max pool (fused or not), weights dense.
-const ZOO_OPS: u32 = (ALL_OPS
+const ZOO_OPS: OpSet = (ALL_OPS
     & !CNN_OPS
     & !OpKind::Conv2dMaxPool.bit()
     & !encoding_set(&Encoding::ALL)
@@ -96,7 +96,7 @@ fn an_op_outside_the_set_is_refused_with_its_index_and_kind() {
 }
 
 /// Run `restricted` and the every-op model on the same inputs; outputs must be equal.
-fn bit_exact<const O: usize, const T: usize, const OPS: u32>(
+fn bit_exact<const O: usize, const T: usize, const OPS: OpSet>(
     restricted: &Model<'_, O, T, OPS>,
     all: &Model<'_>,
     inputs: impl Iterator<Item = Vec<i8>>,
@@ -132,7 +132,7 @@ fn a_model_within_the_set_runs_bit_exact_with_every_op() {
 
 #[test]
 fn a_set_without_dense_runs_sparse_weights_and_refuses_dense_ones() {
-    const SPARSE_ONLY: u32 = kind_set(&[
+    const SPARSE_ONLY: OpSet = kind_set(&[
         OpKind::Conv2d,
         OpKind::MaxPool2d,
         OpKind::Reshape,
@@ -153,10 +153,15 @@ fn a_set_without_dense_runs_sparse_weights_and_refuses_dense_ones() {
     );
 }
 
-/// Load `blob` in a `Model` with op set `SET`: where `SET` links `kernel` (the one
-/// op 0 runs), it runs bit-exact with `all` on random inputs of `input_len` bytes;
-/// elsewhere it is refused, naming op 0 and the kernel's bit.
-fn only<const SET: u32>(blob: &[u8], all: &Model<'_>, kernel: Kernel, input_len: usize) {
+/// Load `blob` in a `Model` with op set `SET`: where `SET` links `kernel` (the one op
+/// `op` runs), it runs bit-exact with `all` on random inputs of `input_len` bytes;
+/// elsewhere it is refused, naming the op and the kernel.
+fn only<const SET: OpSet>(
+    blob: &[u8],
+    all: &Model<'_>,
+    (op, kernel): (u32, Kernel),
+    input_len: usize,
+) {
     let mut rng = Lcg::new(9);
     match Model::<16, 16, SET>::parse(blob) {
         Ok(model) => {
@@ -166,12 +171,10 @@ fn only<const SET: u32>(blob: &[u8], all: &Model<'_>, kernel: Kernel, input_len:
         Err(e) => {
             assert!(!kernel.is_in(SET), "{kernel:?} in {SET:#x}: {e}");
             let bit = kernel.bit().trailing_zeros();
-            assert_eq!(e, Error::KernelNotInSet { op: 0, bit });
+            assert_eq!(e, Error::KernelNotInSet { op, bit });
             let message = e.to_string();
-            assert!(
-                message.contains("op 0") && message.contains(&format!("{kernel:?}")),
-                "{e}"
-            );
+            let names = format!("op {op}: the kernel it runs, {kernel:?}");
+            assert!(message.contains(&names), "{e}");
         }
     }
 }
@@ -191,47 +194,57 @@ fn a_set_naming_fused_sparse_kernels_links_and_loads_only_those() {
     };
     assert_eq!(used & !kernel.bit(), used_by(all.ops()));
     // Each kernel alone: the model's loads and runs bit-exact, the others refuse it.
-    const KINDS: u32 = kind_set(&[
+    const KINDS: OpSet = kind_set(&[
         OpKind::Conv2dMaxPool,
         OpKind::Reshape,
         OpKind::FullyConnected,
     ]) | encoding_set(&[Encoding::SparseRel4]);
-    only::<{ KINDS | FusedSparseKernel::Windows.bit() }>(&blob, &all, kernel, 36);
-    only::<{ KINDS | FusedSparseKernel::Rows.bit() }>(&blob, &all, kernel, 36);
-    only::<{ KINDS | FusedSparseKernel::Pixels.bit() }>(&blob, &all, kernel, 36);
+    only::<{ KINDS | FusedSparseKernel::Windows.bit() }>(&blob, &all, (0, kernel), 36);
+    only::<{ KINDS | FusedSparseKernel::Rows.bit() }>(&blob, &all, (0, kernel), 36);
+    only::<{ KINDS | FusedSparseKernel::Pixels.bit() }>(&blob, &all, (0, kernel), 36);
     // Naming none links all three, and naming another family's kernel changes nothing.
-    only::<KINDS>(&blob, &all, kernel, 36);
-    only::<{ KINDS | DenseConvKernel::Rows.bit() }>(&blob, &all, kernel, 36);
+    only::<KINDS>(&blob, &all, (0, kernel), 36);
+    only::<{ KINDS | DenseConvKernel::Rows.bit() }>(&blob, &all, (0, kernel), 36);
     assert!(FusedSparseKernel::ALL.iter().all(|k| k.is_in(KINDS)));
 }
 
 #[test]
-fn a_set_naming_dense_conv_or_depthwise_kernels_loads_only_the_ops_that_run_them() {
-    // The CNN's op 0 is a dense 3×3 conv over one channel: the gathered path.
+fn a_set_naming_dense_kernels_loads_only_the_ops_that_run_them() {
+    // The CNN's op 0 is a dense 3×3 conv over one channel (the gathered path), its op 3
+    // a fully connected op with few weights (the plain loop).
     let blob = cnn().blob();
     let all = Model::from_bytes(&blob).unwrap();
     let used = all.op_set_used().unwrap();
-    let named: Vec<Kernel> = kernels_in(used).collect();
-    assert_eq!(named, [Kernel::DenseConv(DenseConvKernel::Gathered)]);
-    let kernel = named[0];
-    assert_eq!(used, CNN_OPS | kernel.bit());
-    only::<{ CNN_OPS | DenseConvKernel::Gathered.bit() }>(&blob, &all, kernel, 36);
-    only::<{ CNN_OPS | DenseConvKernel::Pieces.bit() }>(&blob, &all, kernel, 36);
-    only::<{ CNN_OPS | DenseConvKernel::Rows.bit() }>(&blob, &all, kernel, 36);
-    only::<{ CNN_OPS | DepthwiseKernel::Blocks.bit() }>(&blob, &all, kernel, 36);
+    let conv = Kernel::DenseConv(DenseConvKernel::Gathered);
+    let fc = Kernel::DenseFc(DenseFcKernel::Plain);
+    assert_eq!(kernels_in(used).collect::<Vec<_>>(), [conv, fc]);
+    assert_eq!(used, CNN_OPS | conv.bit() | fc.bit());
+    const WITH_FC: OpSet = CNN_OPS | DenseFcKernel::Plain.bit();
+    only::<{ WITH_FC | DenseConvKernel::Gathered.bit() }>(&blob, &all, (0, conv), 36);
+    only::<{ WITH_FC | DenseConvKernel::Pieces.bit() }>(&blob, &all, (0, conv), 36);
+    only::<{ WITH_FC | DenseConvKernel::Rows.bit() }>(&blob, &all, (0, conv), 36);
+    const WITH_CONV: OpSet = CNN_OPS | DenseConvKernel::Gathered.bit();
+    only::<{ WITH_CONV | DenseFcKernel::Buffered.bit() }>(&blob, &all, (3, fc), 36);
+    only::<{ WITH_CONV | DenseFcKernel::Pieces.bit() }>(&blob, &all, (3, fc), 36);
+    // Another family's kernel alone leaves these two families whole.
+    only::<{ CNN_OPS | DepthwiseKernel::Blocks.bit() }>(&blob, &all, (0, conv), 36);
     // The zoo's op 0 is a dense depthwise conv, its choice the same on every target.
     let blob = zoo().blob();
     let all = Model::from_bytes(&blob).unwrap();
     let used = all.op_set_used().unwrap();
     let named: Vec<Kernel> = kernels_in(used).collect();
-    let [kernel @ Kernel::Depthwise(_)] = named[..] else {
+    let [kernel @ Kernel::Depthwise(_), ref fcs @ ..] = named[..] else {
         panic!("{named:?}")
     };
-    assert_eq!(used, ZOO_OPS | kernel.bit());
-    only::<{ ZOO_OPS | DepthwiseKernel::Lanes.bit() }>(&blob, &all, kernel, 32);
-    only::<{ ZOO_OPS | DepthwiseKernel::Blocks.bit() }>(&blob, &all, kernel, 32);
-    only::<ZOO_OPS>(&blob, &all, kernel, 32);
-    // Every family named at once: the model's exact set.
-    const EXACT: u32 = ZOO_OPS | kernel_set(&Kernel::ALL);
-    only::<EXACT>(&blob, &all, kernel, 32);
+    assert!(
+        fcs.iter().all(|k| matches!(k, Kernel::DenseFc(_))),
+        "{named:?}"
+    );
+    assert_eq!(used & !KERNEL_CHOICES, ZOO_OPS);
+    only::<{ ZOO_OPS | DepthwiseKernel::Lanes.bit() }>(&blob, &all, (0, kernel), 32);
+    only::<{ ZOO_OPS | DepthwiseKernel::Blocks.bit() }>(&blob, &all, (0, kernel), 32);
+    only::<ZOO_OPS>(&blob, &all, (0, kernel), 32);
+    // Every kernel of every family named at once.
+    const EVERY: OpSet = ZOO_OPS | kernel_set(&Kernel::ALL);
+    only::<EVERY>(&blob, &all, (0, kernel), 32);
 }

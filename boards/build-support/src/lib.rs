@@ -28,7 +28,7 @@ use std::process;
 
 use sprig_runtime::model::{encodings_in, kernels_in, kinds_in, Kernel};
 use sprig_runtime::vectors::Vectors;
-use sprig_runtime::Model;
+use sprig_runtime::{Model, OpSet};
 
 /// Environment variable naming the compress run folder.
 pub const ARTIFACTS_ENV: &str = "SPRIG_ARTIFACTS";
@@ -65,7 +65,7 @@ pub struct Artifacts {
     /// Tensors in the graph (the `Model` tensor capacity).
     pub tensors: usize,
     /// The op kinds the graph uses (a `Model` op set: bit `k` = wire tag `k`).
-    pub op_set: u32,
+    pub op_set: OpSet,
     /// Int8 input elements.
     pub input_len: usize,
     /// Int8 output elements.
@@ -237,6 +237,7 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
                 Kernel::Depthwise(k) => {
                     format!("Kernel::Depthwise({RUNTIME}DepthwiseKernel::{k:?})")
                 }
+                Kernel::DenseFc(k) => format!("Kernel::DenseFc({RUNTIME}DenseFcKernel::{k:?})"),
             });
             let mut text = set_of("kind_set", kinds);
             for (function, items) in [
@@ -257,7 +258,7 @@ pub fn op_set_rs(artifacts: &Artifacts, kernels: Kernels) -> String {
     };
     format!(
         "/// The `Model` op set: {what}; only their kernels are linked.\n\
-         pub const OP_SET: u32 = {set};\n"
+         pub const OP_SET: ::sprig_runtime::OpSet = {set};\n"
     )
 }
 
@@ -495,34 +496,38 @@ mod tests {
 
     #[test]
     fn the_op_set_names_exactly_the_models_kinds() {
-        use sprig_runtime::{op_set, OpKind, ALL_OPS};
+        use sprig_runtime::model::KERNEL_CHOICES;
+        use sprig_runtime::{op_set, DenseFcKernel, OpKind, ALL_OPS};
 
         let dir = fc_argmax_run();
         let artifacts = read_artifacts(&dir, None).unwrap();
         fs::remove_dir_all(&dir).unwrap();
+        // Its fully connected op is small: the plain loop.
         assert_eq!(
             artifacts.op_set,
-            op_set(&[OpKind::FullyConnected, OpKind::ArgMax])
+            op_set(&[OpKind::FullyConnected, OpKind::ArgMax]) | DenseFcKernel::Plain.bit()
         );
         assert_eq!(
             op_set_rs(&artifacts, Kernels::OfModel),
             "/// The `Model` op set: the embedded model's op kinds; only their kernels are \
              linked.\n\
-             pub const OP_SET: u32 = ::sprig_runtime::kind_set(&[\n    \
+             pub const OP_SET: ::sprig_runtime::OpSet = ::sprig_runtime::kind_set(&[\n    \
              ::sprig_runtime::OpKind::FullyConnected,\n    \
              ::sprig_runtime::OpKind::ArgMax,\n])\n    \
              | ::sprig_runtime::encoding_set(&[\n    \
-             ::sprig_runtime::Encoding::Dense,\n]);\n"
+             ::sprig_runtime::Encoding::Dense,\n])\n    \
+             | ::sprig_runtime::kernel_set(&[\n    \
+             ::sprig_runtime::Kernel::DenseFc(::sprig_runtime::DenseFcKernel::Plain),\n]);\n"
         );
         let all = op_set_rs(&artifacts, Kernels::All);
         assert!(
-            all.ends_with("pub const OP_SET: u32 = ::sprig_runtime::ALL_OPS;\n"),
+            all.ends_with("pub const OP_SET: ::sprig_runtime::OpSet = ::sprig_runtime::ALL_OPS;\n"),
             "{all}"
         );
         assert_eq!(ALL_OPS.count_ones(), OpKind::ALL.len() as u32 + 6);
         // Sparse weights name their encoding, and without dense weights dense is left out.
         let sparse = Artifacts {
-            op_set: (artifacts.op_set & !sprig_runtime::Encoding::Dense.bit())
+            op_set: (artifacts.op_set & !sprig_runtime::Encoding::Dense.bit() & !KERNEL_CHOICES)
                 | sprig_runtime::Encoding::SparseRel4.bit(),
             ..artifacts
         };
@@ -541,7 +546,7 @@ mod tests {
              | ::sprig_runtime::kernel_set(&[\n    \
              ::sprig_runtime::Kernel::FusedSparse(::sprig_runtime::FusedSparseKernel::Windows),\n]);\n"
         ));
-        // So do a dense conv and a dense depthwise conv, in bit order.
+        // So do dense convs, depthwise convs and fully connected ops, in bit order.
         let dense = Artifacts {
             op_set: artifacts.op_set
                 | sprig_runtime::DepthwiseKernel::Lanes.bit()
@@ -552,7 +557,8 @@ mod tests {
             "::sprig_runtime::Encoding::Dense,\n])\n    \
              | ::sprig_runtime::kernel_set(&[\n    \
              ::sprig_runtime::Kernel::DenseConv(::sprig_runtime::DenseConvKernel::Gathered),\n    \
-             ::sprig_runtime::Kernel::Depthwise(::sprig_runtime::DepthwiseKernel::Lanes),\n]);\n"
+             ::sprig_runtime::Kernel::Depthwise(::sprig_runtime::DepthwiseKernel::Lanes),\n    \
+             ::sprig_runtime::Kernel::DenseFc(::sprig_runtime::DenseFcKernel::Plain),\n]);\n"
         ));
     }
 }

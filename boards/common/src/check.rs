@@ -2,7 +2,7 @@
 
 use sprig_runtime::model::first_argmax;
 use sprig_runtime::vectors::Vectors;
-use sprig_runtime::{Model, Op};
+use sprig_runtime::{Model, Op, OpSet};
 
 use crate::artifacts::{self, MAX_OPS, MAX_TENSORS, OP_SET, PROFILE, TOTAL_VECTORS};
 use crate::{arena, stack, Counter};
@@ -47,7 +47,7 @@ pub struct StackArea {
 
 /// The label a model's output means: the value of a final `ArgMax`, else the index of
 /// the first largest element (as `Model::predict`).
-fn label_of<const O: usize, const T: usize, const S: u32>(
+fn label_of<const O: usize, const T: usize, const S: OpSet>(
     model: &Model<'_, O, T, S>,
     output: &[i8],
 ) -> usize {

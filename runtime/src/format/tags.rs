@@ -9,6 +9,24 @@ pub const FORMAT_MINOR: u16 = 6;
 /// Number of op tags this runtime knows (`0..OP_TAGS`).
 pub const OP_TAGS: u32 = 13;
 
+/// A `Model`'s op set: one bit per op kind, weight encoding and kernel chosen per op
+/// (`model::op_set`). A named type, so that widening it is one line.
+pub type OpSet = u64;
+
+/// Whether `set` holds bit `bit` (below 64). The set is a constant and the bit often
+/// is not (an op's kind, its weights' encoding): the constant's half is chosen first,
+/// so a 32-bit core tests one word instead of shifting a 64-bit value (measured: the
+/// every-kernel firmware 972 B larger, ad01_int8 0.2 % slower with `set & 1 << bit`).
+#[inline(always)]
+pub(crate) const fn holds(set: OpSet, bit: u32) -> bool {
+    let word = if bit < 32 {
+        set as u32
+    } else {
+        (set >> 32) as u32
+    };
+    word & (1 << (bit % 32)) != 0
+}
+
 /// The kind of an [`Op`](super::Op), by wire tag (`OpKind::Conv2d as u32 == 0`).
 // Four bytes, like `Error`'s other payloads: as a one-byte field of
 // `Error::OpNotInSet` it changed `Error`'s layout, and with it LLVM's code for the
@@ -52,12 +70,12 @@ impl OpKind {
     ];
 
     /// This kind's bit in an op set.
-    pub const fn bit(self) -> u32 {
+    pub const fn bit(self) -> OpSet {
         1 << self as u32
     }
 
     /// Whether `set` holds this kind.
-    pub const fn is_in(self, set: u32) -> bool {
-        set & self.bit() != 0
+    pub const fn is_in(self, set: OpSet) -> bool {
+        holds(set, self as u32)
     }
 }

@@ -8,6 +8,8 @@ use super::{
     WindowPair, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
+use crate::format::tags::holds;
+use crate::format::OpSet;
 
 /// `output[b, oy, ox, oc] = stage(Σ (input[b, iy, ix, ic] + input_offset) ·
 /// filter[oc, ky, kx, ic])` over the in-bounds window (padding contributes nothing,
@@ -57,20 +59,20 @@ pub enum DenseConvKernel {
 
 /// The op-set bits of every [`DenseConvKernel`]. A set with none of them links all
 /// three (the default, and every set written before they existed).
-pub const DENSE_CONV_KERNELS: u32 = 0b111 << 27;
+pub const DENSE_CONV_KERNELS: OpSet = 0b111 << 27;
 
 impl DenseConvKernel {
     /// Every path, in bit order.
     pub const ALL: [DenseConvKernel; 3] = [Self::Gathered, Self::Pieces, Self::Rows];
 
     /// This path's bit in an op set: `1 << (27 + index)`.
-    pub const fn bit(self) -> u32 {
+    pub const fn bit(self) -> OpSet {
         1 << (27 + self as u32)
     }
 
     /// Whether op set `set` links this path: it names it, or names none of them.
-    pub const fn is_in(self, set: u32) -> bool {
-        set & DENSE_CONV_KERNELS == 0 || set & self.bit() != 0
+    pub const fn is_in(self, set: OpSet) -> bool {
+        set & DENSE_CONV_KERNELS == 0 || holds(set, 27 + self as u32)
     }
 
     /// The path for a conv with geometry `g` and `input_offset`.
@@ -91,7 +93,7 @@ impl DenseConvKernel {
 /// Not inlined: inlined into the op dispatcher, its row-by-row loops lost registers and
 /// a 3×3×64 conv took 31.1 M instructions on the Cortex-M0 instead of 21.2 M.
 #[inline(never)]
-pub fn conv2d_by<const SET: u32>(
+pub fn conv2d_by<const SET: OpSet>(
     g: &ConvGeometry,
     input_offset: i32,
     stage: &OutputStage<'_>,

@@ -25,6 +25,8 @@ use super::{
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::{SparseRow, SparseRows};
+use crate::format::tags::holds;
+use crate::format::OpSet;
 use crate::kernels::low_bit::UNPACK_CAP;
 
 /// `output = max_pool(pool, conv2d(conv, input))` with a dense filter: `conv` is the
@@ -202,20 +204,20 @@ pub enum FusedSparseKernel {
 
 /// The op-set bits of every [`FusedSparseKernel`]. A set with none of them links all
 /// three (the default, and every set written before they existed).
-pub const FUSED_SPARSE_KERNELS: u32 = 0b111 << 24;
+pub const FUSED_SPARSE_KERNELS: OpSet = 0b111 << 24;
 
 impl FusedSparseKernel {
     /// Every kernel, in bit order.
     pub const ALL: [FusedSparseKernel; 3] = [Self::Windows, Self::Rows, Self::Pixels];
 
     /// This kernel's bit in an op set: `1 << (24 + index)`.
-    pub const fn bit(self) -> u32 {
+    pub const fn bit(self) -> OpSet {
         1 << (24 + self as u32)
     }
 
     /// Whether op set `set` links this kernel: it names it, or names none of them.
-    pub const fn is_in(self, set: u32) -> bool {
-        set & FUSED_SPARSE_KERNELS == 0 || set & self.bit() != 0
+    pub const fn is_in(self, set: OpSet) -> bool {
+        set & FUSED_SPARSE_KERNELS == 0 || holds(set, 24 + self as u32)
     }
 
     /// The kernel for conv `conv` and pool `pool` (the whole op's geometries) with
@@ -261,7 +263,7 @@ impl FusedSparseKernel {
 // every fused op's run passes through (measured: 4,240 B inlined, on lenet5's path).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_sparse_max_pool_by<const SET: u32>(
+pub fn conv2d_sparse_max_pool_by<const SET: OpSet>(
     kernel: FusedSparseKernel,
     conv: &ConvGeometry,
     pool: &ConvGeometry,

@@ -3,6 +3,8 @@
 
 use super::{ChannelQuant, ConvGeometry, OutputStage, QUANT_BLOCK};
 use crate::error::Error;
+use crate::format::tags::holds;
+use crate::format::OpSet;
 
 /// `output[b, oy, ox, c·dm + m] = stage(Σ (input[b, iy, ix, c] + input_offset) ·
 /// filter[ky, kx, c·dm + m])` over the in-bounds window, `dm = depth_multiplier`,
@@ -65,20 +67,20 @@ pub enum DepthwiseKernel {
 
 /// The op-set bits of every [`DepthwiseKernel`]. A set with none of them links both
 /// (the default, and every set written before they existed).
-pub const DEPTHWISE_KERNELS: u32 = 0b11 << 30;
+pub const DEPTHWISE_KERNELS: OpSet = 0b11 << 30;
 
 impl DepthwiseKernel {
     /// Every kernel, in bit order.
     pub const ALL: [DepthwiseKernel; 2] = [Self::Lanes, Self::Blocks];
 
     /// This kernel's bit in an op set: `1 << (30 + index)`.
-    pub const fn bit(self) -> u32 {
+    pub const fn bit(self) -> OpSet {
         1 << (30 + self as u32)
     }
 
     /// Whether op set `set` links this kernel: it names it, or names none of them.
-    pub const fn is_in(self, set: u32) -> bool {
-        set & DEPTHWISE_KERNELS == 0 || set & self.bit() != 0
+    pub const fn is_in(self, set: OpSet) -> bool {
+        set & DEPTHWISE_KERNELS == 0 || holds(set, 30 + self as u32)
     }
 
     /// The kernel for a depthwise conv with geometry `g`, `depth_multiplier` and
@@ -103,7 +105,7 @@ impl DepthwiseKernel {
 /// [`depthwise_conv2d`] with the kernel [`DepthwiseKernel::of`] chooses, referencing
 /// only what op set `SET` links; another is `KernelArgs` on every target (the loader
 /// has refused such a model).
-pub fn depthwise_conv2d_by<const SET: u32>(
+pub fn depthwise_conv2d_by<const SET: OpSet>(
     g: &ConvGeometry,
     depth_multiplier: usize,
     input_offset: i32,

@@ -6,6 +6,8 @@ use super::{
     small_offset, ChannelQuant, OutputStage, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
+use crate::format::tags::holds;
+use crate::format::OpSet;
 
 /// Ops with at most this many weights skip the offset buffer (see [`fully_connected`]).
 const SMALL_FC: usize = 512;
@@ -34,7 +36,70 @@ impl FcShape {
 }
 
 /// `output[b, o] = stage(Σ_i (input[b, i] + input_offset) · weights[o, i])`.
+///
+/// The path is [`DenseFcKernel::of`]'s choice, every path linked; a `Model` links only
+/// its op set's ([`fully_connected_by`]).
 pub fn fully_connected(
+    shape: &FcShape,
+    input_offset: i32,
+    stage: &OutputStage<'_>,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    fully_connected_by::<DENSE_FC_KERNELS>(shape, input_offset, stage, weights, input, output)
+}
+
+/// The path a dense fully connected op runs, chosen per op from its shape and input
+/// offset, so that a [`crate::Model`]'s op set can leave the others out (bits 32 to
+/// 34: [`DenseFcKernel::bit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u32)]
+pub enum DenseFcKernel {
+    /// Each row offset once into a buffer of at most [`OFFSET_CAP`] inputs, then four
+    /// outputs per pass: more than [`SMALL_FC`] weights.
+    Buffered,
+    /// Rows longer than the buffer (ad01's 640 inputs), summed in pieces of it where
+    /// `SMLAD` packs them; the plain loop elsewhere.
+    Pieces,
+    /// One dot product per output: tiny ops (sine's), offsets beyond ±256.
+    Plain,
+}
+
+/// The op-set bits of every [`DenseFcKernel`]. A set with none of them links all
+/// three (the default, and every set written before they existed).
+pub const DENSE_FC_KERNELS: OpSet = 0b111 << 32;
+
+impl DenseFcKernel {
+    /// Every path, in bit order.
+    pub const ALL: [DenseFcKernel; 3] = [Self::Buffered, Self::Pieces, Self::Plain];
+
+    /// This path's bit in an op set: `1 << (32 + index)`.
+    pub const fn bit(self) -> OpSet {
+        1 << (32 + self as u32)
+    }
+
+    /// Whether op set `set` links this path: it names it, or names none of them.
+    pub const fn is_in(self, set: OpSet) -> bool {
+        set & DENSE_FC_KERNELS == 0 || holds(set, 32 + self as u32)
+    }
+
+    /// The path for a fully connected op of `shape` with `input_offset`.
+    pub fn of(shape: &FcShape, input_offset: i32) -> Self {
+        let weights = shape.in_features.saturating_mul(shape.out_features);
+        match small_offset(input_offset) {
+            Some(_) if shape.in_features <= OFFSET_CAP && weights > SMALL_FC => Self::Buffered,
+            Some(_) if shape.in_features > OFFSET_CAP => Self::Pieces,
+            _ => Self::Plain,
+        }
+    }
+}
+
+/// [`fully_connected`] with the path [`DenseFcKernel::of`] chooses, referencing only
+/// the paths op set `SET` links; another is `KernelArgs` on every target (the loader
+/// has refused such a model).
+pub fn fully_connected_by<const SET: OpSet>(
     shape: &FcShape,
     input_offset: i32,
     stage: &OutputStage<'_>,
@@ -58,6 +123,11 @@ pub fn fully_connected(
     if !ok {
         return Err(Error::KernelArgs);
     }
+    // Refused on every target alike, the host's AVX2 kernels included.
+    let kernel = DenseFcKernel::of(shape, input_offset);
+    if !kernel.is_in(SET) {
+        return Err(Error::KernelArgs);
+    }
     // x86_64 hosts: the AVX2 kernels (same results), unless the CPU lacks AVX2.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if let Some(offset) = small_offset(input_offset) {
@@ -70,9 +140,10 @@ pub fn fully_connected(
     }
     // Tiny ops (sine: 16, 256 and 16 weights) take the plain loop below: the buffered
     // path zeroes 2 KiB of stack per call, more than such an op's products cost.
-    if let Some(offset) =
-        small_offset(input_offset).filter(|_| in_features <= OFFSET_CAP && weights.len() > SMALL_FC)
-    {
+    // Each path's set test is a constant: a path the set leaves out is not referenced.
+    use DenseFcKernel::{Buffered, Pieces, Plain};
+    let buffered = Buffered.is_in(SET) && kernel == Buffered;
+    if let Some(offset) = small_offset(input_offset).filter(|_| buffered) {
         // Offset each row once into an `i16` buffer, then four outputs per pass.
         let mut buf = [0i16; OFFSET_CAP];
         let mut scratch = PACK_SCRATCH;
@@ -111,8 +182,8 @@ pub fn fully_connected(
     // Rows longer than the offset buffer (ad01's 640 inputs), where `PACKED`: the same,
     // in pieces of `OFFSET_CAP` inputs, with one block of channels' partial sums on the
     // stack. (Without SMLAD the plain loop below is kept: not measured against it.)
-    if let Some(offset) = small_offset(input_offset).filter(|_| PACKED && in_features > OFFSET_CAP)
-    {
+    let pieces = PACKED && Pieces.is_in(SET) && kernel == Pieces;
+    if let Some(offset) = small_offset(input_offset).filter(|_| pieces) {
         let mut buf = [0i16; OFFSET_CAP];
         let mut scratch = PACK_SCRATCH;
         for (row, out_row) in input
@@ -137,6 +208,10 @@ pub fn fully_connected(
         }
         return Ok(());
     }
+    // Without SMLAD the plain loop runs the pieces' ops too.
+    if !(Plain.is_in(SET) || (!PACKED && Pieces.is_in(SET))) {
+        return Err(Error::KernelArgs);
+    }
     for (row, out_row) in input
         .chunks_exact(in_features)
         .zip(output.chunks_exact_mut(out_features))
@@ -156,8 +231,64 @@ pub fn fully_connected(
 mod tests {
     use super::*;
     use crate::kernels::reference;
-    use crate::kernels::test_support::{single_rounding_requant, xorshift};
+    use crate::kernels::test_support::{host_fast_path, single_rounding_requant, xorshift};
     use std::vec::Vec;
+
+    /// Each path is chosen from the shape and offset alone; a set naming one path runs
+    /// the ops that choose it bit-exact and refuses the others, with the host's AVX2
+    /// kernels and without.
+    #[test]
+    fn a_set_runs_only_its_paths() {
+        use DenseFcKernel::{Buffered, Pieces, Plain};
+        let mut next = xorshift(0x5851_f42d_4c95_7f2du64);
+        for (in_features, out_features, offset, path) in [
+            (100usize, 37usize, 11, Buffered),
+            (640, 21, 11, Pieces),
+            (16, 16, 11, Plain),
+            (100, 37, 300, Plain),
+        ] {
+            let shape = FcShape {
+                batch: 2,
+                in_features,
+                out_features,
+            };
+            assert_eq!(DenseFcKernel::of(&shape, offset), path, "{shape:?}");
+            let input: Vec<i8> = (0..2 * in_features).map(|_| next() as i8).collect();
+            let weights: Vec<i8> = (0..in_features * out_features)
+                .map(|_| next() as i8)
+                .collect();
+            let requant = single_rounding_requant(&mut next, out_features, 12);
+            let stage = OutputStage {
+                bias: None,
+                requant: &requant,
+                channels: out_features,
+                output_offset: -1,
+                act_min: -128,
+                act_max: 127,
+            };
+            let mut want = std::vec![1i8; 2 * out_features];
+            reference::fully_connected(&shape, offset, &stage, &weights, &input, &mut want);
+            let runs = [
+                fully_connected_by::<{ Buffered.bit() }>,
+                fully_connected_by::<{ Pieces.bit() }>,
+                fully_connected_by::<{ Plain.bit() }>,
+                fully_connected_by::<0>,
+            ];
+            for (avx2, (only, run)) in [true, false].into_iter().flat_map(|avx2| {
+                let paths = [Some(Buffered), Some(Pieces), Some(Plain), None];
+                paths.into_iter().zip(runs).map(move |r| (avx2, r))
+            }) {
+                host_fast_path(avx2);
+                let mut got = std::vec![0i8; 2 * out_features];
+                let ran = run(&shape, offset, &stage, &weights, &input, &mut got);
+                match only.is_none_or(|p| p == path) {
+                    true => assert_eq!((ran, &got), (Ok(()), &want), "{path:?}, {avx2}"),
+                    false => assert_eq!(ran, Err(Error::KernelArgs), "{path:?} in {only:?}"),
+                }
+            }
+            host_fast_path(true);
+        }
+    }
 
     /// Rows longer than the offset buffer, summed in pieces, and a row packed once for
     /// three blocks of channels (the packed path is on in unit tests), against the

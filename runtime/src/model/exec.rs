@@ -16,13 +16,13 @@ use crate::arena::{bytes_as_i8, bytes_as_i8_mut, split, split_bytes};
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::SparseRows;
-use crate::format::{Add, DataRef, Encoding, Op, Padding, Tensor, Weights};
+use crate::format::{Add, DataRef, Encoding, Op, OpSet, Padding, Tensor, Weights};
 use crate::kernels::add::{add, add_in_place, AddParams};
 use crate::kernels::argmax::argmax;
 use crate::kernels::binary::{binary_conv2d, binary_fully_connected, SignInput, SignOutput};
 use crate::kernels::conv::conv2d_by;
 use crate::kernels::depthwise::depthwise_conv2d_by;
-use crate::kernels::fully_connected::{fully_connected, FcShape};
+use crate::kernels::fully_connected::{fully_connected_by, FcShape};
 use crate::kernels::low_bit::{conv2d_packed, depthwise_conv2d_packed, fully_connected_packed};
 use crate::kernels::pool_bits::max_pool_bits;
 use crate::kernels::pooling::{global_avg_pool, pool2d_any, MeanParams, PoolKind};
@@ -31,8 +31,8 @@ use crate::kernels::sparse::{conv2d_sparse, fully_connected_sparse};
 use crate::kernels::{ConvGeometry, OutputStage};
 
 /// The op-set bits of the sparse and of the packed encodings.
-const SPARSE_ENCODINGS: u32 = encoding_set(&[Encoding::SparseRel8, Encoding::SparseRel4]);
-const PACKED_ENCODINGS: u32 =
+const SPARSE_ENCODINGS: OpSet = encoding_set(&[Encoding::SparseRel8, Encoding::SparseRel4]);
+const PACKED_ENCODINGS: OpSet =
     encoding_set(&[Encoding::Packed4, Encoding::Packed2, Encoding::Packed1]);
 
 #[cfg_attr(all(feature = "std", target_arch = "x86_64"), inline(always))]
@@ -51,6 +51,17 @@ fn rows(t: &Tensor) -> Option<(usize, usize)> {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d as usize))?;
     Some((lead, last as usize))
+}
+
+/// The shape of a fully connected op from `x` to `y`.
+pub(super) fn fc_shape(x: &Tensor, y: &Tensor) -> Option<FcShape> {
+    let (batch, in_features) = rows(x)?;
+    let (_, out_features) = rows(y)?;
+    Some(FcShape {
+        batch,
+        in_features,
+        out_features,
+    })
 }
 
 fn geometry(
@@ -150,7 +161,7 @@ pub(super) fn range(t: &Tensor) -> Option<Range<usize>> {
     Some(start..start.checked_add(t.bytes().ok()? as usize)?)
 }
 
-impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'a, MAX_OPS, MAX_TENSORS, OPS>
 {
     pub(super) fn bytes(&self, r: DataRef) -> Option<&'a [u8]> {
@@ -232,14 +243,10 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
         }
         let x = self.tensors.get(p.input as usize)?;
         let y = self.tensors.get(p.output as usize)?;
-        let (batch, in_features) = rows(x)?;
-        let (_, out_features) = rows(y)?;
+        let shape = fc_shape(x, y)?;
+        let out_features = shape.out_features;
         Some(crate::kernels::x86::FcParts {
-            shape: FcShape {
-                batch,
-                in_features,
-                out_features,
-            },
+            shape,
             input_offset: x.zero_point.wrapping_neg(),
             stage: self.stage(p.bias, p.requant, y, out_features, (p.act_min, p.act_max))?,
             weights: bytes_as_i8(self.bytes(p.weights.data)?),
@@ -363,7 +370,7 @@ impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                     fully_connected_sparse(&shape, input_offset, &stage, &rows, input, output)
                 } else if self.dense(p.weights) {
                     let weights = bytes_as_i8(weights);
-                    fully_connected(&shape, input_offset, &stage, weights, input, output)
+                    fully_connected_by::<OPS>(&shape, input_offset, &stage, weights, input, output)
                 } else {
                     return None;
                 }

@@ -22,7 +22,7 @@ use super::stream::{narrow_rows, rows_read};
 use super::Model;
 use crate::arena::{bytes_as_i8, split};
 use crate::error::Error;
-use crate::format::{Conv2dMaxPool, Tensor};
+use crate::format::{Conv2dMaxPool, OpSet, Tensor};
 use crate::kernels::conv_pool::{
     conv2d_max_pool, conv2d_packed_max_pool, conv2d_sparse_max_pool_by, FusedSparseKernel,
 };
@@ -189,7 +189,7 @@ fn next_strip(
     Some([rows, input, output])
 }
 
-impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'a, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// Run fused op `p` from `x` to `y`: in one call where they are disjoint, else in

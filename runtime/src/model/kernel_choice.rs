@@ -2,21 +2,23 @@
 //!
 //! Some ops run one of several kernels, chosen from the op's geometry, input offset
 //! or weights: a fused conv + max pool with sparse filters ([`FusedSparseKernel`]), a
-//! dense conv ([`DenseConvKernel`]), a dense depthwise conv ([`DepthwiseKernel`]).
-//! Each family has op-set bits (24 to 31). A set naming some of a family's kernels
+//! dense conv ([`DenseConvKernel`]), a dense depthwise conv ([`DepthwiseKernel`]), a
+//! dense fully connected op ([`DenseFcKernel`]). Each family has op-set bits (24 to
+//! 34). A set naming some of a family's kernels
 //! links only those, and the loader refuses a model whose op needs another
 //! ([`Error::KernelNotInSet`]); a set naming none of a family links all of them, so
 //! [`crate::ALL_OPS`] and every set written before a family existed keep working.
 //! The choice depends only on the op, never on the set or the target, so the board
 //! build (on the host) and the firmware choose alike.
 
-use super::exec::conv_geometry;
+use super::exec::{conv_geometry, fc_shape};
 use super::{Model, OpKind};
 use crate::error::Error;
-use crate::format::Op;
+use crate::format::{Op, OpSet};
 pub use crate::kernels::conv::{DenseConvKernel, DENSE_CONV_KERNELS};
 pub use crate::kernels::conv_pool::{FusedSparseKernel, FUSED_SPARSE_KERNELS};
 pub use crate::kernels::depthwise::{DepthwiseKernel, DEPTHWISE_KERNELS};
+pub use crate::kernels::fully_connected::{DenseFcKernel, DENSE_FC_KERNELS};
 
 /// A kernel an op set can name: one of a family's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,21 +30,25 @@ pub enum Kernel {
     DenseConv(DenseConvKernel),
     /// A dense depthwise conv's (bits 30 and 31).
     Depthwise(DepthwiseKernel),
+    /// A dense fully connected op's (bits 32 to 34).
+    DenseFc(DenseFcKernel),
 }
 
 /// The op-set bits of every family of [`Kernel`]s.
-pub const KERNEL_CHOICES: u32 = FUSED_SPARSE_KERNELS | DENSE_CONV_KERNELS | DEPTHWISE_KERNELS;
+pub const KERNEL_CHOICES: OpSet =
+    FUSED_SPARSE_KERNELS | DENSE_CONV_KERNELS | DEPTHWISE_KERNELS | DENSE_FC_KERNELS;
 
-// The families fill bits 24 to 31 without overlapping.
+// The families fill bits 24 to 34 without overlapping.
 const _: () = assert!(
-    KERNEL_CHOICES == 0xff << 24
+    KERNEL_CHOICES == 0x7ff << 24
         && FUSED_SPARSE_KERNELS & DENSE_CONV_KERNELS == 0
         && (FUSED_SPARSE_KERNELS | DENSE_CONV_KERNELS) & DEPTHWISE_KERNELS == 0
+        && (FUSED_SPARSE_KERNELS | DENSE_CONV_KERNELS | DEPTHWISE_KERNELS) & DENSE_FC_KERNELS == 0
 );
 
 impl Kernel {
     /// Every kernel, in bit order.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 11] = [
         Self::FusedSparse(FusedSparseKernel::Windows),
         Self::FusedSparse(FusedSparseKernel::Rows),
         Self::FusedSparse(FusedSparseKernel::Pixels),
@@ -51,29 +57,40 @@ impl Kernel {
         Self::DenseConv(DenseConvKernel::Rows),
         Self::Depthwise(DepthwiseKernel::Lanes),
         Self::Depthwise(DepthwiseKernel::Blocks),
+        Self::DenseFc(DenseFcKernel::Buffered),
+        Self::DenseFc(DenseFcKernel::Pieces),
+        Self::DenseFc(DenseFcKernel::Plain),
     ];
 
     /// This kernel's bit in an op set.
-    pub const fn bit(self) -> u32 {
+    pub const fn bit(self) -> OpSet {
+        1 << self.index()
+    }
+
+    /// The number of [`Self::bit`] (24 to 34), as [`Error::KernelNotInSet`] names it:
+    /// a 32-bit sum where the firmware computes it (a 64-bit shift costs more).
+    pub const fn index(self) -> u32 {
         match self {
-            Self::FusedSparse(k) => k.bit(),
-            Self::DenseConv(k) => k.bit(),
-            Self::Depthwise(k) => k.bit(),
+            Self::FusedSparse(k) => 24 + k as u32,
+            Self::DenseConv(k) => 27 + k as u32,
+            Self::Depthwise(k) => 30 + k as u32,
+            Self::DenseFc(k) => 32 + k as u32,
         }
     }
 
     /// Whether op set `set` links this kernel: it names it, or none of its family.
-    pub const fn is_in(self, set: u32) -> bool {
+    pub const fn is_in(self, set: OpSet) -> bool {
         match self {
             Self::FusedSparse(k) => k.is_in(set),
             Self::DenseConv(k) => k.is_in(set),
             Self::Depthwise(k) => k.is_in(set),
+            Self::DenseFc(k) => k.is_in(set),
         }
     }
 }
 
 /// The set of `kernels` (to `|` with the rest of a set).
-pub const fn kernel_set(kernels: &[Kernel]) -> u32 {
+pub const fn kernel_set(kernels: &[Kernel]) -> OpSet {
     let (mut set, mut rest) = (0, kernels);
     while let [kernel, tail @ ..] = rest {
         set |= kernel.bit();
@@ -83,11 +100,11 @@ pub const fn kernel_set(kernels: &[Kernel]) -> u32 {
 }
 
 /// The kernels `set` names, in bit order.
-pub fn kernels_in(set: u32) -> impl Iterator<Item = Kernel> {
+pub fn kernels_in(set: OpSet) -> impl Iterator<Item = Kernel> {
     Kernel::ALL.into_iter().filter(move |k| set & k.bit() != 0)
 }
 
-impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'_, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// The kernel validated op `op` runs where its kind and weights have several
@@ -116,6 +133,11 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
                 let dm = p.depth_multiplier as usize;
                 Kernel::Depthwise(DepthwiseKernel::of(&g, dm, offset))
             }
+            Op::FullyConnected(p) if has(OpKind::FullyConnected) && self.dense(p.weights) => {
+                let x = self.tensors.get(p.input as usize)?;
+                let shape = fc_shape(x, self.tensors.get(p.output as usize)?)?;
+                Kernel::DenseFc(DenseFcKernel::of(&shape, x.zero_point.wrapping_neg()))
+            }
             _ => return Some(Ok(None)),
         };
         Some(Ok(Some(kernel)))
@@ -129,7 +151,7 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
             if let Some(kernel) = kernel.filter(|k| !k.is_in(OPS)) {
                 return Err(Error::KernelNotInSet {
                     op: i as u32,
-                    bit: kernel.bit().trailing_zeros(),
+                    bit: kernel.index(),
                 });
             }
         }
@@ -144,7 +166,15 @@ mod tests {
     #[test]
     fn every_kernel_has_its_own_bit_in_order() {
         let bits = Kernel::ALL.map(|k| k.bit().trailing_zeros());
-        assert_eq!(bits, [24, 25, 26, 27, 28, 29, 30, 31]);
+        assert_eq!(bits, [24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34]);
+        assert_eq!(bits, Kernel::ALL.map(Kernel::index));
+        let families = Kernel::ALL.map(|k| match k {
+            Kernel::FusedSparse(k) => k.bit(),
+            Kernel::DenseConv(k) => k.bit(),
+            Kernel::Depthwise(k) => k.bit(),
+            Kernel::DenseFc(k) => k.bit(),
+        });
+        assert_eq!(families, Kernel::ALL.map(Kernel::bit));
         assert_eq!(kernel_set(&Kernel::ALL), KERNEL_CHOICES);
         assert!(kernels_in(KERNEL_CHOICES).eq(Kernel::ALL));
         // A family with none named links all of its kernels, one with some only those.
@@ -160,6 +190,9 @@ mod tests {
                 Kernel::DenseConv(DenseConvKernel::Pieces),
                 Kernel::Depthwise(DepthwiseKernel::Lanes),
                 Kernel::Depthwise(DepthwiseKernel::Blocks),
+                Kernel::DenseFc(DenseFcKernel::Buffered),
+                Kernel::DenseFc(DenseFcKernel::Pieces),
+                Kernel::DenseFc(DenseFcKernel::Plain),
             ]
         );
     }

@@ -14,7 +14,7 @@
 //! their reads and writes count at that step.
 
 use crate::error::{sat_u32, Error};
-use crate::format::{Op, Tensor};
+use crate::format::{Op, OpSet, Tensor};
 use crate::model::OpKind;
 
 /// "No step" / "no tensor".
@@ -137,7 +137,7 @@ pub(crate) fn compute(
 /// (either input), a Conv2dMaxPool (its input). The caller checks the rest
 /// ([`in_place_allowed`], [`placed_in_place`]). `OPS` is the model's op set: outside
 /// it, the Add's and the fused op's cases are not linked.
-pub(crate) fn in_place<const OPS: u32>(op: &Op) -> [Option<(u32, u32)>; 2] {
+pub(crate) fn in_place<const OPS: OpSet>(op: &Op) -> [Option<(u32, u32)>; 2] {
     match op {
         Op::MaxPool2d(p) | Op::AvgPool2d(p) if p.padding.top == 0 && p.padding.left == 0 => {
             [Some((p.input, p.output)), None]
@@ -169,7 +169,7 @@ pub(crate) fn placed_in_place(op: &Op, x: &Tensor, y: &Tensor) -> bool {
 /// stream chain whose first op reads `x` too, no later window of the chain reads a row
 /// the op has overwritten ([`crate::model::stream_rows_stay_ahead`], linked only where
 /// the op set `OPS` has convs to stream).
-pub(crate) fn in_place_allowed<const OPS: u32>(
+pub(crate) fn in_place_allowed<const OPS: OpSet>(
     ops: &[Op],
     tensors: &[Tensor],
     live: &[Live],
@@ -191,14 +191,14 @@ pub(crate) fn in_place_allowed<const OPS: u32>(
 }
 
 /// Whether the op set `OPS` may stream: only convs and depthwise convs write bands.
-pub(crate) const fn streams<const OPS: u32>() -> bool {
+pub(crate) const fn streams<const OPS: OpSet>() -> bool {
     OpKind::Conv2d.is_in(OPS) || OpKind::DepthwiseConv2d.is_in(OPS)
 }
 
 /// Whether roots `a` and `b` (live together) are the input root and the output of an
 /// in-place op ([`in_place`], [`in_place_allowed`]) placed as it may be
 /// ([`placed_in_place`]).
-pub(crate) fn may_alias<const OPS: u32>(
+pub(crate) fn may_alias<const OPS: OpSet>(
     ops: &[Op],
     tensors: &[Tensor],
     live: &[Live],

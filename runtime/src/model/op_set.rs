@@ -7,10 +7,10 @@
 //! op outside the set is refused at load with [`Error::OpNotInSet`].
 //!
 //! ```
-//! use sprig_runtime::model::{op_set, OpKind};
+//! use sprig_runtime::model::{op_set, OpKind, OpSet};
 //! use sprig_runtime::Model;
 //!
-//! const LENET: u32 = op_set(&[
+//! const LENET: OpSet = op_set(&[
 //!     OpKind::Conv2d,
 //!     OpKind::MaxPool2d,
 //!     OpKind::Reshape,
@@ -37,7 +37,7 @@
 //! gives a model's exact set, these bits included.
 //!
 //! The default, [`ALL_OPS`], links every kernel. (Const generics on stable Rust take
-//! integers, not sets: hence a `u32` built by the `const fn`s here.)
+//! integers, not sets: hence an [`OpSet`], a `u64` built by the `const fn`s here.)
 //!
 //! [`Model`]: crate::Model
 //! [`Error::OpNotInSet`]: crate::Error::OpNotInSet
@@ -47,12 +47,12 @@
 
 use super::Model;
 use crate::error::Error;
-pub use crate::format::OpKind;
 use crate::format::{Encoding, Op, ENCODINGS, OP_TAGS};
+pub use crate::format::{OpKind, OpSet};
 
 /// The set of every op and encoding this runtime implements: [`crate::Model`]'s
 /// default.
-pub const ALL_OPS: u32 = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
+pub const ALL_OPS: OpSet = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
 
 // The set's three fields must not overlap: kinds below bit 16, encodings from 16 up to
 // the chosen kernels' bit 24. A new op kind or encoding past its field fails
@@ -60,13 +60,13 @@ pub const ALL_OPS: u32 = ((1 << OP_TAGS) - 1) | encoding_set(&Encoding::ALL);
 const _: () = assert!(OP_TAGS <= 16 && 16 + ENCODINGS <= 24);
 
 /// The set of `kinds` with dense weights, for [`crate::Model`]'s `OPS` parameter.
-pub const fn op_set(kinds: &[OpKind]) -> u32 {
+pub const fn op_set(kinds: &[OpKind]) -> OpSet {
     kind_set(kinds) | Encoding::Dense.bit()
 }
 
 /// The set of `kinds` alone: no weight encoding, not even dense (`|` the model's
 /// [`encoding_set`]).
-pub const fn kind_set(kinds: &[OpKind]) -> u32 {
+pub const fn kind_set(kinds: &[OpKind]) -> OpSet {
     let (mut set, mut rest) = (0, kinds);
     while let [kind, tail @ ..] = rest {
         set |= kind.bit();
@@ -76,7 +76,7 @@ pub const fn kind_set(kinds: &[OpKind]) -> u32 {
 }
 
 /// The set of `encodings` (to `|` with an [`op_set`] or a [`kind_set`]).
-pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
+pub const fn encoding_set(encodings: &[Encoding]) -> OpSet {
     let (mut set, mut rest) = (0, encodings);
     while let [encoding, tail @ ..] = rest {
         set |= encoding.bit();
@@ -87,7 +87,7 @@ pub const fn encoding_set(encodings: &[Encoding]) -> u32 {
 
 /// The set of kinds and encodings `ops` use: the smallest `OPS` that loads a model
 /// with these ops.
-pub fn used_by(ops: impl IntoIterator<Item = Op>) -> u32 {
+pub fn used_by(ops: impl IntoIterator<Item = Op>) -> OpSet {
     ops.into_iter().fold(0, |set, op| {
         // Binary ops read their packed weights themselves: no encoding kernels needed.
         let binary = matches!(op, Op::BinaryConv2d(_) | Op::BinaryFullyConnected(_));
@@ -96,12 +96,12 @@ pub fn used_by(ops: impl IntoIterator<Item = Op>) -> u32 {
     })
 }
 
-impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'_, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// The smallest op set that loads this model: [`used_by`] its ops, and the
     /// kernels they run where their kind has several ([`super::kernel_choice`]).
-    pub fn op_set_used(&self) -> Result<u32, Error> {
+    pub fn op_set_used(&self) -> Result<OpSet, Error> {
         let mut set = used_by(self.ops());
         for op in self.ops() {
             if let Some(kernel) = self.kernel_of(&op).ok_or(Error::KernelArgs)?? {
@@ -113,12 +113,12 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
 }
 
 /// The kinds in `set`, in wire-tag order.
-pub fn kinds_in(set: u32) -> impl Iterator<Item = OpKind> {
+pub fn kinds_in(set: OpSet) -> impl Iterator<Item = OpKind> {
     OpKind::ALL.into_iter().filter(move |k| k.is_in(set))
 }
 
 /// The encodings in `set`, in wire-tag order.
-pub fn encodings_in(set: u32) -> impl Iterator<Item = Encoding> {
+pub fn encodings_in(set: OpSet) -> impl Iterator<Item = Encoding> {
     Encoding::ALL.into_iter().filter(move |e| e.is_in(set))
 }
 

@@ -11,7 +11,7 @@ use super::exec::{add_ranges, conv_geometry, range};
 use super::{Model, OpKind};
 use crate::arena::split;
 use crate::error::Error;
-use crate::format::{Op, Tensor};
+use crate::format::{Op, OpSet, Tensor};
 use crate::kernels::ConvGeometry;
 
 /// Most streamed tensors one chain may hold (validated at load): the chain's bands
@@ -191,7 +191,7 @@ pub(crate) fn stream_rows_stay_ahead(ops: &[Op], tensors: &[Tensor], end: usize,
     })
 }
 
-impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<'a, const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'a, MAX_OPS, MAX_TENSORS, OPS>
 {
     fn tensor(&self, t: u32) -> Option<&Tensor> {

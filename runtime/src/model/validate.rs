@@ -12,8 +12,8 @@ use super::OpKind;
 use crate::error::{sat_u32, Error};
 use crate::fixed_point::{multiplier_in_range, shift_in_range};
 use crate::format::{
-    packed, sparse, DataRef, Encoding, GraphHeader, Op, Padding, Tensor, TensorKind, Weights,
-    FUSED_WINDOW_CAP, REQUANT_ENTRY_LEN,
+    packed, sparse, DataRef, Encoding, GraphHeader, Op, OpSet, Padding, Tensor, TensorKind,
+    Weights, FUSED_WINDOW_CAP, REQUANT_ENTRY_LEN,
 };
 use crate::kernels::binary::BINARY_ROW_CAP;
 use crate::kernels::low_bit::PACKED_DEPTHWISE_MAX_TAPS;
@@ -21,7 +21,7 @@ use crate::model::STREAM_CHAIN_CAP;
 
 /// Check everything about a structurally sound blob: its graph header, tensor and
 /// op tables and data section.
-pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: u32>(
+pub(crate) fn validate<const MAX_TENSORS: usize, const OPS: OpSet>(
     graph: &GraphHeader,
     tensors: &[Tensor],
     ops: &[Op],
@@ -136,7 +136,7 @@ pub(crate) fn check_stream(t: u32, ops: &[Op], tensors: &[Tensor]) -> Result<(),
 
 /// No two roots that are live at the same time may share arena bytes, except an
 /// in-place pool's input and output ([`lifetimes::may_alias`]).
-fn check_overlaps<const OPS: u32>(
+fn check_overlaps<const OPS: OpSet>(
     ops: &[Op],
     tensors: &[Tensor],
     live: &[Live],
@@ -255,7 +255,7 @@ impl<'t> Ctx<'t> {
 
     /// A layer's weights: `rows` rows of `row_len`, dense or in a sparse or packed
     /// encoding of the op set `OPS` (see `format::sparse`, `format::packed`).
-    fn weights<const OPS: u32>(&self, w: Weights, rows: u32, row_len: u64) -> Result<(), Error> {
+    fn weights<const OPS: OpSet>(&self, w: Weights, rows: u32, row_len: u64) -> Result<(), Error> {
         if !w.encoding.is_in(OPS) {
             return Err(Error::EncodingNotInSet {
                 op: self.op,
@@ -384,7 +384,7 @@ impl<'t> Ctx<'t> {
     }
 
     /// Check one op of a model whose op set is `OPS`.
-    fn check<const OPS: u32>(&self, op: &Op) -> Result<(), Error> {
+    fn check<const OPS: OpSet>(&self, op: &Op) -> Result<(), Error> {
         let has = |kind: OpKind| kind.is_in(OPS);
         let outside_set = Error::OpNotInSet {
             op: self.op,

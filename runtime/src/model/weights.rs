@@ -7,7 +7,7 @@ use super::{Model, OpKind};
 use crate::error::Error;
 use crate::format::packed::{self, PackedRows};
 use crate::format::sparse::{self, SparseRows};
-use crate::format::{Encoding, Op};
+use crate::format::{Encoding, Op, OpSet};
 
 /// One weighted op's stored weights.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl LayerWeights {
     }
 }
 
-impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: u32>
+impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'_, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// Every weighted op's weights, in op order.
