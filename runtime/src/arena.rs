@@ -2,7 +2,7 @@
 //!
 //! The arena is one `&mut [u8]`; an op needs shared views of its input tensors and a
 //! mutable view of its output tensor, all inside it and the output disjoint from the
-//! inputs (validation guarantees that; [`split`] checks it again and returns `None`
+//! inputs (validation guarantees that; `split` checks it again and returns `None`
 //! instead of panicking).
 
 use core::ops::Range;

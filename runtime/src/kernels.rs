@@ -26,6 +26,9 @@ mod binarize;
 // kernels below.
 #[macro_use]
 pub mod xor_popcount;
+// Declared before the kernels whose choices it writes (`kernel_family!`).
+#[macro_use]
+mod kernel_family;
 pub mod binary;
 pub mod binary_narrow;
 pub mod conv;

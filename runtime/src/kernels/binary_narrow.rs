@@ -25,7 +25,7 @@ pub const ROWS: usize = 5;
 /// weight buffer.
 const MAX_CHANNELS: usize = WEIGHT_WORDS / ROWS;
 
-/// Whether [`binary_conv2d_narrow`] takes geometry `g`.
+/// Whether `binary_conv2d_narrow` takes geometry `g`.
 pub fn fits(g: &ConvGeometry) -> bool {
     g.kernel_h <= ROWS
         && g.kernel_w * g.in_c <= 32

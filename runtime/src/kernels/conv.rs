@@ -8,7 +8,6 @@ use super::{
     WindowPair, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
-use crate::format::tags::holds;
 use crate::format::OpSet;
 
 /// `output[b, oy, ox, oc] = stage(Σ (input[b, iy, ix, ic] + input_offset) ·
@@ -40,41 +39,24 @@ pub fn conv2d(
     conv2d_by::<DENSE_CONV_KERNELS>(g, input_offset, stage, filter, input, output)
 }
 
-/// The path a dense conv runs, chosen per op from its filter size and input offset
-/// (neither changes when a band of rows is streamed), so that a [`crate::Model`]'s op
-/// set can leave the others out (bits 27 to 29: [`DenseConvKernel::bit`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(u32)]
-pub enum DenseConvKernel {
-    /// The whole window gathered at once ([`OFFSET_CAP`] values at most): every MLPerf
-    /// Tiny conv but ResNet's 3×3×64.
-    Gathered,
-    /// Windows longer than that whose kernel rows fit it: gathered a piece of whole
-    /// rows at a time where `SMLAD` packs them, row by row elsewhere.
-    Pieces,
-    /// Row by row: kernel rows longer than [`OFFSET_CAP`] or offsets beyond ±256.
-    Rows,
+kernel_family! {
+    /// The path a dense conv runs, chosen per op from its filter size and input offset
+    /// (neither changes when a band of rows is streamed), so that a [`crate::Model`]'s
+    /// op set can leave the others out (bits 27 to 29: [`DenseConvKernel::bit`]).
+    pub enum DenseConvKernel, DENSE_CONV_KERNELS, bits from 27;
+    {
+        /// The whole window gathered at once (512 values at most, `OFFSET_CAP`): every
+        /// MLPerf Tiny conv but ResNet's 3×3×64.
+        Gathered,
+        /// Windows longer than that whose kernel rows fit it: gathered a piece of whole
+        /// rows at a time where `SMLAD` packs them, row by row elsewhere.
+        Pieces,
+        /// Row by row: kernel rows longer than 512 values or offsets beyond ±256.
+        Rows,
+    }
 }
 
-/// The op-set bits of every [`DenseConvKernel`]. A set with none of them links all
-/// three (the default, and every set written before they existed).
-pub const DENSE_CONV_KERNELS: OpSet = 0b111 << 27;
-
 impl DenseConvKernel {
-    /// Every path, in bit order.
-    pub const ALL: [DenseConvKernel; 3] = [Self::Gathered, Self::Pieces, Self::Rows];
-
-    /// This path's bit in an op set: `1 << (27 + index)`.
-    pub const fn bit(self) -> OpSet {
-        1 << (27 + self as u32)
-    }
-
-    /// Whether op set `set` links this path: it names it, or names none of them.
-    pub const fn is_in(self, set: OpSet) -> bool {
-        set & DENSE_CONV_KERNELS == 0 || holds(set, 27 + self as u32)
-    }
-
     /// The path for a conv with geometry `g` and `input_offset`.
     pub fn of(g: &ConvGeometry, input_offset: i32) -> Self {
         let filter_row = g.kernel_w.saturating_mul(g.in_c);

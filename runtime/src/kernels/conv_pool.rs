@@ -25,7 +25,6 @@ use super::{
 use crate::error::Error;
 use crate::format::packed::PackedRows;
 use crate::format::sparse::{SparseRow, SparseRows};
-use crate::format::tags::holds;
 use crate::format::OpSet;
 use crate::kernels::low_bit::UNPACK_CAP;
 
@@ -107,7 +106,7 @@ fn by_pixels_dense(
 }
 
 /// [`conv2d_max_pool`] with packed low-bit filter rows: blocks of rows unpacked to
-/// int8, then the dense pixels. Windows of at most [`OFFSET_CAP`] values and offsets
+/// int8, then the dense pixels. Windows of at most 512 values (`OFFSET_CAP`) and offsets
 /// within ±256 (`KernelArgs` otherwise; the loader refuses larger fused windows).
 // Not inlined: the three entries' buffers stay out of their caller's frame, which
 // every fused op's run passes through (measured: 4,240 B inlined, on lenet5's path).
@@ -160,7 +159,7 @@ pub fn conv2d_packed_max_pool(
 /// pooled before requantizing, where the tap table and the output stage allow; else computed as
 /// [`conv2d_sparse`](super::sparse::conv2d_sparse) computes them: interior pixels
 /// straight from the input through the rows' tap table, border pixels over a gathered
-/// window. Windows of at most [`OFFSET_CAP`] values and offsets within ±256
+/// window. Windows of at most 512 values (`OFFSET_CAP`) and offsets within ±256
 /// (`KernelArgs` otherwise; the loader refuses larger fused windows). The kernel is
 /// [`FusedSparseKernel::of`]'s choice, every kernel linked; a `Model` chooses once per
 /// op and links only its set's ([`conv2d_sparse_max_pool_by`]).
@@ -186,40 +185,23 @@ pub fn conv2d_sparse_max_pool(
     )
 }
 
-/// The kernel that runs a fused conv + max pool with sparse filter rows: chosen per op
-/// ([`FusedSparseKernel::of`]), so that the loader can refuse a model whose kernel a
-/// [`crate::Model`]'s op set leaves out (bits 24 to 26: `FusedSparseKernel::bit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(u32)]
-pub enum FusedSparseKernel {
-    /// A pool window at a time through all weights ([`super::pool_windows`]).
-    Windows,
-    /// A conv row at a time, weight by weight ([`super::sparse_pool_rows`]).
-    Rows,
-    /// Pixel by pixel, requantized before the pool: where the pool may not come first
-    /// or a filter is too dense for the pool-first kernels' tap tables.
-    Pixels,
+kernel_family! {
+    /// The kernel that runs a fused conv + max pool with sparse filter rows: chosen per
+    /// op ([`FusedSparseKernel::of`]), so that the loader can refuse a model whose
+    /// kernel a [`crate::Model`]'s op set leaves out (bits 24 to 26).
+    pub enum FusedSparseKernel, FUSED_SPARSE_KERNELS, bits from 24;
+    {
+        /// A pool window at a time through all weights ([`super::pool_windows`]).
+        Windows,
+        /// A conv row at a time, weight by weight ([`super::sparse_pool_rows`]).
+        Rows,
+        /// Pixel by pixel, requantized before the pool: where the pool may not come
+        /// first or a filter is too dense for the pool-first kernels' tap tables.
+        Pixels,
+    }
 }
 
-/// The op-set bits of every [`FusedSparseKernel`]. A set with none of them links all
-/// three (the default, and every set written before they existed).
-pub const FUSED_SPARSE_KERNELS: OpSet = 0b111 << 24;
-
 impl FusedSparseKernel {
-    /// Every kernel, in bit order.
-    pub const ALL: [FusedSparseKernel; 3] = [Self::Windows, Self::Rows, Self::Pixels];
-
-    /// This kernel's bit in an op set: `1 << (24 + index)`.
-    pub const fn bit(self) -> OpSet {
-        1 << (24 + self as u32)
-    }
-
-    /// Whether op set `set` links this kernel: it names it, or names none of them.
-    pub const fn is_in(self, set: OpSet) -> bool {
-        set & FUSED_SPARSE_KERNELS == 0 || holds(set, 24 + self as u32)
-    }
-
     /// The kernel for conv `conv` and pool `pool` (the whole op's geometries) with
     /// these operands: the pool-first kernels where the output stage and the filters'
     /// density allow it, the row kernel where it does less setup work and fits its
@@ -338,10 +320,10 @@ pub fn pooled_first(
 /// requantizing, bit-exact.
 ///
 /// Max first, requantization after, is bit-exact where the output stage
-/// ([`OutputStage::finish`]) is non-decreasing in the accumulator: there
+/// (`OutputStage::finish`) is non-decreasing in the accumulator: there
 /// `max(f(a), f(b)) = f(max(a, b))`. It is, for a non-negative multiplier, as long as
 /// nothing wraps: the bias add, the left shift and the output offset add on the
-/// largest accumulator a window can reach ([`ChannelQuant::monotonic_within`]). SRDHM,
+/// largest accumulator a window can reach (`ChannelQuant::monotonic_within`). SRDHM,
 /// the rounding divide and the clamps are each non-decreasing. Every channel is
 /// checked before anything is written; a layer where one fails (a validated model
 /// never has a negative multiplier, and real biases are far from `i32` overflow) takes

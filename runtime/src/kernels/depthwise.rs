@@ -3,7 +3,6 @@
 
 use super::{ChannelQuant, ConvGeometry, OutputStage, QUANT_BLOCK};
 use crate::error::Error;
-use crate::format::tags::holds;
 use crate::format::OpSet;
 
 /// `output[b, oy, ox, c·dm + m] = stage(Σ (input[b, iy, ix, c] + input_offset) ·
@@ -48,41 +47,24 @@ const LANE_KERNEL: bool = cfg!(all(
     any(target_feature = "dsp", sprig_arm_dsp)
 ));
 
-/// The kernel a dense depthwise conv runs, chosen per op from its geometry, depth
-/// multiplier and input offset (none changes when a band of rows is streamed), so
-/// that a [`crate::Model`]'s op set can leave the other out (bits 30 and 31:
-/// [`DepthwiseKernel::bit`]). The choice is the same on every target; where there is
-/// no lane kernel, the block kernel runs both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(u32)]
-pub enum DepthwiseKernel {
-    /// Four channels per pass in 16-bit lanes: depth multiplier 1, at most
-    /// [`LANE_TAPS_CAP`] taps, channels in whole groups of four (every MLPerf Tiny
-    /// depthwise conv), an offset whose negation fits a byte.
-    Lanes,
-    /// Blocks of channels accumulated on the stack: everything else.
-    Blocks,
+kernel_family! {
+    /// The kernel a dense depthwise conv runs, chosen per op from its geometry, depth
+    /// multiplier and input offset (none changes when a band of rows is streamed), so
+    /// that a [`crate::Model`]'s op set can leave the other out (bits 30 and 31). The
+    /// choice is the same on every target; where there is no lane kernel, the block
+    /// kernel runs both.
+    pub enum DepthwiseKernel, DEPTHWISE_KERNELS, bits from 30;
+    {
+        /// Four channels per pass in 16-bit lanes: depth multiplier 1, at most nine taps
+        /// (`LANE_TAPS_CAP`), channels in whole groups of four (every MLPerf Tiny
+        /// depthwise conv), an offset whose negation fits a byte.
+        Lanes,
+        /// Blocks of channels accumulated on the stack: everything else.
+        Blocks,
+    }
 }
 
-/// The op-set bits of every [`DepthwiseKernel`]. A set with none of them links both
-/// (the default, and every set written before they existed).
-pub const DEPTHWISE_KERNELS: OpSet = 0b11 << 30;
-
 impl DepthwiseKernel {
-    /// Every kernel, in bit order.
-    pub const ALL: [DepthwiseKernel; 2] = [Self::Lanes, Self::Blocks];
-
-    /// This kernel's bit in an op set: `1 << (30 + index)`.
-    pub const fn bit(self) -> OpSet {
-        1 << (30 + self as u32)
-    }
-
-    /// Whether op set `set` links this kernel: it names it, or names none of them.
-    pub const fn is_in(self, set: OpSet) -> bool {
-        set & DEPTHWISE_KERNELS == 0 || holds(set, 30 + self as u32)
-    }
-
     /// The kernel for a depthwise conv with geometry `g`, `depth_multiplier` and
     /// `input_offset`.
     pub fn of(g: &ConvGeometry, depth_multiplier: usize, input_offset: i32) -> Self {

@@ -6,7 +6,6 @@ use super::{
     small_offset, ChannelQuant, OutputStage, OFFSET_CAP, PACKED, PACK_SCRATCH, QUANT_BLOCK,
 };
 use crate::error::Error;
-use crate::format::tags::holds;
 use crate::format::OpSet;
 
 /// Ops with at most this many weights skip the offset buffer (see [`fully_connected`]).
@@ -50,41 +49,24 @@ pub fn fully_connected(
     fully_connected_by::<DENSE_FC_KERNELS>(shape, input_offset, stage, weights, input, output)
 }
 
-/// The path a dense fully connected op runs, chosen per op from its shape and input
-/// offset, so that a [`crate::Model`]'s op set can leave the others out (bits 32 to
-/// 34: [`DenseFcKernel::bit`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[repr(u32)]
-pub enum DenseFcKernel {
-    /// Each row offset once into a buffer of at most [`OFFSET_CAP`] inputs, then four
-    /// outputs per pass: more than [`SMALL_FC`] weights.
-    Buffered,
-    /// Rows longer than the buffer (ad01's 640 inputs), summed in pieces of it where
-    /// `SMLAD` packs them; the plain loop elsewhere.
-    Pieces,
-    /// One dot product per output: tiny ops (sine's), offsets beyond ±256.
-    Plain,
+kernel_family! {
+    /// The path a dense fully connected op runs, chosen per op from its shape and input
+    /// offset, so that a [`crate::Model`]'s op set can leave the others out (bits 32 to
+    /// 34).
+    pub enum DenseFcKernel, DENSE_FC_KERNELS, bits from 32;
+    {
+        /// Each row offset once into a buffer of at most 512 inputs (`OFFSET_CAP`), then
+        /// four outputs per pass: more than 512 weights (`SMALL_FC`).
+        Buffered,
+        /// Rows longer than the buffer (ad01's 640 inputs), summed in pieces of it where
+        /// `SMLAD` packs them; the plain loop elsewhere.
+        Pieces,
+        /// One dot product per output: tiny ops (sine's), offsets beyond ±256.
+        Plain,
+    }
 }
 
-/// The op-set bits of every [`DenseFcKernel`]. A set with none of them links all
-/// three (the default, and every set written before they existed).
-pub const DENSE_FC_KERNELS: OpSet = 0b111 << 32;
-
 impl DenseFcKernel {
-    /// Every path, in bit order.
-    pub const ALL: [DenseFcKernel; 3] = [Self::Buffered, Self::Pieces, Self::Plain];
-
-    /// This path's bit in an op set: `1 << (32 + index)`.
-    pub const fn bit(self) -> OpSet {
-        1 << (32 + self as u32)
-    }
-
-    /// Whether op set `set` links this path: it names it, or names none of them.
-    pub const fn is_in(self, set: OpSet) -> bool {
-        set & DENSE_FC_KERNELS == 0 || holds(set, 32 + self as u32)
-    }
-
     /// The path for a fully connected op of `shape` with `input_offset`.
     pub fn of(shape: &FcShape, input_offset: i32) -> Self {
         let weights = shape.in_features.saturating_mul(shape.out_features);

@@ -101,7 +101,7 @@ impl<const MAX_OPS: usize, const MAX_TENSORS: usize, const OPS: OpSet>
     Model<'_, MAX_OPS, MAX_TENSORS, OPS>
 {
     /// The smallest op set that loads this model: [`used_by`] its ops, and the
-    /// kernels they run where their kind has several ([`super::kernel_choice`]).
+    /// kernels they run where their kind has several ([`crate::model::Kernel`]).
     pub fn op_set_used(&self) -> Result<OpSet, Error> {
         let mut set = used_by(self.ops());
         for op in self.ops() {
