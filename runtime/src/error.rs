@@ -5,8 +5,7 @@
 
 use core::fmt;
 
-use crate::format::tags::{OpKind, FORMAT_MAJOR};
-use crate::model::Kernel;
+use crate::format::tags::{OpKind, FIRST_KERNEL_BIT, FORMAT_MAJOR, KERNEL_NAMES};
 
 /// Everything that can go wrong while loading or running a packed model.
 ///
@@ -422,11 +421,11 @@ impl fmt::Display for Error {
                  (its kernels are not linked)"
             ),
             KernelNotInSet { op, bit } => {
-                let kernel = Kernel::ALL.into_iter().find(|k| k.index() == bit);
-                match kernel {
+                let kernel = bit.checked_sub(FIRST_KERNEL_BIT);
+                match kernel.and_then(|k| KERNEL_NAMES.get(k as usize)) {
                     Some(kernel) => write!(
                         f,
-                        "op {op}: the kernel it runs, {kernel:?} (op-set bit {bit}), is not \
+                        "op {op}: the kernel it runs, {kernel} (op-set bit {bit}), is not \
                          in this Model's op set (not linked)"
                     ),
                     None => write!(f, "op {op}: op-set bit {bit} names no kernel"),

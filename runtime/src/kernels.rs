@@ -34,6 +34,7 @@ pub mod binary_narrow;
 pub mod conv;
 pub mod conv_pool;
 pub mod depthwise;
+mod depthwise_choice;
 #[cfg(any(
     test,
     all(target_arch = "arm", any(target_feature = "dsp", sprig_arm_dsp))

@@ -1,6 +1,6 @@
-//! The format's numbers that the error type names too: its version and the op tags.
-//! A leaf module (it imports nothing from the crate), so `error` can name them without
-//! an import cycle through `format` and `model`.
+//! The format's numbers that the error type names too: its version, the op tags and
+//! the op set's chosen kernels. A leaf module (it imports nothing from the crate), so
+//! `error` can name them without an import cycle through `format` and `model`.
 
 /// Format major version this runtime reads; any other major is refused.
 pub const FORMAT_MAJOR: u16 = 2;
@@ -12,6 +12,25 @@ pub const OP_TAGS: u32 = 13;
 /// A `Model`'s op set: one bit per op kind, weight encoding and kernel chosen per op
 /// (`model::op_set`). A named type, so that widening it is one line.
 pub type OpSet = u64;
+
+/// The first op-set bit of the kernels chosen per op (`model::Kernel`).
+pub const FIRST_KERNEL_BIT: u32 = 24;
+
+/// `model::Kernel`'s names in bit order from [`FIRST_KERNEL_BIT`], as its `Debug`
+/// writes them (a test checks), for `Error::KernelNotInSet`'s message.
+pub const KERNEL_NAMES: [&str; 11] = [
+    "FusedSparse(Windows)",
+    "FusedSparse(Rows)",
+    "FusedSparse(Pixels)",
+    "DenseConv(Gathered)",
+    "DenseConv(Pieces)",
+    "DenseConv(Rows)",
+    "Depthwise(Lanes)",
+    "Depthwise(Blocks)",
+    "DenseFc(Buffered)",
+    "DenseFc(Pieces)",
+    "DenseFc(Plain)",
+];
 
 /// Whether `set` holds bit `bit` (below 64). The set is a constant and the bit often
 /// is not (an op's kind, its weights' encoding): the constant's half is chosen first,

@@ -22,7 +22,7 @@
 
 #![allow(unsafe_code)]
 
-use super::depthwise::{DepthwiseKernel, LANES, LANE_TAPS_CAP as TAPS_CAP};
+use super::depthwise_choice::{DepthwiseKernel, LANES, LANE_TAPS_CAP as TAPS_CAP};
 use super::finish::{by_finish, Finisher};
 use super::{ChannelQuant, ConvGeometry, OutputStage, QUANT_BLOCK};
 use crate::error::Error;

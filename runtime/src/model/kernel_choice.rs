@@ -175,6 +175,13 @@ mod tests {
             Kernel::DenseFc(k) => k.bit(),
         });
         assert_eq!(families, Kernel::ALL.map(Kernel::bit));
+        // The error message's names are these kernels' own.
+        let names = Kernel::ALL.map(|k| std::format!("{k:?}"));
+        assert_eq!(names, crate::format::tags::KERNEL_NAMES);
+        assert_eq!(
+            Kernel::ALL[0].index(),
+            crate::format::tags::FIRST_KERNEL_BIT
+        );
         assert_eq!(kernel_set(&Kernel::ALL), KERNEL_CHOICES);
         assert!(kernels_in(KERNEL_CHOICES).eq(Kernel::ALL));
         // A family with none named links all of its kernels, one with some only those.
