@@ -216,6 +216,52 @@ mod tests {
     use crate::kernels::test_support::{host_fast_path, single_rounding_requant, xorshift};
     use std::vec::Vec;
 
+    /// A random fully connected op over two rows: inputs, weights and single-rounding
+    /// requantization (multipliers below `2^(32 − drop)`), no bias.
+    struct Case {
+        shape: FcShape,
+        input: Vec<i8>,
+        weights: Vec<i8>,
+        requant: Vec<u8>,
+    }
+
+    impl Case {
+        fn random(
+            next: &mut impl FnMut() -> u64,
+            in_features: usize,
+            out_features: usize,
+            drop: u32,
+        ) -> Self {
+            let shape = FcShape {
+                batch: 2,
+                in_features,
+                out_features,
+            };
+            let input = (0..2 * in_features).map(|_| next() as i8).collect();
+            let weights = (0..in_features * out_features)
+                .map(|_| next() as i8)
+                .collect();
+            let requant = single_rounding_requant(next, out_features, drop);
+            Case {
+                shape,
+                input,
+                weights,
+                requant,
+            }
+        }
+
+        fn stage(&self, output_offset: i32) -> OutputStage<'_> {
+            OutputStage {
+                bias: None,
+                requant: &self.requant,
+                channels: self.shape.out_features,
+                output_offset,
+                act_min: -128,
+                act_max: 127,
+            }
+        }
+    }
+
     /// Each path is chosen from the shape and offset alone; a set naming one path runs
     /// the ops that choose it bit-exact and refuses the others, with the host's AVX2
     /// kernels and without.
@@ -229,27 +275,12 @@ mod tests {
             (16, 16, 11, Plain),
             (100, 37, 300, Plain),
         ] {
-            let shape = FcShape {
-                batch: 2,
-                in_features,
-                out_features,
-            };
-            assert_eq!(DenseFcKernel::of(&shape, offset), path, "{shape:?}");
-            let input: Vec<i8> = (0..2 * in_features).map(|_| next() as i8).collect();
-            let weights: Vec<i8> = (0..in_features * out_features)
-                .map(|_| next() as i8)
-                .collect();
-            let requant = single_rounding_requant(&mut next, out_features, 12);
-            let stage = OutputStage {
-                bias: None,
-                requant: &requant,
-                channels: out_features,
-                output_offset: -1,
-                act_min: -128,
-                act_max: 127,
-            };
+            let case = Case::random(&mut next, in_features, out_features, 12);
+            let (shape, input, weights) = (&case.shape, &case.input, &case.weights);
+            assert_eq!(DenseFcKernel::of(shape, offset), path, "{shape:?}");
+            let stage = case.stage(-1);
             let mut want = std::vec![1i8; 2 * out_features];
-            reference::fully_connected(&shape, offset, &stage, &weights, &input, &mut want);
+            reference::fully_connected(shape, offset, &stage, weights, input, &mut want);
             let runs = [
                 fully_connected_by::<{ Buffered.bit() }>,
                 fully_connected_by::<{ Pieces.bit() }>,
@@ -262,7 +293,7 @@ mod tests {
             }) {
                 host_fast_path(avx2);
                 let mut got = std::vec![0i8; 2 * out_features];
-                let ran = run(&shape, offset, &stage, &weights, &input, &mut got);
+                let ran = run(shape, offset, &stage, weights, input, &mut got);
                 match only.is_none_or(|p| p == path) {
                     true => assert_eq!((ran, &got), (Ok(()), &want), "{path:?}, {avx2}"),
                     false => assert_eq!(ran, Err(Error::KernelArgs), "{path:?} in {only:?}"),
@@ -277,36 +308,19 @@ mod tests {
     /// reference; the AVX2 path off so the portable one runs.
     #[test]
     fn packed_rows_match_reference() {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        crate::kernels::x86::set_enabled(false);
+        host_fast_path(false);
         let mut next = xorshift(0x0f1e_2d3c_4b5a_6978u64);
         for (in_features, out_features) in [(640usize, 21usize), (1027, 5), (513, 16), (100, 37)] {
-            let shape = FcShape {
-                batch: 2,
-                in_features,
-                out_features,
-            };
-            let input: Vec<i8> = (0..2 * in_features).map(|_| next() as i8).collect();
-            let weights: Vec<i8> = (0..in_features * out_features)
-                .map(|_| next() as i8)
-                .collect();
-            let requant = single_rounding_requant(&mut next, out_features, 14);
-            let stage = OutputStage {
-                bias: None,
-                requant: &requant,
-                channels: out_features,
-                output_offset: 2,
-                act_min: -128,
-                act_max: 127,
-            };
+            let case = Case::random(&mut next, in_features, out_features, 14);
+            let (shape, input, weights) = (&case.shape, &case.input, &case.weights);
+            let stage = case.stage(2);
             let mut fast = std::vec![0i8; 2 * out_features];
             let mut slow = std::vec![1i8; 2 * out_features];
-            fully_connected(&shape, 11, &stage, &weights, &input, &mut fast).unwrap();
-            reference::fully_connected(&shape, 11, &stage, &weights, &input, &mut slow);
+            fully_connected(shape, 11, &stage, weights, input, &mut fast).unwrap();
+            reference::fully_connected(shape, 11, &stage, weights, input, &mut slow);
             assert_eq!(fast, slow, "{shape:?}");
             assert!(fast.iter().any(|&v| v != fast[0]), "degenerate output");
         }
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        crate::kernels::x86::set_enabled(true);
+        host_fast_path(true);
     }
 }

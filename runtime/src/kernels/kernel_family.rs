@@ -3,7 +3,7 @@
 //! Each family (a fused sparse conv + pool's kernels, a dense conv's paths, ...) is a
 //! `#[repr(u32)]` enum whose variants take consecutive op-set bits from `first`; a set
 //! naming none of a family's bits links all of them. The macro writes the enum, the
-//! family's mask and `ALL` / `bit` / `is_in`; the family's module writes its `of`,
+//! family's mask and `ALL` / `index` / `bit` / `is_in`; the family's module writes its `of`,
 //! the choice itself.
 
 /// `kernel_family! { /// docs  pub enum Name, MASK, first bit; { /// docs  A, B, } }`
@@ -32,14 +32,19 @@ macro_rules! kernel_family {
             /// Every one, in bit order.
             pub const ALL: [$name; [$($name::$variant),+].len()] = [$($name::$variant),+];
 
-            #[doc = concat!("Its bit in an op set: `1 << (", stringify!($first), " + index)`.")]
+            #[doc = concat!("The number of its bit in an op set: ", stringify!($first), " + its place.")]
+            pub const fn index(self) -> u32 {
+                $first + self as u32
+            }
+
+            /// Its bit in an op set.
             pub const fn bit(self) -> $crate::format::OpSet {
-                1 << ($first + self as u32)
+                1 << self.index()
             }
 
             /// Whether op set `set` links it: the set names it, or none of its family.
             pub const fn is_in(self, set: $crate::format::OpSet) -> bool {
-                set & $mask == 0 || $crate::format::tags::holds(set, $first + self as u32)
+                set & $mask == 0 || $crate::format::tags::holds(set, self.index())
             }
         }
     };

@@ -4,10 +4,10 @@
 //! or weights: a fused conv + max pool with sparse filters ([`FusedSparseKernel`]), a
 //! dense conv ([`DenseConvKernel`]), a dense depthwise conv ([`DepthwiseKernel`]), a
 //! dense fully connected op ([`DenseFcKernel`]). Each family has op-set bits (24 to
-//! 34). A set naming some of a family's kernels
-//! links only those, and the loader refuses a model whose op needs another
-//! ([`Error::KernelNotInSet`]); a set naming none of a family links all of them, so
-//! [`crate::ALL_OPS`] and every set written before a family existed keep working.
+//! 34). A set naming some of a family's kernels links only those, and the loader
+//! refuses a model whose op needs another ([`Error::KernelNotInSet`]); a set naming
+//! none of a family links all of them, so [`crate::ALL_OPS`] and every set written
+//! before a family existed keep working.
 //! The choice depends only on the op, never on the set or the target, so the board
 //! build (on the host) and the firmware choose alike.
 
@@ -40,7 +40,7 @@ pub const KERNEL_CHOICES: OpSet =
 
 // The families fill bits 24 to 34 without overlapping.
 const _: () = assert!(
-    KERNEL_CHOICES == 0x7ff << 24
+    KERNEL_CHOICES == 0x7ff << crate::format::tags::FIRST_KERNEL_BIT
         && FUSED_SPARSE_KERNELS & DENSE_CONV_KERNELS == 0
         && (FUSED_SPARSE_KERNELS | DENSE_CONV_KERNELS) & DEPTHWISE_KERNELS == 0
         && (FUSED_SPARSE_KERNELS | DENSE_CONV_KERNELS | DEPTHWISE_KERNELS) & DENSE_FC_KERNELS == 0
@@ -71,10 +71,10 @@ impl Kernel {
     /// a 32-bit sum where the firmware computes it (a 64-bit shift costs more).
     pub const fn index(self) -> u32 {
         match self {
-            Self::FusedSparse(k) => 24 + k as u32,
-            Self::DenseConv(k) => 27 + k as u32,
-            Self::Depthwise(k) => 30 + k as u32,
-            Self::DenseFc(k) => 32 + k as u32,
+            Self::FusedSparse(k) => k.index(),
+            Self::DenseConv(k) => k.index(),
+            Self::Depthwise(k) => k.index(),
+            Self::DenseFc(k) => k.index(),
         }
     }
 
@@ -167,14 +167,6 @@ mod tests {
     fn every_kernel_has_its_own_bit_in_order() {
         let bits = Kernel::ALL.map(|k| k.bit().trailing_zeros());
         assert_eq!(bits, [24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34]);
-        assert_eq!(bits, Kernel::ALL.map(Kernel::index));
-        let families = Kernel::ALL.map(|k| match k {
-            Kernel::FusedSparse(k) => k.bit(),
-            Kernel::DenseConv(k) => k.bit(),
-            Kernel::Depthwise(k) => k.bit(),
-            Kernel::DenseFc(k) => k.bit(),
-        });
-        assert_eq!(families, Kernel::ALL.map(Kernel::bit));
         // The error message's names are these kernels' own.
         let names = Kernel::ALL.map(|k| std::format!("{k:?}"));
         assert_eq!(names, crate::format::tags::KERNEL_NAMES);

@@ -32,10 +32,9 @@
 //! Some ops run one of several kernels, chosen per op: a fused conv + max pool with
 //! sparse weights, a dense conv, a dense depthwise conv, a dense fully connected op. A
 //! set naming some of a family's kernels (bits 24 to 34, [`kernel_set`]) links only
-//! those, and a blob
-//! whose op needs another is refused with [`Error::KernelNotInSet`]; a set naming none
-//! of a family links all of them ([`super::kernel_choice`]). [`Model::op_set_used`]
-//! gives a model's exact set, these bits included.
+//! those, and a blob whose op needs another is refused with [`Error::KernelNotInSet`];
+//! a set naming none of a family links all of them ([`super::kernel_choice`]).
+//! [`Model::op_set_used`] gives a model's exact set, these bits included.
 //!
 //! The default, [`ALL_OPS`], links every kernel. (Const generics on stable Rust take
 //! integers, not sets: hence an [`OpSet`], a `u64` built by the `const fn`s here.)
